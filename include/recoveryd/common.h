@@ -1,0 +1,32 @@
+/* Shared outcome codes and small helpers used by every module. */
+#ifndef RECOVERYD_COMMON_H
+#define RECOVERYD_COMMON_H
+
+#include <stddef.h>
+
+#define RECOVERYD_VERSION "0.1.0"
+
+/* Explicit outcomes instead of magic ints (HAProxy style). */
+enum rd_status {
+	RD_OK = 0,
+	RD_AGAIN,   /* not finished yet: come back later */
+	RD_TIMEOUT, /* a deadline passed */
+	RD_NOMEM,   /* an allocation or a size cap failed */
+	RD_ERR      /* anything else; the message says what */
+};
+
+/* Wall-clock seconds since the epoch, with sub-second precision. */
+double rd_now(void);
+/* Monotonic seconds, for deadlines and durations. */
+double rd_mono(void);
+/* Format an epoch time as RFC 3339 UTC with milliseconds into buf (>= 32 bytes). */
+void rd_time_format(double epoch, char *buf, size_t len);
+/* Constant-time comparison of two byte strings; 1 when equal. */
+int rd_ct_equal(const char *a, size_t alen, const char *b, size_t blen);
+/* Read a whole file (at most max bytes) into a NUL-terminated malloc'd buffer;
+ * trailing whitespace trimmed when trim != 0. NULL on error (errno set). */
+char *rd_read_file(const char *path, size_t max, size_t *len, int trim);
+/* Random hex id of 2*nbytes characters into out (size >= 2*nbytes+1). */
+void rd_random_hex(char *out, size_t nbytes);
+
+#endif

@@ -1,0 +1,96 @@
+/* The job journal: SQLite in WAL mode. One writer thread applies queued
+ * batches many at a time in one transaction (group commit); readers use
+ * their own connection. A batch is either fully committed or not at all.
+ *
+ * Ownership: store_commit takes the batch; every string handed to a
+ * store_batch_* function is copied. JSON returned by reads is the caller's. */
+#ifndef RECOVERYD_STORE_H
+#define RECOVERYD_STORE_H
+
+#include <cjson/cJSON.h>
+#include "recoveryd/common.h"
+
+struct store;
+struct store_batch;
+
+/* One row of the jobs table. Times are epoch seconds, 0 = unset (NULL).
+ * String pointers may be NULL (stored as NULL). */
+struct job_row {
+	const char *id;
+	const char *playbook;
+	const char *key;
+	const char *trigger;     /* "webhook" | "manual" | "cli" */
+	const char *reason;      /* manual trigger reason */
+	const char *alert_json;  /* the alert object as JSON text */
+	int dry_run;
+	const char *state;       /* queued running retry_wait succeeded failed
+	                            cancelled budget_exhausted */
+	const char *outcome;     /* set when the job ends */
+	const char *error;       /* last error, or the reason of the outcome */
+	int attempts;            /* attempts started so far */
+	int max_attempts;        /* 1 + retries */
+	int notifications;       /* notifications folded into this job */
+	double created_at, updated_at, started_at, ended_at, next_run_at;
+};
+
+struct attempt_row {
+	int n;                   /* 1-based */
+	double started_at, ended_at;
+	const char *result;      /* NULL while running; succeeded failed timeout
+	                            cancelled interrupted */
+	const char *error;
+	int verify_ok;           /* -1 not run, 0 false, 1 true */
+	const char *verify_reason;
+};
+
+/* Open (creating if needed) the journal at path; ":memory:" works for the
+ * foreground `run` command and tests. */
+enum rd_status store_open(const char *path, struct store **out, char *err, size_t errlen);
+/* Commit whatever is queued, stop the writer, close. NULL is fine. */
+void store_close(struct store *s);
+
+struct store_batch *store_batch_new(void);
+void store_batch_free(struct store_batch *b);
+/* Queue operations; return 0, or -1 on allocation failure. */
+int store_batch_insert_job(struct store_batch *b, const struct job_row *j);
+/* Update every mutable column (state .. next_run_at) of job j->id. */
+int store_batch_update_job(struct store_batch *b, const struct job_row *j);
+/* Insert or replace attempt a->n of job_id. */
+int store_batch_attempt(struct store_batch *b, const char *job_id, const struct attempt_row *a);
+/* Append an event: type is "action", "log" or "admission" (others allowed);
+ * detail_json is a JSON object text (NULL = {}); attempt 0 = none. */
+int store_batch_event(struct store_batch *b, const char *job_id, int attempt, const char *type,
+                      const char *detail_json, int planned, double ts);
+
+/* Hand the batch to the writer. wait != 0: block until it is committed and
+ * return RD_OK or RD_ERR. wait == 0: return RD_OK at once (errors are logged
+ * and counted in recoveryd_journal_errors_total). */
+enum rd_status store_commit(struct store *s, struct store_batch *b, int wait);
+
+/* 1 when the last transaction committed (readiness). */
+int store_healthy(struct store *s);
+/* Transactions and batches committed so far (group-commit ratio). */
+void store_stats(struct store *s, unsigned long *txns, unsigned long *batches);
+
+/* Call cb for every job that is unfinished (queued, running, retry_wait) or
+ * that started or ended at or after since, oldest first. cb's row is only
+ * valid during the call. */
+enum rd_status store_scan_jobs(struct store *s, double since,
+                               void (*cb)(const struct job_row *j, void *arg), void *arg);
+
+/* The full job record (DESIGN.md §3) or *out = NULL when no such job:
+ * {id, playbook, key, trigger, reason, dry_run, state, outcome, error,
+ *  attempts_made, max_attempts, notifications, created_at, updated_at,
+ *  started_at, ended_at, next_attempt_at (RFC 3339 strings or null), alert,
+ *  attempts:[{n, started_at, ended_at, result, error,
+ *             verify:{ok, reason} | null}],
+ *  actions:[{ts, attempt, planned, ...detail}], log:[{ts, attempt, ...detail}],
+ *  events:[{ts, attempt, type, ...detail}] (admissions and the rest),
+ *  escalations:[]} */
+enum rd_status store_job_json(struct store *s, const char *id, cJSON **out);
+/* Newest first; state / playbook may be NULL (no filter); limit 1..1000.
+ * Elements carry the scalar fields of the record (no alert, attempts, events). */
+enum rd_status store_jobs_json(struct store *s, const char *state, const char *playbook, int limit,
+                               cJSON **out);
+
+#endif

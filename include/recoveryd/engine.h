@@ -1,0 +1,47 @@
+/* The engine ties routing, admission, the journal and the runner together.
+ * The HTTP layer talks only to this interface. All functions are
+ * thread-safe (called from libmicrohttpd's connection threads). */
+#ifndef RECOVERYD_ENGINE_H
+#define RECOVERYD_ENGINE_H
+
+#include <stddef.h>
+#include <cjson/cJSON.h>
+#include "recoveryd/alert.h"
+#include "recoveryd/common.h"
+
+struct engine;
+
+/* Route and admit every alert of p, commit the result to the journal and
+ * return the HTTP answer: *status and a JSON body (caller frees).
+ *  playbook == NULL: route by each playbook's match (POST /webhook);
+ *  playbook != NULL: every alert goes to that playbook (POST /trigger/{p}).
+ *  dry_run: this request's jobs are dry-runs (the global flag also applies).
+ * Answers: 202 {"jobs":[{id,playbook,key,state}],"unmatched":N};
+ *          404 {"error":"unknown_playbook",...};
+ *          503 {"error":"unavailable",...} (draining, queue full, journal
+ *          error): *retry_after is set to the seconds to send in Retry-After. */
+void engine_submit(struct engine *e, const struct payload *p, const char *playbook, int dry_run,
+                   int *status, cJSON **body, int *retry_after);
+
+/* Block until job id has ended or timeout seconds passed.
+ * Returns 1 when it ended, 0 on timeout, -1 when no such job. */
+int engine_wait(struct engine *e, const char *id, double timeout);
+
+/* GET /api/v1/jobs/{id}: RD_OK with *out = NULL when there is no such job. */
+enum rd_status engine_job_json(struct engine *e, const char *id, cJSON **out);
+/* GET /api/v1/jobs: newest first; filters may be NULL. */
+enum rd_status engine_jobs_json(struct engine *e, const char *state, const char *playbook, int limit,
+                                cJSON **out);
+/* POST /api/v1/jobs/{id}/cancel: 200 with {"id","state"}; 404 not_found;
+ * 409 {"error":"conflict"} when the job already ended. */
+void engine_cancel(struct engine *e, const char *id, int *status, cJSON **body);
+/* GET /api/v1/playbooks: array of {name, description, match, retries,
+ * backoff, timeout, cooldown, budget, escalate, idempotent, file}. */
+cJSON *engine_playbooks_json(struct engine *e);
+/* Readiness: 1 when config is loaded, the journal writable and not draining;
+ * otherwise 0 with why filled. */
+int engine_ready(struct engine *e, char *why, size_t len);
+/* 1 once SIGTERM started the drain: new work is answered 503. */
+int engine_draining(struct engine *e);
+
+#endif

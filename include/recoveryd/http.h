@@ -1,0 +1,32 @@
+/* The HTTP API of DESIGN.md §3 on libmicrohttpd. */
+#ifndef RECOVERYD_HTTP_H
+#define RECOVERYD_HTTP_H
+
+#include <stddef.h>
+#include "recoveryd/common.h"
+
+struct engine;
+struct http;
+
+struct http_config {
+	const char *listen;          /* "ADDR:PORT"; port 0 = any free port */
+	size_t body_max;             /* bytes; larger bodies get 413 */
+	const char *webhook_token;   /* NULL = none configured */
+	const char *operator_token;  /* NULL = none configured */
+	int insecure_no_auth;        /* allow running with no tokens at all */
+	unsigned conn_limit;         /* simultaneous connections */
+	unsigned per_ip_limit;       /* simultaneous connections per client IP */
+	unsigned conn_timeout;       /* seconds of inactivity before hang-up */
+	const char *job_url_base;    /* unused by http itself; for links */
+};
+
+/* Bind and start serving. On success *out is set and *port is the bound
+ * port (useful with port 0). */
+enum rd_status http_start(const struct http_config *cfg, struct engine *e, struct http **out,
+                          unsigned *port, char *err, size_t errlen);
+/* Swap tokens after a reload (copies them). */
+void http_set_tokens(struct http *h, const char *webhook_token, const char *operator_token);
+/* Stop listening and wait for connection threads; NULL is fine. */
+void http_stop(struct http *h);
+
+#endif

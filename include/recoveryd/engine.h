@@ -10,6 +10,32 @@
 #include "recoveryd/common.h"
 
 struct engine;
+struct store;
+struct playbook_set;
+
+struct engine_opts {
+	struct store *store;          /* borrowed; outlives the engine */
+	struct playbook_set *set;     /* the engine takes this reference */
+	int dry_run;                  /* every job is a dry-run */
+	size_t queue_max;             /* unfinished jobs before 503 */
+	size_t max_in_flight;         /* attempts at once */
+	size_t mem_max;               /* Lua bytes per attempt */
+	const char *lua_path;
+};
+
+struct engine *engine_new(const struct engine_opts *o);
+/* Replay the journal (resume queued and retry_wait jobs, settle jobs found
+ * running) and start the runner. */
+enum rd_status engine_start(struct engine *e);
+/* Swap in a new playbook set (takes the reference); running jobs keep
+ * theirs. */
+void engine_set_playbooks(struct engine *e, struct playbook_set *set);
+/* SIGTERM: answer 503 from now on, let running attempts finish for up to
+ * grace seconds, then interrupt them. Returns when the runner stopped. */
+void engine_drain(struct engine *e, double grace);
+void engine_free(struct engine *e);
+/* Number of unfinished jobs (tests, `run`). */
+size_t engine_active(struct engine *e);
 
 /* Route and admit every alert of p, commit the result to the journal and
  * return the HTTP answer: *status and a JSON body (caller frees).

@@ -1,0 +1,51 @@
+/* Settings from the command line and the Lua config file (DESIGN.md §6).
+ * The file's keys are the long flags with '_' for '-'; flags win. */
+#ifndef RECOVERYD_CONFIG_H
+#define RECOVERYD_CONFIG_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+#include "recoveryd/common.h"
+
+#define CONFIG_EXEC_ALLOW_MAX 64
+
+struct config {
+	char *config;
+	char *listen;
+	char *playbooks;
+	char *lua_path;
+	char *state;
+	int dry_run;
+	char *webhook_token_file;
+	char *operator_token_file;
+	int insecure_no_auth;
+	char *slack_webhook_url_file;
+	char *pagerduty_routing_key_file;
+	char *pagerduty_url;
+	char *secrets_dir;
+	char *exec_allow[CONFIG_EXEC_ALLOW_MAX + 1]; /* NULL-terminated */
+	int check_config;
+	double body_max;          /* bytes */
+	double max_jobs;          /* attempts running at once */
+	double queue_max;         /* unfinished jobs before 503 */
+	double drain_timeout;     /* seconds */
+	double lua_memory;        /* bytes per attempt */
+	double conn_limit;
+	double conn_timeout;      /* seconds */
+	double http_timeout;      /* recovery.http default, seconds */
+	char *log_level;
+	char *alert;              /* `run`: the alert file */
+	int version;
+	int help;
+};
+
+/* Fill cfg with defaults, then the config file (if --config is given), then
+ * the flags. Returns 0, or -1 with err explaining (unknown flag, bad value,
+ * unreadable or invalid config file). args are the arguments after the
+ * program name (and after `run PLAYBOOK`). */
+int config_load(struct config *cfg, int argc, char **argv, char *err, size_t errlen);
+void config_free(struct config *cfg);
+void config_usage(FILE *f);
+
+#endif

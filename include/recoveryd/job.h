@@ -1,0 +1,67 @@
+/* A recovery job as the engine and the runner share it. Fields marked
+ * [engine lock] change only under engine->mu; [runner] fields belong to the
+ * runner thread alone. */
+#ifndef RECOVERYD_JOB_H
+#define RECOVERYD_JOB_H
+
+#include <stddef.h>
+#include <cjson/cJSON.h>
+
+#include "recoveryd/store.h"
+
+struct playbook;
+struct playbook_set;
+struct attempt_rt;
+
+enum job_state {
+	JS_QUEUED,
+	JS_RUNNING,
+	JS_RETRY_WAIT,
+	JS_SUCCEEDED,
+	JS_FAILED,
+	JS_CANCELLED,
+	JS_BUDGET_EXHAUSTED,
+};
+
+struct job {
+	char id[33];
+	char *playbook_name;
+	char *key;
+	char *trigger;          /* webhook | manual | cli */
+	char *reason;
+	char *alert_json;
+	cJSON *alert;
+	int dry_run;
+	double created_at, started_at, ended_at, next_run_at;
+	int max_attempts;
+
+	enum job_state state;   /* [engine lock] */
+	int cancel_requested;   /* [engine lock] resolved alert or operator */
+	char *cancel_reason;    /* [engine lock] */
+	int notifications;      /* [engine lock] */
+	int attempts;           /* attempts started */
+	char *outcome;          /* set when the job ends */
+	char *error;            /* last error */
+
+	struct playbook_set *set; /* reference held for the job's life */
+	struct playbook *pb;
+
+	struct job *next;       /* [runner] ready queue */
+	struct attempt_rt *rt;  /* [runner] the running attempt, or NULL */
+	char **secrets;         /* [runner] values to redact */
+	size_t n_secrets;
+};
+
+const char *job_state_name(enum job_state s);
+int job_state_parse(const char *s, enum job_state *out);
+int job_state_final(enum job_state s);
+/* A job_row view of j (pointers into j; valid while j lives). */
+void job_row_of(const struct job *j, struct job_row *row);
+void job_free(struct job *j);
+/* Replace every occurrence of a secret in s (in place, NUL-terminated,
+ * malloc'd) by "[REDACTED]"; returns the possibly reallocated string. */
+char *job_redact(const struct job *j, char *s);
+/* Redact all strings in a JSON tree. */
+void job_redact_json(const struct job *j, cJSON *v);
+
+#endif

@@ -1,0 +1,26 @@
+/* The `recovery` Lua module of DESIGN.md §4. */
+#ifndef RECOVERYD_LUA_API_H
+#define RECOVERYD_LUA_API_H
+
+#include <lua.h>
+#include <cjson/cJSON.h>
+
+struct job;
+
+struct lua_api_conf {
+	const char *secrets_dir;     /* NULL: recovery.secret always fails */
+	const char *const *exec_allow; /* NULL-terminated absolute paths */
+	double http_timeout;         /* default per request, seconds */
+};
+
+/* Set the process-wide settings (copied). */
+void lua_api_configure(const struct lua_api_conf *c);
+/* Install `recovery` as a global and for require "recovery". job == NULL
+ * while loading playbooks: the yielding primitives then raise an error. */
+void lua_api_open(lua_State *L, struct job *job);
+/* Push a JSON value as Lua (objects -> tables, null -> recovery.json.null). */
+void lua_api_push_json(lua_State *L, const cJSON *v);
+/* Convert the Lua value at idx to JSON; NULL with *err on failure. */
+cJSON *lua_api_to_json(lua_State *L, int idx, const char **err);
+
+#endif

@@ -1,0 +1,86 @@
+/* The runner: one event loop thread built on curl_multi_poll, with timers
+ * and child-process descriptors; each attempt is a coroutine in its own
+ * sandboxed lua_State that yields on sleep, HTTP and exec. */
+#ifndef RECOVERYD_RUNNER_H
+#define RECOVERYD_RUNNER_H
+
+#include <stddef.h>
+#include <sys/types.h>
+#include <cjson/cJSON.h>
+#include <curl/curl.h>
+#include <lua.h>
+
+#include "recoveryd/common.h"
+
+struct engine;
+struct job;
+struct runner;
+
+struct runner_opts {
+	size_t max_in_flight;   /* attempts running at once */
+	size_t mem_max;         /* Lua bytes per attempt */
+	const char *lua_path;
+};
+
+struct runner *runner_new(struct engine *e, const struct runner_opts *o);
+enum rd_status runner_start(struct runner *r);
+/* Queue a job (state queued, or retry_wait with next_run_at). Any thread. */
+void runner_schedule(struct runner *r, struct job *j);
+/* Wake the runner to act on j's cancel_requested. Any thread. */
+void runner_cancel(struct runner *r, struct job *j);
+/* Stop starting attempts; let running ones finish until grace seconds pass,
+ * then interrupt them; return when the loop has exited. */
+void runner_drain(struct runner *r, double grace);
+void runner_free(struct runner *r);
+size_t runner_queue_depth(struct runner *r);
+
+/* --- for lua_api: operations an attempt's coroutine waits on --- */
+
+struct rbuf {
+	char *p;
+	size_t len, cap, max;
+	int truncated;
+};
+
+enum op_kind { OP_SLEEP, OP_HTTP, OP_EXEC };
+
+struct op {
+	enum op_kind kind;
+	struct job *job;
+	double started;         /* rd_mono() */
+	double deadline;        /* rd_mono(); 0 = the attempt's */
+	int timed_out;
+	/* http */
+	CURL *easy;
+	struct curl_slist *headers;
+	char *body;
+	struct rbuf resp, resp_headers;
+	CURLcode cc;
+	char errbuf[CURL_ERROR_SIZE];
+	/* exec */
+	pid_t pid;
+	int pidfd, out_fd, err_fd;
+	int exited, wstatus;
+	struct rbuf out, err;
+	/* Push the Lua results of the finished op onto co; returns their count.
+	 * Also records the action. Called once, on the runner thread. */
+	int (*finish)(lua_State *co, struct op *op);
+	void *ctx;              /* lua_api's data (action detail), freed by finish/free */
+	void (*free_ctx)(void *ctx);
+};
+
+/* Begin waiting on op for job; the calling C function must then return
+ * lua_yield(L, 0). Returns 0, or -1 with err set. */
+int runner_begin_op(struct job *j, struct op *op, char *err, size_t errlen);
+/* The current job's attempt deadline (rd_mono seconds). */
+double runner_attempt_deadline(struct job *j);
+/* The lua_State thread the job's attempt runs in (yields are only allowed
+ * from it). */
+lua_State *runner_job_thread(struct job *j);
+int rbuf_append(struct rbuf *b, const char *p, size_t n);
+void rbuf_free(struct rbuf *b);
+
+/* Record into the journal (async, ordered). detail is consumed. */
+void runner_record(struct job *j, const char *type, cJSON *detail, int planned);
+
+#endif

@@ -1,0 +1,37 @@
+/* Allow-listed Lua 5.4 states with a memory budget and a wall-clock
+ * deadline enforced from an instruction-count hook. */
+#ifndef RECOVERYD_SANDBOX_H
+#define RECOVERYD_SANDBOX_H
+
+#include <stddef.h>
+#include <lua.h>
+
+struct sandbox {
+	size_t mem_used;
+	size_t mem_max;      /* bytes; allocations beyond fail with a memory error */
+	double deadline;     /* rd_mono() seconds; 0 = none */
+	int timed_out;       /* set by the hook once the deadline passed */
+	const char *lua_path;/* directory `require` searches; NULL = none */
+	void *owner;         /* the job using this state (lua_api) or NULL */
+};
+
+/* A new state whose globals are the allow-list of DESIGN.md §4: base
+ * without dofile/loadfile and with text-only load, string (no dump), table,
+ * math, utf8, coroutine, os.time/clock/date, require from lua_path. The
+ * `recovery` module is added by lua_api_open. sb must outlive the state. */
+lua_State *sandbox_new(struct sandbox *sb);
+/* Load a text chunk (never binary) with the given chunk name. Returns a Lua
+ * status; on error the message is on the stack. */
+int sandbox_load(lua_State *L, const char *src, size_t len, const char *chunkname);
+/* Run the function on top of L's stack with nargs arguments (pushed above it)
+ * in a fresh coroutine so that the deadline hook can stop it even inside
+ * pcall; for code that must not yield to the runner (config files, playbook
+ * loading). Returns LUA_OK with nres results left on L, or an error status
+ * with the message on L. */
+int sandbox_call(lua_State *L, int nargs, int nres);
+/* Make the value on top of the stack what require(name) returns; pops it. */
+void sandbox_preload(lua_State *L, const char *name);
+/* The sandbox that owns L. */
+struct sandbox *sandbox_of(lua_State *L);
+
+#endif

@@ -1,0 +1,327 @@
+/* Flags and the Lua config file, both driven by one option table so the
+ * two can never disagree on names or types. */
+#include "recoveryd/config.h"
+
+#include <errno.h>
+#include <lauxlib.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "recoveryd/sandbox.h"
+
+#define CONFIG_FILE_MAX (1024 * 1024)
+
+enum opt_type { O_STR, O_BOOL, O_NUM, O_LIST };
+
+struct opt {
+	const char *name;  /* long flag, '-' separated */
+	enum opt_type type;
+	size_t off;
+	int file_ok;       /* may be set from the config file */
+	const char *arg;
+	const char *help;
+};
+
+#define OFF(f) offsetof(struct config, f)
+
+static const struct opt opts[] = {
+	{"config", O_STR, OFF(config), 0, "FILE", "Lua config file (keys: the long flags with _)"},
+	{"listen", O_STR, OFF(listen), 1, "ADDR:PORT", "HTTP listen address (default 127.0.0.1:9095; port 0 = any)"},
+	{"playbooks", O_STR, OFF(playbooks), 1, "DIR", "playbook directory"},
+	{"lua-path", O_STR, OFF(lua_path), 1, "DIR", "helper library directory for require"},
+	{"state", O_STR, OFF(state), 1, "PATH", "SQLite job journal (default recoveryd.db)"},
+	{"dry-run", O_BOOL, OFF(dry_run), 1, NULL, "every job is a dry-run: reads run, writes are planned"},
+	{"webhook-token-file", O_STR, OFF(webhook_token_file), 1, "F", "bearer token for /webhook and /trigger"},
+	{"operator-token-file", O_STR, OFF(operator_token_file), 1, "F", "bearer token for every endpoint"},
+	{"insecure-no-auth", O_BOOL, OFF(insecure_no_auth), 1, NULL, "allow running without any token"},
+	{"slack-webhook-url-file", O_STR, OFF(slack_webhook_url_file), 1, "F", "Slack incoming webhook URL"},
+	{"pagerduty-routing-key-file", O_STR, OFF(pagerduty_routing_key_file), 1, "F", "PagerDuty routing key"},
+	{"pagerduty-url", O_STR, OFF(pagerduty_url), 1, "URL", "PagerDuty Events API v2 endpoint"},
+	{"secrets-dir", O_STR, OFF(secrets_dir), 1, "DIR", "where recovery.secret(name) reads"},
+	{"exec-allow", O_LIST, OFF(exec_allow), 1, "PATH", "program recovery.exec may run (repeatable)"},
+	{"check-config", O_BOOL, OFF(check_config), 0, NULL, "validate config and playbooks, then exit"},
+	{"body-max", O_NUM, OFF(body_max), 1, "BYTES", "largest request body (default 4194304)"},
+	{"max-jobs", O_NUM, OFF(max_jobs), 1, "N", "attempts running at once (default 16)"},
+	{"queue-max", O_NUM, OFF(queue_max), 1, "N", "unfinished jobs before 503 (default 10000)"},
+	{"drain-timeout", O_NUM, OFF(drain_timeout), 1, "SECONDS", "SIGTERM grace for running attempts (default 30)"},
+	{"lua-memory", O_NUM, OFF(lua_memory), 1, "BYTES", "Lua memory per attempt (default 67108864)"},
+	{"conn-limit", O_NUM, OFF(conn_limit), 1, "N", "simultaneous HTTP connections (default 256)"},
+	{"conn-timeout", O_NUM, OFF(conn_timeout), 1, "SECONDS", "idle HTTP connection timeout (default 30)"},
+	{"http-timeout", O_NUM, OFF(http_timeout), 1, "SECONDS", "default recovery.http timeout (default 30)"},
+	{"log-level", O_STR, OFF(log_level), 1, "LEVEL", "debug, info, warn or error (default info)"},
+	{"alert", O_STR, OFF(alert), 0, "FILE", "run: the alert (v4 payload or one alert object)"},
+	{"version", O_BOOL, OFF(version), 0, NULL, "print the version"},
+	{"help", O_BOOL, OFF(help), 0, NULL, "this text"},
+};
+
+#define NOPTS (sizeof(opts) / sizeof(opts[0]))
+
+void config_usage(FILE *f)
+{
+	fprintf(f, "usage: recoveryd [OPTIONS]\n"
+	           "       recoveryd run PLAYBOOK --alert FILE [--dry-run] [OPTIONS]\n\n");
+	for (size_t i = 0; i < NOPTS; i++) {
+		char left[64];
+		snprintf(left, sizeof(left), "--%s%s%s", opts[i].name, opts[i].arg ? " " : "",
+		         opts[i].arg ? opts[i].arg : "");
+		fprintf(f, "  %-34s %s\n", left, opts[i].help);
+	}
+}
+
+static char **str_at(struct config *c, const struct opt *o)
+{
+	return (char **)((char *)c + o->off);
+}
+
+static int set_value(struct config *c, const struct opt *o, const char *v, char *err, size_t errlen)
+{
+	char *end;
+	double d;
+
+	switch (o->type) {
+	case O_STR:
+		free(*str_at(c, o));
+		*str_at(c, o) = strdup(v);
+		return 0;
+	case O_BOOL:
+		if (!strcmp(v, "1") || !strcmp(v, "true") || !strcmp(v, "yes"))
+			*(int *)((char *)c + o->off) = 1;
+		else if (!strcmp(v, "0") || !strcmp(v, "false") || !strcmp(v, "no"))
+			*(int *)((char *)c + o->off) = 0;
+		else
+			goto bad;
+		return 0;
+	case O_NUM:
+		errno = 0;
+		d = strtod(v, &end);
+		if (errno || end == v || *end || !isfinite(d) || d < 0)
+			goto bad;
+		*(double *)((char *)c + o->off) = d;
+		return 0;
+	case O_LIST: {
+		char **l = (char **)((char *)c + o->off);
+		size_t n = 0;
+		while (l[n])
+			n++;
+		if (n >= CONFIG_EXEC_ALLOW_MAX) {
+			snprintf(err, errlen, "--%s: at most %d entries", o->name, CONFIG_EXEC_ALLOW_MAX);
+			return -1;
+		}
+		if (v[0] != '/') {
+			snprintf(err, errlen, "--%s %s: must be an absolute path", o->name, v);
+			return -1;
+		}
+		l[n] = strdup(v);
+		return 0;
+	}
+	}
+bad:
+	snprintf(err, errlen, "--%s: invalid value '%s'", o->name, v);
+	return -1;
+}
+
+static const struct opt *find_opt(const char *name, int underscores)
+{
+	char buf[64];
+	snprintf(buf, sizeof(buf), "%s", name);
+	if (underscores)
+		for (char *p = buf; *p; p++)
+			if (*p == '_')
+				*p = '-';
+	for (size_t i = 0; i < NOPTS; i++)
+		if (strcmp(opts[i].name, buf) == 0)
+			return &opts[i];
+	return NULL;
+}
+
+static void clear_list(struct config *c)
+{
+	for (size_t i = 0; c->exec_allow[i]; i++) {
+		free(c->exec_allow[i]);
+		c->exec_allow[i] = NULL;
+	}
+}
+
+/* Evaluate the config file in a sandbox; it returns a table of settings. */
+static int load_file(struct config *c, const char *path, char *err, size_t errlen)
+{
+	struct sandbox sb = {.mem_max = 16 << 20};
+	size_t len;
+	char *src = rd_read_file(path, CONFIG_FILE_MAX, &len, 0);
+	lua_State *L = NULL;
+	int rc = -1;
+	char chunk[300];
+
+	if (!src) {
+		snprintf(err, errlen, "config %s: %s", path, strerror(errno));
+		return -1;
+	}
+	L = sandbox_new(&sb);
+	if (!L) {
+		snprintf(err, errlen, "config %s: out of memory", path);
+		goto out;
+	}
+	snprintf(chunk, sizeof(chunk), "@%s", path);
+	sb.deadline = rd_mono() + 5;
+	if (sandbox_load(L, src, len, chunk) != LUA_OK || sandbox_call(L, 0, 1) != LUA_OK) {
+		snprintf(err, errlen, "config: %s", lua_tostring(L, -1));
+		goto out;
+	}
+	if (!lua_istable(L, -1)) {
+		snprintf(err, errlen, "config %s: must return a table of settings", path);
+		goto out;
+	}
+	lua_pushnil(L);
+	while (lua_next(L, -2)) {
+		const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+		const struct opt *o = k ? find_opt(k, 1) : NULL;
+		char vbuf[64];
+		if (!o || !o->file_ok || strchr(k, '-')) {
+			snprintf(err, errlen, "config %s: unknown setting '%s'", path, k ? k : "(non-string key)");
+			goto out;
+		}
+		if (o->type == O_LIST) {
+			if (!lua_istable(L, -1)) {
+				snprintf(err, errlen, "config %s: %s must be a list of paths", path, k);
+				goto out;
+			}
+			clear_list(c);
+			for (lua_Integer i = 1; i <= (lua_Integer)lua_rawlen(L, -1); i++) {
+				lua_rawgeti(L, -1, i);
+				if (lua_type(L, -1) != LUA_TSTRING ||
+				    set_value(c, o, lua_tostring(L, -1), err, errlen) < 0) {
+					if (lua_type(L, -1) != LUA_TSTRING)
+						snprintf(err, errlen, "config %s: %s[%lld] must be a string", path, k,
+						         (long long)i);
+					goto out;
+				}
+				lua_pop(L, 1);
+			}
+		} else {
+			const char *v;
+			if (o->type == O_BOOL && lua_isboolean(L, -1)) {
+				v = lua_toboolean(L, -1) ? "true" : "false";
+			} else if (o->type == O_NUM && lua_type(L, -1) == LUA_TNUMBER) {
+				snprintf(vbuf, sizeof(vbuf), "%.17g", lua_tonumber(L, -1));
+				v = vbuf;
+			} else if (o->type == O_STR && lua_type(L, -1) == LUA_TSTRING) {
+				v = lua_tostring(L, -1);
+			} else {
+				snprintf(err, errlen, "config %s: %s has the wrong type (%s)", path, k,
+				         luaL_typename(L, -1));
+				goto out;
+			}
+			if (set_value(c, o, v, err, errlen) < 0)
+				goto out;
+		}
+		lua_pop(L, 1);
+	}
+	rc = 0;
+out:
+	if (L)
+		lua_close(L);
+	free(src);
+	return rc;
+}
+
+static void defaults(struct config *c)
+{
+	memset(c, 0, sizeof(*c));
+	c->listen = strdup("127.0.0.1:9095");
+	c->playbooks = strdup(RECOVERYD_DEFAULT_PLAYBOOKS);
+	c->lua_path = strdup(RECOVERYD_DEFAULT_LUA_PATH);
+	c->state = strdup("recoveryd.db");
+	c->pagerduty_url = strdup("https://events.pagerduty.com/v2/enqueue");
+	c->body_max = 4 * 1024 * 1024;
+	c->max_jobs = 16;
+	c->queue_max = 10000;
+	c->drain_timeout = 30;
+	c->lua_memory = 64 * 1024 * 1024;
+	c->conn_limit = 256;
+	c->conn_timeout = 30;
+	c->http_timeout = 30;
+	c->log_level = strdup("info");
+}
+
+int config_load(struct config *c, int argc, char **argv, char *err, size_t errlen)
+{
+	defaults(c);
+	/* The file first, wherever --config appears, so flags override it. */
+	for (int i = 0; i < argc; i++) {
+		const char *v = NULL;
+		if (!strcmp(argv[i], "--config") && i + 1 < argc)
+			v = argv[i + 1];
+		else if (!strncmp(argv[i], "--config=", 9))
+			v = argv[i] + 9;
+		if (v) {
+			free(c->config);
+			c->config = strdup(v);
+		}
+	}
+	if (c->config && load_file(c, c->config, err, errlen) < 0)
+		return -1;
+	int list_from_flags = 0;
+	for (int i = 0; i < argc; i++) {
+		const char *a = argv[i], *eq, *v;
+		char name[64];
+		const struct opt *o;
+
+		if (strncmp(a, "--", 2) != 0) {
+			snprintf(err, errlen, "unexpected argument '%s' (see --help)", a);
+			return -1;
+		}
+		eq = strchr(a, '=');
+		snprintf(name, sizeof(name), "%.*s", eq ? (int)(eq - a - 2) : (int)strlen(a + 2), a + 2);
+		o = find_opt(name, 0);
+		if (!o) {
+			snprintf(err, errlen, "unknown option '--%s' (see --help)", name);
+			return -1;
+		}
+		if (o->type == O_BOOL && !eq) {
+			v = "true";
+		} else if (eq) {
+			v = eq + 1;
+		} else if (i + 1 < argc) {
+			v = argv[++i];
+		} else {
+			snprintf(err, errlen, "--%s needs a value", name);
+			return -1;
+		}
+		if (o->type == O_LIST && !list_from_flags) {
+			clear_list(c); /* flags replace the file's list */
+			list_from_flags = 1;
+		}
+		if (set_value(c, o, v, err, errlen) < 0)
+			return -1;
+	}
+	if (strcmp(c->log_level, "debug") && strcmp(c->log_level, "info") && strcmp(c->log_level, "warn") &&
+	    strcmp(c->log_level, "error")) {
+		snprintf(err, errlen, "--log-level: expected debug, info, warn or error");
+		return -1;
+	}
+	if (c->body_max < 1024) {
+		snprintf(err, errlen, "--body-max: at least 1024 bytes");
+		return -1;
+	}
+	if (c->max_jobs < 1 || c->queue_max < 1) {
+		snprintf(err, errlen, "--max-jobs and --queue-max must be at least 1");
+		return -1;
+	}
+	if (c->lua_memory < 1024 * 1024) {
+		snprintf(err, errlen, "--lua-memory: at least 1048576 bytes");
+		return -1;
+	}
+	return 0;
+}
+
+void config_free(struct config *c)
+{
+	for (size_t i = 0; i < NOPTS; i++)
+		if (opts[i].type == O_STR) {
+			free(*str_at(c, &opts[i]));
+			*str_at(c, &opts[i]) = NULL;
+		}
+	clear_list(c);
+}

@@ -1,0 +1,689 @@
+/* The engine: routes each alert to playbooks, decides admission, commits
+ * the decisions to the journal before answering, and hands new jobs to the
+ * runner. It also replays the journal at start-up. */
+#include "engine_impl.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "map.h"
+#include "recoveryd/admit.h"
+#include "recoveryd/log.h"
+#include "recoveryd/matcher.h"
+#include "recoveryd/metrics.h"
+#include "recoveryd/playbook.h"
+#include "recoveryd/runner.h"
+
+#define RETRY_AFTER_SECONDS 5
+
+static struct admit *the_admit; /* guarded by engine->mu */
+
+static cJSON *error_body(const char *code, const char *msg)
+{
+	cJSON *o = cJSON_CreateObject();
+	cJSON_AddStringToObject(o, "error", code);
+	cJSON_AddStringToObject(o, "message", msg);
+	return o;
+}
+
+struct engine *engine_new(const struct engine_opts *o)
+{
+	struct engine *e = calloc(1, sizeof(*e));
+	pthread_condattr_t ca;
+	struct runner_opts ro = {o->max_in_flight, o->mem_max, o->lua_path};
+
+	if (!e)
+		return NULL;
+	pthread_mutex_init(&e->mu, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&e->ended, &ca);
+	pthread_condattr_destroy(&ca);
+	e->store = o->store;
+	e->set = o->set;
+	e->global_dry_run = o->dry_run;
+	e->queue_max = o->queue_max ? o->queue_max : 10000;
+	e->active_by_id = map_new();
+	e->active_by_key = map_new();
+	if (!the_admit)
+		the_admit = admit_new();
+	e->runner = runner_new(e, &ro);
+	if (!e->active_by_id || !e->active_by_key || !the_admit || !e->runner) {
+		engine_free(e);
+		return NULL;
+	}
+	e->loaded = 1;
+	return e;
+}
+
+static void free_job_val(void *p)
+{
+	job_free(p);
+}
+
+void engine_free(struct engine *e)
+{
+	if (!e)
+		return;
+	runner_free(e->runner);
+	map_free(e->active_by_key, NULL);
+	map_free(e->active_by_id, free_job_val);
+	playbook_set_unref(e->set);
+	admit_free(the_admit);
+	the_admit = NULL;
+	pthread_cond_destroy(&e->ended);
+	pthread_mutex_destroy(&e->mu);
+	free(e);
+}
+
+size_t engine_active(struct engine *e)
+{
+	size_t n;
+	pthread_mutex_lock(&e->mu);
+	n = map_len(e->active_by_id);
+	pthread_mutex_unlock(&e->mu);
+	return n;
+}
+
+void engine_set_playbooks(struct engine *e, struct playbook_set *set)
+{
+	struct playbook_set *old;
+	pthread_mutex_lock(&e->mu);
+	old = e->set;
+	e->set = set;
+	pthread_mutex_unlock(&e->mu);
+	playbook_set_unref(old);
+}
+
+int engine_draining(struct engine *e)
+{
+	int d;
+	pthread_mutex_lock(&e->mu);
+	d = e->draining;
+	pthread_mutex_unlock(&e->mu);
+	return d;
+}
+
+int engine_ready(struct engine *e, char *why, size_t len)
+{
+	if (engine_draining(e)) {
+		snprintf(why, len, "draining: shutting down");
+		return 0;
+	}
+	if (!store_healthy(e->store)) {
+		snprintf(why, len, "the journal cannot commit");
+		return 0;
+	}
+	if (!e->loaded) {
+		snprintf(why, len, "configuration not loaded");
+		return 0;
+	}
+	return 1;
+}
+
+void engine_drain(struct engine *e, double grace)
+{
+	pthread_mutex_lock(&e->mu);
+	e->draining = 1;
+	pthread_mutex_unlock(&e->mu);
+	runner_drain(e->runner, grace);
+}
+
+/* ---------- job creation ---------- */
+
+static struct job *job_new(struct playbook_set *set, struct playbook *pb, const char *key,
+                           const char *trigger, const char *reason, const cJSON *alert, int dry_run,
+                           double now)
+{
+	struct job *j = calloc(1, sizeof(*j));
+
+	if (!j)
+		return NULL;
+	rd_random_hex(j->id, 16);
+	j->playbook_name = strdup(pb->name);
+	j->key = strdup(key);
+	j->trigger = strdup(trigger);
+	j->reason = reason && *reason ? strdup(reason) : NULL;
+	j->alert = alert ? cJSON_Duplicate(alert, 1) : cJSON_CreateObject();
+	j->alert_json = j->alert ? cJSON_PrintUnformatted(j->alert) : NULL;
+	j->dry_run = dry_run;
+	j->created_at = now;
+	j->max_attempts = pb->retries + 1;
+	j->notifications = 1;
+	j->state = JS_QUEUED;
+	j->set = set;
+	j->pb = pb;
+	playbook_set_ref(set);
+	if (!j->playbook_name || !j->key || !j->trigger || !j->alert_json) {
+		job_free(j);
+		return NULL;
+	}
+	return j;
+}
+
+static void add_event(struct store_batch *b, const char *job_id, const char *type, cJSON *detail,
+                      double now)
+{
+	char *txt = cJSON_PrintUnformatted(detail);
+	if (txt)
+		store_batch_event(b, job_id, 0, type, txt, 0, now);
+	free(txt);
+	cJSON_Delete(detail);
+}
+
+static cJSON *admission_detail(const char *decision, const char *trigger)
+{
+	cJSON *d = cJSON_CreateObject();
+	cJSON_AddStringToObject(d, "decision", decision);
+	cJSON_AddStringToObject(d, "trigger", trigger);
+	return d;
+}
+
+static void add_answer(cJSON *jobs, const char *id, const char *playbook, const char *key,
+                       const char *state)
+{
+	cJSON *o = cJSON_CreateObject();
+	if (id && *id)
+		cJSON_AddStringToObject(o, "id", id);
+	else
+		cJSON_AddNullToObject(o, "id");
+	cJSON_AddStringToObject(o, "playbook", playbook);
+	cJSON_AddStringToObject(o, "key", key);
+	cJSON_AddStringToObject(o, "state", state);
+	cJSON_AddItemToArray(jobs, o);
+}
+
+struct pending {
+	struct job **v;
+	size_t n, cap;
+};
+
+static int pending_add(struct pending *p, struct job *j)
+{
+	if (p->n == p->cap) {
+		size_t ncap = p->cap ? p->cap * 2 : 8;
+		struct job **nv = realloc(p->v, ncap * sizeof(*nv));
+		if (!nv)
+			return -1;
+		p->v = nv;
+		p->cap = ncap;
+	}
+	p->v[p->n++] = j;
+	return 0;
+}
+
+/* Decide one (alert, playbook) pair. Called with e->mu held. */
+static int admit_one(struct engine *e, struct playbook_set *set, struct playbook *pb,
+                     const struct payload *p, const struct alert *a, int dry_run, double now,
+                     struct store_batch *b, cJSON *jobs, struct pending *fresh,
+                     struct pending *cancels, struct pending *final)
+{
+	char key[256];
+	const char *trigger = p->manual ? "manual" : "webhook";
+	struct job *active;
+	struct job_row row;
+
+	snprintf(key, sizeof(key), "%s/%s", pb->name, a->fingerprint);
+	active = map_get(e->active_by_key, key);
+
+	if (a->resolved) {
+		/* A resolved alert never starts a job; it closes its key's job. */
+		if (!active)
+			return 0;
+		if (!active->cancel_requested) {
+			active->cancel_requested = 1;
+			free(active->cancel_reason);
+			active->cancel_reason = strdup("alert resolved");
+			if (pending_add(cancels, active) < 0)
+				return -1;
+		}
+		add_event(b, active->id, "admission", admission_detail("cancelled", trigger), now);
+		add_answer(jobs, active->id, pb->name, key, "cancelled");
+		metrics_add(M_ADMISSIONS, pb->name, "cancelled", 1);
+		return 0;
+	}
+
+	struct admit_policy pol = {pb->cooldown, pb->budget_runs, pb->budget_per, p->manual};
+	const char *last_id = NULL;
+	enum admit_decision d = admit_firing(the_admit, pb->name, key, active != NULL, &pol, now, &last_id);
+	const char *dname = admit_decision_name(d);
+	struct job *j;
+
+	metrics_add(M_ADMISSIONS, pb->name, dname, 1);
+	switch (d) {
+	case ADMIT_COALESCED:
+		active->notifications++;
+		job_row_of(active, &row);
+		row.updated_at = now;
+		store_batch_update_job(b, &row);
+		add_event(b, active->id, "admission", admission_detail(dname, trigger), now);
+		add_answer(jobs, active->id, pb->name, key, dname);
+		return 0;
+	case ADMIT_COOLDOWN:
+		if (last_id && *last_id)
+			add_event(b, last_id, "admission", admission_detail(dname, trigger), now);
+		add_answer(jobs, last_id, pb->name, key, dname);
+		return 0;
+	case ADMIT_BUDGET_EXHAUSTED:
+	case ADMIT_QUEUED:
+	case ADMIT_CANCELLED:
+		break;
+	}
+	j = job_new(set, pb, key, trigger, p->reason, a->raw, dry_run || e->global_dry_run, now);
+	if (!j)
+		return -1;
+	if (d == ADMIT_BUDGET_EXHAUSTED) {
+		/* Recovery is being held back: record it as a job so that humans
+		 * see it (and escalation can attach to it). */
+		char msg[160];
+		j->state = JS_BUDGET_EXHAUSTED;
+		j->outcome = strdup("budget_exhausted");
+		snprintf(msg, sizeof(msg), "run budget of %d per %gs exhausted", pb->budget_runs,
+		         pb->budget_per);
+		j->error = strdup(msg);
+		j->ended_at = now;
+		if (pending_add(final, j) < 0) {
+			job_free(j);
+			return -1;
+		}
+	} else if (pending_add(fresh, j) < 0) {
+		admit_unstart(the_admit, pb->name, now);
+		job_free(j);
+		return -1;
+	} else {
+		int oom1, oom2;
+		map_put(e->active_by_id, j->id, j, &oom1);
+		map_put(e->active_by_key, j->key, j, &oom2);
+	}
+	job_row_of(j, &row);
+	row.updated_at = now;
+	store_batch_insert_job(b, &row);
+	add_event(b, j->id, "admission", admission_detail(dname, trigger), now);
+	add_answer(jobs, j->id, pb->name, key, dname);
+	return 0;
+}
+
+void engine_submit(struct engine *e, const struct payload *p, const char *playbook, int dry_run,
+                   int *status, cJSON **body, int *retry_after)
+{
+	struct store_batch *b = NULL;
+	struct pending fresh = {0}, cancels = {0}, final = {0};
+	struct playbook_set *set;
+	cJSON *answer = NULL, *jobs;
+	double now = rd_now();
+	long unmatched = 0;
+	int failed = 0;
+
+	*retry_after = 0;
+	pthread_mutex_lock(&e->mu);
+	if (e->draining) {
+		pthread_mutex_unlock(&e->mu);
+		*status = 503;
+		*retry_after = RETRY_AFTER_SECONDS;
+		*body = error_body("unavailable", "recoveryd is shutting down; retry on another replica");
+		metrics_add(M_REJECTED, "draining", NULL, 1);
+		return;
+	}
+	set = e->set;
+	if (playbook && !playbook_set_find(set, playbook)) {
+		char msg[200];
+		pthread_mutex_unlock(&e->mu);
+		snprintf(msg, sizeof(msg), "no playbook named '%s' is loaded", playbook);
+		*status = 404;
+		*body = error_body("unknown_playbook", msg);
+		return;
+	}
+	if (map_len(e->active_by_id) + p->n_alerts > e->queue_max) {
+		pthread_mutex_unlock(&e->mu);
+		*status = 503;
+		*retry_after = RETRY_AFTER_SECONDS;
+		*body = error_body("unavailable", "the job queue is full");
+		metrics_add(M_REJECTED, "queue_full", NULL, 1);
+		log_kv(LOG_WARN, NULL, "queue full: notification refused with 503", NULL);
+		return;
+	}
+	b = store_batch_new();
+	answer = cJSON_CreateObject();
+	jobs = cJSON_AddArrayToObject(answer, "jobs");
+	if (!b || !jobs) {
+		failed = 1;
+		goto decided;
+	}
+	for (size_t i = 0; i < p->n_alerts && !failed; i++) {
+		const struct alert *a = &p->alerts[i];
+		int matched = 0;
+		metrics_add(M_ALERTS_RECEIVED, a->resolved ? "resolved" : "firing", NULL, 1);
+		for (size_t k = 0; k < set->n && !failed; k++) {
+			struct playbook *pb = set->v[k];
+			if (playbook ? strcmp(pb->name, playbook) != 0 : !matcher_set_matches(pb->match, &a->labels))
+				continue;
+			matched = 1;
+			if (admit_one(e, set, pb, p, a, dry_run, now, b, jobs, &fresh, &cancels, &final) < 0)
+				failed = 1;
+		}
+		unmatched += !matched;
+	}
+decided:
+	pthread_mutex_unlock(&e->mu);
+
+	/* Answer only once the decisions are durable. */
+	if (!failed && store_commit(e->store, b, 1) == RD_OK) {
+		b = NULL;
+		for (size_t i = 0; i < fresh.n; i++) {
+			log_kv(LOG_INFO, fresh.v[i]->id, "job queued", "playbook", fresh.v[i]->playbook_name,
+			       "key", fresh.v[i]->key, "trigger", fresh.v[i]->trigger, NULL);
+			runner_schedule(e->runner, fresh.v[i]);
+		}
+		for (size_t i = 0; i < cancels.n; i++)
+			runner_cancel(e->runner, cancels.v[i]);
+		for (size_t i = 0; i < final.n; i++) {
+			log_kv(LOG_WARN, final.v[i]->id, "run budget exhausted: job not started", "playbook",
+			       final.v[i]->playbook_name, "key", final.v[i]->key, NULL);
+			metrics_add(M_JOBS, final.v[i]->playbook_name, "budget_exhausted", 1);
+			pthread_mutex_lock(&e->mu);
+			admit_ended(the_admit, final.v[i]->key, final.v[i]->id, now);
+			pthread_mutex_unlock(&e->mu);
+			job_free(final.v[i]);
+		}
+		cJSON_AddNumberToObject(answer, "unmatched", (double)unmatched);
+		*status = 202;
+		*body = answer;
+		goto out;
+	}
+	if (b) {
+		store_batch_free(b);
+		b = NULL;
+	}
+	/* Nothing was committed: forget the jobs we were about to start. */
+	pthread_mutex_lock(&e->mu);
+	for (size_t i = 0; i < fresh.n; i++) {
+		map_del(e->active_by_id, fresh.v[i]->id);
+		map_del(e->active_by_key, fresh.v[i]->key);
+		admit_unstart(the_admit, fresh.v[i]->playbook_name, now);
+		job_free(fresh.v[i]);
+	}
+	pthread_mutex_unlock(&e->mu);
+	for (size_t i = 0; i < final.n; i++)
+		job_free(final.v[i]);
+	cJSON_Delete(answer);
+	metrics_add(M_REJECTED, "journal_error", NULL, 1);
+	log_kv(LOG_ERROR, NULL, "journal commit failed: notification refused with 503", NULL);
+	*status = 503;
+	*retry_after = RETRY_AFTER_SECONDS;
+	*body = error_body("unavailable", "the job journal cannot commit; retry later");
+out:
+	free(fresh.v);
+	free(cancels.v);
+	free(final.v);
+}
+
+void engine_job_done(struct engine *e, struct job *j)
+{
+	double dur = (j->ended_at && j->created_at) ? j->ended_at - j->created_at : 0;
+	char d[32];
+
+	pthread_mutex_lock(&e->mu);
+	if (map_get(e->active_by_id, j->id) == j)
+		map_del(e->active_by_id, j->id);
+	if (map_get(e->active_by_key, j->key) == j)
+		map_del(e->active_by_key, j->key);
+	admit_ended(the_admit, j->key, j->id, j->ended_at ? j->ended_at : rd_now());
+	pthread_cond_broadcast(&e->ended);
+	pthread_mutex_unlock(&e->mu);
+
+	metrics_add(M_JOBS, j->playbook_name, j->outcome ? j->outcome : job_state_name(j->state), 1);
+	snprintf(d, sizeof(d), "%.3f", dur);
+	log_kv(strcmp(j->outcome ? j->outcome : "", "succeeded") == 0 ? LOG_INFO : LOG_WARN, j->id,
+	       "job ended", "playbook", j->playbook_name, "key", j->key, "outcome",
+	       j->outcome ? j->outcome : "", "error", j->error ? j->error : "", "seconds", d,
+	       "dry_run", j->dry_run ? "true" : "false", NULL);
+	job_free(j);
+}
+
+int engine_wait(struct engine *e, const char *id, double timeout)
+{
+	struct timespec ts;
+	double until = rd_mono() + timeout;
+	int present = 0;
+
+	pthread_mutex_lock(&e->mu);
+	while (map_get(e->active_by_id, id)) {
+		present = 1;
+		double left = until - rd_mono();
+		if (left <= 0) {
+			pthread_mutex_unlock(&e->mu);
+			return 0;
+		}
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_sec += (time_t)left;
+		ts.tv_nsec += (long)((left - (double)(time_t)left) * 1e9);
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&e->ended, &e->mu, &ts);
+	}
+	pthread_mutex_unlock(&e->mu);
+	if (present)
+		return 1;
+	cJSON *rec = NULL;
+	if (store_job_json(e->store, id, &rec) != RD_OK || !rec)
+		return -1;
+	cJSON_Delete(rec);
+	return 1;
+}
+
+enum rd_status engine_job_json(struct engine *e, const char *id, cJSON **out)
+{
+	return store_job_json(e->store, id, out);
+}
+
+enum rd_status engine_jobs_json(struct engine *e, const char *state, const char *playbook, int limit,
+                                cJSON **out)
+{
+	return store_jobs_json(e->store, state, playbook, limit, out);
+}
+
+void engine_cancel(struct engine *e, const char *id, int *status, cJSON **body)
+{
+	struct job *j;
+	cJSON *rec = NULL;
+
+	pthread_mutex_lock(&e->mu);
+	j = map_get(e->active_by_id, id);
+	if (j) {
+		int first = !j->cancel_requested;
+		j->cancel_requested = 1;
+		if (first) {
+			free(j->cancel_reason);
+			j->cancel_reason = strdup("cancelled by operator");
+		}
+		pthread_mutex_unlock(&e->mu);
+		struct store_batch *b = store_batch_new();
+		if (b) {
+			add_event(b, id, "admission", admission_detail("cancelled", "operator"), rd_now());
+			store_commit(e->store, b, 1);
+		}
+		runner_cancel(e->runner, j);
+		log_kv(LOG_INFO, id, "cancel requested by operator", NULL);
+		*status = 200;
+		*body = cJSON_CreateObject();
+		cJSON_AddStringToObject(*body, "id", id);
+		cJSON_AddStringToObject(*body, "state", "cancelling");
+		return;
+	}
+	pthread_mutex_unlock(&e->mu);
+	if (store_job_json(e->store, id, &rec) == RD_OK && rec) {
+		cJSON *st = cJSON_GetObjectItem(rec, "state");
+		char msg[128];
+		snprintf(msg, sizeof(msg), "job already ended (%s)",
+		         cJSON_IsString(st) ? st->valuestring : "ended");
+		cJSON_Delete(rec);
+		*status = 409;
+		*body = error_body("conflict", msg);
+		return;
+	}
+	*status = 404;
+	*body = error_body("not_found", "no such job");
+}
+
+cJSON *engine_playbooks_json(struct engine *e)
+{
+	cJSON *a = cJSON_CreateArray();
+	pthread_mutex_lock(&e->mu);
+	for (size_t i = 0; e->set && i < e->set->n; i++)
+		cJSON_AddItemToArray(a, playbook_json(e->set->v[i]));
+	pthread_mutex_unlock(&e->mu);
+	return a;
+}
+
+/* ---------- start-up replay ---------- */
+
+struct replay {
+	struct engine *e;
+	struct store_batch *b;
+	struct pending resume;
+	size_t resumed, interrupted, orphaned;
+	double now;
+};
+
+static void replay_row(const struct job_row *r, void *arg)
+{
+	struct replay *rp = arg;
+	struct engine *e = rp->e;
+	enum job_state st;
+	struct playbook *pb;
+	struct job *j;
+	struct job_row row;
+
+	if (job_state_parse(r->state, &st) < 0)
+		return;
+	if (job_state_final(st)) {
+		admit_ended(the_admit, r->key, r->id, r->ended_at ? r->ended_at : r->created_at);
+		if (st != JS_BUDGET_EXHAUSTED)
+			admit_started(the_admit, r->playbook, r->created_at);
+		return;
+	}
+	admit_started(the_admit, r->playbook, r->created_at);
+	pb = playbook_set_find(e->set, r->playbook);
+	j = calloc(1, sizeof(*j));
+	if (!j)
+		return;
+	snprintf(j->id, sizeof(j->id), "%s", r->id);
+	j->playbook_name = strdup(r->playbook);
+	j->key = strdup(r->key);
+	j->trigger = strdup(r->trigger ? r->trigger : "webhook");
+	j->reason = r->reason ? strdup(r->reason) : NULL;
+	j->alert_json = strdup(r->alert_json ? r->alert_json : "{}");
+	j->alert = cJSON_Parse(j->alert_json);
+	j->dry_run = r->dry_run;
+	j->created_at = r->created_at;
+	j->started_at = r->started_at;
+	j->next_run_at = r->next_run_at;
+	j->max_attempts = r->max_attempts;
+	j->attempts = r->attempts;
+	j->notifications = r->notifications;
+	j->state = st;
+	j->error = r->error ? strdup(r->error) : NULL;
+
+	if (!pb) {
+		char msg[200];
+		snprintf(msg, sizeof(msg), "playbook '%s' is no longer loaded", r->playbook);
+		j->state = JS_FAILED;
+		j->outcome = strdup("failed");
+		free(j->error);
+		j->error = strdup(msg);
+		j->ended_at = rp->now;
+		job_row_of(j, &row);
+		row.updated_at = rp->now;
+		store_batch_update_job(rp->b, &row);
+		admit_ended(the_admit, j->key, j->id, rp->now);
+		log_kv(LOG_WARN, j->id, "journal replay: job failed", "error", msg, NULL);
+		rp->orphaned++;
+		job_free(j);
+		return;
+	}
+	j->set = e->set;
+	j->pb = pb;
+	playbook_set_ref(e->set);
+	if (st == JS_RUNNING) {
+		/* The process died mid-attempt: DESIGN.md §5. */
+		struct attempt_row a = {.n = r->attempts, .started_at = r->updated_at, .ended_at = rp->now,
+		                        .result = "interrupted",
+		                        .error = "interrupted: recoveryd stopped during the attempt",
+		                        .verify_ok = -1};
+		store_batch_attempt(rp->b, j->id, &a);
+		rp->interrupted++;
+		free(j->error);
+		j->error = strdup("interrupted: recoveryd stopped during the attempt");
+		if (pb->idempotent) {
+			j->state = JS_QUEUED;
+			j->attempts = r->attempts > 0 ? r->attempts - 1 : 0;
+		} else {
+			j->state = JS_FAILED;
+			j->outcome = strdup("interrupted");
+			j->ended_at = rp->now;
+		}
+		job_row_of(j, &row);
+		row.updated_at = rp->now;
+		store_batch_update_job(rp->b, &row);
+		log_kv(LOG_WARN, j->id, "journal replay: attempt interrupted by a restart", "playbook",
+		       j->playbook_name, "state", job_state_name(j->state), NULL);
+		if (j->state == JS_FAILED) {
+			metrics_add(M_JOBS, j->playbook_name, "interrupted", 1);
+			admit_ended(the_admit, j->key, j->id, rp->now);
+			job_free(j);
+			return;
+		}
+	}
+	int oom;
+	map_put(e->active_by_id, j->id, j, &oom);
+	map_put(e->active_by_key, j->key, j, &oom);
+	pending_add(&rp->resume, j);
+	rp->resumed++;
+}
+
+enum rd_status engine_start(struct engine *e)
+{
+	struct replay rp = {.e = e, .now = rd_now()};
+	double horizon = 0;
+	enum rd_status rc;
+
+	for (size_t i = 0; e->set && i < e->set->n; i++) {
+		if (e->set->v[i]->cooldown > horizon)
+			horizon = e->set->v[i]->cooldown;
+		if (e->set->v[i]->budget_per > horizon)
+			horizon = e->set->v[i]->budget_per;
+	}
+	rp.b = store_batch_new();
+	if (!rp.b)
+		return RD_NOMEM;
+	pthread_mutex_lock(&e->mu);
+	rc = store_scan_jobs(e->store, rp.now - horizon, replay_row, &rp);
+	pthread_mutex_unlock(&e->mu);
+	if (rc != RD_OK) {
+		store_batch_free(rp.b);
+		free(rp.resume.v);
+		return rc;
+	}
+	rc = store_commit(e->store, rp.b, 1);
+	if (rc != RD_OK) {
+		free(rp.resume.v);
+		return rc;
+	}
+	if (rp.resumed || rp.interrupted || rp.orphaned) {
+		char a[16], b[16], c[16];
+		snprintf(a, sizeof(a), "%zu", rp.resumed);
+		snprintf(b, sizeof(b), "%zu", rp.interrupted);
+		snprintf(c, sizeof(c), "%zu", rp.orphaned);
+		log_kv(LOG_INFO, NULL, "journal replayed", "resumed", a, "interrupted", b, "orphaned", c,
+		       NULL);
+	}
+	for (size_t i = 0; i < rp.resume.n; i++)
+		runner_schedule(e->runner, rp.resume.v[i]);
+	free(rp.resume.v);
+	return runner_start(e->runner);
+}

@@ -1,0 +1,36 @@
+/* Engine internals shared by engine.c and runner.c only. */
+#ifndef RECOVERYD_ENGINE_IMPL_H
+#define RECOVERYD_ENGINE_IMPL_H
+
+#include <pthread.h>
+
+#include "recoveryd/engine.h"
+#include "recoveryd/job.h"
+#include "recoveryd/store.h"
+
+struct runner;
+struct map;
+
+struct engine {
+	pthread_mutex_t mu;
+	pthread_cond_t ended;       /* broadcast whenever a job ends */
+	struct store *store;
+	struct runner *runner;
+	struct playbook_set *set;   /* [mu] current set */
+	int global_dry_run;
+	int draining;               /* [mu] */
+	int loaded;
+	size_t queue_max;
+	struct map *active_by_id;   /* [mu] id -> job, every unfinished job */
+	struct map *active_by_key;  /* [mu] key -> job */
+	struct map *cooldown;       /* [mu] key -> double* time the last job ended */
+	struct map *budget;         /* [mu] playbook -> struct budget* */
+	size_t n_active;            /* [mu] */
+	int foreground;             /* `run` command: print as it goes */
+};
+
+/* Called by the runner when j reached a final state and its last update
+ * is committed: drop it from the tables, wake waiters, free it. */
+void engine_job_done(struct engine *e, struct job *j);
+
+#endif

@@ -1,0 +1,115 @@
+/* Job helpers: state names, the row view for the journal, redaction. */
+#include "recoveryd/job.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "recoveryd/playbook.h"
+
+static const char *const names[] = {
+	[JS_QUEUED] = "queued",       [JS_RUNNING] = "running",
+	[JS_RETRY_WAIT] = "retry_wait", [JS_SUCCEEDED] = "succeeded",
+	[JS_FAILED] = "failed",       [JS_CANCELLED] = "cancelled",
+	[JS_BUDGET_EXHAUSTED] = "budget_exhausted",
+};
+
+const char *job_state_name(enum job_state s)
+{
+	return (size_t)s < sizeof(names) / sizeof(names[0]) ? names[s] : "unknown";
+}
+
+int job_state_parse(const char *s, enum job_state *out)
+{
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (strcmp(names[i], s) == 0) {
+			*out = (enum job_state)i;
+			return 0;
+		}
+	return -1;
+}
+
+int job_state_final(enum job_state s)
+{
+	return s == JS_SUCCEEDED || s == JS_FAILED || s == JS_CANCELLED || s == JS_BUDGET_EXHAUSTED;
+}
+
+void job_row_of(const struct job *j, struct job_row *row)
+{
+	memset(row, 0, sizeof(*row));
+	row->id = j->id;
+	row->playbook = j->playbook_name;
+	row->key = j->key;
+	row->trigger = j->trigger;
+	row->reason = j->reason;
+	row->alert_json = j->alert_json;
+	row->dry_run = j->dry_run;
+	row->state = job_state_name(j->state);
+	row->outcome = j->outcome;
+	row->error = j->error;
+	row->attempts = j->attempts;
+	row->max_attempts = j->max_attempts;
+	row->notifications = j->notifications;
+	row->created_at = j->created_at;
+	row->started_at = j->started_at;
+	row->ended_at = j->ended_at;
+	row->next_run_at = j->next_run_at;
+}
+
+void job_free(struct job *j)
+{
+	if (!j)
+		return;
+	free(j->playbook_name);
+	free(j->key);
+	free(j->trigger);
+	free(j->reason);
+	free(j->alert_json);
+	cJSON_Delete(j->alert);
+	free(j->cancel_reason);
+	free(j->outcome);
+	free(j->error);
+	for (size_t i = 0; i < j->n_secrets; i++) {
+		explicit_bzero(j->secrets[i], strlen(j->secrets[i]));
+		free(j->secrets[i]);
+	}
+	free(j->secrets);
+	playbook_set_unref(j->set);
+	free(j);
+}
+
+char *job_redact(const struct job *j, char *s)
+{
+	static const char mask[] = "[REDACTED]";
+
+	for (size_t i = 0; s && i < j->n_secrets; i++) {
+		const char *sec = j->secrets[i];
+		size_t sl = strlen(sec);
+		char *hit;
+		while ((hit = strstr(s, sec))) {
+			size_t pre = (size_t)(hit - s), rest = strlen(hit + sl);
+			char *n = malloc(pre + sizeof(mask) + rest);
+			if (!n) {
+				memset(hit, '*', sl); /* cannot grow: mask in place */
+				continue;
+			}
+			memcpy(n, s, pre);
+			memcpy(n + pre, mask, sizeof(mask) - 1);
+			memcpy(n + pre + sizeof(mask) - 1, hit + sl, rest + 1);
+			free(s);
+			s = n;
+		}
+	}
+	return s;
+}
+
+void job_redact_json(const struct job *j, cJSON *v)
+{
+	if (!j->n_secrets || !v)
+		return;
+	if (cJSON_IsString(v) && v->valuestring) {
+		v->valuestring = job_redact(j, v->valuestring);
+		return;
+	}
+	for (cJSON *c = v->child; c; c = c->next)
+		job_redact_json(j, c);
+}

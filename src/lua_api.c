@@ -1,0 +1,979 @@
+/* The `recovery` module: http, exec, sleep, log, json, secret, now,
+ * dry_run. Every binding checks its arguments with luaL_check*; expected
+ * failures return nil, err; misuse raises (Redis / HAProxy convention).
+ * http, exec and sleep yield the job's coroutine to the runner. */
+#include "recoveryd/lua_api.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <lauxlib.h>
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "recoveryd/common.h"
+#include "recoveryd/job.h"
+#include "recoveryd/log.h"
+#include "recoveryd/runner.h"
+#include "recoveryd/sandbox.h"
+
+#define HTTP_BODY_MAX (8 * 1024 * 1024)
+#define EXEC_OUT_MAX (1024 * 1024)
+#define EXEC_ARGS_MAX 256
+#define RECORD_OUT_MAX 4096 /* stdout/stderr bytes kept in the job record */
+#define SECRET_MAX (64 * 1024)
+
+static const char JOB_KEY[] = "recoveryd.job";
+static const char RESP_MT[] = "recoveryd.response";
+
+static pthread_mutex_t conf_lock = PTHREAD_MUTEX_INITIALIZER;
+static char *conf_secrets_dir;
+static char **conf_exec_allow;
+static double conf_http_timeout = 30;
+
+void lua_api_configure(const struct lua_api_conf *c)
+{
+	pthread_mutex_lock(&conf_lock);
+	free(conf_secrets_dir);
+	conf_secrets_dir = c->secrets_dir ? strdup(c->secrets_dir) : NULL;
+	for (char **p = conf_exec_allow; p && *p; p++)
+		free(*p);
+	free(conf_exec_allow);
+	size_t n = 0;
+	while (c->exec_allow && c->exec_allow[n])
+		n++;
+	conf_exec_allow = calloc(n + 1, sizeof(char *));
+	for (size_t i = 0; conf_exec_allow && i < n; i++)
+		conf_exec_allow[i] = strdup(c->exec_allow[i]);
+	conf_http_timeout = c->http_timeout > 0 ? c->http_timeout : 30;
+	pthread_mutex_unlock(&conf_lock);
+}
+
+static struct job *job_of(lua_State *L)
+{
+	struct job *j;
+	lua_getfield(L, LUA_REGISTRYINDEX, JOB_KEY);
+	j = lua_touserdata(L, -1);
+	lua_pop(L, 1);
+	return j;
+}
+
+/* The job, and a check that we may yield to the runner from here. */
+static struct job *yielding_job(lua_State *L, const char *fn)
+{
+	struct job *j = job_of(L);
+	if (!j)
+		luaL_error(L, "recovery.%s is only available inside run and verify", fn);
+	if (runner_job_thread(j) != L)
+		luaL_error(L, "recovery.%s must be called from the playbook itself, not from a coroutine", fn);
+	return j;
+}
+
+/* ---------- JSON ---------- */
+
+static int null_sentinel;
+
+void lua_api_push_json(lua_State *L, const cJSON *v)
+{
+	luaL_checkstack(L, 4, "JSON too deep");
+	if (cJSON_IsObject(v)) {
+		lua_newtable(L);
+		for (const cJSON *c = v->child; c; c = c->next) {
+			lua_api_push_json(L, c);
+			lua_setfield(L, -2, c->string);
+		}
+	} else if (cJSON_IsArray(v)) {
+		lua_Integer i = 1;
+		lua_newtable(L);
+		for (const cJSON *c = v->child; c; c = c->next) {
+			lua_api_push_json(L, c);
+			lua_seti(L, -2, i++);
+		}
+	} else if (cJSON_IsString(v)) {
+		lua_pushstring(L, v->valuestring);
+	} else if (cJSON_IsNumber(v)) {
+		double d = v->valuedouble;
+		if (d == floor(d) && fabs(d) < 9007199254740992.0)
+			lua_pushinteger(L, (lua_Integer)d);
+		else
+			lua_pushnumber(L, d);
+	} else if (cJSON_IsBool(v)) {
+		lua_pushboolean(L, cJSON_IsTrue(v));
+	} else {
+		lua_pushlightuserdata(L, &null_sentinel);
+	}
+}
+
+static cJSON *to_json(lua_State *L, int idx, int depth, const char **err)
+{
+	idx = lua_absindex(L, idx);
+	if (depth > 64) {
+		*err = "nesting too deep (or a cycle)";
+		return NULL;
+	}
+	switch (lua_type(L, idx)) {
+	case LUA_TNIL:
+		return cJSON_CreateNull();
+	case LUA_TBOOLEAN:
+		return cJSON_CreateBool(lua_toboolean(L, idx));
+	case LUA_TNUMBER: {
+		double d = lua_tonumber(L, idx);
+		if (!isfinite(d)) {
+			*err = "cannot encode NaN or infinity";
+			return NULL;
+		}
+		return cJSON_CreateNumber(d);
+	}
+	case LUA_TSTRING:
+		return cJSON_CreateString(lua_tostring(L, idx));
+	case LUA_TLIGHTUSERDATA:
+		if (lua_touserdata(L, idx) == &null_sentinel)
+			return cJSON_CreateNull();
+		break;
+	case LUA_TTABLE: {
+		lua_Integer n = (lua_Integer)lua_rawlen(L, idx);
+		size_t keys = 0;
+		lua_pushnil(L);
+		while (lua_next(L, idx)) {
+			keys++;
+			lua_pop(L, 1);
+		}
+		if (n > 0 && (size_t)n == keys) {
+			cJSON *a = cJSON_CreateArray();
+			for (lua_Integer i = 1; i <= n; i++) {
+				lua_rawgeti(L, idx, i);
+				cJSON *c = to_json(L, -1, depth + 1, err);
+				lua_pop(L, 1);
+				if (!c) {
+					cJSON_Delete(a);
+					return NULL;
+				}
+				cJSON_AddItemToArray(a, c);
+			}
+			return a;
+		}
+		cJSON *o = cJSON_CreateObject();
+		lua_pushnil(L);
+		while (lua_next(L, idx)) {
+			if (lua_type(L, -2) != LUA_TSTRING && lua_type(L, -2) != LUA_TNUMBER) {
+				*err = "object keys must be strings";
+				lua_pop(L, 2);
+				cJSON_Delete(o);
+				return NULL;
+			}
+			lua_pushvalue(L, -2);
+			const char *k = lua_tostring(L, -1);
+			cJSON *c = to_json(L, -2, depth + 1, err);
+			if (!c) {
+				lua_pop(L, 3);
+				cJSON_Delete(o);
+				return NULL;
+			}
+			cJSON_AddItemToObject(o, k, c);
+			lua_pop(L, 2);
+		}
+		return o;
+	}
+	default:
+		break;
+	}
+	*err = "cannot encode this Lua type as JSON";
+	return NULL;
+}
+
+cJSON *lua_api_to_json(lua_State *L, int idx, const char **err)
+{
+	return to_json(L, idx, 0, err);
+}
+
+static int l_json_encode(lua_State *L)
+{
+	const char *err = NULL;
+	luaL_checkany(L, 1);
+	cJSON *v = to_json(L, 1, 0, &err);
+	if (!v) {
+		lua_pushnil(L);
+		lua_pushstring(L, err);
+		return 2;
+	}
+	char *s = cJSON_PrintUnformatted(v);
+	cJSON_Delete(v);
+	if (!s)
+		return luaL_error(L, "out of memory");
+	lua_pushstring(L, s);
+	free(s);
+	return 1;
+}
+
+static int l_json_decode(lua_State *L)
+{
+	size_t len;
+	const char *s = luaL_checklstring(L, 1, &len);
+	const char *end = NULL;
+	cJSON *v = cJSON_ParseWithLengthOpts(s, len, &end, 0);
+
+	if (!v) {
+		lua_pushnil(L);
+		lua_pushfstring(L, "invalid JSON near byte %d", end ? (int)(end - s) : 0);
+		return 2;
+	}
+	lua_api_push_json(L, v);
+	cJSON_Delete(v);
+	return 1;
+}
+
+/* ---------- log ---------- */
+
+static int do_log(lua_State *L, enum log_level lvl)
+{
+	const char *msg = luaL_checkstring(L, 1);
+	struct job *j = job_of(L);
+	cJSON *fields = NULL, *detail;
+	const char *err = NULL;
+
+	if (!lua_isnoneornil(L, 2)) {
+		luaL_checktype(L, 2, LUA_TTABLE);
+		fields = to_json(L, 2, 0, &err);
+		if (!fields)
+			return luaL_error(L, "log fields: %s", err);
+	}
+	detail = cJSON_CreateObject();
+	cJSON_AddStringToObject(detail, "level", log_level_name(lvl));
+	cJSON_AddStringToObject(detail, "msg", msg);
+	if (fields)
+		cJSON_AddItemToObject(detail, "fields", fields);
+	if (j)
+		job_redact_json(j, detail);
+	log_json(lvl, j ? j->id : NULL, cJSON_GetObjectItem(detail, "msg")->valuestring,
+	         cJSON_GetObjectItem(detail, "fields"));
+	if (j)
+		runner_record(j, "log", detail, 0);
+	else
+		cJSON_Delete(detail);
+	return 0;
+}
+
+static int l_log_info(lua_State *L) { return do_log(L, LOG_INFO); }
+static int l_log_warn(lua_State *L) { return do_log(L, LOG_WARN); }
+static int l_log_error(lua_State *L) { return do_log(L, LOG_ERROR); }
+
+/* print() goes to the job log, never to stdout. */
+static int l_print(lua_State *L)
+{
+	luaL_Buffer b;
+	int n = lua_gettop(L);
+	luaL_buffinit(L, &b);
+	for (int i = 1; i <= n; i++) {
+		if (i > 1)
+			luaL_addchar(&b, '\t');
+		luaL_tolstring(L, i, NULL);
+		luaL_addvalue(&b);
+	}
+	luaL_pushresult(&b);
+	lua_replace(L, 1);
+	lua_settop(L, 1);
+	return do_log(L, LOG_INFO);
+}
+
+/* ---------- misc ---------- */
+
+static int l_now(lua_State *L)
+{
+	lua_pushnumber(L, rd_now());
+	return 1;
+}
+
+static int valid_secret_name(const char *s)
+{
+	if (!*s || *s == '.' || strlen(s) > 128)
+		return 0;
+	for (; *s; s++)
+		if (!(isalnum((unsigned char)*s) || *s == '-' || *s == '_' || *s == '.'))
+			return 0;
+	return 1;
+}
+
+static int l_secret(lua_State *L)
+{
+	const char *name = luaL_checkstring(L, 1);
+	struct job *j = job_of(L);
+	char path[4096];
+	char *v;
+
+	if (!valid_secret_name(name))
+		return luaL_error(L, "recovery.secret: invalid name '%s' (letters, digits, . _ -)", name);
+	pthread_mutex_lock(&conf_lock);
+	if (!conf_secrets_dir) {
+		pthread_mutex_unlock(&conf_lock);
+		lua_pushnil(L);
+		lua_pushstring(L, "no secrets directory is configured (--secrets-dir)");
+		return 2;
+	}
+	snprintf(path, sizeof(path), "%s/%s", conf_secrets_dir, name);
+	pthread_mutex_unlock(&conf_lock);
+	v = rd_read_file(path, SECRET_MAX, NULL, 1);
+	if (!v) {
+		lua_pushnil(L);
+		lua_pushfstring(L, "secret '%s': %s", name, strerror(errno));
+		return 2;
+	}
+	if (j && strlen(v) >= 4) {
+		char **ns = realloc(j->secrets, (j->n_secrets + 1) * sizeof(char *));
+		if (ns) {
+			j->secrets = ns;
+			j->secrets[j->n_secrets++] = strdup(v);
+		}
+	}
+	lua_pushstring(L, v);
+	explicit_bzero(v, strlen(v));
+	free(v);
+	return 1;
+}
+
+/* ---------- sleep ---------- */
+
+static int finish_nothing(lua_State *co, struct op *op)
+{
+	(void)co;
+	(void)op;
+	return 0;
+}
+
+static int l_sleep(lua_State *L)
+{
+	double s = luaL_checknumber(L, 1);
+	struct job *j;
+	struct op *op;
+	char err[128];
+
+	luaL_argcheck(L, s >= 0 && isfinite(s), 1, "seconds must be >= 0");
+	j = yielding_job(L, "sleep");
+	op = calloc(1, sizeof(*op));
+	if (!op)
+		return luaL_error(L, "out of memory");
+	op->kind = OP_SLEEP;
+	op->pidfd = op->out_fd = op->err_fd = -1;
+	op->deadline = rd_mono() + s;
+	op->finish = finish_nothing;
+	cJSON *d = cJSON_CreateObject();
+	cJSON_AddStringToObject(d, "kind", "sleep");
+	cJSON_AddNumberToObject(d, "seconds", s);
+	runner_record(j, "action", d, 0);
+	if (runner_begin_op(j, op, err, sizeof(err)) < 0) {
+		free(op);
+		return luaL_error(L, "recovery.sleep: %s", err);
+	}
+	return lua_yield(L, 0);
+}
+
+/* ---------- http ---------- */
+
+static size_t on_body(char *p, size_t sz, size_t n, void *ud)
+{
+	struct rbuf *b = ud;
+	return rbuf_append(b, p, sz * n) == 0 ? sz * n : 0; /* 0 aborts: over the cap */
+}
+
+static size_t on_header(char *p, size_t sz, size_t n, void *ud)
+{
+	struct rbuf *b = ud;
+	/* A new status line (redirect or 100-continue) restarts the headers. */
+	if (sz * n >= 5 && strncmp(p, "HTTP/", 5) == 0)
+		b->len = 0;
+	rbuf_append(b, p, sz * n);
+	return sz * n;
+}
+
+static int resp_json(lua_State *L)
+{
+	luaL_checktype(L, 1, LUA_TTABLE);
+	lua_getfield(L, 1, "body");
+	lua_replace(L, 1);
+	lua_settop(L, 1);
+	if (lua_type(L, 1) != LUA_TSTRING) {
+		lua_pushnil(L);
+		lua_pushstring(L, "response has no body");
+		return 2;
+	}
+	return l_json_decode(L);
+}
+
+static void push_response(lua_State *L, long status, const char *body, size_t len, const char *hdrs,
+                          int planned)
+{
+	lua_newtable(L);
+	lua_pushinteger(L, status);
+	lua_setfield(L, -2, "status");
+	lua_pushlstring(L, body ? body : "", body ? len : 0);
+	lua_setfield(L, -2, "body");
+	lua_newtable(L);
+	for (const char *p = hdrs; p && *p;) {
+		const char *eol = strstr(p, "\r\n");
+		size_t linelen = eol ? (size_t)(eol - p) : strlen(p);
+		const char *colon = memchr(p, ':', linelen);
+		if (colon && strncmp(p, "HTTP/", 5) != 0) {
+			char name[128];
+			size_t nl = (size_t)(colon - p) < sizeof(name) - 1 ? (size_t)(colon - p) : sizeof(name) - 1;
+			for (size_t i = 0; i < nl; i++)
+				name[i] = (char)tolower((unsigned char)p[i]);
+			name[nl] = '\0';
+			const char *v = colon + 1;
+			while (v < p + linelen && (*v == ' ' || *v == '\t'))
+				v++;
+			lua_pushlstring(L, v, (size_t)(p + linelen - v));
+			lua_setfield(L, -2, name);
+		}
+		p += linelen + (eol ? 2 : 0);
+	}
+	lua_setfield(L, -2, "headers");
+	if (planned) {
+		lua_pushboolean(L, 1);
+		lua_setfield(L, -2, "planned");
+	}
+	luaL_setmetatable(L, RESP_MT);
+}
+
+struct http_ctx {
+	cJSON *detail;
+	int planned;
+};
+
+static void free_http_ctx(void *p)
+{
+	struct http_ctx *c = p;
+	if (c) {
+		cJSON_Delete(c->detail);
+		free(c);
+	}
+}
+
+static int finish_http(lua_State *co, struct op *op)
+{
+	struct http_ctx *c = op->ctx;
+	long status = 0;
+	double dur = rd_mono() - op->started;
+
+	cJSON_AddNumberToObject(c->detail, "duration_seconds", dur);
+	if (op->cc != CURLE_OK) {
+		const char *why = op->errbuf[0] ? op->errbuf : curl_easy_strerror(op->cc);
+		char msg[CURL_ERROR_SIZE + 64];
+		if (op->cc == CURLE_WRITE_ERROR && op->resp.truncated)
+			why = "response body larger than 8 MiB";
+		snprintf(msg, sizeof(msg), "%s", why);
+		cJSON_AddStringToObject(c->detail, "error", msg);
+		runner_record(op->job, "action", c->detail, 0);
+		c->detail = NULL;
+		lua_pushnil(co);
+		lua_pushstring(co, msg);
+		return 2;
+	}
+	curl_easy_getinfo(op->easy, CURLINFO_RESPONSE_CODE, &status);
+	cJSON_AddNumberToObject(c->detail, "status", (double)status);
+	runner_record(op->job, "action", c->detail, 0);
+	c->detail = NULL;
+	push_response(co, status, op->resp.p, op->resp.len, op->resp_headers.p, 0);
+	return 1;
+}
+
+/* Release an HTTP op that never reached the runner. */
+static void http_op_discard(struct op *op)
+{
+	if (!op)
+		return;
+	if (op->easy)
+		curl_easy_cleanup(op->easy);
+	free(op->body);
+	free_http_ctx(op->ctx);
+	curl_slist_free_all(op->headers);
+	free(op);
+}
+
+static int l_http(lua_State *L)
+{
+	struct job *j;
+	const char *url, *method, *body = NULL, *jerr = NULL;
+	size_t body_len = 0;
+	double timeout, remaining;
+	struct op *op = NULL;
+	struct http_ctx *c = NULL;
+	char *json_body = NULL, err[256], mbuf[16];
+	int has_ct = 0;
+
+	luaL_checktype(L, 1, LUA_TTABLE);
+	lua_getfield(L, 1, "url");
+	url = luaL_checkstring(L, -1);
+	if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
+		return luaL_error(L, "recovery.http: url must start with http:// or https://");
+	lua_getfield(L, 1, "method");
+	method = luaL_optstring(L, -1, "GET");
+	size_t ml = strlen(method);
+	luaL_argcheck(L, ml > 0 && ml < sizeof(mbuf), 1, "method: invalid");
+	for (size_t i = 0; i <= ml; i++)
+		mbuf[i] = (char)toupper((unsigned char)method[i]);
+	for (size_t i = 0; i < ml; i++)
+		luaL_argcheck(L, mbuf[i] >= 'A' && mbuf[i] <= 'Z', 1, "method: letters only");
+	lua_getfield(L, 1, "body");
+	if (!lua_isnil(L, -1))
+		body = luaL_checklstring(L, -1, &body_len);
+	lua_getfield(L, 1, "json");
+	if (!lua_isnil(L, -1)) {
+		cJSON *v = to_json(L, -1, 0, &jerr);
+		if (!v)
+			return luaL_error(L, "recovery.http: json: %s", jerr);
+		json_body = cJSON_PrintUnformatted(v);
+		cJSON_Delete(v);
+		body = json_body;
+		body_len = json_body ? strlen(json_body) : 0;
+	}
+	lua_getfield(L, 1, "timeout");
+	pthread_mutex_lock(&conf_lock);
+	timeout = luaL_optnumber(L, -1, conf_http_timeout);
+	pthread_mutex_unlock(&conf_lock);
+	lua_getfield(L, 1, "headers");
+	if (!lua_isnil(L, -1))
+		luaL_checktype(L, -1, LUA_TTABLE);
+
+	j = yielding_job(L, "http");
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		goto nomem;
+	c->detail = cJSON_CreateObject();
+	cJSON_AddStringToObject(c->detail, "kind", "http");
+	cJSON_AddStringToObject(c->detail, "method", mbuf);
+	cJSON_AddStringToObject(c->detail, "url", url);
+
+	/* Dry-run: reads run, writes are recorded and answered with a 200. */
+	if (j->dry_run && strcmp(mbuf, "GET") != 0 && strcmp(mbuf, "HEAD") != 0) {
+		cJSON_AddNumberToObject(c->detail, "body_bytes", (double)body_len);
+		runner_record(j, "action", c->detail, 1);
+		c->detail = NULL;
+		free_http_ctx(c);
+		free(json_body);
+		push_response(L, 200, "", 0, NULL, 1);
+		return 1;
+	}
+
+	op = calloc(1, sizeof(*op));
+	if (!op)
+		goto nomem;
+	op->kind = OP_HTTP;
+	op->pidfd = op->out_fd = op->err_fd = -1;
+	op->ctx = c;
+	op->free_ctx = free_http_ctx;
+	c = NULL;
+	op->finish = finish_http;
+	op->resp.max = HTTP_BODY_MAX;
+	op->resp_headers.max = 64 * 1024;
+	op->easy = curl_easy_init();
+	if (!op->easy)
+		goto nomem;
+	remaining = runner_attempt_deadline(j) - rd_mono();
+	if (timeout > remaining)
+		timeout = remaining;
+	if (timeout < 0.001)
+		timeout = 0.001;
+	curl_easy_setopt(op->easy, CURLOPT_URL, url);
+	curl_easy_setopt(op->easy, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(op->easy, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(op->easy, CURLOPT_TIMEOUT_MS, (long)(timeout * 1000));
+	curl_easy_setopt(op->easy, CURLOPT_CONNECTTIMEOUT_MS, (long)(timeout * 1000));
+	curl_easy_setopt(op->easy, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(op->easy, CURLOPT_WRITEDATA, &op->resp);
+	curl_easy_setopt(op->easy, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(op->easy, CURLOPT_HEADERDATA, &op->resp_headers);
+	curl_easy_setopt(op->easy, CURLOPT_ERRORBUFFER, op->errbuf);
+	curl_easy_setopt(op->easy, CURLOPT_USERAGENT, "recoveryd/" RECOVERYD_VERSION);
+	if (strcmp(mbuf, "HEAD") == 0)
+		curl_easy_setopt(op->easy, CURLOPT_NOBODY, 1L);
+	else if (strcmp(mbuf, "GET") != 0)
+		curl_easy_setopt(op->easy, CURLOPT_CUSTOMREQUEST, mbuf);
+	if (body) {
+		op->body = malloc(body_len + 1);
+		if (!op->body)
+			goto nomem;
+		memcpy(op->body, body, body_len);
+		op->body[body_len] = '\0';
+		curl_easy_setopt(op->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
+		curl_easy_setopt(op->easy, CURLOPT_POSTFIELDS, op->body);
+	}
+	if (lua_istable(L, -1)) {
+		lua_pushnil(L);
+		while (lua_next(L, -2)) {
+			if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TSTRING) {
+				const char *k = lua_tostring(L, -2), *v = lua_tostring(L, -1);
+				if (strpbrk(k, "\r\n:") || strpbrk(v, "\r\n")) {
+					lua_pop(L, 2);
+					http_op_discard(op);
+					free(json_body);
+					return luaL_error(L, "recovery.http: header names and values cannot contain CR, LF (or ':' in names)");
+				}
+				if (strcasecmp(k, "content-type") == 0)
+					has_ct = 1;
+				char *line = malloc(strlen(k) + strlen(v) + 3);
+				if (line) {
+					sprintf(line, "%s: %s", k, v);
+					op->headers = curl_slist_append(op->headers, line);
+					free(line);
+				}
+			}
+			lua_pop(L, 1);
+		}
+	}
+	if (json_body && !has_ct)
+		op->headers = curl_slist_append(op->headers, "Content-Type: application/json");
+	/* No "Expect: 100-continue" round trip for small bodies. */
+	op->headers = curl_slist_append(op->headers, "Expect:");
+	curl_easy_setopt(op->easy, CURLOPT_HTTPHEADER, op->headers);
+	free(json_body);
+	json_body = NULL;
+	if (runner_begin_op(j, op, err, sizeof(err)) < 0) {
+		http_op_discard(op);
+		lua_pushnil(L);
+		lua_pushstring(L, err);
+		return 2;
+	}
+	return lua_yield(L, 0);
+nomem:
+	free(json_body);
+	free_http_ctx(c);
+	http_op_discard(op);
+	return luaL_error(L, "out of memory");
+}
+
+/* ---------- exec ---------- */
+
+struct exec_ctx {
+	cJSON *detail;
+	double timeout;
+};
+
+static void free_exec_ctx(void *p)
+{
+	struct exec_ctx *c = p;
+	if (c) {
+		cJSON_Delete(c->detail);
+		free(c);
+	}
+}
+
+static int finish_exec(lua_State *co, struct op *op)
+{
+	struct exec_ctx *c = op->ctx;
+	int code = -1, sig = 0;
+
+	if (WIFEXITED(op->wstatus))
+		code = WEXITSTATUS(op->wstatus);
+	else if (WIFSIGNALED(op->wstatus))
+		sig = WTERMSIG(op->wstatus);
+	cJSON_AddNumberToObject(c->detail, "duration_seconds", rd_mono() - op->started);
+	if (op->timed_out) {
+		char msg[96];
+		snprintf(msg, sizeof(msg), "timeout after %gs (process group killed)", c->timeout);
+		cJSON_AddStringToObject(c->detail, "error", msg);
+		runner_record(op->job, "action", c->detail, 0);
+		c->detail = NULL;
+		lua_pushnil(co);
+		lua_pushstring(co, msg);
+		return 2;
+	}
+	cJSON_AddNumberToObject(c->detail, "code", sig ? 128 + sig : code);
+	if (sig)
+		cJSON_AddNumberToObject(c->detail, "signal", sig);
+	cJSON_AddStringToObject(c->detail, "stdout",
+	                        op->out.len > RECORD_OUT_MAX ? "(truncated)" : (op->out.p ? op->out.p : ""));
+	cJSON_AddStringToObject(c->detail, "stderr",
+	                        op->err.len > RECORD_OUT_MAX ? "(truncated)" : (op->err.p ? op->err.p : ""));
+	runner_record(op->job, "action", c->detail, 0);
+	c->detail = NULL;
+	lua_newtable(co);
+	lua_pushinteger(co, sig ? 128 + sig : code);
+	lua_setfield(co, -2, "code");
+	if (sig) {
+		lua_pushinteger(co, sig);
+		lua_setfield(co, -2, "signal");
+	}
+	lua_pushlstring(co, op->out.p ? op->out.p : "", op->out.len);
+	lua_setfield(co, -2, "stdout");
+	lua_pushlstring(co, op->err.p ? op->err.p : "", op->err.len);
+	lua_setfield(co, -2, "stderr");
+	if (op->out.truncated || op->err.truncated) {
+		lua_pushboolean(co, 1);
+		lua_setfield(co, -2, "truncated");
+	}
+	return 1;
+}
+
+static int allowed(const char *prog)
+{
+	int ok = 0;
+	pthread_mutex_lock(&conf_lock);
+	for (char **p = conf_exec_allow; p && *p && !ok; p++)
+		ok = strcmp(*p, prog) == 0;
+	pthread_mutex_unlock(&conf_lock);
+	return ok;
+}
+
+static void free_strv(char **v)
+{
+	for (char **p = v; p && *p; p++)
+		free(*p);
+	free(v);
+}
+
+static int l_exec(lua_State *L)
+{
+	struct job *j;
+	char **argv = NULL, **envp = NULL, err[256];
+	size_t argc, envc = 0, stdin_len = 0;
+	const char *stdin_data = NULL;
+	double timeout, remaining;
+	int mutates, out[2] = {-1, -1}, errp[2] = {-1, -1}, in_fd = -1;
+	struct op *op = NULL;
+	struct exec_ctx *c = NULL;
+	cJSON *argj;
+	pid_t pid;
+
+	luaL_checktype(L, 1, LUA_TTABLE);
+	argc = lua_rawlen(L, 1);
+	luaL_argcheck(L, argc >= 1 && argc <= EXEC_ARGS_MAX, 1, "argv: 1 to 256 strings");
+	for (size_t i = 1; i <= argc; i++) {
+		lua_rawgeti(L, 1, (lua_Integer)i);
+		if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER)
+			return luaL_error(L, "recovery.exec: argv[%d] must be a string", (int)i);
+		lua_pop(L, 1);
+	}
+	lua_getfield(L, 1, "mutates");
+	mutates = lua_isnil(L, -1) ? 1 : lua_toboolean(L, -1);
+	lua_getfield(L, 1, "stdin");
+	if (!lua_isnil(L, -1))
+		stdin_data = luaL_checklstring(L, -1, &stdin_len);
+	lua_getfield(L, 1, "env");
+	if (!lua_isnil(L, -1))
+		luaL_checktype(L, -1, LUA_TTABLE);
+	lua_getfield(L, 1, "timeout");
+	j = yielding_job(L, "exec");
+	remaining = runner_attempt_deadline(j) - rd_mono();
+	timeout = luaL_optnumber(L, -1, remaining);
+	if (timeout > remaining)
+		timeout = remaining;
+	lua_pop(L, 1);
+
+	argv = calloc(argc + 1, sizeof(char *));
+	if (!argv)
+		goto nomem;
+	argj = cJSON_CreateArray();
+	for (size_t i = 0; i < argc; i++) {
+		lua_rawgeti(L, 1, (lua_Integer)i + 1);
+		argv[i] = strdup(lua_tostring(L, -1));
+		lua_pop(L, 1);
+		if (!argv[i]) {
+			cJSON_Delete(argj);
+			goto nomem;
+		}
+		cJSON_AddItemToArray(argj, cJSON_CreateString(argv[i]));
+	}
+	c = calloc(1, sizeof(*c));
+	if (!c) {
+		cJSON_Delete(argj);
+		goto nomem;
+	}
+	c->timeout = timeout;
+	c->detail = cJSON_CreateObject();
+	cJSON_AddStringToObject(c->detail, "kind", "exec");
+	cJSON_AddItemToObject(c->detail, "argv", argj);
+	if (!mutates)
+		cJSON_AddBoolToObject(c->detail, "mutates", 0);
+
+	if (argv[0][0] != '/' || !allowed(argv[0])) {
+		snprintf(err, sizeof(err), "program %s is not allowed (see --exec-allow)", argv[0]);
+		cJSON_AddStringToObject(c->detail, "error", err);
+		runner_record(j, "action", c->detail, 0);
+		c->detail = NULL;
+		goto fail;
+	}
+	if (j->dry_run && mutates) {
+		runner_record(j, "action", c->detail, 1);
+		c->detail = NULL;
+		free_exec_ctx(c);
+		free_strv(argv);
+		lua_newtable(L);
+		lua_pushinteger(L, 0);
+		lua_setfield(L, -2, "code");
+		lua_pushliteral(L, "");
+		lua_setfield(L, -2, "stdout");
+		lua_pushliteral(L, "");
+		lua_setfield(L, -2, "stderr");
+		lua_pushboolean(L, 1);
+		lua_setfield(L, -2, "planned");
+		return 1;
+	}
+
+	/* A minimal environment: the daemon's own (tokens, paths) is not passed. */
+	envp = calloc(EXEC_ARGS_MAX + 2, sizeof(char *));
+	if (!envp)
+		goto nomem;
+	envp[envc++] = strdup("PATH=/usr/local/bin:/usr/bin:/bin");
+	lua_getfield(L, 1, "env");
+	if (lua_istable(L, -1)) {
+		lua_pushnil(L);
+		while (lua_next(L, -2) && envc < EXEC_ARGS_MAX) {
+			if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TSTRING &&
+			    !strchr(lua_tostring(L, -2), '=')) {
+				const char *k = lua_tostring(L, -2), *v = lua_tostring(L, -1);
+				char *e = malloc(strlen(k) + strlen(v) + 2);
+				if (e) {
+					sprintf(e, "%s=%s", k, v);
+					envp[envc++] = e;
+				}
+			}
+			lua_pop(L, 1);
+		}
+	}
+	lua_pop(L, 1);
+
+	if (stdin_data) {
+		in_fd = memfd_create("recoveryd-stdin", MFD_CLOEXEC);
+		if (in_fd < 0 || write(in_fd, stdin_data, stdin_len) != (ssize_t)stdin_len ||
+		    lseek(in_fd, 0, SEEK_SET) != 0) {
+			snprintf(err, sizeof(err), "cannot prepare stdin: %s", strerror(errno));
+			goto fail;
+		}
+	} else {
+		in_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	}
+	if (pipe2(out, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0) {
+		snprintf(err, sizeof(err), "pipe: %s", strerror(errno));
+		goto fail;
+	}
+	pid = fork();
+	if (pid < 0) {
+		snprintf(err, sizeof(err), "fork: %s", strerror(errno));
+		goto fail;
+	}
+	if (pid == 0) {
+		/* Child: async-signal-safe calls only until execve. */
+		sigset_t none;
+		struct sigaction dfl = {.sa_handler = SIG_DFL};
+		setpgid(0, 0);
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		for (int s = 1; s < 32; s++)
+			sigaction(s, &dfl, NULL);
+		dup2(in_fd, 0);
+		dup2(out[1], 1);
+		dup2(errp[1], 2);
+		syscall(SYS_close_range, 3U, ~0U, 0U);
+		execve(argv[0], argv, envp);
+		_exit(127);
+	}
+	setpgid(pid, pid); /* also from the parent: no race with an early kill */
+	close(out[1]);
+	close(errp[1]);
+	close(in_fd);
+	in_fd = -1;
+	op = calloc(1, sizeof(*op));
+	if (!op) {
+		kill(-pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+		close(out[0]);
+		close(errp[0]);
+		goto nomem;
+	}
+	op->kind = OP_EXEC;
+	op->pid = pid;
+	op->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	op->out_fd = out[0];
+	op->err_fd = errp[0];
+	fcntl(op->out_fd, F_SETFL, O_NONBLOCK);
+	fcntl(op->err_fd, F_SETFL, O_NONBLOCK);
+	op->out.max = op->err.max = EXEC_OUT_MAX;
+	op->deadline = rd_mono() + timeout;
+	op->ctx = c;
+	op->free_ctx = free_exec_ctx;
+	op->finish = finish_exec;
+	c = NULL;
+	free_strv(argv);
+	free_strv(envp);
+	if (runner_begin_op(j, op, err, sizeof(err)) < 0) {
+		kill(-pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+		close(op->out_fd);
+		close(op->err_fd);
+		if (op->pidfd >= 0)
+			close(op->pidfd);
+		free_exec_ctx(op->ctx);
+		free(op);
+		lua_pushnil(L);
+		lua_pushstring(L, err);
+		return 2;
+	}
+	return lua_yield(L, 0);
+fail:
+	for (int i = 0; i < 2; i++) {
+		if (out[i] >= 0)
+			close(out[i]);
+		if (errp[i] >= 0)
+			close(errp[i]);
+	}
+	if (in_fd >= 0)
+		close(in_fd);
+	free_strv(argv);
+	free_strv(envp);
+	if (c && c->detail) {
+		cJSON_AddStringToObject(c->detail, "error", err);
+		runner_record(j, "action", c->detail, 0);
+		c->detail = NULL;
+	}
+	free_exec_ctx(c);
+	lua_pushnil(L);
+	lua_pushstring(L, err);
+	return 2;
+nomem:
+	free_strv(argv);
+	free_strv(envp);
+	free_exec_ctx(c);
+	if (in_fd >= 0)
+		close(in_fd);
+	return luaL_error(L, "out of memory");
+}
+
+/* ---------- module ---------- */
+
+void lua_api_open(lua_State *L, struct job *job)
+{
+	static const luaL_Reg fns[] = {{"http", l_http},     {"exec", l_exec}, {"sleep", l_sleep},
+	                               {"secret", l_secret}, {"now", l_now},   {NULL, NULL}};
+	static const luaL_Reg logf[] = {
+		{"info", l_log_info}, {"warn", l_log_warn}, {"error", l_log_error}, {NULL, NULL}};
+	static const luaL_Reg jsonf[] = {{"encode", l_json_encode}, {"decode", l_json_decode}, {NULL, NULL}};
+
+	lua_pushlightuserdata(L, job);
+	lua_setfield(L, LUA_REGISTRYINDEX, JOB_KEY);
+	if (luaL_newmetatable(L, RESP_MT)) {
+		lua_newtable(L);
+		lua_pushcfunction(L, resp_json);
+		lua_setfield(L, -2, "json");
+		lua_setfield(L, -2, "__index");
+	}
+	lua_pop(L, 1);
+	luaL_newlib(L, fns);
+	luaL_newlib(L, logf);
+	lua_setfield(L, -2, "log");
+	luaL_newlib(L, jsonf);
+	lua_pushlightuserdata(L, &null_sentinel);
+	lua_setfield(L, -2, "null");
+	lua_setfield(L, -2, "json");
+	lua_pushboolean(L, job ? job->dry_run : 0);
+	lua_setfield(L, -2, "dry_run");
+	lua_pushvalue(L, -1);
+	lua_setglobal(L, "recovery");
+	sandbox_preload(L, "recovery");
+	lua_register(L, "print", l_print);
+}

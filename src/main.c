@@ -1,0 +1,407 @@
+/* recoveryd: flags and config, signals (SIGTERM drains, SIGHUP reloads),
+ * wiring of journal, engine and HTTP; also `run PLAYBOOK --alert FILE` and
+ * --check-config. */
+#include <curl/curl.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "recoveryd/alert.h"
+#include "recoveryd/config.h"
+#include "recoveryd/engine.h"
+#include "recoveryd/http.h"
+#include "recoveryd/log.h"
+#include "recoveryd/lua_api.h"
+#include "recoveryd/metrics.h"
+#include "recoveryd/playbook.h"
+#include "recoveryd/store.h"
+
+#define TOKEN_MAX 4096
+#define ALERT_FILE_MAX (4 * 1024 * 1024)
+
+struct tokens {
+	char *webhook, *operator_;
+};
+
+static void tokens_free(struct tokens *t)
+{
+	if (t->webhook)
+		explicit_bzero(t->webhook, strlen(t->webhook));
+	if (t->operator_)
+		explicit_bzero(t->operator_, strlen(t->operator_));
+	free(t->webhook);
+	free(t->operator_);
+	t->webhook = t->operator_ = NULL;
+}
+
+/* Read the token files; an empty file is an error, not "no auth". */
+static int tokens_load(const struct config *c, struct tokens *t, char *err, size_t errlen)
+{
+	const char *files[2] = {c->webhook_token_file, c->operator_token_file};
+	char **dst[2] = {&t->webhook, &t->operator_};
+
+	for (int i = 0; i < 2; i++) {
+		if (!files[i])
+			continue;
+		*dst[i] = rd_read_file(files[i], TOKEN_MAX, NULL, 1);
+		if (!*dst[i]) {
+			snprintf(err, errlen, "token file %s: %s", files[i], strerror(errno));
+			return -1;
+		}
+		if (!**dst[i]) {
+			snprintf(err, errlen, "token file %s is empty", files[i]);
+			return -1;
+		}
+	}
+	if (!t->webhook && !t->operator_ && !c->insecure_no_auth) {
+		snprintf(err, errlen,
+		         "no token configured: give --webhook-token-file and --operator-token-file, "
+		         "or --insecure-no-auth to run without authentication");
+		return -1;
+	}
+	return 0;
+}
+
+static int check_readable(const char *what, const char *path, char *err, size_t errlen)
+{
+	if (path && access(path, R_OK) != 0) {
+		snprintf(err, errlen, "%s %s: %s", what, path, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/* Everything --check-config validates besides the playbooks. */
+static int check_files(const struct config *c, char *err, size_t errlen)
+{
+	struct stat st;
+
+	if (check_readable("slack webhook URL file", c->slack_webhook_url_file, err, errlen) < 0 ||
+	    check_readable("PagerDuty routing key file", c->pagerduty_routing_key_file, err, errlen) < 0)
+		return -1;
+	if (c->secrets_dir && (stat(c->secrets_dir, &st) != 0 || !S_ISDIR(st.st_mode))) {
+		snprintf(err, errlen, "secrets directory %s: not a directory", c->secrets_dir);
+		return -1;
+	}
+	for (size_t i = 0; c->exec_allow[i]; i++)
+		if (access(c->exec_allow[i], X_OK) != 0) {
+			snprintf(err, errlen, "--exec-allow %s: %s", c->exec_allow[i], strerror(errno));
+			return -1;
+		}
+	return 0;
+}
+
+static enum log_level level_of(const char *s)
+{
+	if (!strcmp(s, "debug"))
+		return LOG_DEBUG;
+	if (!strcmp(s, "warn"))
+		return LOG_WARN;
+	if (!strcmp(s, "error"))
+		return LOG_ERROR;
+	return LOG_INFO;
+}
+
+static void configure_lua(const struct config *c)
+{
+	struct lua_api_conf lc = {c->secrets_dir, (const char *const *)c->exec_allow, c->http_timeout};
+	lua_api_configure(&lc);
+}
+
+static struct playbook_set *load_playbooks(const struct config *c, char *err, size_t errlen)
+{
+	struct playbook_load_opts po = {c->playbooks, c->lua_path, (size_t)c->lua_memory};
+	struct playbook_set *set = NULL;
+
+	if (playbook_set_load(&po, &set, err, errlen) != RD_OK)
+		return NULL;
+	return set;
+}
+
+/* ---------- run PLAYBOOK --alert FILE ---------- */
+
+static void print_record(const cJSON *rec)
+{
+	const cJSON *a, *x;
+	printf("job %s playbook %s key %s%s\n", cJSON_GetObjectItem(rec, "id")->valuestring,
+	       cJSON_GetObjectItem(rec, "playbook")->valuestring, cJSON_GetObjectItem(rec, "key")->valuestring,
+	       cJSON_IsTrue(cJSON_GetObjectItem(rec, "dry_run")) ? " (dry-run)" : "");
+	cJSON_ArrayForEach(a, cJSON_GetObjectItem(rec, "actions"))
+	{
+		const cJSON *kind = cJSON_GetObjectItem(a, "kind");
+		int att = cJSON_GetObjectItem(a, "attempt") ? cJSON_GetObjectItem(a, "attempt")->valueint : 0;
+		int planned = cJSON_IsTrue(cJSON_GetObjectItem(a, "planned"));
+		char *d = cJSON_PrintUnformatted(a);
+		printf("  [attempt %d] %-5s %s%s\n", att, cJSON_IsString(kind) ? kind->valuestring : "?",
+		       planned ? "PLANNED " : "", d ? d : "");
+		free(d);
+	}
+	cJSON_ArrayForEach(a, cJSON_GetObjectItem(rec, "log"))
+	{
+		x = cJSON_GetObjectItem(a, "msg");
+		printf("  [log] %s: %s\n", cJSON_IsString(cJSON_GetObjectItem(a, "level"))
+		                               ? cJSON_GetObjectItem(a, "level")->valuestring
+		                               : "info",
+		       cJSON_IsString(x) ? x->valuestring : "");
+	}
+	cJSON_ArrayForEach(a, cJSON_GetObjectItem(rec, "attempts"))
+	{
+		const cJSON *res = cJSON_GetObjectItem(a, "result"), *err = cJSON_GetObjectItem(a, "error");
+		printf("  attempt %d: %s%s%s\n", cJSON_GetObjectItem(a, "n")->valueint,
+		       cJSON_IsString(res) ? res->valuestring : "?", cJSON_IsString(err) ? " - " : "",
+		       cJSON_IsString(err) ? err->valuestring : "");
+	}
+	x = cJSON_GetObjectItem(rec, "outcome");
+	printf("outcome: %s\n", cJSON_IsString(x) ? x->valuestring : "unknown");
+}
+
+static int cmd_run(const char *playbook, struct config *c, struct playbook_set *set)
+{
+	struct store *st = NULL;
+	struct engine *e = NULL;
+	struct payload p = {0};
+	char err[512];
+	char *body = NULL;
+	size_t len;
+	cJSON *answer = NULL, *rec = NULL;
+	int rc = 1, status, retry_after;
+
+	if (!c->alert) {
+		fprintf(stderr, "recoveryd run: --alert FILE is required\n");
+		playbook_set_unref(set);
+		return 2;
+	}
+	body = rd_read_file(c->alert, ALERT_FILE_MAX, &len, 0);
+	if (!body) {
+		fprintf(stderr, "recoveryd run: %s: %s\n", c->alert, strerror(errno));
+		playbook_set_unref(set);
+		return 2;
+	}
+	if (alert_parse(body, len, ALERT_ALLOW_MANUAL, &p, err, sizeof(err)) != ALERT_OK) {
+		fprintf(stderr, "recoveryd run: %s: %s\n", c->alert, err);
+		playbook_set_unref(set);
+		goto out;
+	}
+	if (store_open(":memory:", &st, err, sizeof(err)) != RD_OK) {
+		fprintf(stderr, "recoveryd run: %s\n", err);
+		playbook_set_unref(set);
+		goto out;
+	}
+	struct engine_opts eo = {st, set, c->dry_run, (size_t)c->queue_max, 1, (size_t)c->lua_memory,
+	                         c->lua_path};
+	e = engine_new(&eo);
+	if (!e || engine_start(e) != RD_OK) {
+		fprintf(stderr, "recoveryd run: cannot start the engine\n");
+		goto out;
+	}
+	engine_submit(e, &p, playbook, c->dry_run, &status, &answer, &retry_after);
+	if (status != 202) {
+		cJSON *m = cJSON_GetObjectItem(answer, "message");
+		fprintf(stderr, "recoveryd run: %s\n", cJSON_IsString(m) ? m->valuestring : "refused");
+		goto out;
+	}
+	cJSON *jobs = cJSON_GetObjectItem(answer, "jobs");
+	cJSON *first = cJSON_GetArrayItem(jobs, 0);
+	if (!first || !cJSON_IsString(cJSON_GetObjectItem(first, "id"))) {
+		fprintf(stderr, "recoveryd run: no job was started\n");
+		goto out;
+	}
+	const char *id = cJSON_GetObjectItem(first, "id")->valuestring;
+	while (engine_wait(e, id, 3600) == 0)
+		;
+	if (engine_job_json(e, id, &rec) != RD_OK || !rec) {
+		fprintf(stderr, "recoveryd run: job record not found\n");
+		goto out;
+	}
+	print_record(rec);
+	cJSON *o = cJSON_GetObjectItem(rec, "outcome");
+	rc = cJSON_IsString(o) && strcmp(o->valuestring, "succeeded") == 0 ? 0 : 1;
+out:
+	cJSON_Delete(rec);
+	cJSON_Delete(answer);
+	if (e) {
+		engine_drain(e, 0);
+		engine_free(e);
+	}
+	store_close(st);
+	payload_free(&p);
+	free(body);
+	return rc;
+}
+
+/* ---------- daemon ---------- */
+
+static int reload(int argc, char **argv, struct config *cur, struct engine *e, struct http *h)
+{
+	struct config next;
+	struct tokens t = {0};
+	struct playbook_set *set = NULL;
+	char err[1024];
+
+	if (config_load(&next, argc, argv, err, sizeof(err)) < 0 || tokens_load(&next, &t, err, sizeof(err)) < 0 ||
+	    check_files(&next, err, sizeof(err)) < 0 || !(set = load_playbooks(&next, err, sizeof(err)))) {
+		log_kv(LOG_ERROR, NULL, "reload rejected: keeping the running configuration", "error", err, NULL);
+		metrics_add(M_CONFIG_RELOADS, "failure", NULL, 1);
+		tokens_free(&t);
+		config_free(&next);
+		return -1;
+	}
+	if (strcmp(next.listen, cur->listen) || strcmp(next.state, cur->state))
+		log_kv(LOG_WARN, NULL, "reload: listen and state changes need a restart", NULL);
+	configure_lua(&next);
+	http_set_tokens(h, t.webhook, t.operator_);
+	engine_set_playbooks(e, set);
+	log_set_level(level_of(next.log_level));
+	{
+		char n[16];
+		snprintf(n, sizeof(n), "%zu", set->n);
+		log_kv(LOG_INFO, NULL, "reloaded", "playbooks", n, NULL);
+	}
+	metrics_add(M_CONFIG_RELOADS, "success", NULL, 1);
+	tokens_free(&t);
+	config_free(cur);
+	*cur = next;
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct config cfg;
+	struct tokens tok = {0};
+	struct playbook_set *set = NULL;
+	struct store *st = NULL;
+	struct engine *e = NULL;
+	struct http *h = NULL;
+	char err[1024];
+	const char *run_playbook = NULL;
+	int args_from = 1, rc = 1;
+	sigset_t sigs;
+
+	if (argc >= 2 && strcmp(argv[1], "run") == 0) {
+		if (argc < 3 || argv[2][0] == '-') {
+			fprintf(stderr, "usage: recoveryd run PLAYBOOK --alert FILE [--dry-run] [OPTIONS]\n");
+			return 2;
+		}
+		run_playbook = argv[2];
+		args_from = 3;
+	}
+	if (config_load(&cfg, argc - args_from, argv + args_from, err, sizeof(err)) < 0) {
+		fprintf(stderr, "recoveryd: %s\n", err);
+		config_free(&cfg);
+		return 2;
+	}
+	if (cfg.help) {
+		config_usage(stdout);
+		config_free(&cfg);
+		return 0;
+	}
+	if (cfg.version) {
+		printf("recoveryd %s\n", RECOVERYD_VERSION);
+		config_free(&cfg);
+		return 0;
+	}
+	log_set_level(level_of(cfg.log_level));
+	metrics_init();
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	configure_lua(&cfg);
+
+	if (check_files(&cfg, err, sizeof(err)) < 0 || !(set = load_playbooks(&cfg, err, sizeof(err)))) {
+		fprintf(stderr, "recoveryd: %s\n", err);
+		goto out;
+	}
+	if (run_playbook) {
+		rc = cmd_run(run_playbook, &cfg, set);
+		set = NULL;
+		goto out;
+	}
+	if (tokens_load(&cfg, &tok, err, sizeof(err)) < 0) {
+		fprintf(stderr, "recoveryd: %s\n", err);
+		goto out;
+	}
+	if (cfg.check_config) {
+		printf("config ok: %zu playbook%s", set->n, set->n == 1 ? "" : "s");
+		for (size_t i = 0; i < set->n; i++)
+			printf("%s%s", i ? ", " : " (", set->v[i]->name);
+		printf("%s\n", set->n ? ")" : "");
+		rc = 0;
+		goto out;
+	}
+
+	/* Signals are taken synchronously by this thread only; every thread
+	 * started from here on inherits the mask. */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	if (store_open(cfg.state, &st, err, sizeof(err)) != RD_OK) {
+		fprintf(stderr, "recoveryd: %s\n", err);
+		goto out;
+	}
+	struct engine_opts eo = {st,
+	                         set,
+	                         cfg.dry_run,
+	                         (size_t)cfg.queue_max,
+	                         (size_t)cfg.max_jobs,
+	                         (size_t)cfg.lua_memory,
+	                         cfg.lua_path};
+	e = engine_new(&eo);
+	set = NULL;
+	if (!e || engine_start(e) != RD_OK) {
+		fprintf(stderr, "recoveryd: cannot start the engine (journal replay failed)\n");
+		goto out;
+	}
+	struct http_config hc = {cfg.listen, (size_t)cfg.body_max, tok.webhook, tok.operator_, cfg.insecure_no_auth,
+	                         (unsigned)cfg.conn_limit, 0, (unsigned)cfg.conn_timeout, NULL};
+	unsigned port = 0;
+	if (http_start(&hc, e, &h, &port, err, sizeof(err)) != RD_OK) {
+		fprintf(stderr, "recoveryd: %s\n", err);
+		goto out;
+	}
+	{
+		char addr[160], p[16];
+		const char *colon = strrchr(cfg.listen, ':');
+		snprintf(addr, sizeof(addr), "%.*s:%u", colon ? (int)(colon - cfg.listen) : 0, cfg.listen, port);
+		snprintf(p, sizeof(p), "%u", port);
+		log_kv(LOG_INFO, NULL, "listening", "addr", addr, "port", p, "version", RECOVERYD_VERSION,
+		       "dry_run", cfg.dry_run ? "true" : "false", "state", cfg.state, NULL);
+		if (cfg.insecure_no_auth && !tok.webhook && !tok.operator_)
+			log_kv(LOG_WARN, NULL, "running without authentication (--insecure-no-auth)", NULL);
+	}
+
+	for (;;) {
+		int sig = 0;
+		if (sigwait(&sigs, &sig) != 0)
+			continue;
+		if (sig == SIGHUP) {
+			log_kv(LOG_INFO, NULL, "SIGHUP: reloading configuration and playbooks", NULL);
+			reload(argc - args_from, argv + args_from, &cfg, e, h);
+			continue;
+		}
+		char g[32];
+		snprintf(g, sizeof(g), "%g", cfg.drain_timeout);
+		log_kv(LOG_INFO, NULL, "draining: new work is refused with 503", "signal",
+		       sig == SIGTERM ? "SIGTERM" : "SIGINT", "grace_seconds", g, NULL);
+		engine_drain(e, cfg.drain_timeout);
+		break;
+	}
+	http_stop(h);
+	h = NULL;
+	log_kv(LOG_INFO, NULL, "stopped", NULL);
+	rc = 0;
+out:
+	http_stop(h);
+	engine_free(e);
+	store_close(st);
+	playbook_set_unref(set);
+	tokens_free(&tok);
+	config_free(&cfg);
+	curl_global_cleanup();
+	return rc;
+}

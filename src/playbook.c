@@ -1,0 +1,410 @@
+/* Loading and validating playbooks. Each file is evaluated in a sandbox of
+ * its own (with a deadline, so a runaway top level cannot hang a reload) and
+ * must return a table with the fields of DESIGN.md §4. */
+#include "recoveryd/playbook.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <lauxlib.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "recoveryd/lua_api.h"
+#include "recoveryd/matcher.h"
+#include "recoveryd/sandbox.h"
+
+#define PLAYBOOK_MAX_SIZE (1024 * 1024)
+#define LOAD_DEADLINE 5.0
+
+static pthread_mutex_t refs_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void playbook_free(struct playbook *pb)
+{
+	if (!pb)
+		return;
+	free(pb->name);
+	free(pb->description);
+	free(pb->file);
+	free(pb->source);
+	matcher_set_free(pb->match);
+	for (size_t i = 0; i < pb->n_escalate; i++)
+		free(pb->escalate[i]);
+	free(pb->escalate);
+	free(pb);
+}
+
+static void set_free(struct playbook_set *set)
+{
+	if (!set)
+		return;
+	for (size_t i = 0; i < set->n; i++)
+		playbook_free(set->v[i]);
+	free(set->v);
+	free(set);
+}
+
+void playbook_set_ref(struct playbook_set *set)
+{
+	pthread_mutex_lock(&refs_lock);
+	set->refs++;
+	pthread_mutex_unlock(&refs_lock);
+}
+
+void playbook_set_unref(struct playbook_set *set)
+{
+	int last;
+
+	if (!set)
+		return;
+	pthread_mutex_lock(&refs_lock);
+	last = --set->refs == 0;
+	pthread_mutex_unlock(&refs_lock);
+	if (last)
+		set_free(set);
+}
+
+struct playbook *playbook_set_find(struct playbook_set *set, const char *name)
+{
+	for (size_t i = 0; set && i < set->n; i++)
+		if (strcmp(set->v[i]->name, name) == 0)
+			return set->v[i];
+	return NULL;
+}
+
+static int valid_name(const char *s)
+{
+	size_t n = strlen(s);
+	if (n == 0 || n > 64)
+		return 0;
+	for (const char *p = s; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' || *p == '_' ||
+		      *p == '.' || (*p >= 'A' && *p <= 'Z')))
+			return 0;
+	return 1;
+}
+
+/* Read an optional number field; -1 on a wrong type. */
+static int opt_number(lua_State *L, int t, const char *field, double def, double min, double *out,
+                      char *err, size_t errlen)
+{
+	lua_getfield(L, t, field);
+	if (lua_isnil(L, -1)) {
+		*out = def;
+	} else if (lua_type(L, -1) != LUA_TNUMBER) {
+		snprintf(err, errlen, "%s: expected a number, got %s", field, luaL_typename(L, -1));
+		lua_pop(L, 1);
+		return -1;
+	} else {
+		*out = lua_tonumber(L, -1);
+		if (!isfinite(*out) || *out < min) {
+			snprintf(err, errlen, "%s: must be a number >= %g", field, min);
+			lua_pop(L, 1);
+			return -1;
+		}
+	}
+	lua_pop(L, 1);
+	return 0;
+}
+
+static char *opt_string(lua_State *L, int t, const char *field, int required, char *err, size_t errlen,
+                        int *bad)
+{
+	char *r = NULL;
+
+	lua_getfield(L, t, field);
+	if (lua_type(L, -1) == LUA_TSTRING) {
+		r = strdup(lua_tostring(L, -1));
+	} else if (!lua_isnil(L, -1) || required) {
+		snprintf(err, errlen, "%s: expected a string, got %s", field, luaL_typename(L, -1));
+		*bad = 1;
+	}
+	lua_pop(L, 1);
+	return r;
+}
+
+/* Validate the table on top of L into pb. */
+static int parse_table(lua_State *L, struct playbook *pb, char *err, size_t errlen)
+{
+	int t = lua_gettop(L), bad = 0;
+	double v;
+
+	pb->name = opt_string(L, t, "name", 1, err, errlen, &bad);
+	if (bad)
+		return -1;
+	if (!valid_name(pb->name)) {
+		snprintf(err, errlen, "name: '%s' must be 1-64 characters of [A-Za-z0-9._-]", pb->name);
+		return -1;
+	}
+	pb->description = opt_string(L, t, "description", 0, err, errlen, &bad);
+	if (bad)
+		return -1;
+	if (!pb->description)
+		pb->description = strdup("");
+
+	pb->match = matcher_set_new();
+	lua_getfield(L, t, "match");
+	if (lua_type(L, -1) == LUA_TSTRING) {
+		if (matcher_set_add(pb->match, lua_tostring(L, -1), err, errlen) < 0)
+			return -1;
+	} else if (lua_type(L, -1) == LUA_TTABLE) {
+		lua_Integer n = luaL_len(L, -1);
+		for (lua_Integer i = 1; i <= n; i++) {
+			lua_geti(L, -1, i);
+			if (lua_type(L, -1) != LUA_TSTRING) {
+				snprintf(err, errlen, "match[%lld]: expected a matcher string", (long long)i);
+				return -1;
+			}
+			char merr[256];
+			if (matcher_set_add(pb->match, lua_tostring(L, -1), merr, sizeof(merr)) < 0) {
+				snprintf(err, errlen, "match[%lld]: %s", (long long)i, merr);
+				return -1;
+			}
+			lua_pop(L, 1);
+		}
+	} else if (!lua_isnil(L, -1)) {
+		snprintf(err, errlen, "match: expected a list of matcher strings");
+		return -1;
+	}
+	lua_pop(L, 1);
+
+	if (opt_number(L, t, "retries", 2, 0, &v, err, errlen) < 0)
+		return -1;
+	if (v > 100) {
+		snprintf(err, errlen, "retries: at most 100");
+		return -1;
+	}
+	pb->retries = (int)v;
+	if (opt_number(L, t, "timeout", 300, 0.001, &pb->timeout, err, errlen) < 0 ||
+	    opt_number(L, t, "cooldown", 900, 0, &pb->cooldown, err, errlen) < 0)
+		return -1;
+
+	pb->backoff_initial = 10;
+	pb->backoff_factor = 2;
+	pb->backoff_max = 120;
+	lua_getfield(L, t, "backoff");
+	if (lua_type(L, -1) == LUA_TTABLE) {
+		int b = lua_gettop(L);
+		if (opt_number(L, b, "initial", 10, 0, &pb->backoff_initial, err, errlen) < 0 ||
+		    opt_number(L, b, "factor", 2, 1, &pb->backoff_factor, err, errlen) < 0 ||
+		    opt_number(L, b, "max", 120, 0, &pb->backoff_max, err, errlen) < 0) {
+			char tmp[256];
+			snprintf(tmp, sizeof(tmp), "backoff.%s", err);
+			snprintf(err, errlen, "%s", tmp);
+			return -1;
+		}
+	} else if (!lua_isnil(L, -1)) {
+		snprintf(err, errlen, "backoff: expected a table {initial, factor, max}");
+		return -1;
+	}
+	lua_pop(L, 1);
+
+	pb->budget_runs = 3;
+	pb->budget_per = 3600;
+	lua_getfield(L, t, "budget");
+	if (lua_type(L, -1) == LUA_TTABLE) {
+		int b = lua_gettop(L);
+		if (opt_number(L, b, "runs", 3, 0, &v, err, errlen) < 0 ||
+		    opt_number(L, b, "per", 3600, 0.001, &pb->budget_per, err, errlen) < 0) {
+			char tmp[256];
+			snprintf(tmp, sizeof(tmp), "budget.%s", err);
+			snprintf(err, errlen, "%s", tmp);
+			return -1;
+		}
+		pb->budget_runs = (int)v;
+	} else if (!lua_isnil(L, -1)) {
+		snprintf(err, errlen, "budget: expected a table {runs, per}");
+		return -1;
+	}
+	lua_pop(L, 1);
+
+	lua_getfield(L, t, "escalate");
+	if (lua_type(L, -1) == LUA_TTABLE) {
+		lua_Integer n = luaL_len(L, -1);
+		pb->escalate = calloc((size_t)n + 1, sizeof(char *));
+		for (lua_Integer i = 1; i <= n; i++) {
+			lua_geti(L, -1, i);
+			const char *s = lua_tostring(L, -1);
+			if (lua_type(L, -1) != LUA_TSTRING ||
+			    (strcmp(s, "slack") != 0 && strcmp(s, "pagerduty") != 0)) {
+				snprintf(err, errlen, "escalate[%lld]: expected \"slack\" or \"pagerduty\"",
+				         (long long)i);
+				return -1;
+			}
+			pb->escalate[pb->n_escalate++] = strdup(s);
+			lua_pop(L, 1);
+		}
+	} else if (!lua_isnil(L, -1)) {
+		snprintf(err, errlen, "escalate: expected a list of sink names");
+		return -1;
+	}
+	lua_pop(L, 1);
+
+	lua_getfield(L, t, "idempotent");
+	pb->idempotent = lua_toboolean(L, -1);
+	lua_pop(L, 1);
+
+	static const char *const fns[] = {"run", "verify"};
+	for (size_t i = 0; i < 2; i++) {
+		lua_getfield(L, t, fns[i]);
+		if (lua_type(L, -1) != LUA_TFUNCTION) {
+			snprintf(err, errlen, "%s: expected a function, got %s", fns[i], luaL_typename(L, -1));
+			return -1;
+		}
+		lua_pop(L, 1);
+	}
+	return 0;
+}
+
+static struct playbook *load_one(const struct playbook_load_opts *o, const char *file, char *err,
+                                 size_t errlen)
+{
+	struct playbook *pb = calloc(1, sizeof(*pb));
+	struct sandbox sb = {.mem_max = o->mem_max, .lua_path = o->lua_path};
+	lua_State *L = NULL;
+	char path[4096], chunk[300], msg[512] = "";
+
+	if (!pb)
+		goto fail_nomem;
+	pb->file = strdup(file);
+	snprintf(path, sizeof(path), "%s/%s", o->dir, file);
+	pb->source = rd_read_file(path, PLAYBOOK_MAX_SIZE, &pb->source_len, 0);
+	if (!pb->source) {
+		snprintf(msg, sizeof(msg), "cannot read: %s", strerror(errno));
+		goto fail;
+	}
+	L = sandbox_new(&sb);
+	if (!L)
+		goto fail_nomem;
+	lua_api_open(L, NULL);
+	snprintf(chunk, sizeof(chunk), "@%s", file);
+	sb.deadline = rd_mono() + LOAD_DEADLINE;
+	if (sandbox_load(L, pb->source, pb->source_len, chunk) != LUA_OK ||
+	    sandbox_call(L, 0, 1) != LUA_OK) {
+		snprintf(msg, sizeof(msg), "%s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "error");
+		goto fail;
+	}
+	if (!lua_istable(L, -1)) {
+		snprintf(msg, sizeof(msg), "must return a table, returned %s", luaL_typename(L, -1));
+		goto fail;
+	}
+	if (parse_table(L, pb, msg, sizeof(msg)) < 0)
+		goto fail;
+	lua_close(L);
+	return pb;
+fail_nomem:
+	snprintf(msg, sizeof(msg), "out of memory");
+fail:
+	snprintf(err, errlen, "playbook %s: %s", file, msg);
+	if (L)
+		lua_close(L);
+	playbook_free(pb);
+	return NULL;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+enum rd_status playbook_set_load(const struct playbook_load_opts *o, struct playbook_set **out,
+                                 char *err, size_t errlen)
+{
+	struct playbook_set *set = calloc(1, sizeof(*set));
+	char **names = NULL;
+	size_t n = 0, cap = 0;
+	enum rd_status rc = RD_ERR;
+	DIR *d = opendir(o->dir);
+	struct dirent *de;
+
+	if (!set)
+		goto out;
+	if (!d) {
+		snprintf(err, errlen, "playbook directory %s: %s", o->dir, strerror(errno));
+		goto out;
+	}
+	while ((de = readdir(d))) {
+		size_t l = strlen(de->d_name);
+		if (de->d_name[0] == '.' || l < 5 || strcmp(de->d_name + l - 4, ".lua") != 0)
+			continue;
+		if (n == cap) {
+			cap = cap ? cap * 2 : 16;
+			char **nn = realloc(names, cap * sizeof(char *));
+			if (!nn)
+				goto out;
+			names = nn;
+		}
+		names[n++] = strdup(de->d_name);
+	}
+	if (n)
+		qsort(names, n, sizeof(char *), cmp_str);
+	set->v = calloc(n ? n : 1, sizeof(struct playbook *));
+	if (!set->v)
+		goto out;
+	for (size_t i = 0; i < n; i++) {
+		struct playbook *pb = load_one(o, names[i], err, errlen);
+		if (!pb)
+			goto out;
+		struct playbook *dup = playbook_set_find(set, pb->name);
+		if (dup) {
+			snprintf(err, errlen, "playbook %s: name '%s' is already used by %s", names[i], pb->name,
+			         dup->file);
+			playbook_free(pb);
+			goto out;
+		}
+		set->v[set->n++] = pb;
+	}
+	set->refs = 1;
+	*out = set;
+	set = NULL;
+	rc = RD_OK;
+out:
+	if (d)
+		closedir(d);
+	for (size_t i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+	set_free(set);
+	return rc;
+}
+
+cJSON *playbook_json(const struct playbook *pb)
+{
+	cJSON *o = cJSON_CreateObject(), *m = cJSON_AddArrayToObject(o, "match"), *b, *e;
+
+	cJSON_AddStringToObject(o, "name", pb->name);
+	cJSON_AddStringToObject(o, "description", pb->description);
+	cJSON_AddStringToObject(o, "file", pb->file);
+	for (size_t i = 0; i < matcher_set_count(pb->match); i++)
+		cJSON_AddItemToArray(m, cJSON_CreateString(matcher_set_text(pb->match, i)));
+	cJSON_AddNumberToObject(o, "retries", pb->retries);
+	b = cJSON_AddObjectToObject(o, "backoff");
+	cJSON_AddNumberToObject(b, "initial", pb->backoff_initial);
+	cJSON_AddNumberToObject(b, "factor", pb->backoff_factor);
+	cJSON_AddNumberToObject(b, "max", pb->backoff_max);
+	cJSON_AddNumberToObject(o, "timeout", pb->timeout);
+	cJSON_AddNumberToObject(o, "cooldown", pb->cooldown);
+	b = cJSON_AddObjectToObject(o, "budget");
+	cJSON_AddNumberToObject(b, "runs", pb->budget_runs);
+	cJSON_AddNumberToObject(b, "per", pb->budget_per);
+	e = cJSON_AddArrayToObject(o, "escalate");
+	for (size_t i = 0; i < pb->n_escalate; i++)
+		cJSON_AddItemToArray(e, cJSON_CreateString(pb->escalate[i]));
+	cJSON_AddBoolToObject(o, "idempotent", pb->idempotent);
+	return o;
+}
+
+double playbook_backoff(const struct playbook *pb, int n, double rnd)
+{
+	double d = pb->backoff_initial;
+
+	for (int i = 1; i < n && d < pb->backoff_max; i++)
+		d *= pb->backoff_factor;
+	if (d > pb->backoff_max)
+		d = pb->backoff_max;
+	/* "Equal jitter": never less than half the nominal delay, so retries
+	 * stay spaced, but replicas and keys do not retry in lockstep. */
+	return d / 2 + d / 2 * rnd;
+}

@@ -1,0 +1,1001 @@
+/* The runner: a single event-loop thread. curl_multi_poll waits on the HTTP
+ * transfers, on child-process descriptors (pipes and pidfds) and on a wakeup,
+ * with the nearest timer as its timeout. Each attempt is a coroutine in its
+ * own sandboxed lua_State; sleep, HTTP and exec yield it, and the loop
+ * resumes it when the timer, transfer or process completes. */
+#include "recoveryd/runner.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <lauxlib.h>
+#include <math.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "engine_impl.h"
+#include "recoveryd/log.h"
+#include "recoveryd/lua_api.h"
+#include "recoveryd/metrics.h"
+#include "recoveryd/playbook.h"
+#include "recoveryd/sandbox.h"
+
+#define MAX_WAIT_MS 1000
+#define MAX_PROCS 256
+
+enum timer_kind { T_RETRY, T_DEADLINE, T_SLEEP };
+
+struct timer {
+	double when;            /* rd_mono() */
+	struct job *job;
+	int kind;
+	int attempt;            /* stale once the job moved past this attempt */
+};
+
+struct attempt_rt {
+	struct sandbox sb;
+	lua_State *L;
+	lua_State *co;
+	struct op *op;          /* what the coroutine waits on, or NULL */
+	int n;
+	double started;         /* rd_mono() */
+	double started_wall;
+};
+
+struct msg {
+	int cancel;
+	struct job *job;
+	struct msg *next;
+};
+
+struct runner {
+	struct engine *e;
+	struct runner_opts o;
+	pthread_t thr;
+	int started;
+	CURLM *multi;
+
+	pthread_mutex_t mu;     /* inbox and flags below */
+	struct msg *inbox, *inbox_tail;
+	int draining;
+	double drain_deadline;
+	int stop;
+	size_t depth;           /* queued jobs waiting for a slot (for metrics) */
+
+	struct job *ready, *ready_tail;
+	size_t in_flight;
+	struct timer *timers;
+	size_t n_timers, cap_timers;
+	struct op *procs[MAX_PROCS];
+	size_t n_procs;
+};
+
+/* The runner of this process: lua_api calls come without a handle. */
+static struct runner *the_runner;
+
+static void attempt_end(struct runner *r, struct job *j, const char *result, const char *error,
+                        int verify_ok, const char *verify_reason);
+
+/* ---------- buffers ---------- */
+
+int rbuf_append(struct rbuf *b, const char *p, size_t n)
+{
+	if (b->max && b->len + n > b->max) {
+		b->truncated = 1;
+		n = b->max > b->len ? b->max - b->len : 0;
+		if (n == 0)
+			return -1;
+	}
+	if (b->len + n + 1 > b->cap) {
+		size_t ncap = b->cap ? b->cap : 1024;
+		while (ncap < b->len + n + 1)
+			ncap *= 2;
+		char *np = realloc(b->p, ncap);
+		if (!np)
+			return -1;
+		b->p = np;
+		b->cap = ncap;
+	}
+	memcpy(b->p + b->len, p, n);
+	b->len += n;
+	b->p[b->len] = '\0';
+	return b->truncated ? -1 : 0;
+}
+
+void rbuf_free(struct rbuf *b)
+{
+	free(b->p);
+	memset(b, 0, sizeof(*b));
+}
+
+/* ---------- timers: a small binary heap ---------- */
+
+static void heap_swap(struct runner *r, size_t a, size_t b)
+{
+	struct timer t = r->timers[a];
+	r->timers[a] = r->timers[b];
+	r->timers[b] = t;
+}
+
+static void heap_down(struct runner *r, size_t i)
+{
+	for (;;) {
+		size_t l = 2 * i + 1, m = i;
+		if (l < r->n_timers && r->timers[l].when < r->timers[m].when)
+			m = l;
+		if (l + 1 < r->n_timers && r->timers[l + 1].when < r->timers[m].when)
+			m = l + 1;
+		if (m == i)
+			return;
+		heap_swap(r, i, m);
+		i = m;
+	}
+}
+
+static void heap_up(struct runner *r, size_t i)
+{
+	while (i > 0 && r->timers[(i - 1) / 2].when > r->timers[i].when) {
+		heap_swap(r, i, (i - 1) / 2);
+		i = (i - 1) / 2;
+	}
+}
+
+static int timer_add(struct runner *r, struct job *j, int kind, double when)
+{
+	if (r->n_timers == r->cap_timers) {
+		size_t ncap = r->cap_timers ? r->cap_timers * 2 : 64;
+		struct timer *nt = realloc(r->timers, ncap * sizeof(*nt));
+		if (!nt)
+			return -1;
+		r->timers = nt;
+		r->cap_timers = ncap;
+	}
+	r->timers[r->n_timers] = (struct timer){when, j, kind, j->attempts};
+	heap_up(r, r->n_timers++);
+	return 0;
+}
+
+static void heap_pop(struct runner *r)
+{
+	r->timers[0] = r->timers[--r->n_timers];
+	heap_down(r, 0);
+}
+
+/* Forget every timer of j (it is about to be freed or rescheduled). */
+static void timers_drop_job(struct runner *r, struct job *j, int kind)
+{
+	size_t w = 0;
+	for (size_t i = 0; i < r->n_timers; i++)
+		if (r->timers[i].job != j || (kind >= 0 && r->timers[i].kind != kind))
+			r->timers[w++] = r->timers[i];
+	if (w == r->n_timers)
+		return;
+	r->n_timers = w;
+	for (size_t i = w / 2 + 1; i-- > 0;)
+		heap_down(r, i);
+}
+
+/* ---------- journal helpers ---------- */
+
+void runner_record(struct job *j, const char *type, cJSON *detail, int planned)
+{
+	struct runner *r = the_runner;
+	struct store_batch *b;
+	char *txt;
+	int attempt = j->rt ? j->rt->n : 0;
+
+	if (!detail)
+		detail = cJSON_CreateObject();
+	job_redact_json(j, detail);
+	txt = cJSON_PrintUnformatted(detail);
+	cJSON_Delete(detail);
+	if (!txt || !r)
+		goto out;
+	b = store_batch_new();
+	if (b && store_batch_event(b, j->id, attempt, type, txt, planned, rd_now()) == 0)
+		store_commit(r->e->store, b, 0);
+	else
+		store_batch_free(b);
+out:
+	free(txt);
+}
+
+/* Write the job row (and an attempt row) in one batch. */
+static enum rd_status commit_job(struct runner *r, struct job *j, const struct attempt_row *a, int wait)
+{
+	struct store_batch *b = store_batch_new();
+	struct job_row row;
+
+	if (!b)
+		return RD_NOMEM;
+	pthread_mutex_lock(&r->e->mu);
+	job_row_of(j, &row);
+	row.updated_at = rd_now();
+	if (store_batch_update_job(b, &row) < 0 || (a && store_batch_attempt(b, j->id, a) < 0)) {
+		pthread_mutex_unlock(&r->e->mu);
+		store_batch_free(b);
+		return RD_NOMEM;
+	}
+	pthread_mutex_unlock(&r->e->mu);
+	return store_commit(r->e->store, b, wait);
+}
+
+static void set_str(char **dst, const char *s)
+{
+	free(*dst);
+	*dst = s ? strdup(s) : NULL;
+}
+
+/* ---------- ops ---------- */
+
+static void op_free(struct op *op)
+{
+	if (!op)
+		return;
+	if (op->easy)
+		curl_easy_cleanup(op->easy);
+	curl_slist_free_all(op->headers);
+	free(op->body);
+	rbuf_free(&op->resp);
+	rbuf_free(&op->resp_headers);
+	rbuf_free(&op->out);
+	rbuf_free(&op->err);
+	if (op->pidfd >= 0)
+		close(op->pidfd);
+	if (op->out_fd >= 0)
+		close(op->out_fd);
+	if (op->err_fd >= 0)
+		close(op->err_fd);
+	if (op->free_ctx)
+		op->free_ctx(op->ctx);
+	free(op);
+}
+
+static void proc_forget(struct runner *r, struct op *op)
+{
+	for (size_t i = 0; i < r->n_procs; i++)
+		if (r->procs[i] == op) {
+			r->procs[i] = r->procs[--r->n_procs];
+			return;
+		}
+}
+
+/* Stop whatever op is doing, without resuming anyone. */
+static void op_abort(struct runner *r, struct op *op)
+{
+	switch (op->kind) {
+	case OP_HTTP:
+		curl_multi_remove_handle(r->multi, op->easy);
+		break;
+	case OP_EXEC:
+		proc_forget(r, op);
+		if (!op->exited) {
+			kill(-op->pid, SIGKILL);
+			waitpid(op->pid, &op->wstatus, 0); /* SIGKILL: prompt */
+			op->exited = 1;
+		}
+		break;
+	case OP_SLEEP:
+		break;
+	}
+	timers_drop_job(r, op->job, T_SLEEP);
+}
+
+int runner_begin_op(struct job *j, struct op *op, char *err, size_t errlen)
+{
+	struct runner *r = the_runner;
+
+	if (!r || !j->rt) {
+		snprintf(err, errlen, "no attempt is running");
+		return -1;
+	}
+	op->job = j;
+	op->started = rd_mono();
+	switch (op->kind) {
+	case OP_SLEEP:
+		if (timer_add(r, j, T_SLEEP, op->deadline) < 0)
+			goto nomem;
+		break;
+	case OP_HTTP:
+		curl_easy_setopt(op->easy, CURLOPT_PRIVATE, op);
+		if (curl_multi_add_handle(r->multi, op->easy) != CURLM_OK) {
+			snprintf(err, errlen, "cannot start the transfer");
+			return -1;
+		}
+		break;
+	case OP_EXEC:
+		if (r->n_procs == MAX_PROCS) {
+			snprintf(err, errlen, "too many processes running (%d)", MAX_PROCS);
+			return -1;
+		}
+		r->procs[r->n_procs++] = op;
+		break;
+	}
+	j->rt->op = op;
+	return 0;
+nomem:
+	snprintf(err, errlen, "out of memory");
+	return -1;
+}
+
+double runner_attempt_deadline(struct job *j)
+{
+	return j->rt ? j->rt->sb.deadline : rd_mono();
+}
+
+lua_State *runner_job_thread(struct job *j)
+{
+	return j->rt ? j->rt->co : NULL;
+}
+
+/* ---------- attempts ---------- */
+
+/* The attempt driver, run as the job's coroutine: run, then verify. pcall
+ * here is the sandbox's, which re-raises a passed deadline. */
+static const char DRIVER[] =
+	"local pb, ctx = ...\n"
+	"local ok, err = pcall(pb.run, ctx)\n"
+	"if not ok then return 'run', tostring(err) end\n"
+	"local vok, v1, v2 = pcall(pb.verify, ctx)\n"
+	"if not vok then return 'verify_error', tostring(v1) end\n"
+	"if v1 then return 'ok', nil, true, v2 ~= nil and tostring(v2) or nil end\n"
+	"return 'verify', nil, false, v2 ~= nil and tostring(v2) or 'verify returned false'\n";
+
+static void push_ctx(lua_State *L, struct job *j, int n)
+{
+	lua_newtable(L);
+	if (j->alert)
+		lua_api_push_json(L, j->alert);
+	else
+		lua_newtable(L);
+	lua_setfield(L, -2, "alert");
+	lua_newtable(L);
+	lua_pushstring(L, j->id);
+	lua_setfield(L, -2, "id");
+	lua_pushinteger(L, n);
+	lua_setfield(L, -2, "attempt");
+	lua_pushinteger(L, j->max_attempts);
+	lua_setfield(L, -2, "max_attempts");
+	lua_pushstring(L, j->trigger);
+	lua_setfield(L, -2, "trigger");
+	lua_pushstring(L, j->reason ? j->reason : "");
+	lua_setfield(L, -2, "reason");
+	lua_pushstring(L, j->key);
+	lua_setfield(L, -2, "key");
+	lua_pushstring(L, j->playbook_name);
+	lua_setfield(L, -2, "playbook");
+	lua_setfield(L, -2, "job");
+	lua_pushboolean(L, j->dry_run);
+	lua_setfield(L, -2, "dry_run");
+}
+
+static void resume(struct runner *r, struct job *j, int nargs);
+
+static void attempt_start(struct runner *r, struct job *j)
+{
+	struct attempt_rt *rt;
+	struct attempt_row a = {0};
+	char chunk[300], err[512];
+	struct playbook *pb = j->pb;
+
+	pthread_mutex_lock(&r->e->mu);
+	if (j->state == JS_CANCELLED) {
+		pthread_mutex_unlock(&r->e->mu);
+		engine_job_done(r->e, j);
+		return;
+	}
+	j->state = JS_RUNNING;
+	j->attempts++;
+	j->next_run_at = 0;
+	if (!j->started_at)
+		j->started_at = rd_now();
+	pthread_mutex_unlock(&r->e->mu);
+
+	rt = calloc(1, sizeof(*rt));
+	if (!rt) {
+		attempt_end(r, j, "failed", "out of memory", -1, NULL);
+		return;
+	}
+	j->rt = rt;
+	rt->n = j->attempts;
+	rt->started = rd_mono();
+	rt->started_wall = rd_now();
+	rt->sb.mem_max = r->o.mem_max;
+	rt->sb.lua_path = r->o.lua_path;
+	rt->sb.owner = j;
+	r->in_flight++;
+	metrics_set(M_JOBS_IN_FLIGHT, NULL, NULL, (double)r->in_flight);
+
+	/* Mark it running durably before any side effect: a crash from here on
+	 * is found as "running" at start-up (DESIGN.md §5). */
+	a.n = rt->n;
+	a.started_at = rt->started_wall;
+	a.verify_ok = -1;
+	if (commit_job(r, j, &a, 1) != RD_OK)
+		log_kv(LOG_ERROR, j->id, "journal: cannot record the attempt start", NULL);
+	log_kv(LOG_INFO, j->id, "attempt started", "playbook", j->playbook_name, "key", j->key, NULL);
+
+	rt->L = sandbox_new(&rt->sb);
+	if (!rt->L) {
+		attempt_end(r, j, "failed", "cannot create a Lua state", -1, NULL);
+		return;
+	}
+	lua_api_open(rt->L, j);
+	rt->sb.deadline = rt->started + pb->timeout;
+	snprintf(chunk, sizeof(chunk), "@%s", pb->file);
+	if (sandbox_load(rt->L, pb->source, pb->source_len, chunk) != LUA_OK ||
+	    sandbox_call(rt->L, 0, 1) != LUA_OK || !lua_istable(rt->L, -1)) {
+		snprintf(err, sizeof(err), "loading the playbook: %s",
+		         lua_type(rt->L, -1) == LUA_TSTRING ? lua_tostring(rt->L, -1)
+		                                             : "did not return a table");
+		attempt_end(r, j, "failed", err, -1, NULL);
+		return;
+	}
+	/* Stack: pbtable. Build the coroutine: driver(pbtable, ctx). */
+	rt->co = lua_newthread(rt->L);
+	lua_pushvalue(rt->L, -1);
+	lua_setfield(rt->L, LUA_REGISTRYINDEX, "recoveryd.co"); /* keep it alive */
+	lua_pop(rt->L, 1);
+	if (sandbox_load(rt->co, DRIVER, sizeof(DRIVER) - 1, "=driver") != LUA_OK) {
+		attempt_end(r, j, "failed", "internal: driver does not compile", -1, NULL);
+		return;
+	}
+	lua_pushvalue(rt->L, -1);
+	lua_xmove(rt->L, rt->co, 1);
+	push_ctx(rt->co, j, rt->n);
+	timer_add(r, j, T_DEADLINE, rt->sb.deadline);
+	resume(r, j, 2);
+}
+
+static void resume(struct runner *r, struct job *j, int nargs)
+{
+	struct attempt_rt *rt = j->rt;
+	int nres = 0, status;
+	int cancel;
+
+	pthread_mutex_lock(&r->e->mu);
+	cancel = j->cancel_requested;
+	pthread_mutex_unlock(&r->e->mu);
+	if (cancel) {
+		attempt_end(r, j, "cancelled", j->cancel_reason ? j->cancel_reason : "cancelled", -1, NULL);
+		return;
+	}
+	rt->op = NULL;
+	status = lua_resume(rt->co, rt->L, nargs, &nres);
+	if (status == LUA_YIELD) {
+		char msg[128];
+		if (rt->sb.timed_out) {
+			snprintf(msg, sizeof(msg), "attempt timed out after %gs", j->pb->timeout);
+			attempt_end(r, j, "timeout", msg, -1, NULL);
+		} else if (!rt->op) {
+			attempt_end(r, j, "failed",
+			            "the playbook yielded outside a recovery call (coroutine.yield at top level)",
+			            -1, NULL);
+		}
+		return; /* waiting on rt->op */
+	}
+	if (status != LUA_OK) {
+		const char *m = lua_tostring(rt->co, -1);
+		attempt_end(r, j, rt->sb.timed_out ? "timeout" : "failed",
+		            rt->sb.timed_out ? "attempt deadline exceeded" : (m ? m : "error"), -1, NULL);
+		return;
+	}
+	/* driver returns: phase, err, verify_ok, verify_reason */
+	lua_settop(rt->co, 4);
+	const char *phase = lua_tostring(rt->co, 1);
+	const char *err = lua_tostring(rt->co, 2);
+	int vok = lua_isnil(rt->co, 3) ? -1 : lua_toboolean(rt->co, 3);
+	const char *vreason = lua_tostring(rt->co, 4);
+	char msg[1024];
+
+	if (phase && strcmp(phase, "ok") == 0) {
+		attempt_end(r, j, "succeeded", NULL, 1, vreason);
+	} else if (phase && strcmp(phase, "verify") == 0) {
+		snprintf(msg, sizeof(msg), "verify: %s", vreason ? vreason : "false");
+		attempt_end(r, j, "failed", msg, vok, vreason);
+	} else {
+		snprintf(msg, sizeof(msg), "%s: %s", phase && strcmp(phase, "run") == 0 ? "run" : "verify",
+		         err ? err : "error");
+		attempt_end(r, j, "failed", msg, -1, NULL);
+	}
+}
+
+static double jitter_rnd(void)
+{
+	unsigned int x = 0;
+	if (getrandom(&x, sizeof(x), 0) != sizeof(x))
+		x = (unsigned int)(rd_mono() * 1e6);
+	return (double)x / 4294967296.0;
+}
+
+static void attempt_end(struct runner *r, struct job *j, const char *result, const char *error,
+                        int verify_ok, const char *verify_reason)
+{
+	struct attempt_rt *rt = j->rt;
+	struct attempt_row a = {0};
+	char *err_copy = error ? job_redact(j, strdup(error)) : NULL;
+	char *vr_copy = verify_reason ? job_redact(j, strdup(verify_reason)) : NULL;
+	int final = 0, interrupted = strcmp(result, "interrupted") == 0;
+	enum log_level lvl = LOG_INFO;
+
+	if (rt) {
+		if (rt->op) {
+			op_abort(r, rt->op);
+			op_free(rt->op);
+			rt->op = NULL;
+		}
+		timers_drop_job(r, j, T_DEADLINE);
+		if (rt->L)
+			lua_close(rt->L);
+		a.n = rt->n;
+		a.started_at = rt->started_wall;
+		metrics_observe(M_JOB_DURATION, j->playbook_name, rd_mono() - rt->started);
+		free(rt);
+		j->rt = NULL;
+		r->in_flight--;
+		metrics_set(M_JOBS_IN_FLIGHT, NULL, NULL, (double)r->in_flight);
+	}
+	a.ended_at = rd_now();
+	a.result = result;
+	a.error = err_copy;
+	a.verify_ok = verify_ok;
+	a.verify_reason = vr_copy;
+	metrics_add(M_JOB_ATTEMPTS, j->playbook_name, result, 1);
+
+	pthread_mutex_lock(&r->e->mu);
+	set_str(&j->error, err_copy);
+	if (strcmp(result, "succeeded") == 0) {
+		j->state = JS_SUCCEEDED;
+		set_str(&j->outcome, "succeeded");
+		final = 1;
+	} else if (j->cancel_requested || strcmp(result, "cancelled") == 0) {
+		j->state = JS_CANCELLED;
+		set_str(&j->outcome, "cancelled");
+		if (!err_copy)
+			set_str(&j->error, j->cancel_reason);
+		final = 1;
+	} else if (interrupted) {
+		/* Drain ran out of time: DESIGN.md §5 crash rules, applied now. */
+		if (j->pb->idempotent) {
+			j->state = JS_QUEUED;
+			j->attempts--;
+		} else {
+			j->state = JS_FAILED;
+			set_str(&j->outcome, "interrupted");
+			final = 1;
+		}
+	} else if (j->attempts < j->max_attempts) {
+		double d = playbook_backoff(j->pb, j->attempts, jitter_rnd());
+		j->state = JS_RETRY_WAIT;
+		j->next_run_at = rd_now() + d;
+		timer_add(r, j, T_RETRY, rd_mono() + d);
+		lvl = LOG_WARN;
+	} else {
+		j->state = JS_FAILED;
+		set_str(&j->outcome, "failed");
+		final = 1;
+		lvl = LOG_ERROR;
+	}
+	if (final)
+		j->ended_at = rd_now();
+	pthread_mutex_unlock(&r->e->mu);
+
+	if (commit_job(r, j, &a, 1) != RD_OK)
+		log_kv(LOG_ERROR, j->id, "journal: cannot record the attempt end", NULL);
+	{
+		char n[16];
+		snprintf(n, sizeof(n), "%d", a.n);
+		log_kv(lvl, j->id, "attempt ended", "playbook", j->playbook_name, "attempt", n, "result",
+		       result, "error", err_copy ? err_copy : "", "state", job_state_name(j->state), NULL);
+	}
+	free(err_copy);
+	free(vr_copy);
+	if (final) {
+		engine_job_done(r->e, j);
+	} else if (j->state == JS_QUEUED) {
+		j->next = NULL;
+		if (r->ready_tail)
+			r->ready_tail->next = j;
+		else
+			r->ready = j;
+		r->ready_tail = j;
+	}
+}
+
+/* ---------- loop ---------- */
+
+static void ready_push(struct runner *r, struct job *j)
+{
+	j->next = NULL;
+	if (r->ready_tail)
+		r->ready_tail->next = j;
+	else
+		r->ready = j;
+	r->ready_tail = j;
+}
+
+static int ready_remove(struct runner *r, struct job *j)
+{
+	struct job **pp = &r->ready, *prev = NULL;
+	for (; *pp; prev = *pp, pp = &(*pp)->next)
+		if (*pp == j) {
+			*pp = j->next;
+			if (r->ready_tail == j)
+				r->ready_tail = prev;
+			return 1;
+		}
+	return 0;
+}
+
+static void handle_cancel(struct runner *r, struct job *j)
+{
+	enum job_state st;
+
+	pthread_mutex_lock(&r->e->mu);
+	st = j->state;
+	pthread_mutex_unlock(&r->e->mu);
+	if (j->rt) {
+		/* Running: stop at this yield point if it is waiting. */
+		if (j->rt->op)
+			attempt_end(r, j, "cancelled", j->cancel_reason ? j->cancel_reason : "cancelled", -1,
+			            NULL);
+		return;
+	}
+	if (st == JS_CANCELLED) {
+		ready_remove(r, j);
+		timers_drop_job(r, j, -1);
+		engine_job_done(r->e, j);
+	}
+}
+
+static void drain_inbox(struct runner *r)
+{
+	struct msg *m;
+
+	pthread_mutex_lock(&r->mu);
+	m = r->inbox;
+	r->inbox = r->inbox_tail = NULL;
+	pthread_mutex_unlock(&r->mu);
+	while (m) {
+		struct msg *next = m->next;
+		struct job *j = m->job;
+		if (m->cancel) {
+			handle_cancel(r, j);
+		} else if (j->state == JS_RETRY_WAIT) {
+			double delay = j->next_run_at - rd_now();
+			timer_add(r, j, T_RETRY, rd_mono() + (delay > 0 ? delay : 0));
+		} else {
+			ready_push(r, j);
+		}
+		free(m);
+		m = next;
+	}
+}
+
+static void fire_timers(struct runner *r, int draining)
+{
+	double now = rd_mono();
+
+	while (r->n_timers && r->timers[0].when <= now) {
+		struct timer t = r->timers[0];
+		heap_pop(r);
+		struct job *j = t.job;
+		switch (t.kind) {
+		case T_RETRY:
+			if (draining) {
+				/* keep it: it stays retry_wait in the journal */
+				continue;
+			}
+			ready_push(r, j);
+			break;
+		case T_DEADLINE:
+			if (j->rt && j->rt->n == t.attempt) {
+				char msg[128];
+				snprintf(msg, sizeof(msg), "attempt timed out after %gs", j->pb->timeout);
+				attempt_end(r, j, "timeout", msg, -1, NULL);
+			}
+			break;
+		case T_SLEEP:
+			if (j->rt && j->rt->op && j->rt->op->kind == OP_SLEEP) {
+				struct op *op = j->rt->op;
+				int n = op->finish ? op->finish(j->rt->co, op) : 0;
+				op_free(op);
+				j->rt->op = NULL;
+				resume(r, j, n);
+			}
+			break;
+		}
+	}
+}
+
+static void finish_op(struct runner *r, struct op *op)
+{
+	struct job *j = op->job;
+	int n;
+
+	j->rt->op = NULL;
+	n = op->finish ? op->finish(j->rt->co, op) : 0;
+	op_free(op);
+	resume(r, j, n);
+}
+
+static void check_transfers(struct runner *r)
+{
+	CURLMsg *m;
+	int left;
+
+	while ((m = curl_multi_info_read(r->multi, &left))) {
+		struct op *op = NULL;
+		if (m->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&op);
+		op->cc = m->data.result;
+		curl_multi_remove_handle(r->multi, m->easy_handle);
+		finish_op(r, op);
+	}
+}
+
+static void read_fd(int *fd, struct rbuf *b)
+{
+	char buf[8192];
+
+	while (*fd >= 0) {
+		ssize_t n = read(*fd, buf, sizeof(buf));
+		if (n > 0) {
+			rbuf_append(b, buf, (size_t)n); /* beyond the cap: dropped, marked */
+			continue;
+		}
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			return;
+		close(*fd);
+		*fd = -1;
+	}
+}
+
+static void check_procs(struct runner *r)
+{
+	double now = rd_mono();
+
+	for (size_t i = 0; i < r->n_procs;) {
+		struct op *op = r->procs[i];
+		read_fd(&op->out_fd, &op->out);
+		read_fd(&op->err_fd, &op->err);
+		if (!op->exited && op->deadline && now >= op->deadline && !op->timed_out) {
+			op->timed_out = 1;
+			kill(-op->pid, SIGKILL); /* the whole process group */
+		}
+		if (!op->exited && waitpid(op->pid, &op->wstatus, WNOHANG) == op->pid)
+			op->exited = 1;
+		/* Done once the child exited and the pipes closed, or the child
+		 * exited and something in its group keeps them open: then kill
+		 * the group so nothing outlives the command. */
+		if (op->exited) {
+			if (op->out_fd >= 0 || op->err_fd >= 0) {
+				kill(-op->pid, SIGKILL);
+				read_fd(&op->out_fd, &op->out);
+				read_fd(&op->err_fd, &op->err);
+				if (op->out_fd >= 0) {
+					close(op->out_fd);
+					op->out_fd = -1;
+				}
+				if (op->err_fd >= 0) {
+					close(op->err_fd);
+					op->err_fd = -1;
+				}
+			}
+			r->procs[i] = r->procs[--r->n_procs];
+			finish_op(r, op);
+			continue;
+		}
+		i++;
+	}
+}
+
+static void start_ready(struct runner *r)
+{
+	while (r->ready && r->in_flight < r->o.max_in_flight) {
+		struct job *j = r->ready;
+		r->ready = j->next;
+		if (!r->ready)
+			r->ready_tail = NULL;
+		attempt_start(r, j);
+	}
+}
+
+static size_t count_ready(struct runner *r)
+{
+	size_t n = 0;
+	for (struct job *j = r->ready; j; j = j->next)
+		n++;
+	return n;
+}
+
+static void *loop(void *arg)
+{
+	struct runner *r = arg;
+	struct curl_waitfd fds[3 * MAX_PROCS];
+
+	for (;;) {
+		int draining, stop;
+		double drain_deadline;
+
+		drain_inbox(r);
+		pthread_mutex_lock(&r->mu);
+		draining = r->draining;
+		stop = r->stop;
+		drain_deadline = r->drain_deadline;
+		pthread_mutex_unlock(&r->mu);
+		if (stop)
+			break;
+		if (draining) {
+			if (r->in_flight == 0)
+				break;
+			if (rd_mono() >= drain_deadline) {
+				/* Interrupt what is left; interrupted jobs are recorded as
+				 * the crash rules say, so the journal stays consistent. */
+				for (size_t i = 0; i < r->n_timers; i++)
+					if (r->timers[i].kind == T_DEADLINE && r->timers[i].job->rt) {
+						attempt_end(r, r->timers[i].job, "interrupted",
+						            "interrupted: shutdown grace period ended", -1, NULL);
+						i = (size_t)-1; /* the heap changed: rescan */
+					}
+				continue;
+			}
+		} else {
+			start_ready(r);
+		}
+		pthread_mutex_lock(&r->mu);
+		r->depth = count_ready(r);
+		pthread_mutex_unlock(&r->mu);
+		metrics_set(M_QUEUE_DEPTH, NULL, NULL, (double)r->depth);
+
+		double wait = MAX_WAIT_MS / 1000.0;
+		if (r->n_timers) {
+			double d = r->timers[0].when - rd_mono();
+			if (d < wait)
+				wait = d < 0 ? 0 : d;
+		}
+		unsigned nfds = 0;
+		for (size_t i = 0; i < r->n_procs; i++) {
+			struct op *op = r->procs[i];
+			if (op->out_fd >= 0)
+				fds[nfds++] = (struct curl_waitfd){op->out_fd, CURL_WAIT_POLLIN, 0};
+			if (op->err_fd >= 0)
+				fds[nfds++] = (struct curl_waitfd){op->err_fd, CURL_WAIT_POLLIN, 0};
+			if (op->pidfd >= 0 && !op->exited)
+				fds[nfds++] = (struct curl_waitfd){op->pidfd, CURL_WAIT_POLLIN, 0};
+			else if (wait > 0.05)
+				wait = 0.05; /* no pidfd: poll for the exit */
+			if (op->deadline) {
+				double d = op->deadline - rd_mono();
+				if (d < wait)
+					wait = d < 0 ? 0 : d;
+			}
+		}
+		if (draining && wait > 0.1)
+			wait = 0.1;
+		curl_multi_poll(r->multi, fds, nfds, (int)ceil(wait * 1000), NULL);
+		int running;
+		curl_multi_perform(r->multi, &running);
+		check_transfers(r);
+		if (r->n_procs)
+			check_procs(r);
+		fire_timers(r, draining);
+	}
+	return NULL;
+}
+
+struct runner *runner_new(struct engine *e, const struct runner_opts *o)
+{
+	struct runner *r = calloc(1, sizeof(*r));
+
+	if (!r)
+		return NULL;
+	r->e = e;
+	r->o = *o;
+	if (!r->o.max_in_flight)
+		r->o.max_in_flight = 16;
+	pthread_mutex_init(&r->mu, NULL);
+	r->multi = curl_multi_init();
+	if (!r->multi) {
+		free(r);
+		return NULL;
+	}
+	the_runner = r;
+	return r;
+}
+
+enum rd_status runner_start(struct runner *r)
+{
+	if (pthread_create(&r->thr, NULL, loop, r) != 0)
+		return RD_ERR;
+	r->started = 1;
+	return RD_OK;
+}
+
+static void post(struct runner *r, struct job *j, int cancel)
+{
+	struct msg *m = calloc(1, sizeof(*m));
+
+	if (!m)
+		return; /* the job stays in the journal; it resumes on restart */
+	m->job = j;
+	m->cancel = cancel;
+	pthread_mutex_lock(&r->mu);
+	if (r->inbox_tail)
+		r->inbox_tail->next = m;
+	else
+		r->inbox = m;
+	r->inbox_tail = m;
+	pthread_mutex_unlock(&r->mu);
+	curl_multi_wakeup(r->multi);
+}
+
+void runner_schedule(struct runner *r, struct job *j)
+{
+	post(r, j, 0);
+}
+
+void runner_cancel(struct runner *r, struct job *j)
+{
+	post(r, j, 1);
+}
+
+size_t runner_queue_depth(struct runner *r)
+{
+	size_t d;
+	pthread_mutex_lock(&r->mu);
+	d = r->depth;
+	for (struct msg *m = r->inbox; m; m = m->next)
+		d++;
+	pthread_mutex_unlock(&r->mu);
+	return d;
+}
+
+void runner_drain(struct runner *r, double grace)
+{
+	pthread_mutex_lock(&r->mu);
+	r->draining = 1;
+	r->drain_deadline = rd_mono() + grace;
+	pthread_mutex_unlock(&r->mu);
+	curl_multi_wakeup(r->multi);
+	if (r->started) {
+		pthread_join(r->thr, NULL);
+		r->started = 0;
+	}
+}
+
+void runner_free(struct runner *r)
+{
+	if (!r)
+		return;
+	if (r->started) {
+		pthread_mutex_lock(&r->mu);
+		r->stop = 1;
+		pthread_mutex_unlock(&r->mu);
+		curl_multi_wakeup(r->multi);
+		pthread_join(r->thr, NULL);
+	}
+	/* Jobs still queued or waiting stay in the journal; free their memory. */
+	for (size_t i = 0; i < r->n_procs; i++)
+		op_abort(r, r->procs[i]);
+	struct msg *m = r->inbox;
+	while (m) {
+		struct msg *n = m->next;
+		free(m);
+		m = n;
+	}
+	curl_multi_cleanup(r->multi);
+	free(r->timers);
+	pthread_mutex_destroy(&r->mu);
+	if (the_runner == r)
+		the_runner = NULL;
+	free(r);
+}

@@ -1,0 +1,271 @@
+/* The Lua sandbox: allow-listed globals, a memory budget through a custom
+ * allocator, and a deadline enforced by a count hook that yields (or, where
+ * yielding is impossible, raises an error that the wrapped pcall re-raises),
+ * so a playbook cannot swallow its own timeout. */
+#include "recoveryd/sandbox.h"
+
+#include <errno.h>
+#include <lauxlib.h>
+#include <lualib.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "recoveryd/common.h"
+
+#define HOOK_EVERY 1000 /* instructions between deadline checks */
+#define MODULE_MAX (1024 * 1024)
+
+static const char LOADED_KEY[] = "recoveryd.sandbox.loaded";
+
+static void *sb_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+	struct sandbox *sb = ud;
+
+	if (ptr == NULL)
+		osize = 0; /* osize encodes the object type then, not a size */
+	if (nsize == 0) {
+		free(ptr);
+		sb->mem_used -= osize;
+		return NULL;
+	}
+	if (nsize > osize && sb->mem_max && sb->mem_used - osize + nsize > sb->mem_max)
+		return NULL;
+	void *np = realloc(ptr, nsize);
+	if (np)
+		sb->mem_used = sb->mem_used - osize + nsize;
+	return np;
+}
+
+struct sandbox *sandbox_of(lua_State *L)
+{
+	void *ud;
+	lua_getallocf(L, &ud);
+	return ud;
+}
+
+static void deadline_hook(lua_State *L, lua_Debug *ar)
+{
+	struct sandbox *sb = sandbox_of(L);
+
+	(void)ar;
+	if (!sb->timed_out && (sb->deadline == 0 || rd_mono() < sb->deadline))
+		return;
+	sb->timed_out = 1;
+	if (lua_isyieldable(L))
+		lua_yield(L, 0); /* the runner sees timed_out and abandons the state */
+	else
+		luaL_error(L, "attempt deadline exceeded");
+}
+
+/* pcall/xpcall that refuse to swallow the deadline. */
+static int finish_pcall(lua_State *L, int status, lua_KContext extra)
+{
+	if (sandbox_of(L)->timed_out)
+		return luaL_error(L, "attempt deadline exceeded");
+	if (status != LUA_OK && status != LUA_YIELD) {
+		lua_pushboolean(L, 0);
+		lua_pushvalue(L, -2);
+		return 2;
+	}
+	return lua_gettop(L) - (int)extra;
+}
+
+static int sb_pcall(lua_State *L)
+{
+	luaL_checkany(L, 1);
+	lua_pushboolean(L, 1);
+	lua_insert(L, 1);
+	int status = lua_pcallk(L, lua_gettop(L) - 2, LUA_MULTRET, 0, 0, finish_pcall);
+	return finish_pcall(L, status, 0);
+}
+
+static int sb_xpcall(lua_State *L)
+{
+	int n = lua_gettop(L);
+	luaL_checktype(L, 2, LUA_TFUNCTION);
+	lua_pushboolean(L, 1);
+	lua_pushvalue(L, 1);
+	lua_rotate(L, 3, 2);
+	int status = lua_pcallk(L, n - 2, LUA_MULTRET, 2, 2, finish_pcall);
+	return finish_pcall(L, status, 2);
+}
+
+/* load() for text chunks only: a binary chunk could break memory safety. */
+static int sb_load(lua_State *L)
+{
+	size_t len;
+	const char *s = lua_tolstring(L, 1, &len);
+	const char *name = luaL_optstring(L, 2, "=(load)");
+	int has_env = !lua_isnone(L, 4);
+
+	if (!s)
+		return luaL_error(L, "load: only string chunks are allowed in the sandbox");
+	int status = luaL_loadbufferx(L, s, len, name, "t");
+	if (status != LUA_OK) {
+		lua_pushnil(L);
+		lua_insert(L, -2);
+		return 2;
+	}
+	if (has_env) {
+		lua_pushvalue(L, 4);
+		if (!lua_setupvalue(L, -2, 1))
+			lua_pop(L, 1);
+	}
+	return 1;
+}
+
+static int valid_module_name(const char *n)
+{
+	if (!*n || *n == '.' || strstr(n, ".."))
+		return 0;
+	for (const char *p = n; *p; p++)
+		if (!(*p == '.' || *p == '_' || *p == '-' || (*p >= 'a' && *p <= 'z') ||
+		      (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9')))
+			return 0;
+	return 1;
+}
+
+/* require: modules only from the configured Lua path, as text. */
+static int sb_require(lua_State *L)
+{
+	const char *name = luaL_checkstring(L, 1);
+	struct sandbox *sb = sandbox_of(L);
+	char path[4096], rel[512];
+	char *src = NULL;
+	size_t len = 0;
+
+	lua_getfield(L, LUA_REGISTRYINDEX, LOADED_KEY);
+	lua_getfield(L, -1, name);
+	if (!lua_isnil(L, -1))
+		return 1;
+	lua_pop(L, 1);
+	if (!valid_module_name(name))
+		return luaL_error(L, "require '%s': invalid module name", name);
+	if (!sb->lua_path)
+		return luaL_error(L, "require '%s': no Lua path is configured", name);
+	snprintf(rel, sizeof(rel), "%s", name);
+	for (char *p = rel; *p; p++)
+		if (*p == '.')
+			*p = '/';
+	const char *forms[] = {"%s/%s.lua", "%s/%s/init.lua"};
+	for (size_t i = 0; i < 2 && !src; i++) {
+		snprintf(path, sizeof(path), forms[i], sb->lua_path, rel);
+		src = rd_read_file(path, MODULE_MAX, &len, 0);
+	}
+	if (!src)
+		return luaL_error(L, "require '%s': module not found in the Lua path", name);
+	snprintf(path, sizeof(path), "@%s.lua", rel);
+	int status = luaL_loadbufferx(L, src, len, path, "t");
+	free(src);
+	if (status != LUA_OK)
+		return lua_error(L);
+	lua_pushstring(L, name);
+	lua_call(L, 1, 1);
+	if (lua_isnil(L, -1)) {
+		lua_pop(L, 1);
+		lua_pushboolean(L, 1);
+	}
+	lua_pushvalue(L, -1);
+	lua_setfield(L, -3, name);
+	return 1;
+}
+
+static void keep_only(lua_State *L, const char *lib, const char *const *keep)
+{
+	lua_getglobal(L, lib);
+	lua_newtable(L);
+	for (const char *const *k = keep; *k; k++) {
+		lua_getfield(L, -2, *k);
+		lua_setfield(L, -2, *k);
+	}
+	lua_setglobal(L, lib);
+	lua_pop(L, 1);
+}
+
+lua_State *sandbox_new(struct sandbox *sb)
+{
+	static const luaL_Reg libs[] = {
+		{LUA_GNAME, luaopen_base},       {LUA_STRLIBNAME, luaopen_string},
+		{LUA_TABLIBNAME, luaopen_table}, {LUA_MATHLIBNAME, luaopen_math},
+		{LUA_UTF8LIBNAME, luaopen_utf8}, {LUA_COLIBNAME, luaopen_coroutine},
+		{LUA_OSLIBNAME, luaopen_os},     {NULL, NULL}};
+	static const char *const base_drop[] = {"dofile", "loadfile", NULL};
+	static const char *const os_keep[] = {"time", "clock", "date", NULL};
+	lua_State *L;
+
+	sb->mem_used = 0;
+	sb->timed_out = 0;
+	L = lua_newstate(sb_alloc, sb);
+	if (!L)
+		return NULL;
+	for (const luaL_Reg *l = libs; l->func; l++) {
+		luaL_requiref(L, l->name, l->func, 1);
+		lua_pop(L, 1);
+	}
+	for (const char *const *d = base_drop; *d; d++) {
+		lua_pushnil(L);
+		lua_setglobal(L, *d);
+	}
+	keep_only(L, LUA_OSLIBNAME, os_keep);
+	/* string.dump would hand out bytecode; drop it from the shared table. */
+	lua_getglobal(L, LUA_STRLIBNAME);
+	lua_pushnil(L);
+	lua_setfield(L, -2, "dump");
+	lua_pop(L, 1);
+	lua_register(L, "load", sb_load);
+	lua_register(L, "pcall", sb_pcall);
+	lua_register(L, "xpcall", sb_xpcall);
+	lua_register(L, "require", sb_require);
+	/* Only our loader table: package.loaded/loadlib are never exposed. */
+	lua_newtable(L);
+	lua_setfield(L, LUA_REGISTRYINDEX, LOADED_KEY);
+	lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+	lua_pushnil(L);
+	lua_setfield(L, -2, LUA_LOADLIBNAME);
+	lua_pop(L, 1);
+	lua_sethook(L, deadline_hook, LUA_MASKCOUNT, HOOK_EVERY);
+	return L;
+}
+
+void sandbox_preload(lua_State *L, const char *name)
+{
+	lua_getfield(L, LUA_REGISTRYINDEX, LOADED_KEY);
+	lua_insert(L, -2);
+	lua_setfield(L, -2, name);
+	lua_pop(L, 1);
+}
+
+int sandbox_load(lua_State *L, const char *src, size_t len, const char *chunkname)
+{
+	return luaL_loadbufferx(L, src, len, chunkname, "t");
+}
+
+int sandbox_call(lua_State *L, int nargs, int nres)
+{
+	struct sandbox *sb = sandbox_of(L);
+	lua_State *co = lua_newthread(L);
+	int status, got = 0;
+
+	/* Move the function and its arguments onto the new thread. */
+	lua_insert(L, -(nargs + 2));
+	lua_xmove(L, co, nargs + 1);
+	status = lua_resume(co, L, nargs, &got);
+	if (status == LUA_YIELD) {
+		lua_pop(L, 1);
+		lua_pushstring(L, sb->timed_out ? "deadline exceeded"
+		                                : "yield is not allowed here (only inside run/verify)");
+		return LUA_ERRRUN;
+	}
+	if (status != LUA_OK) {
+		lua_xmove(co, L, 1);
+		lua_remove(L, -2);
+		return status;
+	}
+	if (nres != LUA_MULTRET) {
+		lua_settop(co, nres); /* truncates, or pads with nil */
+		got = nres;
+	}
+	lua_xmove(co, L, got);
+	lua_remove(L, -(got + 1)); /* the thread */
+	return LUA_OK;
+}

@@ -1,0 +1,362 @@
+#!/usr/bin/env python3
+"""A loopback HTTP fake that records every request and answers as scripted.
+
+It stands for "whatever remote service a playbook talks to" (a Kubernetes API,
+Kong's Admin API, Prometheus, Slack, PagerDuty ...). Python 3 standard library
+only.
+
+Library use:
+
+    from recorder import Recorder
+    fake = Recorder()                 # 127.0.0.1, a free port
+    fake.start()
+    fake.set_responses("GET", "/health", [(503, {}, "down"), (200, {}, {"ok": True})])
+    ... fake.url + "/restart" ...
+    fake.wait_for(lambda reqs: [r for r in reqs if r.path == "/restart"], timeout=5)
+    fake.stop()
+
+Answers are scripted per (method, path prefix): a list of (status, headers, body)
+or (status, headers, body, delay_seconds) consumed in order, the last one
+repeating. The longest matching prefix wins; method "*" matches every method.
+Unscripted requests get 200 {"ok":true}. body may be bytes, str, or any
+JSON-serialisable value (sent as application/json unless headers say otherwise).
+
+Command line: python3 recorder.py --port N [--delay S]
+prints one JSON line per request on stdout until SIGINT/SIGTERM.
+"""
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+DEFAULT_RESPONSE = (200, {"Content-Type": "application/json"}, b'{"ok":true}')
+MAX_BODY = 64 * 1024 * 1024
+
+
+class RecordedRequest:
+    """One request as the fake saw it."""
+
+    __slots__ = ("t", "method", "path", "query", "headers", "body", "client")
+
+    def __init__(self, t, method, path, query, headers, body, client):
+        self.t = t                # time.time() when the body had been read
+        self.method = method      # "GET", "POST", ...
+        self.path = path          # path without the query string
+        self.query = query        # raw query string ("" when none)
+        self.headers = headers    # list of (name, value) as sent
+        self.body = body          # bytes
+        self.client = client      # (host, port) of the peer
+
+    def header(self, name, default=None):
+        """Value of the first header called name (case-insensitive)."""
+        lname = name.lower()
+        for k, v in self.headers:
+            if k.lower() == lname:
+                return v
+        return default
+
+    @property
+    def params(self):
+        """Query string parsed into a dict of lists."""
+        return urllib.parse.parse_qs(self.query, keep_blank_values=True)
+
+    def json(self):
+        """Body decoded as JSON (raises ValueError when it is not JSON)."""
+        return json.loads(self.body.decode("utf-8"))
+
+    def text(self):
+        return self.body.decode("utf-8", errors="replace")
+
+    def as_dict(self):
+        return {
+            "t": self.t,
+            "method": self.method,
+            "path": self.path,
+            "query": self.query,
+            "headers": [[k, v] for k, v in self.headers],
+            "body": self.text(),
+        }
+
+    def __repr__(self):
+        body = self.body[:200]
+        return "<%s %s%s t=%.3f body=%r>" % (self.method, self.path,
+                                             "?" + self.query if self.query else "", self.t, body)
+
+
+def _encode_body(headers, body):
+    headers = dict(headers or {})
+    if body is None:
+        data = b""
+    elif isinstance(body, bytes):
+        data = body
+    elif isinstance(body, str):
+        data = body.encode("utf-8")
+        if not any(k.lower() == "content-type" for k in headers):
+            headers["Content-Type"] = "text/plain; charset=utf-8"
+    else:
+        data = json.dumps(body).encode("utf-8")
+        if not any(k.lower() == "content-type" for k in headers):
+            headers["Content-Type"] = "application/json"
+    return headers, data
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "recorder/1"
+
+    def log_message(self, fmt, *args):  # keep test output quiet
+        pass
+
+    def _read_body(self):
+        te = (self.headers.get("Transfer-Encoding") or "").lower()
+        if "chunked" in te:
+            chunks = []
+            total = 0
+            while True:
+                line = self.rfile.readline(65537)
+                if not line:
+                    break
+                size = int(line.split(b";", 1)[0].strip() or b"0", 16)
+                if size == 0:
+                    # trailers until the empty line
+                    while True:
+                        t = self.rfile.readline(65537)
+                        if not t or t in (b"\r\n", b"\n"):
+                            break
+                    break
+                total += size
+                if total > MAX_BODY:
+                    raise ValueError("body too large")
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline(3)  # CRLF after the chunk
+            return b"".join(chunks)
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY:
+            raise ValueError("body too large")
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _handle(self):
+        rec = self.server.recorder
+        split = urllib.parse.urlsplit(self.path)
+        # "Expect: 100-continue" (libcurl sends it for big bodies) is
+        # answered by BaseHTTPRequestHandler.handle_expect_100 already.
+        try:
+            body = self._read_body()
+        except ValueError:
+            self.send_error(413)
+            return
+        req = RecordedRequest(time.time(), self.command, split.path, split.query,
+                              list(self.headers.items()), body, self.client_address)
+        rec._record(req)
+        status, headers, data, delay = rec._next_response(self.command, split.path)
+        if delay:
+            time.sleep(delay)
+        self.send_response(status)
+        for k, v in headers.items():
+            if k.lower() in ("content-length", "connection"):
+                continue
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD" and data:
+            try:
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _handle
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+
+class Recorder:
+    """Recording, scriptable HTTP fake on 127.0.0.1."""
+
+    def __init__(self, port=0, delay=0.0, host="127.0.0.1"):
+        self._host = host
+        self._port = port
+        self._delay = float(delay or 0.0)
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._requests = []
+        self._scripts = {}  # (METHOD or "*", prefix) -> [responses], consumed in order
+        self._server = None
+        self._thread = None
+
+    # -- lifecycle -----------------------------------------------------
+    def start(self):
+        if self._server is not None:
+            return self
+        self._server = _Server((self._host, self._port), _Handler)
+        self._server.recorder = self
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.05},
+                                        name="recorder", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self):
+        srv, self._server = self._server, None
+        if srv is None:
+            return
+        srv.shutdown()
+        srv.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    @property
+    def port(self):
+        if self._server is None:
+            raise RuntimeError("recorder not started")
+        return self._server.server_address[1]
+
+    @property
+    def url(self):
+        """Base URL without a trailing slash, e.g. http://127.0.0.1:41234."""
+        return "http://%s:%d" % (self._host, self.port)
+
+    # -- scripting -----------------------------------------------------
+    def set_responses(self, method, path, responses):
+        """Script the answers for method (or "*") and every path starting
+        with path. responses: non-empty list of (status, headers, body) or
+        (status, headers, body, delay); consumed in order, the last repeats."""
+        if not responses:
+            raise ValueError("responses must not be empty")
+        norm = []
+        for r in responses:
+            if len(r) == 3:
+                status, headers, body = r
+                delay = None
+            elif len(r) == 4:
+                status, headers, body, delay = r
+            else:
+                raise ValueError("response must be (status, headers, body[, delay])")
+            headers, data = _encode_body(headers, body)
+            norm.append((int(status), headers, data, delay))
+        with self._lock:
+            self._scripts[((method or "*").upper(), path)] = norm
+
+    def set_delay(self, seconds):
+        """Delay applied before every answer that has no delay of its own."""
+        with self._lock:
+            self._delay = float(seconds or 0.0)
+
+    def _next_response(self, method, path):
+        with self._lock:
+            best = None
+            for (m, prefix), lst in self._scripts.items():
+                if m not in ("*", method) or not path.startswith(prefix):
+                    continue
+                # longest prefix wins; an exact method beats "*"
+                rank = (len(prefix), m != "*")
+                if best is None or rank > best[0]:
+                    best = (rank, lst)
+            if best is None:
+                st, h, d = DEFAULT_RESPONSE
+                return st, dict(h), d, self._delay
+            lst = best[1]
+            resp = lst.pop(0) if len(lst) > 1 else lst[0]
+            status, headers, data, delay = resp
+            return status, dict(headers), data, self._delay if delay is None else delay
+
+    # -- recording -----------------------------------------------------
+    def _record(self, req):
+        with self._cond:
+            self._requests.append(req)
+            self._cond.notify_all()
+
+    def requests(self, method=None, path=None, prefix=None):
+        """Snapshot of the recorded requests, oldest first, optionally
+        filtered by method, exact path, or path prefix."""
+        with self._lock:
+            reqs = list(self._requests)
+        return [r for r in reqs
+                if (method is None or r.method == method.upper())
+                and (path is None or r.path == path)
+                and (prefix is None or r.path.startswith(prefix))]
+
+    def count(self, method=None, path=None, prefix=None):
+        return len(self.requests(method, path, prefix))
+
+    def clear(self):
+        with self._lock:
+            self._requests.clear()
+
+    def wait_for(self, predicate, timeout=5.0):
+        """Wait until predicate(requests_snapshot) is truthy and return its
+        value; raise TimeoutError (with what was received) after timeout."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                result = predicate(list(self._requests))
+                if result:
+                    return result
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    got = "\n  ".join(repr(r) for r in self._requests[-20:]) or "(none)"
+                    raise TimeoutError("recorder: condition not met within %.1fs; "
+                                       "last requests:\n  %s" % (timeout, got))
+                self._cond.wait(min(left, 0.2))
+
+    def wait_count(self, n, method=None, path=None, prefix=None, timeout=5.0):
+        """Wait until at least n matching requests arrived; return them."""
+        def pred(_reqs):
+            got = self.requests(method, path, prefix)
+            return got if len(got) >= n else None
+        return self.wait_for(pred, timeout)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="recording HTTP fake on 127.0.0.1")
+    ap.add_argument("--port", type=int, default=0, help="port (0 = pick a free one)")
+    ap.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
+    args = ap.parse_args(argv)
+
+    rec = Recorder(port=args.port, delay=args.delay)
+    printed = [0]
+    print_lock = threading.Lock()
+
+    def printer(_req):
+        # print new requests as JSON lines
+        with print_lock:
+            reqs = rec.requests()
+            for r in reqs[printed[0]:]:
+                print(json.dumps(r.as_dict()), flush=True)
+            printed[0] = len(reqs)
+
+    orig = rec._record
+
+    def record_and_print(req):
+        orig(req)
+        printer(req)
+
+    rec._record = record_and_print
+    rec.start()
+    print(json.dumps({"msg": "listening", "url": rec.url}), flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    while not stop.wait(0.2):
+        pass
+    rec.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

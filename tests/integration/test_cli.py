@@ -1,0 +1,139 @@
+"""The foreground commands: `recoveryd run PLAYBOOK --alert FILE` and
+`--check-config`, plus --version and --help."""
+
+import json
+import os
+import unittest
+
+from harness import LUA_PATH, RecoverydTestCase, fixture, playbook
+
+SETTINGS = 'alertname="SettingsSyncJobFailure"'
+
+RUN = '''
+must(recovery.http{method = "POST", url = FAKE .. "/cli-restart", json = {instance = ctx.alert.labels.instance}})
+'''
+VERIFY = '''
+local r = must(recovery.http{method = "GET", url = FAKE .. "/cli-health"})
+if r.status == 200 then return true end
+return false, "still broken"
+'''
+
+
+class CliTest(RecoverydTestCase):
+
+    def setup_dirs(self, playbooks):
+        # start=False: only the directories, token files and argv helpers
+        return self.daemon(playbooks, start=False)
+
+    def alert_file(self, doc, name="alert.json"):
+        path = os.path.join(self.tmpdir, name)
+        with open(path, "w") as f:
+            json.dump(doc, f)
+        return path
+
+    def run_cmd(self, d, name, alert, *extra):
+        return d.run_cli(["run", name, "--alert", alert, "--playbooks", d.playbooks_dir,
+                          "--lua-path", LUA_PATH] + list(extra), timeout=60)
+
+    def test_run_succeeding_playbook(self):
+        fake = self.fake()
+        d = self.setup_dirs({"cli": playbook("cli", RUN, VERIFY, match=[SETTINGS], fake=fake)})
+        p = self.run_cmd(d, "cli", self.alert_file(fixture("firing-single.json")))
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertIn("succeeded", p.stdout)
+        self.assertIn("/cli-restart", p.stdout, "the action log lists the calls")
+        self.assertIn("/cli-health", p.stdout)
+        posts = fake.requests("POST", "/cli-restart")
+        self.assertEqual(len(posts), 1)
+        self.assertEqual(posts[0].json()["instance"], "settings-sync-job-7f9c")
+
+    def test_run_single_alert_object(self):
+        fake = self.fake()
+        d = self.setup_dirs({"cli": playbook("cli", RUN, VERIFY, match=[SETTINGS], fake=fake)})
+        alert = fixture("firing-critical.json")["alerts"][0]
+        p = self.run_cmd(d, "cli", self.alert_file(alert))
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertEqual(fake.requests("POST", "/cli-restart")[0].json()["instance"], "event-validator-0")
+
+    def test_run_failing_playbook(self):
+        fake = self.fake()
+        fake.set_responses("GET", "/cli-health", [(503, {}, "down")])
+        d = self.setup_dirs({"cli": playbook("cli", RUN, VERIFY, match=[SETTINGS], fake=fake, retries=1,
+                                             backoff={"initial": 0.1, "factor": 1, "max": 0.1})})
+        p = self.run_cmd(d, "cli", self.alert_file(fixture("firing-single.json")))
+        self.assertNotEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertIn("failed", p.stdout)
+        self.assertIn("still broken", p.stdout + p.stderr)
+        self.assertEqual(fake.count("POST", "/cli-restart"), 2, "1 + retries attempts")
+
+    def test_run_dry_run(self):
+        fake = self.fake()
+        d = self.setup_dirs({"cli": playbook("cli", RUN, VERIFY, match=[SETTINGS], fake=fake)})
+        p = self.run_cmd(d, "cli", self.alert_file(fixture("firing-single.json")), "--dry-run")
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertEqual(fake.count("POST"), 0, fake.requests())
+        self.assertEqual(fake.count("GET", "/cli-health"), 1)
+        self.assertIn("planned", p.stdout)
+        self.assertIn("/cli-restart", p.stdout)
+
+    def test_run_unknown_playbook(self):
+        d = self.setup_dirs({"cli": playbook("cli", "return", match=[SETTINGS])})
+        p = self.run_cmd(d, "nope", self.alert_file(fixture("firing-single.json")))
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("nope", p.stdout + p.stderr)
+
+    def check_config(self, d):
+        return d.run_cli(d.base_args(listen=False) + ["--check-config"], timeout=30)
+
+    def test_check_config_good(self):
+        d = self.setup_dirs({"a": playbook("a", "return", match=[SETTINGS]),
+                             "b": playbook("b", "return", match=['alertname=~"Gateway.*"', 'severity!="info"'])})
+        p = self.check_config(d)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+
+    def test_check_config_syntax_error(self):
+        d = self.setup_dirs({"a": playbook("a", "return", match=[SETTINGS])})
+        d.write_playbook("broken", 'return {\n  name = "broken",\n  run = function(ctx) recovery.sleep( end,\n}\n')
+        p = self.check_config(d)
+        out = p.stdout + p.stderr
+        self.assertNotEqual(p.returncode, 0, out)
+        self.assertIn("broken.lua", out)
+        self.assertIn("near", out, "the Lua parser's message is shown")
+
+    def test_check_config_validation_errors(self):
+        cases = {
+            "norun": ('return {name = "norun", match = {\'alertname="X"\'}, verify = function() return true end}',
+                      "run"),
+            "badmatch": (playbook("badmatch", "return", match=['alertname=~"(unclosed"']), "match"),
+            "badretries": (playbook("badretries", "return", match=[SETTINGS], retries="three"), "retries"),
+        }
+        for name, (src, word) in cases.items():
+            with self.subTest(name=name):
+                d = self.daemon({"ok": playbook("ok", "return", match=[SETTINGS]), name: src},
+                                start=False, subdir=name)
+                p = self.check_config(d)
+                out = p.stdout + p.stderr
+                self.assertNotEqual(p.returncode, 0, out)
+                self.assertIn(name + ".lua", out)
+                self.assertIn(word, out)
+
+    def test_check_config_duplicate_names(self):
+        d = self.setup_dirs({"one": playbook("same", "return", match=[SETTINGS]),
+                             "two": playbook("same", "return", match=[SETTINGS])})
+        p = self.check_config(d)
+        self.assertNotEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertIn("same", p.stdout + p.stderr)
+
+    def test_version_and_help(self):
+        d = self.setup_dirs({})
+        p = d.run_cli(["--version"], timeout=10)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertRegex(p.stdout + p.stderr, r"\d+\.\d+\.\d+")
+        p = d.run_cli(["--help"], timeout=10)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        for flag in ("--listen", "--playbooks", "--check-config", "--exec-allow"):
+            self.assertIn(flag, p.stdout + p.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()

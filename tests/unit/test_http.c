@@ -1,0 +1,1051 @@
+/* http.c over loopback with libcurl, against a fake engine defined here
+ * (scripted answers, recorded calls). alert, metrics, log and common are
+ * the real modules. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+#include <curl/curl.h>
+
+#include "recoveryd/engine.h"
+#include "recoveryd/http.h"
+#include "recoveryd/log.h"
+#include "recoveryd/metrics.h"
+
+#define WH_TOKEN "wh-secret-token"
+#define OP_TOKEN "op-secret-token"
+#define BODY_MAX 1024
+
+static const char v4_payload[] =
+	"{\"receiver\":\"recovery\",\"status\":\"firing\",\"alerts\":[{\"status\":\"firing\","
+	"\"labels\":{\"alertname\":\"SettingsSyncJobFailure\",\"job\":\"settings-sync-job\"},"
+	"\"annotations\":{\"summary\":\"sync failed\"},\"startsAt\":\"2026-11-29T10:45:43.885Z\","
+	"\"endsAt\":\"0001-01-01T00:00:00Z\",\"generatorURL\":\"http://prom/graph\","
+	"\"fingerprint\":\"38b819126bb9adce\"}],\"groupLabels\":{},\"commonLabels\":{},"
+	"\"commonAnnotations\":{},\"externalURL\":\"http://am\",\"version\":\"4\","
+	"\"groupKey\":\"{}:{alertname=\\\"SettingsSyncJobFailure\\\"}\",\"truncatedAlerts\":0}\n";
+
+static const char submit_queued[] =
+	"{\"jobs\":[{\"id\":\"job-1\",\"playbook\":\"pb\",\"key\":\"pb/38b819126bb9adce\","
+	"\"state\":\"queued\"}],\"unmatched\":0}";
+
+/* ---- fake engine ---- */
+
+struct engine {
+	int unused;
+};
+
+static struct fake {
+	pthread_mutex_t lock;
+	int draining;
+	int ready;
+	/* engine_submit */
+	int submit_status, submit_retry_after, submit_calls, submit_dry_run;
+	size_t submit_n_alerts;
+	int submit_manual;
+	char submit_playbook[64]; /* "" for NULL */
+	char submit_body[512];
+	/* engine_wait */
+	int wait_result, wait_calls;
+	char wait_id[80];
+	/* engine_job_json */
+	char job_json[256]; /* "" = no such job */
+	char job_id[80];
+	/* engine_jobs_json */
+	int jobs_calls, jobs_limit;
+	char jobs_state[32], jobs_playbook[64];
+	/* engine_cancel */
+	int cancel_status;
+	char cancel_id[80];
+} fk = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+static struct engine fake_engine;
+
+static void fake_reset(void)
+{
+	pthread_mutex_lock(&fk.lock);
+	fk.draining = 0;
+	fk.ready = 1;
+	fk.submit_status = 202;
+	fk.submit_retry_after = 0;
+	fk.submit_calls = 0;
+	fk.submit_dry_run = -1;
+	fk.submit_n_alerts = 0;
+	fk.submit_manual = -1;
+	snprintf(fk.submit_playbook, sizeof(fk.submit_playbook), "<none>");
+	snprintf(fk.submit_body, sizeof(fk.submit_body), "%s", submit_queued);
+	fk.wait_result = 1;
+	fk.wait_calls = 0;
+	fk.wait_id[0] = '\0';
+	snprintf(fk.job_json, sizeof(fk.job_json),
+	         "{\"id\":\"job-1\",\"playbook\":\"pb\",\"state\":\"succeeded\"}");
+	fk.job_id[0] = '\0';
+	fk.jobs_calls = 0;
+	fk.jobs_limit = -1;
+	fk.jobs_state[0] = fk.jobs_playbook[0] = '\0';
+	fk.cancel_status = 200;
+	fk.cancel_id[0] = '\0';
+	pthread_mutex_unlock(&fk.lock);
+}
+
+void engine_submit(struct engine *e, const struct payload *p, const char *playbook, int dry_run,
+                   int *status, cJSON **body, int *retry_after)
+{
+	(void)e;
+	pthread_mutex_lock(&fk.lock);
+	fk.submit_calls++;
+	fk.submit_dry_run = dry_run;
+	fk.submit_n_alerts = p->n_alerts;
+	fk.submit_manual = p->manual;
+	snprintf(fk.submit_playbook, sizeof(fk.submit_playbook), "%s", playbook ? playbook : "");
+	*status = fk.submit_status;
+	*retry_after = fk.submit_retry_after;
+	*body = cJSON_Parse(fk.submit_body);
+	pthread_mutex_unlock(&fk.lock);
+}
+
+int engine_wait(struct engine *e, const char *id, double timeout)
+{
+	int r;
+
+	(void)e;
+	pthread_mutex_lock(&fk.lock);
+	fk.wait_calls++;
+	snprintf(fk.wait_id, sizeof(fk.wait_id), "%s", id);
+	r = fk.wait_result;
+	pthread_mutex_unlock(&fk.lock);
+	if (r == 0) /* a real engine blocks until the timeout */
+		usleep((useconds_t)(timeout * 1e6));
+	return r;
+}
+
+enum rd_status engine_job_json(struct engine *e, const char *id, cJSON **out)
+{
+	(void)e;
+	pthread_mutex_lock(&fk.lock);
+	snprintf(fk.job_id, sizeof(fk.job_id), "%s", id);
+	*out = fk.job_json[0] ? cJSON_Parse(fk.job_json) : NULL;
+	pthread_mutex_unlock(&fk.lock);
+	return RD_OK;
+}
+
+enum rd_status engine_jobs_json(struct engine *e, const char *state, const char *playbook, int limit,
+                                cJSON **out)
+{
+	(void)e;
+	pthread_mutex_lock(&fk.lock);
+	fk.jobs_calls++;
+	fk.jobs_limit = limit;
+	snprintf(fk.jobs_state, sizeof(fk.jobs_state), "%s", state ? state : "");
+	snprintf(fk.jobs_playbook, sizeof(fk.jobs_playbook), "%s", playbook ? playbook : "");
+	pthread_mutex_unlock(&fk.lock);
+	*out = cJSON_Parse("[{\"id\":\"job-1\",\"state\":\"running\"}]");
+	return RD_OK;
+}
+
+void engine_cancel(struct engine *e, const char *id, int *status, cJSON **body)
+{
+	(void)e;
+	pthread_mutex_lock(&fk.lock);
+	snprintf(fk.cancel_id, sizeof(fk.cancel_id), "%s", id);
+	*status = fk.cancel_status;
+	pthread_mutex_unlock(&fk.lock);
+	if (*status == 200) {
+		*body = cJSON_CreateObject();
+		cJSON_AddStringToObject(*body, "id", id);
+		cJSON_AddStringToObject(*body, "state", "cancelled");
+	} else {
+		*body = cJSON_Parse("{\"error\":\"conflict\",\"message\":\"job already ended\"}");
+	}
+}
+
+cJSON *engine_playbooks_json(struct engine *e)
+{
+	(void)e;
+	return cJSON_Parse("[{\"name\":\"pb\",\"retries\":3}]");
+}
+
+int engine_ready(struct engine *e, char *why, size_t len)
+{
+	int r;
+
+	(void)e;
+	pthread_mutex_lock(&fk.lock);
+	r = fk.ready;
+	pthread_mutex_unlock(&fk.lock);
+	if (!r)
+		snprintf(why, len, "journal not writable");
+	return r;
+}
+
+int engine_draining(struct engine *e)
+{
+	int r;
+
+	(void)e;
+	pthread_mutex_lock(&fk.lock);
+	r = fk.draining;
+	pthread_mutex_unlock(&fk.lock);
+	return r;
+}
+
+/* Lifecycle: http.c never calls these; faked so the fake is the whole
+ * interface. */
+struct engine *engine_new(const struct engine_opts *o)
+{
+	(void)o;
+	return &fake_engine;
+}
+
+enum rd_status engine_start(struct engine *e)
+{
+	(void)e;
+	return RD_OK;
+}
+
+void engine_set_playbooks(struct engine *e, struct playbook_set *set)
+{
+	(void)e;
+	(void)set;
+}
+
+void engine_drain(struct engine *e, double grace)
+{
+	(void)e;
+	(void)grace;
+	pthread_mutex_lock(&fk.lock);
+	fk.draining = 1;
+	pthread_mutex_unlock(&fk.lock);
+}
+
+void engine_free(struct engine *e)
+{
+	(void)e;
+}
+
+size_t engine_active(struct engine *e)
+{
+	(void)e;
+	return 0;
+}
+
+/* ---- client side ---- */
+
+struct resp {
+	long status;
+	char body[8192];
+	size_t len;
+	char ctype[128];
+	char allow[64];
+	char retry_after[16];
+	char www_auth[128];
+	long connects;
+	CURLcode rc;
+};
+
+struct req {
+	const char *method;   /* "GET", "POST", ... */
+	const char *path;     /* with query */
+	const char *token;    /* NULL: no Authorization */
+	const char *ctype;    /* NULL: no Content-Type for POST */
+	const char *body;     /* NULL: none */
+	long body_len;        /* -1: strlen(body) */
+	size_t chunked;       /* > 0: send this many bytes chunked instead */
+	size_t step;          /* chunk size; 0: 100 bytes */
+	int expect;           /* add Expect: 100-continue */
+};
+
+static unsigned port;
+static struct http *srv;
+
+static size_t on_body(char *p, size_t sz, size_t n, void *ud)
+{
+	struct resp *r = ud;
+	size_t len = sz * n, room = sizeof(r->body) - 1 - r->len;
+
+	if (len > room)
+		len = room;
+	memcpy(r->body + r->len, p, len);
+	r->len += len;
+	r->body[r->len] = '\0';
+	return sz * n;
+}
+
+static void grab(const char *line, size_t n, const char *name, char *dst, size_t dlen)
+{
+	size_t k = strlen(name);
+
+	if (n <= k || strncasecmp(line, name, k) != 0)
+		return;
+	line += k;
+	n -= k;
+	while (n > 0 && *line == ' ')
+		line++, n--;
+	while (n > 0 && (line[n - 1] == '\r' || line[n - 1] == '\n'))
+		n--;
+	if (n >= dlen)
+		n = dlen - 1;
+	memcpy(dst, line, n);
+	dst[n] = '\0';
+}
+
+static size_t on_header(char *p, size_t sz, size_t n, void *ud)
+{
+	struct resp *r = ud;
+	size_t len = sz * n;
+
+	grab(p, len, "Content-Type:", r->ctype, sizeof(r->ctype));
+	grab(p, len, "Allow:", r->allow, sizeof(r->allow));
+	grab(p, len, "Retry-After:", r->retry_after, sizeof(r->retry_after));
+	grab(p, len, "WWW-Authenticate:", r->www_auth, sizeof(r->www_auth));
+	return len;
+}
+
+struct chunk_src {
+	size_t left;
+	size_t step; /* bytes per chunk */
+};
+
+static size_t on_read(char *buf, size_t sz, size_t n, void *ud)
+{
+	struct chunk_src *s = ud;
+	size_t len = sz * n;
+
+	if (len > s->step)
+		len = s->step;
+	if (len > s->left)
+		len = s->left;
+	memset(buf, 'x', len);
+	s->left -= len;
+	return len;
+}
+
+/* Run one request on cu (kept for reuse) or a fresh handle. */
+static void run(CURL *cu, const struct req *rq, struct resp *r)
+{
+	struct curl_slist *hdrs = NULL;
+	struct chunk_src src = { rq->chunked, rq->step ? rq->step : 100 };
+	char url[512], line[256];
+	int own = !cu;
+
+	memset(r, 0, sizeof(*r));
+	if (own)
+		cu = curl_easy_init();
+	assert_non_null(cu);
+	snprintf(url, sizeof(url), "http://127.0.0.1:%u%s", port, rq->path);
+	curl_easy_setopt(cu, CURLOPT_URL, url);
+	curl_easy_setopt(cu, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(cu, CURLOPT_WRITEDATA, r);
+	curl_easy_setopt(cu, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(cu, CURLOPT_HEADERDATA, r);
+	curl_easy_setopt(cu, CURLOPT_TIMEOUT, 20L);
+	curl_easy_setopt(cu, CURLOPT_NOSIGNAL, 1L);
+	if (rq->token) {
+		snprintf(line, sizeof(line), "Authorization: Bearer %s", rq->token);
+		hdrs = curl_slist_append(hdrs, line);
+	}
+	if (rq->ctype) {
+		snprintf(line, sizeof(line), "Content-Type: %s", rq->ctype);
+		hdrs = curl_slist_append(hdrs, line);
+	}
+	hdrs = curl_slist_append(hdrs, rq->expect ? "Expect: 100-continue" : "Expect:");
+	if (rq->chunked) {
+		hdrs = curl_slist_append(hdrs, "Transfer-Encoding: chunked");
+		curl_easy_setopt(cu, CURLOPT_POST, 1L);
+		curl_easy_setopt(cu, CURLOPT_READFUNCTION, on_read);
+		curl_easy_setopt(cu, CURLOPT_READDATA, &src);
+	} else if (strcmp(rq->method, "POST") == 0) {
+		const char *b = rq->body ? rq->body : "";
+		curl_easy_setopt(cu, CURLOPT_POSTFIELDS, b);
+		curl_easy_setopt(cu, CURLOPT_POSTFIELDSIZE,
+		                 rq->body_len >= 0 ? rq->body_len : (long)strlen(b));
+	} else if (strcmp(rq->method, "GET") == 0) {
+		curl_easy_setopt(cu, CURLOPT_HTTPGET, 1L);
+	} else {
+		curl_easy_setopt(cu, CURLOPT_CUSTOMREQUEST, rq->method);
+	}
+	if (!rq->ctype && strcmp(rq->method, "POST") == 0 && !rq->chunked)
+		hdrs = curl_slist_append(hdrs, "Content-Type:"); /* drop curl's form type */
+	curl_easy_setopt(cu, CURLOPT_HTTPHEADER, hdrs);
+	r->rc = curl_easy_perform(cu);
+	curl_easy_getinfo(cu, CURLINFO_RESPONSE_CODE, &r->status);
+	curl_easy_getinfo(cu, CURLINFO_NUM_CONNECTS, &r->connects);
+	curl_easy_setopt(cu, CURLOPT_HTTPHEADER, NULL);
+	curl_easy_setopt(cu, CURLOPT_CUSTOMREQUEST, NULL);
+	curl_slist_free_all(hdrs);
+	if (own)
+		curl_easy_cleanup(cu);
+}
+
+static void get(const char *path, const char *token, struct resp *r)
+{
+	struct req q = { .method = "GET", .path = path, .token = token, .body_len = -1 };
+	run(NULL, &q, r);
+}
+
+static void post(const char *path, const char *token, const char *body, struct resp *r)
+{
+	struct req q = { .method = "POST", .path = path, .token = token, .ctype = "application/json",
+		         .body = body, .body_len = -1 };
+	run(NULL, &q, r);
+}
+
+/* The "error" member of a JSON error body. */
+static void assert_error(const struct resp *r, long status, const char *code)
+{
+	cJSON *o = cJSON_Parse(r->body);
+	const cJSON *e = cJSON_GetObjectItemCaseSensitive(o, "error");
+	const cJSON *m = cJSON_GetObjectItemCaseSensitive(o, "message");
+
+	if (r->status != status)
+		fprintf(stderr, "want %ld got %ld: %s\n", status, r->status, r->body);
+	assert_int_equal(r->status, status);
+	assert_non_null(o);
+	assert_true(cJSON_IsString(e));
+	assert_string_equal(e->valuestring, code);
+	assert_true(cJSON_IsString(m));
+	assert_string_equal(r->ctype, "application/json");
+	cJSON_Delete(o);
+}
+
+/* ---- fixtures ---- */
+
+static int start_default(void **state)
+{
+	struct http_config cfg = {
+		.listen = "127.0.0.1:0",
+		.body_max = BODY_MAX,
+		.webhook_token = WH_TOKEN,
+		.operator_token = OP_TOKEN,
+		.conn_limit = 64,
+		.per_ip_limit = 32,
+		.conn_timeout = 1,
+	};
+	char err[256];
+
+	(void)state;
+	fake_reset();
+	metrics_reset();
+	if (http_start(&cfg, &fake_engine, &srv, &port, err, sizeof(err)) != RD_OK) {
+		fprintf(stderr, "http_start: %s\n", err);
+		return -1;
+	}
+	return port ? 0 : -1;
+}
+
+static int stop_default(void **state)
+{
+	(void)state;
+	http_stop(srv);
+	srv = NULL;
+	return 0;
+}
+
+/* ---- tests ---- */
+
+static void test_open_endpoints(void **state)
+{
+	struct resp r;
+
+	(void)state;
+	get("/healthz", NULL, &r);
+	assert_int_equal(r.status, 200);
+	assert_string_equal(r.ctype, "application/json");
+	assert_non_null(strstr(r.body, "\"status\":\"ok\""));
+
+	get("/readyz", NULL, &r);
+	assert_int_equal(r.status, 200);
+	assert_non_null(strstr(r.body, "\"status\":\"ready\""));
+
+	fk.ready = 0;
+	get("/readyz", NULL, &r);
+	assert_error(&r, 503, "unavailable");
+	assert_non_null(strstr(r.body, "journal not writable"));
+	assert_true(r.retry_after[0] != '\0');
+	fk.ready = 1;
+
+	get("/metrics", NULL, &r);
+	assert_int_equal(r.status, 200);
+	assert_string_equal(r.ctype, "text/plain; version=0.0.4; charset=utf-8");
+	/* The two requests above were counted with their route template. */
+	assert_non_null(strstr(r.body, "recoveryd_webhook_requests_total"));
+	assert_true(metrics_get(M_WEBHOOK_REQUESTS, "/readyz", "503") >= 1);
+	assert_true(metrics_get(M_WEBHOOK_REQUESTS, "/healthz", "200") >= 1);
+}
+
+static void test_auth(void **state)
+{
+	struct resp r;
+
+	(void)state;
+	/* No token. */
+	post("/webhook", NULL, v4_payload, &r);
+	assert_error(&r, 401, "unauthorized");
+	assert_string_equal(r.www_auth, "Bearer realm=\"recoveryd\"");
+	/* Wrong token, and a prefix of the right one. */
+	post("/webhook", "nope", v4_payload, &r);
+	assert_error(&r, 401, "unauthorized");
+	post("/webhook", "wh-secret", v4_payload, &r);
+	assert_error(&r, 401, "unauthorized");
+	assert_int_equal(fk.submit_calls, 0);
+	assert_true(metrics_get(M_REJECTED, "unauthorized", NULL) >= 3);
+	assert_true(metrics_get(M_WEBHOOK_REQUESTS, "/webhook", "401") >= 3);
+
+	/* The webhook token admits /webhook and /trigger only. */
+	post("/webhook", WH_TOKEN, v4_payload, &r);
+	assert_int_equal(r.status, 202);
+	post("/trigger/pb", WH_TOKEN, v4_payload, &r);
+	assert_int_equal(r.status, 202);
+	get("/api/v1/jobs", WH_TOKEN, &r);
+	assert_error(&r, 401, "unauthorized");
+	get("/api/v1/playbooks", WH_TOKEN, &r);
+	assert_error(&r, 401, "unauthorized");
+	get("/api/v1/jobs", NULL, &r);
+	assert_error(&r, 401, "unauthorized");
+
+	/* The operator token admits everything. */
+	post("/webhook", OP_TOKEN, v4_payload, &r);
+	assert_int_equal(r.status, 202);
+	post("/trigger/pb", OP_TOKEN, v4_payload, &r);
+	assert_int_equal(r.status, 202);
+	get("/api/v1/jobs", OP_TOKEN, &r);
+	assert_int_equal(r.status, 200);
+	get("/api/v1/jobs/job-1", OP_TOKEN, &r);
+	assert_int_equal(r.status, 200);
+	get("/api/v1/playbooks", OP_TOKEN, &r);
+	assert_int_equal(r.status, 200);
+	post("/api/v1/jobs/job-1/cancel", OP_TOKEN, NULL, &r);
+	assert_int_equal(r.status, 200);
+
+	/* A reload swaps the tokens. */
+	http_set_tokens(srv, "wh-new", "op-new");
+	get("/api/v1/jobs", OP_TOKEN, &r);
+	assert_error(&r, 401, "unauthorized");
+	get("/api/v1/jobs", "op-new", &r);
+	assert_int_equal(r.status, 200);
+	post("/webhook", "wh-new", v4_payload, &r);
+	assert_int_equal(r.status, 202);
+	http_set_tokens(srv, WH_TOKEN, OP_TOKEN);
+}
+
+static void test_routes(void **state)
+{
+	struct resp r;
+	cJSON *o;
+
+	(void)state;
+	post("/webhook", WH_TOKEN, v4_payload, &r);
+	assert_int_equal(r.status, 202);
+	assert_string_equal(r.ctype, "application/json");
+	o = cJSON_Parse(r.body);
+	assert_non_null(o);
+	assert_string_equal(cJSON_GetArrayItem(cJSON_GetObjectItem(o, "jobs"), 0)->child->valuestring,
+	                    "job-1");
+	cJSON_Delete(o);
+	assert_int_equal(fk.submit_calls, 1);
+	assert_string_equal(fk.submit_playbook, "");
+	assert_int_equal(fk.submit_dry_run, 0);
+	assert_int_equal(fk.submit_n_alerts, 1);
+
+	/* /trigger: playbook from the path, dry_run from the query, manual form. */
+	post("/trigger/settings-sync-recovery?dry_run=true", WH_TOKEN,
+	     "{\"labels\":{\"alertname\":\"X\"},\"reason\":\"test\"}", &r);
+	assert_int_equal(r.status, 202);
+	assert_string_equal(fk.submit_playbook, "settings-sync-recovery");
+	assert_int_equal(fk.submit_dry_run, 1);
+	assert_int_equal(fk.submit_manual, 1);
+	assert_int_equal(fk.wait_calls, 0);
+
+	/* The manual form is for /trigger only. */
+	post("/webhook", WH_TOKEN, "{\"labels\":{\"alertname\":\"X\"}}", &r);
+	assert_error(&r, 400, "invalid_payload");
+
+	/* Engine answers pass through (404 unknown_playbook). */
+	fk.submit_status = 404;
+	snprintf(fk.submit_body, sizeof(fk.submit_body),
+	         "{\"error\":\"unknown_playbook\",\"message\":\"no playbook nope\"}");
+	post("/trigger/nope", WH_TOKEN, v4_payload, &r);
+	assert_error(&r, 404, "unknown_playbook");
+	/* A name no playbook can have is refused without asking the engine. */
+	fk.submit_calls = 0;
+	post("/trigger/bad%20name", WH_TOKEN, v4_payload, &r);
+	assert_error(&r, 404, "unknown_playbook");
+	assert_int_equal(fk.submit_calls, 0);
+	fake_reset();
+
+	/* Engine 503 (queue full) keeps its Retry-After. */
+	fk.submit_status = 503;
+	fk.submit_retry_after = 7;
+	snprintf(fk.submit_body, sizeof(fk.submit_body),
+	         "{\"error\":\"unavailable\",\"message\":\"queue full\"}");
+	post("/webhook", WH_TOKEN, v4_payload, &r);
+	assert_error(&r, 503, "unavailable");
+	assert_string_equal(r.retry_after, "7");
+	fake_reset();
+
+	/* Jobs API. */
+	get("/api/v1/jobs?state=running&playbook=pb&limit=10", OP_TOKEN, &r);
+	assert_int_equal(r.status, 200);
+	assert_int_equal(fk.jobs_limit, 10);
+	assert_string_equal(fk.jobs_state, "running");
+	assert_string_equal(fk.jobs_playbook, "pb");
+	get("/api/v1/jobs", OP_TOKEN, &r);
+	assert_int_equal(r.status, 200);
+	assert_int_equal(fk.jobs_limit, 50);
+	assert_string_equal(fk.jobs_state, "");
+	get("/api/v1/jobs?limit=0", OP_TOKEN, &r);
+	assert_error(&r, 400, "invalid_request");
+	get("/api/v1/jobs?limit=1001", OP_TOKEN, &r);
+	assert_error(&r, 400, "invalid_request");
+	get("/api/v1/jobs?limit=abc", OP_TOKEN, &r);
+	assert_error(&r, 400, "invalid_request");
+	get("/api/v1/jobs?state=bogus", OP_TOKEN, &r);
+	assert_error(&r, 400, "invalid_request");
+	assert_non_null(strstr(r.body, "budget_exhausted"));
+
+	get("/api/v1/jobs/job-1", OP_TOKEN, &r);
+	assert_int_equal(r.status, 200);
+	assert_string_equal(fk.job_id, "job-1");
+	assert_non_null(strstr(r.body, "succeeded"));
+	fk.job_json[0] = '\0';
+	get("/api/v1/jobs/job-2", OP_TOKEN, &r);
+	assert_error(&r, 404, "not_found");
+	fake_reset();
+	/* Malformed ids never reach the engine. */
+	get("/api/v1/jobs/a.b", OP_TOKEN, &r);
+	assert_error(&r, 404, "not_found");
+	get("/api/v1/jobs/"
+	    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", /* 65 */
+	    OP_TOKEN, &r);
+	assert_error(&r, 404, "not_found");
+	assert_string_equal(fk.job_id, "");
+
+	post("/api/v1/jobs/job-9/cancel", OP_TOKEN, NULL, &r);
+	assert_int_equal(r.status, 200);
+	assert_string_equal(fk.cancel_id, "job-9");
+	assert_non_null(strstr(r.body, "cancelled"));
+	fk.cancel_status = 409;
+	post("/api/v1/jobs/job-9/cancel", OP_TOKEN, NULL, &r);
+	assert_error(&r, 409, "conflict");
+
+	get("/api/v1/playbooks", OP_TOKEN, &r);
+	assert_int_equal(r.status, 200);
+	assert_non_null(strstr(r.body, "\"name\":\"pb\""));
+	assert_true(metrics_get(M_WEBHOOK_REQUESTS, "/api/v1/jobs/{id}", "200") >= 1);
+	assert_true(metrics_get(M_WEBHOOK_REQUESTS, "/api/v1/jobs/{id}/cancel", "409") >= 1);
+	assert_true(metrics_get(M_WEBHOOK_REQUESTS, "/trigger", "202") >= 1);
+}
+
+static void test_not_found_and_method(void **state)
+{
+	struct resp r;
+	struct req q = { .method = "DELETE", .path = "/webhook", .token = OP_TOKEN, .body_len = -1 };
+
+	(void)state;
+	get("/nope", OP_TOKEN, &r);
+	assert_error(&r, 404, "not_found");
+	get("/webhook/extra", OP_TOKEN, &r);
+	assert_error(&r, 404, "not_found");
+	get("/api/v1/jobs/x/y", OP_TOKEN, &r);
+	assert_error(&r, 404, "not_found");
+	assert_true(metrics_get(M_WEBHOOK_REQUESTS, "other", "404") >= 3);
+
+	get("/webhook", OP_TOKEN, &r);
+	assert_error(&r, 405, "method_not_allowed");
+	assert_string_equal(r.allow, "POST");
+	run(NULL, &q, &r);
+	assert_error(&r, 405, "method_not_allowed");
+	assert_string_equal(r.allow, "POST");
+	post("/metrics", NULL, "{}", &r);
+	assert_error(&r, 405, "method_not_allowed");
+	assert_string_equal(r.allow, "GET, HEAD");
+	get("/api/v1/jobs/job-1/cancel", OP_TOKEN, &r);
+	assert_error(&r, 405, "method_not_allowed");
+	assert_string_equal(r.allow, "POST");
+	assert_int_equal(fk.submit_calls, 0);
+}
+
+static void test_media_type(void **state)
+{
+	struct resp r;
+	struct req q = { .method = "POST", .path = "/webhook", .token = WH_TOKEN,
+		         .ctype = "text/plain", .body = v4_payload, .body_len = -1 };
+
+	(void)state;
+	run(NULL, &q, &r);
+	assert_error(&r, 415, "unsupported_media_type");
+	q.ctype = NULL;
+	run(NULL, &q, &r);
+	assert_error(&r, 415, "unsupported_media_type");
+	q.ctype = "application/jsonx";
+	run(NULL, &q, &r);
+	assert_error(&r, 415, "unsupported_media_type");
+	assert_int_equal(fk.submit_calls, 0);
+	assert_true(metrics_get(M_REJECTED, "unsupported_media_type", NULL) >= 3);
+
+	q.ctype = "Application/JSON; charset=utf-8";
+	run(NULL, &q, &r);
+	assert_int_equal(r.status, 202);
+	assert_int_equal(fk.submit_calls, 1);
+}
+
+static void test_too_large(void **state)
+{
+	char *big = malloc(4 * BODY_MAX + 1);
+	struct resp r;
+	struct req q = { .method = "POST", .path = "/webhook", .token = WH_TOKEN,
+		         .ctype = "application/json", .body_len = -1 };
+
+	(void)state;
+	assert_non_null(big);
+	memset(big, ' ', 4 * BODY_MAX);
+	big[4 * BODY_MAX] = '\0';
+	big[0] = '{';
+
+	/* Content-Length over the cap: answered before the body is read. With
+	 * Expect: 100-continue this is observable: curl gets 413 instead of
+	 * 100 Continue and never uploads. */
+	q.body = big;
+	q.expect = 1;
+	run(NULL, &q, &r);
+	assert_error(&r, 413, "payload_too_large");
+	/* Without Expect the client has already sent the body. */
+	q.expect = 0;
+	run(NULL, &q, &r);
+	assert_error(&r, 413, "payload_too_large");
+
+	/* Chunked: counted while it arrives. */
+	q.body = NULL;
+	q.chunked = 4 * BODY_MAX;
+	run(NULL, &q, &r);
+	assert_error(&r, 413, "payload_too_large");
+	assert_int_equal(fk.submit_calls, 0);
+	assert_true(metrics_get(M_REJECTED, "payload_too_large", NULL) >= 3);
+
+	/* A chunked body that never ends is hung up on, not read forever. */
+	q.chunked = (size_t)64 << 20;
+	q.step = 64 << 10;
+	run(NULL, &q, &r);
+	assert_int_not_equal(r.rc, CURLE_OK);
+	q.step = 0;
+
+	/* A chunked body within the cap is read (and is not JSON). */
+	q.chunked = BODY_MAX / 2;
+	run(NULL, &q, &r);
+	assert_error(&r, 400, "invalid_json");
+
+	/* Exactly at the cap is fine. */
+	big[BODY_MAX] = '\0';
+	q.chunked = 0;
+	q.body = big;
+	run(NULL, &q, &r);
+	assert_error(&r, 400, "invalid_json");
+	free(big);
+}
+
+static void test_bad_body(void **state)
+{
+	struct resp r;
+
+	(void)state;
+	post("/webhook", WH_TOKEN, "", &r);
+	assert_error(&r, 400, "invalid_json");
+	post("/webhook", WH_TOKEN, "{\"version\":", &r);
+	assert_error(&r, 400, "invalid_json");
+	assert_true(metrics_get(M_REJECTED, "invalid_json", NULL) >= 2);
+
+	post("/webhook", WH_TOKEN,
+	     "{\"version\":\"4\",\"status\":\"firing\",\"alerts\":[{\"status\":\"firing\","
+	     "\"labels\":{\"job\":5}}]}",
+	     &r);
+	assert_error(&r, 400, "invalid_payload");
+	assert_non_null(strstr(r.body, "alerts[0].labels"));
+	assert_true(metrics_get(M_REJECTED, "invalid_payload", NULL) >= 1);
+	assert_int_equal(fk.submit_calls, 0);
+
+	/* Bad query values on /trigger. */
+	post("/trigger/pb?wait=301", WH_TOKEN, v4_payload, &r);
+	assert_error(&r, 400, "invalid_request");
+	post("/trigger/pb?wait=-1", WH_TOKEN, v4_payload, &r);
+	assert_error(&r, 400, "invalid_request");
+	post("/trigger/pb?wait=soon", WH_TOKEN, v4_payload, &r);
+	assert_error(&r, 400, "invalid_request");
+	post("/trigger/pb?dry_run=maybe", WH_TOKEN, v4_payload, &r);
+	assert_error(&r, 400, "invalid_request");
+	assert_int_equal(fk.submit_calls, 0);
+}
+
+static void test_draining(void **state)
+{
+	struct resp r;
+
+	(void)state;
+	fk.draining = 1;
+	post("/webhook", WH_TOKEN, v4_payload, &r);
+	assert_error(&r, 503, "unavailable");
+	assert_true(atoi(r.retry_after) > 0);
+	/* Before parsing: even junk gets 503, which Alertmanager retries. */
+	post("/trigger/pb", WH_TOKEN, "junk", &r);
+	assert_error(&r, 503, "unavailable");
+	assert_int_equal(fk.submit_calls, 0);
+	assert_true(metrics_get(M_REJECTED, "draining", NULL) >= 2);
+	/* Reads still work. */
+	get("/api/v1/jobs", OP_TOKEN, &r);
+	assert_int_equal(r.status, 200);
+	fk.draining = 0;
+}
+
+static void test_trigger_wait(void **state)
+{
+	struct resp r;
+	double t0;
+
+	(void)state;
+	post("/trigger/pb?wait=1", WH_TOKEN, v4_payload, &r);
+	assert_int_equal(r.status, 200);
+	assert_non_null(strstr(r.body, "\"state\":\"succeeded\""));
+	assert_string_equal(fk.wait_id, "job-1");
+	assert_string_equal(fk.job_id, "job-1");
+
+	/* Coalesced into an existing job: wait on that one. */
+	snprintf(fk.submit_body, sizeof(fk.submit_body),
+	         "{\"jobs\":[{\"id\":\"job-old\",\"playbook\":\"pb\",\"key\":\"k\","
+	         "\"state\":\"coalesced\"}],\"unmatched\":0}");
+	post("/trigger/pb?wait=2", WH_TOKEN, v4_payload, &r);
+	assert_int_equal(r.status, 200);
+	assert_string_equal(fk.wait_id, "job-old");
+
+	/* Still running at the deadline: 202 with the submit answer. */
+	fake_reset();
+	fk.wait_result = 0;
+	t0 = rd_mono();
+	post("/trigger/pb?wait=1", WH_TOKEN, v4_payload, &r);
+	assert_int_equal(r.status, 202);
+	assert_non_null(strstr(r.body, "\"state\":\"queued\""));
+	assert_true(rd_mono() - t0 >= 0.9);
+
+	/* Cooldown: nothing to wait for. */
+	fake_reset();
+	snprintf(fk.submit_body, sizeof(fk.submit_body),
+	         "{\"jobs\":[{\"id\":\"job-2\",\"playbook\":\"pb\",\"key\":\"k\","
+	         "\"state\":\"cooldown\"}],\"unmatched\":0}");
+	post("/trigger/pb?wait=5", WH_TOKEN, v4_payload, &r);
+	assert_int_equal(r.status, 202);
+	assert_int_equal(fk.wait_calls, 0);
+	/* wait=0 does not wait. */
+	fake_reset();
+	post("/trigger/pb?wait=0", WH_TOKEN, v4_payload, &r);
+	assert_int_equal(r.status, 202);
+	assert_int_equal(fk.wait_calls, 0);
+}
+
+static void test_keepalive(void **state)
+{
+	CURL *cu = curl_easy_init();
+	struct req q = { .method = "GET", .path = "/healthz", .body_len = -1 };
+	struct req p = { .method = "POST", .path = "/webhook", .token = WH_TOKEN,
+		         .ctype = "application/json", .body = v4_payload, .body_len = -1 };
+	struct resp r;
+
+	(void)state;
+	assert_non_null(cu);
+	run(cu, &q, &r);
+	assert_int_equal(r.status, 200);
+	assert_int_equal(r.connects, 1);
+	run(cu, &q, &r);
+	assert_int_equal(r.status, 200);
+	assert_int_equal(r.connects, 0);
+	run(cu, &p, &r);
+	assert_int_equal(r.status, 202);
+	assert_int_equal(r.connects, 0);
+	/* A rejection that did not read the body must not break the next request. */
+	p.ctype = "text/plain";
+	run(cu, &p, &r);
+	assert_int_equal(r.status, 415);
+	q.path = "/metrics";
+	run(cu, &q, &r);
+	assert_int_equal(r.status, 200);
+	curl_easy_cleanup(cu);
+}
+
+static void test_slow_client(void **state)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	struct timeval tv = { .tv_sec = 5 };
+	struct resp r;
+	char buf[64];
+	double t0, took;
+	ssize_t n;
+	int fd;
+
+	(void)state;
+	sa.sin_port = htons((uint16_t)port);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_true(fd >= 0);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	t0 = rd_mono();
+	/* Others are served while the idle connection hangs around. */
+	get("/healthz", NULL, &r);
+	assert_int_equal(r.status, 200);
+	/* The server hangs up on the silent client after conn_timeout (1 s). */
+	n = recv(fd, buf, sizeof(buf), 0);
+	took = rd_mono() - t0;
+	assert_true(n == 0 || (n < 0 && errno == ECONNRESET));
+	assert_true(took >= 0.5 && took < 4.0);
+	close(fd);
+
+	/* A client that sends half a request line is cut off as well. */
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	assert_int_equal(send(fd, "POST /webhook HTTP/1.1\r\nHost: x\r\n", 33, MSG_NOSIGNAL), 33);
+	t0 = rd_mono();
+	get("/healthz", NULL, &r);
+	assert_int_equal(r.status, 200);
+	n = recv(fd, buf, sizeof(buf), 0);
+	took = rd_mono() - t0;
+	assert_true(n == 0 || (n < 0 && errno == ECONNRESET));
+	assert_true(took < 4.0);
+	close(fd);
+}
+
+static void *wait_client(void *arg)
+{
+	struct resp *r = arg;
+
+	post("/trigger/pb?wait=300", WH_TOKEN, v4_payload, r);
+	return NULL;
+}
+
+/* A request blocked in ?wait= neither stops others being served nor holds
+ * up http_stop for its 300 s. */
+static void test_stop_during_wait(void **state)
+{
+	static struct resp blocked;
+	struct resp r;
+	pthread_t t;
+	double t0;
+	int calls;
+
+	assert_int_equal(start_default(state), 0);
+	fk.wait_result = 0;
+	assert_int_equal(pthread_create(&t, NULL, wait_client, &blocked), 0);
+	for (int i = 0; i < 100; i++) {
+		pthread_mutex_lock(&fk.lock);
+		calls = fk.wait_calls;
+		pthread_mutex_unlock(&fk.lock);
+		if (calls > 0)
+			break;
+		usleep(20000);
+	}
+	assert_true(calls > 0);
+	get("/healthz", NULL, &r);
+	assert_int_equal(r.status, 200);
+	t0 = rd_mono();
+	stop_default(state);
+	assert_true(rd_mono() - t0 < 3.0);
+	pthread_join(t, NULL);
+}
+
+static void test_start_config(void **state)
+{
+	struct http_config cfg = { .listen = "127.0.0.1:0", .body_max = BODY_MAX, .conn_timeout = 1 };
+	struct http *h = NULL;
+	unsigned p = 0, saved = port;
+	char err[256];
+	struct resp r;
+
+	(void)state;
+	/* No token and no insecure_no_auth: refused. */
+	assert_int_equal(http_start(&cfg, &fake_engine, &h, &p, err, sizeof(err)), RD_ERR);
+	assert_null(h);
+	assert_non_null(strstr(err, "token"));
+	/* An empty token counts as none. */
+	cfg.webhook_token = "";
+	assert_int_equal(http_start(&cfg, &fake_engine, &h, &p, err, sizeof(err)), RD_ERR);
+	cfg.webhook_token = NULL;
+
+	/* Junk listen addresses. */
+	cfg.insecure_no_auth = 1;
+	const char *junk[] = { "nonsense", "127.0.0.1", "127.0.0.1:", "127.0.0.1:99999",
+		               "1.2.3:80", "127.0.0.1:80x", "127.0.0.1:-1", ":+80", "[::1]:80" };
+	for (size_t i = 0; i < sizeof(junk) / sizeof(junk[0]); i++) {
+		cfg.listen = junk[i];
+		err[0] = '\0';
+		assert_int_equal(http_start(&cfg, &fake_engine, &h, &p, err, sizeof(err)), RD_ERR);
+		assert_null(h);
+		assert_non_null(strstr(err, "listen"));
+	}
+	/* ":PORT" binds all addresses. */
+	cfg.listen = ":0";
+	assert_int_equal(http_start(&cfg, &fake_engine, &h, &p, err, sizeof(err)), RD_OK);
+	assert_true(p > 0);
+	http_stop(h);
+
+	/* insecure_no_auth without tokens: everything open. */
+	cfg.listen = "127.0.0.1:0";
+	assert_int_equal(http_start(&cfg, &fake_engine, &h, &p, err, sizeof(err)), RD_OK);
+	port = p;
+	get("/api/v1/jobs", NULL, &r);
+	assert_int_equal(r.status, 200);
+	post("/webhook", NULL, v4_payload, &r);
+	assert_int_equal(r.status, 202);
+	/* The port in use: a clear error. */
+	{
+		char addr[32];
+		struct http *h2 = NULL;
+		snprintf(addr, sizeof(addr), "127.0.0.1:%u", p);
+		cfg.listen = addr;
+		assert_int_equal(http_start(&cfg, &fake_engine, &h2, &p, err, sizeof(err)), RD_ERR);
+		assert_null(h2);
+		assert_non_null(strstr(err, addr));
+	}
+	http_stop(h);
+	http_stop(NULL);
+	port = saved;
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_open_endpoints, start_default, stop_default),
+		cmocka_unit_test_setup_teardown(test_auth, start_default, stop_default),
+		cmocka_unit_test_setup_teardown(test_routes, start_default, stop_default),
+		cmocka_unit_test_setup_teardown(test_not_found_and_method, start_default, stop_default),
+		cmocka_unit_test_setup_teardown(test_media_type, start_default, stop_default),
+		cmocka_unit_test_setup_teardown(test_too_large, start_default, stop_default),
+		cmocka_unit_test_setup_teardown(test_bad_body, start_default, stop_default),
+		cmocka_unit_test_setup_teardown(test_draining, start_default, stop_default),
+		cmocka_unit_test_setup_teardown(test_trigger_wait, start_default, stop_default),
+		cmocka_unit_test_setup_teardown(test_keepalive, start_default, stop_default),
+		cmocka_unit_test_setup_teardown(test_slow_client, start_default, stop_default),
+		cmocka_unit_test(test_stop_during_wait),
+		cmocka_unit_test(test_start_config),
+	};
+	int rc;
+
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	metrics_init();
+	log_set_level(LOG_ERROR); /* rejections are logged at warn: keep the output readable */
+	rc = cmocka_run_group_tests(tests, NULL, NULL);
+	curl_global_cleanup();
+	return rc;
+}

@@ -1,0 +1,920 @@
+/* Unit tests of the SQLite job journal: schema and WAL on disk, the job
+ * record JSON, list and scan queries, group commit with per-batch
+ * isolation, durability across reopen, ":memory:" and open errors. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "recoveryd/common.h"
+#include "recoveryd/log.h"
+#include "recoveryd/metrics.h"
+#include "recoveryd/store.h"
+
+/* Stand-ins for a standalone build before src/log.c or src/metrics.c
+ * exist; never defined in the CMake build. */
+#ifdef STORE_TEST_STUB_LOG
+void log_kv(enum log_level lvl, const char *job, const char *msg, ...)
+{
+	(void)lvl;
+	(void)job;
+	(void)msg;
+}
+void log_set_fd(int fd)
+{
+	(void)fd;
+}
+#endif
+#ifdef STORE_TEST_STUB_METRICS
+static atomic_int stub_journal_errors;
+void metrics_init(void)
+{
+}
+void metrics_add(enum metric_id id, const char *l1, const char *l2, double v)
+{
+	(void)l1;
+	(void)l2;
+	if (id == M_JOURNAL_ERRORS)
+		atomic_fetch_add(&stub_journal_errors, (int)v);
+}
+double metrics_get(enum metric_id id, const char *l1, const char *l2)
+{
+	(void)l1;
+	(void)l2;
+	return id == M_JOURNAL_ERRORS ? atomic_load(&stub_journal_errors) : 0;
+}
+#endif
+
+/* 2023-11-14T22:13:20Z */
+#define T0 1700000000.0
+
+struct fix {
+	char dir[256];
+	char db[300];
+};
+
+static int setup(void **state)
+{
+	struct fix *f = calloc(1, sizeof(*f));
+	const char *tmp = getenv("TMPDIR");
+
+	if (!f)
+		return -1;
+	snprintf(f->dir, sizeof(f->dir), "%s/recoveryd-store-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+	if (!mkdtemp(f->dir)) {
+		free(f);
+		return -1;
+	}
+	snprintf(f->db, sizeof(f->db), "%s/journal.db", f->dir);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fix *f = *state;
+	DIR *d = opendir(f->dir);
+	struct dirent *e;
+	char p[600];
+
+	while (d && (e = readdir(d))) {
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(p, sizeof(p), "%s/%s", f->dir, e->d_name);
+		unlink(p);
+	}
+	if (d)
+		closedir(d);
+	rmdir(f->dir);
+	free(f);
+	return 0;
+}
+
+static struct store *open_ok(const char *path)
+{
+	struct store *s = NULL;
+	char err[512];
+
+	if (store_open(path, &s, err, sizeof(err)) != RD_OK)
+		fail_msg("store_open: %s", err);
+	assert_non_null(s);
+	return s;
+}
+
+static struct job_row job(const char *id, const char *playbook, const char *state, double created)
+{
+	struct job_row j = {
+		.id = id,
+		.playbook = playbook,
+		.key = "k",
+		.trigger = "webhook",
+		.alert_json = "{\"labels\":{\"alertname\":\"X\"}}",
+		.state = state,
+		.max_attempts = 3,
+		.created_at = created,
+		.updated_at = created,
+	};
+	return j;
+}
+
+static void insert(struct store *s, const struct job_row *j)
+{
+	struct store_batch *b = store_batch_new();
+
+	assert_non_null(b);
+	assert_int_equal(store_batch_insert_job(b, j), 0);
+	assert_int_equal(store_commit(s, b, 1), RD_OK);
+}
+
+static cJSON *record(struct store *s, const char *id)
+{
+	cJSON *rec = NULL;
+
+	assert_int_equal(store_job_json(s, id, &rec), RD_OK);
+	assert_non_null(rec);
+	return rec;
+}
+
+static const char *str(const cJSON *o, const char *name)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+
+	if (!cJSON_IsString(v))
+		fail_msg("field %s is not a string", name);
+	return v->valuestring;
+}
+
+static int has_null(const cJSON *o, const char *name)
+{
+	return cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(o, name));
+}
+
+static double num(const cJSON *o, const char *name)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+
+	if (!cJSON_IsNumber(v))
+		fail_msg("field %s is not a number", name);
+	return v->valuedouble;
+}
+
+static const cJSON *arr(const cJSON *o, const char *name)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+
+	if (!cJSON_IsArray(v))
+		fail_msg("field %s is not an array", name);
+	return v;
+}
+
+static int exists(struct store *s, const char *id)
+{
+	cJSON *rec = NULL;
+
+	assert_int_equal(store_job_json(s, id, &rec), RD_OK);
+	cJSON_Delete(rec);
+	return rec != NULL;
+}
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+	nanosleep(&ts, NULL);
+}
+
+/* ---- tests ---- */
+
+static void test_open_wal_schema(void **state)
+{
+	struct fix *f = *state;
+	struct store *s = open_ok(f->db);
+	struct job_row j = job("w1", "pb", "queued", T0);
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	char wal[320];
+	int n = 0;
+
+	insert(s, &j);
+	assert_int_equal(store_healthy(s), 1);
+	/* A WAL journal keeps its -wal file next to the database. */
+	snprintf(wal, sizeof(wal), "%s-wal", f->db);
+	assert_int_equal(access(wal, F_OK), 0);
+
+	assert_int_equal(sqlite3_open_v2(f->db, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &st, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+	assert_string_equal((const char *)sqlite3_column_text(st, 0), "wal");
+	sqlite3_finalize(st);
+	assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+	assert_int_equal(sqlite3_column_int(st, 0), 1);
+	sqlite3_finalize(st);
+	assert_int_equal(sqlite3_prepare_v2(db,
+	                                    "SELECT count(*) FROM sqlite_schema WHERE type='table' AND "
+	                                    "name IN ('jobs','attempts','events','escalations')",
+	                                    -1, &st, NULL),
+	                 SQLITE_OK);
+	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+	n = sqlite3_column_int(st, 0);
+	sqlite3_finalize(st);
+	assert_int_equal(n, 4);
+	/* The committed row is visible to another process-level reader. */
+	assert_int_equal(sqlite3_prepare_v2(db, "SELECT state FROM jobs WHERE id='w1'", -1, &st, NULL),
+	                 SQLITE_OK);
+	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+	assert_string_equal((const char *)sqlite3_column_text(st, 0), "queued");
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	store_close(s);
+}
+
+static void test_job_record(void **state)
+{
+	struct fix *f = *state;
+	struct store *s = open_ok(f->db);
+	struct job_row j = job("job-1", "pb", "queued", T0 + 0.25);
+	struct attempt_row a1 = { .n = 1, .started_at = T0 + 1.5, .verify_ok = -1 };
+	struct attempt_row a2 = { .n = 2, .started_at = T0 + 20, .verify_ok = -1 };
+	struct store_batch *b;
+	cJSON *rec;
+	const cJSON *atts, *acts, *logs, *evs, *v, *e;
+
+	j.key = "pb/fp1";
+	j.dry_run = 1;
+	j.alert_json = "{\"labels\":{\"alertname\":\"SettingsSyncJobFailure\"},\"fingerprint\":\"fp1\"}";
+	insert(s, &j);
+
+	/* The attempt starts: job update, attempt row and three kinds of event. */
+	b = store_batch_new();
+	j.state = "running";
+	j.attempts = 1;
+	j.started_at = T0 + 1.5;
+	j.updated_at = T0 + 1.5;
+	assert_int_equal(store_batch_update_job(b, &j), 0);
+	assert_int_equal(store_batch_attempt(b, "job-1", &a1), 0);
+	assert_int_equal(store_batch_event(b, "job-1", 0, "admission", "{\"decision\":\"queued\"}", 0,
+	                                   T0 + 0.25),
+	                 0);
+	assert_int_equal(store_batch_event(b, "job-1", 1, "action",
+	                                   "{\"primitive\":\"http\",\"method\":\"POST\","
+	                                   "\"ts\":\"spoofed\"}",
+	                                   1, T0 + 2),
+	                 0);
+	assert_int_equal(store_batch_event(b, "job-1", 1, "log",
+	                                   "{\"level\":\"info\",\"msg\":\"hello\"}", 0, T0 + 3),
+	                 0);
+	assert_int_equal(store_commit(s, b, 1), RD_OK);
+
+	/* Attempt 1 fails verification, attempt 2 succeeds without verify. */
+	b = store_batch_new();
+	a1.ended_at = T0 + 10;
+	a1.result = "failed";
+	a1.error = "verify failed";
+	a1.verify_ok = 0;
+	a1.verify_reason = "still firing";
+	a2.ended_at = T0 + 30;
+	a2.result = "succeeded";
+	assert_int_equal(store_batch_attempt(b, "job-1", &a1), 0);
+	assert_int_equal(store_batch_attempt(b, "job-1", &a2), 0);
+	j.state = "succeeded";
+	j.outcome = "succeeded";
+	j.attempts = 2;
+	j.ended_at = T0 + 30;
+	j.updated_at = T0 + 30;
+	assert_int_equal(store_batch_update_job(b, &j), 0);
+	assert_int_equal(store_commit(s, b, 1), RD_OK);
+
+	rec = record(s, "job-1");
+	assert_string_equal(str(rec, "id"), "job-1");
+	assert_string_equal(str(rec, "playbook"), "pb");
+	assert_string_equal(str(rec, "key"), "pb/fp1");
+	assert_string_equal(str(rec, "trigger"), "webhook");
+	assert_true(has_null(rec, "reason"));
+	assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(rec, "dry_run")));
+	assert_string_equal(str(rec, "state"), "succeeded");
+	assert_string_equal(str(rec, "outcome"), "succeeded");
+	assert_true(has_null(rec, "error"));
+	assert_int_equal((int)num(rec, "attempts_made"), 2);
+	assert_int_equal((int)num(rec, "max_attempts"), 3);
+	assert_int_equal((int)num(rec, "notifications"), 0);
+	assert_string_equal(str(rec, "created_at"), "2023-11-14T22:13:20.250Z");
+	assert_string_equal(str(rec, "started_at"), "2023-11-14T22:13:21.500Z");
+	assert_string_equal(str(rec, "ended_at"), "2023-11-14T22:13:50.000Z");
+	assert_true(has_null(rec, "next_attempt_at"));
+	v = cJSON_GetObjectItemCaseSensitive(rec, "alert");
+	assert_true(cJSON_IsObject(v));
+	assert_string_equal(str(cJSON_GetObjectItemCaseSensitive(v, "labels"), "alertname"),
+	                    "SettingsSyncJobFailure");
+
+	atts = arr(rec, "attempts");
+	assert_int_equal(cJSON_GetArraySize(atts), 2);
+	e = cJSON_GetArrayItem(atts, 0);
+	assert_int_equal((int)num(e, "n"), 1);
+	assert_string_equal(str(e, "result"), "failed");
+	assert_string_equal(str(e, "error"), "verify failed");
+	assert_string_equal(str(e, "ended_at"), "2023-11-14T22:13:30.000Z");
+	v = cJSON_GetObjectItemCaseSensitive(e, "verify");
+	assert_true(cJSON_IsObject(v));
+	assert_true(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(v, "ok")));
+	assert_string_equal(str(v, "reason"), "still firing");
+	e = cJSON_GetArrayItem(atts, 1);
+	assert_int_equal((int)num(e, "n"), 2);
+	assert_true(has_null(e, "verify"));
+	assert_true(has_null(e, "error"));
+
+	acts = arr(rec, "actions");
+	assert_int_equal(cJSON_GetArraySize(acts), 1);
+	e = cJSON_GetArrayItem(acts, 0);
+	assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(e, "planned")));
+	assert_string_equal(str(e, "primitive"), "http");
+	assert_string_equal(str(e, "method"), "POST");
+	assert_int_equal((int)num(e, "attempt"), 1);
+	/* The journal's own ts wins over a detail key of the same name. */
+	assert_string_equal(str(e, "ts"), "2023-11-14T22:13:22.000Z");
+
+	logs = arr(rec, "log");
+	assert_int_equal(cJSON_GetArraySize(logs), 1);
+	e = cJSON_GetArrayItem(logs, 0);
+	assert_string_equal(str(e, "msg"), "hello");
+	assert_string_equal(str(e, "level"), "info");
+	assert_null(cJSON_GetObjectItemCaseSensitive(e, "type"));
+
+	evs = arr(rec, "events");
+	assert_int_equal(cJSON_GetArraySize(evs), 1);
+	e = cJSON_GetArrayItem(evs, 0);
+	assert_string_equal(str(e, "type"), "admission");
+	assert_string_equal(str(e, "decision"), "queued");
+	assert_true(has_null(e, "attempt"));
+
+	assert_int_equal(cJSON_GetArraySize(arr(rec, "escalations")), 0);
+	assert_null(cJSON_GetObjectItemCaseSensitive(rec, "events_truncated"));
+	cJSON_Delete(rec);
+
+	/* Unknown ids are not an error, just no record. */
+	rec = (cJSON *)1;
+	assert_int_equal(store_job_json(s, "nope", &rec), RD_OK);
+	assert_null(rec);
+	store_close(s);
+}
+
+static void test_events_capped(void **state)
+{
+	struct fix *f = *state;
+	struct store *s = open_ok(f->db);
+	struct job_row j = job("chatty", "pb", "running", T0);
+	struct store_batch *b;
+	char detail[64];
+	cJSON *rec;
+	const cJSON *logs;
+
+	insert(s, &j);
+	b = store_batch_new();
+	for (int i = 0; i < 1005; i++) {
+		snprintf(detail, sizeof(detail), "{\"i\":%d}", i);
+		assert_int_equal(store_batch_event(b, "chatty", 1, "log", detail, 0, T0 + i), 0);
+	}
+	assert_int_equal(store_commit(s, b, 1), RD_OK);
+	rec = record(s, "chatty");
+	logs = arr(rec, "log");
+	assert_int_equal(cJSON_GetArraySize(logs), 1000);
+	/* The newest 1000, oldest first. */
+	assert_int_equal((int)num(cJSON_GetArrayItem(logs, 0), "i"), 5);
+	assert_int_equal((int)num(cJSON_GetArrayItem(logs, 999), "i"), 1004);
+	assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(rec, "events_truncated")));
+	cJSON_Delete(rec);
+	store_close(s);
+}
+
+static void check_ids(struct store *s, const char *st, const char *pb, int limit,
+                      const char *const *want, int nwant)
+{
+	cJSON *list = NULL;
+
+	assert_int_equal(store_jobs_json(s, st, pb, limit, &list), RD_OK);
+	assert_true(cJSON_IsArray(list));
+	assert_int_equal(cJSON_GetArraySize(list), nwant);
+	for (int i = 0; i < nwant; i++) {
+		const cJSON *e = cJSON_GetArrayItem(list, i);
+
+		assert_string_equal(str(e, "id"), want[i]);
+		assert_string_equal(str(e, "created_at"), "2023-11-14T22:13:20.000Z");
+		assert_null(cJSON_GetObjectItemCaseSensitive(e, "alert"));
+		assert_null(cJSON_GetObjectItemCaseSensitive(e, "attempts"));
+	}
+	cJSON_Delete(list);
+}
+
+static void test_list(void **state)
+{
+	struct fix *f = *state;
+	struct store *s = open_ok(f->db);
+	static const struct {
+		const char *id, *pb, *st;
+	} rows[] = {
+		{ "a", "pb1", "queued" }, { "b", "pb2", "running" }, { "c", "pb1", "succeeded" },
+		{ "d", "pb1", "queued" }, { "e", "pb2", "queued" },
+	};
+
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		struct job_row j = job(rows[i].id, rows[i].pb, rows[i].st, T0);
+		insert(s, &j);
+	}
+	check_ids(s, NULL, NULL, 100, (const char *[]){ "e", "d", "c", "b", "a" }, 5);
+	check_ids(s, "queued", NULL, 100, (const char *[]){ "e", "d", "a" }, 3);
+	check_ids(s, NULL, "pb1", 100, (const char *[]){ "d", "c", "a" }, 3);
+	check_ids(s, "queued", "pb1", 100, (const char *[]){ "d", "a" }, 2);
+	check_ids(s, "failed", NULL, 100, NULL, 0);
+	check_ids(s, NULL, NULL, 2, (const char *[]){ "e", "d" }, 2);
+	/* Out-of-range limits are clamped, not rejected. */
+	check_ids(s, NULL, NULL, 0, (const char *[]){ "e" }, 1);
+	check_ids(s, NULL, NULL, -5, (const char *[]){ "e" }, 1);
+	check_ids(s, NULL, NULL, 1000000, (const char *[]){ "e", "d", "c", "b", "a" }, 5);
+	store_close(s);
+}
+
+struct seen {
+	char *ids[16];
+	int n;
+	int dry_run_of_q;
+	char *playbook_of_q;
+};
+
+static void scan_cb(const struct job_row *j, void *arg)
+{
+	struct seen *seen = arg;
+
+	if (seen->n < 16)
+		seen->ids[seen->n++] = strdup(j->id);
+	if (strcmp(j->id, "q") == 0) {
+		seen->dry_run_of_q = j->dry_run;
+		seen->playbook_of_q = strdup(j->playbook);
+	}
+}
+
+/* A callback may use the journal itself: the scan holds no lock. */
+static void scan_cb_commit(const struct job_row *j, void *arg)
+{
+	struct store *s = arg;
+	struct store_batch *b = store_batch_new();
+
+	assert_int_equal(store_batch_event(b, j->id, 0, "replay", NULL, 0, T0), 0);
+	assert_int_equal(store_commit(s, b, 1), RD_OK);
+}
+
+static void test_scan(void **state)
+{
+	struct fix *f = *state;
+	struct store *s = open_ok(f->db);
+	double now = rd_now();
+	struct job_row j;
+	struct seen seen = { 0 };
+	const char *want[] = { "q", "r", "w", "recent", "recent-start" };
+	cJSON *rec;
+
+	j = job("q", "pbq", "queued", now - 50);
+	j.dry_run = 1;
+	insert(s, &j);
+	j = job("r", "pb", "running", now - 40);
+	j.started_at = now - 40;
+	insert(s, &j);
+	j = job("w", "pb", "retry_wait", now - 9000);
+	j.started_at = now - 9000;
+	j.next_run_at = now + 10;
+	insert(s, &j);
+	j = job("old", "pb", "succeeded", now - 9000);
+	j.started_at = now - 8000;
+	j.ended_at = now - 7200;
+	insert(s, &j);
+	j = job("recent", "pb", "failed", now - 100);
+	j.started_at = now - 100;
+	j.ended_at = now - 10;
+	insert(s, &j);
+	j = job("recent-start", "pb", "cancelled", now - 9000);
+	j.started_at = now - 30;
+	insert(s, &j);
+	j = job("old-cancelled", "pb", "cancelled", now - 9000);
+	insert(s, &j);
+
+	assert_int_equal(store_scan_jobs(s, now - 3600, scan_cb, &seen), RD_OK);
+	assert_int_equal(seen.n, 5);
+	for (int i = 0; i < seen.n; i++)
+		assert_string_equal(seen.ids[i], want[i]);
+	assert_int_equal(seen.dry_run_of_q, 1);
+	assert_string_equal(seen.playbook_of_q, "pbq");
+	for (int i = 0; i < seen.n; i++)
+		free(seen.ids[i]);
+	free(seen.playbook_of_q);
+
+	assert_int_equal(store_scan_jobs(s, now - 3600, scan_cb_commit, s), RD_OK);
+	rec = record(s, "recent");
+	assert_int_equal(cJSON_GetArraySize(arr(rec, "events")), 1);
+	cJSON_Delete(rec);
+	store_close(s);
+}
+
+#define GC_THREADS 8
+#define GC_COMMITS 50
+
+struct gc_arg {
+	struct store *s;
+	int t;
+	atomic_int *failures;
+};
+
+static void *gc_thread(void *p)
+{
+	struct gc_arg *a = p;
+	char id[32];
+
+	for (int i = 0; i < GC_COMMITS; i++) {
+		struct store_batch *b = store_batch_new();
+		struct job_row j;
+
+		snprintf(id, sizeof(id), "g-%d-%d", a->t, i);
+		j = job(id, "group", "queued", T0);
+		if (!b || store_batch_insert_job(b, &j) < 0 ||
+		    store_batch_event(b, id, 0, "admission", "{\"decision\":\"queued\"}", 0, T0) < 0 ||
+		    store_commit(a->s, b, 1) != RD_OK)
+			atomic_fetch_add(a->failures, 1);
+	}
+	return NULL;
+}
+
+static void test_group_commit(void **state)
+{
+	struct fix *f = *state;
+	struct store *s = open_ok(f->db);
+	pthread_t th[GC_THREADS];
+	struct gc_arg args[GC_THREADS];
+	atomic_int failures = 0;
+	unsigned long t0, b0, t1, b1;
+	cJSON *list = NULL;
+
+	store_stats(s, &t0, &b0);
+	for (int i = 0; i < GC_THREADS; i++) {
+		args[i] = (struct gc_arg){ s, i, &failures };
+		assert_int_equal(pthread_create(&th[i], NULL, gc_thread, &args[i]), 0);
+	}
+	for (int i = 0; i < GC_THREADS; i++)
+		pthread_join(th[i], NULL);
+	store_stats(s, &t1, &b1);
+	assert_int_equal(atomic_load(&failures), 0);
+	assert_int_equal(b1 - b0, GC_THREADS * GC_COMMITS);
+	print_message("group commit: %lu batches in %lu transactions\n", b1 - b0, t1 - t0);
+	assert_true(t1 - t0 < b1 - b0);
+
+	assert_int_equal(store_jobs_json(s, NULL, "group", 1000, &list), RD_OK);
+	assert_int_equal(cJSON_GetArraySize(list), GC_THREADS * GC_COMMITS);
+	cJSON_Delete(list);
+	for (int t = 0; t < GC_THREADS; t++) {
+		for (int i = 0; i < GC_COMMITS; i += 7) {
+			char id[32];
+			cJSON *rec;
+
+			snprintf(id, sizeof(id), "g-%d-%d", t, i);
+			rec = record(s, id);
+			assert_int_equal(cJSON_GetArraySize(arr(rec, "events")), 1);
+			cJSON_Delete(rec);
+		}
+	}
+	store_close(s);
+}
+
+struct one_commit {
+	struct store *s;
+	struct store_batch *b;
+	enum rd_status r;
+};
+
+static void *commit_thread(void *p)
+{
+	struct one_commit *c = p;
+
+	c->r = store_commit(c->s, c->b, 1);
+	return NULL;
+}
+
+/* A batch that violates a constraint fails alone: it shares a transaction
+ * with a good batch, which commits. To make them share one, an outside
+ * connection holds the write lock while both are queued. */
+static void test_bad_batch_isolated(void **state)
+{
+	struct fix *f = *state;
+	struct store *s = open_ok(f->db);
+	struct job_row dup = job("dup", "pb", "queued", T0), j;
+	struct one_commit bad = { s, NULL, RD_OK }, good = { s, NULL, RD_ERR };
+	struct store_batch *pilot;
+	pthread_t tb, tg;
+	unsigned long t0, b0, t1, b1;
+	sqlite3 *db = NULL;
+	cJSON *rec;
+
+	insert(s, &dup);
+	assert_int_equal(sqlite3_open_v2(f->db, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+	store_stats(s, &t0, &b0);
+
+	/* The writer takes the pilot and waits for the lock in BEGIN. */
+	pilot = store_batch_new();
+	j = job("pilot", "pb", "queued", T0);
+	assert_int_equal(store_batch_insert_job(pilot, &j), 0);
+	assert_int_equal(store_commit(s, pilot, 0), RD_OK);
+	sleep_ms(100);
+
+	bad.b = store_batch_new();
+	j = job("fresh", "pb", "queued", T0);
+	assert_int_equal(store_batch_insert_job(bad.b, &j), 0);
+	assert_int_equal(store_batch_insert_job(bad.b, &dup), 0); /* UNIQUE(id) */
+	good.b = store_batch_new();
+	j = job("good", "pb", "queued", T0);
+	assert_int_equal(store_batch_insert_job(good.b, &j), 0);
+	assert_int_equal(store_batch_event(good.b, "good", 0, "admission", NULL, 0, T0), 0);
+	assert_int_equal(pthread_create(&tb, NULL, commit_thread, &bad), 0);
+	assert_int_equal(pthread_create(&tg, NULL, commit_thread, &good), 0);
+	sleep_ms(200);
+	assert_int_equal(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+	pthread_join(tb, NULL);
+	pthread_join(tg, NULL);
+	sqlite3_close(db);
+
+	assert_int_equal(bad.r, RD_ERR);
+	assert_int_equal(good.r, RD_OK);
+	store_stats(s, &t1, &b1);
+	/* pilot alone, then bad + good in one transaction */
+	assert_int_equal(t1 - t0, 2);
+	assert_int_equal(b1 - b0, 2);
+	assert_int_equal(store_healthy(s), 1);
+
+	assert_true(exists(s, "pilot"));
+	assert_true(exists(s, "good"));
+	/* The bad batch is all or nothing: its first insert is gone too. */
+	assert_false(exists(s, "fresh"));
+	rec = record(s, "good");
+	assert_int_equal(cJSON_GetArraySize(arr(rec, "events")), 1);
+	cJSON_Delete(rec);
+	store_close(s);
+}
+
+static void test_bad_batches(void **state)
+{
+	struct fix *f = *state;
+	struct store *s = open_ok(f->db);
+	struct job_row j = job("x", "pb", "queued", T0), ghost = job("ghost", "pb", "running", T0);
+	struct attempt_row a = { .n = 1, .started_at = T0, .verify_ok = -1 };
+	struct store_batch *b;
+	double errs0 = metrics_get(M_JOURNAL_ERRORS, NULL, NULL);
+
+	insert(s, &j);
+	/* wait=0 returns at once; the failure is logged and counted. */
+	b = store_batch_new();
+	assert_int_equal(store_batch_insert_job(b, &j), 0);
+	assert_int_equal(store_commit(s, b, 0), RD_OK);
+	b = store_batch_new();
+	assert_int_equal(store_commit(s, b, 1), RD_OK); /* an empty batch is fine */
+	assert_true(metrics_get(M_JOURNAL_ERRORS, NULL, NULL) >= errs0 + 1);
+
+	b = store_batch_new();
+	assert_int_equal(store_batch_update_job(b, &ghost), 0);
+	assert_int_equal(store_commit(s, b, 1), RD_ERR);
+	b = store_batch_new();
+	assert_int_equal(store_batch_attempt(b, "ghost", &a), 0); /* foreign key */
+	assert_int_equal(store_commit(s, b, 1), RD_ERR);
+	b = store_batch_new();
+	assert_int_equal(store_batch_event(b, "x", 0, "log", "{not json", 0, T0), 0);
+	assert_int_equal(store_commit(s, b, 1), RD_ERR);
+	b = store_batch_new();
+	assert_int_equal(store_batch_event(b, "x", 0, "log", "[1,2]", 0, T0), 0);
+	assert_int_equal(store_commit(s, b, 1), RD_ERR);
+	b = store_batch_new();
+	j.alert_json = "{broken";
+	j.id = "y";
+	assert_int_equal(store_batch_insert_job(b, &j), 0);
+	assert_int_equal(store_commit(s, b, 1), RD_ERR);
+	assert_false(exists(s, "y"));
+
+	/* Constraint failures are the caller's, not the journal's. */
+	assert_int_equal(store_healthy(s), 1);
+	assert_int_equal(store_commit(NULL, store_batch_new(), 1), RD_ERR);
+	store_batch_free(NULL);
+	store_close(s);
+}
+
+/* A transaction that cannot start (the lock is held past busy_timeout)
+ * fails every batch in it and makes the journal unhealthy until the next
+ * transaction commits. */
+static void test_unhealthy_when_locked(void **state)
+{
+	struct fix *f = *state;
+	struct store *s = open_ok(f->db);
+	struct job_row j = job("h1", "pb", "queued", T0);
+	struct store_batch *b;
+	sqlite3 *db = NULL;
+	unsigned long t0, b0, t1, b1;
+
+	insert(s, &j);
+	assert_int_equal(store_healthy(s), 1);
+	assert_int_equal(sqlite3_open_v2(f->db, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+	store_stats(s, &t0, &b0);
+	b = store_batch_new();
+	j.id = "h2";
+	assert_int_equal(store_batch_insert_job(b, &j), 0);
+	assert_int_equal(store_commit(s, b, 1), RD_ERR);
+	assert_int_equal(store_healthy(s), 0);
+	store_stats(s, &t1, &b1);
+	assert_int_equal(t1, t0);
+	assert_int_equal(b1, b0);
+	assert_int_equal(sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+
+	assert_false(exists(s, "h2"));
+	insert(s, &j);
+	assert_int_equal(store_healthy(s), 1);
+	assert_true(exists(s, "h2"));
+	store_close(s);
+}
+
+static void test_reopen(void **state)
+{
+	struct fix *f = *state;
+	struct store *s = open_ok(f->db);
+	struct job_row j = job("p1", "pb", "retry_wait", T0);
+	struct attempt_row a = { .n = 1, .started_at = T0, .ended_at = T0 + 1, .result = "timeout",
+		                 .verify_ok = 1, .verify_reason = NULL };
+	struct store_batch *b = store_batch_new();
+	cJSON *rec, *list = NULL;
+	const cJSON *v;
+
+	j.next_run_at = T0 + 60;
+	assert_int_equal(store_batch_insert_job(b, &j), 0);
+	assert_int_equal(store_batch_attempt(b, "p1", &a), 0);
+	assert_int_equal(store_batch_event(b, "p1", 1, "action", "{\"primitive\":\"exec\"}", 0, T0),
+	                 0);
+	assert_int_equal(store_commit(s, b, 1), RD_OK);
+	/* Queued without waiting, then closed: close must commit them. */
+	for (int i = 0; i < 20; i++) {
+		char id[16];
+
+		snprintf(id, sizeof(id), "late-%d", i);
+		j = job(id, "late", "queued", T0);
+		b = store_batch_new();
+		assert_int_equal(store_batch_insert_job(b, &j), 0);
+		assert_int_equal(store_commit(s, b, 0), RD_OK);
+	}
+	store_close(s);
+
+	s = open_ok(f->db);
+	rec = record(s, "p1");
+	assert_string_equal(str(rec, "state"), "retry_wait");
+	assert_string_equal(str(rec, "next_attempt_at"), "2023-11-14T22:14:20.000Z");
+	v = cJSON_GetArrayItem(arr(rec, "attempts"), 0);
+	assert_string_equal(str(v, "result"), "timeout");
+	v = cJSON_GetObjectItemCaseSensitive(v, "verify");
+	assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(v, "ok")));
+	assert_true(has_null(v, "reason"));
+	v = cJSON_GetArrayItem(arr(rec, "actions"), 0);
+	assert_true(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(v, "planned")));
+	cJSON_Delete(rec);
+	assert_int_equal(store_jobs_json(s, NULL, "late", 100, &list), RD_OK);
+	assert_int_equal(cJSON_GetArraySize(list), 20);
+	cJSON_Delete(list);
+	store_close(s);
+}
+
+struct mem_writer {
+	struct store *s;
+	atomic_int failures;
+	atomic_int done;
+};
+
+static void *mem_writer_thread(void *p)
+{
+	struct mem_writer *w = p;
+
+	for (int i = 0; i < 200; i++) {
+		struct store_batch *b = store_batch_new();
+		char id[16];
+		struct job_row j;
+
+		snprintf(id, sizeof(id), "m-%d", i);
+		j = job(id, "mem", "queued", T0);
+		if (store_batch_insert_job(b, &j) < 0 ||
+		    store_batch_event(b, id, 0, "log", "{\"msg\":\"x\"}", 0, T0) < 0 ||
+		    store_commit(w->s, b, 1) != RD_OK)
+			atomic_fetch_add(&w->failures, 1);
+	}
+	atomic_store(&w->done, 1);
+	return NULL;
+}
+
+static void test_memory(void **state)
+{
+	struct store *s1 = open_ok(":memory:"), *s2 = open_ok(":memory:");
+	struct job_row j = job("mem-1", "pb", "queued", T0);
+	struct mem_writer w = { .s = s1 };
+	cJSON *rec = NULL, *list = NULL;
+	pthread_t th;
+	int reads = 0;
+
+	(void)state;
+	insert(s1, &j);
+	rec = record(s1, "mem-1");
+	assert_string_equal(str(rec, "state"), "queued");
+	cJSON_Delete(rec);
+	/* Each ":memory:" store is its own database. */
+	assert_int_equal(store_job_json(s2, "mem-1", &rec), RD_OK);
+	assert_null(rec);
+
+	/* Readers and the writer contend for shared-cache table locks. */
+	assert_int_equal(pthread_create(&th, NULL, mem_writer_thread, &w), 0);
+	while (!atomic_load(&w.done)) {
+		assert_int_equal(store_jobs_json(s1, "queued", "mem", 1000, &list), RD_OK);
+		cJSON_Delete(list);
+		assert_int_equal(store_job_json(s1, "mem-1", &rec), RD_OK);
+		assert_non_null(rec);
+		cJSON_Delete(rec);
+		reads++;
+	}
+	pthread_join(th, NULL);
+	assert_int_equal(atomic_load(&w.failures), 0);
+	assert_true(reads > 0);
+	assert_int_equal(store_jobs_json(s1, NULL, "mem", 1000, &list), RD_OK);
+	assert_int_equal(cJSON_GetArraySize(list), 200);
+	cJSON_Delete(list);
+	assert_int_equal(store_healthy(s1), 1);
+	store_close(s1);
+	store_close(s2);
+}
+
+static void test_open_errors(void **state)
+{
+	struct fix *f = *state;
+	struct store *s = (struct store *)1;
+	char path[400], notdir[320], err[512];
+	int fd;
+
+	/* A path below a regular file cannot be created, even by root. */
+	snprintf(notdir, sizeof(notdir), "%s/plain-file", f->dir);
+	fd = open(notdir, O_CREAT | O_WRONLY, 0600);
+	assert_true(fd >= 0);
+	close(fd);
+	snprintf(path, sizeof(path), "%s/journal.db", notdir);
+	err[0] = '\0';
+	assert_int_equal(store_open(path, &s, err, sizeof(err)), RD_ERR);
+	assert_null(s);
+	assert_non_null(strstr(err, "journal "));
+	assert_non_null(strstr(err, path));
+	assert_non_null(strstr(err, "unable to open database file"));
+
+	/* Not a database at all. */
+	fd = open(f->db, O_CREAT | O_WRONLY, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "this is not sqlite, just some text padding to be long enough "
+	                           "for a header check.................................",
+	                       113),
+	                 113);
+	close(fd);
+	assert_int_equal(store_open(f->db, &s, err, sizeof(err)), RD_ERR);
+	assert_null(s);
+	assert_non_null(strstr(err, f->db));
+	store_close(NULL);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_open_wal_schema, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_job_record, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_events_capped, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_list, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_scan, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bad_batch_isolated, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bad_batches, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_unhealthy_when_locked, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reopen, setup, teardown),
+		cmocka_unit_test(test_memory),
+		cmocka_unit_test_setup_teardown(test_open_errors, setup, teardown),
+	};
+	int null_fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+
+	metrics_init();
+	/* Expected failures are logged; keep the test output readable. */
+	if (null_fd >= 0)
+		log_set_fd(null_fd);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -496,6 +496,7 @@ void engine_cancel(struct engine *e, const char *id, int *status, cJSON **body)
 	j = map_get(e->active_by_id, id);
 	if (j) {
 		int first = !j->cancel_requested;
+		const char *shown = j->state == JS_RUNNING ? "cancelling" : "cancelled";
 		j->cancel_requested = 1;
 		if (first) {
 			free(j->cancel_reason);
@@ -512,7 +513,7 @@ void engine_cancel(struct engine *e, const char *id, int *status, cJSON **body)
 		*status = 200;
 		*body = cJSON_CreateObject();
 		cJSON_AddStringToObject(*body, "id", id);
-		cJSON_AddStringToObject(*body, "state", "cancelling");
+		cJSON_AddStringToObject(*body, "state", shown);
 		return;
 	}
 	pthread_mutex_unlock(&e->mu);

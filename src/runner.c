@@ -168,6 +168,14 @@ static void heap_pop(struct runner *r)
 	heap_down(r, 0);
 }
 
+static int timers_has(struct runner *r, struct job *j)
+{
+	for (size_t i = 0; i < r->n_timers; i++)
+		if (r->timers[i].job == j)
+			return 1;
+	return 0;
+}
+
 /* Forget every timer of j (it is about to be freed or rescheduled). */
 static void timers_drop_job(struct runner *r, struct job *j, int kind)
 {
@@ -636,23 +644,27 @@ static int ready_remove(struct runner *r, struct job *j)
 
 static void handle_cancel(struct runner *r, struct job *j)
 {
-	enum job_state st;
-
-	pthread_mutex_lock(&r->e->mu);
-	st = j->state;
-	pthread_mutex_unlock(&r->e->mu);
 	if (j->rt) {
-		/* Running: stop at this yield point if it is waiting. */
+		/* Running: stop now if it waits on an op, else at its next yield. */
 		if (j->rt->op)
 			attempt_end(r, j, "cancelled", j->cancel_reason ? j->cancel_reason : "cancelled", -1,
 			            NULL);
 		return;
 	}
-	if (st == JS_CANCELLED) {
-		ready_remove(r, j);
-		timers_drop_job(r, j, -1);
-		engine_job_done(r->e, j);
-	}
+	/* Queued or waiting for a retry: it ends here, without another attempt. */
+	if (!ready_remove(r, j) && !timers_has(r, j))
+		return; /* not ours yet (still in the inbox) or already ended */
+	timers_drop_job(r, j, -1);
+	pthread_mutex_lock(&r->e->mu);
+	j->state = JS_CANCELLED;
+	set_str(&j->outcome, "cancelled");
+	set_str(&j->error, j->cancel_reason ? j->cancel_reason : "cancelled");
+	j->next_run_at = 0;
+	j->ended_at = rd_now();
+	pthread_mutex_unlock(&r->e->mu);
+	if (commit_job(r, j, NULL, 1) != RD_OK)
+		log_kv(LOG_ERROR, j->id, "journal: cannot record the cancellation", NULL);
+	engine_job_done(r->e, j);
 }
 
 static void drain_inbox(struct runner *r)

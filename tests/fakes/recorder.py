@@ -185,7 +185,7 @@ class Recorder:
         self._host = host
         self._port = port
         self._delay = float(delay or 0.0)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: predicates may call requests()
         self._cond = threading.Condition(self._lock)
         self._requests = []
         self._scripts = {}  # (METHOD or "*", prefix) -> [responses], consumed in order
@@ -286,10 +286,7 @@ class Recorder:
         filtered by method, exact path, or path prefix."""
         with self._lock:
             reqs = list(self._requests)
-        return [r for r in reqs
-                if (method is None or r.method == method.upper())
-                and (path is None or r.path == path)
-                and (prefix is None or r.path.startswith(prefix))]
+        return _filter(reqs, method, path, prefix)
 
     def count(self, method=None, path=None, prefix=None):
         return len(self.requests(method, path, prefix))
@@ -316,10 +313,17 @@ class Recorder:
 
     def wait_count(self, n, method=None, path=None, prefix=None, timeout=5.0):
         """Wait until at least n matching requests arrived; return them."""
-        def pred(_reqs):
-            got = self.requests(method, path, prefix)
+        def pred(reqs):
+            got = _filter(reqs, method, path, prefix)
             return got if len(got) >= n else None
         return self.wait_for(pred, timeout)
+
+
+def _filter(reqs, method=None, path=None, prefix=None):
+    return [r for r in reqs
+            if (method is None or r.method == method.upper())
+            and (path is None or r.path == path)
+            and (prefix is None or r.path.startswith(prefix))]
 
 
 def main(argv=None):

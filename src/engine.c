@@ -436,7 +436,7 @@ void engine_job_done(struct engine *e, struct job *j)
 
 	metrics_add(M_JOBS, j->playbook_name, j->outcome ? j->outcome : job_state_name(j->state), 1);
 	snprintf(d, sizeof(d), "%.3f", dur);
-	log_kv(strcmp(j->outcome ? j->outcome : "", "succeeded") == 0 ? LOG_INFO : LOG_WARN, j->id,
+	log_kv(j->state == JS_SUCCEEDED ? LOG_INFO : LOG_WARN, j->id,
 	       "job ended", "playbook", j->playbook_name, "key", j->key, "outcome",
 	       j->outcome ? j->outcome : "", "error", j->error ? j->error : "", "seconds", d,
 	       "dry_run", j->dry_run ? "true" : "false", NULL);

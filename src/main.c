@@ -219,7 +219,10 @@ static int cmd_run(const char *playbook, struct config *c, struct playbook_set *
 	}
 	print_record(rec);
 	cJSON *o = cJSON_GetObjectItem(rec, "outcome");
-	rc = cJSON_IsString(o) && strcmp(o->valuestring, "succeeded") == 0 ? 0 : 1;
+	rc = cJSON_IsString(o) && (strcmp(o->valuestring, "succeeded") == 0 ||
+	                           strcmp(o->valuestring, "dry_run_succeeded") == 0)
+	             ? 0
+	             : 1;
 out:
 	cJSON_Delete(rec);
 	cJSON_Delete(answer);

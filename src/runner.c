@@ -556,12 +556,18 @@ static void attempt_end(struct runner *r, struct job *j, const char *result, con
 	a.verify_ok = verify_ok;
 	a.verify_reason = vr_copy;
 	metrics_add(M_JOB_ATTEMPTS, j->playbook_name, result, 1);
+	if (strcmp(result, "timeout") == 0)
+		metrics_add(M_PLAYBOOK_ERRORS, j->playbook_name, "timeout", 1);
+	else if (err_copy && strstr(err_copy, "not enough memory"))
+		metrics_add(M_PLAYBOOK_ERRORS, j->playbook_name, "memory", 1);
+	else if (err_copy && strncmp(err_copy, "loading the playbook", 20) == 0)
+		metrics_add(M_PLAYBOOK_ERRORS, j->playbook_name, "load", 1);
 
 	pthread_mutex_lock(&r->e->mu);
 	set_str(&j->error, err_copy);
 	if (strcmp(result, "succeeded") == 0) {
 		j->state = JS_SUCCEEDED;
-		set_str(&j->outcome, "succeeded");
+		set_str(&j->outcome, j->dry_run ? "dry_run_succeeded" : "succeeded");
 		final = 1;
 	} else if (j->cancel_requested || strcmp(result, "cancelled") == 0) {
 		j->state = JS_CANCELLED;
@@ -587,7 +593,9 @@ static void attempt_end(struct runner *r, struct job *j, const char *result, con
 		lvl = LOG_WARN;
 	} else {
 		j->state = JS_FAILED;
-		set_str(&j->outcome, "failed");
+		/* A dry-run says so in its outcome, and stays out of the
+		 * auto-recovery ratio (outcome="succeeded" vs "failed"). */
+		set_str(&j->outcome, j->dry_run ? "dry_run_failed" : "failed");
 		final = 1;
 		lvl = LOG_ERROR;
 	}

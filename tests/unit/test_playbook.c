@@ -483,9 +483,9 @@ static void expect_error_in_child(const char *text, const char *want)
 
 		alarm(15);
 		if (load(&d, &set, err, sizeof(err)) != RD_ERR)
-			_exit(1);
+			_exit(10);
 		if (!strstr(err, "playbook hostile.lua:") || !strstr(err, want))
-			_exit(2);
+			_exit(11);
 		_exit(0);
 	}
 	assert_int_equal(waitpid(pid, &status, 0), pid);
@@ -493,7 +493,7 @@ static void expect_error_in_child(const char *text, const char *want)
 	if (WIFSIGNALED(status))
 		fail_msg("the loader died of signal %d\n--\n%s", WTERMSIG(status), text);
 	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-		fail_msg("child exit %d (1: loaded, 2: error text, else a sanitizer)\n--\n%s",
+		fail_msg("child exit %d (10: loaded, 11: error text, else a sanitizer)\n--\n%s",
 		         WIFEXITED(status) ? WEXITSTATUS(status) : -1, text);
 }
 

@@ -519,19 +519,19 @@ static void expect_stopped_in_child(const char *src)
 
 		alarm((unsigned)(STOP_WITHIN + 2));
 		if (!L)
-			_exit(3);
+			_exit(12);
 		st = run(L, src, 1);
 		msg = lua_tostring(L, -1);
 		if (st == LUA_OK || !msg || !strstr(msg, "deadline exceeded"))
-			_exit(1);
+			_exit(10);
 		lua_close(L);
-		_exit(sb.mem_used == 0 ? 0 : 2);
+		_exit(sb.mem_used == 0 ? 0 : 11);
 	}
 	assert_int_equal(waitpid(pid, &status, 0), pid);
 	if (WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM)
 		fail_msg("not stopped within %.0f s: the hook never fired\n--\n%s", STOP_WITHIN + 2, src);
 	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-		fail_msg("child status 0x%x (1: no deadline error, 2: memory leak)\n--\n%s", status, src);
+		fail_msg("child status 0x%x (10: no deadline error, 11: memory leak)\n--\n%s", status, src);
 }
 
 static void test_deadline_error_handler(void **state)

@@ -50,6 +50,7 @@ static const struct opt opts[] = {
 	{"conn-limit", O_NUM, OFF(conn_limit), 1, "N", "simultaneous HTTP connections (default 256)"},
 	{"conn-timeout", O_NUM, OFF(conn_timeout), 1, "SECONDS", "idle HTTP connection timeout (default 30)"},
 	{"http-timeout", O_NUM, OFF(http_timeout), 1, "SECONDS", "default recovery.http timeout (default 30)"},
+	{"journal-group-max", O_NUM, OFF(journal_group_max), 1, "N", "batches per journal transaction (default 0 = all queued; 1 = no group commit)"},
 	{"log-level", O_STR, OFF(log_level), 1, "LEVEL", "debug, info, warn or error (default info)"},
 	{"alert", O_STR, OFF(alert), 0, "FILE", "run: the alert (v4 payload or one alert object)"},
 	{"version", O_BOOL, OFF(version), 0, NULL, "print the version"},

@@ -306,6 +306,25 @@ static int admit_one(struct engine *e, struct playbook_set *set, struct playbook
 	return 0;
 }
 
+/* Forget cooldowns and budget starts no playbook can still need, at most
+ * once a minute, so that admission memory stays bounded. e->mu held. */
+static void prune(struct engine *e, double now)
+{
+	static double last;
+	double horizon = 0;
+
+	if (now - last < 60)
+		return;
+	last = now;
+	for (size_t i = 0; e->set && i < e->set->n; i++) {
+		if (e->set->v[i]->cooldown > horizon)
+			horizon = e->set->v[i]->cooldown;
+		if (e->set->v[i]->budget_per > horizon)
+			horizon = e->set->v[i]->budget_per;
+	}
+	admit_prune(the_admit, now, horizon);
+}
+
 void engine_submit(struct engine *e, const struct payload *p, const char *playbook, int dry_run,
                    int *status, cJSON **body, int *retry_after)
 {
@@ -328,6 +347,7 @@ void engine_submit(struct engine *e, const struct payload *p, const char *playbo
 		return;
 	}
 	set = e->set;
+	prune(e, now);
 	if (playbook && !playbook_set_find(set, playbook)) {
 		char msg[200];
 		pthread_mutex_unlock(&e->mu);

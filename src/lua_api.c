@@ -522,16 +522,6 @@ static int l_http(lua_State *L)
 	lua_getfield(L, 1, "body");
 	if (!lua_isnil(L, -1))
 		body = luaL_checklstring(L, -1, &body_len);
-	lua_getfield(L, 1, "json");
-	if (!lua_isnil(L, -1)) {
-		cJSON *v = to_json(L, -1, 0, &jerr);
-		if (!v)
-			return luaL_error(L, "recovery.http: json: %s", jerr);
-		json_body = cJSON_PrintUnformatted(v);
-		cJSON_Delete(v);
-		body = json_body;
-		body_len = json_body ? strlen(json_body) : 0;
-	}
 	lua_getfield(L, 1, "timeout");
 	pthread_mutex_lock(&conf_lock);
 	timeout = luaL_optnumber(L, -1, conf_http_timeout);
@@ -541,6 +531,20 @@ static int l_http(lua_State *L)
 		luaL_checktype(L, -1, LUA_TTABLE);
 
 	j = yielding_job(L, "http");
+	/* Allocate only after every check that can raise. */
+	lua_getfield(L, 1, "json");
+	if (!lua_isnil(L, -1)) {
+		cJSON *v = to_json(L, -1, 0, &jerr);
+		if (!v)
+			return luaL_error(L, "recovery.http: json: %s", jerr);
+		json_body = cJSON_PrintUnformatted(v);
+		cJSON_Delete(v);
+		if (!json_body)
+			return luaL_error(L, "out of memory");
+		body = json_body;
+		body_len = strlen(json_body);
+	}
+	lua_pop(L, 1);
 	c = calloc(1, sizeof(*c));
 	if (!c)
 		goto nomem;

@@ -253,8 +253,38 @@ static int reload(int argc, char **argv, struct config *cur, struct engine *e, s
 		config_free(&next);
 		return -1;
 	}
-	if (strcmp(next.listen, cur->listen) || strcmp(next.state, cur->state))
-		log_kv(LOG_WARN, NULL, "reload: listen and state changes need a restart", NULL);
+	if (strcmp(next.listen, cur->listen) || strcmp(next.state, cur->state) ||
+	    strcmp(next.lua_path, cur->lua_path) || next.dry_run != cur->dry_run ||
+	    next.max_jobs != cur->max_jobs || next.queue_max != cur->queue_max ||
+	    next.lua_memory != cur->lua_memory || next.body_max != cur->body_max ||
+	    next.conn_limit != cur->conn_limit || next.conn_timeout != cur->conn_timeout ||
+	    next.journal_group_max != cur->journal_group_max)
+		log_kv(LOG_WARN, NULL,
+		       "reload: listen, state, lua_path, dry_run, max_jobs, queue_max, lua_memory, "
+		       "body_max, conn_limit, conn_timeout and journal_group_max take effect at the next "
+		       "restart; playbooks, tokens, secrets_dir, exec_allow, http_timeout and log_level "
+		       "are applied now",
+		       NULL);
+	/* Keep the running values of restart-only settings, so that the next
+	 * reload compares against what is really in effect. */
+	{
+		char **strs[][2] = {{&next.listen, &cur->listen},
+		                    {&next.state, &cur->state},
+		                    {&next.lua_path, &cur->lua_path}};
+		for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
+			char *tmp = *strs[i][0];
+			*strs[i][0] = *strs[i][1];
+			*strs[i][1] = tmp;
+		}
+		next.dry_run = cur->dry_run;
+		next.max_jobs = cur->max_jobs;
+		next.queue_max = cur->queue_max;
+		next.lua_memory = cur->lua_memory;
+		next.body_max = cur->body_max;
+		next.conn_limit = cur->conn_limit;
+		next.conn_timeout = cur->conn_timeout;
+		next.journal_group_max = cur->journal_group_max;
+	}
 	configure_lua(&next);
 	http_set_tokens(h, t.webhook, t.operator_);
 	engine_set_playbooks(e, set);
@@ -347,6 +377,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "recoveryd: %s\n", err);
 		goto out;
 	}
+	store_set_group_max(st, (unsigned)cfg.journal_group_max);
 	struct engine_opts eo = {st,
 	                         set,
 	                         cfg.dry_run,

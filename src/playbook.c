@@ -18,6 +18,7 @@
 
 #define PLAYBOOK_MAX_SIZE (1024 * 1024)
 #define LOAD_DEADLINE 5.0
+#define LIST_MAX 64
 
 static pthread_mutex_t refs_lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -125,11 +126,39 @@ static char *opt_string(lua_State *L, int t, const char *field, int required, ch
 	return r;
 }
 
+/* A typo such as "retires" must not silently fall back to a default. */
+static int check_fields(lua_State *L, int t, char *err, size_t errlen)
+{
+	static const char *const known[] = {"name",     "description", "match",    "retries",
+	                                    "backoff",  "timeout",     "cooldown", "budget",
+	                                    "escalate", "idempotent",  "run",      "verify",
+	                                    "notify",   "settings",    NULL};
+	lua_pushnil(L);
+	while (lua_next(L, t)) {
+		const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+		int ok = k && k[0] == '_'; /* private helpers of the playbook */
+		for (const char *const *n = known; k && *n && !ok; n++)
+			ok = strcmp(*n, k) == 0;
+		if (!ok) {
+			snprintf(err, errlen, "unknown field '%s' (fields: name, description, match, retries, "
+			         "backoff, timeout, cooldown, budget, escalate, idempotent, run, verify, "
+			         "notify, settings, or _private)", k ? k : "(non-string key)");
+			lua_pop(L, 2);
+			return -1;
+		}
+		lua_pop(L, 1);
+	}
+	return 0;
+}
+
 /* Validate the table on top of L into pb. */
 static int parse_table(lua_State *L, struct playbook *pb, char *err, size_t errlen)
 {
 	int t = lua_gettop(L), bad = 0;
 	double v;
+
+	if (check_fields(L, t, err, errlen) < 0)
+		return -1;
 
 	pb->name = opt_string(L, t, "name", 1, err, errlen, &bad);
 	if (bad)
@@ -150,9 +179,13 @@ static int parse_table(lua_State *L, struct playbook *pb, char *err, size_t errl
 		if (matcher_set_add(pb->match, lua_tostring(L, -1), err, errlen) < 0)
 			return -1;
 	} else if (lua_type(L, -1) == LUA_TTABLE) {
-		lua_Integer n = luaL_len(L, -1);
+		lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
+		if (n > LIST_MAX) {
+			snprintf(err, errlen, "match: at most %d matchers", LIST_MAX);
+			return -1;
+		}
 		for (lua_Integer i = 1; i <= n; i++) {
-			lua_geti(L, -1, i);
+			lua_rawgeti(L, -1, i);
 			if (lua_type(L, -1) != LUA_TSTRING) {
 				snprintf(err, errlen, "match[%lld]: expected a matcher string", (long long)i);
 				return -1;
@@ -222,10 +255,18 @@ static int parse_table(lua_State *L, struct playbook *pb, char *err, size_t errl
 
 	lua_getfield(L, t, "escalate");
 	if (lua_type(L, -1) == LUA_TTABLE) {
-		lua_Integer n = luaL_len(L, -1);
+		lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
+		if (n > LIST_MAX) {
+			snprintf(err, errlen, "escalate: at most %d sinks", LIST_MAX);
+			return -1;
+		}
 		pb->escalate = calloc((size_t)n + 1, sizeof(char *));
+		if (!pb->escalate) {
+			snprintf(err, errlen, "out of memory");
+			return -1;
+		}
 		for (lua_Integer i = 1; i <= n; i++) {
-			lua_geti(L, -1, i);
+			lua_rawgeti(L, -1, i);
 			const char *s = lua_tostring(L, -1);
 			if (lua_type(L, -1) != LUA_TSTRING ||
 			    (strcmp(s, "slack") != 0 && strcmp(s, "pagerduty") != 0)) {
@@ -243,6 +284,10 @@ static int parse_table(lua_State *L, struct playbook *pb, char *err, size_t errl
 	lua_pop(L, 1);
 
 	lua_getfield(L, t, "idempotent");
+	if (!lua_isnil(L, -1) && !lua_isboolean(L, -1)) {
+		snprintf(err, errlen, "idempotent: expected a boolean, got %s", luaL_typename(L, -1));
+		return -1;
+	}
 	pb->idempotent = lua_toboolean(L, -1);
 	lua_pop(L, 1);
 
@@ -255,6 +300,21 @@ static int parse_table(lua_State *L, struct playbook *pb, char *err, size_t errl
 		}
 		lua_pop(L, 1);
 	}
+	return 0;
+}
+
+struct parse_args {
+	struct playbook *pb;
+	char *err;
+	size_t errlen;
+	int rc;
+};
+
+static int parse_cfn(lua_State *L)
+{
+	struct parse_args *pa = lua_touserdata(L, 2);
+	lua_settop(L, 1);
+	pa->rc = parse_table(L, pa->pb, pa->err, pa->errlen);
 	return 0;
 }
 
@@ -290,8 +350,26 @@ static struct playbook *load_one(const struct playbook_load_opts *o, const char 
 		snprintf(msg, sizeof(msg), "must return a table, returned %s", luaL_typename(L, -1));
 		goto fail;
 	}
-	if (parse_table(L, pb, msg, sizeof(msg)) < 0)
+	if (lua_getmetatable(L, -1)) {
+		snprintf(msg, sizeof(msg), "must return a plain table (without a metatable)");
 		goto fail;
+	}
+	/* Fields may still hold hostile tables (metamethods, loops): validate
+	 * under a protected call so that their errors are load errors. */
+	{
+		struct parse_args pa = {pb, msg, sizeof(msg), 0};
+		lua_pushcfunction(L, parse_cfn);
+		lua_insert(L, -2);
+		lua_pushlightuserdata(L, &pa);
+		if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+			snprintf(msg, sizeof(msg), "%s",
+			         sb.timed_out ? "validation did not finish before the deadline"
+			                      : (lua_tostring(L, -1) ? lua_tostring(L, -1) : "error"));
+			goto fail;
+		}
+		if (pa.rc < 0)
+			goto fail;
+	}
 	lua_close(L);
 	return pb;
 fail_nomem:

@@ -58,6 +58,7 @@ struct msg {
 struct runner {
 	struct engine *e;
 	struct runner_opts o;
+	char *lua_path;
 	pthread_t thr;
 	int started;
 	CURLM *multi;
@@ -446,18 +447,22 @@ static void attempt_start(struct runner *r, struct job *j)
 		attempt_end(r, j, "failed", err, -1, NULL);
 		return;
 	}
-	/* Stack: pbtable. Build the coroutine: driver(pbtable, ctx). */
+	/* Stack: pbtable. Build the coroutine: driver(pbtable, ctx). These
+	 * calls run unprotected, so the budget is lifted around them. */
+	rt->sb.no_limit = 1;
 	rt->co = lua_newthread(rt->L);
 	lua_pushvalue(rt->L, -1);
 	lua_setfield(rt->L, LUA_REGISTRYINDEX, "recoveryd.co"); /* keep it alive */
 	lua_pop(rt->L, 1);
 	if (sandbox_load(rt->co, DRIVER, sizeof(DRIVER) - 1, "=driver") != LUA_OK) {
+		rt->sb.no_limit = 0;
 		attempt_end(r, j, "failed", "internal: driver does not compile", -1, NULL);
 		return;
 	}
 	lua_pushvalue(rt->L, -1);
 	lua_xmove(rt->L, rt->co, 1);
 	push_ctx(rt->co, j, rt->n);
+	rt->sb.no_limit = 0;
 	timer_add(r, j, T_DEADLINE, rt->sb.deadline);
 	resume(r, j, 2);
 }
@@ -699,6 +704,8 @@ static void drain_inbox(struct runner *r)
 	}
 }
 
+static void finish_op(struct runner *r, struct op *op);
+
 static void fire_timers(struct runner *r, int draining)
 {
 	double now = rd_mono();
@@ -724,11 +731,7 @@ static void fire_timers(struct runner *r, int draining)
 			break;
 		case T_SLEEP:
 			if (j->rt && j->rt->op && j->rt->op->kind == OP_SLEEP) {
-				struct op *op = j->rt->op;
-				int n = op->finish ? op->finish(j->rt->co, op) : 0;
-				op_free(op);
-				j->rt->op = NULL;
-				resume(r, j, n);
+				finish_op(r, j->rt->op);
 			}
 			break;
 		}
@@ -741,7 +744,10 @@ static void finish_op(struct runner *r, struct op *op)
 	int n;
 
 	j->rt->op = NULL;
+	/* Results are bounded by the op caps; pushing them is unprotected. */
+	j->rt->sb.no_limit = 1;
 	n = op->finish ? op->finish(j->rt->co, op) : 0;
+	j->rt->sb.no_limit = 0;
 	op_free(op);
 	resume(r, j, n);
 }
@@ -920,6 +926,9 @@ struct runner *runner_new(struct engine *e, const struct runner_opts *o)
 		return NULL;
 	r->e = e;
 	r->o = *o;
+	/* Own the path: the config that lent it is freed on SIGHUP. */
+	r->lua_path = o->lua_path ? strdup(o->lua_path) : NULL;
+	r->o.lua_path = r->lua_path;
 	if (!r->o.max_in_flight)
 		r->o.max_in_flight = 16;
 	pthread_mutex_init(&r->mu, NULL);
@@ -1017,5 +1026,6 @@ void runner_free(struct runner *r)
 	pthread_mutex_destroy(&r->mu);
 	if (the_runner == r)
 		the_runner = NULL;
+	free(r->lua_path);
 	free(r);
 }

@@ -28,7 +28,7 @@ static void *sb_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 		sb->mem_used -= osize;
 		return NULL;
 	}
-	if (nsize > osize && sb->mem_max && sb->mem_used - osize + nsize > sb->mem_max)
+	if (nsize > osize && sb->mem_max && !sb->no_limit && sb->mem_used - osize + nsize > sb->mem_max)
 		return NULL;
 	void *np = realloc(ptr, nsize);
 	if (np)
@@ -79,15 +79,47 @@ static int sb_pcall(lua_State *L)
 	return finish_pcall(L, status, 0);
 }
 
+/* Message handler wrapper: Lua runs handlers of errors raised by the hook
+ * with hooks off, so a looping handler would never be stopped. Once the
+ * deadline passed, the user's handler is skipped. */
+static int sb_msgh(lua_State *L)
+{
+	if (sandbox_of(L)->timed_out)
+		return 1;
+	lua_pushvalue(L, lua_upvalueindex(1));
+	lua_insert(L, 1);
+	lua_call(L, lua_gettop(L) - 1, 1);
+	return 1;
+}
+
 static int sb_xpcall(lua_State *L)
 {
 	int n = lua_gettop(L);
 	luaL_checktype(L, 2, LUA_TFUNCTION);
+	lua_pushvalue(L, 2);
+	lua_pushcclosure(L, sb_msgh, 1);
+	lua_replace(L, 2);
 	lua_pushboolean(L, 1);
 	lua_pushvalue(L, 1);
 	lua_rotate(L, 3, 2);
 	int status = lua_pcallk(L, n - 2, LUA_MULTRET, 2, 2, finish_pcall);
 	return finish_pcall(L, status, 2);
+}
+
+/* setmetatable without __gc: finalizers run with hooks off, so a looping
+ * one could never be stopped. */
+static int sb_setmetatable(lua_State *L)
+{
+	if (lua_type(L, 2) == LUA_TTABLE) {
+		lua_pushliteral(L, "__gc");
+		if (lua_rawget(L, 2) != LUA_TNIL)
+			return luaL_error(L, "setmetatable: __gc metamethods are not allowed in the sandbox");
+		lua_pop(L, 1);
+	}
+	lua_pushvalue(L, lua_upvalueindex(1));
+	lua_insert(L, 1);
+	lua_call(L, lua_gettop(L) - 1, 1);
+	return 1;
 }
 
 /* load() for text chunks only: a binary chunk could break memory safety. */
@@ -189,7 +221,8 @@ lua_State *sandbox_new(struct sandbox *sb)
 		{LUA_TABLIBNAME, luaopen_table}, {LUA_MATHLIBNAME, luaopen_math},
 		{LUA_UTF8LIBNAME, luaopen_utf8}, {LUA_COLIBNAME, luaopen_coroutine},
 		{LUA_OSLIBNAME, luaopen_os},     {NULL, NULL}};
-	static const char *const base_drop[] = {"dofile", "loadfile", NULL};
+	/* warn("@on") would write to the daemon's stderr, outside the JSON log. */
+	static const char *const base_drop[] = {"dofile", "loadfile", "warn", NULL};
 	static const char *const os_keep[] = {"time", "clock", "date", NULL};
 	lua_State *L;
 
@@ -212,6 +245,9 @@ lua_State *sandbox_new(struct sandbox *sb)
 	lua_pushnil(L);
 	lua_setfield(L, -2, "dump");
 	lua_pop(L, 1);
+	lua_getglobal(L, "setmetatable");
+	lua_pushcclosure(L, sb_setmetatable, 1);
+	lua_setglobal(L, "setmetatable");
 	lua_register(L, "load", sb_load);
 	lua_register(L, "pcall", sb_pcall);
 	lua_register(L, "xpcall", sb_xpcall);
@@ -243,8 +279,13 @@ int sandbox_load(lua_State *L, const char *src, size_t len, const char *chunknam
 int sandbox_call(lua_State *L, int nargs, int nres)
 {
 	struct sandbox *sb = sandbox_of(L);
-	lua_State *co = lua_newthread(L);
+	lua_State *co;
 	int status, got = 0;
+
+	/* Outside a protected call a memory error would be a panic. */
+	sb->no_limit = 1;
+	co = lua_newthread(L);
+	sb->no_limit = 0;
 
 	/* Move the function and its arguments onto the new thread. */
 	lua_insert(L, -(nargs + 2));

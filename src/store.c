@@ -171,6 +171,7 @@ struct store {
 	unsigned long txns, batches;
 	pthread_t writer;
 	int writer_started;
+	unsigned group_max;            /* batches per transaction; 0 = all queued */
 
 	pthread_mutex_t rmu;           /* the read connection */
 };
@@ -574,7 +575,18 @@ static void *writer_main(void *arg)
 		if (!s->qhead)
 			break; /* stopping and drained */
 		list = s->qhead;
-		s->qhead = s->qtail = NULL;
+		if (s->group_max) {
+			/* Bounded group: cut the queue after group_max batches. */
+			struct store_batch *last = list;
+			for (unsigned n = 1; n < s->group_max && last->next; n++)
+				last = last->next;
+			s->qhead = last->next;
+			if (!s->qhead)
+				s->qtail = NULL;
+			last->next = NULL;
+		} else {
+			s->qhead = s->qtail = NULL;
+		}
 		pthread_mutex_unlock(&s->mu);
 
 		committed = run_txn(s, list);
@@ -1248,4 +1260,11 @@ out:
 		job_strings_free(&rows[i]);
 	free(rows);
 	return r;
+}
+
+void store_set_group_max(struct store *s, unsigned n)
+{
+	pthread_mutex_lock(&s->mu);
+	s->group_max = n;
+	pthread_mutex_unlock(&s->mu);
 }

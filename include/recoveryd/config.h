@@ -34,6 +34,7 @@ struct config {
 	double conn_limit;
 	double conn_timeout;      /* seconds */
 	double http_timeout;      /* recovery.http default, seconds */
+	double journal_group_max; /* batches per journal transaction; 0 = all */
 	char *log_level;
 	char *alert;              /* `run`: the alert file */
 	int version;

@@ -11,6 +11,8 @@ struct sandbox {
 	size_t mem_max;      /* bytes; allocations beyond fail with a memory error */
 	double deadline;     /* rd_mono() seconds; 0 = none */
 	int timed_out;       /* set by the hook once the deadline passed */
+	int no_limit;        /* set around the runner's own unprotected API calls,
+	                        where a memory error would be a panic */
 	const char *lua_path;/* directory `require` searches; NULL = none */
 	void *owner;         /* the job using this state (lua_api) or NULL */
 };

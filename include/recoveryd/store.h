@@ -67,6 +67,9 @@ int store_batch_event(struct store_batch *b, const char *job_id, int attempt, co
  * and counted in recoveryd_journal_errors_total). */
 enum rd_status store_commit(struct store *s, struct store_batch *b, int wait);
 
+/* At most n batches per transaction (0 = every queued batch, the default).
+ * n = 1 turns group commit off: one transaction and fsync per batch. */
+void store_set_group_max(struct store *s, unsigned n);
 /* 1 when the last transaction committed (readiness). */
 int store_healthy(struct store *s);
 /* Transactions and batches committed so far (group-commit ratio). */

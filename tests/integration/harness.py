@@ -372,7 +372,8 @@ class Recoveryd:
         if self.env:
             env.update(self.env)
         self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, env=env, cwd=self.tmpdir)
+                                     stderr=subprocess.PIPE, env=env, cwd=self.tmpdir,
+                                     preexec_fn=_die_with_parent)
         gen = self.generation
         t1 = threading.Thread(target=self._read_stderr, args=(self.proc, gen), daemon=True)
         t2 = threading.Thread(target=self._read_stdout, args=(self.proc,), daemon=True)
@@ -546,6 +547,16 @@ class Recoveryd:
         finally:
             conn.close()
 
+    def api(self, method, path, body=None, token="operator"):
+        """request() for helpers: a dead or unreachable daemon becomes an
+        AssertionError that carries the exit status and the log."""
+        try:
+            return self.request(method, path, body, token)
+        except (OSError, http.client.HTTPException) as e:
+            state = "alive" if self.alive() else "exited with %s" % (self.proc.returncode if self.proc else None)
+            raise AssertionError("%s %s failed: %r (recoveryd %s)\n%s"
+                                 % (method, path, e, state, self.log_tail())) from e
+
     def post(self, path, body, token="webhook", content_type="application/json", headers=None, timeout=30.0):
         return self.request("POST", path, body, token, content_type, headers, timeout)
 
@@ -568,14 +579,14 @@ class Recoveryd:
         return self.post(path, body, token=token, timeout=timeout)
 
     def job(self, job_id):
-        st, _, doc = self.get("/api/v1/jobs/" + urllib.parse.quote(job_id, safe=""))
+        st, _, doc = self.api("GET", "/api/v1/jobs/" + urllib.parse.quote(job_id, safe=""))
         if st != 200:
             raise AssertionError("GET job %s -> %s %r\n%s" % (job_id, st, doc, self.log_tail()))
         return doc
 
     def jobs(self, **filters):
         q = urllib.parse.urlencode(filters)
-        st, _, doc = self.get("/api/v1/jobs" + ("?" + q if q else ""))
+        st, _, doc = self.api("GET", "/api/v1/jobs" + ("?" + q if q else ""))
         if st != 200:
             raise AssertionError("GET /api/v1/jobs -> %s %r" % (st, doc))
         if isinstance(doc, dict):
@@ -583,7 +594,7 @@ class Recoveryd:
         return doc
 
     def playbook_names(self):
-        st, _, doc = self.get("/api/v1/playbooks")
+        st, _, doc = self.api("GET", "/api/v1/playbooks")
         if st != 200:
             raise AssertionError("GET /api/v1/playbooks -> %s %r" % (st, doc))
         if isinstance(doc, dict):
@@ -607,7 +618,7 @@ class Recoveryd:
             time.sleep(interval)
 
     def metrics(self):
-        st, _, text = self.get("/metrics", token=None)
+        st, _, text = self.api("GET", "/metrics", token=None)
         if st != 200:
             raise AssertionError("GET /metrics -> %s" % st)
         return text if isinstance(text, str) else json.dumps(text)
@@ -630,11 +641,23 @@ class Recoveryd:
             time.sleep(0.05)
 
     # -- foreground commands ---------------------------------------------
-    def run_cli(self, args, timeout=60.0, state=False):
+    def run_cli(self, args, timeout=60.0):
         """Run the binary in the foreground (check-config, run ...);
         returns CompletedProcess with text stdout/stderr."""
         return subprocess.run([self.bin] + list(args), stdin=subprocess.DEVNULL, capture_output=True,
                               timeout=timeout, cwd=self.tmpdir, text=True, errors="replace")
+
+
+def _die_with_parent():
+    """In the child before exec: get SIGKILL when the test runner dies (a
+    ctest timeout), so no daemon outlives the suite. Linux only; harmless
+    elsewhere."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
 
 
 def _listening_port(line):

@@ -41,6 +41,8 @@ static const struct opt opts[] = {
 	{"pagerduty-url", O_STR, OFF(pagerduty_url), 1, "URL", "PagerDuty Events API v2 endpoint"},
 	{"secrets-dir", O_STR, OFF(secrets_dir), 1, "DIR", "where recovery.secret(name) reads"},
 	{"exec-allow", O_LIST, OFF(exec_allow), 1, "PATH", "program recovery.exec may run (repeatable)"},
+	{"env-allow", O_LIST, OFF(env_allow), 1, "NAME", "variable recovery.env may read (repeatable; default KUBERNETES_SERVICE_HOST, KUBERNETES_SERVICE_PORT)"},
+	{"read-allow", O_LIST, OFF(read_allow), 1, "DIR", "directory recovery.read_file may read (repeatable; default /var/run/secrets/kubernetes.io/serviceaccount)"},
 	{"check-config", O_BOOL, OFF(check_config), 0, NULL, "validate config and playbooks, then exit"},
 	{"body-max", O_NUM, OFF(body_max), 1, "BYTES", "largest request body (default 4194304)"},
 	{"max-jobs", O_NUM, OFF(max_jobs), 1, "N", "attempts running at once (default 16)"},
@@ -110,7 +112,7 @@ static int set_value(struct config *c, const struct opt *o, const char *v, char 
 			snprintf(err, errlen, "--%s: at most %d entries", o->name, CONFIG_EXEC_ALLOW_MAX);
 			return -1;
 		}
-		if (v[0] != '/') {
+		if (o->off != OFF(env_allow) && v[0] != '/') {
 			snprintf(err, errlen, "--%s %s: must be an absolute path", o->name, v);
 			return -1;
 		}
@@ -137,12 +139,17 @@ static const struct opt *find_opt(const char *name, int underscores)
 	return NULL;
 }
 
-static void clear_list(struct config *c)
+static void clear_list(char **l)
 {
-	for (size_t i = 0; c->exec_allow[i]; i++) {
-		free(c->exec_allow[i]);
-		c->exec_allow[i] = NULL;
+	for (size_t i = 0; l[i]; i++) {
+		free(l[i]);
+		l[i] = NULL;
 	}
+}
+
+static char **list_at(struct config *c, const struct opt *o)
+{
+	return (char **)((char *)c + o->off);
 }
 
 /* Evaluate the config file in a sandbox; it returns a table of settings. */
@@ -188,7 +195,7 @@ static int load_file(struct config *c, const char *path, char *err, size_t errle
 				snprintf(err, errlen, "config %s: %s must be a list of paths", path, k);
 				goto out;
 			}
-			clear_list(c);
+			clear_list(list_at(c, o));
 			for (lua_Integer i = 1; i <= (lua_Integer)lua_rawlen(L, -1); i++) {
 				lua_rawgeti(L, -1, i);
 				if (lua_type(L, -1) != LUA_TSTRING ||
@@ -244,6 +251,9 @@ static void defaults(struct config *c)
 	c->conn_timeout = 30;
 	c->http_timeout = 30;
 	c->log_level = strdup("info");
+	c->env_allow[0] = strdup("KUBERNETES_SERVICE_HOST");
+	c->env_allow[1] = strdup("KUBERNETES_SERVICE_PORT");
+	c->read_allow[0] = strdup("/var/run/secrets/kubernetes.io/serviceaccount");
 }
 
 int config_load(struct config *c, int argc, char **argv, char *err, size_t errlen)
@@ -263,7 +273,7 @@ int config_load(struct config *c, int argc, char **argv, char *err, size_t errle
 	}
 	if (c->config && load_file(c, c->config, err, errlen) < 0)
 		return -1;
-	int list_from_flags = 0;
+	unsigned long long lists_from_flags = 0; /* bit per option: flags replace the file's list */
 	for (int i = 0; i < argc; i++) {
 		const char *a = argv[i], *eq, *v;
 		char name[64];
@@ -290,9 +300,9 @@ int config_load(struct config *c, int argc, char **argv, char *err, size_t errle
 			snprintf(err, errlen, "--%s needs a value", name);
 			return -1;
 		}
-		if (o->type == O_LIST && !list_from_flags) {
-			clear_list(c); /* flags replace the file's list */
-			list_from_flags = 1;
+		if (o->type == O_LIST && !(lists_from_flags & (1ULL << (o - opts)))) {
+			clear_list(list_at(c, o));
+			lists_from_flags |= 1ULL << (o - opts);
 		}
 		if (set_value(c, o, v, err, errlen) < 0)
 			return -1;
@@ -323,6 +333,7 @@ void config_free(struct config *c)
 		if (opts[i].type == O_STR) {
 			free(*str_at(c, &opts[i]));
 			*str_at(c, &opts[i]) = NULL;
+		} else if (opts[i].type == O_LIST) {
+			clear_list(list_at(c, &opts[i]));
 		}
-	clear_list(c);
 }

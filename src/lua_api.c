@@ -37,21 +37,39 @@ static pthread_mutex_t conf_lock = PTHREAD_MUTEX_INITIALIZER;
 static char *conf_secrets_dir;
 static char **conf_exec_allow;
 static double conf_http_timeout = 30;
+static char **conf_env_allow;
+static char **conf_read_allow;
+
+static char **strv_dup(const char *const *v)
+{
+	size_t n = 0;
+	char **r;
+	while (v && v[n])
+		n++;
+	r = calloc(n + 1, sizeof(char *));
+	for (size_t i = 0; r && i < n; i++)
+		r[i] = strdup(v[i]);
+	return r;
+}
+
+static void strv_free(char **v)
+{
+	for (char **p = v; p && *p; p++)
+		free(*p);
+	free(v);
+}
 
 void lua_api_configure(const struct lua_api_conf *c)
 {
 	pthread_mutex_lock(&conf_lock);
 	free(conf_secrets_dir);
 	conf_secrets_dir = c->secrets_dir ? strdup(c->secrets_dir) : NULL;
-	for (char **p = conf_exec_allow; p && *p; p++)
-		free(*p);
-	free(conf_exec_allow);
-	size_t n = 0;
-	while (c->exec_allow && c->exec_allow[n])
-		n++;
-	conf_exec_allow = calloc(n + 1, sizeof(char *));
-	for (size_t i = 0; conf_exec_allow && i < n; i++)
-		conf_exec_allow[i] = strdup(c->exec_allow[i]);
+	strv_free(conf_exec_allow);
+	conf_exec_allow = strv_dup(c->exec_allow);
+	strv_free(conf_env_allow);
+	conf_env_allow = strv_dup(c->env_allow);
+	strv_free(conf_read_allow);
+	conf_read_allow = strv_dup(c->read_allow);
 	conf_http_timeout = c->http_timeout > 0 ? c->http_timeout : 30;
 	pthread_mutex_unlock(&conf_lock);
 }
@@ -290,6 +308,17 @@ static int l_now(lua_State *L)
 	return 1;
 }
 
+static void add_secret(struct job *j, const char *v)
+{
+	if (!j || strlen(v) < 4)
+		return;
+	char **ns = realloc(j->secrets, (j->n_secrets + 1) * sizeof(char *));
+	if (ns) {
+		j->secrets = ns;
+		j->secrets[j->n_secrets++] = strdup(v);
+	}
+}
+
 static int valid_secret_name(const char *s)
 {
 	if (!*s || *s == '.' || strlen(s) > 128)
@@ -324,15 +353,78 @@ static int l_secret(lua_State *L)
 		lua_pushfstring(L, "secret '%s': %s", name, strerror(errno));
 		return 2;
 	}
-	if (j && strlen(v) >= 4) {
-		char **ns = realloc(j->secrets, (j->n_secrets + 1) * sizeof(char *));
-		if (ns) {
-			j->secrets = ns;
-			j->secrets[j->n_secrets++] = strdup(v);
-		}
-	}
+	add_secret(j, v);
 	lua_pushstring(L, v);
 	explicit_bzero(v, strlen(v));
+	free(v);
+	return 1;
+}
+
+/* recovery.env(name): only variables named by --env-allow. */
+static int l_env(lua_State *L)
+{
+	const char *name = luaL_checkstring(L, 1);
+	int ok = 0;
+
+	pthread_mutex_lock(&conf_lock);
+	for (char **p = conf_env_allow; p && *p && !ok; p++)
+		ok = strcmp(*p, name) == 0;
+	pthread_mutex_unlock(&conf_lock);
+	if (!ok)
+		return luaL_error(L, "recovery.env: '%s' is not allowed (see --env-allow)", name);
+	const char *v = getenv(name);
+	if (!v)
+		return 0;
+	lua_pushstring(L, v);
+	return 1;
+}
+
+/* Is path inside one of the --read-allow directories (no "..")? */
+static int read_allowed(const char *path)
+{
+	int ok = 0;
+
+	if (path[0] != '/' || strstr(path, "/../") || strstr(path, "/./"))
+		return 0;
+	pthread_mutex_lock(&conf_lock);
+	for (char **p = conf_read_allow; p && *p && !ok; p++) {
+		size_t n = strlen(*p);
+		while (n > 1 && (*p)[n - 1] == '/')
+			n--;
+		ok = strncmp(path, *p, n) == 0 && path[n] == '/' && path[n + 1];
+	}
+	pthread_mutex_unlock(&conf_lock);
+	return ok;
+}
+
+/* recovery.read_file(path): small files under --read-allow (a service
+ * account token, a CA bundle); the content is redacted like a secret. */
+static int l_read_file(lua_State *L)
+{
+	const char *path = luaL_checkstring(L, 1);
+	size_t len;
+	char *v;
+
+	if (!read_allowed(path))
+		return luaL_error(L, "recovery.read_file: %s is outside the allowed directories (see --read-allow)",
+		                  path);
+	v = rd_read_file(path, SECRET_MAX, &len, 0);
+	if (!v) {
+		lua_pushnil(L);
+		lua_pushfstring(L, "%s: %s", path, strerror(errno));
+		return 2;
+	}
+	/* Tokens are secrets; a CA bundle is not, but redacting it is harmless. */
+	char *trimmed = strdup(v);
+	if (trimmed) {
+		size_t n = strlen(trimmed);
+		while (n && strchr(" \t\r\n", trimmed[n - 1]))
+			trimmed[--n] = '\0';
+		add_secret(job_of(L), trimmed);
+		free(trimmed);
+	}
+	lua_pushlstring(L, v, len);
+	explicit_bzero(v, len);
 	free(v);
 	return 1;
 }
@@ -526,6 +618,15 @@ static int l_http(lua_State *L)
 	pthread_mutex_lock(&conf_lock);
 	timeout = luaL_optnumber(L, -1, conf_http_timeout);
 	pthread_mutex_unlock(&conf_lock);
+	lua_getfield(L, 1, "ca_file");
+	const char *ca_file = lua_isnil(L, -1) ? NULL : luaL_checkstring(L, -1);
+	if (ca_file && !read_allowed(ca_file))
+		return luaL_error(L, "recovery.http: ca_file %s is outside the allowed directories (see --read-allow)",
+		                  ca_file);
+	lua_getfield(L, 1, "ca");
+	size_t ca_len = 0;
+	const char *ca_pem = lua_isnil(L, -1) ? NULL : luaL_checklstring(L, -1, &ca_len);
+	lua_pop(L, 2);
 	lua_getfield(L, 1, "headers");
 	if (!lua_isnil(L, -1))
 		luaL_checktype(L, -1, LUA_TTABLE);
@@ -594,6 +695,12 @@ static int l_http(lua_State *L)
 	curl_easy_setopt(op->easy, CURLOPT_HEADERDATA, &op->resp_headers);
 	curl_easy_setopt(op->easy, CURLOPT_ERRORBUFFER, op->errbuf);
 	curl_easy_setopt(op->easy, CURLOPT_USERAGENT, "recoveryd/" RECOVERYD_VERSION);
+	if (ca_file)
+		curl_easy_setopt(op->easy, CURLOPT_CAINFO, ca_file);
+	if (ca_pem) {
+		struct curl_blob blob = {(void *)ca_pem, ca_len, CURL_BLOB_COPY};
+		curl_easy_setopt(op->easy, CURLOPT_CAINFO_BLOB, &blob);
+	}
 	if (strcmp(mbuf, "HEAD") == 0)
 		curl_easy_setopt(op->easy, CURLOPT_NOBODY, 1L);
 	else if (strcmp(mbuf, "GET") != 0)
@@ -953,7 +1060,8 @@ nomem:
 void lua_api_open(lua_State *L, struct job *job)
 {
 	static const luaL_Reg fns[] = {{"http", l_http},     {"exec", l_exec}, {"sleep", l_sleep},
-	                               {"secret", l_secret}, {"now", l_now},   {NULL, NULL}};
+	                               {"secret", l_secret}, {"now", l_now},   {"env", l_env},
+	                               {"read_file", l_read_file},             {NULL, NULL}};
 	static const luaL_Reg logf[] = {
 		{"info", l_log_info}, {"warn", l_log_warn}, {"error", l_log_error}, {NULL, NULL}};
 	static const luaL_Reg jsonf[] = {{"encode", l_json_encode}, {"decode", l_json_decode}, {NULL, NULL}};

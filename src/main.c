@@ -108,7 +108,8 @@ static enum log_level level_of(const char *s)
 
 static void configure_lua(const struct config *c)
 {
-	struct lua_api_conf lc = {c->secrets_dir, (const char *const *)c->exec_allow, c->http_timeout};
+	struct lua_api_conf lc = {c->secrets_dir, (const char *const *)c->exec_allow, c->http_timeout,
+	                          (const char *const *)c->env_allow, (const char *const *)c->read_allow};
 	lua_api_configure(&lc);
 }
 

@@ -25,6 +25,8 @@ struct config {
 	char *pagerduty_url;
 	char *secrets_dir;
 	char *exec_allow[CONFIG_EXEC_ALLOW_MAX + 1]; /* NULL-terminated */
+	char *env_allow[CONFIG_EXEC_ALLOW_MAX + 1];
+	char *read_allow[CONFIG_EXEC_ALLOW_MAX + 1];
 	int check_config;
 	double body_max;          /* bytes */
 	double max_jobs;          /* attempts running at once */

@@ -11,6 +11,8 @@ struct lua_api_conf {
 	const char *secrets_dir;     /* NULL: recovery.secret always fails */
 	const char *const *exec_allow; /* NULL-terminated absolute paths */
 	double http_timeout;         /* default per request, seconds */
+	const char *const *env_allow;  /* NULL-terminated variable names recovery.env reads */
+	const char *const *read_allow; /* NULL-terminated directories recovery.read_file reads */
 };
 
 /* Set the process-wide settings (copied). */

@@ -1,0 +1,36 @@
+-- A stand-in for the `recovery` module so that pure functions of the helper
+-- library can be tested with the stock lua5.4 interpreter. Anything that
+-- would do I/O raises: such code is tested against the real daemon instead.
+local function refuse(name)
+  return function() error("recovery." .. name .. " is not available in Lua unit tests", 2) end
+end
+
+local recovery = {
+  http = refuse("http"), exec = refuse("exec"), sleep = refuse("sleep"),
+  secret = refuse("secret"), env = refuse("env"), read_file = refuse("read_file"),
+  now = os.time, dry_run = false,
+  log = { info = function() end, warn = function() end, error = function() end },
+  json = { null = setmetatable({}, { __tostring = function() return "null" end }) },
+}
+package.loaded["recovery"] = recovery
+_G.recovery = recovery
+
+-- A tiny test runner: t.run{ name = function() ... end, ... }
+local t = {}
+function t.eq(a, b, msg)
+  if a ~= b then error(string.format("%s: expected %s, got %s", msg or "eq", tostring(b), tostring(a)), 2) end
+end
+function t.ok(v, msg) if not v then error((msg or "expected a true value"), 2) end end
+function t.run(cases)
+  local names, failed = {}, 0
+  for name in pairs(cases) do names[#names + 1] = name end
+  table.sort(names)
+  for _, name in ipairs(names) do
+    local ok, err = pcall(cases[name])
+    print(string.format("%s %s%s", ok and "ok  " or "FAIL", name, ok and "" or (": " .. tostring(err))))
+    if not ok then failed = failed + 1 end
+  end
+  print(string.format("%d tests, %d failed", #names, failed))
+  os.exit(failed == 0 and 0 or 1)
+end
+return t

@@ -389,9 +389,14 @@ void engine_submit(struct engine *e, const struct payload *p, const char *playbo
 decided:
 	pthread_mutex_unlock(&e->mu);
 
-	/* Answer only once the decisions are durable. */
-	if (!failed && store_commit(e->store, b, 1) == RD_OK) {
+	/* Answer only once the decisions are durable. store_commit takes the
+	 * batch whatever it answers. */
+	enum rd_status committed = RD_ERR;
+	if (!failed) {
+		committed = store_commit(e->store, b, 1);
 		b = NULL;
+	}
+	if (committed == RD_OK) {
 		for (size_t i = 0; i < fresh.n; i++) {
 			log_kv(LOG_INFO, fresh.v[i]->id, "job queued", "playbook", fresh.v[i]->playbook_name,
 			       "key", fresh.v[i]->key, "trigger", fresh.v[i]->trigger, NULL);

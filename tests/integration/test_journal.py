@@ -1,0 +1,52 @@
+"""The journal cannot commit: the webhook answers 503 (the one code
+Alertmanager retries), nothing half-admitted is left behind, and recoveryd
+recovers once the journal is writable again."""
+
+import os
+import sqlite3
+import time
+import unittest
+
+from harness import RecoverydTestCase, fixture_bytes, playbook
+
+SETTINGS = 'alertname="SettingsSyncJobFailure"'
+
+
+class JournalFailureTest(RecoverydTestCase):
+
+    def test_locked_journal_answers_503_then_recovers(self):
+        fake = self.fake()
+        d = self.daemon({"p": playbook("p", 'must(recovery.http{method = "POST", url = FAKE .. "/restart"})',
+                                       match=[SETTINGS], fake=fake)})
+        # Another process holds the write lock longer than the busy timeout.
+        lock = sqlite3.connect(os.path.join(d.tmpdir, "journal.db"), isolation_level=None, timeout=1)
+        lock.execute("BEGIN EXCLUSIVE")
+        try:
+            t0 = time.time()
+            st, headers, doc = d.post("/webhook", fixture_bytes("firing-single.json"))
+            self.assertEqual(st, 503, doc)
+            self.assertEqual(doc["error"], "unavailable", doc)
+            self.assertIn("journal", doc["message"])
+            retry_after = {k.lower(): v for k, v in headers.items()}.get("retry-after")
+            self.assertTrue(retry_after and retry_after.isdigit(), headers)
+            self.assertLess(time.time() - t0, 9, "answered before Alertmanager's 10 s hang-up")
+            st, _, doc = d.get("/readyz")
+            self.assertEqual(st, 503, doc)
+            self.assertEqual(d.metric("recoveryd_requests_rejected_total", {"reason": "journal_error"}), 1)
+            self.assertIn("journal commit failed", d.log_text())
+        finally:
+            lock.execute("ROLLBACK")
+            lock.close()
+
+        # Nothing was admitted: the same alert is queued anew, not coalesced.
+        doc = d.webhook("firing-single.json")
+        self.assertEqual(doc["jobs"][0]["state"], "queued", doc)
+        rec = d.wait_job(doc["jobs"][0]["id"])
+        self.assertEqual(rec["state"], "succeeded", rec)
+        self.assertEqual(fake.count("POST", "/restart"), 1)
+        self.assertEqual(d.get("/readyz")[0], 200)
+        self.assertEqual(len(d.jobs()), 1)
+
+
+if __name__ == "__main__":
+    unittest.main()

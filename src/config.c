@@ -39,6 +39,10 @@ static const struct opt opts[] = {
 	{"slack-webhook-url-file", O_STR, OFF(slack_webhook_url_file), 1, "F", "Slack incoming webhook URL"},
 	{"pagerduty-routing-key-file", O_STR, OFF(pagerduty_routing_key_file), 1, "F", "PagerDuty routing key"},
 	{"pagerduty-url", O_STR, OFF(pagerduty_url), 1, "URL", "PagerDuty Events API v2 endpoint"},
+	{"external-url", O_STR, OFF(external_url), 1, "URL", "base URL of recoveryd for job links in escalations"},
+	{"escalate-default", O_LIST, OFF(escalate_default), 1, "SINK", "sinks for playbooks without escalate (repeatable; default: every configured sink)"},
+	{"escalation-retry-initial", O_NUM, OFF(escalation_retry_initial), 1, "SECONDS", "first delay before re-sending a notification (default 1)"},
+	{"escalation-retry-max", O_NUM, OFF(escalation_retry_max), 1, "SECONDS", "longest delay between re-sends (default 300)"},
 	{"secrets-dir", O_STR, OFF(secrets_dir), 1, "DIR", "where recovery.secret(name) reads"},
 	{"exec-allow", O_LIST, OFF(exec_allow), 1, "PATH", "program recovery.exec may run (repeatable)"},
 	{"env-allow", O_LIST, OFF(env_allow), 1, "NAME", "variable recovery.env may read (repeatable; default KUBERNETES_SERVICE_HOST, KUBERNETES_SERVICE_PORT)"},
@@ -112,7 +116,11 @@ static int set_value(struct config *c, const struct opt *o, const char *v, char 
 			snprintf(err, errlen, "--%s: at most %d entries", o->name, CONFIG_EXEC_ALLOW_MAX);
 			return -1;
 		}
-		if (o->off != OFF(env_allow) && v[0] != '/') {
+		if (o->off == OFF(escalate_default) && strcmp(v, "slack") && strcmp(v, "pagerduty")) {
+			snprintf(err, errlen, "--%s %s: expected slack or pagerduty", o->name, v);
+			return -1;
+		}
+		if (o->off != OFF(env_allow) && o->off != OFF(escalate_default) && v[0] != '/') {
 			snprintf(err, errlen, "--%s %s: must be an absolute path", o->name, v);
 			return -1;
 		}
@@ -250,6 +258,8 @@ static void defaults(struct config *c)
 	c->conn_limit = 256;
 	c->conn_timeout = 30;
 	c->http_timeout = 30;
+	c->escalation_retry_initial = 1;
+	c->escalation_retry_max = 300;
 	c->log_level = strdup("info");
 	c->env_allow[0] = strdup("KUBERNETES_SERVICE_HOST");
 	c->env_allow[1] = strdup("KUBERNETES_SERVICE_PORT");

@@ -11,6 +11,7 @@
 
 #include "map.h"
 #include "recoveryd/admit.h"
+#include "recoveryd/escalate.h"
 #include "recoveryd/log.h"
 #include "recoveryd/matcher.h"
 #include "recoveryd/metrics.h"
@@ -20,6 +21,180 @@
 #define RETRY_AFTER_SECONDS 5
 
 static struct admit *the_admit; /* guarded by engine->mu */
+
+/* An escalated job key whose incident is still open: where to send the
+ * resolve, and which job it concerned. */
+struct incident {
+	char job_id[33];
+	unsigned sinks; /* SINK_* bits */
+};
+
+enum { SINK_SLACK = 1, SINK_PAGERDUTY = 2 };
+
+static unsigned sink_bit(const char *s)
+{
+	return strcmp(s, "slack") == 0 ? SINK_SLACK : strcmp(s, "pagerduty") == 0 ? SINK_PAGERDUTY : 0;
+}
+
+/* A notification to send once the decisions that caused it are committed. */
+struct notify {
+	char job_id[33];
+	char *key;
+	const char *kind;     /* trigger | resolve | notice */
+	const char *reason;
+	unsigned sinks;
+	int dry_run;
+	struct notify *next;
+};
+
+static void notify_push(struct notify **list, const char *job_id, const char *key, const char *kind,
+                        const char *reason, unsigned sinks, int dry_run)
+{
+	struct notify *n = calloc(1, sizeof(*n));
+	if (!n || !(n->key = strdup(key))) {
+		free(n);
+		log_kv(LOG_ERROR, job_id, "escalation dropped: out of memory", NULL);
+		return;
+	}
+	snprintf(n->job_id, sizeof(n->job_id), "%s", job_id);
+	n->kind = kind;
+	n->reason = reason;
+	n->sinks = sinks;
+	n->dry_run = dry_run;
+	n->next = *list;
+	*list = n;
+}
+
+/* The sinks a playbook escalates to: its own list or the default. */
+static unsigned playbook_sinks(const struct playbook *pb)
+{
+	unsigned bits = 0;
+	if (pb->escalate_set) {
+		for (size_t i = 0; i < pb->n_escalate; i++)
+			bits |= sink_bit(pb->escalate[i]);
+		return bits;
+	}
+	const char **d = escalate_default_sinks();
+	for (size_t i = 0; d && d[i]; i++)
+		bits |= sink_bit(d[i]);
+	free(d);
+	return bits;
+}
+
+/* Journal the notifications of n (one row per sink), then hand them to the
+ * runner. Resolves and triggers update the open-incident table. */
+static void notify_send(struct engine *e, struct notify *n)
+{
+	static const char *const sinks[] = {"slack", "pagerduty"};
+	struct store_batch *b = store_batch_new();
+	struct escalation_row rows[2];
+	char ids[2][33];
+	char *payloads[2] = {NULL, NULL};
+	size_t nrows = 0;
+	cJSON *rec = NULL;
+	double now = rd_now();
+
+	if (!b || store_job_json(e->store, n->job_id, &rec) != RD_OK || !rec) {
+		log_kv(LOG_ERROR, n->job_id, "escalation: cannot read the job record", NULL);
+		store_batch_free(b);
+		return;
+	}
+	for (size_t i = 0; i < 2; i++) {
+		if (!(n->sinks & (1u << i)))
+			continue;
+		int configured = escalate_sink_configured(sinks[i]);
+		cJSON *body = i == 0 ? escalate_slack_body(rec, n->kind, n->reason)
+		                     : escalate_pagerduty_body(rec, n->kind, n->reason);
+		rd_random_hex(ids[nrows], 16);
+		payloads[nrows] = body ? cJSON_PrintUnformatted(body) : NULL;
+		cJSON_Delete(body);
+		rows[nrows] = (struct escalation_row){
+			.id = ids[nrows], .job_id = n->job_id, .incident_key = n->key, .sink = sinks[i],
+			.kind = n->kind, .reason = n->reason,
+			.state = n->dry_run ? "planned" : configured ? "pending" : "failed",
+			.last_answer = configured || n->dry_run ? NULL : "sink not configured",
+			.created_at = now, .updated_at = now, .payload = payloads[nrows]};
+		if (n->dry_run)
+			metrics_add(M_ESCALATIONS, sinks[i], "planned", 1);
+		else if (!configured) {
+			metrics_add(M_ESCALATIONS, sinks[i], "not_configured", 1);
+			log_kv(LOG_ERROR, n->job_id, "escalation sink is not configured", "sink", sinks[i],
+			       "kind", n->kind, NULL);
+		}
+		store_batch_escalation(b, &rows[nrows]);
+		nrows++;
+	}
+	cJSON_Delete(rec);
+	if (nrows == 0) {
+		store_batch_free(b);
+		return;
+	}
+	if (store_commit(e->store, b, 1) != RD_OK) {
+		log_kv(LOG_ERROR, n->job_id, "escalation: journal commit failed; notification lost", "kind",
+		       n->kind, NULL);
+		goto out;
+	}
+	log_kv(n->dry_run ? LOG_INFO : LOG_WARN, n->job_id, n->dry_run ? "escalation planned (dry-run)"
+	                                                                : "escalation journaled",
+	       "kind", n->kind, "reason", n->reason ? n->reason : "", "key", n->key, NULL);
+	for (size_t i = 0; i < nrows; i++)
+		if (strcmp(rows[i].state, "pending") == 0)
+			runner_deliver(e->runner, &rows[i]);
+	if (n->dry_run)
+		goto out;
+	pthread_mutex_lock(&e->mu);
+	if (strcmp(n->kind, "trigger") == 0) {
+		struct incident *inc = map_get(e->incidents, n->key);
+		int oom = 0;
+		if (!inc && (inc = calloc(1, sizeof(*inc))))
+			map_put(e->incidents, n->key, inc, &oom);
+		if (inc && !oom) {
+			snprintf(inc->job_id, sizeof(inc->job_id), "%s", n->job_id);
+			for (size_t i = 0; i < nrows; i++)
+				if (strcmp(rows[i].state, "pending") == 0)
+					inc->sinks |= sink_bit(rows[i].sink);
+		} else if (oom) {
+			free(inc);
+		}
+	}
+	pthread_mutex_unlock(&e->mu);
+out:
+	for (size_t i = 0; i < nrows; i++)
+		free(payloads[i]);
+}
+
+static void notify_all(struct engine *e, struct notify *list)
+{
+	while (list) {
+		struct notify *next = list->next;
+		if (!e->no_escalation)
+			notify_send(e, list);
+		free(list->key);
+		free(list);
+		list = next;
+	}
+}
+
+/* Close key's incident, if it has one: queue its resolve. e->mu held. */
+static void close_incident(struct engine *e, const char *key, const char *reason, struct notify **out)
+{
+	struct incident *inc = map_del(e->incidents, key);
+	if (!inc)
+		return;
+	notify_push(out, inc->job_id, key, "resolve", reason, inc->sinks, 0);
+	free(inc);
+}
+
+void engine_playbook_broken(struct engine *e, const char *file, const char *error)
+{
+	pthread_mutex_lock(&e->mu);
+	free(e->broken_file);
+	free(e->broken_error);
+	e->broken_file = file ? strdup(file) : NULL;
+	e->broken_error = error ? strdup(error) : NULL;
+	e->broken_escalated = 0;
+	pthread_mutex_unlock(&e->mu);
+}
 
 static cJSON *error_body(const char *code, const char *msg)
 {
@@ -45,13 +220,15 @@ struct engine *engine_new(const struct engine_opts *o)
 	e->store = o->store;
 	e->set = o->set;
 	e->global_dry_run = o->dry_run;
+	e->no_escalation = o->no_escalation;
 	e->queue_max = o->queue_max ? o->queue_max : 10000;
 	e->active_by_id = map_new();
 	e->active_by_key = map_new();
+	e->incidents = map_new();
 	if (!the_admit)
 		the_admit = admit_new();
 	e->runner = runner_new(e, &ro);
-	if (!e->active_by_id || !e->active_by_key || !the_admit || !e->runner) {
+	if (!e->active_by_id || !e->active_by_key || !e->incidents || !the_admit || !e->runner) {
 		engine_free(e);
 		return NULL;
 	}
@@ -71,6 +248,9 @@ void engine_free(struct engine *e)
 	runner_free(e->runner);
 	map_free(e->active_by_key, NULL);
 	map_free(e->active_by_id, free_job_val);
+	map_free(e->incidents, free);
+	free(e->broken_file);
+	free(e->broken_error);
 	playbook_set_unref(e->set);
 	admit_free(the_admit);
 	the_admit = NULL;
@@ -219,7 +399,7 @@ static int pending_add(struct pending *p, struct job *j)
 static int admit_one(struct engine *e, struct playbook_set *set, struct playbook *pb,
                      const struct payload *p, const struct alert *a, int dry_run, double now,
                      struct store_batch *b, cJSON *jobs, struct pending *fresh,
-                     struct pending *cancels, struct pending *final)
+                     struct pending *cancels, struct pending *final, struct notify **notes)
 {
 	char key[256];
 	const char *trigger = p->manual ? "manual" : "webhook";
@@ -230,7 +410,9 @@ static int admit_one(struct engine *e, struct playbook_set *set, struct playbook
 	active = map_get(e->active_by_key, key);
 
 	if (a->resolved) {
-		/* A resolved alert never starts a job; it closes its key's job. */
+		/* A resolved alert never starts a job; it closes its key's job
+		 * and, if recovery had failed, the incident humans were paged for. */
+		close_incident(e, key, "alert resolved", notes);
 		if (!active)
 			return 0;
 		if (!active->cancel_requested) {
@@ -253,6 +435,16 @@ static int admit_one(struct engine *e, struct playbook_set *set, struct playbook
 	struct job *j;
 
 	metrics_add(M_ADMISSIONS, pb->name, dname, 1);
+	/* The playbook's file failed to load at the last reload and its alerts
+	 * keep coming: the old version runs, humans must know (once). */
+	if (e->broken_file && !e->broken_escalated && strcmp(e->broken_file, pb->file) == 0) {
+		const char *on = d == ADMIT_COALESCED ? active->id : d == ADMIT_COOLDOWN ? last_id : NULL;
+		e->broken_escalated = 1;
+		if (on && *on)
+			notify_push(notes, on, key, "trigger", "playbook_load_failed", playbook_sinks(pb), 0);
+		else
+			e->broken_escalated = 2; /* attach to the job created below */
+	}
 	switch (d) {
 	case ADMIT_COALESCED:
 		active->notifications++;
@@ -298,6 +490,12 @@ static int admit_one(struct engine *e, struct playbook_set *set, struct playbook
 		map_put(e->active_by_id, j->id, j, &oom1);
 		map_put(e->active_by_key, j->key, j, &oom2);
 	}
+	if (d == ADMIT_BUDGET_EXHAUSTED)
+		notify_push(notes, j->id, key, "trigger", "budget_exhausted", playbook_sinks(pb), j->dry_run);
+	if (e->broken_escalated == 2) {
+		e->broken_escalated = 1;
+		notify_push(notes, j->id, key, "trigger", "playbook_load_failed", playbook_sinks(pb), j->dry_run);
+	}
 	job_row_of(j, &row);
 	row.updated_at = now;
 	store_batch_insert_job(b, &row);
@@ -330,6 +528,7 @@ void engine_submit(struct engine *e, const struct payload *p, const char *playbo
 {
 	struct store_batch *b = NULL;
 	struct pending fresh = {0}, cancels = {0}, final = {0};
+	struct notify *notes = NULL;
 	struct playbook_set *set;
 	cJSON *answer = NULL, *jobs;
 	double now = rd_now();
@@ -381,7 +580,7 @@ void engine_submit(struct engine *e, const struct payload *p, const char *playbo
 			if (playbook ? strcmp(pb->name, playbook) != 0 : !matcher_set_matches(pb->match, &a->labels))
 				continue;
 			matched = 1;
-			if (admit_one(e, set, pb, p, a, dry_run, now, b, jobs, &fresh, &cancels, &final) < 0)
+			if (admit_one(e, set, pb, p, a, dry_run, now, b, jobs, &fresh, &cancels, &final, &notes) < 0)
 				failed = 1;
 		}
 		unmatched += !matched;
@@ -416,7 +615,29 @@ decided:
 		cJSON_AddNumberToObject(answer, "unmatched", (double)unmatched);
 		*status = 202;
 		*body = answer;
+		notify_all(e, notes);
 		goto out;
+	}
+	/* Not committed: resolves must stay possible later. */
+	pthread_mutex_lock(&e->mu);
+	for (struct notify *n = notes; n; n = n->next)
+		if (strcmp(n->kind, "resolve") == 0) {
+			struct incident *inc = calloc(1, sizeof(*inc));
+			int oom = 0;
+			if (inc) {
+				snprintf(inc->job_id, sizeof(inc->job_id), "%s", n->job_id);
+				inc->sinks = n->sinks;
+				map_put(e->incidents, n->key, inc, &oom);
+				if (oom)
+					free(inc);
+			}
+		}
+	pthread_mutex_unlock(&e->mu);
+	while (notes) {
+		struct notify *next = notes->next;
+		free(notes->key);
+		free(notes);
+		notes = next;
 	}
 	if (b) {
 		store_batch_free(b);
@@ -448,9 +669,23 @@ out:
 void engine_job_done(struct engine *e, struct job *j)
 {
 	double dur = (j->ended_at && j->created_at) ? j->ended_at - j->created_at : 0;
+	struct notify *notes = NULL;
+	const char *outcome = j->outcome ? j->outcome : "";
 	char d[32];
 
 	pthread_mutex_lock(&e->mu);
+	if (!strcmp(outcome, "failed") || !strcmp(outcome, "dry_run_failed") || !strcmp(outcome, "interrupted")) {
+		notify_push(&notes, j->id, j->key, "trigger", strcmp(outcome, "interrupted") ? "failed" : "interrupted",
+		            playbook_sinks(j->pb), j->dry_run);
+	} else if (j->state == JS_SUCCEEDED) {
+		unsigned bits = 0;
+		if (!j->dry_run)
+			close_incident(e, j->key, "recovered", &notes);
+		for (size_t i = 0; i < j->pb->n_notify_success; i++)
+			bits |= sink_bit(j->pb->notify_success[i]);
+		if (bits)
+			notify_push(&notes, j->id, j->key, "notice", "recovered", bits, j->dry_run);
+	}
 	if (map_get(e->active_by_id, j->id) == j)
 		map_del(e->active_by_id, j->id);
 	if (map_get(e->active_by_key, j->key) == j)
@@ -466,6 +701,7 @@ void engine_job_done(struct engine *e, struct job *j)
 	       j->outcome ? j->outcome : "", "error", j->error ? j->error : "", "seconds", d,
 	       "dry_run", j->dry_run ? "true" : "false", NULL);
 	job_free(j);
+	notify_all(e, notes);
 }
 
 int engine_wait(struct engine *e, const char *id, double timeout)
@@ -570,6 +806,7 @@ cJSON *engine_playbooks_json(struct engine *e)
 
 struct replay {
 	struct engine *e;
+	struct notify *notes;
 	struct store_batch *b;
 	struct pending resume;
 	size_t resumed, interrupted, orphaned;
@@ -660,6 +897,8 @@ static void replay_row(const struct job_row *r, void *arg)
 		       j->playbook_name, "state", job_state_name(j->state), NULL);
 		if (j->state == JS_FAILED) {
 			metrics_add(M_JOBS, j->playbook_name, "interrupted", 1);
+			notify_push(&rp->notes, j->id, j->key, "trigger", "interrupted", playbook_sinks(pb),
+			            j->dry_run);
 			admit_ended(the_admit, j->key, j->id, rp->now);
 			job_free(j);
 			return;
@@ -670,6 +909,34 @@ static void replay_row(const struct job_row *r, void *arg)
 	map_put(e->active_by_key, j->key, j, &oom);
 	pending_add(&rp->resume, j);
 	rp->resumed++;
+}
+
+static void load_incident(const struct escalation_row *r, void *arg)
+{
+	struct engine *e = arg;
+	struct incident *inc;
+	int oom = 0;
+
+	pthread_mutex_lock(&e->mu);
+	inc = map_get(e->incidents, r->incident_key);
+	if (!inc && (inc = calloc(1, sizeof(*inc)))) {
+		map_put(e->incidents, r->incident_key, inc, &oom);
+		if (oom) {
+			free(inc);
+			inc = NULL;
+		}
+	}
+	if (inc) {
+		snprintf(inc->job_id, sizeof(inc->job_id), "%s", r->job_id);
+		inc->sinks |= sink_bit(r->sink);
+	}
+	pthread_mutex_unlock(&e->mu);
+}
+
+static void load_outbox(const struct escalation_row *r, void *arg)
+{
+	struct engine *e = arg;
+	runner_deliver(e->runner, r);
 }
 
 enum rd_status engine_start(struct engine *e)
@@ -711,5 +978,10 @@ enum rd_status engine_start(struct engine *e)
 	for (size_t i = 0; i < rp.resume.n; i++)
 		runner_schedule(e->runner, rp.resume.v[i]);
 	free(rp.resume.v);
+	/* Open incidents and undelivered notifications survive restarts. */
+	if (store_scan_open_incidents(e->store, load_incident, e) != RD_OK ||
+	    store_scan_outbox(e->store, load_outbox, e) != RD_OK)
+		log_kv(LOG_ERROR, NULL, "journal: cannot read the escalation outbox", NULL);
+	notify_all(e, rp.notes);
 	return runner_start(e->runner);
 }

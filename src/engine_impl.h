@@ -26,7 +26,12 @@ struct engine {
 	struct map *cooldown;       /* [mu] key -> double* time the last job ended */
 	struct map *budget;         /* [mu] playbook -> struct budget* */
 	size_t n_active;            /* [mu] */
+	struct map *incidents;      /* [mu] job key -> struct incident*: escalated, not resolved */
+	char *broken_file;          /* [mu] playbook file the last reload could not load */
+	char *broken_error;         /* [mu] */
+	int broken_escalated;       /* [mu] */
 	int foreground;             /* `run` command: print as it goes */
+	int no_escalation;
 };
 
 /* Called by the runner when j reached a final state and its last update

@@ -13,6 +13,7 @@
 #include "recoveryd/alert.h"
 #include "recoveryd/config.h"
 #include "recoveryd/engine.h"
+#include "recoveryd/escalate.h"
 #include "recoveryd/http.h"
 #include "recoveryd/log.h"
 #include "recoveryd/lua_api.h"
@@ -25,6 +26,7 @@
 
 struct tokens {
 	char *webhook, *operator_;
+	char *slack_url, *pd_key; /* escalation sinks: secrets too */
 };
 
 static void tokens_free(struct tokens *t)
@@ -33,9 +35,15 @@ static void tokens_free(struct tokens *t)
 		explicit_bzero(t->webhook, strlen(t->webhook));
 	if (t->operator_)
 		explicit_bzero(t->operator_, strlen(t->operator_));
+	if (t->slack_url)
+		explicit_bzero(t->slack_url, strlen(t->slack_url));
+	if (t->pd_key)
+		explicit_bzero(t->pd_key, strlen(t->pd_key));
 	free(t->webhook);
 	free(t->operator_);
-	t->webhook = t->operator_ = NULL;
+	free(t->slack_url);
+	free(t->pd_key);
+	t->webhook = t->operator_ = t->slack_url = t->pd_key = NULL;
 }
 
 /* Read the token files; an empty file is an error, not "no auth". */
@@ -54,6 +62,18 @@ static int tokens_load(const struct config *c, struct tokens *t, char *err, size
 		}
 		if (!**dst[i]) {
 			snprintf(err, errlen, "token file %s is empty", files[i]);
+			return -1;
+		}
+	}
+	const char *sink_files[2] = {c->slack_webhook_url_file, c->pagerduty_routing_key_file};
+	char **sink_dst[2] = {&t->slack_url, &t->pd_key};
+	for (int i = 0; i < 2; i++) {
+		if (!sink_files[i])
+			continue;
+		*sink_dst[i] = rd_read_file(sink_files[i], TOKEN_MAX, NULL, 1);
+		if (!*sink_dst[i] || !**sink_dst[i]) {
+			snprintf(err, errlen, "%s %s: %s", i ? "PagerDuty routing key file" : "Slack webhook URL file",
+			         sink_files[i], *sink_dst[i] ? "empty" : strerror(errno));
 			return -1;
 		}
 	}
@@ -104,6 +124,41 @@ static enum log_level level_of(const char *s)
 	if (!strcmp(s, "error"))
 		return LOG_ERROR;
 	return LOG_INFO;
+}
+
+static void configure_sinks(const struct config *c, const struct tokens *t)
+{
+	char ext[300];
+	struct escalate_conf ec = {t->slack_url, t->pd_key, c->pagerduty_url, c->external_url,
+	                           c->escalate_default[0] ? (const char *const *)c->escalate_default : NULL,
+	                           c->escalation_retry_initial, c->escalation_retry_max};
+	if (!c->external_url) {
+		/* Without --external-url, links point at the listen address. */
+		snprintf(ext, sizeof(ext), "http://%s", c->listen);
+		ec.external_url = ext;
+	}
+	escalate_configure(&ec);
+}
+
+/* A playbook escalating to a sink that is not configured is a config error. */
+static int check_sinks(struct playbook_set *set, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < set->n; i++) {
+		const struct playbook *pb = set->v[i];
+		char **lists[2] = {pb->escalate, pb->notify_success};
+		size_t ns[2] = {pb->n_escalate, pb->n_notify_success};
+		for (int l = 0; l < 2; l++)
+			for (size_t k = 0; k < ns[l]; k++)
+				if (!escalate_sink_configured(lists[l][k])) {
+					snprintf(err, errlen,
+					         "playbook %s (%s) %s sink '%s', which is not configured (--%s)",
+					         pb->name, pb->file, l ? "notifies" : "escalates to", lists[l][k],
+					         strcmp(lists[l][k], "slack") == 0 ? "slack-webhook-url-file"
+					                                           : "pagerduty-routing-key-file");
+					return -1;
+				}
+	}
+	return 0;
 }
 
 static void configure_lua(const struct config *c)
@@ -193,7 +248,7 @@ static int cmd_run(const char *playbook, struct config *c, struct playbook_set *
 		goto out;
 	}
 	struct engine_opts eo = {st, set, c->dry_run, (size_t)c->queue_max, 1, (size_t)c->lua_memory,
-	                         c->lua_path};
+	                         c->lua_path, 1};
 	e = engine_new(&eo);
 	if (!e || engine_start(e) != RD_OK) {
 		fprintf(stderr, "recoveryd run: cannot start the engine\n");
@@ -250,6 +305,12 @@ static int reload(int argc, char **argv, struct config *cur, struct engine *e, s
 	    check_files(&next, err, sizeof(err)) < 0 || !(set = load_playbooks(&next, err, sizeof(err)))) {
 		log_kv(LOG_ERROR, NULL, "reload rejected: keeping the running configuration", "error", err, NULL);
 		metrics_add(M_CONFIG_RELOADS, "failure", NULL, 1);
+		if (!set && strncmp(err, "playbook ", 9) == 0) {
+			/* "playbook FILE: why": its alerts run the old version; say so once. */
+			char file[256];
+			if (sscanf(err + 9, "%255[^:]", file) == 1)
+				engine_playbook_broken(e, file, err);
+		}
 		tokens_free(&t);
 		config_free(&next);
 		return -1;
@@ -287,6 +348,8 @@ static int reload(int argc, char **argv, struct config *cur, struct engine *e, s
 		next.journal_group_max = cur->journal_group_max;
 	}
 	configure_lua(&next);
+	configure_sinks(&next, &t);
+	engine_playbook_broken(e, NULL, NULL);
 	http_set_tokens(h, t.webhook, t.operator_);
 	engine_set_playbooks(e, set);
 	log_set_level(level_of(next.log_level));
@@ -348,6 +411,9 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	if (run_playbook) {
+		/* `run` never pages anyone: its jobs live in a throwaway journal. */
+		struct tokens none = {0};
+		configure_sinks(&cfg, &none);
 		rc = cmd_run(run_playbook, &cfg, set);
 		set = NULL;
 		goto out;
@@ -356,7 +422,15 @@ int main(int argc, char **argv)
 		fprintf(stderr, "recoveryd: %s\n", err);
 		goto out;
 	}
+	configure_sinks(&cfg, &tok);
 	if (cfg.check_config) {
+		if (check_sinks(set, err, sizeof(err)) < 0) {
+			fprintf(stderr, "recoveryd: %s\n", err);
+			goto out;
+		}
+		if (tok.pd_key && strlen(tok.pd_key) != 32)
+			fprintf(stderr, "recoveryd: warning: the PagerDuty routing key is %zu characters, "
+			                "PagerDuty expects 32\n", strlen(tok.pd_key));
 		printf("config ok: %zu playbook%s", set->n, set->n == 1 ? "" : "s");
 		for (size_t i = 0; i < set->n; i++)
 			printf("%s%s", i ? ", " : " (", set->v[i]->name);
@@ -374,6 +448,9 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
+	if (check_sinks(set, err, sizeof(err)) < 0)
+		log_kv(LOG_WARN, NULL, "escalation sink missing: such escalations are recorded as failed",
+		       "error", err, NULL);
 	if (store_open(cfg.state, &st, err, sizeof(err)) != RD_OK) {
 		fprintf(stderr, "recoveryd: %s\n", err);
 		goto out;
@@ -385,7 +462,8 @@ int main(int argc, char **argv)
 	                         (size_t)cfg.queue_max,
 	                         (size_t)cfg.max_jobs,
 	                         (size_t)cfg.lua_memory,
-	                         cfg.lua_path};
+	                         cfg.lua_path,
+	                         0};
 	e = engine_new(&eo);
 	set = NULL;
 	if (!e || engine_start(e) != RD_OK) {

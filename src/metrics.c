@@ -27,6 +27,8 @@ enum metric_type { MT_COUNTER, MT_GAUGE, MT_HISTOGRAM };
 /* Job durations in seconds: sub-second API calls up to 10-minute rollouts. */
 static const double job_buckets[] = { 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600 };
 #define JOB_NBUCKETS (sizeof(job_buckets) / sizeof(job_buckets[0]))
+static const double esc_buckets[] = { 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900 };
+#define ESC_NBUCKETS (sizeof(esc_buckets) / sizeof(esc_buckets[0]))
 
 struct family_def {
 	const char *name;
@@ -81,6 +83,12 @@ static const struct family_def defs[M__COUNT] = {
 	[M_JOURNAL_ERRORS] = { "recoveryd_journal_errors_total",
 		"Errors reading or writing the job journal.",
 		MT_COUNTER, 0, { NULL, NULL }, NULL, 0 },
+	[M_OUTBOX_DEPTH] = { "recoveryd_escalation_outbox_depth",
+		"Escalation notifications journaled but not yet delivered.",
+		MT_GAUGE, 0, { NULL, NULL }, NULL, 0 },
+	[M_ESCALATION_LATENCY] = { "recoveryd_escalation_delivery_seconds",
+		"Seconds from journaling an escalation to its delivery.",
+		MT_HISTOGRAM, 1, { "sink", NULL }, esc_buckets, ESC_NBUCKETS },
 };
 
 struct series {

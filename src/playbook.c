@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "recoveryd/escalate.h"
 #include "recoveryd/lua_api.h"
 #include "recoveryd/matcher.h"
 #include "recoveryd/sandbox.h"
@@ -34,6 +35,9 @@ static void playbook_free(struct playbook *pb)
 	for (size_t i = 0; i < pb->n_escalate; i++)
 		free(pb->escalate[i]);
 	free(pb->escalate);
+	for (size_t i = 0; i < pb->n_notify_success; i++)
+		free(pb->notify_success[i]);
+	free(pb->notify_success);
 	free(pb);
 }
 
@@ -124,6 +128,33 @@ static char *opt_string(lua_State *L, int t, const char *field, int required, ch
 	}
 	lua_pop(L, 1);
 	return r;
+}
+
+/* The list of sink names on top of L into *out. */
+static int sink_list(lua_State *L, const char *what, char ***out, size_t *n_out, char *err, size_t errlen)
+{
+	lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
+
+	if (n > LIST_MAX) {
+		snprintf(err, errlen, "%s: at most %d sinks", what, LIST_MAX);
+		return -1;
+	}
+	*out = calloc((size_t)n + 1, sizeof(char *));
+	if (!*out) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	for (lua_Integer i = 1; i <= n; i++) {
+		lua_rawgeti(L, -1, i);
+		const char *s = lua_tostring(L, -1);
+		if (lua_type(L, -1) != LUA_TSTRING || (strcmp(s, "slack") != 0 && strcmp(s, "pagerduty") != 0)) {
+			snprintf(err, errlen, "%s[%lld]: expected \"slack\" or \"pagerduty\"", what, (long long)i);
+			return -1;
+		}
+		(*out)[(*n_out)++] = strdup(s);
+		lua_pop(L, 1);
+	}
+	return 0;
 }
 
 /* A typo such as "retires" must not silently fall back to a default. */
@@ -255,30 +286,30 @@ static int parse_table(lua_State *L, struct playbook *pb, char *err, size_t errl
 
 	lua_getfield(L, t, "escalate");
 	if (lua_type(L, -1) == LUA_TTABLE) {
-		lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
-		if (n > LIST_MAX) {
-			snprintf(err, errlen, "escalate: at most %d sinks", LIST_MAX);
+		pb->escalate_set = 1;
+		if (sink_list(L, "escalate", &pb->escalate, &pb->n_escalate, err, errlen) < 0)
 			return -1;
-		}
-		pb->escalate = calloc((size_t)n + 1, sizeof(char *));
-		if (!pb->escalate) {
-			snprintf(err, errlen, "out of memory");
-			return -1;
-		}
-		for (lua_Integer i = 1; i <= n; i++) {
-			lua_rawgeti(L, -1, i);
-			const char *s = lua_tostring(L, -1);
-			if (lua_type(L, -1) != LUA_TSTRING ||
-			    (strcmp(s, "slack") != 0 && strcmp(s, "pagerduty") != 0)) {
-				snprintf(err, errlen, "escalate[%lld]: expected \"slack\" or \"pagerduty\"",
-				         (long long)i);
-				return -1;
-			}
-			pb->escalate[pb->n_escalate++] = strdup(s);
-			lua_pop(L, 1);
-		}
 	} else if (!lua_isnil(L, -1)) {
 		snprintf(err, errlen, "escalate: expected a list of sink names");
+		return -1;
+	}
+	lua_pop(L, 1);
+
+	lua_getfield(L, t, "notify");
+	if (lua_type(L, -1) == LUA_TTABLE) {
+		lua_pushliteral(L, "on_success");
+		lua_rawget(L, -2);
+		if (lua_type(L, -1) == LUA_TTABLE) {
+			if (sink_list(L, "notify.on_success", &pb->notify_success, &pb->n_notify_success, err,
+			              errlen) < 0)
+				return -1;
+		} else if (!lua_isnil(L, -1)) {
+			snprintf(err, errlen, "notify.on_success: expected a list of sink names");
+			return -1;
+		}
+		lua_pop(L, 1);
+	} else if (!lua_isnil(L, -1)) {
+		snprintf(err, errlen, "notify: expected a table { on_success = {...} }");
 		return -1;
 	}
 	lua_pop(L, 1);
@@ -467,9 +498,23 @@ cJSON *playbook_json(const struct playbook *pb)
 	b = cJSON_AddObjectToObject(o, "budget");
 	cJSON_AddNumberToObject(b, "runs", pb->budget_runs);
 	cJSON_AddNumberToObject(b, "per", pb->budget_per);
-	e = cJSON_AddArrayToObject(o, "escalate");
-	for (size_t i = 0; i < pb->n_escalate; i++)
-		cJSON_AddItemToArray(e, cJSON_CreateString(pb->escalate[i]));
+	if (pb->escalate_set) {
+		e = cJSON_AddArrayToObject(o, "escalate");
+		for (size_t i = 0; i < pb->n_escalate; i++)
+			cJSON_AddItemToArray(e, cJSON_CreateString(pb->escalate[i]));
+	} else {
+		const char **d = escalate_default_sinks();
+		e = cJSON_AddArrayToObject(o, "escalate");
+		for (size_t i = 0; d && d[i]; i++)
+			cJSON_AddItemToArray(e, cJSON_CreateString(d[i]));
+		free(d);
+		cJSON_AddTrueToObject(o, "escalate_default");
+	}
+	if (pb->n_notify_success) {
+		e = cJSON_AddArrayToObject(cJSON_AddObjectToObject(o, "notify"), "on_success");
+		for (size_t i = 0; i < pb->n_notify_success; i++)
+			cJSON_AddItemToArray(e, cJSON_CreateString(pb->notify_success[i]));
+	}
 	cJSON_AddBoolToObject(o, "idempotent", pb->idempotent);
 	return o;
 }

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "engine_impl.h"
+#include "recoveryd/escalate.h"
 #include "recoveryd/log.h"
 #include "recoveryd/lua_api.h"
 #include "recoveryd/metrics.h"
@@ -30,13 +31,23 @@
 #define MAX_WAIT_MS 1000
 #define MAX_PROCS 256
 
-enum timer_kind { T_RETRY, T_DEADLINE, T_SLEEP };
+enum timer_kind { T_RETRY, T_DEADLINE, T_SLEEP, T_DELIVER };
 
 struct timer {
 	double when;            /* rd_mono() */
-	struct job *job;
+	struct job *job;        /* NULL for T_DELIVER */
 	int kind;
 	int attempt;            /* stale once the job moved past this attempt */
+	struct delivery *dl;    /* T_DELIVER */
+};
+
+/* One notification of the escalation outbox, journaled before it is here. */
+struct delivery {
+	char *id, *job_id, *sink, *kind, *payload;
+	int attempts;
+	double created_at;      /* wall clock, for the latency histogram */
+	struct op *op;          /* the transfer in flight, or NULL */
+	struct delivery *next;  /* every delivery the runner holds */
 };
 
 struct attempt_rt {
@@ -52,6 +63,7 @@ struct attempt_rt {
 struct msg {
 	int cancel;
 	struct job *job;
+	struct delivery *dl;    /* a notification to send instead of a job */
 	struct msg *next;
 };
 
@@ -76,6 +88,8 @@ struct runner {
 	size_t n_timers, cap_timers;
 	struct op *procs[MAX_PROCS];
 	size_t n_procs;
+	struct delivery *deliveries;
+	size_t n_deliveries;
 };
 
 /* The runner of this process: lua_api calls come without a handle. */
@@ -114,6 +128,12 @@ void rbuf_free(struct rbuf *b)
 {
 	free(b->p);
 	memset(b, 0, sizeof(*b));
+}
+
+static size_t dl_body(char *p, size_t sz, size_t n, void *ud)
+{
+	rbuf_append(ud, p, sz * n); /* beyond the cap: kept short, not an error */
+	return sz * n;
 }
 
 /* ---------- timers: a small binary heap ---------- */
@@ -158,7 +178,22 @@ static int timer_add(struct runner *r, struct job *j, int kind, double when)
 		r->timers = nt;
 		r->cap_timers = ncap;
 	}
-	r->timers[r->n_timers] = (struct timer){when, j, kind, j->attempts};
+	r->timers[r->n_timers] = (struct timer){when, j, kind, j ? j->attempts : 0, NULL};
+	heap_up(r, r->n_timers++);
+	return 0;
+}
+
+static int timer_add_dl(struct runner *r, struct delivery *d, double when)
+{
+	if (r->n_timers == r->cap_timers) {
+		size_t ncap = r->cap_timers ? r->cap_timers * 2 : 64;
+		struct timer *nt = realloc(r->timers, ncap * sizeof(*nt));
+		if (!nt)
+			return -1;
+		r->timers = nt;
+		r->cap_timers = ncap;
+	}
+	r->timers[r->n_timers] = (struct timer){when, NULL, T_DELIVER, 0, d};
 	heap_up(r, r->n_timers++);
 	return 0;
 }
@@ -172,7 +207,7 @@ static void heap_pop(struct runner *r)
 static int timers_has(struct runner *r, struct job *j)
 {
 	for (size_t i = 0; i < r->n_timers; i++)
-		if (r->timers[i].job == j)
+		if (r->timers[i].kind != T_DELIVER && r->timers[i].job == j)
 			return 1;
 	return 0;
 }
@@ -182,7 +217,8 @@ static void timers_drop_job(struct runner *r, struct job *j, int kind)
 {
 	size_t w = 0;
 	for (size_t i = 0; i < r->n_timers; i++)
-		if (r->timers[i].job != j || (kind >= 0 && r->timers[i].kind != kind))
+		if (r->timers[i].kind == T_DELIVER || r->timers[i].job != j ||
+		    (kind >= 0 && r->timers[i].kind != kind))
 			r->timers[w++] = r->timers[i];
 	if (w == r->n_timers)
 		return;
@@ -292,6 +328,7 @@ static void op_abort(struct runner *r, struct op *op)
 		}
 		break;
 	case OP_SLEEP:
+	case OP_DELIVERY: /* never a job's op */
 		break;
 	}
 	timers_drop_job(r, op->job, T_SLEEP);
@@ -326,6 +363,9 @@ int runner_begin_op(struct job *j, struct op *op, char *err, size_t errlen)
 		}
 		r->procs[r->n_procs++] = op;
 		break;
+	case OP_DELIVERY:
+		snprintf(err, errlen, "internal: a delivery is not a job operation");
+		return -1;
 	}
 	j->rt->op = op;
 	return 0;
@@ -630,6 +670,192 @@ static void attempt_end(struct runner *r, struct job *j, const char *result, con
 	}
 }
 
+/* ---------- escalation outbox ---------- */
+
+static void delivery_free(struct delivery *d)
+{
+	if (!d)
+		return;
+	free(d->id);
+	free(d->job_id);
+	free(d->sink);
+	free(d->kind);
+	free(d->payload);
+	free(d);
+}
+
+static void outbox_gauge(struct runner *r)
+{
+	metrics_set(M_OUTBOX_DEPTH, NULL, NULL, (double)r->n_deliveries);
+}
+
+static void delivery_forget(struct runner *r, struct delivery *d)
+{
+	for (struct delivery **pp = &r->deliveries; *pp; pp = &(*pp)->next)
+		if (*pp == d) {
+			*pp = d->next;
+			r->n_deliveries--;
+			break;
+		}
+	outbox_gauge(r);
+	delivery_free(d);
+}
+
+static void delivery_update(struct runner *r, struct delivery *d, const char *state, const char *answer,
+                            double next_at, double delivered_at)
+{
+	struct escalation_row e = {.id = d->id, .state = state, .attempts = d->attempts,
+	                           .last_answer = answer, .updated_at = rd_now(),
+	                           .next_attempt_at = next_at, .delivered_at = delivered_at};
+	struct store_batch *b = store_batch_new();
+
+	if (b && store_batch_escalation_update(b, &e) == 0)
+		store_commit(r->e->store, b, 0);
+	else
+		store_batch_free(b);
+}
+
+static void delivery_start(struct runner *r, struct delivery *d)
+{
+	char *url = NULL, *body = NULL;
+	struct op *op;
+
+	if (escalate_wire(d->sink, d->payload, &url, &body) < 0) {
+		log_kv(LOG_ERROR, d->job_id, "escalation: sink is not configured", "sink", d->sink, NULL);
+		metrics_add(M_ESCALATIONS, d->sink, "not_configured", 1);
+		delivery_update(r, d, "failed", "sink not configured", 0, 0);
+		delivery_forget(r, d);
+		return;
+	}
+	op = calloc(1, sizeof(*op));
+	if (!op || !(op->easy = curl_easy_init())) {
+		free(op);
+		free(url);
+		free(body);
+		timer_add_dl(r, d, rd_mono() + 1); /* try again shortly */
+		return;
+	}
+	op->kind = OP_DELIVERY;
+	op->pidfd = op->out_fd = op->err_fd = -1;
+	op->ctx = d;
+	op->body = body;
+	op->started = rd_mono();
+	op->resp.max = 64 * 1024;
+	op->resp_headers.max = 64 * 1024;
+	op->headers = curl_slist_append(NULL, "Content-Type: application/json");
+	op->headers = curl_slist_append(op->headers, "Expect:");
+	curl_easy_setopt(op->easy, CURLOPT_URL, url);
+	curl_easy_setopt(op->easy, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(op->easy, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(op->easy, CURLOPT_TIMEOUT, 15L);
+	curl_easy_setopt(op->easy, CURLOPT_POSTFIELDS, op->body);
+	curl_easy_setopt(op->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(op->body));
+	curl_easy_setopt(op->easy, CURLOPT_HTTPHEADER, op->headers);
+	curl_easy_setopt(op->easy, CURLOPT_WRITEFUNCTION, dl_body);
+	curl_easy_setopt(op->easy, CURLOPT_WRITEDATA, &op->resp);
+	curl_easy_setopt(op->easy, CURLOPT_HEADERFUNCTION, dl_body);
+	curl_easy_setopt(op->easy, CURLOPT_HEADERDATA, &op->resp_headers);
+	curl_easy_setopt(op->easy, CURLOPT_ERRORBUFFER, op->errbuf);
+	curl_easy_setopt(op->easy, CURLOPT_USERAGENT, "recoveryd/" RECOVERYD_VERSION);
+	curl_easy_setopt(op->easy, CURLOPT_PRIVATE, op);
+	explicit_bzero(url, strlen(url)); /* the Slack URL is the secret */
+	free(url);
+	d->op = op;
+	d->attempts++;
+	curl_multi_add_handle(r->multi, op->easy);
+}
+
+/* Retry-After in seconds from the raw response headers, or -1. */
+static double retry_after(const struct rbuf *h)
+{
+	for (const char *p = h->p; p && *p;) {
+		if (strncasecmp(p, "retry-after:", 12) == 0) {
+			char *end;
+			double v = strtod(p + 12, &end);
+			return end != p + 12 && v >= 0 ? v : -1;
+		}
+		const char *nl = strchr(p, '\n');
+		p = nl ? nl + 1 : NULL;
+	}
+	return -1;
+}
+
+static void delivery_done(struct runner *r, struct op *op)
+{
+	struct delivery *d = op->ctx;
+	long status = 0;
+	double delay = 0;
+	char answer[640];
+	enum esc_verdict v;
+
+	d->op = NULL;
+	if (op->cc == CURLE_OK)
+		curl_easy_getinfo(op->easy, CURLINFO_RESPONSE_CODE, &status);
+	v = escalate_classify(d->sink, op->cc, status, op->resp.p ? op->resp.p : "", retry_after(&op->resp_headers),
+	                      d->attempts, jitter_rnd(), &delay);
+	if (op->cc != CURLE_OK)
+		snprintf(answer, sizeof(answer), "%s", op->errbuf[0] ? op->errbuf : curl_easy_strerror(op->cc));
+	else
+		snprintf(answer, sizeof(answer), "%ld %.600s", status, op->resp.p ? op->resp.p : "");
+	curl_multi_remove_handle(r->multi, op->easy);
+	op->ctx = NULL;
+	op_free(op);
+
+	switch (v) {
+	case ESC_DELIVERED:
+		metrics_add(M_ESCALATIONS, d->sink, "delivered", 1);
+		metrics_observe(M_ESCALATION_LATENCY, d->sink, rd_now() - d->created_at);
+		log_kv(LOG_INFO, d->job_id, "escalation delivered", "sink", d->sink, "kind", d->kind, "answer",
+		       answer, NULL);
+		delivery_update(r, d, "delivered", answer, 0, rd_now());
+		delivery_forget(r, d);
+		break;
+	case ESC_FAILED:
+		metrics_add(M_ESCALATIONS, d->sink, "failed", 1);
+		log_kv(LOG_ERROR, d->job_id, "escalation failed permanently", "sink", d->sink, "kind", d->kind,
+		       "answer", answer, NULL);
+		delivery_update(r, d, "failed", answer, 0, 0);
+		delivery_forget(r, d);
+		break;
+	case ESC_RETRY: {
+		char dl[32];
+		metrics_add(M_ESCALATIONS, d->sink, "retried", 1);
+		snprintf(dl, sizeof(dl), "%.3f", delay);
+		log_kv(LOG_WARN, d->job_id, "escalation will be retried", "sink", d->sink, "kind", d->kind,
+		       "answer", answer, "retry_in_seconds", dl, NULL);
+		delivery_update(r, d, "retrying", answer, rd_now() + delay, 0);
+		timer_add_dl(r, d, rd_mono() + delay);
+		break;
+	}
+	}
+}
+
+void runner_deliver(struct runner *r, const struct escalation_row *e)
+{
+	struct delivery *d = calloc(1, sizeof(*d));
+	struct msg *m = calloc(1, sizeof(*m));
+
+	if (!d || !m || !(d->id = strdup(e->id)) || !(d->job_id = strdup(e->job_id)) ||
+	    !(d->sink = strdup(e->sink)) || !(d->kind = strdup(e->kind ? e->kind : "trigger")) ||
+	    !(d->payload = strdup(e->payload ? e->payload : "{}"))) {
+		delivery_free(d);
+		free(m);
+		return; /* journaled as pending: sent after the next restart */
+	}
+	d->attempts = e->attempts;
+	d->created_at = e->created_at;
+	m->dl = d;
+	m->job = NULL;
+	pthread_mutex_lock(&r->mu);
+	if (r->inbox_tail)
+		r->inbox_tail->next = m;
+	else
+		r->inbox = m;
+	r->inbox_tail = m;
+	pthread_mutex_unlock(&r->mu);
+	curl_multi_wakeup(r->multi);
+}
+
 /* ---------- loop ---------- */
 
 static void ready_push(struct runner *r, struct job *j)
@@ -691,7 +917,13 @@ static void drain_inbox(struct runner *r)
 	while (m) {
 		struct msg *next = m->next;
 		struct job *j = m->job;
-		if (m->cancel) {
+		if (m->dl) {
+			m->dl->next = r->deliveries;
+			r->deliveries = m->dl;
+			r->n_deliveries++;
+			outbox_gauge(r);
+			delivery_start(r, m->dl);
+		} else if (m->cancel) {
 			handle_cancel(r, j);
 		} else if (j->state == JS_RETRY_WAIT) {
 			double delay = j->next_run_at - rd_now();
@@ -729,6 +961,9 @@ static void fire_timers(struct runner *r, int draining)
 				attempt_end(r, j, "timeout", msg, -1, NULL);
 			}
 			break;
+		case T_DELIVER:
+			delivery_start(r, t.dl);
+			break;
 		case T_SLEEP:
 			if (j->rt && j->rt->op && j->rt->op->kind == OP_SLEEP) {
 				finish_op(r, j->rt->op);
@@ -763,6 +998,10 @@ static void check_transfers(struct runner *r)
 			continue;
 		curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&op);
 		op->cc = m->data.result;
+		if (op->kind == OP_DELIVERY) {
+			delivery_done(r, op);
+			continue;
+		}
 		curl_multi_remove_handle(r->multi, m->easy_handle);
 		finish_op(r, op);
 	}
@@ -1018,8 +1257,20 @@ void runner_free(struct runner *r)
 	struct msg *m = r->inbox;
 	while (m) {
 		struct msg *n = m->next;
+		delivery_free(m->dl);
 		free(m);
 		m = n;
+	}
+	/* Undelivered notifications stay pending in the journal. */
+	while (r->deliveries) {
+		struct delivery *d = r->deliveries;
+		r->deliveries = d->next;
+		if (d->op) {
+			curl_multi_remove_handle(r->multi, d->op->easy);
+			d->op->ctx = NULL;
+			op_free(d->op);
+		}
+		delivery_free(d);
 	}
 	curl_multi_cleanup(r->multi);
 	free(r->timers);

@@ -58,13 +58,19 @@ static const char schema_sql[] =
 	" detail TEXT NOT NULL CHECK (json_type(detail) = 'object'),"
 	" planned INTEGER NOT NULL DEFAULT 0);"
 	"CREATE INDEX IF NOT EXISTS events_job ON events(job_id);"
-	/* Filled by the escalation outbox later; the record lists its rows. */
+	/* The escalation outbox: written before delivery, updated after
+	 * each attempt; the job record lists its rows. */
 	"CREATE TABLE IF NOT EXISTS escalations ("
 	" seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+	" id TEXT UNIQUE NOT NULL,"
 	" job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,"
-	" sink TEXT NOT NULL, state TEXT, attempts INTEGER NOT NULL DEFAULT 0,"
-	" last_answer TEXT, created_at REAL, updated_at REAL, payload TEXT);"
-	"CREATE INDEX IF NOT EXISTS escalations_job ON escalations(job_id);";
+	" incident_key TEXT, sink TEXT NOT NULL, kind TEXT NOT NULL, reason TEXT,"
+	" state TEXT, attempts INTEGER NOT NULL DEFAULT 0, last_answer TEXT,"
+	" created_at REAL, updated_at REAL, next_attempt_at REAL, delivered_at REAL,"
+	" payload TEXT);"
+	"CREATE INDEX IF NOT EXISTS escalations_job ON escalations(job_id);"
+	"CREATE INDEX IF NOT EXISTS escalations_state ON escalations(state);"
+	"CREATE INDEX IF NOT EXISTS escalations_incident ON escalations(incident_key);";
 
 /* Job columns in struct job_row order; bound as ?1..?18 and read back at
  * the same offsets, so insert, update and every select share one layout. */
@@ -119,7 +125,8 @@ static const char *const rsql[R__COUNT] = {
 	[R_EVENTS] = "SELECT ts, attempt, type, detail, planned FROM "
 	             "(SELECT seq, ts, attempt, type, detail, planned FROM events "
 	             " WHERE job_id = ?1 ORDER BY seq DESC LIMIT ?2) ORDER BY seq",
-	[R_ESCALATIONS] = "SELECT sink, state, attempts, last_answer, created_at, updated_at "
+	[R_ESCALATIONS] = "SELECT sink, state, attempts, last_answer, created_at, updated_at, "
+	                  "id, kind, reason, delivered_at, next_attempt_at "
 	                  "FROM escalations WHERE job_id = ?1 ORDER BY seq",
 	[R_SCAN] = "SELECT " JOB_COLS " FROM jobs WHERE state IN ('queued','running','retry_wait') "
 	           "OR started_at >= ?1 OR ended_at >= ?1 ORDER BY seq",
@@ -132,7 +139,7 @@ static const char *const rsql[R__COUNT] = {
 	                "ORDER BY seq DESC LIMIT ?3",
 };
 
-enum op_kind { OP_INSERT_JOB, OP_UPDATE_JOB, OP_ATTEMPT, OP_EVENT };
+enum op_kind { OP_INSERT_JOB, OP_UPDATE_JOB, OP_ATTEMPT, OP_EVENT, OP_ESC_INSERT, OP_ESC_UPDATE };
 
 /* One queued write; strings are owned copies. */
 struct op {
@@ -144,6 +151,7 @@ struct op {
 	char *type, *detail;           /* OP_EVENT */
 	int attempt, planned;
 	double ts;
+	struct escalation_row esc;     /* OP_ESC_INSERT, OP_ESC_UPDATE */
 };
 
 struct store_batch {
@@ -226,6 +234,41 @@ static int job_copy(struct job_row *dst, const struct job_row *src)
 	return 0;
 }
 
+static void esc_strings_free(struct escalation_row *e)
+{
+	free((char *)e->id);
+	free((char *)e->job_id);
+	free((char *)e->incident_key);
+	free((char *)e->sink);
+	free((char *)e->kind);
+	free((char *)e->reason);
+	free((char *)e->state);
+	free((char *)e->last_answer);
+	free((char *)e->payload);
+}
+
+static int esc_copy(struct escalation_row *d, const struct escalation_row *src)
+{
+	int fail = 0;
+
+	*d = *src;
+	d->id = dup_or_null(src->id, &fail);
+	d->job_id = dup_or_null(src->job_id, &fail);
+	d->incident_key = dup_or_null(src->incident_key, &fail);
+	d->sink = dup_or_null(src->sink, &fail);
+	d->kind = dup_or_null(src->kind, &fail);
+	d->reason = dup_or_null(src->reason, &fail);
+	d->state = dup_or_null(src->state, &fail);
+	d->last_answer = dup_or_null(src->last_answer, &fail);
+	d->payload = dup_or_null(src->payload, &fail);
+	if (fail) {
+		esc_strings_free(d);
+		memset(d, 0, sizeof(*d));
+		return -1;
+	}
+	return 0;
+}
+
 static void op_free(struct op *op)
 {
 	job_strings_free(&op->job);
@@ -235,6 +278,7 @@ static void op_free(struct op *op)
 	free((char *)op->att.verify_reason);
 	free(op->type);
 	free(op->detail);
+	esc_strings_free(&op->esc);
 	free(op);
 }
 
@@ -430,6 +474,31 @@ int store_batch_event(struct store_batch *b, const char *job_id, int attempt, co
 	return 0;
 }
 
+static int batch_add_esc(struct store_batch *b, enum op_kind kind, const struct escalation_row *e)
+{
+	struct op *op;
+
+	if (!b || !e || !(op = calloc(1, sizeof(*op))))
+		return -1;
+	op->kind = kind;
+	if (esc_copy(&op->esc, e) < 0) {
+		free(op);
+		return -1;
+	}
+	batch_push(b, op);
+	return 0;
+}
+
+int store_batch_escalation(struct store_batch *b, const struct escalation_row *e)
+{
+	return batch_add_esc(b, OP_ESC_INSERT, e);
+}
+
+int store_batch_escalation_update(struct store_batch *b, const struct escalation_row *e)
+{
+	return batch_add_esc(b, OP_ESC_UPDATE, e);
+}
+
 /* ---- the writer ---- */
 
 /* Run a cached writer statement to completion; on failure copy sqlite's
@@ -443,6 +512,49 @@ static int wexec(struct store *s, sqlite3_stmt *st, char *err, size_t errlen)
 	else if (err)
 		snprintf(err, errlen, "%s", sqlite3_errmsg(s->wdb));
 	stmt_done(st);
+	return rc;
+}
+
+/* Escalation writes are rare next to job writes: prepared on use. */
+static int apply_esc(struct store *s, struct op *op, char *err, size_t errlen)
+{
+	static const char ins[] =
+		"INSERT INTO escalations (id, job_id, incident_key, sink, kind, reason, state, attempts, "
+		"last_answer, created_at, updated_at, next_attempt_at, delivered_at, payload) VALUES "
+		"(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14)";
+	static const char upd[] =
+		"UPDATE escalations SET state=?7, attempts=?8, last_answer=?9, updated_at=?11, "
+		"next_attempt_at=?12, delivered_at=?13 WHERE id=?1";
+	const struct escalation_row *e = &op->esc;
+	sqlite3_stmt *st = NULL;
+	int rc = sqlite3_prepare_v2(s->wdb, op->kind == OP_ESC_INSERT ? ins : upd, -1, &st, NULL);
+
+	if (rc != SQLITE_OK) {
+		snprintf(err, errlen, "%s", sqlite3_errmsg(s->wdb));
+		return rc;
+	}
+	bind_text(st, 1, e->id);
+	if (op->kind == OP_ESC_INSERT) {
+		bind_text(st, 2, e->job_id);
+		bind_text(st, 3, e->incident_key);
+		bind_text(st, 4, e->sink);
+		bind_text(st, 5, e->kind);
+		bind_text(st, 6, e->reason);
+		bind_time(st, 10, e->created_at);
+		bind_text(st, 14, e->payload);
+	}
+	bind_text(st, 7, e->state);
+	sqlite3_bind_int(st, 8, e->attempts);
+	bind_text(st, 9, e->last_answer);
+	bind_time(st, 11, e->updated_at);
+	bind_time(st, 12, e->next_attempt_at);
+	bind_time(st, 13, e->delivered_at);
+	rc = step_retry(st);
+	if (rc == SQLITE_DONE)
+		rc = SQLITE_OK;
+	else
+		snprintf(err, errlen, "%s", sqlite3_errmsg(s->wdb));
+	sqlite3_finalize(st);
 	return rc;
 }
 
@@ -490,6 +602,9 @@ static int apply_op(struct store *s, struct op *op, char *err, size_t errlen)
 		bind_text(st, 5, op->detail);
 		sqlite3_bind_int(st, 6, op->planned);
 		return wexec(s, st, err, errlen);
+	case OP_ESC_INSERT:
+	case OP_ESC_UPDATE:
+		return apply_esc(s, op, err, errlen);
 	}
 	snprintf(err, errlen, "unknown journal operation");
 	return SQLITE_MISUSE;
@@ -1116,6 +1231,11 @@ static int read_escalations(struct store *s, const char *id, cJSON *rec)
 		bad |= add_text(e, "last_answer", st, 3);
 		bad |= add_time_col(e, "created_at", st, 4);
 		bad |= add_time_col(e, "updated_at", st, 5);
+		bad |= add_text(e, "id", st, 6);
+		bad |= add_text(e, "kind", st, 7);
+		bad |= add_text(e, "reason", st, 8);
+		bad |= add_time_col(e, "delivered_at", st, 9);
+		bad |= add_time_col(e, "next_attempt_at", st, 10);
 	}
 	if (!bad && rc != SQLITE_DONE)
 		bad = 1;
@@ -1267,4 +1387,97 @@ void store_set_group_max(struct store *s, unsigned n)
 	pthread_mutex_lock(&s->mu);
 	s->group_max = n;
 	pthread_mutex_unlock(&s->mu);
+}
+
+/* Read escalation rows matching sql (one optional text parameter) and call
+ * cb for each after the read connection is released. */
+static enum rd_status scan_esc(struct store *s, const char *sql, const char *param,
+                               void (*cb)(const struct escalation_row *e, void *arg), void *arg)
+{
+	sqlite3_stmt *st = NULL;
+	struct escalation_row *rows = NULL;
+	size_t n = 0, cap = 0;
+	enum rd_status r = RD_ERR;
+	int rc;
+
+	if (!s || !cb)
+		return RD_ERR;
+	pthread_mutex_lock(&s->rmu);
+	if (sqlite3_prepare_v2(s->rdb, sql, -1, &st, NULL) != SQLITE_OK) {
+		pthread_mutex_unlock(&s->rmu);
+		return RD_ERR;
+	}
+	if (param)
+		bind_text(st, 1, param);
+	while ((rc = step_retry(st)) == SQLITE_ROW) {
+		struct escalation_row v = {0};
+		if (n == cap) {
+			size_t ncap = cap ? cap * 2 : 32;
+			struct escalation_row *nr = realloc(rows, ncap * sizeof(*rows));
+			if (!nr)
+				break;
+			rows = nr;
+			cap = ncap;
+		}
+		v.id = (const char *)sqlite3_column_text(st, 0);
+		v.job_id = (const char *)sqlite3_column_text(st, 1);
+		v.incident_key = (const char *)sqlite3_column_text(st, 2);
+		v.sink = (const char *)sqlite3_column_text(st, 3);
+		v.kind = (const char *)sqlite3_column_text(st, 4);
+		v.reason = (const char *)sqlite3_column_text(st, 5);
+		v.state = (const char *)sqlite3_column_text(st, 6);
+		v.attempts = sqlite3_column_int(st, 7);
+		v.last_answer = (const char *)sqlite3_column_text(st, 8);
+		v.created_at = sqlite3_column_double(st, 9);
+		v.updated_at = sqlite3_column_double(st, 10);
+		v.next_attempt_at = sqlite3_column_double(st, 11);
+		v.delivered_at = sqlite3_column_double(st, 12);
+		v.payload = (const char *)sqlite3_column_text(st, 13);
+		if (esc_copy(&rows[n], &v) < 0)
+			break;
+		n++;
+	}
+	sqlite3_finalize(st);
+	pthread_mutex_unlock(&s->rmu);
+	if (rc == SQLITE_ROW) {
+		r = RD_NOMEM;
+		goto out;
+	}
+	if (rc != SQLITE_DONE)
+		goto out;
+	for (size_t i = 0; i < n; i++)
+		cb(&rows[i], arg);
+	r = RD_OK;
+out:
+	for (size_t i = 0; i < n; i++)
+		esc_strings_free(&rows[i]);
+	free(rows);
+	return r;
+}
+
+#define ESC_COLS                                                                              \
+	"id, job_id, incident_key, sink, kind, reason, state, attempts, last_answer, created_at, " \
+	"updated_at, next_attempt_at, delivered_at, payload"
+
+enum rd_status store_scan_outbox(struct store *s,
+                                 void (*cb)(const struct escalation_row *e, void *arg), void *arg)
+{
+	return scan_esc(s,
+	                "SELECT " ESC_COLS " FROM escalations WHERE state IN ('pending','retrying') "
+	                "ORDER BY seq",
+	                NULL, cb, arg);
+}
+
+enum rd_status store_scan_open_incidents(struct store *s,
+                                         void (*cb)(const struct escalation_row *e, void *arg),
+                                         void *arg)
+{
+	/* A trigger that went (or is going) out, with no resolve after it. */
+	return scan_esc(s,
+	                "SELECT " ESC_COLS " FROM escalations t WHERE t.kind = 'trigger' "
+	                "AND t.state IN ('pending','retrying','delivered') AND NOT EXISTS ("
+	                " SELECT 1 FROM escalations r WHERE r.kind = 'resolve' "
+	                " AND r.incident_key = t.incident_key AND r.sink = t.sink AND r.seq > t.seq) "
+	                "ORDER BY t.seq",
+	                NULL, cb, arg);
 }

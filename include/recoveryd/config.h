@@ -27,6 +27,10 @@ struct config {
 	char *exec_allow[CONFIG_EXEC_ALLOW_MAX + 1]; /* NULL-terminated */
 	char *env_allow[CONFIG_EXEC_ALLOW_MAX + 1];
 	char *read_allow[CONFIG_EXEC_ALLOW_MAX + 1];
+	char *escalate_default[CONFIG_EXEC_ALLOW_MAX + 1];
+	char *external_url;
+	double escalation_retry_initial; /* seconds */
+	double escalation_retry_max;     /* seconds */
 	int check_config;
 	double body_max;          /* bytes */
 	double max_jobs;          /* attempts running at once */

@@ -21,6 +21,7 @@ struct engine_opts {
 	size_t max_in_flight;         /* attempts at once */
 	size_t mem_max;               /* Lua bytes per attempt */
 	const char *lua_path;
+	int no_escalation;            /* `run`: nothing is escalated */
 };
 
 struct engine *engine_new(const struct engine_opts *o);
@@ -34,6 +35,9 @@ void engine_set_playbooks(struct engine *e, struct playbook_set *set);
  * grace seconds, then interrupt them. Returns when the runner stopped. */
 void engine_drain(struct engine *e, double grace);
 void engine_free(struct engine *e);
+/* The last reload failed on this playbook file (NULL: it succeeded): the
+ * next alert routed to the old version escalates once. */
+void engine_playbook_broken(struct engine *e, const char *file, const char *error);
 /* Number of unfinished jobs (tests, `run`). */
 size_t engine_active(struct engine *e);
 

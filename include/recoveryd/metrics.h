@@ -20,6 +20,8 @@ enum metric_id {
 	M_PLAYBOOK_ERRORS,    /* counter  recoveryd_playbook_errors_total{playbook,kind} */
 	M_REJECTED,           /* counter  recoveryd_requests_rejected_total{reason} */
 	M_JOURNAL_ERRORS,     /* counter  recoveryd_journal_errors_total */
+	M_OUTBOX_DEPTH,       /* gauge    recoveryd_escalation_outbox_depth */
+	M_ESCALATION_LATENCY, /* histogram recoveryd_escalation_delivery_seconds{sink} */
 	M__COUNT
 };
 

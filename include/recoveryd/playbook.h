@@ -24,6 +24,9 @@ struct playbook {
 	double budget_per;     /* window in seconds */
 	char **escalate;       /* sink names */
 	size_t n_escalate;
+	int escalate_set;      /* 0: use the global default sinks */
+	char **notify_success; /* sinks told when the job succeeds (notify.on_success) */
+	size_t n_notify_success;
 	int idempotent;        /* safe to re-run after a crash mid-attempt */
 };
 

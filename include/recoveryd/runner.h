@@ -33,6 +33,10 @@ void runner_cancel(struct runner *r, struct job *j);
 void runner_drain(struct runner *r, double grace);
 void runner_free(struct runner *r);
 size_t runner_queue_depth(struct runner *r);
+struct escalation_row;
+/* Send a journaled notification (copied) from the event loop, with retries.
+ * Any thread. */
+void runner_deliver(struct runner *r, const struct escalation_row *e);
 
 /* --- for lua_api: operations an attempt's coroutine waits on --- */
 
@@ -42,7 +46,7 @@ struct rbuf {
 	int truncated;
 };
 
-enum op_kind { OP_SLEEP, OP_HTTP, OP_EXEC };
+enum op_kind { OP_SLEEP, OP_HTTP, OP_EXEC, OP_DELIVERY };
 
 struct op {
 	enum op_kind kind;

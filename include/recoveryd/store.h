@@ -43,6 +43,22 @@ struct attempt_row {
 	const char *verify_reason;
 };
 
+/* One notification of the escalation outbox (DESIGN.md §5). payload is the
+ * body without secrets (routing key, webhook URL are added at send time). */
+struct escalation_row {
+	const char *id;
+	const char *job_id;
+	const char *incident_key;  /* the job key: one incident per key */
+	const char *sink;          /* slack | pagerduty */
+	const char *kind;          /* trigger | resolve | notice */
+	const char *reason;        /* failed | interrupted | budget_exhausted | ... */
+	const char *state;         /* pending retrying delivered failed planned */
+	int attempts;
+	const char *last_answer;
+	double created_at, updated_at, next_attempt_at, delivered_at;
+	const char *payload;
+};
+
 /* Open (creating if needed) the journal at path; ":memory:" works for the
  * foreground `run` command and tests. */
 enum rd_status store_open(const char *path, struct store **out, char *err, size_t errlen);
@@ -62,6 +78,10 @@ int store_batch_attempt(struct store_batch *b, const char *job_id, const struct 
 int store_batch_event(struct store_batch *b, const char *job_id, int attempt, const char *type,
                       const char *detail_json, int planned, double ts);
 
+/* Insert an escalation row; update its state .. delivered_at by id. */
+int store_batch_escalation(struct store_batch *b, const struct escalation_row *e);
+int store_batch_escalation_update(struct store_batch *b, const struct escalation_row *e);
+
 /* Hand the batch to the writer. wait != 0: block until it is committed and
  * return RD_OK or RD_ERR. wait == 0: return RD_OK at once (errors are logged
  * and counted in recoveryd_journal_errors_total). */
@@ -80,6 +100,14 @@ void store_stats(struct store *s, unsigned long *txns, unsigned long *batches);
  * valid during the call. */
 enum rd_status store_scan_jobs(struct store *s, double since,
                                void (*cb)(const struct job_row *j, void *arg), void *arg);
+
+/* Undelivered notifications (pending, retrying), oldest first. */
+enum rd_status store_scan_outbox(struct store *s,
+                                 void (*cb)(const struct escalation_row *e, void *arg), void *arg);
+/* Triggers not followed by a resolve for the same incident key and sink. */
+enum rd_status store_scan_open_incidents(struct store *s,
+                                         void (*cb)(const struct escalation_row *e, void *arg),
+                                         void *arg);
 
 /* The full job record (DESIGN.md §3) or *out = NULL when no such job:
  * {id, playbook, key, trigger, reason, dry_run, state, outcome, error,

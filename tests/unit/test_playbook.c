@@ -285,7 +285,8 @@ static void test_load_partial_tables(void **state)
 	pdir_new(&d);
 	pdir_write(&d, "p.lua", "return { name = 'p', match = 'job=\"x\"', backoff = { factor = 4 },"
 	                        " budget = { runs = 0 }, escalate = {}, retries = 0, cooldown = 0,"
-	                        " idempotent = 1, run = print, verify = function() end }\n");
+	                        " idempotent = true, run = print, verify = function() end,"
+	                        " _helper = function() end }\n");
 	if (load(&d, &set, err, sizeof(err)) != RD_OK)
 		fail_msg("load failed: %s", err);
 	assert_int_equal(set->n, 1);
@@ -300,7 +301,7 @@ static void test_load_partial_tables(void **state)
 	assert_int_equal(pb->n_escalate, 0);
 	assert_int_equal(pb->retries, 0);
 	assert_near(pb->cooldown, 0, 0);
-	assert_int_equal(pb->idempotent, 1); /* any truthy value */
+	assert_int_equal(pb->idempotent, 1);
 	playbook_set_unref(set);
 	pdir_free(&d);
 }
@@ -370,6 +371,16 @@ static const struct bad_case bad_cases[] = {
 	  { "escalate[1]" } },
 	{ "escalate not a list", "esc.lua", "return { name = 's', escalate = 'slack'," GOOD_FNS " }\n",
 	  { "escalate:" } },
+	{ "idempotent not a boolean", "idem.lua", "return { name = 'i', idempotent = 1," GOOD_FNS " }\n",
+	  { "idempotent:", "boolean", "number" } },
+	{ "misspelt field", "typo.lua", "return { name = 't', retires = 5," GOOD_FNS " }\n",
+	  { "unknown field 'retires'" } },
+	{ "non-string key", "key.lua", "return { name = 'k', [1] = 'x'," GOOD_FNS " }\n",
+	  { "unknown field" } },
+	{ "too many matchers", "many.lua",
+	  "local m = {} for i = 1, 1000 do m[i] = 'a=\"b\"' end\n"
+	  "return { name = 'm', match = m," GOOD_FNS " }\n",
+	  { "match:", "at most" } },
 	{ "run not a function", "run.lua",
 	  "return { name = 'r', run = 'restart', verify = function() end }\n",
 	  { "run:", "expected a function", "string" } },
@@ -463,10 +474,11 @@ static void test_load_infinite_loop(void **state)
 	pdir_free(&d);
 }
 
-/* The returned table is user code too: its metamethods run while it is
- * validated. A bad one must be a load error, never a crash or a hang of the
- * loading process, so each case runs in a child with a watchdog. */
-static void expect_error_in_child(const char *text, const char *want)
+/* The returned table is user code too: metamethods of its fields run while
+ * it is validated. A bad one must be a load error, never a crash or a hang
+ * of the loading process, so each case runs in a child with a watchdog.
+ * want == NULL: the file must load. */
+static void expect_in_child(const char *text, const char *want)
 {
 	struct pdir d;
 	int status;
@@ -479,10 +491,18 @@ static void expect_error_in_child(const char *text, const char *want)
 	assert_true(pid >= 0);
 	if (pid == 0) {
 		struct playbook_set *set = NULL;
+		enum rd_status rc;
 		char err[512];
 
 		alarm(15);
-		if (load(&d, &set, err, sizeof(err)) != RD_ERR)
+		rc = load(&d, &set, err, sizeof(err));
+		if (!want) {
+			if (rc != RD_OK)
+				_exit(12);
+			/* a lying __len is not believed */
+			_exit(set->n == 1 && set->v[0]->n_escalate == 1 ? 0 : 13);
+		}
+		if (rc != RD_ERR)
 			_exit(10);
 		if (!strstr(err, "playbook hostile.lua:") || !strstr(err, want))
 			_exit(11);
@@ -493,34 +513,52 @@ static void expect_error_in_child(const char *text, const char *want)
 	if (WIFSIGNALED(status))
 		fail_msg("the loader died of signal %d\n--\n%s", WTERMSIG(status), text);
 	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-		fail_msg("child exit %d (10: loaded, 11: error text, else a sanitizer)\n--\n%s",
+		fail_msg("child exit %d (10: loaded, 11: error text, 12: failed, 13: values,"
+		         " else a sanitizer)\n--\n%s",
 		         WIFEXITED(status) ? WEXITSTATUS(status) : -1, text);
 }
 
-/* __index raising while fields are read */
+/* A returned table with a metatable is refused outright. */
+static void test_load_hostile_metatable(void **state)
+{
+	(void)state;
+	expect_in_child("return setmetatable({}, { __index = function(t, k)"
+	                " error('no field ' .. k) end })\n",
+	                "plain table");
+	expect_in_child("return setmetatable({ name = 'x'," GOOD_FNS " }, {})\n", "plain table");
+}
+
+/* __index of a field's table raising while it is read */
 static void test_load_hostile_index_error(void **state)
 {
 	(void)state;
-	expect_error_in_child("return setmetatable({}, { __index = function(t, k)"
-	                      " error('no field ' .. k) end })\n",
-	                      "no field name");
+	expect_in_child("return { name = 'x'," GOOD_FNS ", backoff = setmetatable({},"
+	                " { __index = function(t, k) error('no field ' .. k) end }) }\n",
+	                "no field initial");
 }
 
-/* __index looping while fields are read: the load deadline applies */
+/* __index looping while a field's table is read: the load deadline applies */
 static void test_load_hostile_index_loop(void **state)
 {
+	double t0 = rd_mono();
+
 	(void)state;
-	expect_error_in_child("return setmetatable({}, { __index = function() while true do end end })\n",
-	                      "deadline");
+	expect_in_child("return { name = 'x'," GOOD_FNS ", budget = setmetatable({},"
+	                " { __index = function() while true do end end }) }\n",
+	                "deadline");
+	assert_true(rd_mono() - t0 < 10);
 }
 
 /* a list whose __len lies */
 static void test_load_hostile_len(void **state)
 {
 	(void)state;
-	expect_error_in_child("return { name = 'x'," GOOD_FNS ", escalate = setmetatable({ 'slack' },"
-	                      " { __len = function() return 2^40 end }) }\n",
-	                      "escalate");
+	expect_in_child("return { name = 'x'," GOOD_FNS ", escalate = setmetatable({ 'slack' },"
+	                " { __len = function() return 2^40 end }) }\n",
+	                NULL);
+	expect_in_child("return { name = 'x'," GOOD_FNS ", escalate = { 'slack' },"
+	                " match = setmetatable({}, { __len = function() error('len') end }) }\n",
+	                NULL);
 }
 
 static void test_load_empty_and_ignored(void **state)
@@ -678,6 +716,7 @@ int main(void)
 		cmocka_unit_test(test_load_errors),
 		cmocka_unit_test(test_load_duplicate_names),
 		cmocka_unit_test(test_load_infinite_loop),
+		cmocka_unit_test(test_load_hostile_metatable),
 		cmocka_unit_test(test_load_hostile_index_error),
 		cmocka_unit_test(test_load_hostile_index_loop),
 		cmocka_unit_test(test_load_hostile_len),

@@ -1,0 +1,382 @@
+/* Escalation messages and answer classification for Slack incoming
+ * webhooks and the PagerDuty Events API v2. Everything here is pure except
+ * the settings, which SIGHUP may swap. */
+#include "recoveryd/escalate.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SUMMARY_MAX 1024 /* PagerDuty's limit on payload.summary */
+#define SLACK_TEXT_MAX 2900 /* under Block Kit's 3000 per section */
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+	char *slack_url, *pd_key, *pd_url, *external_url;
+	char **defaults;
+	double retry_initial, retry_max;
+} conf = {.retry_initial = 1, .retry_max = 300};
+
+static void set(char **dst, const char *v)
+{
+	free(*dst);
+	*dst = v ? strdup(v) : NULL;
+}
+
+void escalate_configure(const struct escalate_conf *c)
+{
+	pthread_mutex_lock(&lock);
+	set(&conf.slack_url, c->slack_url);
+	set(&conf.pd_key, c->pd_routing_key);
+	set(&conf.pd_url, c->pd_url);
+	set(&conf.external_url, c->external_url);
+	for (char **p = conf.defaults; p && *p; p++)
+		free(*p);
+	free(conf.defaults);
+	conf.defaults = NULL;
+	if (c->default_sinks) {
+		size_t n = 0;
+		while (c->default_sinks[n])
+			n++;
+		conf.defaults = calloc(n + 1, sizeof(char *));
+		for (size_t i = 0; conf.defaults && i < n; i++)
+			conf.defaults[i] = strdup(c->default_sinks[i]);
+	}
+	conf.retry_initial = c->retry_initial > 0 ? c->retry_initial : 1;
+	conf.retry_max = c->retry_max >= conf.retry_initial ? c->retry_max : conf.retry_initial;
+	pthread_mutex_unlock(&lock);
+}
+
+int escalate_sink_configured(const char *sink)
+{
+	int ok = 0;
+	pthread_mutex_lock(&lock);
+	if (strcmp(sink, "slack") == 0)
+		ok = conf.slack_url != NULL;
+	else if (strcmp(sink, "pagerduty") == 0)
+		ok = conf.pd_key != NULL && conf.pd_url != NULL;
+	pthread_mutex_unlock(&lock);
+	return ok;
+}
+
+const char **escalate_default_sinks(void)
+{
+	static const char *const all[] = {"slack", "pagerduty"};
+	const char **r = calloc(3, sizeof(char *));
+	size_t n = 0;
+
+	if (!r)
+		return NULL;
+	pthread_mutex_lock(&lock);
+	for (size_t i = 0; i < 2; i++) {
+		int want;
+		if (conf.defaults) {
+			want = 0;
+			for (char **p = conf.defaults; *p; p++)
+				want |= strcmp(*p, all[i]) == 0;
+		} else {
+			want = i == 0 ? conf.slack_url != NULL : conf.pd_key != NULL;
+		}
+		if (want)
+			r[n++] = all[i];
+	}
+	pthread_mutex_unlock(&lock);
+	return r;
+}
+
+void escalate_job_url(const char *job_id, char *buf, size_t len)
+{
+	pthread_mutex_lock(&lock);
+	if (conf.external_url) {
+		size_t n = strlen(conf.external_url);
+		int slash = n && conf.external_url[n - 1] == '/';
+		snprintf(buf, len, "%.*s/api/v1/jobs/%s", (int)(slash ? n - 1 : n), conf.external_url, job_id);
+	} else {
+		buf[0] = '\0';
+	}
+	pthread_mutex_unlock(&lock);
+}
+
+const char *escalate_pd_severity(const char *label)
+{
+	static const char *const ok[] = {"critical", "error", "warning", "info"};
+	for (size_t i = 0; label && i < 4; i++)
+		if (strcmp(label, ok[i]) == 0)
+			return ok[i];
+	return "error";
+}
+
+/* ---------- reading the record ---------- */
+
+static const char *str(const cJSON *o, const char *k)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+	return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static const cJSON *labels_of(const cJSON *rec)
+{
+	return cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(rec, "alert"), "labels");
+}
+
+static const char *label(const cJSON *rec, const char *k)
+{
+	return str(labels_of(rec), k);
+}
+
+static const char *annotation(const cJSON *rec, const char *k)
+{
+	return str(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(rec, "alert"),
+	                                            "annotations"),
+	           k);
+}
+
+/* What the alert is about: instance, else job, else "recoveryd". */
+static const char *target(const cJSON *rec)
+{
+	const char *t = label(rec, "instance");
+	if (!t)
+		t = label(rec, "job");
+	return t ? t : "recoveryd";
+}
+
+static const cJSON *last_attempt(const cJSON *rec)
+{
+	const cJSON *a = cJSON_GetObjectItemCaseSensitive(rec, "attempts");
+	int n = cJSON_GetArraySize(a);
+	return n > 0 ? cJSON_GetArrayItem(a, n - 1) : NULL;
+}
+
+static const char *last_verify_reason(const cJSON *rec)
+{
+	const cJSON *a = cJSON_GetObjectItemCaseSensitive(rec, "attempts");
+	const cJSON *it;
+	const char *r = NULL;
+	cJSON_ArrayForEach(it, a)
+	{
+		const char *v = str(cJSON_GetObjectItemCaseSensitive(it, "verify"), "reason");
+		if (v)
+			r = v;
+	}
+	return r;
+}
+
+static const char *reason_text(const char *reason)
+{
+	if (!reason)
+		return "recovery failed";
+	if (strcmp(reason, "failed") == 0)
+		return "automatic recovery failed";
+	if (strcmp(reason, "interrupted") == 0)
+		return "recovery was interrupted by a restart (not idempotent: not retried)";
+	if (strcmp(reason, "budget_exhausted") == 0)
+		return "recovery held back: the playbook's run budget is exhausted";
+	if (strcmp(reason, "playbook_load_failed") == 0)
+		return "the playbook failed to load at reload; the previous version is still running";
+	return reason;
+}
+
+static void add_link(cJSON *links, const char *href, const char *text)
+{
+	if (!href || !*href)
+		return;
+	cJSON *l = cJSON_CreateObject();
+	cJSON_AddStringToObject(l, "href", href);
+	cJSON_AddStringToObject(l, "text", text);
+	cJSON_AddItemToArray(links, l);
+}
+
+cJSON *escalate_pagerduty_body(const cJSON *rec, const char *kind, const char *reason)
+{
+	char dedup[300], summary[SUMMARY_MAX + 1], url[512];
+	const char *key = str(rec, "key"), *alertname = label(rec, "alertname");
+	const char *playbook = str(rec, "playbook"), *id = str(rec, "id");
+	const cJSON *att = cJSON_GetObjectItemCaseSensitive(rec, "attempts");
+	cJSON *b = cJSON_CreateObject();
+
+	snprintf(dedup, sizeof(dedup), "recoveryd/%s", key ? key : "");
+	cJSON_AddStringToObject(b, "event_action", strcmp(kind, "resolve") == 0 ? "resolve" : "trigger");
+	cJSON_AddStringToObject(b, "dedup_key", dedup);
+	if (strcmp(kind, "resolve") == 0)
+		return b;
+
+	escalate_job_url(id ? id : "", url, sizeof(url));
+	snprintf(summary, sizeof(summary), "%s on %s: %s (playbook %s, %d attempt%s, outcome %s)",
+	         alertname ? alertname : "alert", target(rec), reason_text(reason),
+	         playbook ? playbook : "?", cJSON_GetArraySize(att), cJSON_GetArraySize(att) == 1 ? "" : "s",
+	         str(rec, "outcome") ? str(rec, "outcome") : "unknown");
+	cJSON *p = cJSON_AddObjectToObject(b, "payload");
+	cJSON_AddStringToObject(p, "summary", summary);
+	cJSON_AddStringToObject(p, "source", target(rec));
+	cJSON_AddStringToObject(p, "severity", escalate_pd_severity(label(rec, "severity")));
+	if (str(rec, "ended_at"))
+		cJSON_AddStringToObject(p, "timestamp", str(rec, "ended_at"));
+	if (label(rec, "component"))
+		cJSON_AddStringToObject(p, "component", label(rec, "component"));
+	if (label(rec, "group") || label(rec, "namespace"))
+		cJSON_AddStringToObject(p, "group", label(rec, "group") ? label(rec, "group") : label(rec, "namespace"));
+	if (label(rec, "class") || alertname)
+		cJSON_AddStringToObject(p, "class", label(rec, "class") ? label(rec, "class") : alertname);
+
+	cJSON *d = cJSON_AddObjectToObject(p, "custom_details");
+	cJSON_AddStringToObject(d, "playbook", playbook ? playbook : "");
+	cJSON_AddStringToObject(d, "reason", reason ? reason : "");
+	cJSON_AddStringToObject(d, "job_id", id ? id : "");
+	cJSON_AddStringToObject(d, "outcome", str(rec, "outcome") ? str(rec, "outcome") : "");
+	if (str(rec, "error"))
+		cJSON_AddStringToObject(d, "error", str(rec, "error"));
+	cJSON *list = cJSON_AddArrayToObject(d, "attempts");
+	const cJSON *it;
+	cJSON_ArrayForEach(it, att)
+	{
+		cJSON *a = cJSON_CreateObject();
+		const cJSON *n = cJSON_GetObjectItemCaseSensitive(it, "n");
+		cJSON_AddNumberToObject(a, "n", cJSON_IsNumber(n) ? n->valuedouble : 0);
+		cJSON_AddStringToObject(a, "result", str(it, "result") ? str(it, "result") : "");
+		if (str(it, "error"))
+			cJSON_AddStringToObject(a, "error", str(it, "error"));
+		cJSON_AddItemToArray(list, a);
+	}
+	if (last_verify_reason(rec))
+		cJSON_AddStringToObject(d, "last_verify_reason", last_verify_reason(rec));
+	if (labels_of(rec))
+		cJSON_AddItemToObject(d, "alert_labels", cJSON_Duplicate(labels_of(rec), 1));
+
+	cJSON *links = cJSON_AddArrayToObject(b, "links");
+	add_link(links, annotation(rec, "runbook_url"), "Runbook");
+	add_link(links, url, "recoveryd job");
+	add_link(links, str(cJSON_GetObjectItemCaseSensitive(rec, "alert"), "generatorURL"), "Alert source");
+	cJSON_AddStringToObject(b, "client", "recoveryd");
+	if (url[0])
+		cJSON_AddStringToObject(b, "client_url", url);
+	return b;
+}
+
+static void add_section(cJSON *blocks, const char *mrkdwn)
+{
+	cJSON *s = cJSON_CreateObject(), *t;
+	cJSON_AddStringToObject(s, "type", "section");
+	t = cJSON_AddObjectToObject(s, "text");
+	cJSON_AddStringToObject(t, "type", "mrkdwn");
+	cJSON_AddStringToObject(t, "text", mrkdwn);
+	cJSON_AddItemToArray(blocks, s);
+}
+
+cJSON *escalate_slack_body(const cJSON *rec, const char *kind, const char *reason)
+{
+	char text[SLACK_TEXT_MAX], buf[SLACK_TEXT_MAX], url[512];
+	const char *alertname = label(rec, "alertname"), *playbook = str(rec, "playbook");
+	const char *outcome = str(rec, "outcome"), *id = str(rec, "id");
+	const cJSON *att = cJSON_GetObjectItemCaseSensitive(rec, "attempts");
+	const cJSON *last = last_attempt(rec);
+	cJSON *b = cJSON_CreateObject(), *blocks;
+	size_t off = 0;
+
+	escalate_job_url(id ? id : "", url, sizeof(url));
+	if (strcmp(kind, "resolve") == 0)
+		snprintf(text, sizeof(text), "RESOLVED: %s on %s (playbook %s): %s",
+		         alertname ? alertname : "alert", target(rec), playbook ? playbook : "?",
+		         reason && strcmp(reason, "recovered") == 0 ? "recovered by a later recovery job"
+		                                                    : "the alert resolved");
+	else if (strcmp(kind, "notice") == 0)
+		snprintf(text, sizeof(text), "Recovered automatically: %s on %s (playbook %s, %d attempt%s)",
+		         alertname ? alertname : "alert", target(rec), playbook ? playbook : "?",
+		         cJSON_GetArraySize(att), cJSON_GetArraySize(att) == 1 ? "" : "s");
+	else
+		snprintf(text, sizeof(text), "Auto-recovery FAILED: %s on %s - %s (playbook %s, outcome %s)",
+		         alertname ? alertname : "alert", target(rec), reason_text(reason),
+		         playbook ? playbook : "?", outcome ? outcome : "unknown");
+	cJSON_AddStringToObject(b, "text", text);
+	blocks = cJSON_AddArrayToObject(b, "blocks");
+	add_section(blocks, text);
+
+	if (strcmp(kind, "trigger") == 0) {
+		off += (size_t)snprintf(buf + off, sizeof(buf) - off, "*Alert:* %s\n*Target:* %s\n*Severity:* %s\n",
+		                        alertname ? alertname : "?", target(rec),
+		                        label(rec, "severity") ? label(rec, "severity") : "none");
+		off += (size_t)snprintf(buf + off, sizeof(buf) - off, "*Playbook:* %s, %d attempt%s\n",
+		                        playbook ? playbook : "?", cJSON_GetArraySize(att),
+		                        cJSON_GetArraySize(att) == 1 ? "" : "s");
+		if (last && str(last, "error") && off < sizeof(buf))
+			off += (size_t)snprintf(buf + off, sizeof(buf) - off, "*Last error:* %.600s\n",
+			                        str(last, "error"));
+		if (last_verify_reason(rec) && off < sizeof(buf))
+			snprintf(buf + off, sizeof(buf) - off, "*Last verify:* %.300s\n", last_verify_reason(rec));
+		add_section(blocks, buf);
+	}
+	off = 0;
+	buf[0] = '\0';
+	if (annotation(rec, "runbook_url"))
+		off += (size_t)snprintf(buf + off, sizeof(buf) - off, "<%s|Runbook>  ", annotation(rec, "runbook_url"));
+	if (url[0] && off < sizeof(buf))
+		off += (size_t)snprintf(buf + off, sizeof(buf) - off, "<%s|Job %s>  ", url, id ? id : "");
+	else if (id && off < sizeof(buf))
+		off += (size_t)snprintf(buf + off, sizeof(buf) - off, "Job `%s`  ", id);
+	const char *gen = str(cJSON_GetObjectItemCaseSensitive(rec, "alert"), "generatorURL");
+	if (gen && *gen && off < sizeof(buf))
+		snprintf(buf + off, sizeof(buf) - off, "<%s|Alert source>", gen);
+	if (buf[0])
+		add_section(blocks, buf);
+	return b;
+}
+
+int escalate_wire(const char *sink, const char *payload, char **url, char **body)
+{
+	int rc = -1;
+
+	*url = *body = NULL;
+	pthread_mutex_lock(&lock);
+	if (strcmp(sink, "slack") == 0 && conf.slack_url) {
+		*url = strdup(conf.slack_url);
+		*body = strdup(payload);
+		rc = 0;
+	} else if (strcmp(sink, "pagerduty") == 0 && conf.pd_key && conf.pd_url) {
+		cJSON *b = cJSON_Parse(payload);
+		if (b) {
+			cJSON_AddStringToObject(b, "routing_key", conf.pd_key);
+			*body = cJSON_PrintUnformatted(b);
+			cJSON_Delete(b);
+			*url = strdup(conf.pd_url);
+			rc = 0;
+		}
+	}
+	pthread_mutex_unlock(&lock);
+	if (rc == 0 && (!*url || !*body)) {
+		free(*url);
+		free(*body);
+		*url = *body = NULL;
+		rc = -1;
+	}
+	return rc;
+}
+
+enum esc_verdict escalate_classify(const char *sink, CURLcode cc, long status, const char *body,
+                                   double retry_after, int n, double rnd, double *delay)
+{
+	enum esc_verdict v;
+	double d;
+
+	if (cc != CURLE_OK || status == 429 || status >= 500) {
+		v = ESC_RETRY;
+	} else if (strcmp(sink, "slack") == 0) {
+		/* Slack answers exactly "ok"; anything else is an error string. */
+		v = status == 200 && body && strcmp(body, "ok") == 0 ? ESC_DELIVERED : ESC_FAILED;
+	} else {
+		v = status >= 200 && status < 300 ? ESC_DELIVERED : ESC_FAILED;
+	}
+	if (v != ESC_RETRY)
+		return v;
+	pthread_mutex_lock(&lock);
+	d = conf.retry_initial;
+	for (int i = 1; i < n && d < conf.retry_max; i++)
+		d *= 2;
+	if (d > conf.retry_max)
+		d = conf.retry_max;
+	pthread_mutex_unlock(&lock);
+	d = d / 2 + d / 2 * rnd;
+	if (retry_after > d)
+		d = retry_after; /* the service said how long to wait */
+	*delay = d;
+	return v;
+}

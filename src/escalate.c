@@ -263,61 +263,138 @@ static void add_section(cJSON *blocks, const char *mrkdwn)
 	cJSON_AddItemToArray(blocks, s);
 }
 
+/* A bounded text builder for Slack mrkdwn. Values from alerts are
+ * attacker-influenced: "<!channel>" would ping a channel and "<url|x>"
+ * would render a link, so &, < and > are escaped as Slack documents. */
+struct mrk {
+	char buf[SLACK_TEXT_MAX];
+	size_t len;
+};
+
+static void mrk_raw(struct mrk *m, const char *s)
+{
+	size_t n = strlen(s);
+	if (m->len + n >= sizeof(m->buf))
+		n = sizeof(m->buf) - m->len - 1;
+	memcpy(m->buf + m->len, s, n);
+	m->len += n;
+	m->buf[m->len] = '\0';
+}
+
+static void mrk_esc(struct mrk *m, const char *s, size_t max)
+{
+	for (size_t i = 0; s && s[i] && i < max && m->len + 6 < sizeof(m->buf); i++) {
+		const char *rep = s[i] == '&' ? "&amp;" : s[i] == '<' ? "&lt;" : s[i] == '>' ? "&gt;" : NULL;
+		if (rep) {
+			mrk_raw(m, rep);
+		} else {
+			m->buf[m->len++] = s[i];
+			m->buf[m->len] = '\0';
+		}
+	}
+}
+
+static void mrk_int(struct mrk *m, long v)
+{
+	char n[32];
+	snprintf(n, sizeof(n), "%ld", v);
+	mrk_raw(m, n);
+}
+
+static void mrk_link(struct mrk *m, const char *url, const char *text)
+{
+	if (!url || !*url)
+		return;
+	mrk_raw(m, "<");
+	mrk_esc(m, url, 1000);
+	mrk_raw(m, "|");
+	mrk_esc(m, text, 200);
+	mrk_raw(m, ">  ");
+}
+
 cJSON *escalate_slack_body(const cJSON *rec, const char *kind, const char *reason)
 {
-	char text[SLACK_TEXT_MAX], buf[SLACK_TEXT_MAX], url[512];
+	char url[512];
 	const char *alertname = label(rec, "alertname"), *playbook = str(rec, "playbook");
 	const char *outcome = str(rec, "outcome"), *id = str(rec, "id");
 	const cJSON *att = cJSON_GetObjectItemCaseSensitive(rec, "attempts");
 	const cJSON *last = last_attempt(rec);
+	int natt = cJSON_GetArraySize(att);
 	cJSON *b = cJSON_CreateObject(), *blocks;
-	size_t off = 0;
+	struct mrk m = {.len = 0};
 
 	escalate_job_url(id ? id : "", url, sizeof(url));
-	if (strcmp(kind, "resolve") == 0)
-		snprintf(text, sizeof(text), "RESOLVED: %s on %s (playbook %s): %s",
-		         alertname ? alertname : "alert", target(rec), playbook ? playbook : "?",
-		         reason && strcmp(reason, "recovered") == 0 ? "recovered by a later recovery job"
-		                                                    : "the alert resolved");
-	else if (strcmp(kind, "notice") == 0)
-		snprintf(text, sizeof(text), "Recovered automatically: %s on %s (playbook %s, %d attempt%s)",
-		         alertname ? alertname : "alert", target(rec), playbook ? playbook : "?",
-		         cJSON_GetArraySize(att), cJSON_GetArraySize(att) == 1 ? "" : "s");
-	else
-		snprintf(text, sizeof(text), "Auto-recovery FAILED: %s on %s - %s (playbook %s, outcome %s)",
-		         alertname ? alertname : "alert", target(rec), reason_text(reason),
-		         playbook ? playbook : "?", outcome ? outcome : "unknown");
-	cJSON_AddStringToObject(b, "text", text);
+	if (strcmp(kind, "resolve") == 0) {
+		mrk_raw(&m, "RESOLVED: ");
+	} else if (strcmp(kind, "notice") == 0) {
+		mrk_raw(&m, "Recovered automatically: ");
+	} else {
+		mrk_raw(&m, "Auto-recovery FAILED: ");
+	}
+	mrk_esc(&m, alertname ? alertname : "alert", 200);
+	mrk_raw(&m, " on ");
+	mrk_esc(&m, target(rec), 200);
+	if (strcmp(kind, "resolve") == 0) {
+		mrk_raw(&m, " (playbook ");
+		mrk_esc(&m, playbook ? playbook : "?", 100);
+		mrk_raw(&m, reason && strcmp(reason, "recovered") == 0 ? "): recovered by a later recovery job"
+		                                                       : "): the alert resolved");
+	} else if (strcmp(kind, "notice") == 0) {
+		mrk_raw(&m, " (playbook ");
+		mrk_esc(&m, playbook ? playbook : "?", 100);
+		mrk_raw(&m, ", ");
+		mrk_int(&m, natt);
+		mrk_raw(&m, natt == 1 ? " attempt)" : " attempts)");
+	} else {
+		mrk_raw(&m, " - ");
+		mrk_esc(&m, reason_text(reason), 300);
+		mrk_raw(&m, " (playbook ");
+		mrk_esc(&m, playbook ? playbook : "?", 100);
+		mrk_raw(&m, ", outcome ");
+		mrk_esc(&m, outcome ? outcome : "unknown", 50);
+		mrk_raw(&m, ")");
+	}
+	cJSON_AddStringToObject(b, "text", m.buf);
 	blocks = cJSON_AddArrayToObject(b, "blocks");
-	add_section(blocks, text);
+	add_section(blocks, m.buf);
 
 	if (strcmp(kind, "trigger") == 0) {
-		off += (size_t)snprintf(buf + off, sizeof(buf) - off, "*Alert:* %s\n*Target:* %s\n*Severity:* %s\n",
-		                        alertname ? alertname : "?", target(rec),
-		                        label(rec, "severity") ? label(rec, "severity") : "none");
-		off += (size_t)snprintf(buf + off, sizeof(buf) - off, "*Playbook:* %s, %d attempt%s\n",
-		                        playbook ? playbook : "?", cJSON_GetArraySize(att),
-		                        cJSON_GetArraySize(att) == 1 ? "" : "s");
-		if (last && str(last, "error") && off < sizeof(buf))
-			off += (size_t)snprintf(buf + off, sizeof(buf) - off, "*Last error:* %.600s\n",
-			                        str(last, "error"));
-		if (last_verify_reason(rec) && off < sizeof(buf))
-			snprintf(buf + off, sizeof(buf) - off, "*Last verify:* %.300s\n", last_verify_reason(rec));
-		add_section(blocks, buf);
+		m.len = 0;
+		m.buf[0] = '\0';
+		mrk_raw(&m, "*Alert:* ");
+		mrk_esc(&m, alertname ? alertname : "?", 200);
+		mrk_raw(&m, "\n*Target:* ");
+		mrk_esc(&m, target(rec), 200);
+		mrk_raw(&m, "\n*Severity:* ");
+		mrk_esc(&m, escalate_pd_severity(label(rec, "severity")), 20);
+		mrk_raw(&m, "\n*Playbook:* ");
+		mrk_esc(&m, playbook ? playbook : "?", 100);
+		mrk_raw(&m, ", ");
+		mrk_int(&m, natt);
+		mrk_raw(&m, natt == 1 ? " attempt\n" : " attempts\n");
+		if (last && str(last, "error")) {
+			mrk_raw(&m, "*Last error:* ");
+			mrk_esc(&m, str(last, "error"), 600);
+			mrk_raw(&m, "\n");
+		}
+		if (last_verify_reason(rec)) {
+			mrk_raw(&m, "*Last verify:* ");
+			mrk_esc(&m, last_verify_reason(rec), 300);
+			mrk_raw(&m, "\n");
+		}
+		add_section(blocks, m.buf);
 	}
-	off = 0;
-	buf[0] = '\0';
-	if (annotation(rec, "runbook_url"))
-		off += (size_t)snprintf(buf + off, sizeof(buf) - off, "<%s|Runbook>  ", annotation(rec, "runbook_url"));
-	if (url[0] && off < sizeof(buf))
-		off += (size_t)snprintf(buf + off, sizeof(buf) - off, "<%s|Job %s>  ", url, id ? id : "");
-	else if (id && off < sizeof(buf))
-		off += (size_t)snprintf(buf + off, sizeof(buf) - off, "Job `%s`  ", id);
-	const char *gen = str(cJSON_GetObjectItemCaseSensitive(rec, "alert"), "generatorURL");
-	if (gen && *gen && off < sizeof(buf))
-		snprintf(buf + off, sizeof(buf) - off, "<%s|Alert source>", gen);
-	if (buf[0])
-		add_section(blocks, buf);
+	m.len = 0;
+	m.buf[0] = '\0';
+	mrk_link(&m, annotation(rec, "runbook_url"), "Runbook");
+	if (url[0]) {
+		char t[64];
+		snprintf(t, sizeof(t), "Job %s", id ? id : "");
+		mrk_link(&m, url, t);
+	}
+	mrk_link(&m, str(cJSON_GetObjectItemCaseSensitive(rec, "alert"), "generatorURL"), "Alert source");
+	if (m.len)
+		add_section(blocks, m.buf);
 	return b;
 }
 
@@ -376,7 +453,7 @@ enum esc_verdict escalate_classify(const char *sink, CURLcode cc, long status, c
 	pthread_mutex_unlock(&lock);
 	d = d / 2 + d / 2 * rnd;
 	if (retry_after > d)
-		d = retry_after; /* the service said how long to wait */
+		d = retry_after < 3600 ? retry_after : 3600; /* the service said how long to wait */
 	*delay = d;
 	return v;
 }

@@ -97,6 +97,7 @@ static struct job *yielding_job(lua_State *L, const char *fn)
 /* ---------- JSON ---------- */
 
 static int null_sentinel;
+static const char ARRAY_MT[] = "recoveryd.json.array";
 
 void lua_api_push_json(lua_State *L, const cJSON *v)
 {
@@ -114,6 +115,11 @@ void lua_api_push_json(lua_State *L, const cJSON *v)
 			lua_api_push_json(L, c);
 			lua_seti(L, -2, i++);
 		}
+		/* Remember it was an array, so that [] encodes back as []. */
+		if (luaL_getmetatable(L, ARRAY_MT) == LUA_TTABLE)
+			lua_setmetatable(L, -2);
+		else
+			lua_pop(L, 1);
 	} else if (cJSON_IsString(v)) {
 		lua_pushstring(L, v->valuestring);
 	} else if (cJSON_IsNumber(v)) {
@@ -158,12 +164,18 @@ static cJSON *to_json(lua_State *L, int idx, int depth, const char **err)
 	case LUA_TTABLE: {
 		lua_Integer n = (lua_Integer)lua_rawlen(L, idx);
 		size_t keys = 0;
+		int marked = 0;
+		if (lua_getmetatable(L, idx)) {
+			luaL_getmetatable(L, ARRAY_MT);
+			marked = lua_rawequal(L, -1, -2);
+			lua_pop(L, 2);
+		}
 		lua_pushnil(L);
 		while (lua_next(L, idx)) {
 			keys++;
 			lua_pop(L, 1);
 		}
-		if (n > 0 && (size_t)n == keys) {
+		if ((n > 0 || marked) && (size_t)n == keys) {
 			cJSON *a = cJSON_CreateArray();
 			for (lua_Integer i = 1; i <= n; i++) {
 				lua_rawgeti(L, idx, i);
@@ -227,6 +239,17 @@ static int l_json_encode(lua_State *L)
 		return luaL_error(L, "out of memory");
 	lua_pushstring(L, s);
 	free(s);
+	return 1;
+}
+
+/* recovery.json.array(t): mark t as a JSON array (so {} encodes as []). */
+static int l_json_array(lua_State *L)
+{
+	if (lua_isnoneornil(L, 1))
+		lua_newtable(L);
+	luaL_checktype(L, 1, LUA_TTABLE);
+	lua_settop(L, 1);
+	luaL_setmetatable(L, ARRAY_MT);
 	return 1;
 }
 
@@ -301,6 +324,20 @@ static int l_print(lua_State *L)
 }
 
 /* ---------- misc ---------- */
+
+/* recovery.fail(reason): fail this attempt and the job at once, without
+ * retries (a precondition does not hold: escalate now). The marker table
+ * is recognised by the attempt driver. */
+static int l_fail(lua_State *L)
+{
+	const char *why = luaL_checkstring(L, 1);
+	lua_newtable(L);
+	lua_pushstring(L, why);
+	lua_setfield(L, -2, "reason");
+	lua_pushboolean(L, 1);
+	lua_setfield(L, -2, "recoveryd_final");
+	return lua_error(L);
+}
 
 static int l_now(lua_State *L)
 {
@@ -384,7 +421,9 @@ static int read_allowed(const char *path)
 {
 	int ok = 0;
 
-	if (path[0] != '/' || strstr(path, "/../") || strstr(path, "/./"))
+	size_t pl = strlen(path);
+	if (path[0] != '/' || strstr(path, "/../") || strstr(path, "/./") ||
+	    (pl >= 3 && strcmp(path + pl - 3, "/..") == 0) || (pl >= 2 && strcmp(path + pl - 2, "/.") == 0))
 		return 0;
 	pthread_mutex_lock(&conf_lock);
 	for (char **p = conf_read_allow; p && *p && !ok; p++) {
@@ -404,6 +443,17 @@ static int l_read_file(lua_State *L)
 	const char *path = luaL_checkstring(L, 1);
 	size_t len;
 	char *v;
+	int secret = 1;
+
+	/* {secret = false}: a namespace name or a CA bundle, which would
+	 * otherwise be masked wherever it appears (URLs included). */
+	if (!lua_isnoneornil(L, 2)) {
+		luaL_checktype(L, 2, LUA_TTABLE);
+		lua_getfield(L, 2, "secret");
+		if (!lua_isnil(L, -1))
+			secret = lua_toboolean(L, -1);
+		lua_pop(L, 1);
+	}
 
 	if (!read_allowed(path))
 		return luaL_error(L, "recovery.read_file: %s is outside the allowed directories (see --read-allow)",
@@ -414,8 +464,7 @@ static int l_read_file(lua_State *L)
 		lua_pushfstring(L, "%s: %s", path, strerror(errno));
 		return 2;
 	}
-	/* Tokens are secrets; a CA bundle is not, but redacting it is harmless. */
-	char *trimmed = strdup(v);
+	char *trimmed = secret ? strdup(v) : NULL;
 	if (trimmed) {
 		size_t n = strlen(trimmed);
 		while (n && strchr(" \t\r\n", trimmed[n - 1]))
@@ -1061,13 +1110,19 @@ void lua_api_open(lua_State *L, struct job *job)
 {
 	static const luaL_Reg fns[] = {{"http", l_http},     {"exec", l_exec}, {"sleep", l_sleep},
 	                               {"secret", l_secret}, {"now", l_now},   {"env", l_env},
-	                               {"read_file", l_read_file},             {NULL, NULL}};
+	                               {"read_file", l_read_file},             {"fail", l_fail},
+	                               {NULL, NULL}};
 	static const luaL_Reg logf[] = {
 		{"info", l_log_info}, {"warn", l_log_warn}, {"error", l_log_error}, {NULL, NULL}};
-	static const luaL_Reg jsonf[] = {{"encode", l_json_encode}, {"decode", l_json_decode}, {NULL, NULL}};
+	static const luaL_Reg jsonf[] = {{"encode", l_json_encode},
+	                                 {"decode", l_json_decode},
+	                                 {"array", l_json_array},
+	                                 {NULL, NULL}};
 
 	lua_pushlightuserdata(L, job);
 	lua_setfield(L, LUA_REGISTRYINDEX, JOB_KEY);
+	luaL_newmetatable(L, ARRAY_MT);
+	lua_pop(L, 1);
 	if (luaL_newmetatable(L, RESP_MT)) {
 		lua_newtable(L);
 		lua_pushcfunction(L, resp_json);

@@ -126,6 +126,8 @@ static enum log_level level_of(const char *s)
 	return LOG_INFO;
 }
 
+static unsigned bound_port; /* for job links without --external-url */
+
 static void configure_sinks(const struct config *c, const struct tokens *t)
 {
 	char ext[300];
@@ -133,16 +135,30 @@ static void configure_sinks(const struct config *c, const struct tokens *t)
 	                           c->escalate_default[0] ? (const char *const *)c->escalate_default : NULL,
 	                           c->escalation_retry_initial, c->escalation_retry_max};
 	if (!c->external_url) {
-		/* Without --external-url, links point at the listen address. */
-		snprintf(ext, sizeof(ext), "http://%s", c->listen);
+		/* Without --external-url, links point at the bound address. */
+		const char *colon = strrchr(c->listen, ':');
+		int hl = colon ? (int)(colon - c->listen) : (int)strlen(c->listen);
+		const char *host = hl == 0 || (hl == 7 && strncmp(c->listen, "0.0.0.0", 7) == 0) ? "127.0.0.1" : c->listen;
+		if (host != c->listen)
+			hl = (int)strlen(host);
+		snprintf(ext, sizeof(ext), "http://%.*s:%u", hl, host,
+		         bound_port ? bound_port : (unsigned)(colon ? atoi(colon + 1) : 9095));
 		ec.external_url = ext;
 	}
 	escalate_configure(&ec);
 }
 
 /* A playbook escalating to a sink that is not configured is a config error. */
-static int check_sinks(struct playbook_set *set, char *err, size_t errlen)
+static int check_sinks(const struct config *c, struct playbook_set *set, char *err, size_t errlen)
 {
+	for (size_t k = 0; c->escalate_default[k]; k++)
+		if (!escalate_sink_configured(c->escalate_default[k])) {
+			snprintf(err, errlen, "--escalate-default %s: that sink is not configured (--%s)",
+			         c->escalate_default[k],
+			         strcmp(c->escalate_default[k], "slack") == 0 ? "slack-webhook-url-file"
+			                                                      : "pagerduty-routing-key-file");
+			return -1;
+		}
 	for (size_t i = 0; i < set->n; i++) {
 		const struct playbook *pb = set->v[i];
 		char **lists[2] = {pb->escalate, pb->notify_success};
@@ -424,7 +440,7 @@ int main(int argc, char **argv)
 	}
 	configure_sinks(&cfg, &tok);
 	if (cfg.check_config) {
-		if (check_sinks(set, err, sizeof(err)) < 0) {
+		if (check_sinks(&cfg, set, err, sizeof(err)) < 0) {
 			fprintf(stderr, "recoveryd: %s\n", err);
 			goto out;
 		}
@@ -448,7 +464,7 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	if (check_sinks(set, err, sizeof(err)) < 0)
+	if (check_sinks(&cfg, set, err, sizeof(err)) < 0)
 		log_kv(LOG_WARN, NULL, "escalation sink missing: such escalations are recorded as failed",
 		       "error", err, NULL);
 	if (store_open(cfg.state, &st, err, sizeof(err)) != RD_OK) {
@@ -477,6 +493,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "recoveryd: %s\n", err);
 		goto out;
 	}
+	bound_port = port;
+	configure_sinks(&cfg, &tok);
 	{
 		char addr[160], p[16];
 		const char *colon = strrchr(cfg.listen, ':');

@@ -43,7 +43,7 @@ struct timer {
 
 /* One notification of the escalation outbox, journaled before it is here. */
 struct delivery {
-	char *id, *job_id, *sink, *kind, *payload;
+	char *id, *job_id, *sink, *kind, *payload, *incident;
 	int attempts;
 	double created_at;      /* wall clock, for the latency histogram */
 	struct op *op;          /* the transfer in flight, or NULL */
@@ -390,10 +390,17 @@ lua_State *runner_job_thread(struct job *j)
  * here is the sandbox's, which re-raises a passed deadline. */
 static const char DRIVER[] =
 	"local pb, ctx = ...\n"
+	"local function final(e) return type(e) == 'table' and rawget(e, 'recoveryd_final') end\n"
 	"local ok, err = pcall(pb.run, ctx)\n"
-	"if not ok then return 'run', tostring(err) end\n"
+	"if not ok then\n"
+	"  if final(err) then return 'final', tostring(rawget(err, 'reason')) end\n"
+	"  return 'run', tostring(err)\n"
+	"end\n"
 	"local vok, v1, v2 = pcall(pb.verify, ctx)\n"
-	"if not vok then return 'verify_error', tostring(v1) end\n"
+	"if not vok then\n"
+	"  if final(v1) then return 'final', tostring(rawget(v1, 'reason')) end\n"
+	"  return 'verify_error', tostring(v1)\n"
+	"end\n"
 	"if v1 then return 'ok', nil, true, v2 ~= nil and tostring(v2) or nil end\n"
 	"return 'verify', nil, false, v2 ~= nil and tostring(v2) or 'verify returned false'\n";
 
@@ -550,6 +557,11 @@ static void resume(struct runner *r, struct job *j, int nargs)
 
 	if (phase && strcmp(phase, "ok") == 0) {
 		attempt_end(r, j, "succeeded", NULL, 1, vreason);
+	} else if (phase && strcmp(phase, "final") == 0) {
+		/* recovery.fail(): no further attempts. */
+		j->max_attempts = j->attempts;
+		snprintf(msg, sizeof(msg), "%s", err ? err : "failed");
+		attempt_end(r, j, "failed", msg, -1, NULL);
 	} else if (phase && strcmp(phase, "verify") == 0) {
 		snprintf(msg, sizeof(msg), "verify: %s", vreason ? vreason : "false");
 		attempt_end(r, j, "failed", msg, vok, vreason);
@@ -681,6 +693,7 @@ static void delivery_free(struct delivery *d)
 	free(d->sink);
 	free(d->kind);
 	free(d->payload);
+	free(d->incident);
 	free(d);
 }
 
@@ -715,10 +728,29 @@ static void delivery_update(struct runner *r, struct delivery *d, const char *st
 		store_batch_free(b);
 }
 
+/* A resolve must not overtake its trigger: PagerDuty drops a resolve for
+ * an incident it does not know, and the late trigger would then open one
+ * that nobody closes. */
+static int waits_for_trigger(struct runner *r, const struct delivery *d)
+{
+	if (strcmp(d->kind, "resolve") != 0 || !d->incident)
+		return 0;
+	for (const struct delivery *o = r->deliveries; o; o = o->next)
+		if (o != d && strcmp(o->kind, "trigger") == 0 && o->incident &&
+		    strcmp(o->incident, d->incident) == 0 && strcmp(o->sink, d->sink) == 0)
+			return 1;
+	return 0;
+}
+
 static void delivery_start(struct runner *r, struct delivery *d)
 {
 	char *url = NULL, *body = NULL;
 	struct op *op;
+
+	if (waits_for_trigger(r, d)) {
+		timer_add_dl(r, d, rd_mono() + 0.25);
+		return;
+	}
 
 	if (escalate_wire(d->sink, d->payload, &url, &body) < 0) {
 		log_kv(LOG_ERROR, d->job_id, "escalation: sink is not configured", "sink", d->sink, NULL);
@@ -844,6 +876,7 @@ void runner_deliver(struct runner *r, const struct escalation_row *e)
 	}
 	d->attempts = e->attempts;
 	d->created_at = e->created_at;
+	d->incident = e->incident_key ? strdup(e->incident_key) : NULL;
 	m->dl = d;
 	m->job = NULL;
 	pthread_mutex_lock(&r->mu);

@@ -302,6 +302,13 @@ int sandbox_call(lua_State *L, int nargs, int nres)
 		lua_remove(L, -2);
 		return status;
 	}
+	if (sb->timed_out) {
+		/* A user coroutine absorbed the hook's yield; the deadline still
+		 * passed. */
+		lua_pop(L, 1);
+		lua_pushstring(L, "deadline exceeded");
+		return LUA_ERRRUN;
+	}
 	if (nres != LUA_MULTRET) {
 		lua_settop(co, nres); /* truncates, or pads with nil */
 		got = nres;

@@ -9,8 +9,10 @@ local recovery = {
   http = refuse("http"), exec = refuse("exec"), sleep = refuse("sleep"),
   secret = refuse("secret"), env = refuse("env"), read_file = refuse("read_file"),
   now = os.time, dry_run = false,
+  fail = function(reason) error({ reason = reason, recoveryd_final = true }, 2) end,
   log = { info = function() end, warn = function() end, error = function() end },
-  json = { null = setmetatable({}, { __tostring = function() return "null" end }) },
+  json = { null = setmetatable({}, { __tostring = function() return "null" end }),
+           array = function(t) return t or {} end },
 }
 package.loaded["recovery"] = recovery
 _G.recovery = recovery

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "recoveryd/lua_api.h"
 #include "recoveryd/sandbox.h"
 
 #define CONFIG_FILE_MAX (1024 * 1024)
@@ -194,6 +195,34 @@ static int load_file(struct config *c, const char *path, char *err, size_t errle
 		const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
 		const struct opt *o = k ? find_opt(k, 1) : NULL;
 		char vbuf[64];
+		if (k && strcmp(k, "playbook_settings") == 0) {
+			/* Per-playbook overrides of `settings`: kept as JSON. */
+			const char *jerr = NULL;
+			cJSON *v;
+			if (!lua_istable(L, -1)) {
+				snprintf(err, errlen, "config %s: playbook_settings must be a table of tables", path);
+				goto out;
+			}
+			v = lua_api_to_json(L, -1, &jerr);
+			if (!v || !cJSON_IsObject(v)) {
+				snprintf(err, errlen, "config %s: playbook_settings: %s", path,
+				         jerr ? jerr : "must be a table keyed by playbook name");
+				cJSON_Delete(v);
+				goto out;
+			}
+			for (cJSON *c = v->child; c; c = c->next)
+				if (!cJSON_IsObject(c)) {
+					snprintf(err, errlen, "config %s: playbook_settings[\"%s\"] must be a table",
+					         path, c->string);
+					cJSON_Delete(v);
+					goto out;
+				}
+			free(c->playbook_settings);
+			c->playbook_settings = cJSON_PrintUnformatted(v);
+			cJSON_Delete(v);
+			lua_pop(L, 1);
+			continue;
+		}
 		if (!o || !o->file_ok || strchr(k, '-')) {
 			snprintf(err, errlen, "config %s: unknown setting '%s'", path, k ? k : "(non-string key)");
 			goto out;
@@ -346,4 +375,6 @@ void config_free(struct config *c)
 		} else if (opts[i].type == O_LIST) {
 			clear_list(list_at(c, &opts[i]));
 		}
+	free(c->playbook_settings);
+	c->playbook_settings = NULL;
 }

@@ -59,6 +59,27 @@ static void strv_free(char **v)
 	free(v);
 }
 
+static cJSON *conf_pb_settings;
+
+void lua_api_set_playbook_settings(const char *json)
+{
+	pthread_mutex_lock(&conf_lock);
+	cJSON_Delete(conf_pb_settings);
+	conf_pb_settings = json ? cJSON_Parse(json) : NULL;
+	pthread_mutex_unlock(&conf_lock);
+}
+
+void lua_api_push_settings(lua_State *L, const char *playbook)
+{
+	pthread_mutex_lock(&conf_lock);
+	const cJSON *o = cJSON_GetObjectItemCaseSensitive(conf_pb_settings, playbook);
+	if (cJSON_IsObject(o))
+		lua_api_push_json(L, o);
+	else
+		lua_newtable(L);
+	pthread_mutex_unlock(&conf_lock);
+}
+
 void lua_api_configure(const struct lua_api_conf *c)
 {
 	pthread_mutex_lock(&conf_lock);

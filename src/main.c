@@ -148,6 +148,23 @@ static void configure_sinks(const struct config *c, const struct tokens *t)
 	escalate_configure(&ec);
 }
 
+/* playbook_settings for a playbook that is not loaded is a typo. */
+static int check_playbook_settings(const struct config *c, struct playbook_set *set, char *err, size_t errlen)
+{
+	cJSON *o = c->playbook_settings ? cJSON_Parse(c->playbook_settings) : NULL;
+	int rc = 0;
+
+	for (cJSON *k = o ? o->child : NULL; k; k = k->next)
+		if (!playbook_set_find(set, k->string)) {
+			snprintf(err, errlen, "playbook_settings[\"%s\"]: no playbook of that name is loaded",
+			         k->string);
+			rc = -1;
+			break;
+		}
+	cJSON_Delete(o);
+	return rc;
+}
+
 /* A playbook escalating to a sink that is not configured is a config error. */
 static int check_sinks(const struct config *c, struct playbook_set *set, char *err, size_t errlen)
 {
@@ -182,6 +199,7 @@ static void configure_lua(const struct config *c)
 	struct lua_api_conf lc = {c->secrets_dir, (const char *const *)c->exec_allow, c->http_timeout,
 	                          (const char *const *)c->env_allow, (const char *const *)c->read_allow};
 	lua_api_configure(&lc);
+	lua_api_set_playbook_settings(c->playbook_settings);
 }
 
 static struct playbook_set *load_playbooks(const struct config *c, char *err, size_t errlen)
@@ -440,7 +458,8 @@ int main(int argc, char **argv)
 	}
 	configure_sinks(&cfg, &tok);
 	if (cfg.check_config) {
-		if (check_sinks(&cfg, set, err, sizeof(err)) < 0) {
+		if (check_sinks(&cfg, set, err, sizeof(err)) < 0 ||
+		    check_playbook_settings(&cfg, set, err, sizeof(err)) < 0) {
 			fprintf(stderr, "recoveryd: %s\n", err);
 			goto out;
 		}
@@ -467,6 +486,8 @@ int main(int argc, char **argv)
 	if (check_sinks(&cfg, set, err, sizeof(err)) < 0)
 		log_kv(LOG_WARN, NULL, "escalation sink missing: such escalations are recorded as failed",
 		       "error", err, NULL);
+	if (check_playbook_settings(&cfg, set, err, sizeof(err)) < 0)
+		log_kv(LOG_WARN, NULL, "config", "error", err, NULL);
 	if (store_open(cfg.state, &st, err, sizeof(err)) != RD_OK) {
 		fprintf(stderr, "recoveryd: %s\n", err);
 		goto out;

@@ -391,6 +391,10 @@ lua_State *runner_job_thread(struct job *j)
 static const char DRIVER[] =
 	"local pb, ctx = ...\n"
 	"local function final(e) return type(e) == 'table' and rawget(e, 'recoveryd_final') end\n"
+	"local s = {}\n"
+	"if type(pb.settings) == 'table' then for k, v in pairs(pb.settings) do s[k] = v end end\n"
+	"for k, v in pairs(ctx.settings) do s[k] = v end\n"
+	"ctx.settings = s\n"
 	"local ok, err = pcall(pb.run, ctx)\n"
 	"if not ok then\n"
 	"  if final(err) then return 'final', tostring(rawget(err, 'reason')) end\n"
@@ -430,6 +434,8 @@ static void push_ctx(lua_State *L, struct job *j, int n)
 	lua_setfield(L, -2, "job");
 	lua_pushboolean(L, j->dry_run);
 	lua_setfield(L, -2, "dry_run");
+	lua_api_push_settings(L, j->playbook_name); /* merged over pb.settings by the driver */
+	lua_setfield(L, -2, "settings");
 }
 
 static void resume(struct runner *r, struct job *j, int nargs);

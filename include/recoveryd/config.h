@@ -43,6 +43,7 @@ struct config {
 	double journal_group_max; /* batches per journal transaction; 0 = all */
 	char *log_level;
 	char *alert;              /* `run`: the alert file */
+	char *playbook_settings;  /* config file only: JSON {"<playbook>": {settings}} */
 	int version;
 	int help;
 };

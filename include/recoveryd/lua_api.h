@@ -15,6 +15,11 @@ struct lua_api_conf {
 	const char *const *read_allow; /* NULL-terminated directories recovery.read_file reads */
 };
 
+/* Deployment overrides of playbook settings: JSON {"<playbook>": {...}}
+ * (from the config file's playbook_settings), or NULL. Copied. */
+void lua_api_set_playbook_settings(const char *json);
+/* Push the override table for playbook (an empty table when none). */
+void lua_api_push_settings(lua_State *L, const char *playbook);
 /* Set the process-wide settings (copied). */
 void lua_api_configure(const struct lua_api_conf *c);
 /* Install `recovery` as a global and for require "recovery". job == NULL

@@ -441,7 +441,8 @@ static int admit_one(struct engine *e, struct playbook_set *set, struct playbook
 		const char *on = d == ADMIT_COALESCED ? active->id : d == ADMIT_COOLDOWN ? last_id : NULL;
 		e->broken_escalated = 1;
 		if (on && *on)
-			notify_push(notes, on, key, "trigger", "playbook_load_failed", playbook_sinks(pb), 0);
+			notify_push(notes, on, key, "trigger", "playbook_load_failed", playbook_sinks(pb),
+			            d == ADMIT_COALESCED ? active->dry_run : e->global_dry_run);
 		else
 			e->broken_escalated = 2; /* attach to the job created below */
 	}
@@ -865,6 +866,16 @@ static void replay_row(const struct job_row *r, void *arg)
 		store_batch_update_job(rp->b, &row);
 		admit_ended(the_admit, j->key, j->id, rp->now);
 		log_kv(LOG_WARN, j->id, "journal replay: job failed", "error", msg, NULL);
+		metrics_add(M_JOBS, j->playbook_name, "failed", 1);
+		{
+			/* Nobody else will finish this recovery: tell the default sinks. */
+			unsigned bits = 0;
+			const char **d = escalate_default_sinks();
+			for (size_t i = 0; d && d[i]; i++)
+				bits |= sink_bit(d[i]);
+			free(d);
+			notify_push(&rp->notes, j->id, j->key, "trigger", "playbook_removed", bits, j->dry_run);
+		}
 		rp->orphaned++;
 		job_free(j);
 		return;

@@ -172,6 +172,8 @@ static const char *reason_text(const char *reason)
 		return "recovery was interrupted by a restart (not idempotent: not retried)";
 	if (strcmp(reason, "budget_exhausted") == 0)
 		return "recovery held back: the playbook's run budget is exhausted";
+	if (strcmp(reason, "playbook_removed") == 0)
+		return "the job's playbook is no longer loaded after a restart; nothing will finish it";
 	if (strcmp(reason, "playbook_load_failed") == 0)
 		return "the playbook failed to load at reload; the previous version is still running";
 	return reason;

@@ -354,12 +354,12 @@ static int reload(int argc, char **argv, struct config *cur, struct engine *e, s
 	    next.max_jobs != cur->max_jobs || next.queue_max != cur->queue_max ||
 	    next.lua_memory != cur->lua_memory || next.body_max != cur->body_max ||
 	    next.conn_limit != cur->conn_limit || next.conn_timeout != cur->conn_timeout ||
-	    next.journal_group_max != cur->journal_group_max)
+	    next.journal_group_max != cur->journal_group_max || next.insecure_no_auth != cur->insecure_no_auth)
 		log_kv(LOG_WARN, NULL,
-		       "reload: listen, state, lua_path, dry_run, max_jobs, queue_max, lua_memory, "
-		       "body_max, conn_limit, conn_timeout and journal_group_max take effect at the next "
-		       "restart; playbooks, tokens, secrets_dir, exec_allow, http_timeout and log_level "
-		       "are applied now",
+		       "reload: listen, state, lua_path, dry_run, insecure_no_auth, max_jobs, queue_max, "
+		       "lua_memory, body_max, conn_limit, conn_timeout and journal_group_max take effect "
+		       "at the next restart; everything else (playbooks, playbook_settings, tokens, sinks, "
+		       "allow-lists, secrets_dir, http_timeout, drain_timeout, log_level) is applied now",
 		       NULL);
 	/* Keep the running values of restart-only settings, so that the next
 	 * reload compares against what is really in effect. */
@@ -380,6 +380,7 @@ static int reload(int argc, char **argv, struct config *cur, struct engine *e, s
 		next.conn_limit = cur->conn_limit;
 		next.conn_timeout = cur->conn_timeout;
 		next.journal_group_max = cur->journal_group_max;
+		next.insecure_no_auth = cur->insecure_no_auth;
 	}
 	configure_lua(&next);
 	configure_sinks(&next, &t);

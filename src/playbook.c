@@ -303,6 +303,13 @@ static int parse_table(lua_State *L, struct playbook *pb, char *err, size_t errl
 			if (sink_list(L, "notify.on_success", &pb->notify_success, &pb->n_notify_success, err,
 			              errlen) < 0)
 				return -1;
+			/* A PagerDuty event is an incident: success notices go to Slack. */
+			for (size_t i = 0; i < pb->n_notify_success; i++)
+				if (strcmp(pb->notify_success[i], "slack") != 0) {
+					snprintf(err, errlen, "notify.on_success: only \"slack\" is supported "
+					                      "(a PagerDuty event would open an incident)");
+					return -1;
+				}
 		} else if (!lua_isnil(L, -1)) {
 			snprintf(err, errlen, "notify.on_success: expected a list of sink names");
 			return -1;

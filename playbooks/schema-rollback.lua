@@ -5,15 +5,19 @@
 --
 -- Documentation: docs/playbooks/schema-rollback.md
 --
--- Settings live in the table below and nowhere else. To change them for a
--- deployment, edit the `key = value,` lines between BEGIN SETTINGS and END
--- SETTINGS in your copy of this file (for Kubernetes: a ConfigMap holding the
--- edited file, mounted as the playbook directory), then SIGHUP recoveryd.
+-- Settings: the `settings` table below holds the defaults. A deployment
+-- overrides them in recoveryd's config file, without editing this file:
+--
+--   playbook_settings = {
+--     ["schema-rollback"] = { registry_url = "http://schema-registry.events.svc:8081", window = 1800 },
+--   }
+--
+-- run and verify read them only from ctx.settings (defaults merged with the
+-- overrides, one level deep). `false` switches an optional setting off.
 
 local schema = require "recovery.schema"
 
 local settings = {
-  -- BEGIN SETTINGS
   registry_url = "http://schema-registry.event-schemas.svc:8081",
   registry_auth = "none", -- "none", "basic" (user/password or API key/secret) or "bearer"
   registry_username_secret = "schema-registry-username", -- file names in --secrets-dir
@@ -26,22 +30,21 @@ local settings = {
   subject_suffix = "-value",
   event_type_label = "event_type",
   event_types = {}, -- event type -> subject, e.g. { ["order.created"] = "orders-value" }
-  default_subject = nil,
-  allowed_subjects = nil, -- nil = any valid subject; or a list of subject names
+  default_subject = false, -- the subject when no label resolves, or false
+  allowed_subjects = false, -- false = any valid subject; or a list of subject names
   window = 3600, -- roll back only if the latest version was registered at most this many seconds ago
   future_tolerance = 300,
   registered_at_source = "prometheus", -- "prometheus" or "apicurio"
   registered_at_query = 'max(schema_registry_subject_version_created_timestamp_seconds{subject="{subject}",version="{version}"})',
   apicurio_meta_url = "http://apicurio-registry.event-schemas.svc:8080/apis/registry/v3/groups/default/artifacts/{subject}/versions/{version}",
   prometheus_url = "http://prometheus-operated.monitoring.svc:9090",
-  prometheus_token_secret = nil, -- a file in --secrets-dir holding a bearer token, or nil
+  prometheus_token_secret = false, -- a file in --secrets-dir holding a bearer token, or false
   prometheus_timeout = 10,
   verify_use_alert_expr = true, -- re-evaluate the expression of the alert's generatorURL
   verify_query = "sum(rate(event_validation_errors_total[5m]))",
   verify_threshold = 0.1, -- errors per second
   verify_wait = 300, -- seconds verify keeps checking before it gives up
   verify_interval = 30,
-  -- END SETTINGS
 }
 
 local function secret(name)
@@ -150,9 +153,9 @@ return {
   settings    = settings,
 
   run = function(ctx)
-    local S = settings
+    local S = ctx.settings
     local subject, how = schema.subject_for(ctx.alert.labels, S)
-    if not subject then error(how, 0) end
+    if not subject then recovery.fail(how) end -- a bad or unknown subject: no request is sent
     local reg = schema.registry{ url = S.registry_url, headers = registry_headers(S), timeout = S.registry_timeout }
     local src = time_source(S, reg)
 
@@ -171,22 +174,24 @@ return {
     end
 
     -- Preconditions: a previous version exists, and the latest one is recent.
+    -- They are deterministic, so a failure ends the job at once (recovery.fail)
+    -- and escalates instead of using the retry.
     local pv, perr = schema.previous_version(live, latest.version)
-    if not pv then error(subject .. ": " .. perr, 0) end
+    if not pv then recovery.fail(subject .. ": " .. perr) end
     local ts, terr = schema.registered_at(src, subject, latest.version)
     if not ts then
-      error(string.format("cannot tell when version %d of %s was registered (%s): not rolling back blindly",
-        latest.version, subject, tostring(terr)), 0)
+      recovery.fail(string.format("cannot tell when version %d of %s was registered (%s): not rolling back blindly",
+        latest.version, subject, tostring(terr)))
     end
     local age = recovery.now() - ts
     if age > S.window then
-      error(string.format("version %d of %s was registered %s ago, outside the %s window: the validation errors " ..
-        "are not caused by a recent schema change, not rolling back", latest.version, subject,
-        schema.human_duration(age), schema.human_duration(S.window)), 0)
+      recovery.fail(string.format("version %d of %s was registered %s ago, outside the %s window: the validation " ..
+        "errors are not caused by a recent schema change, not rolling back", latest.version, subject,
+        schema.human_duration(age), schema.human_duration(S.window)))
     end
     if age < -S.future_tolerance then
-      error(string.format("version %d of %s has a registration time %s in the future: not rolling back",
-        latest.version, subject, schema.human_duration(-age)), 0)
+      recovery.fail(string.format("version %d of %s has a registration time %s in the future: not rolling back",
+        latest.version, subject, schema.human_duration(-age)))
     end
 
     local prev
@@ -198,7 +203,13 @@ return {
         registered_age_seconds = math.floor(age) })
 
     local res, rerr = reg:rollback(subject, { latest = latest, previous = prev, on_existing = S.on_existing })
-    if not res then error("rollback of " .. subject .. ": " .. tostring(rerr), 0) end
+    if not res then
+      local msg = "rollback of " .. subject .. ": " .. tostring(rerr)
+      -- the registry refused the previous schema (incompatible, or it keeps the
+      -- bad version and on_existing = "fail"): another attempt would too
+      if type(rerr) == "table" and (rerr.code == "incompatible" or rerr.code == "kept") then recovery.fail(msg) end
+      error(msg, 0)
+    end
     if res.planned then
       recovery.log.info(string.format("dry-run: would register the schema of version %d of %s again%s", res.to_schema_of,
         subject, res.then_soft_delete and (" and soft-delete version " .. res.then_soft_delete) or ""),
@@ -212,7 +223,7 @@ return {
   end,
 
   verify = function(ctx)
-    local S = settings
+    local S = ctx.settings
     local expr, from_alert = nil, false
     if S.verify_use_alert_expr then expr = schema.expr_from_generator_url(ctx.alert.generatorURL) end
     if expr then from_alert = true else expr = S.verify_query end

@@ -844,6 +844,20 @@ static void free_exec_ctx(void *p)
 	}
 }
 
+/* The head of a command's output for the job record, marked when cut. */
+static void record_output(cJSON *detail, const char *name, const struct rbuf *b)
+{
+	char buf[RECORD_OUT_MAX + 64];
+	size_t n = b->len > RECORD_OUT_MAX ? RECORD_OUT_MAX : b->len;
+
+	memcpy(buf, b->p ? b->p : "", n);
+	if (b->len > RECORD_OUT_MAX || b->truncated)
+		n += (size_t)snprintf(buf + n, sizeof(buf) - n, "\n...[truncated: %zu bytes in all]",
+		                      b->len);
+	buf[n] = '\0';
+	cJSON_AddStringToObject(detail, name, buf);
+}
+
 static int finish_exec(lua_State *co, struct op *op)
 {
 	struct exec_ctx *c = op->ctx;
@@ -867,10 +881,8 @@ static int finish_exec(lua_State *co, struct op *op)
 	cJSON_AddNumberToObject(c->detail, "code", sig ? 128 + sig : code);
 	if (sig)
 		cJSON_AddNumberToObject(c->detail, "signal", sig);
-	cJSON_AddStringToObject(c->detail, "stdout",
-	                        op->out.len > RECORD_OUT_MAX ? "(truncated)" : (op->out.p ? op->out.p : ""));
-	cJSON_AddStringToObject(c->detail, "stderr",
-	                        op->err.len > RECORD_OUT_MAX ? "(truncated)" : (op->err.p ? op->err.p : ""));
+	record_output(c->detail, "stdout", &op->out);
+	record_output(c->detail, "stderr", &op->err);
 	runner_record(op->job, "action", c->detail, 0);
 	c->detail = NULL;
 	lua_newtable(co);

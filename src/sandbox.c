@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pattern.h"
 #include "recoveryd/common.h"
 
 #define HOOK_EVERY 1000 /* instructions between deadline checks */
@@ -240,6 +241,7 @@ lua_State *sandbox_new(struct sandbox *sb)
 		lua_setglobal(L, *d);
 	}
 	keep_only(L, LUA_OSLIBNAME, os_keep);
+	pattern_install(L); /* matching that the deadline can stop */
 	/* string.dump would hand out bytecode; drop it from the shared table. */
 	lua_getglobal(L, LUA_STRLIBNAME);
 	lua_pushnil(L);

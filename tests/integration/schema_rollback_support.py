@@ -1,6 +1,7 @@
 """Support for test_playbook_schema_rollback.py: a fake Prometheus query API
-that knows the fake registry's registration times, and the shipped playbook
-with its settings lines rewritten for a test. Python 3 standard library only."""
+that knows the fake registry's registration times, the shipped playbook, and a
+config file with its settings (playbook_settings). Python 3 standard library
+only."""
 
 import json
 import os
@@ -12,7 +13,8 @@ import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from harness import FAKES_DIR, SOURCE_DIR, lua_value
+from harness import FAKES_DIR, SOURCE_DIR
+from playbook_support import shipped_playbook as _shipped, write_config
 
 if FAKES_DIR not in sys.path:
     sys.path.insert(0, FAKES_DIR)
@@ -24,30 +26,18 @@ CREATED_METRIC = "schema_registry_subject_version_created_timestamp_seconds"
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
-def shipped_playbook(fields=None, **overrides):
-    """The text of playbooks/schema-rollback.lua with the given settings
-    lines (`  key = value,` between BEGIN SETTINGS and END SETTINGS)
-    replaced, and optionally top-level fields of the returned table
-    (`fields={"backoff": {...}}`, one line each). Every key must exist
-    exactly once, so a renamed setting fails the test instead of being
-    ignored."""
-    with open(PLAYBOOK_FILE) as f:
-        src = f.read()
-    begin = src.index("-- BEGIN SETTINGS")
-    end = src.index("-- END SETTINGS")
-    head, block, tail = src[:begin], src[begin:end], src[end:]
-    block = _replace(block, overrides, r"^(\s*)(%s) = .*,(\s*--.*)?$")
-    tail = _replace(tail, fields or {}, r"^(  )(%s)\s*= .*,(\s*--.*)?$")
-    return head + block + tail
+def shipped_playbook(fields=None):
+    """The text of playbooks/schema-rollback.lua, optionally with top-level
+    fields of the returned table replaced (`fields={"backoff": {...}}`, one
+    line each, for speed). Settings are not edited in the file: tests pass
+    them with config_file()."""
+    return _shipped("schema-rollback", fields)
 
 
-def _replace(text, values, pattern):
-    for key, value in values.items():
-        pat = re.compile(pattern % re.escape(key), re.M)
-        text, n = pat.subn(lambda m: "%s%s = %s," % (m.group(1), key, lua_value(value)), text)
-        if n != 1:
-            raise AssertionError("%r found %d times in %s" % (key, n, PLAYBOOK_FILE))
-    return text
+def config_file(path, **settings):
+    """A recoveryd config file overriding the playbook's settings
+    (playbook_settings = {["schema-rollback"] = {...}})."""
+    return write_config(path, {"schema-rollback": settings})
 
 
 class FakePrometheus:

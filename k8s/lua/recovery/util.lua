@@ -1,0 +1,90 @@
+-- recovery.util: small helpers shared by the playbook helper library.
+--
+--   local util = require "recovery.util"
+--   util.wait_until(fn, {timeout = 60, interval = 2})  -> true, reason | false, "timed out after 60s: <reason>"
+--   util.urlencode(s)        percent-encoding of everything but A-Z a-z 0-9 - . _ ~
+--   util.query(t)            "a=1&b=x%20y" with sorted keys (a list value repeats its key)
+--   util.merge(a, b)         new table: a's fields, then b's (shallow)
+--   util.trim(s)             without leading and trailing white space
+--   util.dns1123(s)          true when s is a valid Kubernetes name (DNS-1123 label)
+--   util.rfc3339(epoch)      "YYYY-MM-DDTHH:MM:SSZ" in UTC (default: now)
+--   util.errorf(fmt, ...)    raises string.format(fmt, ...) blaming the caller
+--
+-- Only wait_until touches the outside world (recovery.now and recovery.sleep,
+-- so call it from run/verify, not from a coroutine); the rest is pure.
+local recovery = require "recovery"
+
+local M = {}
+
+function M.errorf(fmt, ...)
+  error(string.format(fmt, ...), 2)
+end
+
+-- Calls fn() until its first result is truthy or `timeout` seconds have
+-- passed, sleeping `interval` seconds in between (never past the deadline).
+-- fn returns ok[, reason[, stop]]: a truthy third value ends the wait at once
+-- with false, reason (a condition that will never become true).
+-- Returns true, reason or false, reason. Errors raised by fn propagate.
+function M.wait_until(fn, opts)
+  if type(fn) ~= "function" then M.errorf("wait_until: expected a function, got %s", type(fn)) end
+  opts = opts or {}
+  local timeout = opts.timeout or 60
+  local interval = opts.interval or 2
+  if type(timeout) ~= "number" or timeout < 0 then M.errorf("wait_until: timeout must be a number >= 0") end
+  if type(interval) ~= "number" or interval < 0 then M.errorf("wait_until: interval must be a number >= 0") end
+  local deadline = recovery.now() + timeout
+  local reason
+  while true do
+    local ok, r, stop = fn()
+    reason = r
+    if ok then return true, reason end
+    if stop then return false, reason end
+    local left = deadline - recovery.now()
+    if left <= 0 then break end
+    recovery.sleep(math.min(interval, left))
+  end
+  return false, string.format("timed out after %gs: %s", timeout, tostring(reason or "condition not met"))
+end
+
+function M.urlencode(s)
+  return (tostring(s):gsub("[^A-Za-z0-9%-%._~]", function(c) return string.format("%%%02X", c:byte()) end))
+end
+
+-- t: name -> string | number | boolean | list of those. nil values are skipped.
+function M.query(t)
+  local keys, parts = {}, {}
+  for k in pairs(t or {}) do keys[#keys + 1] = tostring(k) end
+  table.sort(keys)
+  for _, k in ipairs(keys) do
+    local v = t[k]
+    local list = type(v) == "table" and v or { v }
+    for _, x in ipairs(list) do
+      parts[#parts + 1] = M.urlencode(k) .. "=" .. M.urlencode(tostring(x))
+    end
+  end
+  return table.concat(parts, "&")
+end
+
+function M.merge(a, b)
+  local out = {}
+  for k, v in pairs(a or {}) do out[k] = v end
+  for k, v in pairs(b or {}) do out[k] = v end
+  return out
+end
+
+function M.trim(s)
+  return (tostring(s):gsub("^%s+", ""):gsub("%s+$", ""))
+end
+
+-- A DNS-1123 label: 1 to 63 characters of [a-z0-9-], alphanumeric at both ends.
+function M.dns1123(s)
+  return type(s) == "string" and #s >= 1 and #s <= 63
+    and s:find("^[a-z0-9]") ~= nil and s:find("[a-z0-9]$") ~= nil
+    and s:find("^[a-z0-9%-]+$") ~= nil
+end
+
+function M.rfc3339(epoch)
+  return os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(epoch or os.time()))
+end
+
+return M

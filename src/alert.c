@@ -3,6 +3,7 @@
  * path ("alerts[1].labels.job: expected a string, got number") because the
  * message ends up in a 400 answer that a human reads. */
 #include "recoveryd/alert.h"
+#include "recoveryd/common.h"
 
 #include <stdarg.h>
 #include <stdint.h>
@@ -118,33 +119,10 @@ static int valid_utf8(const char *str)
 	const unsigned char *s = (const unsigned char *)str;
 
 	while (*s) {
-		uint32_t cp;
-		int n;
-
-		if (s[0] < 0x80) {
-			s++;
-			continue;
-		} else if ((s[0] & 0xe0) == 0xc0) {
-			cp = s[0] & 0x1f;
-			n = 1;
-		} else if ((s[0] & 0xf0) == 0xe0) {
-			cp = s[0] & 0x0f;
-			n = 2;
-		} else if ((s[0] & 0xf8) == 0xf0) {
-			cp = s[0] & 0x07;
-			n = 3;
-		} else {
+		size_t n = rd_utf8_len(s, 4);
+		if (!n)
 			return 0;
-		}
-		for (int i = 1; i <= n; i++) {
-			if ((s[i] & 0xc0) != 0x80)
-				return 0;
-			cp = (cp << 6) | (s[i] & 0x3f);
-		}
-		if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
-		    cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-			return 0;
-		s += n + 1;
+		s += n;
 	}
 	return 1;
 }

@@ -72,42 +72,6 @@ static int line_raw(struct line *l, const char *s, size_t n)
 	return 1;
 }
 
-/* Length of the valid UTF-8 sequence at s (n bytes available), 0 if
- * invalid. Rejects overlongs, surrogates and code points above U+10FFFF so
- * the output is always valid UTF-8. */
-static size_t utf8_len(const unsigned char *s, size_t n)
-{
-	unsigned char lo = 0x80, hi = 0xbf;
-	size_t len;
-
-	if (s[0] < 0x80)
-		return 1;
-	if (s[0] >= 0xc2 && s[0] <= 0xdf)
-		len = 2;
-	else if (s[0] >= 0xe0 && s[0] <= 0xef)
-		len = 3;
-	else if (s[0] >= 0xf0 && s[0] <= 0xf4)
-		len = 4;
-	else
-		return 0;
-	if (len > n)
-		return 0;
-	if (s[0] == 0xe0)
-		lo = 0xa0;
-	else if (s[0] == 0xed)
-		hi = 0x9f;
-	else if (s[0] == 0xf0)
-		lo = 0x90;
-	else if (s[0] == 0xf4)
-		hi = 0x8f;
-	if (s[1] < lo || s[1] > hi)
-		return 0;
-	for (size_t i = 2; i < len; i++)
-		if (s[i] < 0x80 || s[i] > 0xbf)
-			return 0;
-	return len;
-}
-
 /* JSON form of the character at s[0] (n bytes left): sets *out and *olen (esc
  * is scratch space of >= 6 bytes) and returns how many input bytes it
  * consumed. Control characters become \u00XX (short forms for the common
@@ -143,7 +107,7 @@ static size_t json_char(const unsigned char *s, size_t n, char *esc, const char 
 		*olen = 6;
 		return 1;
 	}
-	len = utf8_len(s, n);
+	len = rd_utf8_len(s, n);
 	if (!len) {
 		*out = "\xef\xbf\xbd";
 		*olen = 3;

@@ -4,6 +4,7 @@
  * ERE after translating the common RE2-only syntax, and anchor them fully the
  * way Alertmanager does (^(?:re)$). */
 #include "recoveryd/matcher.h"
+#include "recoveryd/common.h"
 
 #include <regex.h>
 #include <stdarg.h>
@@ -72,36 +73,6 @@ static int hexval(char c)
 	return -1;
 }
 
-/* Length of the valid UTF-8 sequence at s, or 0 when it is not one. */
-static int utf8_len(const unsigned char *s)
-{
-	uint32_t cp;
-	int n;
-
-	if (s[0] < 0x80)
-		return 1;
-	if ((s[0] & 0xe0) == 0xc0) {
-		cp = s[0] & 0x1f;
-		n = 1;
-	} else if ((s[0] & 0xf0) == 0xe0) {
-		cp = s[0] & 0x0f;
-		n = 2;
-	} else if ((s[0] & 0xf8) == 0xf0) {
-		cp = s[0] & 0x07;
-		n = 3;
-	} else {
-		return 0;
-	}
-	for (int i = 1; i <= n; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		cp = (cp << 6) | (s[i] & 0x3f);
-	}
-	if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
-	    cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-		return 0;
-	return n + 1;
-}
 
 static size_t utf8_put(char *out, uint32_t cp)
 {
@@ -564,7 +535,7 @@ static char *go_quote(const char *name, enum op op, const char *v)
 		return NULL;
 	o = (size_t)snprintf(buf, cap, "%s%s\"", name, op_text[op]);
 	while (*s) {
-		int n = utf8_len(s);
+		int n = (int)rd_utf8_len(s, 4);
 		const char *esc = NULL;
 
 		switch (*s) {

@@ -26,6 +26,10 @@ int rd_ct_equal(const char *a, size_t alen, const char *b, size_t blen);
 /* Read a whole file (at most max bytes) into a NUL-terminated malloc'd buffer;
  * trailing whitespace trimmed when trim != 0. NULL on error (errno set). */
 char *rd_read_file(const char *path, size_t max, size_t *len, int trim);
+/* Length of the valid UTF-8 sequence at s (at most n bytes available), or
+ * 0 when it is not one (overlongs, surrogates, > U+10FFFF rejected). On a
+ * NUL-terminated string any n works: a NUL never continues a sequence. */
+size_t rd_utf8_len(const unsigned char *s, size_t n);
 /* Random hex id of 2*nbytes characters into out (size >= 2*nbytes+1). */
 void rd_random_hex(char *out, size_t nbytes);
 

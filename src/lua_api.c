@@ -688,6 +688,12 @@ static int l_http(lua_State *L)
 	pthread_mutex_lock(&conf_lock);
 	timeout = luaL_optnumber(L, -1, conf_http_timeout);
 	pthread_mutex_unlock(&conf_lock);
+	/* mutates=false: a POST that only reads (a compatibility check, a
+	 * query) runs in dry-run like a GET. */
+	lua_getfield(L, 1, "mutates");
+	int mutates = lua_isnil(L, -1) ? strcmp(mbuf, "GET") != 0 && strcmp(mbuf, "HEAD") != 0
+	                               : lua_toboolean(L, -1);
+	lua_pop(L, 1);
 	lua_getfield(L, 1, "ca_file");
 	const char *ca_file = lua_isnil(L, -1) ? NULL : luaL_checkstring(L, -1);
 	if (ca_file && !read_allowed(ca_file))
@@ -725,7 +731,9 @@ static int l_http(lua_State *L)
 	cJSON_AddStringToObject(c->detail, "url", url);
 
 	/* Dry-run: reads run, writes are recorded and answered with a 200. */
-	if (j->dry_run && strcmp(mbuf, "GET") != 0 && strcmp(mbuf, "HEAD") != 0) {
+	if (!mutates)
+		cJSON_AddBoolToObject(c->detail, "mutates", 0);
+	if (j->dry_run && mutates) {
 		cJSON_AddNumberToObject(c->detail, "body_bytes", (double)body_len);
 		runner_record(j, "action", c->detail, 1);
 		c->detail = NULL;

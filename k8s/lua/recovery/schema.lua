@@ -354,10 +354,11 @@ end
 
 -- One request. Returns the decoded JSON body (or true for an empty 2xx
 -- body), or nil, err. A dry-run write returns true, resp (resp.planned).
-function R:request(method, path, body)
+function R:request(method, path, body, readonly)
   local headers = { Accept = M.ACCEPT }
   for k, v in pairs(self.headers) do headers[k] = v end
   local req = { method = method, url = self.url .. path, headers = headers, timeout = self.timeout }
+  if readonly then req.mutates = false end
   if body ~= nil then
     headers["Content-Type"] = M.CONTENT_TYPE
     req.json = body
@@ -434,11 +435,11 @@ end
 
 -- Is schema_obj compatible with version (default "latest") of subject under
 -- the subject's compatibility level? Returns true/false, messages (a list,
--- possibly empty) or nil, err. In dry-run the POST is only planned: returns
--- true, {planned = true}.
+-- possibly empty) or nil, err. The POST only reads, so it also runs in
+-- dry-run (mutates = false).
 function R:compatible(subject, schema_obj, version)
   local path = "/compatibility" .. subject_path(subject) .. "/versions/" .. version_ref(version) .. "?verbose=true"
-  local doc, info = self:request("POST", path, M.schema_body(schema_obj))
+  local doc, info = self:request("POST", path, M.schema_body(schema_obj), true)
   if not doc then return nil, info end
   if type(info) == "table" and info.planned then return true, { planned = true } end
   if type(doc) ~= "table" or type(doc.is_compatible) ~= "boolean" then

@@ -59,7 +59,7 @@ local settings = {
   prometheus_timeout = 10,
   verify_use_alert_expr = true, -- the expression of the alert's generatorURL
   verify_query = "rate(settings_sync_errors_total[5m]) > 0", -- otherwise: non-empty = still failing
-  verify_wait = 240, -- rate() over 5m lags behind the repair
+  verify_wait = 330, -- rate() over 5m stays > 0 for 5 minutes after the last error, plus scrapes
   verify_interval = 15,
 
   -- verify (b): gateway policies in sync (only when deck_state_files is set)
@@ -348,7 +348,7 @@ return {
   match       = { 'alertname="SettingsSyncJobFailure"' },
   retries     = 2,      -- a slow rollout or a transient API error; a precondition failure is final (recovery.fail)
   backoff     = { initial = 30, factor = 2, max = 120 }, -- 15-30 s, then 30-60 s
-  timeout     = 540,    -- registry check + rollout_timeout (180) + verify_wait (240) + deck diff (60)
+  timeout     = 630,    -- registry check + rollout_timeout (180) + verify_wait (330) + deck diff (60)
   cooldown    = 1800,   -- a recovered sync job rests 30 minutes before another restart
   budget      = { runs = 3, per = 3600 },
   escalate    = { "slack", "pagerduty" },
@@ -374,7 +374,10 @@ return {
   verify = function(ctx)
     local S = ctx.settings
     if ctx.dry_run then
-      local _, now = alert_check(ctx, S)
+      -- Nothing was repaired, so the condition is reported, not judged; but
+      -- a read that fails (a wrong prometheus_url in staging) fails the plan.
+      local cleared, now = alert_check(ctx, S)
+      if cleared == nil then return false, "dry-run: " .. tostring(now) end
       local _, deck_now = deck_check(S)
       return true, "dry-run: nothing was changed; now: " .. tostring(now) .. "; " .. tostring(deck_now)
     end

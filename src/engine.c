@@ -614,6 +614,17 @@ decided:
 			job_free(final.v[i]);
 		}
 		cJSON_AddNumberToObject(answer, "unmatched", (double)unmatched);
+		{
+			/* One line per accepted notification, even one that starts
+			 * nothing (a resolved alert, all coalesced): the audit trail. */
+			char na[16], nd[16], nu[16];
+			snprintf(na, sizeof(na), "%zu", p->n_alerts);
+			snprintf(nd, sizeof(nd), "%d", cJSON_GetArraySize(jobs));
+			snprintf(nu, sizeof(nu), "%ld", unmatched);
+			log_kv(LOG_INFO, NULL, "notification accepted", "status", p->resolved ? "resolved" : "firing",
+			       "alerts", na, "decisions", nd, "unmatched", nu, "group_key", p->group_key ? p->group_key : "",
+			       "playbook", playbook ? playbook : "", NULL);
+		}
 		*status = 202;
 		*body = answer;
 		notify_all(e, notes);

@@ -308,7 +308,8 @@ return {
     local files = good_files(S)
     local d = deck(S)
     if ctx.dry_run then
-      local _, lat = latency_check(ctx, S)
+      local cleared, lat = latency_check(ctx, S)
+      if cleared == nil then return false, "dry-run: " .. tostring(lat) end
       local _, k = kong_check(S)
       return true, "dry-run: nothing was changed; now: " .. tostring(lat) .. "; " .. tostring(k)
     end

@@ -9,7 +9,7 @@
 #   deck     decK (Kong's CLI), the one program the shipped playbooks run
 #            through recovery.exec (--exec-allow /usr/local/bin/deck).
 #   build    the same build as CI: scripts/deps.sh installs the Debian
-#            packages, then CMake (Release). The tests are optional.
+#            packages, then scripts/build.sh (Release). The tests are optional.
 #   runtime  debian:12-slim with only the runtime libraries, the binary,
 #            the playbooks and the Lua helper library; runs as uid 65532.
 #
@@ -32,8 +32,7 @@ RUN bash scripts/deps.sh && rm -rf /var/lib/apt/lists/*
 COPY . .
 RUN set -eu; \
     tests=OFF; if [ "$RUN_TESTS" = 1 ]; then tests=ON; fi; \
-    cmake -S . -B /build -DCMAKE_BUILD_TYPE=Release -DRECOVERYD_TESTS="$tests"; \
-    cmake --build /build -j"$(nproc)"; \
+    bash scripts/build.sh /build Release -DRECOVERYD_TESTS="$tests"; \
     if [ "$RUN_TESTS" = 1 ]; then cd /build && ctest --output-on-failure -j2 --timeout 600; fi; \
     /build/recoveryd --version
 

@@ -4,6 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
-cmake -S . -B build-release -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRECOVERYD_TESTS=OFF >/dev/null
-cmake --build build-release -j"$(nproc)" >/dev/null
+bash scripts/build.sh build-release RelWithDebInfo -DRECOVERYD_TESTS=OFF >/dev/null
 exec ./build-release/recoveryd --config scripts/demo/config.lua "$@"

@@ -4,8 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
-cmake -S . -B build-test -DCMAKE_BUILD_TYPE=Debug -DRECOVERYD_SANITIZE=ON >/dev/null
-cmake --build build-test -j"$(nproc)"
+bash scripts/build.sh build-test Debug -DRECOVERYD_SANITIZE=ON
 cd build-test
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --output-on-failure -j2 --timeout 600

@@ -98,8 +98,9 @@ class DockerfileTest(unittest.TestCase):
             self.assertEqual(self.resolve(stages[name][0][1], gargs), "debian:12-slim", name)
         build_runs = " ".join(a for i, a in stages["build"] if i == "RUN")
         self.assertIn("scripts/deps.sh", build_runs, "the build stage installs what CI installs")
-        self.assertRegex(build_runs, r"cmake -S \. -B \S+ .*-DCMAKE_BUILD_TYPE=Release")
-        self.assertRegex(build_runs, r"cmake --build ")
+        # The same build script as CI (scripts/test.sh) and the demo.
+        self.assertRegex(build_runs, r"bash scripts/build\.sh \S+ Release")
+        self.assertIn("bash scripts/build.sh", ds.read("scripts", "test.sh"), "CI builds with the same script")
         # COPY --from names an earlier stage
         for name in order:
             for instr, args in stages[name]:
@@ -144,7 +145,7 @@ class DockerfileTest(unittest.TestCase):
 
     def test_context_sources_exist_and_are_not_ignored(self):
         ignore = [l.strip() for l in ds.read(".dockerignore").splitlines() if l.strip() and not l.startswith("#")]
-        need = ["scripts/deps.sh", "CMakeLists.txt", "src/main.c", "include/recoveryd", "playbooks", "lua",
+        need = ["scripts/deps.sh", "scripts/build.sh", "CMakeLists.txt", "src/main.c", "include/recoveryd", "playbooks", "lua",
                 "tests/CMakeLists.txt"]
         for p in need:
             self.assertTrue(os.path.exists(ds.path(p)), p)

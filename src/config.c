@@ -195,30 +195,31 @@ static int load_file(struct config *c, const char *path, char *err, size_t errle
 		const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
 		const struct opt *o = k ? find_opt(k, 1) : NULL;
 		char vbuf[64];
-		if (k && strcmp(k, "playbook_settings") == 0) {
+		if (k && (strcmp(k, "playbook_settings") == 0 || strcmp(k, "playbook_overrides") == 0)) {
+			char **dst = strcmp(k, "playbook_settings") == 0 ? &c->playbook_settings : &c->playbook_overrides;
 			/* Per-playbook overrides of `settings`: kept as JSON. */
 			const char *jerr = NULL;
 			cJSON *v;
 			if (!lua_istable(L, -1)) {
-				snprintf(err, errlen, "config %s: playbook_settings must be a table of tables", path);
+				snprintf(err, errlen, "config %s: %s must be a table of tables", path, k);
 				goto out;
 			}
 			v = lua_api_to_json(L, -1, &jerr);
 			if (!v || !cJSON_IsObject(v)) {
-				snprintf(err, errlen, "config %s: playbook_settings: %s", path,
+				snprintf(err, errlen, "config %s: %s: %s", path, k,
 				         jerr ? jerr : "must be a table keyed by playbook name");
 				cJSON_Delete(v);
 				goto out;
 			}
 			for (cJSON *c = v->child; c; c = c->next)
 				if (!cJSON_IsObject(c)) {
-					snprintf(err, errlen, "config %s: playbook_settings[\"%s\"] must be a table",
-					         path, c->string);
+					snprintf(err, errlen, "config %s: %s[\"%s\"] must be a table", path, k,
+					         c->string);
 					cJSON_Delete(v);
 					goto out;
 				}
-			free(c->playbook_settings);
-			c->playbook_settings = cJSON_PrintUnformatted(v);
+			free(*dst);
+			*dst = cJSON_PrintUnformatted(v);
 			cJSON_Delete(v);
 			lua_pop(L, 1);
 			continue;
@@ -377,4 +378,6 @@ void config_free(struct config *c)
 		}
 	free(c->playbook_settings);
 	c->playbook_settings = NULL;
+	free(c->playbook_overrides);
+	c->playbook_overrides = NULL;
 }

@@ -148,20 +148,25 @@ static void configure_sinks(const struct config *c, const struct tokens *t)
 	escalate_configure(&ec);
 }
 
-/* playbook_settings for a playbook that is not loaded is a typo. */
+/* playbook_settings or playbook_overrides for a playbook that is not
+ * loaded is a typo. */
 static int check_playbook_settings(const struct config *c, struct playbook_set *set, char *err, size_t errlen)
 {
-	cJSON *o = c->playbook_settings ? cJSON_Parse(c->playbook_settings) : NULL;
+	const char *json[2] = {c->playbook_settings, c->playbook_overrides};
+	const char *what[2] = {"playbook_settings", "playbook_overrides"};
 	int rc = 0;
 
-	for (cJSON *k = o ? o->child : NULL; k; k = k->next)
-		if (!playbook_set_find(set, k->string)) {
-			snprintf(err, errlen, "playbook_settings[\"%s\"]: no playbook of that name is loaded",
-			         k->string);
-			rc = -1;
-			break;
-		}
-	cJSON_Delete(o);
+	for (int i = 0; i < 2 && rc == 0; i++) {
+		cJSON *o = json[i] ? cJSON_Parse(json[i]) : NULL;
+		for (cJSON *k = o ? o->child : NULL; k; k = k->next)
+			if (!playbook_set_find(set, k->string)) {
+				snprintf(err, errlen, "%s[\"%s\"]: no playbook of that name is loaded", what[i],
+				         k->string);
+				rc = -1;
+				break;
+			}
+		cJSON_Delete(o);
+	}
 	return rc;
 }
 
@@ -204,7 +209,7 @@ static void configure_lua(const struct config *c)
 
 static struct playbook_set *load_playbooks(const struct config *c, char *err, size_t errlen)
 {
-	struct playbook_load_opts po = {c->playbooks, c->lua_path, (size_t)c->lua_memory};
+	struct playbook_load_opts po = {c->playbooks, c->lua_path, (size_t)c->lua_memory, c->playbook_overrides};
 	struct playbook_set *set = NULL;
 
 	if (playbook_set_load(&po, &set, err, errlen) != RD_OK)

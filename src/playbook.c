@@ -182,11 +182,64 @@ static int check_fields(lua_State *L, int t, char *err, size_t errlen)
 	return 0;
 }
 
+/* retries, timeout, cooldown, backoff and budget from the table at t; what
+ * the table leaves out keeps pb's current value (the defaults, or the
+ * playbook's own when t holds deployment overrides). */
+static int parse_limits(lua_State *L, int t, struct playbook *pb, char *err, size_t errlen)
+{
+	double v;
+
+	if (opt_number(L, t, "retries", pb->retries, 0, &v, err, errlen) < 0)
+		return -1;
+	if (v > 100) {
+		snprintf(err, errlen, "retries: at most 100");
+		return -1;
+	}
+	pb->retries = (int)v;
+	if (opt_number(L, t, "timeout", pb->timeout, 0.001, &pb->timeout, err, errlen) < 0 ||
+	    opt_number(L, t, "cooldown", pb->cooldown, 0, &pb->cooldown, err, errlen) < 0)
+		return -1;
+
+	lua_getfield(L, t, "backoff");
+	if (lua_type(L, -1) == LUA_TTABLE) {
+		int b = lua_gettop(L);
+		if (opt_number(L, b, "initial", pb->backoff_initial, 0, &pb->backoff_initial, err, errlen) < 0 ||
+		    opt_number(L, b, "factor", pb->backoff_factor, 1, &pb->backoff_factor, err, errlen) < 0 ||
+		    opt_number(L, b, "max", pb->backoff_max, 0, &pb->backoff_max, err, errlen) < 0) {
+			char tmp[256];
+			snprintf(tmp, sizeof(tmp), "backoff.%s", err);
+			snprintf(err, errlen, "%s", tmp);
+			return -1;
+		}
+	} else if (!lua_isnil(L, -1)) {
+		snprintf(err, errlen, "backoff: expected a table {initial, factor, max}");
+		return -1;
+	}
+	lua_pop(L, 1);
+
+	lua_getfield(L, t, "budget");
+	if (lua_type(L, -1) == LUA_TTABLE) {
+		int b = lua_gettop(L);
+		if (opt_number(L, b, "runs", pb->budget_runs, 0, &v, err, errlen) < 0 ||
+		    opt_number(L, b, "per", pb->budget_per, 0.001, &pb->budget_per, err, errlen) < 0) {
+			char tmp[256];
+			snprintf(tmp, sizeof(tmp), "budget.%s", err);
+			snprintf(err, errlen, "%s", tmp);
+			return -1;
+		}
+		pb->budget_runs = (int)v;
+	} else if (!lua_isnil(L, -1)) {
+		snprintf(err, errlen, "budget: expected a table {runs, per}");
+		return -1;
+	}
+	lua_pop(L, 1);
+	return 0;
+}
+
 /* Validate the table on top of L into pb. */
 static int parse_table(lua_State *L, struct playbook *pb, char *err, size_t errlen)
 {
 	int t = lua_gettop(L), bad = 0;
-	double v;
 
 	if (check_fields(L, t, err, errlen) < 0)
 		return -1;
@@ -234,55 +287,16 @@ static int parse_table(lua_State *L, struct playbook *pb, char *err, size_t errl
 	}
 	lua_pop(L, 1);
 
-	if (opt_number(L, t, "retries", 2, 0, &v, err, errlen) < 0)
-		return -1;
-	if (v > 100) {
-		snprintf(err, errlen, "retries: at most 100");
-		return -1;
-	}
-	pb->retries = (int)v;
-	if (opt_number(L, t, "timeout", 300, 0.001, &pb->timeout, err, errlen) < 0 ||
-	    opt_number(L, t, "cooldown", 900, 0, &pb->cooldown, err, errlen) < 0)
-		return -1;
-
+	pb->retries = 2;
+	pb->timeout = 300;
+	pb->cooldown = 900;
 	pb->backoff_initial = 10;
 	pb->backoff_factor = 2;
 	pb->backoff_max = 120;
-	lua_getfield(L, t, "backoff");
-	if (lua_type(L, -1) == LUA_TTABLE) {
-		int b = lua_gettop(L);
-		if (opt_number(L, b, "initial", 10, 0, &pb->backoff_initial, err, errlen) < 0 ||
-		    opt_number(L, b, "factor", 2, 1, &pb->backoff_factor, err, errlen) < 0 ||
-		    opt_number(L, b, "max", 120, 0, &pb->backoff_max, err, errlen) < 0) {
-			char tmp[256];
-			snprintf(tmp, sizeof(tmp), "backoff.%s", err);
-			snprintf(err, errlen, "%s", tmp);
-			return -1;
-		}
-	} else if (!lua_isnil(L, -1)) {
-		snprintf(err, errlen, "backoff: expected a table {initial, factor, max}");
-		return -1;
-	}
-	lua_pop(L, 1);
-
 	pb->budget_runs = 3;
 	pb->budget_per = 3600;
-	lua_getfield(L, t, "budget");
-	if (lua_type(L, -1) == LUA_TTABLE) {
-		int b = lua_gettop(L);
-		if (opt_number(L, b, "runs", 3, 0, &v, err, errlen) < 0 ||
-		    opt_number(L, b, "per", 3600, 0.001, &pb->budget_per, err, errlen) < 0) {
-			char tmp[256];
-			snprintf(tmp, sizeof(tmp), "budget.%s", err);
-			snprintf(err, errlen, "%s", tmp);
-			return -1;
-		}
-		pb->budget_runs = (int)v;
-	} else if (!lua_isnil(L, -1)) {
-		snprintf(err, errlen, "budget: expected a table {runs, per}");
+	if (parse_limits(L, t, pb, err, errlen) < 0)
 		return -1;
-	}
-	lua_pop(L, 1);
 
 	lua_getfield(L, t, "escalate");
 	if (lua_type(L, -1) == LUA_TTABLE) {
@@ -346,18 +360,50 @@ struct parse_args {
 	char *err;
 	size_t errlen;
 	int rc;
+	const cJSON *overrides; /* {"<playbook>": {retries, timeout, ...}} or NULL */
 };
+
+/* The deployment's overrides of this playbook's limits (config key
+ * playbook_overrides): the same validation as in the playbook file. */
+static int apply_overrides(lua_State *L, struct parse_args *pa)
+{
+	static const char *const known[] = {"retries", "timeout", "cooldown", "backoff", "budget", NULL};
+	const cJSON *o = cJSON_GetObjectItemCaseSensitive(pa->overrides, pa->pb->name);
+	char msg[256];
+
+	if (!o)
+		return 0;
+	for (const cJSON *c = o->child; c; c = c->next) {
+		int ok = 0;
+		for (const char *const *k = known; *k && !ok; k++)
+			ok = strcmp(*k, c->string) == 0;
+		if (!ok) {
+			snprintf(pa->err, pa->errlen, "playbook_overrides[\"%s\"].%s: unknown (retries, timeout, "
+			         "cooldown, backoff, budget)", pa->pb->name, c->string);
+			return -1;
+		}
+	}
+	lua_api_push_json(L, o);
+	if (parse_limits(L, lua_gettop(L), pa->pb, msg, sizeof(msg)) < 0) {
+		snprintf(pa->err, pa->errlen, "playbook_overrides[\"%s\"].%s", pa->pb->name, msg);
+		return -1;
+	}
+	lua_pop(L, 1);
+	return 0;
+}
 
 static int parse_cfn(lua_State *L)
 {
 	struct parse_args *pa = lua_touserdata(L, 2);
 	lua_settop(L, 1);
 	pa->rc = parse_table(L, pa->pb, pa->err, pa->errlen);
+	if (pa->rc == 0 && pa->overrides)
+		pa->rc = apply_overrides(L, pa);
 	return 0;
 }
 
-static struct playbook *load_one(const struct playbook_load_opts *o, const char *file, char *err,
-                                 size_t errlen)
+static struct playbook *load_one(const struct playbook_load_opts *o, const cJSON *overrides,
+                                 const char *file, char *err, size_t errlen)
 {
 	struct playbook *pb = calloc(1, sizeof(*pb));
 	struct sandbox sb = {.mem_max = o->mem_max, .lua_path = o->lua_path};
@@ -395,7 +441,7 @@ static struct playbook *load_one(const struct playbook_load_opts *o, const char 
 	/* Fields may still hold hostile tables (metamethods, loops): validate
 	 * under a protected call so that their errors are load errors. */
 	{
-		struct parse_args pa = {pb, msg, sizeof(msg), 0};
+		struct parse_args pa = {pb, msg, sizeof(msg), 0, overrides};
 		lua_pushcfunction(L, parse_cfn);
 		lua_insert(L, -2);
 		lua_pushlightuserdata(L, &pa);
@@ -430,6 +476,7 @@ enum rd_status playbook_set_load(const struct playbook_load_opts *o, struct play
 {
 	struct playbook_set *set = calloc(1, sizeof(*set));
 	char **names = NULL;
+	cJSON *overrides = NULL;
 	size_t n = 0, cap = 0;
 	enum rd_status rc = RD_ERR;
 	DIR *d = opendir(o->dir);
@@ -456,11 +503,15 @@ enum rd_status playbook_set_load(const struct playbook_load_opts *o, struct play
 	}
 	if (n)
 		qsort(names, n, sizeof(char *), cmp_str);
+	if (o->overrides_json && !(overrides = cJSON_Parse(o->overrides_json))) {
+		snprintf(err, errlen, "playbook_overrides: invalid");
+		goto out;
+	}
 	set->v = calloc(n ? n : 1, sizeof(struct playbook *));
 	if (!set->v)
 		goto out;
 	for (size_t i = 0; i < n; i++) {
-		struct playbook *pb = load_one(o, names[i], err, errlen);
+		struct playbook *pb = load_one(o, overrides, names[i], err, errlen);
 		if (!pb)
 			goto out;
 		struct playbook *dup = playbook_set_find(set, pb->name);
@@ -479,6 +530,7 @@ enum rd_status playbook_set_load(const struct playbook_load_opts *o, struct play
 out:
 	if (d)
 		closedir(d);
+	cJSON_Delete(overrides);
 	for (size_t i = 0; i < n; i++)
 		free(names[i]);
 	free(names);

@@ -44,6 +44,7 @@ struct config {
 	char *log_level;
 	char *alert;              /* `run`: the alert file */
 	char *playbook_settings;  /* config file only: JSON {"<playbook>": {settings}} */
+	char *playbook_overrides; /* config file only: JSON {"<playbook>": {retries, ...}} */
 	int version;
 	int help;
 };

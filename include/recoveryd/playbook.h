@@ -40,6 +40,9 @@ struct playbook_load_opts {
 	const char *dir;
 	const char *lua_path;
 	size_t mem_max;
+	/* JSON {"<playbook>": {retries, timeout, cooldown, backoff, budget}}:
+	 * the deployment's limits, over the playbook's own; NULL = none. */
+	const char *overrides_json;
 };
 
 /* Load every *.lua in opts->dir (sorted). On any error nothing is returned

@@ -649,11 +649,15 @@ class ChainRecoveryd(Recoveryd):
         return None
 
 
-def write_config_lua(path, settings):
+def write_config_lua(path, settings, overrides=None):
+    """The daemon's config: playbook_settings point the shipped playbook at
+    the fakes; playbook_overrides (optional) scale its limits (backoff)."""
     with open(path, "w") as f:
         f.write("-- written by tests/e2e: the settings-sync-recovery playbook pointed at the fakes\n")
-        f.write("return {\n  playbook_settings = {\n    [%s] = %s,\n  },\n}\n"
-                % (lua_value(PLAYBOOK), lua_value(settings)))
+        f.write("return {\n  playbook_settings = {\n    [%s] = %s,\n  },\n" % (lua_value(PLAYBOOK), lua_value(settings)))
+        if overrides:
+            f.write("  playbook_overrides = {\n    [%s] = %s,\n  },\n" % (lua_value(PLAYBOOK), lua_value(overrides)))
+        f.write("}\n")
     return path
 
 

@@ -214,7 +214,10 @@ class ChainTest(unittest.TestCase):
             "verify_wait": verify_wait,
             "verify_interval": 1,
         }
-        cfg = es.write_config_lua(os.path.join(self.dir, "config.lua"), settings)
+        # The playbook's own backoff (15-30 s, then 30-60 s) scaled down like
+        # the rule's intervals, through the deployment overrides.
+        overrides = {"backoff": {"initial": 2, "factor": 2, "max": 4}}
+        cfg = es.write_config_lua(os.path.join(self.dir, "config.lua"), settings, overrides)
         with open(os.path.join(self.dir, "slack-url"), "w") as f:
             f.write(self.slack.webhook_url + "\n")
         with open(os.path.join(self.dir, "pd-key"), "w") as f:
@@ -437,7 +440,7 @@ class ChainTest(unittest.TestCase):
         self.start_scenario("escalation", verify_wait=4, heal_on_patch=False)
         self.start_failing()
         job_id = self.wait_job_queued()
-        # retries with the playbook's own backoff (15-30 s, then 30-60 s)
+        # retries with the playbook's backoff, scaled down by playbook_overrides (1-2 s, then 2-4 s)
         rec = self.wait_job_end(job_id, timeout=200)
         self.timeline.add("recoveryd: job %s" % rec["state"], es.parse_ts(rec["ended_at"]), rec.get("error") or "")
         self.assertEqual(rec["state"], "failed", "%s\n%s" % (json.dumps(rec.get("attempts"), indent=1),

@@ -632,6 +632,53 @@ static const char *str(const cJSON *o, const char *k)
 	return v->valuestring;
 }
 
+/* Deployment overrides of the limits (config key playbook_overrides). */
+static void test_load_overrides(void **state)
+{
+	struct pdir d;
+	struct playbook_set *set = NULL;
+	struct playbook *pb;
+	char err[512];
+	struct playbook_load_opts o = { .mem_max = MEM_MAX };
+
+	(void)state;
+	pdir_new(&d);
+	pdir_write(&d, "a.lua", minimal_pb);
+	o.dir = d.path;
+	if (playbook_set_load(&o, &set, err, sizeof(err)) != RD_OK)
+		fail_msg("load failed: %s", err);
+	const char *name = "minimal";
+	assert_string_equal(set->v[0]->name, name);
+	char json[512];
+	snprintf(json, sizeof(json),
+	         "{\"%s\":{\"retries\":0,\"backoff\":{\"initial\":0.5},\"budget\":{\"runs\":9},\"cooldown\":7}}",
+	         name);
+	playbook_set_unref(set);
+	set = NULL;
+	o.overrides_json = json;
+	if (playbook_set_load(&o, &set, err, sizeof(err)) != RD_OK)
+		fail_msg("load with overrides failed: %s", err);
+	pb = set->v[0];
+	assert_int_equal(pb->retries, 0);
+	assert_near(pb->backoff_initial, 0.5, 1e-9);
+	assert_near(pb->backoff_factor, 2, 1e-9); /* left out: the playbook's value */
+	assert_int_equal(pb->budget_runs, 9);
+	assert_near(pb->budget_per, 3600, 1e-9);
+	assert_near(pb->cooldown, 7, 1e-9);
+	playbook_set_unref(set);
+	set = NULL;
+
+	/* a typo is an error that names it; a bad value is validated */
+	snprintf(json, sizeof(json), "{\"%s\":{\"retires\":1}}", name);
+	assert_int_not_equal(playbook_set_load(&o, &set, err, sizeof(err)), RD_OK);
+	assert_non_null(strstr(err, "retires"));
+	snprintf(json, sizeof(json), "{\"%s\":{\"timeout\":-1}}", name);
+	assert_int_not_equal(playbook_set_load(&o, &set, err, sizeof(err)), RD_OK);
+	assert_non_null(strstr(err, "timeout"));
+	assert_null(set);
+	pdir_free(&d);
+}
+
 static void test_json(void **state)
 {
 	struct playbook_set *set = NULL;
@@ -722,6 +769,7 @@ int main(void)
 		cmocka_unit_test(test_load_hostile_len),
 		cmocka_unit_test(test_load_empty_and_ignored),
 		cmocka_unit_test(test_load_missing_dir),
+		cmocka_unit_test(test_load_overrides),
 		cmocka_unit_test(test_json),
 	};
 

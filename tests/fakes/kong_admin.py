@@ -33,6 +33,7 @@ import threading
 import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from loopback import LoopbackService  # noqa: E402  (tests/fakes/loopback.py)
 
 INVALID_CREDENTIALS = "Invalid credentials. Token or User credentials required"
 
@@ -105,9 +106,13 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
 
 
-class KongAdmin:
+class KongAdmin(LoopbackService):
+
+    server_class = _Server
+    handler_class = _Handler
+    thread_name = 'kong-admin-fake'
     def __init__(self, port=0, token=None, dbless=False, host="127.0.0.1", ready_requires_auth=False):
-        self._host, self._port = host, port
+        self._loopback_init(host, port)
         self._lock = threading.Lock()
         self._requests = []
         self._script = []
@@ -116,31 +121,6 @@ class KongAdmin:
         self.state = {"reachable": True, "ready": True, "ready_message": "ready",
                       "status_code": 200, "dbless": dbless,
                       "configuration_hash": "a9a166c59873245db8f1a747ba9a80a7", "total_requests": 0}
-        self._server = None
-        self._thread = None
-
-    # -- lifecycle
-    def start(self):
-        if self._server is None:
-            self._server = _Server((self._host, self._port), _Handler)
-            self._server.fake = self
-            self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self):
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    @property
-    def port(self):
-        return self._server.server_address[1]
-
-    @property
-    def url(self):
-        return "http://%s:%d" % (self._host, self.port)
 
     # -- scripting
     def set(self, **kw):

@@ -54,6 +54,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 from recorder import _Handler as _BodyReadingHandler  # noqa: E402  (body reading, chunked included)
+from loopback import LoopbackService  # noqa: E402  (tests/fakes/loopback.py)
 
 ENQUEUE_PATH = "/v2/enqueue"
 ACTIONS = ("trigger", "acknowledge", "resolve")
@@ -278,12 +279,15 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 128
 
 
-class PagerDutyFake:
+class PagerDutyFake(LoopbackService):
     """Validating, incident-tracking, scriptable fake of /v2/enqueue."""
 
+    server_class = _Server
+    handler_class = _Handler
+    thread_name = 'pagerduty-fake'
+
     def __init__(self, port=0, host="127.0.0.1", routing_keys=None):
-        self._host = host
-        self._port = port
+        self._loopback_init(host, port)
         self.routing_keys = None if routing_keys is None else set(routing_keys)
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
@@ -292,47 +296,7 @@ class PagerDutyFake:
         self._outage = None         # (status, headers, body bytes) answered until heal()
         self._incidents = []        # every Incident, oldest first
         self._open = {}             # (routing_key, dedup_key) -> open Incident
-        self._server = None
-        self._thread = None
         self.on_request = None      # optional callback(PDRequest), e.g. for printing
-
-    # -- lifecycle -----------------------------------------------------
-    def start(self):
-        if self._server is not None:
-            return self
-        self._server = _Server((self._host, self._port), _Handler)
-        self._server.fake = self
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="pagerduty-fake", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self):
-        srv, self._server = self._server, None
-        if srv is None:
-            return
-        srv.shutdown()
-        srv.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    @property
-    def port(self):
-        if self._server is None:
-            raise RuntimeError("pagerduty fake not started")
-        return self._server.server_address[1]
-
-    @property
-    def url(self):
-        """Base URL, e.g. http://127.0.0.1:41234."""
-        return "http://%s:%d" % (self._host, self.port)
 
     @property
     def enqueue_url(self):

@@ -34,6 +34,7 @@ import threading
 import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from loopback import LoopbackService  # noqa: E402  (tests/fakes/loopback.py)
 
 HEALTH_PATH = "/api/settings/health"
 
@@ -95,9 +96,13 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = _handle
 
 
-class SettingsRegistry:
+class SettingsRegistry(LoopbackService):
+
+    server_class = _Server
+    handler_class = _Handler
+    thread_name = 'settings-registry-fake'
     def __init__(self, port=0, host="127.0.0.1", token_file=None, up=True):
-        self._host, self._port = host, port
+        self._loopback_init(host, port)
         self._lock = threading.Lock()
         self._requests = []
         self._script = []
@@ -105,30 +110,6 @@ class SettingsRegistry:
         self.up = up
         self.status_code = None     # force this status (with the DOWN body) when set
         self.on_request = None      # callable(Request) after answering (tests, CLI)
-        self._server = None
-
-    # -- lifecycle
-    def start(self):
-        if self._server is None:
-            self._server = _Server((self._host, self._port), _Handler)
-            self._server.fake = self
-            threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                             daemon=True).start()
-        return self
-
-    def stop(self):
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    @property
-    def port(self):
-        return self._server.server_address[1]
-
-    @property
-    def url(self):
-        return "http://%s:%d" % (self._host, self.port)
 
     @property
     def health_url(self):

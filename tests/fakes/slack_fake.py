@@ -47,6 +47,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 from recorder import _Handler as _BodyReadingHandler  # noqa: E402  (body reading, chunked included)
+from loopback import LoopbackService  # noqa: E402  (tests/fakes/loopback.py)
 
 DEFAULT_PATH = "/services/T000/B000/XXXXXXXXXXXXXXXXXXXXXXXX"
 MAX_BLOCKS = 50
@@ -263,58 +264,22 @@ def _plain(status, text, headers=None):
     return int(status), h, text.encode("utf-8")
 
 
-class SlackFake:
+class SlackFake(LoopbackService):
     """Validating, scriptable fake of one Slack incoming webhook."""
 
+    server_class = _Server
+    handler_class = _Handler
+    thread_name = 'slack-fake'
+
     def __init__(self, port=0, host="127.0.0.1", path=DEFAULT_PATH):
-        self._host = host
-        self._port = port
+        self._loopback_init(host, port)
         self.path = path
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self._requests = []
         self._forced = []       # [(status, headers, body bytes)]
         self._outage = None
-        self._server = None
-        self._thread = None
         self.on_request = None
-
-    # -- lifecycle -----------------------------------------------------
-    def start(self):
-        if self._server is not None:
-            return self
-        self._server = _Server((self._host, self._port), _Handler)
-        self._server.fake = self
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="slack-fake", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self):
-        srv, self._server = self._server, None
-        if srv is None:
-            return
-        srv.shutdown()
-        srv.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    @property
-    def port(self):
-        if self._server is None:
-            raise RuntimeError("slack fake not started")
-        return self._server.server_address[1]
-
-    @property
-    def url(self):
-        return "http://%s:%d" % (self._host, self.port)
 
     @property
     def webhook_url(self):

@@ -55,6 +55,7 @@ static const struct opt opts[] = {
 	{"drain-timeout", O_NUM, OFF(drain_timeout), 1, "SECONDS", "SIGTERM grace for running attempts (default 30)"},
 	{"lua-memory", O_NUM, OFF(lua_memory), 1, "BYTES", "Lua memory per attempt (default 67108864)"},
 	{"conn-limit", O_NUM, OFF(conn_limit), 1, "N", "simultaneous HTTP connections (default 256)"},
+	{"conn-per-ip", O_NUM, OFF(conn_per_ip), 1, "N", "simultaneous HTTP connections per client address (default 64; 0 = no limit)"},
 	{"conn-timeout", O_NUM, OFF(conn_timeout), 1, "SECONDS", "idle HTTP connection timeout (default 30)"},
 	{"http-timeout", O_NUM, OFF(http_timeout), 1, "SECONDS", "default recovery.http timeout (default 30)"},
 	{"journal-group-max", O_NUM, OFF(journal_group_max), 1, "N", "batches per journal transaction (default 0 = all queued; 1 = no group commit)"},
@@ -287,6 +288,7 @@ static void defaults(struct config *c)
 	c->lua_memory = 64 * 1024 * 1024;
 	c->conn_limit = 256;
 	c->conn_timeout = 30;
+	c->conn_per_ip = 64;
 	c->http_timeout = 30;
 	c->escalation_retry_initial = 1;
 	c->escalation_retry_max = 300;

@@ -39,6 +39,7 @@ struct config {
 	double lua_memory;        /* bytes per attempt */
 	double conn_limit;
 	double conn_timeout;      /* seconds */
+	double conn_per_ip;       /* simultaneous connections per client address */
 	double http_timeout;      /* recovery.http default, seconds */
 	double journal_group_max; /* batches per journal transaction; 0 = all */
 	char *log_level;

@@ -65,19 +65,24 @@ static void notify_push(struct notify **list, const char *job_id, const char *ke
 	*list = n;
 }
 
-/* The sinks a playbook escalates to: its own list or the default. */
-static unsigned playbook_sinks(const struct playbook *pb)
+static unsigned default_sinks(void)
 {
 	unsigned bits = 0;
-	if (pb->escalate_set) {
-		for (size_t i = 0; i < pb->n_escalate; i++)
-			bits |= sink_bit(pb->escalate[i]);
-		return bits;
-	}
 	const char **d = escalate_default_sinks();
 	for (size_t i = 0; d && d[i]; i++)
 		bits |= sink_bit(d[i]);
 	free(d);
+	return bits;
+}
+
+/* The sinks a playbook escalates to: its own list or the default. */
+static unsigned playbook_sinks(const struct playbook *pb)
+{
+	unsigned bits = 0;
+	if (!pb->escalate_set)
+		return default_sinks();
+	for (size_t i = 0; i < pb->n_escalate; i++)
+		bits |= sink_bit(pb->escalate[i]);
 	return bits;
 }
 
@@ -878,15 +883,8 @@ static void replay_row(const struct job_row *r, void *arg)
 		admit_ended(the_admit, j->key, j->id, rp->now);
 		log_kv(LOG_WARN, j->id, "journal replay: job failed", "error", msg, NULL);
 		metrics_add(M_JOBS, j->playbook_name, "failed", 1);
-		{
-			/* Nobody else will finish this recovery: tell the default sinks. */
-			unsigned bits = 0;
-			const char **d = escalate_default_sinks();
-			for (size_t i = 0; d && d[i]; i++)
-				bits |= sink_bit(d[i]);
-			free(d);
-			notify_push(&rp->notes, j->id, j->key, "trigger", "playbook_removed", bits, j->dry_run);
-		}
+		/* Nobody else will finish this recovery: tell the default sinks. */
+		notify_push(&rp->notes, j->id, j->key, "trigger", "playbook_removed", default_sinks(), j->dry_run);
 		rp->orphaned++;
 		job_free(j);
 		return;

@@ -83,6 +83,7 @@ struct runner {
 	size_t depth;           /* queued jobs waiting for a slot (for metrics) */
 
 	struct job *ready, *ready_tail;
+	size_t n_ready;
 	size_t in_flight;
 	struct timer *timers;
 	size_t n_timers, cap_timers;
@@ -168,7 +169,7 @@ static void heap_up(struct runner *r, size_t i)
 	}
 }
 
-static int timer_add(struct runner *r, struct job *j, int kind, double when)
+static int timer_push(struct runner *r, struct timer t)
 {
 	if (r->n_timers == r->cap_timers) {
 		size_t ncap = r->cap_timers ? r->cap_timers * 2 : 64;
@@ -178,24 +179,19 @@ static int timer_add(struct runner *r, struct job *j, int kind, double when)
 		r->timers = nt;
 		r->cap_timers = ncap;
 	}
-	r->timers[r->n_timers] = (struct timer){when, j, kind, j ? j->attempts : 0, NULL};
+	r->timers[r->n_timers] = t;
 	heap_up(r, r->n_timers++);
 	return 0;
 }
 
+static int timer_add(struct runner *r, struct job *j, int kind, double when)
+{
+	return timer_push(r, (struct timer){when, j, kind, j->attempts, NULL});
+}
+
 static int timer_add_dl(struct runner *r, struct delivery *d, double when)
 {
-	if (r->n_timers == r->cap_timers) {
-		size_t ncap = r->cap_timers ? r->cap_timers * 2 : 64;
-		struct timer *nt = realloc(r->timers, ncap * sizeof(*nt));
-		if (!nt)
-			return -1;
-		r->timers = nt;
-		r->cap_timers = ncap;
-	}
-	r->timers[r->n_timers] = (struct timer){when, NULL, T_DELIVER, 0, d};
-	heap_up(r, r->n_timers++);
-	return 0;
+	return timer_push(r, (struct timer){when, NULL, T_DELIVER, 0, d});
 }
 
 static void heap_pop(struct runner *r)
@@ -225,6 +221,44 @@ static void timers_drop_job(struct runner *r, struct job *j, int kind)
 	r->n_timers = w;
 	for (size_t i = w / 2 + 1; i-- > 0;)
 		heap_down(r, i);
+}
+
+/* The FIFO of queued jobs waiting for a free attempt slot. */
+static void ready_push(struct runner *r, struct job *j)
+{
+	j->next = NULL;
+	if (r->ready_tail)
+		r->ready_tail->next = j;
+	else
+		r->ready = j;
+	r->ready_tail = j;
+	r->n_ready++;
+}
+
+static int ready_remove(struct runner *r, struct job *j)
+{
+	struct job **pp = &r->ready, *prev = NULL;
+	for (; *pp; prev = *pp, pp = &(*pp)->next)
+		if (*pp == j) {
+			*pp = j->next;
+			if (r->ready_tail == j)
+				r->ready_tail = prev;
+			r->n_ready--;
+			return 1;
+		}
+	return 0;
+}
+
+static struct job *ready_pop(struct runner *r)
+{
+	struct job *j = r->ready;
+	if (j) {
+		r->ready = j->next;
+		if (!r->ready)
+			r->ready_tail = NULL;
+		r->n_ready--;
+	}
+	return j;
 }
 
 /* ---------- journal helpers ---------- */
@@ -679,12 +713,7 @@ static void attempt_end(struct runner *r, struct job *j, const char *result, con
 	if (final) {
 		engine_job_done(r->e, j);
 	} else if (j->state == JS_QUEUED) {
-		j->next = NULL;
-		if (r->ready_tail)
-			r->ready_tail->next = j;
-		else
-			r->ready = j;
-		r->ready_tail = j;
+		ready_push(r, j);
 	}
 }
 
@@ -897,29 +926,6 @@ void runner_deliver(struct runner *r, const struct escalation_row *e)
 
 /* ---------- loop ---------- */
 
-static void ready_push(struct runner *r, struct job *j)
-{
-	j->next = NULL;
-	if (r->ready_tail)
-		r->ready_tail->next = j;
-	else
-		r->ready = j;
-	r->ready_tail = j;
-}
-
-static int ready_remove(struct runner *r, struct job *j)
-{
-	struct job **pp = &r->ready, *prev = NULL;
-	for (; *pp; prev = *pp, pp = &(*pp)->next)
-		if (*pp == j) {
-			*pp = j->next;
-			if (r->ready_tail == j)
-				r->ready_tail = prev;
-			return 1;
-		}
-	return 0;
-}
-
 static void handle_cancel(struct runner *r, struct job *j)
 {
 	if (j->rt) {
@@ -1104,21 +1110,8 @@ static void check_procs(struct runner *r)
 
 static void start_ready(struct runner *r)
 {
-	while (r->ready && r->in_flight < r->o.max_in_flight) {
-		struct job *j = r->ready;
-		r->ready = j->next;
-		if (!r->ready)
-			r->ready_tail = NULL;
-		attempt_start(r, j);
-	}
-}
-
-static size_t count_ready(struct runner *r)
-{
-	size_t n = 0;
-	for (struct job *j = r->ready; j; j = j->next)
-		n++;
-	return n;
+	while (r->ready && r->in_flight < r->o.max_in_flight)
+		attempt_start(r, ready_pop(r));
 }
 
 static void *loop(void *arg)
@@ -1156,7 +1149,7 @@ static void *loop(void *arg)
 			start_ready(r);
 		}
 		pthread_mutex_lock(&r->mu);
-		r->depth = count_ready(r);
+		r->depth = r->n_ready;
 		pthread_mutex_unlock(&r->mu);
 		metrics_set(M_QUEUE_DEPTH, NULL, NULL, (double)r->depth);
 

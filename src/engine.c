@@ -622,7 +622,7 @@ decided:
 		{
 			/* One line per accepted notification, even one that starts
 			 * nothing (a resolved alert, all coalesced): the audit trail. */
-			char na[16], nd[16], nu[16];
+			char na[24], nd[24], nu[24];
 			snprintf(na, sizeof(na), "%zu", p->n_alerts);
 			snprintf(nd, sizeof(nd), "%d", cJSON_GetArraySize(jobs));
 			snprintf(nu, sizeof(nu), "%ld", unmatched);

@@ -183,6 +183,12 @@ static cJSON *to_json(lua_State *L, int idx, int depth, const char **err)
 			return cJSON_CreateNull();
 		break;
 	case LUA_TTABLE: {
+		/* A level holds key, value, a key copy and two metatables: C
+		 * functions get only LUA_MINSTACK slots unless they ask. */
+		if (!lua_checkstack(L, 6)) {
+			*err = "nesting too deep (Lua stack exhausted)";
+			return NULL;
+		}
 		lua_Integer n = (lua_Integer)lua_rawlen(L, idx);
 		size_t keys = 0;
 		int marked = 0;
@@ -1162,13 +1168,18 @@ void lua_api_open(lua_State *L, struct job *job)
 
 	lua_pushlightuserdata(L, job);
 	lua_setfield(L, LUA_REGISTRYINDEX, JOB_KEY);
-	luaL_newmetatable(L, ARRAY_MT);
+	/* Both metatables are attached by C (lua_setmetatable, which skips
+	 * the sandbox's __gc check), so Lua must never reach them: a __gc
+	 * added there would run with hooks off. */
+	if (luaL_newmetatable(L, ARRAY_MT))
+		sandbox_protect_metatable(L, -1);
 	lua_pop(L, 1);
 	if (luaL_newmetatable(L, RESP_MT)) {
 		lua_newtable(L);
 		lua_pushcfunction(L, resp_json);
 		lua_setfield(L, -2, "json");
 		lua_setfield(L, -2, "__index");
+		sandbox_protect_metatable(L, -1);
 	}
 	lua_pop(L, 1);
 	luaL_newlib(L, fns);

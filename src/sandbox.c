@@ -123,6 +123,13 @@ static int sb_setmetatable(lua_State *L)
 	return 1;
 }
 
+void sandbox_protect_metatable(lua_State *L, int idx)
+{
+	idx = lua_absindex(L, idx);
+	lua_pushliteral(L, "protected by recoveryd");
+	lua_setfield(L, idx, "__metatable");
+}
+
 /* load() for text chunks only: a binary chunk could break memory safety. */
 static int sb_load(lua_State *L)
 {
@@ -246,6 +253,13 @@ lua_State *sandbox_new(struct sandbox *sb)
 	lua_getglobal(L, LUA_STRLIBNAME);
 	lua_pushnil(L);
 	lua_setfield(L, -2, "dump");
+	lua_pop(L, 1);
+	/* The string metatable is shared by every string of the state. */
+	lua_pushliteral(L, "");
+	if (lua_getmetatable(L, -1)) {
+		sandbox_protect_metatable(L, -1);
+		lua_pop(L, 1);
+	}
 	lua_pop(L, 1);
 	lua_getglobal(L, "setmetatable");
 	lua_pushcclosure(L, sb_setmetatable, 1);

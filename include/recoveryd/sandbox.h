@@ -33,6 +33,11 @@ int sandbox_load(lua_State *L, const char *src, size_t len, const char *chunknam
 int sandbox_call(lua_State *L, int nargs, int nres);
 /* Make the value on top of the stack what require(name) returns; pops it. */
 void sandbox_preload(lua_State *L, const char *name);
+/* Give the metatable at idx a __metatable field: getmetatable then returns
+ * a string and setmetatable refuses to replace it. Every metatable that C
+ * attaches must be protected, since C's lua_setmetatable bypasses the
+ * sandbox's refusal of __gc. */
+void sandbox_protect_metatable(lua_State *L, int idx);
 /* The sandbox that owns L. */
 struct sandbox *sandbox_of(lua_State *L);
 

@@ -200,7 +200,9 @@ static void test_globals_absent(void **state)
 	static const char *const absent[] = {
 		"io", "debug", "package", "dofile", "loadfile", "os.execute", "os.getenv", "os.exit",
 		"os.remove", "os.rename", "os.tmpname", "os.setlocale", "string.dump", "('').dump",
-		"load('return io')()", "getmetatable('').__index.dump", "warn",
+		"load('return io')()", "('').dump", "warn",
+		/* the shared string metatable is protected */
+		"type(getmetatable('')) == 'table' or nil",
 	};
 	char src[128];
 

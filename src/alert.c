@@ -496,6 +496,20 @@ enum alert_result alert_parse(const char *body, size_t len, int flags, struct pa
 		r = fail(&c, ALERT_INVALID_JSON, "invalid JSON: empty body");
 		goto out;
 	}
+	{
+		size_t at;
+		char field[64];
+		if (rd_json_find_nul(body, len, &at, field, sizeof(field))) {
+			if (field[0])
+				r = fail(&c, ALERT_INVALID_PAYLOAD,
+				         "field \"%s\": a NUL character (\\u0000) at byte %zu is not allowed "
+				         "in names, labels, annotations or reasons", field, at);
+			else
+				r = fail(&c, ALERT_INVALID_PAYLOAD,
+				         "a NUL character (\\u0000) at byte %zu is not allowed", at);
+			goto out;
+		}
+	}
 	/* require_null_terminated=0: the body is length-delimited; trailing
 	 * bytes are checked below (Alertmanager appends a newline). */
 	root = cJSON_ParseWithLengthOpts(body, len, &end, 0);

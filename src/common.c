@@ -166,3 +166,78 @@ size_t rd_utf8_len(const unsigned char *s, size_t n)
 			return 0;
 	return len;
 }
+
+static int hex4_zero(const char *p, const char *end)
+{
+	if (end - p < 4)
+		return 0;
+	for (int i = 0; i < 4; i++)
+		if (p[i] != '0')
+			return 0;
+	return 1;
+}
+
+int rd_json_find_nul(const char *s, size_t n, size_t *at, char *field, size_t fieldlen)
+{
+	const char *p = s, *end = s + n;
+	const char *str = NULL;     /* start of the string being read */
+	const char *key = NULL;     /* the last object key, and its length */
+	size_t keylen = 0;
+
+	while (p < end) {
+		if (!str) {
+			if (*p == '"')
+				str = p + 1;
+			else if (*p == '\0')
+				goto found;
+			p++;
+			continue;
+		}
+		if (*p == '\\') {
+			if (p + 1 < end && p[1] == 'u' && hex4_zero(p + 2, end))
+				goto found;
+			p += 2; /* the escaped character is never the closing quote */
+			continue;
+		}
+		if (*p == '\0')
+			goto found;
+		if (*p == '"') {
+			const char *q = p + 1;
+			while (q < end && (*q == ' ' || *q == '\t' || *q == '\r' || *q == '\n'))
+				q++;
+			if (q < end && *q == ':') {
+				key = str;
+				keylen = (size_t)(p - str);
+			}
+			str = NULL;
+		}
+		p++;
+	}
+	return 0;
+found:
+	*at = (size_t)(p - s);
+	if (fieldlen) {
+		/* A NUL inside a key names that key (up to the NUL). */
+		const char *k = str ? str : key;
+		size_t kl = str ? (size_t)(p - str) : keylen;
+		if (str) {
+			const char *q = p;
+			/* is this string a key? find its end and a ':' after it */
+			while (q < end && *q != '"')
+				q += *q == '\\' ? 2 : 1;
+			for (q++; q < end && (*q == ' ' || *q == '\t' || *q == '\r' || *q == '\n'); q++)
+				;
+			if (!(q < end && *q == ':')) {
+				k = key;
+				kl = keylen;
+			}
+		}
+		if (!k)
+			kl = 0;
+		if (kl >= fieldlen)
+			kl = fieldlen - 1;
+		memcpy(field, k ? k : "", kl);
+		field[kl] = '\0';
+	}
+	return 1;
+}

@@ -53,6 +53,8 @@ static const struct opt opts[] = {
 	{"max-jobs", O_NUM, OFF(max_jobs), 1, "N", "attempts running at once (default 16)"},
 	{"queue-max", O_NUM, OFF(queue_max), 1, "N", "unfinished jobs before 503 (default 10000)"},
 	{"drain-timeout", O_NUM, OFF(drain_timeout), 1, "SECONDS", "SIGTERM grace for running attempts (default 30)"},
+	{"watchdog-unhealthy", O_NUM, OFF(watchdog_unhealthy), 1, "SECONDS", "/healthz fails when the event loop has not turned for this long (default 5)"},
+	{"watchdog-exit", O_NUM, OFF(watchdog_exit), 1, "SECONDS", "exit with status 70 when the event loop has been stuck this long (default 30)"},
 	{"lua-memory", O_NUM, OFF(lua_memory), 1, "BYTES", "Lua memory per attempt (default 67108864)"},
 	{"conn-limit", O_NUM, OFF(conn_limit), 1, "N", "simultaneous HTTP connections (default 256)"},
 	{"conn-per-ip", O_NUM, OFF(conn_per_ip), 1, "N", "simultaneous HTTP connections per client address (default 64; 0 = no limit)"},
@@ -195,6 +197,11 @@ static int load_file(struct config *c, const char *path, char *err, size_t errle
 	while (lua_next(L, -2)) {
 		const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
 		const struct opt *o = k ? find_opt(k, 1) : NULL;
+		if (sandbox_has_nul(L, -2) || sandbox_has_nul(L, -1)) {
+			snprintf(err, errlen, "config %s: setting %s: names and values must not contain a NUL byte",
+			         path, k ? k : "(non-string key)");
+			goto out;
+		}
 		char vbuf[64];
 		if (k && (strcmp(k, "playbook_settings") == 0 || strcmp(k, "playbook_overrides") == 0)) {
 			char **dst = strcmp(k, "playbook_settings") == 0 ? &c->playbook_settings : &c->playbook_overrides;
@@ -237,10 +244,10 @@ static int load_file(struct config *c, const char *path, char *err, size_t errle
 			clear_list(list_at(c, o));
 			for (lua_Integer i = 1; i <= (lua_Integer)lua_rawlen(L, -1); i++) {
 				lua_rawgeti(L, -1, i);
-				if (lua_type(L, -1) != LUA_TSTRING ||
+				if (lua_type(L, -1) != LUA_TSTRING || sandbox_has_nul(L, -1) ||
 				    set_value(c, o, lua_tostring(L, -1), err, errlen) < 0) {
-					if (lua_type(L, -1) != LUA_TSTRING)
-						snprintf(err, errlen, "config %s: %s[%lld] must be a string", path, k,
+					if (lua_type(L, -1) != LUA_TSTRING || sandbox_has_nul(L, -1))
+						snprintf(err, errlen, "config %s: %s[%lld] must be a string without NUL bytes", path, k,
 						         (long long)i);
 					goto out;
 				}
@@ -285,6 +292,8 @@ static void defaults(struct config *c)
 	c->max_jobs = 16;
 	c->queue_max = 10000;
 	c->drain_timeout = 30;
+	c->watchdog_unhealthy = 5;
+	c->watchdog_exit = 30;
 	c->lua_memory = 64 * 1024 * 1024;
 	c->conn_limit = 256;
 	c->conn_timeout = 30;

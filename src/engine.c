@@ -17,6 +17,7 @@
 #include "recoveryd/metrics.h"
 #include "recoveryd/playbook.h"
 #include "recoveryd/runner.h"
+#include "recoveryd/watchdog.h"
 
 #define RETRY_AFTER_SECONDS 5
 
@@ -209,11 +210,34 @@ static cJSON *error_body(const char *code, const char *msg)
 	return o;
 }
 
+/* The watchdog is about to end the process because the loop is stuck in
+ * job_id: journal that, so the replay after the restart can tell a job that
+ * stalls the loop every time (a poison job) from one hit by a crash. */
+static void on_loop_expired(void *ud, const char *job_id, const char *playbook, double stalled)
+{
+	struct engine *e = ud;
+	struct store_batch *b;
+	char detail[256];
+
+	if (!job_id[0] || !(b = store_batch_new()))
+		return;
+	snprintf(detail, sizeof(detail), "{\"playbook\":\"%s\",\"stalled_seconds\":%.1f}",
+	         playbook, stalled);
+	/* The playbook name passed the loader's name check: no quoting needed. */
+	if (store_batch_event(b, job_id, 0, "watchdog", detail, 0, rd_now()) < 0) {
+		store_batch_free(b);
+		return;
+	}
+	if (store_commit(e->store, b, 1) != RD_OK)
+		log_kv(LOG_ERROR, job_id, "watchdog: cannot journal the stall", NULL);
+}
+
 struct engine *engine_new(const struct engine_opts *o)
 {
 	struct engine *e = calloc(1, sizeof(*e));
 	pthread_condattr_t ca;
-	struct runner_opts ro = {o->max_in_flight, o->mem_max, o->lua_path};
+	struct runner_opts ro = {o->max_in_flight, o->mem_max, o->lua_path, NULL};
+	struct watchdog_opts wo = {o->watchdog_unhealthy, o->watchdog_exit, on_loop_expired, e};
 
 	if (!e)
 		return NULL;
@@ -232,7 +256,9 @@ struct engine *engine_new(const struct engine_opts *o)
 	e->incidents = map_new();
 	if (!the_admit)
 		the_admit = admit_new();
-	e->runner = runner_new(e, &ro);
+	e->wd = watchdog_new(&wo);
+	ro.wd = e->wd;
+	e->runner = e->wd ? runner_new(e, &ro) : NULL;
 	if (!e->active_by_id || !e->active_by_key || !e->incidents || !the_admit || !e->runner) {
 		engine_free(e);
 		return NULL;
@@ -251,6 +277,7 @@ void engine_free(struct engine *e)
 	if (!e)
 		return;
 	runner_free(e->runner);
+	watchdog_free(e->wd);
 	map_free(e->active_by_key, NULL);
 	map_free(e->active_by_id, free_job_val);
 	map_free(e->incidents, free);
@@ -292,8 +319,21 @@ int engine_draining(struct engine *e)
 	return d;
 }
 
+int engine_live(struct engine *e, char *why, size_t len)
+{
+	double stalled = watchdog_stalled(e->wd);
+
+	if (stalled > 0) {
+		snprintf(why, len, "the event loop has not turned for %.0f s", stalled);
+		return 0;
+	}
+	return 1;
+}
+
 int engine_ready(struct engine *e, char *why, size_t len)
 {
+	if (!engine_live(e, why, len))
+		return 0;
 	if (engine_draining(e)) {
 		snprintf(why, len, "draining: shutting down");
 		return 0;
@@ -821,6 +861,9 @@ cJSON *engine_playbooks_json(struct engine *e)
 
 /* ---------- start-up replay ---------- */
 
+#define POISON_STALLS 2
+#define POISON_ERROR "poisoned: the event loop stalled in this job twice (watchdog restarts); not run again"
+
 struct replay {
 	struct engine *e;
 	struct notify *notes;
@@ -893,16 +936,24 @@ static void replay_row(const struct job_row *r, void *arg)
 	j->pb = pb;
 	playbook_set_ref(e->set);
 	if (st == JS_RUNNING) {
-		/* The process died mid-attempt: DESIGN.md §5. */
+		/* The process died mid-attempt: DESIGN.md §5. A job that held the
+		 * event loop until the watchdog ended the process twice would
+		 * do it again: it is a poison job, never run again. */
+		int poison = r->stalls >= POISON_STALLS;
+		const char *why = poison ? POISON_ERROR
+		                  : r->stalls ? "interrupted: the watchdog restarted recoveryd during the attempt"
+		                              : "interrupted: recoveryd stopped during the attempt";
 		struct attempt_row a = {.n = r->attempts, .started_at = r->updated_at, .ended_at = rp->now,
-		                        .result = "interrupted",
-		                        .error = "interrupted: recoveryd stopped during the attempt",
-		                        .verify_ok = -1};
+		                        .result = "interrupted", .error = why, .verify_ok = -1};
 		store_batch_attempt(rp->b, j->id, &a);
 		rp->interrupted++;
 		free(j->error);
-		j->error = strdup("interrupted: recoveryd stopped during the attempt");
-		if (pb->idempotent) {
+		j->error = strdup(why);
+		if (poison) {
+			j->state = JS_FAILED;
+			j->outcome = strdup("poisoned");
+			j->ended_at = rp->now;
+		} else if (pb->idempotent) {
 			j->state = JS_QUEUED;
 			j->attempts = r->attempts > 0 ? r->attempts - 1 : 0;
 		} else {
@@ -916,8 +967,10 @@ static void replay_row(const struct job_row *r, void *arg)
 		log_kv(LOG_WARN, j->id, "journal replay: attempt interrupted by a restart", "playbook",
 		       j->playbook_name, "state", job_state_name(j->state), NULL);
 		if (j->state == JS_FAILED) {
-			metrics_add(M_JOBS, j->playbook_name, "interrupted", 1);
-			notify_push(&rp->notes, j->id, j->key, "trigger", "interrupted", playbook_sinks(pb),
+			/* notify_push keeps the reason pointer: a literal */
+			const char *reason = poison ? "poisoned" : "interrupted";
+			metrics_add(M_JOBS, j->playbook_name, reason, 1);
+			notify_push(&rp->notes, j->id, j->key, "trigger", reason, playbook_sinks(pb),
 			            j->dry_run);
 			admit_ended(the_admit, j->key, j->id, rp->now);
 			job_free(j);

@@ -9,6 +9,7 @@
 #include "recoveryd/store.h"
 
 struct runner;
+struct watchdog;
 struct map;
 
 struct engine {
@@ -16,6 +17,7 @@ struct engine {
 	pthread_cond_t ended;       /* broadcast whenever a job ends */
 	struct store *store;
 	struct runner *runner;
+	struct watchdog *wd;
 	struct playbook_set *set;   /* [mu] current set */
 	int global_dry_run;
 	int draining;               /* [mu] */

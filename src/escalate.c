@@ -170,6 +170,8 @@ static const char *reason_text(const char *reason)
 		return "automatic recovery failed";
 	if (strcmp(reason, "interrupted") == 0)
 		return "recovery was interrupted by a restart (not idempotent: not retried)";
+	if (strcmp(reason, "poisoned") == 0)
+		return "the job stalled recoveryd's event loop twice and the watchdog restarted it; it is not run again";
 	if (strcmp(reason, "budget_exhausted") == 0)
 		return "recovery held back: the playbook's run budget is exhausted";
 	if (strcmp(reason, "playbook_removed") == 0)

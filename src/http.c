@@ -625,6 +625,17 @@ static enum MHD_Result handle_status(struct MHD_Connection *c, struct request *r
 	return reply_json(c, rq, MHD_HTTP_OK, o, NULL, NULL);
 }
 
+/* Liveness: the event loop turns (the watchdog's view). */
+static enum MHD_Result handle_healthz(struct http *h, struct MHD_Connection *c, struct request *rq)
+{
+	char why[MSG_MAX];
+
+	why[0] = '\0';
+	if (engine_live(h->e, why, sizeof(why)))
+		return handle_status(c, rq, "ok");
+	return reply_error(c, rq, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable", why, NULL, NULL);
+}
+
 static enum MHD_Result handle_readyz(struct http *h, struct MHD_Connection *c, struct request *rq)
 {
 	char why[MSG_MAX];
@@ -659,7 +670,7 @@ static enum MHD_Result dispatch(struct http *h, struct MHD_Connection *c, struct
 	case R_METRICS:
 		return handle_metrics(c, rq);
 	case R_HEALTHZ:
-		return handle_status(c, rq, "ok");
+		return handle_healthz(h, c, rq);
 	case R_READYZ:
 		return handle_readyz(h, c, rq);
 	case R_OTHER:

@@ -16,6 +16,7 @@
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "recoveryd/common.h"
@@ -80,6 +81,25 @@ void lua_api_push_settings(lua_State *L, const char *playbook)
 	pthread_mutex_unlock(&conf_lock);
 }
 
+static int conf_test_faults;
+
+/* recovery._test_stall(seconds): only with RECOVERYD_TEST_FAULTS=1. Blocks
+ * the calling thread in C, out of the deadline hook's reach, so that tests
+ * can prove the watchdog catches what the sandbox does not. */
+static int l_test_stall(lua_State *L)
+{
+	double s = luaL_checknumber(L, 1);
+	struct timespec ts;
+
+	if (s < 0 || s > 600)
+		return luaL_argerror(L, 1, "0 to 600 seconds");
+	ts.tv_sec = (time_t)s;
+	ts.tv_nsec = (long)((s - (double)ts.tv_sec) * 1e9);
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+	return 0;
+}
+
 void lua_api_configure(const struct lua_api_conf *c)
 {
 	pthread_mutex_lock(&conf_lock);
@@ -92,6 +112,7 @@ void lua_api_configure(const struct lua_api_conf *c)
 	strv_free(conf_read_allow);
 	conf_read_allow = strv_dup(c->read_allow);
 	conf_http_timeout = c->http_timeout > 0 ? c->http_timeout : 30;
+	conf_test_faults = c->test_faults;
 	pthread_mutex_unlock(&conf_lock);
 }
 
@@ -177,6 +198,10 @@ static cJSON *to_json(lua_State *L, int idx, int depth, const char **err)
 		return cJSON_CreateNumber(d);
 	}
 	case LUA_TSTRING:
+		if (sandbox_has_nul(L, idx)) {
+			*err = "cannot encode a string holding a NUL byte";
+			return NULL;
+		}
 		return cJSON_CreateString(lua_tostring(L, idx));
 	case LUA_TLIGHTUSERDATA:
 		if (lua_touserdata(L, idx) == &null_sentinel)
@@ -221,6 +246,12 @@ static cJSON *to_json(lua_State *L, int idx, int depth, const char **err)
 		while (lua_next(L, idx)) {
 			if (lua_type(L, -2) != LUA_TSTRING && lua_type(L, -2) != LUA_TNUMBER) {
 				*err = "object keys must be strings";
+				lua_pop(L, 2);
+				cJSON_Delete(o);
+				return NULL;
+			}
+			if (sandbox_has_nul(L, -2)) {
+				*err = "cannot encode a key holding a NUL byte";
 				lua_pop(L, 2);
 				cJSON_Delete(o);
 				return NULL;
@@ -285,6 +316,14 @@ static int l_json_decode(lua_State *L)
 	size_t len;
 	const char *s = luaL_checklstring(L, 1, &len);
 	const char *end = NULL;
+	size_t at;
+	char field[64];
+	if (rd_json_find_nul(s, len, &at, field, sizeof(field))) {
+		lua_pushnil(L);
+		lua_pushfstring(L, "JSON holds a NUL character (\\u0000) near byte %d, which recoveryd does not decode",
+		                (int)at);
+		return 2;
+	}
 	cJSON *v = cJSON_ParseWithLengthOpts(s, len, &end, 0);
 
 	if (!v) {
@@ -301,7 +340,7 @@ static int l_json_decode(lua_State *L)
 
 static int do_log(lua_State *L, enum log_level lvl)
 {
-	const char *msg = luaL_checkstring(L, 1);
+	const char *msg = sandbox_checkcstr(L, 1);
 	struct job *j = job_of(L);
 	cJSON *fields = NULL, *detail;
 	const char *err = NULL;
@@ -357,7 +396,7 @@ static int l_print(lua_State *L)
  * is recognised by the attempt driver. */
 static int l_fail(lua_State *L)
 {
-	const char *why = luaL_checkstring(L, 1);
+	const char *why = sandbox_checkcstr(L, 1);
 	lua_newtable(L);
 	lua_pushstring(L, why);
 	lua_setfield(L, -2, "reason");
@@ -395,7 +434,7 @@ static int valid_secret_name(const char *s)
 
 static int l_secret(lua_State *L)
 {
-	const char *name = luaL_checkstring(L, 1);
+	const char *name = sandbox_checkcstr(L, 1);
 	struct job *j = job_of(L);
 	char path[4096];
 	char *v;
@@ -427,7 +466,7 @@ static int l_secret(lua_State *L)
 /* recovery.env(name): only variables named by --env-allow. */
 static int l_env(lua_State *L)
 {
-	const char *name = luaL_checkstring(L, 1);
+	const char *name = sandbox_checkcstr(L, 1);
 	int ok = 0;
 
 	pthread_mutex_lock(&conf_lock);
@@ -467,7 +506,7 @@ static int read_allowed(const char *path)
  * account token, a CA bundle); the content is redacted like a secret. */
 static int l_read_file(lua_State *L)
 {
-	const char *path = luaL_checkstring(L, 1);
+	const char *path = sandbox_checkcstr(L, 1);
 	size_t len;
 	char *v;
 	int secret = 1;
@@ -676,11 +715,11 @@ static int l_http(lua_State *L)
 
 	luaL_checktype(L, 1, LUA_TTABLE);
 	lua_getfield(L, 1, "url");
-	url = luaL_checkstring(L, -1);
+	url = sandbox_tocstr(L, -1, "recovery.http: url");
 	if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
 		return luaL_error(L, "recovery.http: url must start with http:// or https://");
 	lua_getfield(L, 1, "method");
-	method = luaL_optstring(L, -1, "GET");
+	method = lua_isnil(L, -1) ? "GET" : sandbox_tocstr(L, -1, "recovery.http: method");
 	size_t ml = strlen(method);
 	luaL_argcheck(L, ml > 0 && ml < sizeof(mbuf), 1, "method: invalid");
 	for (size_t i = 0; i <= ml; i++)
@@ -701,7 +740,7 @@ static int l_http(lua_State *L)
 	                               : lua_toboolean(L, -1);
 	lua_pop(L, 1);
 	lua_getfield(L, 1, "ca_file");
-	const char *ca_file = lua_isnil(L, -1) ? NULL : luaL_checkstring(L, -1);
+	const char *ca_file = lua_isnil(L, -1) ? NULL : sandbox_tocstr(L, -1, "recovery.http: ca_file");
 	if (ca_file && !read_allowed(ca_file))
 		return luaL_error(L, "recovery.http: ca_file %s is outside the allowed directories (see --read-allow)",
 		                  ca_file);
@@ -710,8 +749,15 @@ static int l_http(lua_State *L)
 	const char *ca_pem = lua_isnil(L, -1) ? NULL : luaL_checklstring(L, -1, &ca_len);
 	lua_pop(L, 2);
 	lua_getfield(L, 1, "headers");
-	if (!lua_isnil(L, -1))
+	if (!lua_isnil(L, -1)) {
 		luaL_checktype(L, -1, LUA_TTABLE);
+		lua_pushnil(L);
+		while (lua_next(L, -2)) {
+			if (sandbox_has_nul(L, -2) || sandbox_has_nul(L, -1))
+				return luaL_error(L, "recovery.http: header names and values must not contain a NUL byte");
+			lua_pop(L, 1);
+		}
+	}
 
 	j = yielding_job(L, "http");
 	/* Allocate only after every check that can raise. */
@@ -954,6 +1000,8 @@ static int l_exec(lua_State *L)
 		lua_rawgeti(L, 1, (lua_Integer)i);
 		if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER)
 			return luaL_error(L, "recovery.exec: argv[%d] must be a string", (int)i);
+		if (sandbox_has_nul(L, -1))
+			return luaL_error(L, "recovery.exec: argv[%d] must not contain a NUL byte", (int)i);
 		lua_pop(L, 1);
 	}
 	lua_getfield(L, 1, "mutates");
@@ -962,8 +1010,24 @@ static int l_exec(lua_State *L)
 	if (!lua_isnil(L, -1))
 		stdin_data = luaL_checklstring(L, -1, &stdin_len);
 	lua_getfield(L, 1, "env");
-	if (!lua_isnil(L, -1))
+	if (!lua_isnil(L, -1)) {
 		luaL_checktype(L, -1, LUA_TTABLE);
+		lua_pushnil(L);
+		size_t n = 0;
+		while (lua_next(L, -2)) {
+			/* Refuse what cannot be passed whole, rather than drop it. */
+			if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
+				return luaL_error(L, "recovery.exec: env must map names to strings");
+			if (sandbox_has_nul(L, -2) || sandbox_has_nul(L, -1))
+				return luaL_error(L, "recovery.exec: env names and values must not contain a NUL byte");
+			if (!*lua_tostring(L, -2) || strchr(lua_tostring(L, -2), '='))
+				return luaL_error(L, "recovery.exec: env name '%s' is empty or holds '='",
+				                  lua_tostring(L, -2));
+			if (++n >= EXEC_ARGS_MAX)
+				return luaL_error(L, "recovery.exec: at most %d env entries", EXEC_ARGS_MAX - 1);
+			lua_pop(L, 1);
+		}
+	}
 	lua_getfield(L, 1, "timeout");
 	j = yielding_job(L, "exec");
 	remaining = runner_attempt_deadline(j) - rd_mono();
@@ -1183,6 +1247,12 @@ void lua_api_open(lua_State *L, struct job *job)
 	}
 	lua_pop(L, 1);
 	luaL_newlib(L, fns);
+	pthread_mutex_lock(&conf_lock);
+	if (conf_test_faults) {
+		lua_pushcfunction(L, l_test_stall);
+		lua_setfield(L, -2, "_test_stall");
+	}
+	pthread_mutex_unlock(&conf_lock);
 	luaL_newlib(L, logf);
 	lua_setfield(L, -2, "log");
 	luaL_newlib(L, jsonf);

@@ -201,8 +201,14 @@ static int check_sinks(const struct config *c, struct playbook_set *set, char *e
 
 static void configure_lua(const struct config *c)
 {
+	const char *tf = getenv("RECOVERYD_TEST_FAULTS");
 	struct lua_api_conf lc = {c->secrets_dir, (const char *const *)c->exec_allow, c->http_timeout,
-	                          (const char *const *)c->env_allow, (const char *const *)c->read_allow};
+	                          (const char *const *)c->env_allow, (const char *const *)c->read_allow,
+	                          tf && strcmp(tf, "1") == 0};
+
+	if (lc.test_faults)
+		log_kv(LOG_WARN, NULL, "RECOVERYD_TEST_FAULTS=1: test fault injection is on; never in production",
+		       NULL);
 	lua_api_configure(&lc);
 	lua_api_set_playbook_settings(c->playbook_settings);
 }
@@ -287,7 +293,7 @@ static int cmd_run(const char *playbook, struct config *c, struct playbook_set *
 		goto out;
 	}
 	struct engine_opts eo = {st, set, c->dry_run, (size_t)c->queue_max, 1, (size_t)c->lua_memory,
-	                         c->lua_path, 1};
+	                         c->lua_path, 1, c->watchdog_unhealthy, c->watchdog_exit};
 	e = engine_new(&eo);
 	if (!e || engine_start(e) != RD_OK) {
 		fprintf(stderr, "recoveryd run: cannot start the engine\n");
@@ -508,7 +514,9 @@ int main(int argc, char **argv)
 	                         (size_t)cfg.max_jobs,
 	                         (size_t)cfg.lua_memory,
 	                         cfg.lua_path,
-	                         0};
+	                         0,
+	                         cfg.watchdog_unhealthy,
+	                         cfg.watchdog_exit};
 	e = engine_new(&eo);
 	set = NULL;
 	if (!e || engine_start(e) != RD_OK) {

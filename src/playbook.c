@@ -120,7 +120,10 @@ static char *opt_string(lua_State *L, int t, const char *field, int required, ch
 	char *r = NULL;
 
 	lua_getfield(L, t, field);
-	if (lua_type(L, -1) == LUA_TSTRING) {
+	if (sandbox_has_nul(L, -1)) {
+		snprintf(err, errlen, "%s: must not contain a NUL byte", field);
+		*bad = 1;
+	} else if (lua_type(L, -1) == LUA_TSTRING) {
 		r = strdup(lua_tostring(L, -1));
 	} else if (!lua_isnil(L, -1) || required) {
 		snprintf(err, errlen, "%s: expected a string, got %s", field, luaL_typename(L, -1));
@@ -147,7 +150,7 @@ static int sink_list(lua_State *L, const char *what, char ***out, size_t *n_out,
 	for (lua_Integer i = 1; i <= n; i++) {
 		lua_rawgeti(L, -1, i);
 		const char *s = lua_tostring(L, -1);
-		if (lua_type(L, -1) != LUA_TSTRING || (strcmp(s, "slack") != 0 && strcmp(s, "pagerduty") != 0)) {
+		if (lua_type(L, -1) != LUA_TSTRING || sandbox_has_nul(L, -1) || (strcmp(s, "slack") != 0 && strcmp(s, "pagerduty") != 0)) {
 			snprintf(err, errlen, "%s[%lld]: expected \"slack\" or \"pagerduty\"", what, (long long)i);
 			return -1;
 		}
@@ -166,7 +169,7 @@ static int check_fields(lua_State *L, int t, char *err, size_t errlen)
 	                                    "notify",   "settings",    NULL};
 	lua_pushnil(L);
 	while (lua_next(L, t)) {
-		const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+		const char *k = lua_type(L, -2) == LUA_TSTRING && !sandbox_has_nul(L, -2) ? lua_tostring(L, -2) : NULL;
 		int ok = k && k[0] == '_'; /* private helpers of the playbook */
 		for (const char *const *n = known; k && *n && !ok; n++)
 			ok = strcmp(*n, k) == 0;
@@ -260,6 +263,10 @@ static int parse_table(lua_State *L, struct playbook *pb, char *err, size_t errl
 	pb->match = matcher_set_new();
 	lua_getfield(L, t, "match");
 	if (lua_type(L, -1) == LUA_TSTRING) {
+		if (sandbox_has_nul(L, -1)) {
+			snprintf(err, errlen, "match: must not contain a NUL byte");
+			return -1;
+		}
 		if (matcher_set_add(pb->match, lua_tostring(L, -1), err, errlen) < 0)
 			return -1;
 	} else if (lua_type(L, -1) == LUA_TTABLE) {
@@ -270,8 +277,9 @@ static int parse_table(lua_State *L, struct playbook *pb, char *err, size_t errl
 		}
 		for (lua_Integer i = 1; i <= n; i++) {
 			lua_rawgeti(L, -1, i);
-			if (lua_type(L, -1) != LUA_TSTRING) {
-				snprintf(err, errlen, "match[%lld]: expected a matcher string", (long long)i);
+			if (lua_type(L, -1) != LUA_TSTRING || sandbox_has_nul(L, -1)) {
+				snprintf(err, errlen, "match[%lld]: expected a matcher string (without NUL bytes)",
+				         (long long)i);
 				return -1;
 			}
 			char merr[256];

@@ -4,6 +4,7 @@
  * own sandboxed lua_State; sleep, HTTP and exec yield it, and the loop
  * resumes it when the timer, transfer or process completes. */
 #include "recoveryd/runner.h"
+#include "recoveryd/watchdog.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -526,8 +527,11 @@ static void attempt_start(struct runner *r, struct job *j)
 	lua_api_open(rt->L, j);
 	rt->sb.deadline = rt->started + pb->timeout;
 	snprintf(chunk, sizeof(chunk), "@%s", pb->file);
-	if (sandbox_load(rt->L, pb->source, pb->source_len, chunk) != LUA_OK ||
-	    sandbox_call(rt->L, 0, 1) != LUA_OK || !lua_istable(rt->L, -1)) {
+	watchdog_enter(r->o.wd, j->id, j->playbook_name);
+	int loaded = sandbox_load(rt->L, pb->source, pb->source_len, chunk) == LUA_OK &&
+	             sandbox_call(rt->L, 0, 1) == LUA_OK;
+	watchdog_leave(r->o.wd);
+	if (!loaded || !lua_istable(rt->L, -1)) {
 		snprintf(err, sizeof(err), "loading the playbook: %s",
 		         lua_type(rt->L, -1) == LUA_TSTRING ? lua_tostring(rt->L, -1)
 		                                             : "did not return a table");
@@ -554,6 +558,38 @@ static void attempt_start(struct runner *r, struct job *j)
 	resume(r, j, 2);
 }
 
+/* A copy of the Lua string at idx for the job record, with each NUL byte
+ * written as \0 so that an error message is never cut short. Plain C: the
+ * state may be out of memory or dead here. NULL for a non-string. */
+static char *msg_dup(lua_State *L, int idx)
+{
+	size_t len, n = 0;
+	const char *s;
+	char *out;
+
+	if (lua_type(L, idx) == LUA_TNUMBER) {
+		/* lua_tolstring would convert in place, which allocates */
+		char num[64];
+		snprintf(num, sizeof(num), "%.14g", (double)lua_tonumber(L, idx));
+		return strdup(num);
+	}
+	if (lua_type(L, idx) != LUA_TSTRING)
+		return NULL;
+	s = lua_tolstring(L, idx, &len);
+	if (!(out = malloc(2 * len + 1)))
+		return NULL;
+	for (size_t i = 0; i < len; i++) {
+		if (s[i]) {
+			out[n++] = s[i];
+		} else {
+			out[n++] = '\\';
+			out[n++] = '0';
+		}
+	}
+	out[n] = '\0';
+	return out;
+}
+
 static void resume(struct runner *r, struct job *j, int nargs)
 {
 	struct attempt_rt *rt = j->rt;
@@ -568,7 +604,9 @@ static void resume(struct runner *r, struct job *j, int nargs)
 		return;
 	}
 	rt->op = NULL;
+	watchdog_enter(r->o.wd, j->id, j->playbook_name);
 	status = lua_resume(rt->co, rt->L, nargs, &nres);
+	watchdog_leave(r->o.wd);
 	if (status == LUA_YIELD) {
 		char msg[128];
 		if (rt->sb.timed_out) {
@@ -582,17 +620,18 @@ static void resume(struct runner *r, struct job *j, int nargs)
 		return; /* waiting on rt->op */
 	}
 	if (status != LUA_OK) {
-		const char *m = lua_tostring(rt->co, -1);
+		char *m = msg_dup(rt->co, -1);
 		attempt_end(r, j, rt->sb.timed_out ? "timeout" : "failed",
 		            rt->sb.timed_out ? "attempt deadline exceeded" : (m ? m : "error"), -1, NULL);
+		free(m);
 		return;
 	}
 	/* driver returns: phase, err, verify_ok, verify_reason */
 	lua_settop(rt->co, 4);
 	const char *phase = lua_tostring(rt->co, 1);
-	const char *err = lua_tostring(rt->co, 2);
+	char *err = msg_dup(rt->co, 2);
 	int vok = lua_isnil(rt->co, 3) ? -1 : lua_toboolean(rt->co, 3);
-	const char *vreason = lua_tostring(rt->co, 4);
+	char *vreason = msg_dup(rt->co, 4);
 	char msg[1024];
 
 	if (phase && strcmp(phase, "ok") == 0) {
@@ -610,6 +649,8 @@ static void resume(struct runner *r, struct job *j, int nargs)
 		         err ? err : "error");
 		attempt_end(r, j, "failed", msg, -1, NULL);
 	}
+	free(err);
+	free(vreason);
 }
 
 static double jitter_rnd(void)
@@ -637,8 +678,12 @@ static void attempt_end(struct runner *r, struct job *j, const char *result, con
 			rt->op = NULL;
 		}
 		timers_drop_job(r, j, T_DEADLINE);
-		if (rt->L)
+		if (rt->L) {
+			/* lua_close runs pending finalizers, with hooks off */
+			watchdog_enter(r->o.wd, j->id, j->playbook_name);
 			lua_close(rt->L);
+			watchdog_leave(r->o.wd);
+		}
 		a.n = rt->n;
 		a.started_at = rt->started_wall;
 		metrics_observe(M_JOB_DURATION, j->playbook_name, rd_mono() - rt->started);
@@ -1119,10 +1164,12 @@ static void *loop(void *arg)
 	struct runner *r = arg;
 	struct curl_waitfd fds[3 * MAX_PROCS];
 
+	watchdog_start(r->o.wd);
 	for (;;) {
 		int draining, stop;
 		double drain_deadline;
 
+		watchdog_beat(r->o.wd);
 		drain_inbox(r);
 		pthread_mutex_lock(&r->mu);
 		draining = r->draining;
@@ -1186,6 +1233,7 @@ static void *loop(void *arg)
 			check_procs(r);
 		fire_timers(r, draining);
 	}
+	watchdog_stop(r->o.wd); /* leaving on purpose: not a stall */
 	return NULL;
 }
 

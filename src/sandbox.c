@@ -130,6 +130,39 @@ void sandbox_protect_metatable(lua_State *L, int idx)
 	lua_setfield(L, idx, "__metatable");
 }
 
+int sandbox_has_nul(lua_State *L, int idx)
+{
+	size_t len;
+	const char *s;
+
+	if (lua_type(L, idx) != LUA_TSTRING)
+		return 0;
+	s = lua_tolstring(L, idx, &len);
+	return memchr(s, '\0', len) != NULL;
+}
+
+const char *sandbox_checkcstr(lua_State *L, int arg)
+{
+	size_t len;
+	const char *s = luaL_checklstring(L, arg, &len);
+
+	if (memchr(s, '\0', len))
+		luaL_argerror(L, arg, "must not contain a NUL byte");
+	return s;
+}
+
+const char *sandbox_tocstr(lua_State *L, int idx, const char *what)
+{
+	size_t len;
+	const char *s = lua_tolstring(L, idx, &len);
+
+	if (!s)
+		luaL_error(L, "%s: expected a string, got %s", what, luaL_typename(L, idx));
+	if (memchr(s, '\0', len))
+		luaL_error(L, "%s: must not contain a NUL byte", what);
+	return s;
+}
+
 /* load() for text chunks only: a binary chunk could break memory safety. */
 static int sb_load(lua_State *L)
 {
@@ -168,7 +201,7 @@ static int valid_module_name(const char *n)
 /* require: modules only from the configured Lua path, as text. */
 static int sb_require(lua_State *L)
 {
-	const char *name = luaL_checkstring(L, 1);
+	const char *name = sandbox_checkcstr(L, 1);
 	struct sandbox *sb = sandbox_of(L);
 	char path[4096], rel[512];
 	char *src = NULL;

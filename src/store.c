@@ -128,7 +128,8 @@ static const char *const rsql[R__COUNT] = {
 	[R_ESCALATIONS] = "SELECT sink, state, attempts, last_answer, created_at, updated_at, "
 	                  "id, kind, reason, delivered_at, next_attempt_at "
 	                  "FROM escalations WHERE job_id = ?1 ORDER BY seq",
-	[R_SCAN] = "SELECT " JOB_COLS " FROM jobs WHERE state IN ('queued','running','retry_wait') "
+	[R_SCAN] = "SELECT " JOB_COLS ", (SELECT count(*) FROM events WHERE events.job_id = jobs.id "
+	           "AND events.type = 'watchdog') FROM jobs WHERE state IN ('queued','running','retry_wait') "
 	           "OR started_at >= ?1 OR ended_at >= ?1 ORDER BY seq",
 	/* One statement per filter combination so each can use its index. */
 	[R_LIST] = "SELECT " JOB_COLS " FROM jobs ORDER BY seq DESC LIMIT ?3",
@@ -368,6 +369,7 @@ static void job_from_stmt(sqlite3_stmt *st, struct job_row *j)
 	j->started_at = sqlite3_column_double(st, JC_STARTED);
 	j->ended_at = sqlite3_column_double(st, JC_ENDED);
 	j->next_run_at = sqlite3_column_double(st, JC_NEXT_RUN);
+	j->stalls = 0;
 }
 
 static void stmt_done(sqlite3_stmt *st)
@@ -1360,6 +1362,7 @@ enum rd_status store_scan_jobs(struct store *s, double since,
 			cap = ncap;
 		}
 		job_from_stmt(st, &view);
+		view.stalls = sqlite3_column_int(st, 18);
 		if (job_copy(&rows[n], &view) < 0)
 			break;
 		n++;

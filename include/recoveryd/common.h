@@ -32,5 +32,11 @@ char *rd_read_file(const char *path, size_t max, size_t *len, int trim);
 size_t rd_utf8_len(const unsigned char *s, size_t n);
 /* Random hex id of 2*nbytes characters into out (size >= 2*nbytes+1). */
 void rd_random_hex(char *out, size_t nbytes);
+/* cJSON ends its strings at a NUL, so a JSON string holding \u0000 (or a raw
+ * 0 byte) would reach C cut short. Scan JSON text for one: returns 1 and
+ * sets *at (byte offset) and field (the object key the string belongs to,
+ * or the key itself; "" at the top level or in an array without a key)
+ * when found, else 0. Does not validate the JSON. */
+int rd_json_find_nul(const char *s, size_t n, size_t *at, char *field, size_t fieldlen);
 
 #endif

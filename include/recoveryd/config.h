@@ -36,6 +36,8 @@ struct config {
 	double max_jobs;          /* attempts running at once */
 	double queue_max;         /* unfinished jobs before 503 */
 	double drain_timeout;     /* seconds */
+	double watchdog_unhealthy; /* seconds the loop may stand still before /healthz fails */
+	double watchdog_exit;     /* seconds before the process exits (status 70) */
 	double lua_memory;        /* bytes per attempt */
 	double conn_limit;
 	double conn_timeout;      /* seconds */

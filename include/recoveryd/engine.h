@@ -22,9 +22,13 @@ struct engine_opts {
 	size_t mem_max;               /* Lua bytes per attempt */
 	const char *lua_path;
 	int no_escalation;            /* `run`: nothing is escalated */
+	double watchdog_unhealthy;    /* seconds; 0 = default (watchdog.h) */
+	double watchdog_exit;         /* seconds; 0 = default */
 };
 
 struct engine *engine_new(const struct engine_opts *o);
+/* Liveness for /healthz: 0 with why set when the event loop is stuck. */
+int engine_live(struct engine *e, char *why, size_t len);
 /* Replay the journal (resume queued and retry_wait jobs, settle jobs found
  * running) and start the runner. */
 enum rd_status engine_start(struct engine *e);

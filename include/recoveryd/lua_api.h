@@ -13,6 +13,10 @@ struct lua_api_conf {
 	double http_timeout;         /* default per request, seconds */
 	const char *const *env_allow;  /* NULL-terminated variable names recovery.env reads */
 	const char *const *read_allow; /* NULL-terminated directories recovery.read_file reads */
+	/* Tests of the defences behind the sandbox only (RECOVERYD_TEST_FAULTS=1):
+	 * adds recovery._test_stall(seconds), which blocks the event loop in C
+	 * where no hook reaches, as a sandbox hole would. */
+	int test_faults;
 };
 
 /* Deployment overrides of playbook settings: JSON {"<playbook>": {...}}

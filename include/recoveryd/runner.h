@@ -15,11 +15,13 @@
 struct engine;
 struct job;
 struct runner;
+struct watchdog;
 
 struct runner_opts {
 	size_t max_in_flight;   /* attempts running at once */
 	size_t mem_max;         /* Lua bytes per attempt */
 	const char *lua_path;
+	struct watchdog *wd;    /* borrowed; beaten once per loop turn */
 };
 
 struct runner *runner_new(struct engine *e, const struct runner_opts *o);

@@ -38,6 +38,14 @@ void sandbox_preload(lua_State *L, const char *name);
  * attaches must be protected, since C's lua_setmetatable bypasses the
  * sandbox's refusal of __gc. */
 void sandbox_protect_metatable(lua_State *L, int idx);
+/* Lua strings may hold NUL bytes; C strings end at the first. Where a Lua
+ * string becomes a C string, these refuse one instead of cutting it short:
+ *  sandbox_has_nul: the value at idx is a string holding a NUL;
+ *  sandbox_checkcstr: luaL_checkstring, raising "bad argument #arg ... NUL";
+ *  sandbox_tocstr: the string at idx (a field), raising "<what>: ... NUL". */
+int sandbox_has_nul(lua_State *L, int idx);
+const char *sandbox_checkcstr(lua_State *L, int arg);
+const char *sandbox_tocstr(lua_State *L, int idx, const char *what);
 /* The sandbox that owns L. */
 struct sandbox *sandbox_of(lua_State *L);
 

@@ -31,6 +31,7 @@ struct job_row {
 	int max_attempts;        /* 1 + retries */
 	int notifications;       /* notifications folded into this job */
 	double created_at, updated_at, started_at, ended_at, next_run_at;
+	int stalls;              /* store_scan_jobs only: "watchdog" events of the job */
 };
 
 struct attempt_row {

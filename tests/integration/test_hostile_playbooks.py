@@ -70,6 +70,31 @@ assert(not ok, "a protected metatable cannot be removed")
 ''',
 }
 
+# Finding 6: a NUL byte in a Lua string must not be cut off where C takes it.
+NUL_CHECKS = r"""
+local out = {}
+local function refused(name, f)
+  local ok, a, b = pcall(f)
+  local err = ok and b or a
+  out[name] = {ok = ok and a ~= nil, err = tostring(err)}
+end
+refused("exec_argv", function() return recovery.exec{"/bin/echo", "a\0b"} end)
+refused("exec_env_name", function() return recovery.exec{"/bin/echo", env = {["A\0B"] = "x"}} end)
+refused("exec_env_value", function() return recovery.exec{"/bin/echo", env = {LD_X = "y\0z"}} end)
+refused("exec_env_equals", function() return recovery.exec{"/bin/echo", env = {["A=B"] = "x"}} end)
+refused("http_url", function() return recovery.http{url = FAKE .. "/x\0y"} end)
+refused("http_header", function() return recovery.http{url = FAKE .. "/h", headers = {["X-A"] = "1\0 2"}} end)
+refused("http_method", function() return recovery.http{url = FAKE .. "/m", method = "GET\0POST"} end)
+refused("log", function() return recovery.log.info("a\0b") end)
+refused("secret", function() return recovery.secret("tok\0en") end)
+refused("require", function() return require("recovery\0evil") end)
+refused("json_encode", function() return recovery.json.encode({k = "a\0b"}) end)
+refused("json_encode_key", function() return recovery.json.encode({["a\0b"] = 1}) end)
+refused("json_decode", function() return recovery.json.decode('{"k":"a\\u0000b"}') end)
+must(recovery.http{method = "POST", url = FAKE .. "/report", json = out})
+error("tail\0kept")
+"""
+
 
 def manual(reason="hostile"):
     return {"labels": {"alertname": "Hostile", "instance": "x%d" % time.monotonic_ns()},
@@ -120,6 +145,34 @@ class HostileTest(RecoverydTestCase):
                        "--lua-path", LUA_PATH], timeout=120)
         self.assertEqual(p.returncode, 0, p.stdout[-2000:] + p.stderr[-4000:])
 
+    # ---- finding 6 ---------------------------------------------------------
+    def test_nul_bytes_refused_in_lua(self):
+        fake = self.fake()
+        d = self.start({"nul": playbook("nul", NUL_CHECKS, match=ANY, fake=fake),
+                        "harmless": self.harmless()},
+                       extra=["--exec-allow", "/bin/echo"])
+        rec = self.run_job(d, "nul")
+        self.assertEqual(rec["state"], "failed", rec)
+        # an error message keeps what follows a NUL
+        self.assertIn("tail\\0kept", rec["error"])
+        got = fake.requests("POST", "/report")[0].json()
+        for name, r in sorted(got.items()):
+            self.assertFalse(r["ok"], "%s was accepted: %r" % (name, r))
+            want = "=" if name == "exec_env_equals" else "NUL"
+            self.assertIn(want, r["err"], "%s: %r" % (name, r))
+        self.assertEqual(len(got), 13)
+        # nothing reached the fake with a cut-off path
+        self.assertEqual([q.path for q in fake.requests() if q.path != "/report"], [])
+        self.assert_still_serving(d)
+
+    def test_nul_in_playbook_fields(self):
+        src = playbook("nulname", "return", match=['alertname="Hostile\0x"'])
+        d = self.daemon({"nulname": src}, start=False)
+        p = d.run_cli(["--check-config", "--playbooks", d.playbooks_dir, "--lua-path", LUA_PATH,
+                       "--insecure-no-auth"], timeout=30)
+        self.assertNotEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertIn("NUL", p.stdout + p.stderr)
+
     # ---- finding 2 ---------------------------------------------------------
     def test_protected_metatables(self):
         pbs = {"harmless": self.harmless()}
@@ -147,6 +200,116 @@ class HostileTest(RecoverydTestCase):
         self.assertLess(took, 15, "check-config must end within the load deadline")
         self.assertNotEqual(p.returncode, 0, p.stdout + p.stderr)
         self.assertIn("toplevel", p.stdout + p.stderr)
+
+
+STALL = '''
+must(recovery.http{method = "POST", url = FAKE .. "/started", json = {job = ctx.job.id}})
+recovery._test_stall(600)
+'''
+WATCHDOG_ARGS = ["--watchdog-unhealthy", "1", "--watchdog-exit", "4"]
+WATCHDOG_EXIT = 70
+
+
+class WatchdogTest(RecoverydTestCase):
+    """The defence behind the sandbox: a loop that stops turning makes
+    /healthz fail, then ends the process with status 70 naming the job; the
+    job is interrupted under the crash rules, and twice is poison.
+    RECOVERYD_TEST_FAULTS=1 gives playbooks recovery._test_stall, a C call
+    that blocks where no hook reaches, standing in for the next sandbox
+    hole."""
+
+    def start_stuck(self, idempotent):
+        fake = self.fake()
+        d = self.daemon({"stuck": playbook("stuck", STALL, match=ANY, fake=fake, timeout=2,
+                                           idempotent=idempotent, retries=3),
+                         "harmless": playbook("harmless", "return", match=['alertname="Harmless"'])},
+                        extra_args=WATCHDOG_ARGS, start=False)
+        d.env = {"RECOVERYD_TEST_FAULTS": "1"}
+        d.start()
+        return d, fake
+
+    def stall_and_exit(self, d, fake, starts):
+        """Wait for the stall to show on /healthz, then for exit status 70."""
+        deadline = time.monotonic() + 10
+        while len(fake.requests("POST", "/started")) < starts:
+            self.assertLess(time.monotonic(), deadline, d.log_tail())
+            time.sleep(0.05)
+        t0 = time.monotonic()
+        while True:
+            st, _, doc = d.get("/healthz", token=None, timeout=2)
+            if st == 503:
+                break
+            self.assertLess(time.monotonic() - t0, 3.5, "healthz still %s: %r" % (st, doc))
+            time.sleep(0.1)
+        self.assertIn("event loop", doc.get("message", ""))
+        st, _, _ = d.get("/readyz", token=None, timeout=2)
+        self.assertEqual(st, 503)
+        rc = d.wait_exit(15)
+        self.assertEqual(rc, WATCHDOG_EXIT, d.log_tail())
+        recs = [r for r in d.log_records() if "watchdog" in r.get("msg", "") and r.get("level") == "error"]
+        self.assertTrue(recs, d.log_tail())
+        self.assertEqual(recs[-1].get("playbook"), "stuck")
+        return recs[-1]
+
+    def run_harmless(self, d):
+        st, _, doc = d.trigger("harmless", {"labels": {"alertname": "Harmless"}, "reason": "x"},
+                               token="operator")
+        self.assertStatus(st, 202, d, doc)
+        rec = d.wait_job(doc["jobs"][0]["id"], timeout=10)
+        self.assertEqual(rec["state"], "succeeded", rec)
+        return rec
+
+    def test_stuck_loop_exits_then_poison(self):
+        d, fake = self.start_stuck(idempotent=True)
+        st, _, doc = d.trigger("stuck", manual(), token="operator")
+        self.assertStatus(st, 202, d, doc)
+        job = doc["jobs"][0]["id"]
+        rec = self.stall_and_exit(d, fake, 1)
+        self.assertEqual(rec.get("job"), job)
+        # first restart: idempotent, so it runs again and stalls again
+        d.start()
+        self.stall_and_exit(d, fake, 2)
+        # second restart: a poison job, failed and never run again
+        d.start()
+        rec = d.wait_job(job, timeout=10)
+        self.assertEqual(rec["state"], "failed", rec)
+        self.assertEqual(rec["outcome"], "poisoned", rec)
+        self.assertIn("poisoned", rec["error"])
+        self.run_harmless(d)
+        self.assertEqual(len(fake.requests("POST", "/started")), 2)
+        self.assertEqual(d.metric("recoveryd_jobs_total", {"playbook": "stuck", "outcome": "poisoned"}), 1)
+
+    def test_stuck_non_idempotent_is_interrupted(self):
+        d, fake = self.start_stuck(idempotent=False)
+        st, _, doc = d.trigger("stuck", manual(), token="operator")
+        self.assertStatus(st, 202, d, doc)
+        job = doc["jobs"][0]["id"]
+        self.stall_and_exit(d, fake, 1)
+        d.start()
+        rec = d.wait_job(job, timeout=10)
+        self.assertEqual(rec["state"], "failed", rec)
+        self.assertEqual(rec["outcome"], "interrupted", rec)
+        self.assertIn("watchdog", rec["error"])
+        self.run_harmless(d)
+        self.assertEqual(len(fake.requests("POST", "/started")), 1)
+
+    def test_healthy_when_idle(self):
+        """An idle loop still turns: no false alarm past the threshold."""
+        d = self.daemon({"harmless": playbook("harmless", "return", match=['alertname="Harmless"'])},
+                        extra_args=WATCHDOG_ARGS)
+        time.sleep(2.5)
+        st, _, _ = d.get("/healthz", token=None)
+        self.assertEqual(st, 200)
+        self.assertTrue(d.alive())
+
+    def test_no_stall_hook_without_the_variable(self):
+        fake = self.fake()
+        d = self.daemon({"stuck": playbook("stuck", STALL, match=ANY, fake=fake, timeout=2)})
+        st, _, doc = d.trigger("stuck", manual(), token="operator")
+        self.assertStatus(st, 202, d, doc)
+        rec = d.wait_job(doc["jobs"][0]["id"], timeout=10)
+        self.assertEqual(rec["state"], "failed", rec)
+        self.assertIn("_test_stall", rec["error"])
 
 
 if __name__ == "__main__":

@@ -520,6 +520,49 @@ static char *make_body(size_t n, size_t nlabels)
 	return b;
 }
 
+/* Finding 6 of the security review: a NUL (\u0000, or a raw 0 byte) cut a
+ * label short, so "settings\u0000evil" matched ns="settings" and took the
+ * genuine alert's dedup key. Refused, naming the field. */
+static void test_nul_refused(void **state)
+{
+#define V4(labels) "{\"version\":\"4\",\"status\":\"firing\",\"alerts\":[{\"status\":\"firing\"," \
+	           "\"labels\":" labels "}]}"
+	static const struct {
+		const char *body;
+		int flags;
+		const char *fragment;
+	} cases[] = {
+		{ V4("{\"alertname\":\"A\",\"ns\":\"settings\\u0000evil\"}"), 0, "\"ns\"" },
+		{ V4("{\"alertname\":\"A\",\"ns\":\"settings\\u0000evil\"}"), 0, "NUL" },
+		{ V4("{\"alertname\":\"A\",\"x\\u0000a\":\"1\",\"x\\u0000b\":\"2\"}"), 0, "NUL" },
+		{ V4("{\"a\\u0000b\":\"1\"}"), 0, "NUL" },
+		{ "{\"labels\":{\"alertname\":\"A\\u0000\"},\"reason\":\"r\"}", ALERT_ALLOW_MANUAL, "\"alertname\"" },
+		{ "{\"labels\":{\"alertname\":\"A\"},\"reason\":\"r\\u0000x\"}", ALERT_ALLOW_MANUAL, "\"reason\"" },
+		{ V4("{\"alertname\":\"A\"},\"annotations\":{\"summary\":\"\\u0000\"}"), 0, "\"summary\"" },
+	};
+#undef V4
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		assert_parse_fails(cases[i].body, cases[i].flags, ALERT_INVALID_PAYLOAD, cases[i].fragment);
+
+	/* A raw 0 byte inside a string, and an escaped backslash before u0000
+	 * (which is the text \u0000, not a NUL). */
+	{
+		static const char raw[] = "{\"labels\":{\"alertname\":\"A\0B\"},\"reason\":\"r\"}";
+		struct payload p;
+		char err[256] = "";
+		assert_int_not_equal(parse_buf(raw, sizeof(raw) - 1, ALERT_ALLOW_MANUAL, &p, err, sizeof(err)),
+		                     ALERT_OK);
+		assert_non_null(strstr(err, "NUL"));
+		payload_free(&p);
+
+		const char *ok = "{\"labels\":{\"alertname\":\"A\\\\u0000\"},\"reason\":\"r\"}";
+		assert_int_equal(parse_str(ok, ALERT_ALLOW_MANUAL, &p, err, sizeof(err)), ALERT_OK);
+		assert_string_equal(p.alerts[0].labels.v[0].value, "A\\u0000");
+		payload_free(&p);
+	}
+}
+
 static void test_caps(void **state)
 {
 	struct payload p;
@@ -578,6 +621,7 @@ int main(void)
 		cmocka_unit_test(test_unicode_escapes),
 		cmocka_unit_test(test_manual_form),
 		cmocka_unit_test(test_invalid_inputs),
+		cmocka_unit_test(test_nul_refused),
 		cmocka_unit_test(test_caps),
 		cmocka_unit_test(test_err_buffer_small),
 	};

@@ -194,6 +194,14 @@ int engine_ready(struct engine *e, char *why, size_t len)
 	return r;
 }
 
+int engine_live(struct engine *e, char *why, size_t len)
+{
+	(void)e;
+	(void)why;
+	(void)len;
+	return 1;
+}
+
 int engine_draining(struct engine *e)
 {
 	int r;

@@ -32,6 +32,16 @@ static int teardown(void **state)
 	return 0;
 }
 
+/* The chunk's output as a C string; %q in the chunk keeps NULs out of it. */
+static char *result(lua_State *L)
+{
+	size_t len;
+	const char *s = lua_tolstring(L, -1, &len);
+	assert_non_null(s);
+	assert_int_equal(strlen(s), len);
+	return strdup(s);
+}
+
 static char *run_stock(void)
 {
 	lua_State *L = luaL_newstate();
@@ -39,7 +49,7 @@ static char *run_stock(void)
 	luaL_openlibs(L);
 	assert_int_equal(luaL_loadbuffer(L, cases, cases_len, "=cases"), LUA_OK);
 	assert_int_equal(lua_pcall(L, 0, 1, 0), LUA_OK);
-	r = strdup(lua_tostring(L, -1));
+	r = result(L);
 	lua_close(L);
 	return r;
 }
@@ -52,7 +62,7 @@ static char *run_sandbox(void)
 	sb.deadline = rd_mono() + 10;
 	assert_int_equal(sandbox_load(L, cases, cases_len, "=cases"), LUA_OK);
 	assert_int_equal(sandbox_call(L, 0, 1), LUA_OK);
-	r = strdup(lua_tostring(L, -1));
+	r = result(L);
 	lua_close(L);
 	return r;
 }

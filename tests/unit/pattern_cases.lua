@@ -56,4 +56,8 @@ show(pcall(string.match, "abc", "(()")) show(pcall(string.match, "abc", "()%1"))
 -- limits: 32 captures, 200 nested matches
 show(select("#", string.match(("a"):rep(32), ("(a)"):rep(32)))) show(pcall(string.match, ("a"):rep(33), ("(a)"):rep(33)))
 show(pcall(string.match, ("a"):rep(300), ("a?"):rep(250))) show(#string.match(("a"):rep(300), ("a?"):rep(190)))
+show(#string.match(("a"):rep(300), ("a?"):rep(199))) show(pcall(string.match, ("a"):rep(300), ("a?"):rep(200)))
+-- more corners: anchored gsub stops after one try, clipped init, '-' at the end of a set, '%' before the last ']', a true replacement
+show(string.gsub("aaa", "^a", "b")) show(string.find("abc", "a", -100)) show(string.match("a-b", "[a-]+")) show(pcall(string.find, "a]", "[%]"))
+show(pcall(string.gsub, "abc", "b", {b = true})) show(pcall(string.gsub, "abc", "b", function() return print end))
 return table.concat(out, "\n")

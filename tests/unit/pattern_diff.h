@@ -94,7 +94,8 @@ struct pdiff {
 	"end\n"
 #define PDIFF_TABLE                                                               \
 	"return {a = 'A', b = false, ab = 'AB', x = {}, ['1'] = 'one', [1] = 'p1'," \
-	" [2] = 22, [''] = 'empty', ['\\0'] = 'nul', ['a\\0'] = 'a-nul', [' '] = 0.5}\n"
+	" [2] = 22, [''] = 'empty', ['\\0'] = 'nul', ['a\\0'] = 'a-nul', [' '] = 0.5," \
+	" z = true}\n"
 
 static inline void pdiff_put(struct pdiff_text *t, const char *s, size_t n)
 {

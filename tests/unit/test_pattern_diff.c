@@ -3,7 +3,9 @@
  * special characters, letters, digits, NUL and the class escapes, random
  * subjects with NUL bytes, random find/match/gmatch/gsub arguments; every
  * returned value, every gmatch iteration and every error message must be the
- * same (tests/unit/pattern_diff.h). Fixed seeds, so a failure reproduces. */
+ * same (tests/unit/pattern_diff.h). Fixed seeds, so a failure reproduces;
+ * PATTERN_DIFF_RUNS=n in the environment runs n calls per seed instead of
+ * 5000 (for a longer search by hand). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,6 +19,7 @@
 #include "pattern_diff.h"
 
 #define RUNS_PER_SEED 5000
+static int runs_per_seed = RUNS_PER_SEED;
 static const uint64_t seeds[] = {1, 0x5eed, 20261129, 0xdeadbeefcafe};
 
 struct rng {
@@ -73,6 +76,7 @@ static const struct tok others[] = {
 static const char quants[] = "*+-?";
 /* Raw bytes for malformed patterns, replacement strings and subjects. */
 static const char pat_bytes[] = "()..%%[]^$*+-?ab1zZfbA\0";
+static const char plain_bytes[] = "ab)]z\0\0"; /* no specials: a plain find */
 static const char subj_bytes[] = "aaabbxA1 0().%[]-\0\0\1z_B";
 static const char repl_bytes[] = "%%%01239ab\0z";
 
@@ -84,7 +88,7 @@ static const struct tok *pick(struct rng *r, const struct tok *t, size_t n)
 
 static void gen_items(struct rng *r, struct buf *b, int depth)
 {
-	unsigned n = 1 + below(r, depth ? 3 : 6);
+	unsigned n = 1 + below(r, depth ? 2 : below(r, 4) ? 3 : 7); /* short: most calls should match */
 	for (unsigned i = 0; i < n; i++) {
 		unsigned k = below(r, 20);
 		if (k < 13) {
@@ -109,6 +113,12 @@ static void gen_items(struct rng *r, struct buf *b, int depth)
 static void gen_pattern(struct rng *r, struct buf *b)
 {
 	b->n = 0;
+	if (below(r, 8) == 0) {
+		unsigned n = below(r, 4);
+		for (unsigned i = 0; i < n; i++)
+			add(b, &plain_bytes[below(r, sizeof(plain_bytes) - 1)], 1);
+		return;
+	}
 	if (below(r, 4) == 0) { /* raw bytes: mostly malformed */
 		unsigned n = below(r, 9);
 		for (unsigned i = 0; i < n; i++)
@@ -136,6 +146,16 @@ static void gen_call(struct rng *r, struct pdiff_call *c, struct buf *s, struct 
 	c->op = (enum pdiff_op)below(r, PDIFF_NOPS);
 	gen_bytes(r, s, subj_bytes, sizeof(subj_bytes) - 1, below(r, 8) ? 12 : 40);
 	gen_pattern(r, p);
+	if (below(r, 3) == 0) { /* the pattern's own bytes, minus the magic, in the subject */
+		struct buf t = {.n = 0};
+		size_t at = below(r, (unsigned)s->n + 1);
+		add(&t, s->b, at);
+		for (size_t i = 0; i < p->n; i++)
+			if (!memchr("%^$*+?-[]", p->b[i], 9) || below(r, 4) == 0)
+				add(&t, &p->b[i], 1);
+		add(&t, s->b + at, s->n - at);
+		*s = t;
+	}
 	c->s = s->b;
 	c->ls = s->n;
 	c->p = p->b;
@@ -149,7 +169,7 @@ static void gen_call(struct rng *r, struct pdiff_call *c, struct buf *s, struct 
 		c->max = (long long)below(r, 6) - 1;
 	} else {
 		c->has_init = below(r, 3) == 0;
-		c->init = (long long)below(r, 30) - 14;
+		c->init = (long long)below(r, 20) - 8;
 		if (c->op == PDIFF_FIND && below(r, 6) == 0)
 			c->plain = 1 + (int)below(r, 2);
 	}
@@ -170,13 +190,17 @@ static void test_random_calls_match_stock_lua(void **state)
 	struct buf s, p, rp;
 	unsigned long differ = 0, errors = 0;
 	double t0 = rd_mono();
+	const char *env = getenv("PATTERN_DIFF_RUNS");
+
+	if (env && atoi(env) > 0)
+		runs_per_seed = atoi(env);
 
 	assert_non_null(d);
 	assert_int_equal(pdiff_open(d), 0);
 	d->budget = 5.0;
 	for (size_t i = 0; i < sizeof(seeds) / sizeof(seeds[0]); i++) {
 		struct rng r = {seeds[i]};
-		for (int run = 0; run < RUNS_PER_SEED; run++) {
+		for (int run = 0; run < runs_per_seed; run++) {
 			struct pdiff_call c;
 			gen_call(&r, &c, &s, &p, &rp);
 			int rc = pdiff_run(d, &c);
@@ -190,7 +214,7 @@ static void test_random_calls_match_stock_lua(void **state)
 	       "(%lu raised the same error), %lu differ, %lu stopped by the deadline, %.2f s\n",
 	       d->runs - d->skipped, errors, differ, d->skipped, rd_mono() - t0);
 	assert_int_equal(d->skipped, 0);
-	assert_true(d->runs == RUNS_PER_SEED * (sizeof(seeds) / sizeof(seeds[0])));
+	assert_true(d->runs == (unsigned long)runs_per_seed * (sizeof(seeds) / sizeof(seeds[0])));
 	assert_true(errors > 100); /* the malformed patterns really were compared */
 	pdiff_close(d);
 	free(d);

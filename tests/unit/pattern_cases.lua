@@ -60,4 +60,6 @@ show(#string.match(("a"):rep(300), ("a?"):rep(199))) show(pcall(string.match, ("
 -- more corners: anchored gsub stops after one try, clipped init, '-' at the end of a set, '%' before the last ']', a true replacement
 show(string.gsub("aaa", "^a", "b")) show(string.find("abc", "a", -100)) show(string.match("a-b", "[a-]+")) show(pcall(string.find, "a]", "[%]"))
 show(pcall(string.gsub, "abc", "b", {b = true})) show(pcall(string.gsub, "abc", "b", function() return print end))
+-- numbers as subject and pattern
+show(string.find(12345, 34)) show(string.match(3.5, "%d")) show(string.gsub(1.5, "%.", ",")) show(string.gmatch(2026, "%d%d")())
 return table.concat(out, "\n")

@@ -5,8 +5,8 @@
  * hours; this one checks the attempt's deadline every few thousand steps.
  *
  * Results and error messages are those of Lua 5.4's lstrlib.c (5.4.4, as
- * Debian ships), including what the manual leaves out: the deprecated %z
- * class, plain search for a pattern without specials even when it holds a
+ * Debian ships), including what the manual leaves out: the %z class (NUL;
+ * undocumented since 5.2), plain search for a pattern without specials even when it holds a
  * NUL, the 32-capture and 200-level limits. Subjects and patterns are Lua
  * strings, so they may hold NULs: lengths and pointers only, never the C
  * string functions (the terminating NUL that every Lua string has is read
@@ -108,7 +108,7 @@ static int match_class(int c, int cl)
 	case 'u': res = isupper(c); break;
 	case 'w': res = isalnum(c); break;
 	case 'x': res = isxdigit(c); break;
-	case 'z': res = c == 0; break; /* deprecated in the manual, still in lstrlib */
+	case 'z': res = c == 0; break; /* out of the manual since 5.2, still in lstrlib */
 	default: return cl == c;
 	}
 	return islower(cl) ? res != 0 : res == 0;

@@ -369,7 +369,7 @@ static inline void pdiff_call_from_bytes(struct pdiff_call *c, const uint8_t *da
 	int8_t b1 = size > 1 ? (int8_t)data[1] : 0;
 	size_t i = size > 2 ? 2 : size;
 
-	for (int k = 0; k < 3 && i <= size; k++) {
+	for (int k = 0; k < 3 && size > 0 && i <= size; k++) { /* data may be NULL if size is 0 */
 		size_t j = i;
 		while (j < size && (k == 2 || data[j] != 0xff))
 			j++;

@@ -1,9 +1,20 @@
 /* Lua pattern matching for the sandbox: string.find, match, gmatch and
- * gsub with the semantics of the Lua 5.4 manual (§6.4.1), written anew so
- * that matching counts its steps. The stock matcher runs in C where the
- * deadline hook never fires, so a pattern that backtracks over an
- * attacker-sized label could hold the runner thread for hours; this one
- * checks the attempt's deadline every few thousand steps. */
+ * gsub, written anew so that matching counts its steps. The stock matcher
+ * runs in C where the deadline hook never fires, so a pattern that
+ * backtracks over an attacker-sized label could hold the runner thread for
+ * hours; this one checks the attempt's deadline every few thousand steps.
+ *
+ * Results and error messages are those of Lua 5.4's lstrlib.c (5.4.4, as
+ * Debian ships), including what the manual leaves out: the %z class (NUL;
+ * undocumented since 5.2), plain search for a pattern without specials even when it holds a
+ * NUL, the 32-capture and 200-level limits. Subjects and patterns are Lua
+ * strings, so they may hold NULs: lengths and pointers only, never the C
+ * string functions (the terminating NUL that every Lua string has is read
+ * at p_end/src_end exactly where lstrlib reads it). One intended difference:
+ * lstrlib does not restore its recursion budget when a match raises an
+ * error, so a gmatch iterator called again after "pattern too complex"
+ * matches without the limit; here every match starts with the full budget.
+ * tests/unit/test_pattern_diff.c compares both on random calls. */
 #include "pattern.h"
 
 #include <ctype.h>
@@ -14,7 +25,7 @@
 #include "recoveryd/sandbox.h"
 
 #define MAXCAPTURES 32
-#define MAXDEPTH 200          /* recursion, as the stock matcher */
+#define MAXDEPTH 200          /* recursion, as the stock matcher (MAXCCALLS) */
 #define CHECK_EVERY 4096      /* steps between deadline checks */
 #define CAP_UNFINISHED (-1)
 #define CAP_POSITION (-2)
@@ -97,11 +108,10 @@ static int match_class(int c, int cl)
 	case 'u': res = isupper(c); break;
 	case 'w': res = isalnum(c); break;
 	case 'x': res = isxdigit(c); break;
+	case 'z': res = c == 0; break; /* out of the manual since 5.2, still in lstrlib */
 	default: return cl == c;
 	}
-	if (isupper(cl))
-		res = !res;
-	return res != 0;
+	return islower(cl) ? res != 0 : res == 0;
 }
 
 /* Does c belong to the set [ ... ] from p (at '[') to ec (at ']')? */
@@ -376,6 +386,7 @@ static void prepstate(struct mstate *ms, lua_State *L, const char *s, size_t ls,
 	ms->steps = 0;
 }
 
+/* Unlike lstrlib, also resets the depth: an error leaves it spent. */
 static void reprepstate(struct mstate *ms)
 {
 	ms->level = 0;
@@ -393,10 +404,12 @@ static size_t posrelat(lua_Integer pos, size_t len)
 	return len + (size_t)pos + 1;
 }
 
+/* No special character in p[0..l) (a NUL is not special: memchr, not
+ * strchr, which would find the terminator of SPECIALS). */
 static int nospecials(const char *p, size_t l)
 {
 	for (size_t i = 0; i < l; i++)
-		if (strchr(SPECIALS, p[i]))
+		if (memchr(SPECIALS, p[i], sizeof(SPECIALS) - 1))
 			return 0;
 	return 1;
 }

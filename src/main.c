@@ -20,6 +20,7 @@
 #include "recoveryd/metrics.h"
 #include "recoveryd/playbook.h"
 #include "recoveryd/store.h"
+#include "recoveryd/watchdog.h"
 
 #define TOKEN_MAX 4096
 #define ALERT_FILE_MAX (4 * 1024 * 1024)
@@ -211,6 +212,19 @@ static void configure_lua(const struct config *c)
 		       NULL);
 	lua_api_configure(&lc);
 	lua_api_set_playbook_settings(c->playbook_settings);
+}
+
+#define CHECK_CONFIG_LIMIT 120 /* seconds */
+
+static void check_config_expired(int sig)
+{
+	static const char msg[] = "recoveryd: --check-config did not finish within 120 s: a playbook's "
+	                          "top-level code escaped the load deadline\n";
+	(void)sig;
+	if (write(STDERR_FILENO, msg, sizeof(msg) - 1) < 0) {
+		/* nothing left to tell */
+	}
+	_exit(WATCHDOG_EXIT_STATUS);
 }
 
 static struct playbook_set *load_playbooks(const struct config *c, char *err, size_t errlen)
@@ -454,6 +468,12 @@ int main(int argc, char **argv)
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	configure_lua(&cfg);
 
+	if (cfg.check_config) {
+		/* Each playbook's top level has a load deadline; this catches a
+		 * hole in it, as the loop watchdog does for the daemon. */
+		signal(SIGALRM, check_config_expired);
+		alarm(CHECK_CONFIG_LIMIT);
+	}
 	if (check_files(&cfg, err, sizeof(err)) < 0 || !(set = load_playbooks(&cfg, err, sizeof(err)))) {
 		fprintf(stderr, "recoveryd: %s\n", err);
 		goto out;

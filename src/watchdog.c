@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "recoveryd/log.h"
+#include "recoveryd/metrics.h"
 
 #define TICK_MS 200
 
@@ -111,6 +112,7 @@ static void *watch(void *arg)
 		if (!atomic_load(&w->armed))
 			continue;
 		double d = rd_mono() - atomic_load(&w->last_beat);
+		metrics_set(M_LOOP_STALL, NULL, NULL, d < 0 ? 0 : d);
 		if (d >= w->o.exit_after)
 			expire(w, d);
 		if (d >= w->o.unhealthy_after && !warned) {

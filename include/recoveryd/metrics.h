@@ -13,6 +13,7 @@ enum metric_id {
 	M_JOB_DURATION,       /* histogram recoveryd_job_duration_seconds{playbook} */
 	M_JOBS_IN_FLIGHT,     /* gauge    recoveryd_jobs_in_flight */
 	M_QUEUE_DEPTH,        /* gauge    recoveryd_queue_depth */
+	M_LOOP_STALL,         /* gauge    recoveryd_event_loop_stall_seconds */
 	M_ADMISSIONS,         /* counter  recoveryd_admissions_total{playbook,decision} */
 	M_ESCALATIONS,        /* counter  recoveryd_escalations_total{sink,result} */
 	M_CONFIG_RELOADS,     /* counter  recoveryd_config_reloads_total{result} */

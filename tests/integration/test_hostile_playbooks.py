@@ -242,6 +242,7 @@ class WatchdogTest(RecoverydTestCase):
             self.assertLess(time.monotonic() - t0, 3.5, "healthz still %s: %r" % (st, doc))
             time.sleep(0.1)
         self.assertIn("event loop", doc.get("message", ""))
+        self.assertGreater(d.metric("recoveryd_event_loop_stall_seconds"), 0.7)
         st, _, _ = d.get("/readyz", token=None, timeout=2)
         self.assertEqual(st, 503)
         rc = d.wait_exit(15)
@@ -300,6 +301,7 @@ class WatchdogTest(RecoverydTestCase):
         time.sleep(2.5)
         st, _, _ = d.get("/healthz", token=None)
         self.assertEqual(st, 200)
+        self.assertLess(d.metric("recoveryd_event_loop_stall_seconds"), 1.5)
         self.assertTrue(d.alive())
 
     def test_no_stall_hook_without_the_variable(self):

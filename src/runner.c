@@ -32,7 +32,13 @@
 #define MAX_WAIT_MS 1000
 #define MAX_PROCS 256
 
-enum timer_kind { T_RETRY, T_DEADLINE, T_SLEEP, T_DELIVER };
+enum timer_kind { T_RETRY, T_DEADLINE, T_SLEEP, T_DELIVER, T_RESUME };
+
+/* A running attempt gets the loop for a slice at a time; Lua code that
+ * cannot be preempted fails after HOLD_MAX (below the watchdog's
+ * unhealthy threshold, so that a busy playbook is not taken for a hang). */
+#define SLICE 0.02
+#define HOLD_MAX 3.0
 
 struct timer {
 	double when;            /* rd_mono() */
@@ -554,6 +560,8 @@ static void attempt_start(struct runner *r, struct job *j)
 	lua_xmove(rt->L, rt->co, 1);
 	push_ctx(rt->co, j, rt->n);
 	rt->sb.no_limit = 0;
+	rt->sb.preempt_co = rt->co;
+	rt->sb.hold_max = HOLD_MAX;
 	timer_add(r, j, T_DEADLINE, rt->sb.deadline);
 	resume(r, j, 2);
 }
@@ -604,6 +612,9 @@ static void resume(struct runner *r, struct job *j, int nargs)
 		return;
 	}
 	rt->op = NULL;
+	rt->sb.preempted = 0;
+	rt->sb.slice_start = rd_mono();
+	rt->sb.slice_end = rt->sb.slice_start + SLICE;
 	watchdog_enter(r->o.wd, j->id, j->playbook_name);
 	status = lua_resume(rt->co, rt->L, nargs, &nres);
 	watchdog_leave(r->o.wd);
@@ -612,6 +623,12 @@ static void resume(struct runner *r, struct job *j, int nargs)
 		if (rt->sb.timed_out) {
 			snprintf(msg, sizeof(msg), "attempt timed out after %gs", j->pb->timeout);
 			attempt_end(r, j, "timeout", msg, -1, NULL);
+		} else if (rt->sb.preempted && !rt->op) {
+			/* Its slice is over: continue after this loop turn. fire_timers
+			 * takes only timers due when it started, so this is not
+			 * resumed before the loop polls again. */
+			if (timer_add(r, j, T_RESUME, rd_mono() + 1e-6) < 0)
+				attempt_end(r, j, "failed", "out of memory", -1, NULL);
 		} else if (!rt->op) {
 			attempt_end(r, j, "failed",
 			            "the playbook yielded outside a recovery call (coroutine.yield at top level)",
@@ -678,6 +695,7 @@ static void attempt_end(struct runner *r, struct job *j, const char *result, con
 			rt->op = NULL;
 		}
 		timers_drop_job(r, j, T_DEADLINE);
+		timers_drop_job(r, j, T_RESUME);
 		if (rt->L) {
 			/* lua_close runs pending finalizers, with hooks off */
 			watchdog_enter(r->o.wd, j->id, j->playbook_name);
@@ -1058,6 +1076,10 @@ static void fire_timers(struct runner *r, int draining)
 			if (j->rt && j->rt->op && j->rt->op->kind == OP_SLEEP) {
 				finish_op(r, j->rt->op);
 			}
+			break;
+		case T_RESUME:
+			if (j->rt && j->rt->n == t.attempt && !j->rt->op)
+				resume(r, j, 0);
 			break;
 		}
 	}

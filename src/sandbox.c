@@ -49,8 +49,20 @@ static void deadline_hook(lua_State *L, lua_Debug *ar)
 	struct sandbox *sb = sandbox_of(L);
 
 	(void)ar;
-	if (!sb->timed_out && (sb->deadline == 0 || rd_mono() < sb->deadline))
+	double now = rd_mono();
+	if (!sb->timed_out && (sb->deadline == 0 || now < sb->deadline)) {
+		if (!sb->preempt_co || now < sb->slice_end)
+			return;
+		if (L == sb->preempt_co && lua_isyieldable(L)) {
+			sb->preempted = 1;
+			lua_yield(L, 0); /* other jobs get the thread; resumed later */
+		}
+		if (sb->hold_max > 0 && now - sb->slice_start >= sb->hold_max)
+			luaL_error(L, "the playbook held the event loop for %d s where it cannot yield "
+			              "(a long loop in a table.sort comparator, a gsub callback, a "
+			              "metamethod or a coroutine)", (int)(now - sb->slice_start));
 		return;
+	}
 	sb->timed_out = 1;
 	if (lua_isyieldable(L))
 		lua_yield(L, 0); /* the runner sees timed_out and abandons the state */

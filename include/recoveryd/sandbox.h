@@ -15,6 +15,15 @@ struct sandbox {
 	                        where a memory error would be a panic */
 	const char *lua_path;/* directory `require` searches; NULL = none */
 	void *owner;         /* the job using this state (lua_api) or NULL */
+	/* Time slicing on the runner's shared thread (all zero elsewhere): the
+	 * hook yields preempt_co, when it is yieldable, once slice_end passed
+	 * (preempted is then set, and the runner resumes it on a later loop
+	 * turn); code that cannot yield (a table.sort comparator, a gsub
+	 * callback, a user coroutine) fails once it held the thread for
+	 * hold_max seconds since slice_start. */
+	lua_State *preempt_co;
+	double slice_start, slice_end, hold_max;
+	int preempted;
 };
 
 /* A new state whose globals are the allow-list of DESIGN.md §4: base

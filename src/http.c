@@ -46,7 +46,14 @@
 #define CT_JSON "application/json"
 #define CT_METRICS "text/plain; version=0.0.4; charset=utf-8"
 
+/* Who a request is, from its bearer token. Named principals with roles
+ * (issue 10) extend this enum and the table in authorize(). */
+enum principal { P_ANONYMOUS, P_WEBHOOK, P_OPERATOR, P__COUNT };
+
+/* What a route asks for. */
 enum auth_need { AUTH_OPEN, AUTH_WEBHOOK, AUTH_OPERATOR };
+
+enum auth_verdict { AUTH_PASS, AUTH_UNAUTHORIZED, AUTH_FORBIDDEN };
 
 enum route {
 	R_OTHER,
@@ -70,7 +77,7 @@ static const struct route_info {
 } routes[] = {
 	[R_OTHER] = { "other", NULL, AUTH_OPEN, 0, 0 },
 	[R_WEBHOOK] = { "/webhook", "POST", AUTH_WEBHOOK, 1, 1 },
-	[R_TRIGGER] = { "/trigger", "POST", AUTH_WEBHOOK, 1, 1 },
+	[R_TRIGGER] = { "/trigger", "POST", AUTH_OPERATOR, 1, 1 },
 	[R_JOBS] = { "/api/v1/jobs", "GET, HEAD", AUTH_OPERATOR, 0, 0 },
 	[R_JOB] = { "/api/v1/jobs/{id}", "GET, HEAD", AUTH_OPERATOR, 0, 0 },
 	[R_CANCEL] = { "/api/v1/jobs/{id}/cancel", "POST", AUTH_OPERATOR, 1, 0 },
@@ -98,6 +105,7 @@ struct http {
 /* Per-request state, in *req_cls from the first callback to completion. */
 struct request {
 	enum route route;
+	enum principal who;          /* from the bearer token */
 	int bad_arg;                 /* id / playbook in the path is malformed */
 	char arg[PLAYBOOK_MAX + 1];  /* job id or playbook name */
 	int dry_run;
@@ -314,30 +322,46 @@ static const char *bearer_token(const char *hdr, size_t *len)
 	return hdr;
 }
 
-static int auth_ok(struct http *h, struct MHD_Connection *c, enum auth_need need)
+/* The principal of the request's bearer token. Both tokens are always
+ * compared (constant time, no early exit). With no token configured at all
+ * (--insecure-no-auth) every caller is the operator. */
+static enum principal authenticate(struct http *h, struct MHD_Connection *c)
 {
 	const char *tok;
 	size_t n = 0;
-	int ok = 0;
+	int op = 0, wh = 0;
+	enum principal who = P_ANONYMOUS;
 
-	if (need == AUTH_OPEN)
-		return 1;
 	tok = bearer_token(MHD_lookup_connection_value(c, MHD_HEADER_KIND,
 	                                               MHD_HTTP_HEADER_AUTHORIZATION),
 	                   &n);
 	pthread_mutex_lock(&h->lock);
 	if (!h->webhook_token && !h->operator_token) {
-		/* No token at all: open only when explicitly allowed. */
-		ok = h->insecure;
+		who = h->insecure ? P_OPERATOR : P_ANONYMOUS;
 	} else if (tok) {
-		/* Bitwise or: both comparisons always run. */
 		if (h->operator_token)
-			ok |= rd_ct_equal(tok, n, h->operator_token, strlen(h->operator_token));
-		if (need == AUTH_WEBHOOK && h->webhook_token)
-			ok |= rd_ct_equal(tok, n, h->webhook_token, strlen(h->webhook_token));
+			op = rd_ct_equal(tok, n, h->operator_token, strlen(h->operator_token));
+		if (h->webhook_token)
+			wh = rd_ct_equal(tok, n, h->webhook_token, strlen(h->webhook_token));
+		who = op ? P_OPERATOR : wh ? P_WEBHOOK : P_ANONYMOUS;
 	}
 	pthread_mutex_unlock(&h->lock);
-	return ok;
+	return who;
+}
+
+/* May who use a route that needs need? Anonymous callers get 401 (ask for
+ * a token); a known principal without the right gets 403. */
+static enum auth_verdict authorize(enum auth_need need, enum principal who)
+{
+	static const unsigned char admits[][P__COUNT] = {
+		[AUTH_OPEN] = { [P_ANONYMOUS] = 1, [P_WEBHOOK] = 1, [P_OPERATOR] = 1 },
+		[AUTH_WEBHOOK] = { [P_WEBHOOK] = 1, [P_OPERATOR] = 1 },
+		[AUTH_OPERATOR] = { [P_OPERATOR] = 1 },
+	};
+
+	if (admits[need][who])
+		return AUTH_PASS;
+	return who == P_ANONYMOUS ? AUTH_UNAUTHORIZED : AUTH_FORBIDDEN;
 }
 
 /* application/json, optionally followed by parameters, any case. */
@@ -525,7 +549,10 @@ static enum MHD_Result handle_submit(struct http *h, struct MHD_Connection *c, s
 		ret = reply_json(c, rq, (unsigned)status, body, MHD_HTTP_HEADER_RETRY_AFTER, ra);
 		goto out;
 	}
-	if (status == MHD_HTTP_ACCEPTED && rq->wait > 0 && (id = waitable_job(body)) &&
+	/* Only the operator may read job records: a webhook-token caller gets
+	 * the ids and states of the submit answer, never a record. */
+	if (status == MHD_HTTP_ACCEPTED && rq->wait > 0 && rq->who == P_OPERATOR &&
+	    (id = waitable_job(body)) &&
 	    wait_job(h, id, rq->wait) == 1 && engine_job_json(h->e, id, &rec) == RD_OK && rec) {
 		cJSON_Delete(body);
 		ret = reply_json(c, rq, MHD_HTTP_OK, rec, NULL, NULL);
@@ -690,10 +717,19 @@ static enum MHD_Result on_headers(struct http *h, struct MHD_Connection *c, stru
 		              "no such endpoint");
 	/* Auth before anything that depends on the request (method, body):
 	 * an unauthenticated client learns nothing else. */
-	if (!auth_ok(h, c, ri->auth))
+	rq->who = authenticate(h, c);
+	switch (authorize(ri->auth, rq->who)) {
+	case AUTH_PASS:
+		break;
+	case AUTH_UNAUTHORIZED:
 		return reject(c, rq, MHD_HTTP_UNAUTHORIZED, "unauthorized", "unauthorized",
 		              MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"recoveryd\"",
 		              "a valid bearer token is required");
+	case AUTH_FORBIDDEN:
+		return reject(c, rq, MHD_HTTP_FORBIDDEN, "forbidden", "forbidden", NULL, NULL,
+		              "this endpoint needs the operator token; the webhook token admits "
+		              "POST /webhook only");
+	}
 	is_get = strcmp(method, MHD_HTTP_METHOD_GET) == 0 || strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
 	is_post = strcmp(method, MHD_HTTP_METHOD_POST) == 0;
 	if (ri->post ? !is_post : !is_get)

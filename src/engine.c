@@ -444,6 +444,8 @@ static int admit_one(struct engine *e, struct playbook_set *set, struct playbook
 		/* A resolved alert never starts a job; it closes its key's job
 		 * and, if recovery had failed, the incident humans were paged for. */
 		close_incident(e, key, "alert resolved", notes);
+		if (!p->manual) /* the alert itself resolved: so did a manual run's incident */
+			close_incident(e, mkey, "alert resolved", notes);
 		if (!active)
 			return 0;
 		if (!active->cancel_requested) {

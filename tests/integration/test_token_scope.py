@@ -4,6 +4,7 @@ and Alertmanager notifications stay out of each other's jobs."""
 import time
 import unittest
 
+from escalation_support import EscalationTestCase
 from harness import FP_SINGLE, RecoverydTestCase, fixture, fixture_bytes, playbook
 
 SETTINGS = 'alertname="SettingsSyncJobFailure"'
@@ -110,6 +111,27 @@ class ManualVersusAlertmanagerTest(RecoverydTestCase):
         self.assertStatus(st, 202, d, doc)
         self.assertEqual([(j["id"], j["state"]) for j in doc["jobs"]], [(mine["id"], "cancelled")], doc)
         self.assertEqual(d.wait_job(mine["id"], timeout=15)["state"], "cancelled")
+
+
+class ManualIncidentTest(EscalationTestCase):
+
+    def test_resolved_notification_resolves_a_failed_manual_run(self):
+        pd = self.pagerduty()
+        failing = playbook("p", "return", 'return false, "still broken"', match=[SETTINGS],
+                           backoff={"initial": 0.05, "factor": 1, "max": 0.1})
+        d = self.esc_daemon({"p": failing}, pd=pd)
+        st, _, doc = d.trigger("p", {"labels": labels_single(), "reason": "by hand"})
+        self.assertStatus(st, 202, d, doc)
+        job_id = doc["jobs"][0]["id"]
+        self.wait_states(d, job_id, {"pagerduty": "delivered"})
+        trig = pd.events("trigger")[0]
+        self.assertEqual(trig["dedup_key"], "recoveryd/p/manual/" + FP_SINGLE)
+        self.assertTrue(pd.incident(trig["dedup_key"]).open)
+        # The alert resolves in Alertmanager: the manual run's incident closes too.
+        d.webhook("resolved.json")
+        res = pd.wait_count(1, action="resolve", timeout=10)[0]
+        self.assertEqual(res.event["dedup_key"], trig["dedup_key"])
+        self.assertFalse(pd.incident(trig["dedup_key"]).open)
 
 
 if __name__ == "__main__":

@@ -1635,7 +1635,7 @@ enum rd_status http_start(const struct http_config *cfg, struct engine *e, struc
 		/* The logger first, or MHD prints its early messages itself. */
 		MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h,
 		MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)&sa,
-		MHD_OPTION_THREAD_POOL_SIZE, (unsigned)MHD_THREADS,
+		MHD_OPTION_THREAD_POOL_SIZE, limit < MHD_THREADS ? 1u : (unsigned)MHD_THREADS,
 		MHD_OPTION_CONNECTION_LIMIT, limit,
 		MHD_OPTION_PER_IP_CONNECTION_LIMIT, cfg->per_ip_limit,
 		MHD_OPTION_CONNECTION_TIMEOUT,

@@ -11,8 +11,8 @@
  * ?wait= requests park on a wait list that one thread checks; they hold no
  * worker. A sweep closes connections whose request is not complete within
  * --request-timeout of its start (libmicrohttpd only has an idle timeout),
- * and a linger thread drains what a client still sends after an early 413
- * so that it can read the answer. */
+ * and the same thread drains what a client still sends after an early
+ * answer (a 413 on Content-Length) so that it can read the answer. */
 #include "recoveryd/http.h"
 
 #include <arpa/inet.h>
@@ -207,7 +207,6 @@ struct request {
 	size_t discarded;            /* bytes dropped after too_large */
 	int too_large;
 	int answered;                /* a response is queued */
-	int early;                   /* answered before the body was read: linger on close */
 	struct answer ans;
 	struct MHD_Connection *c;    /* for resuming */
 	struct request *next;        /* work queue / wait list */
@@ -1285,7 +1284,6 @@ static enum MHD_Result on_headers(struct http *h, struct MHD_Connection *c, stru
 	if (rq->ans.ready) {
 		/* Answered before the body was read: what the client still sends
 		 * is drained on close (lingering), so it can read the answer. */
-		rq->early = 1;
 		conn_set_busy(h, c, 1);
 		if (has_body(c))
 			conn_set_linger(h, c);

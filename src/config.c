@@ -56,9 +56,10 @@ static const struct opt opts[] = {
 	{"watchdog-unhealthy", O_NUM, OFF(watchdog_unhealthy), 1, "SECONDS", "/healthz fails when the event loop has not turned for this long (default 5)"},
 	{"watchdog-exit", O_NUM, OFF(watchdog_exit), 1, "SECONDS", "exit with status 70 when the event loop has been stuck this long (default 30)"},
 	{"lua-memory", O_NUM, OFF(lua_memory), 1, "BYTES", "Lua memory per attempt (default 67108864)"},
-	{"conn-limit", O_NUM, OFF(conn_limit), 1, "N", "simultaneous HTTP connections (default 256)"},
+	{"conn-limit", O_NUM, OFF(conn_limit), 1, "N", "simultaneous HTTP connections (default 10000; lowered to fit the open-file limit)"},
 	{"conn-per-ip", O_NUM, OFF(conn_per_ip), 1, "N", "simultaneous HTTP connections per client address (default 64; 0 = no limit)"},
 	{"conn-timeout", O_NUM, OFF(conn_timeout), 1, "SECONDS", "idle HTTP connection timeout (default 30)"},
+	{"request-timeout", O_NUM, OFF(request_timeout), 1, "SECONDS", "time a client has to send a request's headers and body (default 15)"},
 	{"http-timeout", O_NUM, OFF(http_timeout), 1, "SECONDS", "default recovery.http timeout (default 30)"},
 	{"journal-group-max", O_NUM, OFF(journal_group_max), 1, "N", "batches per journal transaction (default 0 = all queued; 1 = no group commit)"},
 	{"log-level", O_STR, OFF(log_level), 1, "LEVEL", "debug, info, warn or error (default info)"},
@@ -295,7 +296,8 @@ static void defaults(struct config *c)
 	c->watchdog_unhealthy = 5;
 	c->watchdog_exit = 30;
 	c->lua_memory = 64 * 1024 * 1024;
-	c->conn_limit = 256;
+	c->conn_limit = 10000;
+	c->request_timeout = 15;
 	c->conn_timeout = 30;
 	c->conn_per_ip = 64;
 	c->http_timeout = 30;
@@ -369,6 +371,10 @@ int config_load(struct config *c, int argc, char **argv, char *err, size_t errle
 	}
 	if (c->max_jobs < 1 || c->queue_max < 1) {
 		snprintf(err, errlen, "--max-jobs and --queue-max must be at least 1");
+		return -1;
+	}
+	if (c->request_timeout < 1 || c->conn_limit < 1) {
+		snprintf(err, errlen, "--request-timeout and --conn-limit must be at least 1");
 		return -1;
 	}
 	if (c->lua_memory < 1024 * 1024) {

@@ -440,24 +440,52 @@ static int pending_add(struct pending *p, struct job *j)
 	return 0;
 }
 
+/* The key of a manual trigger of playbook for the alert with fingerprint fp. */
+static void manual_key(char *buf, size_t len, const char *playbook, const char *fp)
+{
+	snprintf(buf, len, "%s/manual/%s", playbook, fp);
+}
+
+/* A manual trigger (the {"labels":...} form of /trigger) for an alert whose
+ * Alertmanager job is still active: the human may not join or cancel it
+ * through the trigger. Returns that job, or NULL. e->mu held. */
+static struct job *alertmanager_job(struct engine *e, const char *playbook, const struct payload *p)
+{
+	char key[256];
+
+	if (!p->manual || p->n_alerts != 1)
+		return NULL;
+	snprintf(key, sizeof(key), "%s/%s", playbook, p->alerts[0].fingerprint);
+	return map_get(e->active_by_key, key);
+}
+
 /* Decide one (alert, playbook) pair. Called with e->mu held. */
 static int admit_one(struct engine *e, struct playbook_set *set, struct playbook *pb,
                      const struct payload *p, const struct alert *a, int dry_run, double now,
                      struct store_batch *b, cJSON *jobs, struct pending *fresh,
                      struct pending *cancels, struct pending *final, struct notify **notes)
 {
-	char key[256];
+	char key[256], mkey[256];
 	const char *trigger = p->manual ? "manual" : "webhook";
 	struct job *active;
 	struct job_row row;
 
-	snprintf(key, sizeof(key), "%s/%s", pb->name, a->fingerprint);
+	/* Manual triggers have their own keys: a notification can never cancel
+	 * a job a human started, and a human's trigger never joins or cancels
+	 * an Alertmanager job (engine_submit refuses those with 409). */
+	manual_key(mkey, sizeof(mkey), pb->name, a->fingerprint);
+	if (p->manual)
+		snprintf(key, sizeof(key), "%s", mkey);
+	else
+		snprintf(key, sizeof(key), "%s/%s", pb->name, a->fingerprint);
 	active = map_get(e->active_by_key, key);
 
 	if (a->resolved) {
 		/* A resolved alert never starts a job; it closes its key's job
 		 * and, if recovery had failed, the incident humans were paged for. */
 		close_incident(e, key, "alert resolved", notes);
+		if (!p->manual) /* the alert itself resolved: so did a manual run's incident */
+			close_incident(e, mkey, "alert resolved", notes);
 		if (!active)
 			return 0;
 		if (!active->cancel_requested) {
@@ -473,6 +501,11 @@ static int admit_one(struct engine *e, struct playbook_set *set, struct playbook
 		return 0;
 	}
 
+	/* The alert fires while a human's run for it is under way: fold the
+	 * notification into that job rather than run the playbook twice. */
+	if (!active && !p->manual)
+		active = map_get(e->active_by_key, mkey);
+
 	struct admit_policy pol = {pb->cooldown, pb->budget_runs, pb->budget_per, p->manual};
 	const char *last_id = NULL;
 	enum admit_decision d = admit_firing(the_admit, pb->name, key, active != NULL, &pol, now, &last_id);
@@ -486,7 +519,8 @@ static int admit_one(struct engine *e, struct playbook_set *set, struct playbook
 		const char *on = d == ADMIT_COALESCED ? active->id : d == ADMIT_COOLDOWN ? last_id : NULL;
 		e->broken_escalated = 1;
 		if (on && *on)
-			notify_push(notes, on, key, "trigger", "playbook_load_failed", playbook_sinks(pb),
+			notify_push(notes, on, d == ADMIT_COALESCED ? active->key : key, "trigger",
+			            "playbook_load_failed", playbook_sinks(pb),
 			            d == ADMIT_COALESCED ? active->dry_run : e->global_dry_run);
 		else
 			e->broken_escalated = 2; /* attach to the job created below */
@@ -498,7 +532,7 @@ static int admit_one(struct engine *e, struct playbook_set *set, struct playbook
 		row.updated_at = now;
 		store_batch_update_job(b, &row);
 		add_event(b, active->id, "admission", admission_detail(dname, trigger), now);
-		add_answer(jobs, active->id, pb->name, key, dname);
+		add_answer(jobs, active->id, pb->name, active->key, dname);
 		return 0;
 	case ADMIT_COOLDOWN:
 		if (last_id && *last_id)
@@ -576,6 +610,7 @@ void engine_submit(struct engine *e, const struct payload *p, const char *playbo
 	struct pending fresh = {0}, cancels = {0}, final = {0};
 	struct notify *notes = NULL;
 	struct playbook_set *set;
+	struct job *am;
 	cJSON *answer = NULL, *jobs;
 	double now = rd_now();
 	long unmatched = 0;
@@ -599,6 +634,26 @@ void engine_submit(struct engine *e, const struct payload *p, const char *playbo
 		snprintf(msg, sizeof(msg), "no playbook named '%s' is loaded", playbook);
 		*status = 404;
 		*body = error_body("unknown_playbook", msg);
+		return;
+	}
+	if (playbook && (am = alertmanager_job(e, playbook, p))) {
+		char msg[400];
+		if (p->resolved)
+			snprintf(msg, sizeof(msg),
+			         "job %s for this alert was started by Alertmanager; a manual trigger cannot "
+			         "cancel it: use POST /api/v1/jobs/%s/cancel",
+			         am->id, am->id);
+		else
+			snprintf(msg, sizeof(msg),
+			         "job %s for this alert was started by Alertmanager and has not ended; a manual "
+			         "trigger does not join it: wait for it, or cancel it with POST "
+			         "/api/v1/jobs/%s/cancel and trigger again",
+			         am->id, am->id);
+		pthread_mutex_unlock(&e->mu);
+		*status = 409;
+		*body = error_body("conflict", msg);
+		log_kv(LOG_INFO, NULL, "manual trigger refused: the alert has an Alertmanager job", "playbook",
+		       playbook, "job", am->id, NULL);
 		return;
 	}
 	if (map_len(e->active_by_id) + p->n_alerts > e->queue_max) {

@@ -1,8 +1,18 @@
 /* The HTTP API of DESIGN.md §3 on libmicrohttpd: routing, bearer auth, body
- * limits, JSON errors and per-request metrics. Every connection has its own
- * thread, so handlers may block in the engine (group commit, ?wait=). Checks
- * that need only the headers (route, auth, method, size, type, drain) answer
- * on the first callback so a rejected body is never read. */
+ * limits, JSON errors and per-request metrics.
+ *
+ * libmicrohttpd runs event-driven (epoll, a couple of threads), so an idle or
+ * slow connection costs only its memory pool, never a thread. Checks that
+ * need only the headers (route, auth, method, size, type, drain) answer on
+ * the first callback so a rejected body is never read. Work that may block
+ * (the journal commit of a submit, journal reads, cancel) runs on a small
+ * worker pool: the connection is suspended, a worker prepares the answer in
+ * the request, resumes the connection, and the next callback queues it.
+ * ?wait= requests park on a wait list that one thread checks; they hold no
+ * worker. A sweep closes connections whose request is not complete within
+ * --request-timeout of its start (libmicrohttpd only has an idle timeout),
+ * and the same thread drains what a client still sends after an early
+ * answer (a 413 on Content-Length) so that it can read the answer. */
 #include "recoveryd/http.h"
 
 #include <arpa/inet.h>
@@ -17,7 +27,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 #include <microhttpd.h>
@@ -28,17 +43,26 @@
 #include "recoveryd/metrics.h"
 
 #define BODY_MAX_DEFAULT ((size_t)1 << 20)
-#define CONN_LIMIT_DEFAULT 256
+#define CONN_LIMIT_DEFAULT 10000
 #define CONN_TIMEOUT_DEFAULT 30        /* 0 would mean "never" to MHD */
-#define WAIT_MAX 300                   /* seconds /trigger?wait= may block */
-#define WAIT_SLICE 1.0                 /* re-check for shutdown this often */
+#define REQUEST_TIMEOUT_DEFAULT 15     /* seconds for a request's headers and body */
+#define CONN_MEMORY 16384              /* per-connection pool: headers and read buffer */
+#define MHD_THREADS 2                  /* event loops; handlers there never block */
+#define FD_RESERVE 512                 /* descriptors kept for the journal, curl, children */
+#define WORKERS 8                      /* threads for work that may block */
+#define WAIT_MAX 300                   /* seconds /trigger?wait= may take */
+#define WAITS_MAX 128                  /* ?wait= requests parked at once; more answer at once */
+#define WAIT_POLL 0.1                  /* the wait list is checked this often (seconds) */
+#define LINGER_MAX 256                 /* sockets drained at once after an early answer */
+#define LINGER_SECONDS 5.0             /* ... for at most this long */
+#define LINGER_BYTES ((size_t)64 << 20) /* ... and at most this much */
 #define DRAIN_RETRY_AFTER "5"
 #define UNAVAILABLE_RETRY_AFTER "1"
 #define ID_MAX 64
 #define PLAYBOOK_MAX 128
 #define LIMIT_DEFAULT 50
 #define LIMIT_MAX 1000
-#define DISCARD_MAX ((size_t)4 << 20) /* excess of an oversized chunked body read before hanging up */
+#define DISCARD_MAX ((size_t)32 << 20) /* excess of an oversized chunked body read before hanging up */
 #define MSG_MAX 512
 #define LOG_URL_MAX 200
 #define LISTEN_MAX 128
@@ -46,7 +70,14 @@
 #define CT_JSON "application/json"
 #define CT_METRICS "text/plain; version=0.0.4; charset=utf-8"
 
+/* Who a request is, from its bearer token. Named principals with roles
+ * (issue 10) extend this enum and the table in authorize(). */
+enum principal { P_ANONYMOUS, P_WEBHOOK, P_OPERATOR, P__COUNT };
+
+/* What a route asks for. */
 enum auth_need { AUTH_OPEN, AUTH_WEBHOOK, AUTH_OPERATOR };
+
+enum auth_verdict { AUTH_PASS, AUTH_UNAUTHORIZED, AUTH_FORBIDDEN };
 
 enum route {
 	R_OTHER,
@@ -70,7 +101,7 @@ static const struct route_info {
 } routes[] = {
 	[R_OTHER] = { "other", NULL, AUTH_OPEN, 0, 0 },
 	[R_WEBHOOK] = { "/webhook", "POST", AUTH_WEBHOOK, 1, 1 },
-	[R_TRIGGER] = { "/trigger", "POST", AUTH_WEBHOOK, 1, 1 },
+	[R_TRIGGER] = { "/trigger", "POST", AUTH_OPERATOR, 1, 1 },
 	[R_JOBS] = { "/api/v1/jobs", "GET, HEAD", AUTH_OPERATOR, 0, 0 },
 	[R_JOB] = { "/api/v1/jobs/{id}", "GET, HEAD", AUTH_OPERATOR, 0, 0 },
 	[R_CANCEL] = { "/api/v1/jobs/{id}/cancel", "POST", AUTH_OPERATOR, 1, 0 },
@@ -84,103 +115,196 @@ static const char *const job_states[] = {
 	"queued", "running", "retry_wait", "succeeded", "failed", "cancelled", "budget_exhausted",
 };
 
+/* One tracked connection (MHD socket context): when its current request
+ * began, for the --request-timeout sweep. [h->conn_lock] */
+struct conn {
+	struct conn *prev, *next;
+	int fd;
+	double since;  /* accept, or the end of the previous response */
+	int busy;      /* request complete (or answered): no deadline */
+	int cut;       /* the sweep shut it down */
+	int linger;    /* answered before the body was read */
+};
+
+/* A socket drained after an early answer (lingering close). */
+struct lingering {
+	int fd;
+	double until;
+	size_t left;
+};
+
+struct request;
+
 struct http {
 	struct MHD_Daemon *d;
 	struct engine *e;
 	size_t body_max;
+	double request_timeout;
 	int insecure;           /* --insecure-no-auth */
-	atomic_int stopping;    /* http_stop began: blocked waits give up */
+	atomic_int stopping;    /* http_stop began */
 	pthread_mutex_t lock;   /* guards the tokens: SIGHUP swaps them */
 	char *webhook_token;    /* NULL = none */
 	char *operator_token;
+
+	/* worker pool */
+	pthread_mutex_t work_lock;
+	pthread_cond_t work_cond;
+	struct request *work_head, *work_tail; /* [work_lock] */
+	int work_closed;                       /* [work_lock] no more work accepted */
+	pthread_t workers[WORKERS];
+	int n_workers;
+
+	/* ?wait= list */
+	pthread_mutex_t wait_lock;
+	pthread_cond_t wait_cond;
+	struct request *waiting; /* [wait_lock] */
+	size_t n_waiting;        /* [wait_lock] */
+	int wait_closed;         /* [wait_lock] */
+	pthread_t waiter;
+	int has_waiter;
+
+	/* connection deadline sweep and lingering close */
+	pthread_mutex_t conn_lock;
+	pthread_cond_t conn_cond;
+	struct conn *conns;      /* [conn_lock] */
+	struct lingering lingers[LINGER_MAX]; /* [conn_lock] fd -1 = free */
+	size_t n_lingers;        /* [conn_lock] */
+	int conn_closed;         /* [conn_lock] */
+	pthread_t sweeper;
+	int has_sweeper;
+	double last_limit_log;   /* [conn_lock] */
+	unsigned long limit_drops; /* [conn_lock] not yet logged */
+};
+
+/* A prepared answer: built wherever the work ran, queued by the MHD thread. */
+struct answer {
+	int ready;
+	int failed;              /* out of memory: hang up */
+	unsigned status;
+	const char *ctype;
+	char *buf;               /* malloc'd; MHD takes it when queued */
+	size_t len;
+	const char *hname;       /* one extra header, or NULL */
+	char hval[64];
 };
 
 /* Per-request state, in *req_cls from the first callback to completion. */
 struct request {
 	enum route route;
+	enum principal who;          /* from the bearer token */
 	int bad_arg;                 /* id / playbook in the path is malformed */
 	char arg[PLAYBOOK_MAX + 1];  /* job id or playbook name */
 	int dry_run;
 	int wait;                    /* seconds, /trigger only */
+	char q_state[24];            /* GET /api/v1/jobs filters ("" = none) */
+	char q_playbook[PLAYBOOK_MAX + 1];
+	int q_limit;
 	char method[16];             /* for logs */
 	char url[LOG_URL_MAX + 1];   /* for logs, truncated */
+	char ip[INET_ADDRSTRLEN + 1];
 	char *body;                  /* only for routes[].body */
 	size_t len, cap;             /* bytes received (counted even when not kept) */
 	size_t discarded;            /* bytes dropped after too_large */
 	int too_large;
 	int answered;                /* a response is queued */
+	struct answer ans;
+	struct MHD_Connection *c;    /* for resuming */
+	struct request *next;        /* work queue / wait list */
+	/* ?wait= */
+	double wait_until;
+	char wait_id[ID_MAX + 1];
+	cJSON *wait_body;            /* the submit answer, sent if the job is still running */
 };
 
 /* ---- responses ---- */
 
-/* Queue buf (malloc'd, consumed) as the answer and count the request. */
-static enum MHD_Result reply(struct MHD_Connection *c, struct request *rq, unsigned status,
-                             const char *ctype, char *buf, size_t len, const char *hname,
-                             const char *hval)
+/* Prepare buf (malloc'd, consumed) as the answer. */
+static void answer(struct request *rq, unsigned status, const char *ctype, char *buf, size_t len,
+                   const char *hname, const char *hval)
 {
-	struct MHD_Response *r;
-	enum MHD_Result ret = MHD_NO;
-	char code[8];
+	struct answer *a = &rq->ans;
 
-	r = MHD_create_response_from_buffer(len, buf, MHD_RESPMEM_MUST_FREE);
-	if (!r) {
-		free(buf);
-		goto out;
+	free(a->buf);
+	memset(a, 0, sizeof(*a));
+	a->ready = 1;
+	if (!buf) {
+		a->failed = 1;
+		return;
 	}
-	if (MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype) != MHD_YES ||
-	    (hname && MHD_add_response_header(r, hname, hval) != MHD_YES)) {
-		MHD_destroy_response(r);
-		goto out;
+	a->status = status;
+	a->ctype = ctype;
+	a->buf = buf;
+	a->len = len;
+	if (hname) {
+		a->hname = hname;
+		snprintf(a->hval, sizeof(a->hval), "%s", hval);
 	}
-	ret = MHD_queue_response(c, status, r);
-	MHD_destroy_response(r);
-	if (ret != MHD_YES)
-		goto out;
-	rq->answered = 1;
-	snprintf(code, sizeof(code), "%u", status);
-	metrics_add(M_WEBHOOK_REQUESTS, routes[rq->route].tmpl, code, 1);
-out:
-	return ret;
 }
 
 /* Answer with body (consumed), one line of compact JSON. */
-static enum MHD_Result reply_json(struct MHD_Connection *c, struct request *rq, unsigned status,
-                                  cJSON *body, const char *hname, const char *hval)
+static void answer_json(struct request *rq, unsigned status, cJSON *body, const char *hname,
+                        const char *hval)
 {
 	char *txt = body ? cJSON_PrintUnformatted(body) : NULL;
 	char *buf = NULL;
-	size_t n;
+	size_t n = 0;
 
 	cJSON_Delete(body);
-	if (!txt)
-		return MHD_NO; /* out of memory: MHD closes the connection */
 	/* Copy into our own malloc'd buffer: MHD frees it with free(), while
 	 * cJSON may have been given other allocation hooks. */
-	n = strlen(txt);
-	buf = malloc(n + 2);
-	if (buf) {
-		memcpy(buf, txt, n);
-		buf[n] = '\n';
-		buf[n + 1] = '\0';
+	if (txt) {
+		n = strlen(txt);
+		buf = malloc(n + 2);
+		if (buf) {
+			memcpy(buf, txt, n);
+			buf[n] = '\n';
+			buf[n + 1] = '\0';
+		}
+		cJSON_free(txt);
 	}
-	cJSON_free(txt);
-	if (!buf)
-		return MHD_NO;
-	return reply(c, rq, status, CT_JSON, buf, n + 1, hname, hval);
+	answer(rq, status, CT_JSON, buf, n + 1, hname, hval);
 }
 
-static enum MHD_Result reply_error(struct MHD_Connection *c, struct request *rq, unsigned status,
-                                   const char *code, const char *msg, const char *hname,
-                                   const char *hval)
+static void answer_error(struct request *rq, unsigned status, const char *code, const char *msg,
+                         const char *hname, const char *hval)
 {
 	cJSON *o = cJSON_CreateObject();
 
 	if (!o || !cJSON_AddStringToObject(o, "error", code) ||
 	    !cJSON_AddStringToObject(o, "message", msg)) {
 		cJSON_Delete(o);
+		o = NULL;
+	}
+	answer_json(rq, status, o, hname, hval);
+}
+
+/* Queue the prepared answer on c and count the request. */
+static enum MHD_Result answer_queue(struct MHD_Connection *c, struct request *rq)
+{
+	struct answer *a = &rq->ans;
+	struct MHD_Response *r;
+	enum MHD_Result ret;
+	char code[8];
+
+	if (!a->ready || a->failed)
+		return MHD_NO; /* out of memory: MHD closes the connection */
+	r = MHD_create_response_from_buffer(a->len, a->buf, MHD_RESPMEM_MUST_FREE);
+	if (!r)
+		return MHD_NO;
+	a->buf = NULL; /* the response owns it now */
+	if (MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, a->ctype) != MHD_YES ||
+	    (a->hname && MHD_add_response_header(r, a->hname, a->hval) != MHD_YES)) {
+		MHD_destroy_response(r);
 		return MHD_NO;
 	}
-	return reply_json(c, rq, status, o, hname, hval);
+	ret = MHD_queue_response(c, a->status, r);
+	MHD_destroy_response(r);
+	if (ret != MHD_YES)
+		return MHD_NO;
+	rq->answered = 1;
+	snprintf(code, sizeof(code), "%u", a->status);
+	metrics_add(M_WEBHOOK_REQUESTS, routes[rq->route].tmpl, code, 1);
+	return MHD_YES;
 }
 
 static void client_ip(struct MHD_Connection *c, char *buf, size_t len)
@@ -195,19 +319,17 @@ static void client_ip(struct MHD_Connection *c, char *buf, size_t len)
 	}
 }
 
-/* Answer an error the HTTP layer decided on, log it and, when reason is
+/* Prepare an error the HTTP layer decided on, log it and, when reason is
  * set, count it in recoveryd_requests_rejected_total{reason}. Never logs
  * headers: the Authorization value must not reach the logs. */
-static enum MHD_Result reject(struct MHD_Connection *c, struct request *rq, unsigned status,
-                              const char *code, const char *reason, const char *hname,
-                              const char *hval, const char *fmt, ...)
-	__attribute__((format(printf, 8, 9)));
+static void reject(struct request *rq, unsigned status, const char *code, const char *reason,
+                   const char *hname, const char *hval, const char *fmt, ...)
+	__attribute__((format(printf, 7, 8)));
 
-static enum MHD_Result reject(struct MHD_Connection *c, struct request *rq, unsigned status,
-                              const char *code, const char *reason, const char *hname,
-                              const char *hval, const char *fmt, ...)
+static void reject(struct request *rq, unsigned status, const char *code, const char *reason,
+                   const char *hname, const char *hval, const char *fmt, ...)
 {
-	char msg[MSG_MAX], st[8], ip[INET_ADDRSTRLEN + 1];
+	char msg[MSG_MAX], st[8];
 	va_list ap;
 	/* 404/405 are what scanners produce: keep them out of the warn stream. */
 	enum log_level lvl = (status == MHD_HTTP_NOT_FOUND || status == MHD_HTTP_METHOD_NOT_ALLOWED)
@@ -218,13 +340,12 @@ static enum MHD_Result reject(struct MHD_Connection *c, struct request *rq, unsi
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	snprintf(st, sizeof(st), "%u", status);
-	client_ip(c, ip, sizeof(ip));
 	if (reason)
 		metrics_add(M_REJECTED, reason, NULL, 1);
 	log_kv(lvl, NULL, "request rejected", "method", rq->method, "url", rq->url, "route",
-	       routes[rq->route].tmpl, "status", st, "error", code, "message", msg, "remote", ip,
+	       routes[rq->route].tmpl, "status", st, "error", code, "message", msg, "remote", rq->ip,
 	       NULL);
-	return reply_error(c, rq, status, code, msg, hname, hval);
+	answer_error(rq, status, code, msg, hname, hval);
 }
 
 /* ---- request inspection ---- */
@@ -314,30 +435,46 @@ static const char *bearer_token(const char *hdr, size_t *len)
 	return hdr;
 }
 
-static int auth_ok(struct http *h, struct MHD_Connection *c, enum auth_need need)
+/* The principal of the request's bearer token. Both tokens are always
+ * compared (constant time, no early exit). With no token configured at all
+ * (--insecure-no-auth) every caller is the operator. */
+static enum principal authenticate(struct http *h, struct MHD_Connection *c)
 {
 	const char *tok;
 	size_t n = 0;
-	int ok = 0;
+	int op = 0, wh = 0;
+	enum principal who = P_ANONYMOUS;
 
-	if (need == AUTH_OPEN)
-		return 1;
 	tok = bearer_token(MHD_lookup_connection_value(c, MHD_HEADER_KIND,
 	                                               MHD_HTTP_HEADER_AUTHORIZATION),
 	                   &n);
 	pthread_mutex_lock(&h->lock);
 	if (!h->webhook_token && !h->operator_token) {
-		/* No token at all: open only when explicitly allowed. */
-		ok = h->insecure;
+		who = h->insecure ? P_OPERATOR : P_ANONYMOUS;
 	} else if (tok) {
-		/* Bitwise or: both comparisons always run. */
 		if (h->operator_token)
-			ok |= rd_ct_equal(tok, n, h->operator_token, strlen(h->operator_token));
-		if (need == AUTH_WEBHOOK && h->webhook_token)
-			ok |= rd_ct_equal(tok, n, h->webhook_token, strlen(h->webhook_token));
+			op = rd_ct_equal(tok, n, h->operator_token, strlen(h->operator_token));
+		if (h->webhook_token)
+			wh = rd_ct_equal(tok, n, h->webhook_token, strlen(h->webhook_token));
+		who = op ? P_OPERATOR : wh ? P_WEBHOOK : P_ANONYMOUS;
 	}
 	pthread_mutex_unlock(&h->lock);
-	return ok;
+	return who;
+}
+
+/* May who use a route that needs need? Anonymous callers get 401 (ask for
+ * a token); a known principal without the right gets 403. */
+static enum auth_verdict authorize(enum auth_need need, enum principal who)
+{
+	static const unsigned char admits[][P__COUNT] = {
+		[AUTH_OPEN] = { [P_ANONYMOUS] = 1, [P_WEBHOOK] = 1, [P_OPERATOR] = 1 },
+		[AUTH_WEBHOOK] = { [P_WEBHOOK] = 1, [P_OPERATOR] = 1 },
+		[AUTH_OPERATOR] = { [P_OPERATOR] = 1 },
+	};
+
+	if (admits[need][who])
+		return AUTH_PASS;
+	return who == P_ANONYMOUS ? AUTH_UNAUTHORIZED : AUTH_FORBIDDEN;
 }
 
 /* application/json, optionally followed by parameters, any case. */
@@ -411,17 +548,16 @@ static int trigger_query(struct MHD_Connection *c, struct request *rq, char *msg
 	return 1;
 }
 
-/* Filters of GET /api/v1/jobs; 0 with msg filled on a bad value. */
-static int jobs_query(struct MHD_Connection *c, const char **state, const char **playbook,
-                      int *limit, char *msg, size_t len)
+/* Filters of GET /api/v1/jobs into rq; 0 with msg filled on a bad value. */
+static int jobs_query(struct MHD_Connection *c, struct request *rq, char *msg, size_t len)
 {
 	const char *v;
 	long l;
 	int known = 0;
 
-	*state = NULL;
-	*playbook = NULL;
-	*limit = LIMIT_DEFAULT;
+	rq->q_state[0] = '\0';
+	rq->q_playbook[0] = '\0';
+	rq->q_limit = LIMIT_DEFAULT;
 	if (query_arg(c, "state", &v) && v && *v) {
 		for (size_t i = 0; i < sizeof(job_states) / sizeof(job_states[0]); i++)
 			known |= strcmp(v, job_states[i]) == 0;
@@ -431,26 +567,26 @@ static int jobs_query(struct MHD_Connection *c, const char **state, const char *
 			         "failed, cancelled, budget_exhausted");
 			return 0;
 		}
-		*state = v;
+		snprintf(rq->q_state, sizeof(rq->q_state), "%s", v);
 	}
 	if (query_arg(c, "playbook", &v) && v && *v) {
 		if (strlen(v) > PLAYBOOK_MAX) {
 			snprintf(msg, len, "playbook must be at most %d characters", PLAYBOOK_MAX);
 			return 0;
 		}
-		*playbook = v;
+		snprintf(rq->q_playbook, sizeof(rq->q_playbook), "%s", v);
 	}
 	if (query_arg(c, "limit", &v)) {
 		if (!parse_long(v, 1, LIMIT_MAX, &l)) {
 			snprintf(msg, len, "limit must be a whole number from 1 to %d", LIMIT_MAX);
 			return 0;
 		}
-		*limit = (int)l;
+		rq->q_limit = (int)l;
 	}
 	return 1;
 }
 
-/* ---- handlers (final callback, body complete) ---- */
+/* ---- handlers (body complete; an answer goes into rq->ans) ---- */
 
 /* Id of the job a /trigger?wait= should wait for: the first job when it was
  * queued or coalesced into a running one. */
@@ -464,37 +600,46 @@ static const char *waitable_job(const cJSON *body)
 		return NULL;
 	if (strcmp(st->valuestring, "queued") != 0 && strcmp(st->valuestring, "coalesced") != 0)
 		return NULL;
+	if (strlen(id->valuestring) > ID_MAX)
+		return NULL;
 	return id->valuestring;
 }
 
-/* Wait in slices so http_stop is never held up by a 300 s wait. */
-static int wait_job(struct http *h, const char *id, int seconds)
+/* Park rq on the wait list with the submit answer body (taken). 0 when the
+ * list is full or closed: the caller answers at once. */
+static int wait_park(struct http *h, struct request *rq, const char *id, cJSON *body)
 {
-	double deadline = rd_mono() + seconds, left;
-	int r = 0;
+	int ok = 0;
 
-	while (!atomic_load(&h->stopping) && (left = deadline - rd_mono()) > 0) {
-		r = engine_wait(h->e, id, left < WAIT_SLICE ? left : WAIT_SLICE);
-		if (r != 0)
-			break;
+	pthread_mutex_lock(&h->wait_lock);
+	if (!h->wait_closed && h->n_waiting < WAITS_MAX) {
+		snprintf(rq->wait_id, sizeof(rq->wait_id), "%s", id);
+		rq->wait_until = rd_mono() + rq->wait;
+		rq->wait_body = body;
+		rq->next = h->waiting;
+		h->waiting = rq;
+		h->n_waiting++;
+		pthread_cond_signal(&h->wait_cond);
+		ok = 1;
 	}
-	return r;
+	pthread_mutex_unlock(&h->wait_lock);
+	return ok;
 }
 
-static enum MHD_Result handle_submit(struct http *h, struct MHD_Connection *c, struct request *rq)
+/* Returns 0 when rq was parked on the wait list (answered later). */
+static int handle_submit(struct http *h, struct request *rq)
 {
 	struct payload p;
 	char err[MSG_MAX], ra[16];
-	cJSON *body = NULL, *rec = NULL;
-	int status = 0, retry_after = 0, parsed = 0;
+	cJSON *body = NULL;
+	int status = 0, retry_after = 0, parsed = 0, done = 1;
 	enum alert_result ar;
-	enum MHD_Result ret;
 	const char *id;
 
 	memset(&p, 0, sizeof(p));
 	if (rq->len == 0) {
-		ret = reject(c, rq, MHD_HTTP_BAD_REQUEST, "invalid_json", "invalid_json", NULL, NULL,
-		             "empty body: expected a JSON object");
+		reject(rq, MHD_HTTP_BAD_REQUEST, "invalid_json", "invalid_json", NULL, NULL,
+		       "empty body: expected a JSON object");
 		goto out;
 	}
 	err[0] = '\0';
@@ -502,13 +647,13 @@ static enum MHD_Result handle_submit(struct http *h, struct MHD_Connection *c, s
 	                 sizeof(err));
 	if (ar == ALERT_INVALID_JSON || ar == ALERT_INVALID_PAYLOAD) {
 		const char *code = ar == ALERT_INVALID_JSON ? "invalid_json" : "invalid_payload";
-		ret = reject(c, rq, MHD_HTTP_BAD_REQUEST, code, code, NULL, NULL, "%s",
-		             err[0] ? err : "malformed request body");
+		reject(rq, MHD_HTTP_BAD_REQUEST, code, code, NULL, NULL, "%s",
+		       err[0] ? err : "malformed request body");
 		goto out;
 	}
 	if (ar != ALERT_OK) {
-		ret = reply_error(c, rq, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable", "out of memory",
-		                  MHD_HTTP_HEADER_RETRY_AFTER, UNAVAILABLE_RETRY_AFTER);
+		answer_error(rq, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable", "out of memory",
+		             MHD_HTTP_HEADER_RETRY_AFTER, UNAVAILABLE_RETRY_AFTER);
 		goto out;
 	}
 	parsed = 1;
@@ -516,64 +661,65 @@ static enum MHD_Result handle_submit(struct http *h, struct MHD_Connection *c, s
 	              &retry_after);
 	if (!body || status < 100 || status > 599) {
 		cJSON_Delete(body);
-		ret = reply_error(c, rq, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal",
-		                  "the engine gave no answer", NULL, NULL);
+		answer_error(rq, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", "the engine gave no answer",
+		             NULL, NULL);
 		goto out;
 	}
 	if (status == MHD_HTTP_SERVICE_UNAVAILABLE) {
 		snprintf(ra, sizeof(ra), "%d", retry_after > 0 ? retry_after : 1);
-		ret = reply_json(c, rq, (unsigned)status, body, MHD_HTTP_HEADER_RETRY_AFTER, ra);
+		answer_json(rq, (unsigned)status, body, MHD_HTTP_HEADER_RETRY_AFTER, ra);
 		goto out;
 	}
-	if (status == MHD_HTTP_ACCEPTED && rq->wait > 0 && (id = waitable_job(body)) &&
-	    wait_job(h, id, rq->wait) == 1 && engine_job_json(h->e, id, &rec) == RD_OK && rec) {
-		cJSON_Delete(body);
-		ret = reply_json(c, rq, MHD_HTTP_OK, rec, NULL, NULL);
+	/* Only the operator may read job records: a webhook-token caller gets
+	 * the ids and states of the submit answer, never a record. */
+	if (status == MHD_HTTP_ACCEPTED && rq->wait > 0 && rq->who == P_OPERATOR &&
+	    (id = waitable_job(body)) && wait_park(h, rq, id, body)) {
+		done = 0;
 		goto out;
 	}
-	ret = reply_json(c, rq, (unsigned)status, body, NULL, NULL);
+	answer_json(rq, (unsigned)status, body, NULL, NULL);
 out:
 	if (parsed)
 		payload_free(&p);
-	return ret;
+	return done;
 }
 
-static enum MHD_Result handle_jobs(struct http *h, struct MHD_Connection *c, struct request *rq)
+static void handle_jobs(struct http *h, struct request *rq)
 {
-	const char *state, *playbook;
-	char msg[MSG_MAX];
 	cJSON *out = NULL;
-	int limit;
 
-	if (!jobs_query(c, &state, &playbook, &limit, msg, sizeof(msg)))
-		return reject(c, rq, MHD_HTTP_BAD_REQUEST, "invalid_request", NULL, NULL, NULL, "%s",
-		              msg);
-	if (engine_jobs_json(h->e, state, playbook, limit, &out) != RD_OK || !out) {
+	if (engine_jobs_json(h->e, rq->q_state[0] ? rq->q_state : NULL,
+	                     rq->q_playbook[0] ? rq->q_playbook : NULL, rq->q_limit, &out) != RD_OK ||
+	    !out) {
 		cJSON_Delete(out);
-		return reply_error(c, rq, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable",
-		                   "the job journal cannot be read", MHD_HTTP_HEADER_RETRY_AFTER,
-		                   UNAVAILABLE_RETRY_AFTER);
+		answer_error(rq, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable",
+		             "the job journal cannot be read", MHD_HTTP_HEADER_RETRY_AFTER,
+		             UNAVAILABLE_RETRY_AFTER);
+		return;
 	}
-	return reply_json(c, rq, MHD_HTTP_OK, out, NULL, NULL);
+	answer_json(rq, MHD_HTTP_OK, out, NULL, NULL);
 }
 
-static enum MHD_Result handle_job(struct http *h, struct MHD_Connection *c, struct request *rq)
+static void handle_job(struct http *h, struct request *rq)
 {
 	cJSON *out = NULL;
 
 	if (engine_job_json(h->e, rq->arg, &out) != RD_OK) {
 		cJSON_Delete(out);
-		return reply_error(c, rq, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable",
-		                   "the job journal cannot be read", MHD_HTTP_HEADER_RETRY_AFTER,
-		                   UNAVAILABLE_RETRY_AFTER);
+		answer_error(rq, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable",
+		             "the job journal cannot be read", MHD_HTTP_HEADER_RETRY_AFTER,
+		             UNAVAILABLE_RETRY_AFTER);
+		return;
 	}
-	if (!out)
-		return reject(c, rq, MHD_HTTP_NOT_FOUND, "not_found", NULL, NULL, NULL,
-		              "no job with id %s", rq->arg);
-	return reply_json(c, rq, MHD_HTTP_OK, out, NULL, NULL);
+	if (!out) {
+		reject(rq, MHD_HTTP_NOT_FOUND, "not_found", NULL, NULL, NULL, "no job with id %s",
+		       rq->arg);
+		return;
+	}
+	answer_json(rq, MHD_HTTP_OK, out, NULL, NULL);
 }
 
-static enum MHD_Result handle_cancel(struct http *h, struct MHD_Connection *c, struct request *rq)
+static void handle_cancel(struct http *h, struct request *rq)
 {
 	cJSON *body = NULL;
 	int status = 0;
@@ -581,110 +727,481 @@ static enum MHD_Result handle_cancel(struct http *h, struct MHD_Connection *c, s
 	engine_cancel(h->e, rq->arg, &status, &body);
 	if (!body || status < 100 || status > 599) {
 		cJSON_Delete(body);
-		return reply_error(c, rq, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal",
-		                   "the engine gave no answer", NULL, NULL);
+		answer_error(rq, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal",
+		             "the engine gave no answer", NULL, NULL);
+		return;
 	}
-	if (status == MHD_HTTP_SERVICE_UNAVAILABLE)
-		return reply_json(c, rq, (unsigned)status, body, MHD_HTTP_HEADER_RETRY_AFTER,
-		                  UNAVAILABLE_RETRY_AFTER);
-	return reply_json(c, rq, (unsigned)status, body, NULL, NULL);
+	if (status == MHD_HTTP_SERVICE_UNAVAILABLE) {
+		answer_json(rq, (unsigned)status, body, MHD_HTTP_HEADER_RETRY_AFTER,
+		            UNAVAILABLE_RETRY_AFTER);
+		return;
+	}
+	answer_json(rq, (unsigned)status, body, NULL, NULL);
 }
 
-static enum MHD_Result handle_playbooks(struct http *h, struct MHD_Connection *c,
-                                        struct request *rq)
+static void handle_playbooks(struct http *h, struct request *rq)
 {
 	cJSON *out = engine_playbooks_json(h->e);
 
-	if (!out)
-		return reply_error(c, rq, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable",
-		                   "playbooks are not loaded", MHD_HTTP_HEADER_RETRY_AFTER,
-		                   UNAVAILABLE_RETRY_AFTER);
-	return reply_json(c, rq, MHD_HTTP_OK, out, NULL, NULL);
+	if (!out) {
+		answer_error(rq, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable",
+		             "playbooks are not loaded", MHD_HTTP_HEADER_RETRY_AFTER,
+		             UNAVAILABLE_RETRY_AFTER);
+		return;
+	}
+	answer_json(rq, MHD_HTTP_OK, out, NULL, NULL);
 }
 
-static enum MHD_Result handle_metrics(struct MHD_Connection *c, struct request *rq)
+static void handle_metrics(struct request *rq)
 {
 	size_t len = 0;
 	char *txt = metrics_render(&len);
 
-	if (!txt)
-		return reply_error(c, rq, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal",
-		                   "cannot render metrics", NULL, NULL);
-	return reply(c, rq, MHD_HTTP_OK, CT_METRICS, txt, len, NULL, NULL);
+	if (!txt) {
+		answer_error(rq, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", "cannot render metrics",
+		             NULL, NULL);
+		return;
+	}
+	answer(rq, MHD_HTTP_OK, CT_METRICS, txt, len, NULL, NULL);
 }
 
-static enum MHD_Result handle_status(struct MHD_Connection *c, struct request *rq,
-                                     const char *status)
+static void handle_status(struct request *rq, const char *status)
 {
 	cJSON *o = cJSON_CreateObject();
 
 	if (!o || !cJSON_AddStringToObject(o, "status", status)) {
 		cJSON_Delete(o);
-		return MHD_NO;
+		o = NULL;
 	}
-	return reply_json(c, rq, MHD_HTTP_OK, o, NULL, NULL);
+	answer_json(rq, MHD_HTTP_OK, o, NULL, NULL);
 }
 
 /* Liveness: the event loop turns (the watchdog's view). */
-static enum MHD_Result handle_healthz(struct http *h, struct MHD_Connection *c, struct request *rq)
+static void handle_healthz(struct http *h, struct request *rq)
 {
 	char why[MSG_MAX];
 
 	why[0] = '\0';
-	if (engine_live(h->e, why, sizeof(why)))
-		return handle_status(c, rq, "ok");
-	return reply_error(c, rq, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable", why, NULL, NULL);
+	if (engine_live(h->e, why, sizeof(why))) {
+		handle_status(rq, "ok");
+		return;
+	}
+	answer_error(rq, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable", why, NULL, NULL);
 }
 
-static enum MHD_Result handle_readyz(struct http *h, struct MHD_Connection *c, struct request *rq)
+static void handle_readyz(struct http *h, struct request *rq)
 {
 	char why[MSG_MAX];
 
 	why[0] = '\0';
-	if (engine_ready(h->e, why, sizeof(why)))
-		return handle_status(c, rq, "ready");
+	if (engine_ready(h->e, why, sizeof(why))) {
+		handle_status(rq, "ready");
+		return;
+	}
 	why[sizeof(why) - 1] = '\0';
-	return reply_error(c, rq, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable",
-	                   why[0] ? why : "not ready", MHD_HTTP_HEADER_RETRY_AFTER,
-	                   UNAVAILABLE_RETRY_AFTER);
+	answer_error(rq, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable", why[0] ? why : "not ready",
+	             MHD_HTTP_HEADER_RETRY_AFTER, UNAVAILABLE_RETRY_AFTER);
 }
 
-static enum MHD_Result dispatch(struct http *h, struct MHD_Connection *c, struct request *rq)
+/* Routes whose handler may block (journal commit or read): worker pool. */
+static int blocking_route(enum route r)
 {
-	if (rq->too_large)
-		return reject(c, rq, MHD_HTTP_CONTENT_TOO_LARGE, "payload_too_large",
-		              "payload_too_large", NULL, NULL, "request body exceeds %zu bytes",
-		              h->body_max);
+	return r == R_WEBHOOK || r == R_TRIGGER || r == R_JOBS || r == R_JOB || r == R_CANCEL;
+}
+
+/* Run the handler of a complete request. Returns 0 when rq was parked on
+ * the wait list. */
+static int dispatch(struct http *h, struct request *rq)
+{
+	if (rq->too_large) {
+		reject(rq, MHD_HTTP_CONTENT_TOO_LARGE, "payload_too_large", "payload_too_large", NULL,
+		       NULL, "request body exceeds %zu bytes", h->body_max);
+		return 1;
+	}
 	switch (rq->route) {
 	case R_WEBHOOK:
 	case R_TRIGGER:
-		return handle_submit(h, c, rq);
+		return handle_submit(h, rq);
 	case R_JOBS:
-		return handle_jobs(h, c, rq);
+		handle_jobs(h, rq);
+		break;
 	case R_JOB:
-		return handle_job(h, c, rq);
+		handle_job(h, rq);
+		break;
 	case R_CANCEL:
-		return handle_cancel(h, c, rq);
+		handle_cancel(h, rq);
+		break;
 	case R_PLAYBOOKS:
-		return handle_playbooks(h, c, rq);
+		handle_playbooks(h, rq);
+		break;
 	case R_METRICS:
-		return handle_metrics(c, rq);
+		handle_metrics(rq);
+		break;
 	case R_HEALTHZ:
-		return handle_healthz(h, c, rq);
+		handle_healthz(h, rq);
+		break;
 	case R_READYZ:
-		return handle_readyz(h, c, rq);
+		handle_readyz(h, rq);
+		break;
 	case R_OTHER:
+		answer(rq, 0, NULL, NULL, 0, NULL, NULL); /* unreachable: hang up */
 		break;
 	}
-	return MHD_NO;
+	return 1;
+}
+
+/* ---- worker pool and wait list ---- */
+
+/* The answer is in rq->ans: let MHD call us again to queue it. */
+static void finish(struct request *rq)
+{
+	MHD_resume_connection(rq->c);
+}
+
+static void *worker_main(void *arg)
+{
+	struct http *h = arg;
+	struct request *rq;
+
+	for (;;) {
+		pthread_mutex_lock(&h->work_lock);
+		while (!h->work_head && !h->work_closed)
+			pthread_cond_wait(&h->work_cond, &h->work_lock);
+		rq = h->work_head;
+		if (rq) {
+			h->work_head = rq->next;
+			if (!h->work_head)
+				h->work_tail = NULL;
+			rq->next = NULL;
+		}
+		pthread_mutex_unlock(&h->work_lock);
+		if (!rq)
+			return NULL; /* closed and drained */
+		if (dispatch(h, rq))
+			finish(rq);
+	}
+}
+
+/* Hand a suspended request to the pool; 0 when the pool is closed. */
+static int work_push(struct http *h, struct request *rq)
+{
+	int ok = 0;
+
+	pthread_mutex_lock(&h->work_lock);
+	if (!h->work_closed) {
+		rq->next = NULL;
+		if (h->work_tail)
+			h->work_tail->next = rq;
+		else
+			h->work_head = rq;
+		h->work_tail = rq;
+		pthread_cond_signal(&h->work_cond);
+		ok = 1;
+	}
+	pthread_mutex_unlock(&h->work_lock);
+	return ok;
+}
+
+/* Answer a parked ?wait= request: the job record when the job ended (r == 1),
+ * the submit answer otherwise. */
+static void wait_answer(struct http *h, struct request *rq, int r)
+{
+	cJSON *rec = NULL;
+
+	if (r == 1 && engine_job_json(h->e, rq->wait_id, &rec) == RD_OK && rec) {
+		cJSON_Delete(rq->wait_body);
+		answer_json(rq, MHD_HTTP_OK, rec, NULL, NULL);
+	} else {
+		answer_json(rq, MHD_HTTP_ACCEPTED, rq->wait_body, NULL, NULL);
+	}
+	rq->wait_body = NULL;
+	finish(rq);
+}
+
+/* One thread checks every parked ?wait= request each WAIT_POLL: cheap (a
+ * map look-up under the engine lock), and a 300 s wait holds no worker. */
+static void *waiter_main(void *arg)
+{
+	struct http *h = arg;
+	struct timespec ts;
+
+	pthread_mutex_lock(&h->wait_lock);
+	for (;;) {
+		struct request *done = NULL, **pp = &h->waiting;
+		int closed = h->wait_closed;
+		double now = rd_mono();
+
+		while (*pp) {
+			struct request *rq = *pp;
+			int r = closed ? 0 : engine_wait(h->e, rq->wait_id, 0);
+			if (r != 0 || closed || now >= rq->wait_until) {
+				*pp = rq->next;
+				h->n_waiting--;
+				rq->next = done;
+				rq->wait = r; /* reuse: the outcome */
+				done = rq;
+			} else {
+				pp = &rq->next;
+			}
+		}
+		if (done) {
+			pthread_mutex_unlock(&h->wait_lock);
+			while (done) {
+				struct request *rq = done;
+				done = rq->next;
+				rq->next = NULL;
+				wait_answer(h, rq, rq->wait);
+			}
+			pthread_mutex_lock(&h->wait_lock);
+			continue;
+		}
+		if (closed)
+			break;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_nsec += (long)(WAIT_POLL * 1e9);
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		if (h->waiting)
+			pthread_cond_timedwait(&h->wait_cond, &h->wait_lock, &ts);
+		else
+			pthread_cond_wait(&h->wait_cond, &h->wait_lock);
+	}
+	pthread_mutex_unlock(&h->wait_lock);
+	return NULL;
+}
+
+/* ---- connection deadline and lingering close ---- */
+
+static struct conn *conn_of(struct MHD_Connection *c)
+{
+	const union MHD_ConnectionInfo *ci =
+		MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+
+	return ci ? ci->socket_context : NULL;
+}
+
+static void conn_set_busy(struct http *h, struct MHD_Connection *c, int busy)
+{
+	struct conn *cn = conn_of(c);
+
+	if (!cn)
+		return;
+	pthread_mutex_lock(&h->conn_lock);
+	cn->busy = busy;
+	if (!busy)
+		cn->since = rd_mono();
+	pthread_mutex_unlock(&h->conn_lock);
+}
+
+/* The request announced a body (Content-Length > 0 or chunked). */
+static int has_body(struct MHD_Connection *c)
+{
+	const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+	                                             MHD_HTTP_HEADER_CONTENT_LENGTH);
+	const char *te = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+	                                             MHD_HTTP_HEADER_TRANSFER_ENCODING);
+
+	return (cl && strcmp(cl, "0") != 0) || te;
+}
+
+/* Answered before its body was read: MHD closes this connection after the
+ * answer; drain the rest of the body then (lingering close). */
+static void conn_set_linger(struct http *h, struct MHD_Connection *c)
+{
+	struct conn *cn = conn_of(c);
+
+	if (!cn)
+		return;
+	pthread_mutex_lock(&h->conn_lock);
+	cn->linger = 1;
+	pthread_mutex_unlock(&h->conn_lock);
+}
+
+static void linger_add(struct http *h, int fd);
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+	struct http *h = cls;
+	struct conn *cn = *socket_context;
+	const union MHD_ConnectionInfo *ci;
+
+	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+		ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+		cn = calloc(1, sizeof(*cn));
+		if (!cn || !ci) {
+			free(cn);
+			return; /* untracked: only MHD's idle timeout applies */
+		}
+		cn->fd = ci->connect_fd;
+		cn->since = rd_mono();
+		pthread_mutex_lock(&h->conn_lock);
+		cn->next = h->conns;
+		if (h->conns)
+			h->conns->prev = cn;
+		h->conns = cn;
+		pthread_mutex_unlock(&h->conn_lock);
+		*socket_context = cn;
+		return;
+	}
+	/* MHD_CONNECTION_NOTIFY_CLOSED: MHD closes the fd after this returns,
+	 * so the sweep (which holds conn_lock) never touches a reused fd. */
+	if (!cn)
+		return;
+	pthread_mutex_lock(&h->conn_lock);
+	if (cn->linger && !cn->cut) {
+		/* Our duplicate keeps the socket open after MHD closes its
+		 * descriptor; the sweeper drains it, then closes. */
+		int fd = fcntl(cn->fd, F_DUPFD_CLOEXEC, 0);
+		if (fd >= 0) {
+			pthread_mutex_unlock(&h->conn_lock);
+			shutdown(fd, SHUT_WR);
+			linger_add(h, fd);
+			pthread_mutex_lock(&h->conn_lock);
+		}
+	}
+	if (cn->prev)
+		cn->prev->next = cn->next;
+	else
+		h->conns = cn->next;
+	if (cn->next)
+		cn->next->prev = cn->prev;
+	pthread_mutex_unlock(&h->conn_lock);
+	free(cn);
+	*socket_context = NULL;
+}
+
+/* Keep reading (and dropping) what a client still sends after an early
+ * answer, so that closing does not reset the connection before the client
+ * read the answer. Takes fd. */
+static void linger_add(struct http *h, int fd)
+{
+	int added = 0;
+
+	pthread_mutex_lock(&h->conn_lock);
+	for (size_t i = 0; i < LINGER_MAX && !h->conn_closed; i++)
+		if (h->lingers[i].fd < 0) {
+			h->lingers[i] = (struct lingering){ fd, rd_mono() + LINGER_SECONDS, LINGER_BYTES };
+			h->n_lingers++;
+			added = 1;
+			pthread_cond_signal(&h->conn_cond);
+			break;
+		}
+	pthread_mutex_unlock(&h->conn_lock);
+	if (!added)
+		close(fd);
+}
+
+/* Drain lingering sockets for up to wait seconds. conn_lock held on entry
+ * and exit; dropped while polling. */
+static void linger_drain(struct http *h, double wait)
+{
+	struct pollfd pfd[LINGER_MAX];
+	size_t idx[LINGER_MAX], n = 0;
+	static char sink[16384];
+	double now = rd_mono();
+
+	for (size_t i = 0; i < LINGER_MAX; i++) {
+		struct lingering *l = &h->lingers[i];
+		if (l->fd < 0)
+			continue;
+		if (now >= l->until || l->left == 0 || h->conn_closed) {
+			close(l->fd);
+			l->fd = -1;
+			h->n_lingers--;
+			continue;
+		}
+		pfd[n] = (struct pollfd){ .fd = l->fd, .events = POLLIN };
+		idx[n++] = i;
+	}
+	if (n == 0)
+		return;
+	pthread_mutex_unlock(&h->conn_lock);
+	if (poll(pfd, n, (int)(wait * 1000)) > 0) {
+		for (size_t k = 0; k < n; k++) {
+			struct lingering *l = &h->lingers[idx[k]];
+			ssize_t got;
+			if (!pfd[k].revents)
+				continue;
+			got = recv(l->fd, sink, sizeof(sink), MSG_DONTWAIT);
+			if (got > 0)
+				l->left = (size_t)got >= l->left ? 0 : l->left - (size_t)got;
+			else if (got == 0 || (errno != EAGAIN && errno != EINTR))
+				l->left = 0; /* the client closed: done */
+		}
+	}
+	pthread_mutex_lock(&h->conn_lock);
+}
+
+/* Shut down connections whose request is not complete within the request
+ * deadline (counted from accept, or from the end of the previous response
+ * on a kept-alive connection). MHD sees the socket end and closes it. */
+static void sweep(struct http *h)
+{
+	double now = rd_mono();
+	unsigned long cut = 0;
+	char n[24];
+
+	for (struct conn *cn = h->conns; cn; cn = cn->next) {
+		if (cn->busy || cn->cut || now - cn->since < h->request_timeout)
+			continue;
+		shutdown(cn->fd, SHUT_RDWR);
+		cn->cut = 1;
+		cut++;
+	}
+	if (cut) {
+		metrics_add(M_CONN_DROPPED, "request_timeout", NULL, (double)cut);
+		snprintf(n, sizeof(n), "%lu", cut);
+		log_kv(LOG_WARN, NULL, "closed connections past the request deadline", "connections", n,
+		       NULL);
+	}
+	if (h->limit_drops && now - h->last_limit_log >= 1.0) {
+		snprintf(n, sizeof(n), "%lu", h->limit_drops);
+		log_kv(LOG_WARN, NULL, "refused connections: connection limit reached", "connections", n,
+		       NULL);
+		h->limit_drops = 0;
+		h->last_limit_log = now;
+	}
+}
+
+static void *sweeper_main(void *arg)
+{
+	struct http *h = arg;
+	struct timespec ts;
+	double tick = h->request_timeout / 8;
+
+	if (tick > 0.5)
+		tick = 0.5;
+	if (tick < 0.05)
+		tick = 0.05;
+	pthread_mutex_lock(&h->conn_lock);
+	while (!h->conn_closed) {
+		sweep(h);
+		if (h->n_lingers) {
+			linger_drain(h, tick);
+			continue;
+		}
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_nsec += (long)(tick * 1e9);
+		while (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&h->conn_cond, &h->conn_lock, &ts);
+	}
+	linger_drain(h, 0); /* closes them all */
+	pthread_mutex_unlock(&h->conn_lock);
+	return NULL;
 }
 
 /* ---- libmicrohttpd callbacks ---- */
 
-/* First callback: only headers are known. Returns MHD_YES either with a
- * response queued (rejected) or to go on reading the body. */
-static enum MHD_Result on_headers(struct http *h, struct MHD_Connection *c, struct request *rq,
-                                  const char *url, const char *method)
+/* The checks of on_headers; a rejection leaves its answer in rq->ans. */
+#define REJECTED(...) (reject(__VA_ARGS__), MHD_YES)
+static enum MHD_Result prepare(struct http *h, struct MHD_Connection *c, struct request *rq,
+                               const char *url, const char *method)
 {
 	const struct route_info *ri;
 	const char *v;
@@ -693,31 +1210,44 @@ static enum MHD_Result on_headers(struct http *h, struct MHD_Connection *c, stru
 	int is_get, is_post;
 
 	snprintf(rq->method, sizeof(rq->method), "%s", method);
+	client_ip(c, rq->ip, sizeof(rq->ip));
 	snprintf(rq->url, sizeof(rq->url), "%s", url);
 	match_route(url, rq);
 	ri = &routes[rq->route];
 	if (rq->route == R_OTHER)
-		return reject(c, rq, MHD_HTTP_NOT_FOUND, "not_found", NULL, NULL, NULL,
+		return REJECTED(rq, MHD_HTTP_NOT_FOUND, "not_found", NULL, NULL, NULL,
 		              "no such endpoint");
 	/* Auth before anything that depends on the request (method, body):
 	 * an unauthenticated client learns nothing else. */
-	if (!auth_ok(h, c, ri->auth))
-		return reject(c, rq, MHD_HTTP_UNAUTHORIZED, "unauthorized", "unauthorized",
+	rq->who = authenticate(h, c);
+	switch (authorize(ri->auth, rq->who)) {
+	case AUTH_PASS:
+		break;
+	case AUTH_UNAUTHORIZED:
+		return REJECTED(rq, MHD_HTTP_UNAUTHORIZED, "unauthorized", "unauthorized",
 		              MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"recoveryd\"",
 		              "a valid bearer token is required");
+	case AUTH_FORBIDDEN:
+		return REJECTED(rq, MHD_HTTP_FORBIDDEN, "forbidden", "forbidden", NULL, NULL,
+		              "this endpoint needs the operator token; the webhook token admits "
+		              "POST /webhook only");
+	}
 	is_get = strcmp(method, MHD_HTTP_METHOD_GET) == 0 || strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
 	is_post = strcmp(method, MHD_HTTP_METHOD_POST) == 0;
 	if (ri->post ? !is_post : !is_get)
-		return reject(c, rq, MHD_HTTP_METHOD_NOT_ALLOWED, "method_not_allowed", NULL,
+		return REJECTED(rq, MHD_HTTP_METHOD_NOT_ALLOWED, "method_not_allowed", NULL,
 		              MHD_HTTP_HEADER_ALLOW, ri->allow, "%s is not allowed here; use %s",
 		              rq->method, ri->allow);
 	if (rq->bad_arg) {
 		if (rq->route == R_TRIGGER)
-			return reject(c, rq, MHD_HTTP_NOT_FOUND, "unknown_playbook", NULL, NULL,
+			return REJECTED(rq, MHD_HTTP_NOT_FOUND, "unknown_playbook", NULL, NULL,
 			              NULL, "no such playbook");
-		return reject(c, rq, MHD_HTTP_NOT_FOUND, "not_found", NULL, NULL, NULL,
+		return REJECTED(rq, MHD_HTTP_NOT_FOUND, "not_found", NULL, NULL, NULL,
 		              "no such job");
 	}
+	if (rq->route == R_JOBS && !jobs_query(c, rq, msg, sizeof(msg)))
+		return REJECTED(rq, MHD_HTTP_BAD_REQUEST, "invalid_request", NULL, NULL, NULL, "%s",
+		                msg);
 	v = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
 	if (v) {
 		char *end;
@@ -727,7 +1257,7 @@ static enum MHD_Result on_headers(struct http *h, struct MHD_Connection *c, stru
 			clen = 0; /* MHD has validated it; a chunked body is counted later */
 	}
 	if (clen > h->body_max)
-		return reject(c, rq, MHD_HTTP_CONTENT_TOO_LARGE, "payload_too_large",
+		return REJECTED(rq, MHD_HTTP_CONTENT_TOO_LARGE, "payload_too_large",
 		              "payload_too_large", NULL, NULL,
 		              "request body of %llu bytes exceeds %zu bytes", clen, h->body_max);
 	if (!ri->body)
@@ -735,16 +1265,16 @@ static enum MHD_Result on_headers(struct http *h, struct MHD_Connection *c, stru
 	/* New work while draining: 503 is what Alertmanager retries, and the
 	 * body is not worth reading. */
 	if (engine_draining(h->e))
-		return reject(c, rq, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable", "draining",
+		return REJECTED(rq, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable", "draining",
 		              MHD_HTTP_HEADER_RETRY_AFTER, DRAIN_RETRY_AFTER,
 		              "shutting down; retry against another replica");
 	v = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
 	if (!is_json_type(v))
-		return reject(c, rq, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type",
+		return REJECTED(rq, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type",
 		              "unsupported_media_type", NULL, NULL,
 		              "Content-Type must be application/json");
 	if (rq->route == R_TRIGGER && !trigger_query(c, rq, msg, sizeof(msg)))
-		return reject(c, rq, MHD_HTTP_BAD_REQUEST, "invalid_request", NULL, NULL, NULL, "%s",
+		return REJECTED(rq, MHD_HTTP_BAD_REQUEST, "invalid_request", NULL, NULL, NULL, "%s",
 		              msg);
 	if (clen > 0) {
 		/* Known length within the cap: one allocation. */
@@ -754,6 +1284,25 @@ static enum MHD_Result on_headers(struct http *h, struct MHD_Connection *c, stru
 		rq->cap = (size_t)clen;
 	}
 	return MHD_YES;
+}
+#undef REJECTED
+
+/* First callback: only headers are known. Returns MHD_YES either with a
+ * response queued (rejected) or to go on reading the body. */
+static enum MHD_Result on_headers(struct http *h, struct MHD_Connection *c, struct request *rq,
+                                  const char *url, const char *method)
+{
+	enum MHD_Result ret = prepare(h, c, rq, url, method);
+
+	if (rq->ans.ready) {
+		/* Answered before the body was read: what the client still sends
+		 * is drained on close (lingering), so it can read the answer. */
+		conn_set_busy(h, c, 1);
+		if (has_body(c))
+			conn_set_linger(h, c);
+		return answer_queue(c, rq);
+	}
+	return ret;
 }
 
 /* Take n more body bytes; 0 to hang up (out of memory, endless body). */
@@ -813,6 +1362,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		rq = calloc(1, sizeof(*rq));
 		if (!rq)
 			return MHD_NO;
+		rq->c = c;
 		*req_cls = rq;
 		return on_headers(h, c, rq, url, method);
 	}
@@ -827,20 +1377,45 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	}
 	if (rq->answered)
 		return MHD_YES;
-	return dispatch(h, c, rq);
+	if (rq->ans.ready) /* back from a worker or the wait list */
+		return answer_queue(c, rq);
+	/* The request is complete: its deadline no longer applies. */
+	conn_set_busy(h, c, 1);
+	if (rq->too_large || !blocking_route(rq->route)) {
+		dispatch(h, rq); /* quick: never parks */
+		return answer_queue(c, rq);
+	}
+	if (atomic_load(&h->stopping)) {
+		answer_error(rq, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable",
+		             "shutting down; retry against another replica",
+		             MHD_HTTP_HEADER_RETRY_AFTER, DRAIN_RETRY_AFTER);
+		return answer_queue(c, rq);
+	}
+	MHD_suspend_connection(c);
+	if (!work_push(h, rq)) {
+		/* The pool closed meanwhile: answer on the next callback. */
+		answer_error(rq, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable",
+		             "shutting down; retry against another replica",
+		             MHD_HTTP_HEADER_RETRY_AFTER, DRAIN_RETRY_AFTER);
+		MHD_resume_connection(c);
+	}
+	return MHD_YES;
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **req_cls,
                          enum MHD_RequestTerminationCode toe)
 {
+	struct http *h = cls;
 	struct request *rq = *req_cls;
 
-	(void)cls;
-	(void)c;
 	(void)toe;
 	if (!rq)
 		return;
+	/* A kept-alive connection's next request is timed from here. */
+	conn_set_busy(h, c, 0);
 	free(rq->body);
+	free(rq->ans.buf);
+	cJSON_Delete(rq->wait_body);
 	free(rq);
 	*req_cls = NULL;
 }
@@ -851,11 +1426,21 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 	char msg[MSG_MAX];
 	size_t n;
 
-	(void)cls;
+	struct http *h = cls;
+
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	n = strlen(msg);
 	while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
 		msg[--n] = '\0';
+	/* A flood of refused connections is counted, and logged by the sweeper
+	 * at most once a second. */
+	if (strstr(msg, "reached connection limit")) {
+		metrics_add(M_CONN_DROPPED, "conn_limit", NULL, 1);
+		pthread_mutex_lock(&h->conn_lock);
+		h->limit_drops++;
+		pthread_mutex_unlock(&h->conn_lock);
+		return;
+	}
 	log_kv(LOG_WARN, NULL, "libmicrohttpd", "detail", msg, NULL);
 }
 
@@ -898,6 +1483,79 @@ static char *token_dup(const char *t)
 	return t && *t ? strdup(t) : NULL;
 }
 
+/* Raise the soft open-file limit to the hard one and return how many
+ * connections fit next to FD_RESERVE other descriptors. */
+static unsigned fd_room(unsigned long *nofile)
+{
+	struct rlimit rl;
+	rlim_t soft;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+		*nofile = 0;
+		return 0;
+	}
+	if (rl.rlim_cur != rl.rlim_max) {
+		struct rlimit want = rl;
+		want.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &want) == 0)
+			rl = want;
+	}
+	soft = rl.rlim_cur;
+	if (soft == RLIM_INFINITY || soft > 1u << 30)
+		soft = 1u << 30;
+	*nofile = (unsigned long)soft;
+	/* Small limits keep a quarter for the rest of the process. */
+	if (soft < 4 * FD_RESERVE)
+		return (unsigned)(soft - soft / 4);
+	return (unsigned)(soft - FD_RESERVE);
+}
+
+static void threads_stop(struct http *h)
+{
+	/* Parked waits are answered at once, queued work is still done (a
+	 * draining engine answers quickly), then the threads end. */
+	pthread_mutex_lock(&h->wait_lock);
+	h->wait_closed = 1;
+	pthread_cond_broadcast(&h->wait_cond);
+	pthread_mutex_unlock(&h->wait_lock);
+	pthread_mutex_lock(&h->work_lock);
+	h->work_closed = 1;
+	pthread_cond_broadcast(&h->work_cond);
+	pthread_mutex_unlock(&h->work_lock);
+	if (h->has_waiter)
+		pthread_join(h->waiter, NULL);
+	h->has_waiter = 0;
+	for (int i = 0; i < h->n_workers; i++)
+		pthread_join(h->workers[i], NULL);
+	h->n_workers = 0;
+}
+
+static void sweeper_stop(struct http *h)
+{
+	pthread_mutex_lock(&h->conn_lock);
+	h->conn_closed = 1;
+	pthread_cond_broadcast(&h->conn_cond);
+	pthread_mutex_unlock(&h->conn_lock);
+	if (h->has_sweeper)
+		pthread_join(h->sweeper, NULL);
+	h->has_sweeper = 0;
+}
+
+/* Free h and what it owns; the daemon and threads are stopped. */
+static void http_free(struct http *h)
+{
+	pthread_mutex_destroy(&h->lock);
+	pthread_mutex_destroy(&h->work_lock);
+	pthread_cond_destroy(&h->work_cond);
+	pthread_mutex_destroy(&h->wait_lock);
+	pthread_cond_destroy(&h->wait_cond);
+	pthread_mutex_destroy(&h->conn_lock);
+	pthread_cond_destroy(&h->conn_cond);
+	free(h->webhook_token);
+	free(h->operator_token);
+	free(h);
+}
+
 enum rd_status http_start(const struct http_config *cfg, struct engine *e, struct http **out,
                           unsigned *port, char *err, size_t errlen)
 {
@@ -905,7 +1563,10 @@ enum rd_status http_start(const struct http_config *cfg, struct engine *e, struc
 	struct sockaddr_in sa;
 	const union MHD_DaemonInfo *di;
 	enum rd_status st = RD_ERR;
-	int locked = 0;
+	unsigned limit, room;
+	unsigned long nofile = 0;
+	char a[24], b[24], c[24];
+	pthread_condattr_t ca;
 
 	*out = NULL;
 	if (!parse_listen(cfg->listen, &sa, err, errlen))
@@ -918,16 +1579,26 @@ enum rd_status http_start(const struct http_config *cfg, struct engine *e, struc
 		goto out;
 	}
 	h = calloc(1, sizeof(*h));
-	if (!h || pthread_mutex_init(&h->lock, NULL) != 0) {
+	if (!h) {
 		snprintf(err, errlen, "out of memory");
-		free(h);
-		h = NULL;
 		st = RD_NOMEM;
 		goto out;
 	}
-	locked = 1;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_mutex_init(&h->lock, NULL);
+	pthread_mutex_init(&h->work_lock, NULL);
+	pthread_cond_init(&h->work_cond, &ca);
+	pthread_mutex_init(&h->wait_lock, NULL);
+	pthread_cond_init(&h->wait_cond, &ca);
+	pthread_mutex_init(&h->conn_lock, NULL);
+	pthread_cond_init(&h->conn_cond, &ca);
+	pthread_condattr_destroy(&ca);
+	for (size_t i = 0; i < LINGER_MAX; i++)
+		h->lingers[i].fd = -1;
 	h->e = e;
 	h->body_max = cfg->body_max ? cfg->body_max : BODY_MAX_DEFAULT;
+	h->request_timeout = cfg->request_timeout > 0 ? cfg->request_timeout : REQUEST_TIMEOUT_DEFAULT;
 	h->insecure = cfg->insecure_no_auth;
 	atomic_init(&h->stopping, 0);
 	h->webhook_token = token_dup(cfg->webhook_token);
@@ -938,20 +1609,50 @@ enum rd_status http_start(const struct http_config *cfg, struct engine *e, struc
 		st = RD_NOMEM;
 		goto out;
 	}
-	/* Thread per connection: handlers block on the journal commit and on
-	 * ?wait=. poll() instead of select() so fds above FD_SETSIZE work. */
+	/* Each connection needs a descriptor: fit the limit to what we have. */
+	limit = cfg->conn_limit ? cfg->conn_limit : CONN_LIMIT_DEFAULT;
+	room = fd_room(&nofile);
+	snprintf(b, sizeof(b), "%u", limit);
+	snprintf(c, sizeof(c), "%lu", nofile);
+	if (room && limit > room) {
+		limit = room;
+		snprintf(a, sizeof(a), "%u", limit);
+		log_kv(LOG_WARN, NULL, "connection limit lowered to fit the open-file limit",
+		       "conn_limit", a, "requested", b, "nofile", c, NULL);
+	} else {
+		log_kv(LOG_INFO, NULL, "http connection limit", "conn_limit", b, "nofile", c, NULL);
+	}
+	for (int i = 0; i < WORKERS; i++) {
+		if (pthread_create(&h->workers[i], NULL, worker_main, h) != 0)
+			break;
+		h->n_workers++;
+	}
+	if (h->n_workers == 0 || pthread_create(&h->waiter, NULL, waiter_main, h) != 0) {
+		snprintf(err, errlen, "cannot start the HTTP worker threads");
+		goto out;
+	}
+	h->has_waiter = 1;
+	if (pthread_create(&h->sweeper, NULL, sweeper_main, h) != 0) {
+		snprintf(err, errlen, "cannot start the HTTP connection sweeper");
+		goto out;
+	}
+	h->has_sweeper = 1;
+	/* Event-driven (epoll) with a couple of loops: idle connections cost
+	 * their memory pool only; blocking work is suspended to the workers. */
 	errno = 0;
 	h->d = MHD_start_daemon(
-		MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
-			MHD_USE_ERROR_LOG,
-		0, NULL, NULL, on_request, h,
+		MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL,
+		NULL, on_request, h,
 		/* The logger first, or MHD prints its early messages itself. */
 		MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h,
 		MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)&sa,
-		MHD_OPTION_CONNECTION_LIMIT, cfg->conn_limit ? cfg->conn_limit : CONN_LIMIT_DEFAULT,
+		MHD_OPTION_THREAD_POOL_SIZE, limit < MHD_THREADS ? 1u : (unsigned)MHD_THREADS,
+		MHD_OPTION_CONNECTION_LIMIT, limit,
 		MHD_OPTION_PER_IP_CONNECTION_LIMIT, cfg->per_ip_limit,
 		MHD_OPTION_CONNECTION_TIMEOUT,
 		cfg->conn_timeout ? cfg->conn_timeout : CONN_TIMEOUT_DEFAULT,
+		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY,
+		MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
 		MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_END);
 	if (!h->d) {
 		snprintf(err, errlen, "cannot listen on %s: %s", cfg->listen,
@@ -966,11 +1667,9 @@ enum rd_status http_start(const struct http_config *cfg, struct engine *e, struc
 	st = RD_OK;
 out:
 	if (h) {
-		free(h->webhook_token);
-		free(h->operator_token);
-		if (locked)
-			pthread_mutex_destroy(&h->lock);
-		free(h);
+		threads_stop(h);
+		sweeper_stop(h);
+		http_free(h);
 	}
 	return st;
 }
@@ -1001,9 +1700,9 @@ void http_stop(struct http *h)
 	if (!h)
 		return;
 	atomic_store(&h->stopping, 1);
+	/* Every suspended connection is resumed before the daemon stops. */
+	threads_stop(h);
 	MHD_stop_daemon(h->d);
-	pthread_mutex_destroy(&h->lock);
-	free(h->webhook_token);
-	free(h->operator_token);
-	free(h);
+	sweeper_stop(h);
+	http_free(h);
 }

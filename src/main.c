@@ -379,11 +379,11 @@ static int reload(int argc, char **argv, struct config *cur, struct engine *e, s
 	    next.max_jobs != cur->max_jobs || next.queue_max != cur->queue_max ||
 	    next.lua_memory != cur->lua_memory || next.body_max != cur->body_max ||
 	    next.conn_limit != cur->conn_limit || next.conn_timeout != cur->conn_timeout ||
-	    next.conn_per_ip != cur->conn_per_ip ||
+	    next.conn_per_ip != cur->conn_per_ip || next.request_timeout != cur->request_timeout ||
 	    next.journal_group_max != cur->journal_group_max || next.insecure_no_auth != cur->insecure_no_auth)
 		log_kv(LOG_WARN, NULL,
 		       "reload: listen, state, lua_path, dry_run, insecure_no_auth, max_jobs, queue_max, "
-		       "lua_memory, body_max, conn_limit, conn_per_ip, conn_timeout and journal_group_max take effect "
+		       "lua_memory, body_max, conn_limit, conn_per_ip, conn_timeout, request_timeout and journal_group_max take effect "
 		       "at the next restart; everything else (playbooks, playbook_settings, tokens, sinks, "
 		       "allow-lists, secrets_dir, http_timeout, drain_timeout, log_level) is applied now",
 		       NULL);
@@ -406,6 +406,7 @@ static int reload(int argc, char **argv, struct config *cur, struct engine *e, s
 		next.conn_limit = cur->conn_limit;
 		next.conn_timeout = cur->conn_timeout;
 		next.conn_per_ip = cur->conn_per_ip;
+		next.request_timeout = cur->request_timeout;
 		next.journal_group_max = cur->journal_group_max;
 		next.insecure_no_auth = cur->insecure_no_auth;
 	}
@@ -544,7 +545,8 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	struct http_config hc = {cfg.listen, (size_t)cfg.body_max, tok.webhook, tok.operator_, cfg.insecure_no_auth,
-	                         (unsigned)cfg.conn_limit, (unsigned)cfg.conn_per_ip, (unsigned)cfg.conn_timeout, NULL};
+	                         (unsigned)cfg.conn_limit, (unsigned)cfg.conn_per_ip, (unsigned)cfg.conn_timeout,
+	                         cfg.request_timeout, NULL};
 	unsigned port = 0;
 	if (http_start(&hc, e, &h, &port, err, sizeof(err)) != RD_OK) {
 		fprintf(stderr, "recoveryd: %s\n", err);

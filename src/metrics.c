@@ -92,6 +92,9 @@ static const struct family_def defs[M__COUNT] = {
 	[M_ESCALATION_LATENCY] = { "recoveryd_escalation_delivery_seconds",
 		"Seconds from journaling an escalation to its delivery.",
 		MT_HISTOGRAM, 1, { "sink", NULL }, esc_buckets, ESC_NBUCKETS },
+	[M_CONN_DROPPED] = { "recoveryd_http_connections_dropped_total",
+		"HTTP connections closed by recoveryd before a request was complete, by reason.",
+		MT_COUNTER, 1, { "reason", NULL }, NULL, 0 },
 };
 
 struct series {

@@ -42,6 +42,7 @@ struct config {
 	double conn_limit;
 	double conn_timeout;      /* seconds */
 	double conn_per_ip;       /* simultaneous connections per client address */
+	double request_timeout;   /* seconds for a request's headers and body */
 	double http_timeout;      /* recovery.http default, seconds */
 	double journal_group_max; /* batches per journal transaction; 0 = all */
 	char *log_level;

@@ -52,6 +52,9 @@ size_t engine_active(struct engine *e);
  *  dry_run: this request's jobs are dry-runs (the global flag also applies).
  * Answers: 202 {"jobs":[{id,playbook,key,state}],"unmatched":N};
  *          404 {"error":"unknown_playbook",...};
+ *          409 {"error":"conflict",...}: a manual trigger (p->manual) for an
+ *          alert whose Alertmanager job has not ended (it may neither join
+ *          nor cancel it; manual jobs have keys "playbook/manual/<fp>");
  *          503 {"error":"unavailable",...} (draining, queue full, journal
  *          error): *retry_after is set to the seconds to send in Retry-After. */
 void engine_submit(struct engine *e, const struct payload *p, const char *playbook, int dry_run,

@@ -17,6 +17,7 @@ struct http_config {
 	unsigned conn_limit;         /* simultaneous connections */
 	unsigned per_ip_limit;       /* simultaneous connections per client IP */
 	unsigned conn_timeout;       /* seconds of inactivity before hang-up */
+	double request_timeout;      /* seconds for a request's headers and body; 0 = default */
 	const char *job_url_base;    /* unused by http itself; for links */
 };
 
@@ -26,7 +27,8 @@ enum rd_status http_start(const struct http_config *cfg, struct engine *e, struc
                           unsigned *port, char *err, size_t errlen);
 /* Swap tokens after a reload (copies them). */
 void http_set_tokens(struct http *h, const char *webhook_token, const char *operator_token);
-/* Stop listening and wait for connection threads; NULL is fine. */
+/* Answer what is parked or queued, stop listening and close every
+ * connection; NULL is fine. */
 void http_stop(struct http *h);
 
 #endif

@@ -23,6 +23,7 @@ enum metric_id {
 	M_JOURNAL_ERRORS,     /* counter  recoveryd_journal_errors_total */
 	M_OUTBOX_DEPTH,       /* gauge    recoveryd_escalation_outbox_depth */
 	M_ESCALATION_LATENCY, /* histogram recoveryd_escalation_delivery_seconds{sink} */
+	M_CONN_DROPPED,       /* counter  recoveryd_http_connections_dropped_total{reason} */
 	M__COUNT
 };
 

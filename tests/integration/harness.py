@@ -572,7 +572,7 @@ class Recoveryd:
             raise AssertionError("POST /webhook -> %s %r\n%s" % (st, doc, self.log_tail()))
         return doc
 
-    def trigger(self, playbook_name, body, query="", token="webhook", timeout=30.0):
+    def trigger(self, playbook_name, body, query="", token="operator", timeout=30.0):
         path = "/trigger/" + urllib.parse.quote(playbook_name, safe="")
         if query:
             path += "?" + query

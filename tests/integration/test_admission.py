@@ -179,7 +179,7 @@ class ResolvedTest(RecoverydTestCase):
         d.wait_job(job_id, {"retry_wait"}, timeout=10)
 
         st, _, doc = d.post("/api/v1/jobs/%s/cancel" % job_id, None, token="webhook")
-        self.assertError((st, _, doc), 401, "unauthorized")
+        self.assertError((st, _, doc), 403, "forbidden")
         st, _, doc = d.post("/api/v1/jobs/%s/cancel" % job_id, None, token="operator")
         self.assertStatus(st, 200, d, doc)
         self.assertEqual(doc["id"], job_id)

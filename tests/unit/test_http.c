@@ -515,15 +515,17 @@ static void test_auth(void **state)
 	assert_true(metrics_get(M_REJECTED, "unauthorized", NULL) >= 3);
 	assert_true(metrics_get(M_WEBHOOK_REQUESTS, "/webhook", "401") >= 3);
 
-	/* The webhook token admits /webhook and /trigger only. */
+	/* The webhook token admits /webhook only; elsewhere it is known but
+	 * not allowed: 403. */
 	post("/webhook", WH_TOKEN, v4_payload, &r);
 	assert_int_equal(r.status, 202);
 	post("/trigger/pb", WH_TOKEN, v4_payload, &r);
-	assert_int_equal(r.status, 202);
+	assert_error(&r, 403, "forbidden");
 	get("/api/v1/jobs", WH_TOKEN, &r);
-	assert_error(&r, 401, "unauthorized");
+	assert_error(&r, 403, "forbidden");
 	get("/api/v1/playbooks", WH_TOKEN, &r);
-	assert_error(&r, 401, "unauthorized");
+	assert_error(&r, 403, "forbidden");
+	assert_true(metrics_get(M_REJECTED, "forbidden", NULL) >= 3);
 	get("/api/v1/jobs", NULL, &r);
 	assert_error(&r, 401, "unauthorized");
 
@@ -572,7 +574,7 @@ static void test_routes(void **state)
 	assert_int_equal(fk.submit_n_alerts, 1);
 
 	/* /trigger: playbook from the path, dry_run from the query, manual form. */
-	post("/trigger/settings-sync-recovery?dry_run=true", WH_TOKEN,
+	post("/trigger/settings-sync-recovery?dry_run=true", OP_TOKEN,
 	     "{\"labels\":{\"alertname\":\"X\"},\"reason\":\"test\"}", &r);
 	assert_int_equal(r.status, 202);
 	assert_string_equal(fk.submit_playbook, "settings-sync-recovery");
@@ -588,11 +590,11 @@ static void test_routes(void **state)
 	fk.submit_status = 404;
 	snprintf(fk.submit_body, sizeof(fk.submit_body),
 	         "{\"error\":\"unknown_playbook\",\"message\":\"no playbook nope\"}");
-	post("/trigger/nope", WH_TOKEN, v4_payload, &r);
+	post("/trigger/nope", OP_TOKEN, v4_payload, &r);
 	assert_error(&r, 404, "unknown_playbook");
 	/* A name no playbook can have is refused without asking the engine. */
 	fk.submit_calls = 0;
-	post("/trigger/bad%20name", WH_TOKEN, v4_payload, &r);
+	post("/trigger/bad%20name", OP_TOKEN, v4_payload, &r);
 	assert_error(&r, 404, "unknown_playbook");
 	assert_int_equal(fk.submit_calls, 0);
 	fake_reset();
@@ -788,13 +790,13 @@ static void test_bad_body(void **state)
 	assert_int_equal(fk.submit_calls, 0);
 
 	/* Bad query values on /trigger. */
-	post("/trigger/pb?wait=301", WH_TOKEN, v4_payload, &r);
+	post("/trigger/pb?wait=301", OP_TOKEN, v4_payload, &r);
 	assert_error(&r, 400, "invalid_request");
-	post("/trigger/pb?wait=-1", WH_TOKEN, v4_payload, &r);
+	post("/trigger/pb?wait=-1", OP_TOKEN, v4_payload, &r);
 	assert_error(&r, 400, "invalid_request");
-	post("/trigger/pb?wait=soon", WH_TOKEN, v4_payload, &r);
+	post("/trigger/pb?wait=soon", OP_TOKEN, v4_payload, &r);
 	assert_error(&r, 400, "invalid_request");
-	post("/trigger/pb?dry_run=maybe", WH_TOKEN, v4_payload, &r);
+	post("/trigger/pb?dry_run=maybe", OP_TOKEN, v4_payload, &r);
 	assert_error(&r, 400, "invalid_request");
 	assert_int_equal(fk.submit_calls, 0);
 }
@@ -809,7 +811,7 @@ static void test_draining(void **state)
 	assert_error(&r, 503, "unavailable");
 	assert_true(atoi(r.retry_after) > 0);
 	/* Before parsing: even junk gets 503, which Alertmanager retries. */
-	post("/trigger/pb", WH_TOKEN, "junk", &r);
+	post("/trigger/pb", OP_TOKEN, "junk", &r);
 	assert_error(&r, 503, "unavailable");
 	assert_int_equal(fk.submit_calls, 0);
 	assert_true(metrics_get(M_REJECTED, "draining", NULL) >= 2);
@@ -825,7 +827,7 @@ static void test_trigger_wait(void **state)
 	double t0;
 
 	(void)state;
-	post("/trigger/pb?wait=1", WH_TOKEN, v4_payload, &r);
+	post("/trigger/pb?wait=1", OP_TOKEN, v4_payload, &r);
 	assert_int_equal(r.status, 200);
 	assert_non_null(strstr(r.body, "\"state\":\"succeeded\""));
 	assert_string_equal(fk.wait_id, "job-1");
@@ -835,7 +837,7 @@ static void test_trigger_wait(void **state)
 	snprintf(fk.submit_body, sizeof(fk.submit_body),
 	         "{\"jobs\":[{\"id\":\"job-old\",\"playbook\":\"pb\",\"key\":\"k\","
 	         "\"state\":\"coalesced\"}],\"unmatched\":0}");
-	post("/trigger/pb?wait=2", WH_TOKEN, v4_payload, &r);
+	post("/trigger/pb?wait=2", OP_TOKEN, v4_payload, &r);
 	assert_int_equal(r.status, 200);
 	assert_string_equal(fk.wait_id, "job-old");
 
@@ -843,7 +845,7 @@ static void test_trigger_wait(void **state)
 	fake_reset();
 	fk.wait_result = 0;
 	t0 = rd_mono();
-	post("/trigger/pb?wait=1", WH_TOKEN, v4_payload, &r);
+	post("/trigger/pb?wait=1", OP_TOKEN, v4_payload, &r);
 	assert_int_equal(r.status, 202);
 	assert_non_null(strstr(r.body, "\"state\":\"queued\""));
 	assert_true(rd_mono() - t0 >= 0.9);
@@ -853,12 +855,12 @@ static void test_trigger_wait(void **state)
 	snprintf(fk.submit_body, sizeof(fk.submit_body),
 	         "{\"jobs\":[{\"id\":\"job-2\",\"playbook\":\"pb\",\"key\":\"k\","
 	         "\"state\":\"cooldown\"}],\"unmatched\":0}");
-	post("/trigger/pb?wait=5", WH_TOKEN, v4_payload, &r);
+	post("/trigger/pb?wait=5", OP_TOKEN, v4_payload, &r);
 	assert_int_equal(r.status, 202);
 	assert_int_equal(fk.wait_calls, 0);
 	/* wait=0 does not wait. */
 	fake_reset();
-	post("/trigger/pb?wait=0", WH_TOKEN, v4_payload, &r);
+	post("/trigger/pb?wait=0", OP_TOKEN, v4_payload, &r);
 	assert_int_equal(r.status, 202);
 	assert_int_equal(fk.wait_calls, 0);
 }
@@ -939,7 +941,7 @@ static void *wait_client(void *arg)
 {
 	struct resp *r = arg;
 
-	post("/trigger/pb?wait=300", WH_TOKEN, v4_payload, r);
+	post("/trigger/pb?wait=300", OP_TOKEN, v4_payload, r);
 	return NULL;
 }
 

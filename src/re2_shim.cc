@@ -145,7 +145,7 @@ extern "C" struct re2_shim *re2_shim_compile(const char *pattern, size_t len, ch
 		opt.set_log_errors(false);   // errors go to the caller, not stderr
 		opt.set_max_mem(RE2_SHIM_MAX_MEM);
 
-		h = new struct re2_shim;
+		h = new re2_shim(); // re = nullptr until RE2 is built
 		h->re = new re2::RE2(re2::StringPiece(pattern, len), opt);
 		if (!h->re->ok()) {
 			std::string what = h->re->error();

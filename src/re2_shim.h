@@ -36,9 +36,9 @@ enum re2_shim_result {
  * when it is invalid, too large or cannot be allocated. */
 struct re2_shim *re2_shim_compile(const char *pattern, size_t len, char *err, size_t errlen);
 
-/* Whether all of text[0..len) matches. Bytes that are not valid UTF-8 count
- * as U+FFFD each, as they do for Go (and Alertmanager's JSON decoder has
- * already replaced them so in the label values it matches). */
+/* Whether all of text[0..len) matches. Each byte that is not part of valid
+ * UTF-8 counts as one U+FFFD, as in Go's regexp (and as Alertmanager's JSON
+ * decoder stores such bytes in label values before it matches them). */
 enum re2_shim_result re2_shim_full_match(const struct re2_shim *re, const char *text, size_t len);
 
 void re2_shim_free(struct re2_shim *re);

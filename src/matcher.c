@@ -97,22 +97,29 @@ static size_t utf8_put(char *out, uint32_t cp)
 	return 4;
 }
 
-/* Copy text for a message: control bytes escaped and long input cut, so a
- * hostile config line cannot forge log lines. */
+/* Copy text for a message: control bytes and invalid UTF-8 escaped, long
+ * input cut between characters, so a hostile config line cannot forge log
+ * lines or leave half a character. */
 static void show_text(const char *s, size_t n, char *buf, size_t len)
 {
 	static const char hex[] = "0123456789abcdef";
-	size_t o = 0, i;
+	size_t o = 0, i = 0;
 
-	for (i = 0; i < n && s[i] && o + 8 < len; i++) {
+	while (i < n && s[i] && o + 8 < len) {
 		unsigned char c = (unsigned char)s[i];
-		if (c < 0x20 || c == 0x7f) {
+		size_t avail = strnlen(s + i, n - i < 4 ? n - i : 4);
+		size_t k = rd_utf8_len((const unsigned char *)s + i, avail);
+
+		if (c < 0x20 || c == 0x7f || k == 0) {
 			buf[o++] = '\\';
 			buf[o++] = 'x';
 			buf[o++] = hex[c >> 4];
 			buf[o++] = hex[c & 15];
+			i++;
 		} else {
-			buf[o++] = (char)c;
+			memcpy(buf + o, s + i, k);
+			o += k;
+			i += k;
 		}
 	}
 	if (i < n && s[i]) {

@@ -108,6 +108,43 @@ VALUES = [
 RANDOM_ALPHABET = list("abcxXK1 .-\\\"]") + ["\n", "\t", "é", "É", "😀", "中", "\u212a", "ß"]
 
 
+RANDOM_PATTERNS = 200
+# Atoms of generated patterns; values are built from similar pieces.
+RANDOM_ATOMS = ["a", "b", "x", "K", "é", "😀", "中", ".", ".", r"\n", r"\d", r"\w", r"\s", r"\S",
+                r"\W", "[ab]", "[^a]", "[a-c]", "[é😀]", "[^\\n]", r"\pL", r"\p{Greek}", r"\x{e9}",
+                r"\.", "^", "$", r"\b", r"\B", r"\A", r"\z", "\u212a", "ß", "[[:alpha:]]", " "]
+RANDOM_QUANT = ["", "", "", "*", "+", "?", "{2}", "{1,3}", "{0,}", "*?", "+?", "??", "**"]
+RANDOM_FLAGS = ["", "", "", "(?i)", "(?s)", "(?m)", "(?is)", "(?U)", "(?i:"]
+RANDOM_VALUE_ATOMS = ["a", "b", "x", "K", "k", "é", "É", "😀", "中", "\n", "\t", " ", "1", ".",
+                      "\u212a", "ß", "SS", "ab", "α", "\\"]
+
+
+def random_pattern(rng, depth=0):
+    """A regex from a small grammar: alternation of concatenations of
+    quantified atoms or groups, maybe under a flag. "**" makes some invalid."""
+    alts = []
+    for _ in range(rng.choice([1, 1, 1, 2, 3])):
+        terms = []
+        for _ in range(rng.randint(1, 4)):
+            if depth < 2 and rng.random() < 0.2:
+                atom = rng.choice(["(", "(?:", "(?s:", "(?i:"]) + random_pattern(rng, depth + 1) + ")"
+            else:
+                atom = rng.choice(RANDOM_ATOMS)
+            terms.append(atom + rng.choice(RANDOM_QUANT))
+        alts.append("".join(terms))
+    flag = rng.choice(RANDOM_FLAGS) if depth == 0 else ""
+    return flag + "|".join(alts) + (")" if flag.endswith(":") else "")
+
+
+def random_value(rng, atoms=None, n=8):
+    atoms = atoms or RANDOM_ALPHABET
+    return "".join(rng.choice(atoms) for _ in range(rng.randint(0, n)))
+
+
+def random_op(rng):
+    return "!~" if rng.random() < 0.3 else "=~"
+
+
 def go_quote(s):
     """A Go double-quoted string, for recoveryd's matcher parser."""
     out = ['"']
@@ -149,7 +186,8 @@ def yaml_str(s):
 
 
 def expressible(v):
-    return "\0" not in v
+    """None (label missing) or a value amtool can pass: no NUL (see above)."""
+    return v is None or "\0" not in v
 
 
 class MatcherAmtoolTest(unittest.TestCase):
@@ -173,7 +211,7 @@ class MatcherAmtoolTest(unittest.TestCase):
         p = subprocess.run([self.eval_bin], input=lines.encode("utf-8"), capture_output=True,
                            timeout=120)
         self.assertEqual(p.returncode, 0, p.stderr.decode("utf-8", "replace"))
-        out = [json.loads(l) for l in p.stdout.decode("utf-8").splitlines()]
+        out = [json.loads(l) for l in p.stdout.decode("utf-8", "replace").splitlines()]
         self.assertEqual(len(out), len(queries))
         return [o["match"] if "match" in o else o["error"] for o in out]
 
@@ -194,15 +232,14 @@ class MatcherAmtoolTest(unittest.TestCase):
             f.write("\n".join(lines) + "\n")
         return path
 
-    def am_accepts(self, i, pat):
-        path = self.write_config("check-%d.yml" % i, [("l", "=~", pat)])
+    def am_accepts(self, name, pat):
+        path = self.write_config(name, [("l", "=~", pat)])
         p = subprocess.run([self.amtool, "check-config", path], capture_output=True, timeout=60)
         return p.returncode == 0, p.stdout.decode("utf-8", "replace")
 
-    def am_matches(self, b, batch):
+    def am_matches(self, name, batch):
         """batch: [(op, pattern, value or None)] -> set of matching indexes."""
-        path = self.write_config("batch-%d.yml" % b,
-                                 [("l%d" % i, op, pat) for i, (op, pat, _) in enumerate(batch)])
+        path = self.write_config(name, [("l%d" % i, op, pat) for i, (op, pat, _) in enumerate(batch)])
         args = ["l%d=%s" % (i, am_quote(v)) for i, (_, _, v) in enumerate(batch) if v is not None]
         p = subprocess.run([self.amtool, "config", "routes", "test", "--config.file=" + path] + args,
                            capture_output=True, timeout=60)
@@ -215,62 +252,38 @@ class MatcherAmtoolTest(unittest.TestCase):
                 got.add(int(r[1:]))
         return got
 
-    # ---------------------------------------------------------------- tests
+    # ---------------------------------------------------------- comparisons
 
-    def test_same_patterns_valid(self):
-        patterns = VALID + INVALID + list(DIVERGENT)
-        self.assertEqual(len(set(patterns)), len(patterns), "a pattern is listed twice")
+    def compare_validity(self, tag, patterns):
+        """-> (patterns Alertmanager accepts, differences not in DIVERGENT)."""
         rd = self.recoveryd([("l=~" + go_quote(p), {}) for p in patterns])
+        names = ["%s-check-%d.yml" % (tag, i) for i in range(len(patterns))]
         with concurrent.futures.ThreadPoolExecutor(WORKERS) as ex:
-            am = list(ex.map(self.am_accepts, range(len(patterns)), patterns))
-        diffs = []
+            am = list(ex.map(self.am_accepts, names, patterns))
+        accepted, diffs = [], []
         for pat, (am_ok, am_out), r in zip(patterns, am, rd):
             rd_ok = not isinstance(r, str)
+            if am_ok:
+                accepted.append(pat)
             if pat in DIVERGENT:
                 want_am, want_rd, _ = DIVERGENT[pat]
                 if (am_ok, rd_ok) != (want_am, want_rd):
                     diffs.append("%r: documented divergence no longer holds: Alertmanager %s, "
                                  "recoveryd %s" % (pat, am_ok, rd_ok))
-                continue
-            want = pat in VALID
-            if am_ok != want:
-                diffs.append("%r: listed as %s but Alertmanager %s it: %s"
-                             % (pat, "valid" if want else "invalid",
-                                "accepts" if am_ok else "refuses", am_out.strip()))
-            if rd_ok != am_ok:
+            elif rd_ok != am_ok:
                 diffs.append("%r: Alertmanager %s, recoveryd %s"
-                             % (pat, "accepts" if am_ok else "refuses",
+                             % (pat, "accepts" if am_ok else "refuses (%s)" % am_out.strip(),
                                 "accepts" if rd_ok else "refuses (%s)" % r))
-        print("compared validity of %d patterns (%d documented divergences)"
-              % (len(patterns), len(DIVERGENT)))
-        if diffs:
-            self.fail("%d differences:\n%s" % (len(diffs), "\n".join(diffs)))
+        return accepted, diffs
 
-    def triples(self):
-        rng = random.Random(SEED)
-        out = []
-        for pat in VALID:
-            values = rng.sample(VALUES, 30)
-            for _ in range(4):
-                values.append("".join(rng.choice(RANDOM_ALPHABET)
-                                      for _ in range(rng.randint(0, 8))))
-            values.append(None)  # label missing: matches as ""
-            for v in values:
-                if v is not None and not expressible(v):
-                    continue
-                out.append(("!~" if rng.random() < 0.3 else "=~", pat, v))
-        rng.shuffle(out)
-        return out
-
-    def test_same_decisions(self):
-        started = time.monotonic()
-        triples = self.triples()
-        self.assertGreaterEqual(len(triples), MIN_PAIRS)
+    def compare_decisions(self, tag, triples):
+        """triples: [(op, pattern, value or None)] -> (matching, differences)."""
         rd = self.recoveryd([("l" + op + go_quote(pat), {} if v is None else {"l": v})
                              for op, pat, v in triples])
         batches = [triples[i:i + BATCH] for i in range(0, len(triples), BATCH)]
+        names = ["%s-batch-%d.yml" % (tag, b) for b in range(len(batches))]
         with concurrent.futures.ThreadPoolExecutor(WORKERS) as ex:
-            am = list(ex.map(self.am_matches, range(len(batches)), batches))
+            am = list(ex.map(self.am_matches, names, batches))
         diffs = []
         for b, (batch, got) in enumerate(zip(batches, am)):
             for i, (op, pat, v) in enumerate(batch):
@@ -280,15 +293,66 @@ class MatcherAmtoolTest(unittest.TestCase):
                     diffs.append("l%s%s against %s: Alertmanager %s, recoveryd %s"
                                  % (op, go_quote(pat), "missing" if v is None else go_quote(v),
                                     want, r))
-        matched = sum(len(g) for g in am)
-        print("compared %d matcher/value pairs (%d patterns, %d matching) in %d amtool calls, "
-              "%.1f s" % (len(triples), len(VALID), matched, len(batches),
-                          time.monotonic() - started))
-        self.assertGreater(matched, len(triples) // 5, "too few matches to be a fair sample")
-        self.assertLess(matched, len(triples) * 4 // 5, "too few non-matches")
+        return sum(len(g) for g in am), diffs
+
+    def check_balance(self, n, matched):
+        self.assertGreaterEqual(n, MIN_PAIRS)
+        self.assertGreater(matched, n // 10, "too few matches to be a fair sample")
+        self.assertLess(matched, n * 9 // 10, "too few non-matches")
+
+    # ---------------------------------------------------------------- tests
+
+    def test_same_patterns_valid(self):
+        patterns = VALID + INVALID + list(DIVERGENT)
+        self.assertEqual(len(set(patterns)), len(patterns), "a pattern is listed twice")
+        accepted, diffs = self.compare_validity("listed", patterns)
+        for pat in VALID + INVALID:
+            if (pat in accepted) != (pat in VALID):
+                diffs.append("%r: listed as %s but Alertmanager %s it"
+                             % (pat, "valid" if pat in VALID else "invalid",
+                                "accepts" if pat in accepted else "refuses"))
+        print("compared validity of %d patterns (%d documented divergences)"
+              % (len(patterns), len(DIVERGENT)))
+        if diffs:
+            self.fail("%d differences:\n%s" % (len(diffs), "\n".join(diffs)))
+
+    def test_same_decisions(self):
+        started = time.monotonic()
+        rng = random.Random(SEED)
+        triples = []
+        for pat in VALID:
+            values = rng.sample(VALUES, 30) + [random_value(rng) for _ in range(4)]
+            values.append(None)  # label missing: matches as ""
+            triples += [(random_op(rng), pat, v) for v in values if expressible(v)]
+        rng.shuffle(triples)
+        matched, diffs = self.compare_decisions("listed", triples)
+        print("compared %d matcher/value pairs (%d listed patterns, %d matching), %.1f s"
+              % (len(triples), len(VALID), matched, time.monotonic() - started))
+        self.check_balance(len(triples), matched)
         if diffs:
             self.fail("%d differences (first 50):\n%s" % (len(diffs), "\n".join(diffs[:50])))
 
+    def test_random_patterns(self):
+        """Generated patterns (valid or not) and values built from the same
+        atoms, so that a fair share matches."""
+        started = time.monotonic()
+        rng = random.Random(SEED + 1)
+        patterns = list(dict.fromkeys(random_pattern(rng) for _ in range(RANDOM_PATTERNS)))
+        accepted, diffs = self.compare_validity("random", patterns)
+        if diffs:
+            self.fail("%d differences in validity:\n%s" % (len(diffs), "\n".join(diffs)))
+        triples = []
+        for pat in accepted:
+            values = [random_value(rng, RANDOM_VALUE_ATOMS, 6) for _ in range(12)]
+            values += rng.sample(VALUES, 4) + [None]
+            triples += [(random_op(rng), pat, v) for v in values if expressible(v)]
+        matched, diffs = self.compare_decisions("random", triples)
+        print("compared validity of %d generated patterns (%d valid) and %d pattern/value pairs "
+              "(%d matching), %.1f s" % (len(patterns), len(accepted), len(triples), matched,
+                                         time.monotonic() - started))
+        self.check_balance(len(triples), matched)
+        if diffs:
+            self.fail("%d differences (first 50):\n%s" % (len(diffs), "\n".join(diffs[:50])))
 
 if __name__ == "__main__":
     unittest.main()

@@ -456,6 +456,26 @@ static void test_set_semantics(void **state)
 	assert_string_equal(matcher_set_text(ms, 1), "namespace=~\"prod|staging\"");
 	assert_true(matcher_set_matches(ms, mklabels(&lb, "alertname=KongDown|namespace=staging")));
 
+	/* Long matchers are cut in messages between characters, never inside
+	 * one, and invalid UTF-8 is escaped. */
+	{
+		char pat[600] = "x=~\"(";
+
+		for (int i = 0; i < 100; i++)
+			strcat(pat, "\xc3\xa9");
+		strcat(pat, "\xff\"");
+		assert_int_equal(matcher_set_add(ms, pat, err, sizeof(err)), -1);
+		assert_non_null(strstr(err, "..."));
+		for (size_t i = 0; err[i]; i++) {
+			unsigned char c = (unsigned char)err[i];
+			if (c == 0xc3)
+				assert_int_equal((unsigned char)err[i + 1], 0xa9);
+			assert_true(c < 0x80 || c == 0xc3 || c == 0xa9);
+		}
+		assert_int_equal(matcher_set_add(ms, "x=~\"(\xff\"", err, sizeof(err)), -1);
+		assert_non_null(strstr(err, "matcher 'x=~\"(\\xff\"': invalid regex: "));
+	}
+
 	/* NULL arguments are errors, not crashes; small err buffers truncate. */
 	assert_int_equal(matcher_set_add(NULL, "a=b", err, sizeof(err)), -1);
 	assert_int_equal(matcher_set_add(ms, NULL, err, sizeof(err)), -1);

@@ -40,7 +40,7 @@ FROM ${DEBIAN_IMAGE} AS runtime
 RUN set -eu; \
     apt-get update; \
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        libmicrohttpd12 libcjson1 libcurl4 liblua5.4-0 libsqlite3-0 ca-certificates; \
+        libmicrohttpd12 libcjson1 libcurl4 liblua5.4-0 libsqlite3-0 libre2-9 ca-certificates; \
     rm -rf /var/lib/apt/lists/*; \
     install -d -o 65532 -g 65532 -m 0750 /var/lib/recoveryd
 COPY --from=build /build/recoveryd /usr/local/bin/recoveryd

@@ -2,7 +2,7 @@
 # Install the Debian 12 packages recoveryd builds and tests with.
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libmicrohttpd-dev libcjson-dev libcurl4-openssl-dev
-      liblua5.4-dev lua5.4 libsqlite3-dev libcmocka-dev python3 curl prometheus
+      liblua5.4-dev lua5.4 libsqlite3-dev libre2-dev libcmocka-dev python3 curl prometheus
       prometheus-alertmanager yamllint python3-yaml)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -1,12 +1,12 @@
 /* Alertmanager matchers in their text form (the UTF-8 parser of 0.27+):
  * `name op value`, optionally a {...} list. Values are unquoted literals or
- * Go-quoted strings. Regexes are RE2 in Alertmanager; we compile them as POSIX
- * ERE after translating the common RE2-only syntax, and anchor them fully the
- * way Alertmanager does (^(?:re)$). */
+ * Go-quoted strings. Regexes are Go regexp (RE2) syntax in Alertmanager; we
+ * compile them with RE2 itself (re2_shim.h), which matches the whole value
+ * the way Alertmanager's ^(?:re)$ does, in linear time. */
 #include "recoveryd/matcher.h"
 #include "recoveryd/common.h"
+#include "re2_shim.h"
 
-#include <regex.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -22,8 +22,7 @@ struct matcher {
 	char *name;
 	char *value;
 	char *text;  /* canonical: name op "value" */
-	regex_t re;  /* valid when has_re */
-	int has_re;
+	struct re2_shim *re; /* for =~ and !~ */
 };
 
 struct matcher_set {
@@ -98,22 +97,29 @@ static size_t utf8_put(char *out, uint32_t cp)
 	return 4;
 }
 
-/* Copy text for a message: control bytes escaped and long input cut, so a
- * hostile config line cannot forge log lines. */
+/* Copy text for a message: control bytes and invalid UTF-8 escaped, long
+ * input cut between characters, so a hostile config line cannot forge log
+ * lines or leave half a character. */
 static void show_text(const char *s, size_t n, char *buf, size_t len)
 {
 	static const char hex[] = "0123456789abcdef";
-	size_t o = 0, i;
+	size_t o = 0, i = 0;
 
-	for (i = 0; i < n && s[i] && o + 8 < len; i++) {
+	while (i < n && s[i] && o + 8 < len) {
 		unsigned char c = (unsigned char)s[i];
-		if (c < 0x20 || c == 0x7f) {
+		size_t avail = strnlen(s + i, n - i < 4 ? n - i : 4);
+		size_t k = rd_utf8_len((const unsigned char *)s + i, avail);
+
+		if (c < 0x20 || c == 0x7f || k == 0) {
 			buf[o++] = '\\';
 			buf[o++] = 'x';
 			buf[o++] = hex[c >> 4];
 			buf[o++] = hex[c & 15];
+			i++;
 		} else {
-			buf[o++] = (char)c;
+			memcpy(buf + o, s + i, k);
+			o += k;
+			i += k;
 		}
 	}
 	if (i < n && s[i]) {
@@ -297,229 +303,6 @@ static int read_token(struct parser *p, const char *what, char **out)
 	return 0;
 }
 
-/* ---- regex translation -------------------------------------------------- */
-
-#define RE_WORD "0-9A-Za-z_"
-#define RE_SPACE "\t\n\f\r "
-
-/* One escape (re[*i] == '\\') outside brackets. */
-static int tr_escape(const char *re, size_t *i, char *out, size_t *o, char *why, size_t wlen)
-{
-	char e = re[*i + 1];
-	const char *rep = NULL;
-
-	switch (e) {
-	case '\0':
-		snprintf(why, wlen, "trailing backslash");
-		return -1;
-	case 'd': rep = "[0-9]"; break;
-	case 'D': rep = "[^0-9]"; break;
-	case 'w': rep = "[" RE_WORD "]"; break;
-	case 'W': rep = "[^" RE_WORD "]"; break;
-	case 's': rep = "[" RE_SPACE "]"; break;
-	case 'S': rep = "[^" RE_SPACE "]"; break;
-	case 'n': rep = "\n"; break;
-	case 't': rep = "\t"; break;
-	case 'r': rep = "\r"; break;
-	case 'f': rep = "\f"; break;
-	case 'v': rep = "\v"; break;
-	case 'a': rep = "\a"; break;
-	case 'A': rep = "^"; break;
-	case 'z': rep = "$"; break;
-	case 'b': rep = "\\b"; break;
-	case 'B': rep = "\\B"; break;
-	/* GNU gives \< \> \` \' anchor meanings; RE2 means the literal. */
-	case '<': rep = "<"; break;
-	case '>': rep = ">"; break;
-	case '`': rep = "`"; break;
-	case '\'': rep = "'"; break;
-	default:
-		break;
-	}
-	if (rep) {
-		size_t n = strlen(rep);
-		memcpy(out + *o, rep, n);
-		*o += n;
-		*i += 2;
-		return 0;
-	}
-	if (e >= '1' && e <= '9') {
-		snprintf(why, wlen, "backreference '\\%c' is not supported", e);
-		return -1;
-	}
-	if (((unsigned char)e < 0x80) && !((e >= 'a' && e <= 'z') || (e >= 'A' && e <= 'Z') ||
-	                                   (e >= '0' && e <= '9'))) {
-		/* Escaped punctuation is a literal in both flavours. */
-		out[(*o)++] = '\\';
-		out[(*o)++] = e;
-		*i += 2;
-		return 0;
-	}
-	snprintf(why, wlen, "escape '\\%c' is not supported", e);
-	return -1;
-}
-
-/* One escape inside [...]: POSIX brackets take no escapes, so shorthands
- * become ranges and special characters collating elements ([.].]). */
-static int tr_escape_bracket(const char *re, size_t *i, char *out, size_t *o, char *why,
-                             size_t wlen)
-{
-	char e = re[*i + 1];
-	const char *rep = NULL;
-
-	switch (e) {
-	case '\0':
-		snprintf(why, wlen, "trailing backslash");
-		return -1;
-	case 'd': rep = "0-9"; break;
-	case 'w': rep = RE_WORD; break;
-	case 's': rep = RE_SPACE; break;
-	case 'n': rep = "\n"; break;
-	case 't': rep = "\t"; break;
-	case 'r': rep = "\r"; break;
-	case 'f': rep = "\f"; break;
-	case 'v': rep = "\v"; break;
-	case 'D': case 'W': case 'S':
-		snprintf(why, wlen, "'\\%c' inside [...] is not supported", e);
-		return -1;
-	default:
-		break;
-	}
-	if (rep) {
-		size_t n = strlen(rep);
-		memcpy(out + *o, rep, n);
-		*o += n;
-	} else if (e == ']' || e == '[' || e == '-' || e == '^') {
-		out[(*o)++] = '[';
-		out[(*o)++] = '.';
-		out[(*o)++] = e;
-		out[(*o)++] = '.';
-		out[(*o)++] = ']';
-	} else if ((unsigned char)e < 0x80 && !((e >= 'a' && e <= 'z') || (e >= 'A' && e <= 'Z') ||
-	                                        (e >= '0' && e <= '9'))) {
-		out[(*o)++] = e; /* includes '\\': literal inside POSIX brackets */
-	} else {
-		snprintf(why, wlen, "escape '\\%c' inside [...] is not supported", e);
-		return -1;
-	}
-	*i += 2;
-	return 0;
-}
-
-/* RE2 -> anchored POSIX ERE in a malloc'd *out. *icase set by a leading
- * (?i). On error returns -1 with why filled (NULL *out). */
-static int re_translate(const char *re, char **out, int *icase, char *why, size_t wlen)
-{
-	size_t len = strlen(re), i = 0, o = 0;
-	int in_br = 0, depth = 0, ret = -1;
-	/* Worst case growth is \W -> [^0-9A-Za-z_] (2 -> 13 bytes). */
-	char *buf = malloc(len * 7 + 8);
-
-	*out = NULL;
-	*icase = 0;
-	if (!buf) {
-		snprintf(why, wlen, "out of memory");
-		return -1;
-	}
-	/* Leading flag group: i matters; s and U do not change a full-match
-	 * test without REG_NEWLINE. */
-	if (re[0] == '(' && re[1] == '?' && re[2] != ':' && re[2] != 'P' && re[2] != '<') {
-		size_t j = 2;
-		while (re[j] == 'i' || re[j] == 's' || re[j] == 'U')
-			j++;
-		if (re[j] == ')' && j > 2) {
-			*icase = memchr(re + 2, 'i', j - 2) != NULL;
-			i = j + 1;
-		}
-	}
-	memcpy(buf, "^(", 2);
-	o = 2;
-	while (re[i]) {
-		char c = re[i];
-
-		if (in_br) {
-			if (c == ']') {
-				in_br = 0;
-				buf[o++] = c;
-				i++;
-			} else if (c == '[' && re[i + 1] == ':') {
-				const char *end = strstr(re + i + 2, ":]");
-				size_t n;
-				if (!end) {
-					snprintf(why, wlen, "unterminated character class name");
-					goto out;
-				}
-				n = (size_t)(end - (re + i)) + 2;
-				memcpy(buf + o, re + i, n);
-				o += n;
-				i += n;
-			} else if (c == '[') {
-				/* Keep "[." and "[=" from being read as POSIX syntax. */
-				memcpy(buf + o, "[.[.]", 5);
-				o += 5;
-				i++;
-			} else if (c == '\\') {
-				if (tr_escape_bracket(re, &i, buf, &o, why, wlen) < 0)
-					goto out;
-			} else {
-				buf[o++] = c;
-				i++;
-			}
-			continue;
-		}
-		if (c == '\\') {
-			if (tr_escape(re, &i, buf, &o, why, wlen) < 0)
-				goto out;
-		} else if (c == '[') {
-			in_br = 1;
-			buf[o++] = re[i++];
-			if (re[i] == '^')
-				buf[o++] = re[i++];
-			if (re[i] == ']') /* a leading ']' is a literal in both */
-				buf[o++] = re[i++];
-		} else if (c == '(') {
-			depth++;
-			buf[o++] = '(';
-			if (re[i + 1] != '?') {
-				i++;
-			} else if (re[i + 2] == ':') {
-				i += 3;
-			} else if ((re[i + 2] == 'P' && re[i + 3] == '<') || re[i + 2] == '<') {
-				/* Named group: the name is irrelevant with REG_NOSUB. */
-				const char *gt = strchr(re + i, '>');
-				if (!gt) {
-					snprintf(why, wlen, "unterminated group name");
-					goto out;
-				}
-				i = (size_t)(gt - re) + 1;
-			} else {
-				snprintf(why, wlen, "group syntax '(?%c' is not supported",
-				         re[i + 2] ? re[i + 2] : ' ');
-				goto out;
-			}
-		} else if (c == ')') {
-			/* An unbalanced ')' would close our anchoring group and
-			 * silently un-anchor the rest: refuse it. */
-			if (--depth < 0) {
-				snprintf(why, wlen, "unmatched ')'");
-				goto out;
-			}
-			buf[o++] = c;
-			i++;
-		} else {
-			buf[o++] = c;
-			i++;
-		}
-	}
-	memcpy(buf + o, ")$", 3);
-	*out = buf;
-	buf = NULL;
-	ret = 0;
-out:
-	free(buf);
-	return ret;
-}
-
 /* ---- canonical text ------------------------------------------------------ */
 
 /* Go strconv.Quote, close enough for display and round-tripping: escapes
@@ -578,8 +361,7 @@ static void matcher_clear(struct matcher *m)
 	free(m->name);
 	free(m->value);
 	free(m->text);
-	if (m->has_re)
-		regfree(&m->re);
+	re2_shim_free(m->re);
 	memset(m, 0, sizeof(*m));
 }
 
@@ -598,28 +380,22 @@ void matcher_set_free(struct matcher_set *ms)
 	free(ms);
 }
 
-/* Compile m->value for =~ / !~; errors name the matcher as written. */
+/* Compile m->value for =~ / !~; errors name the matcher as written. The
+ * pattern goes to RE2 as written: full-match anchoring needs no wrapping,
+ * and an unbalanced ')' stays an error instead of un-anchoring the rest. */
 static int compile_re(struct parser *p, struct matcher *m, size_t start)
 {
-	char why[160] = "", shown[160], *pat = NULL;
-	int icase, rc, ret = -1;
+	char why[160] = "", shown[160], cause[200];
 
-	if (re_translate(m->value, &pat, &icase, why, sizeof(why)) < 0)
-		goto out;
-	rc = regcomp(&m->re, pat, REG_EXTENDED | REG_NOSUB | (icase ? REG_ICASE : 0));
-	if (rc != 0) {
-		regerror(rc, &m->re, why, sizeof(why));
-		goto out;
-	}
-	m->has_re = 1;
-	ret = 0;
-out:
-	if (ret < 0 && p->err && p->errlen) {
+	m->re = re2_shim_compile(m->value, strlen(m->value), why, sizeof(why));
+	if (m->re)
+		return 0;
+	if (p->err && p->errlen) {
 		show_text(p->s + start, p->pos - start, shown, sizeof(shown));
-		snprintf(p->err, p->errlen, "matcher '%s': invalid regex: %s", shown, why);
+		show_text(why, strlen(why), cause, sizeof(cause));
+		snprintf(p->err, p->errlen, "matcher '%s': invalid regex: %s", shown, cause);
 	}
-	free(pat);
-	return ret;
+	return -1;
 }
 
 /* One `name op value` at pos into m (zeroed by the caller). */
@@ -783,11 +559,12 @@ bool matcher_set_matches(const struct matcher_set *ms, const struct labels *ls)
 			ok = strcmp(v, m->value) != 0;
 			break;
 		case OP_RE:
-			ok = regexec(&m->re, v, 0, NULL, 0) == 0;
+			ok = re2_shim_full_match(m->re, v, strlen(v)) == RE2_SHIM_MATCH;
 			break;
 		case OP_NRE:
 		default:
-			ok = regexec(&m->re, v, 0, NULL, 0) != 0;
+			/* Out of memory is neither answer: fail closed. */
+			ok = re2_shim_full_match(m->re, v, strlen(v)) == RE2_SHIM_NOMATCH;
 			break;
 		}
 		if (!ok)

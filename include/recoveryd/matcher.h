@@ -1,7 +1,8 @@
 /* Alertmanager matchers in their text form: name="value", name!="v",
  * name=~"re", name!~"re"; an optional {...} list, comma-separated. Regexes are
  * fully anchored; a missing label matches as the empty string. Regex flavour:
- * POSIX ERE with the RE2 shorthands \d \D \w \W \s \S translated. */
+ * Alertmanager's (Go regexp, i.e. RE2 syntax and semantics), compiled with
+ * RE2 in linear time and bounded size (src/re2_shim.h). */
 #ifndef RECOVERYD_MATCHER_H
 #define RECOVERYD_MATCHER_H
 

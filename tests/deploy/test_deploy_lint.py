@@ -112,7 +112,8 @@ class DockerfileTest(unittest.TestCase):
         stages, _, _ = self.stages()
         rt = stages["runtime"]
         runs = " ".join(a for i, a in rt if i == "RUN")
-        for pkg in ("libmicrohttpd12", "libcjson1", "libcurl4", "liblua5.4-0", "libsqlite3-0", "ca-certificates"):
+        for pkg in ("libmicrohttpd12", "libcjson1", "libcurl4", "liblua5.4-0", "libsqlite3-0", "libre2-9",
+                    "ca-certificates"):
             self.assertRegex(runs, r"(^|\s)%s(\s|;|$)" % re.escape(pkg), "runtime package " + pkg)
         self.assertNotRegex(runs, r"-dev\b", "no development packages in the runtime image")
         self.assertNotIn("deps.sh", runs)

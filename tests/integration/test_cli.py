@@ -3,6 +3,7 @@
 
 import json
 import os
+import time
 import unittest
 
 from harness import LUA_PATH, RecoverydTestCase, fixture, playbook
@@ -116,6 +117,31 @@ class CliTest(RecoverydTestCase):
                 self.assertNotEqual(p.returncode, 0, out)
                 self.assertIn(name + ".lua", out)
                 self.assertIn(word, out)
+
+    def test_check_config_regex_time_is_bounded(self):
+        # glibc's regcomp took 28 s on the 22-'+' form of the first pattern;
+        # RE2 (like Alertmanager's Go regexp) refuses it at once. The bound is
+        # a regression guard for slow CI, not a benchmark.
+        cases = {
+            "stacked": ('namespace=~".' + "+" * 24 + '"', "bad repetition operator: ++"),
+            "nested": ('namespace=~"' + "(" * 24 + ".+" + ")+" * 24 + '"', None),
+            "huge": ('namespace=~"[\\\\pL\\\\pN]{1000}"', "pattern too large"),
+        }
+        for name, (matcher, error) in cases.items():
+            with self.subTest(name=name):
+                d = self.daemon({name: playbook(name, "return", match=[SETTINGS, matcher])},
+                                start=False, subdir=name)
+                t = time.monotonic()
+                p = self.check_config(d)
+                elapsed = time.monotonic() - t
+                out = p.stdout + p.stderr
+                self.assertLess(elapsed, 10.0, out)
+                if error is None:
+                    self.assertEqual(p.returncode, 0, out)
+                else:
+                    self.assertNotEqual(p.returncode, 0, out)
+                    self.assertIn(name + ".lua", out)
+                    self.assertIn("invalid regex: " + error, out)
 
     def test_check_config_duplicate_names(self):
         d = self.setup_dirs({"one": playbook("same", "return", match=[SETTINGS]),

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
@@ -95,7 +96,7 @@ static void test_match_table(void **state)
 		{ "x=~\"[^\\\\d]\"", "x=a", true },
 		{ "x=~\"[^\\\\d]\"", "x=7", false },
 		{ "x=~\"[\\\\w-]+\"", "x=kong-proxy_1", true },
-		/* RE2 syntax translated to POSIX */
+		/* RE2 (Go regexp) syntax */
 		{ "x=~\"(?:a|b)c\"", "x=bc", true },
 		{ "x=~\"(?:a|b)c\"", "x=ac|y=1", true },
 		{ "x=~\"(?P<n>a)b\"", "x=ab", true },
@@ -108,6 +109,10 @@ static void test_match_table(void **state)
 		{ "x=~\"[a\\\\-z]\"", "x=b", false },
 		{ "x=~\"[[:digit:]]+\"", "x=42", true },
 		{ "x=~\"\\\\<a\\\\>\"", "x=<a>", true },
+		{ "x=~\"[\\\\D]+\"", "x=ab", true },
+		{ "x=~\"[\\\\D]+\"", "x=a1", false },
+		{ "x=~\"\\\\pL+\"", "x=caf\xc3\xa9", true },
+		{ "x=~\"\\\\pL+\"", "x=caf3", false },
 		{ "x=~\"a+?\"", "x=aaa", true },
 		{ "x=~\"\"", "y=1", true },
 		{ "x=~\"\"", "x=1", false },
@@ -187,14 +192,23 @@ static void test_error_table(void **state)
 		/* regexes: the message names the matcher as written */
 		{ "alertname=~\"(\"", "matcher 'alertname=~\"(\"': invalid regex: " },
 		{ "{a=\"b\", c=~\"[\"}", "matcher 'c=~\"[\"': invalid regex: " },
-		{ "x=~\"a)|(b\"", "invalid regex: unmatched ')'" },
-		{ "x=~\"(a\"", "invalid regex: " },
-		{ "x=~\"\\\\1\"", "invalid regex: backreference '\\1' is not supported" },
-		{ "x=~\"[\\\\D]\"", "invalid regex: '\\D' inside [...] is not supported" },
-		{ "x=~\"\\\\pL\"", "invalid regex: escape '\\p' is not supported" },
-		{ "x=~\"(?=a)\"", "invalid regex: group syntax '(?=' is not supported" },
-		{ "x!~\"a\\\\\"", "invalid regex: trailing backslash" },
-		{ "x=~\"*a\"", "invalid regex: " },
+		/* Alertmanager would accept this and un-anchor it (^(?:a)|(b)$):
+		 * refused, so a matcher always means the whole value. */
+		{ "x=~\"a)|(b\"", "invalid regex: unexpected ): a)|(b" },
+		{ "x=~\"(a\"", "invalid regex: missing ): (a" },
+		{ "x=~\"\\\\1\"", "invalid regex: invalid escape sequence: \\1" },
+		{ "x=~\"(?=a)\"", "invalid regex: invalid perl operator: (?=" },
+		{ "x!~\"a\\\\\"", "invalid regex: trailing \\" },
+		{ "x=~\"*a\"", "invalid regex: no argument for repetition operator: *" },
+		/* Go's limits: repeat counts up to 1000, nested ones too; no \C */
+		{ "x=~\"a{1001}\"", "invalid regex: invalid repetition size: {1001}" },
+		{ "x=~\"(a{1000}){1000}\"", "invalid regex: invalid repetition size: {1000}" },
+		{ "x=~\"a.\\\\C\"", "invalid regex: invalid escape sequence: \\C" },
+		{ "x=~\"(?<n>a)\"", "invalid regex: invalid perl operator: (?<" },
+		/* Program size is bounded (RE2_SHIM_MAX_MEM), so compile time is too. */
+		{ "x=~\"\\\\pL{1000}\"", "invalid regex: pattern too large - compile failed" },
+		/* RE2's message quotes the pattern: control bytes stay escaped */
+		{ "x=~\"\\n(\"", "matcher 'x=~\"\\n(\"': invalid regex: missing ): \\x0a(" },
 	};
 	(void)state;
 
@@ -214,6 +228,157 @@ static void test_error_table(void **state)
 		assert_int_equal(matcher_set_count(ms), 0);
 		matcher_set_free(ms);
 	}
+}
+
+/* Alertmanager's semantics (Go regexp, which is RE2), where POSIX ERE
+ * differed: '.' stops at a newline, matches one character however many bytes
+ * it takes, and (?i) folds Unicode. tests/integration/test_matcher_amtool.py
+ * checks many more against the real Alertmanager. */
+static void test_go_semantics(void **state)
+{
+	static const struct {
+		const char *matcher;
+		const char *labels;
+		bool want;
+	} cases[] = {
+		/* '.' does not match '\n' unless (?s) */
+		{ "ns=~\"settings.*\"", "ns=settings\nevil", false },
+		{ "ns=~\"settings.*\"", "ns=settings-evil", true },
+		{ "ns=~\"(?s)settings.*\"", "ns=settings\nevil", true },
+		{ "ns=~\"a.b\"", "ns=a\nb", false },
+		{ "ns=~\"a\\\\nb\"", "ns=a\nb", true },
+		{ "ns=~\"a\\\\sb\"", "ns=a\nb", true },
+		{ "ns=~\"[^x]+\"", "ns=a\nb", true }, /* a negated class does */
+		/* So a !~ with .* does not see past a newline, in Alertmanager too:
+		 * the matcher holds and the alert is let through; (?s) closes it. */
+		{ "ns!~\".*evil.*\"", "ns=ok\nevil", true },
+		{ "ns!~\".*evil.*\"", "ns=ok-evil", false },
+		{ "ns!~\"(?s).*evil.*\"", "ns=ok\nevil", false },
+		/* ^ and $ are the value's ends unless (?m); full match regardless */
+		{ "ns=~\"(?m)^a$\"", "ns=a", true },
+		{ "ns=~\"(?m)a$\\\\n^b\"", "ns=a\nb", true },
+		{ "ns=~\"a$\"", "ns=a\n", false },
+		{ "ns=~\"^a|b$\"", "ns=ab", false },
+		{ "ns=~\"a|b\"", "ns=ab", false },
+		{ "ns=~\"a|b|\"", "ns=", true },
+		/* UTF-8: '.' is one character */
+		{ "x=~\"caf.\"", "x=caf\xc3\xa9", true },
+		{ "x=~\"caf..\"", "x=caf\xc3\xa9", false },
+		{ "x=~\".\"", "x=\xf0\x9f\x98\x80", true },
+		{ "x=~\"[\xc3\xa9]\"", "x=\xc3\xa9", true },
+		{ "x=~\"[^a]\"", "x=\xc3\xa9", true },
+		{ "x=~\"\\\\x{e9}\"", "x=\xc3\xa9", true },
+		{ "x=~\"\\\\w\"", "x=\xc3\xa9", false }, /* \w is ASCII, as in Go */
+		{ "x=~\"(?i)CAF\xc3\x89\"", "x=caf\xc3\xa9", true },
+		{ "x=~\"(?i)k\"", "x=\xe2\x84\xaa", true }, /* KELVIN SIGN folds to k */
+		{ "x=~\"\\\\Q.*\\\\E\"", "x=.*", true },
+		{ "x=~\"\\\\Q.*\\\\E\"", "x=ab", false },
+		{ "x=~\"\\\\Q\\\\C\\\\E\"", "x=\\C", true }, /* quoted, so not \C */
+		/* Invalid UTF-8 counts as U+FFFD per byte, as Go decodes it */
+		{ "x=~\".\"", "x=\xff", true },
+		{ "x=~\"..\"", "x=\xc3(", true },
+		{ "x=~\"\\\\x{fffd}a\"", "x=\xe2\x82" "a", false }, /* two bytes, two U+FFFD */
+		{ "x=~\"\\\\x{fffd}{2}a\"", "x=\xe2\x82" "a", true },
+		/* repetition up to Go's limit of 1000 */
+		{ "x=~\"a{1000}\"", "x=a", false },
+		{ "x=~\"((a{10}){10}){10}b?\"", "x=a", false },
+	};
+	(void)state;
+
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		struct matcher_set *ms = matcher_set_new();
+		struct lbuf lb;
+		char err[256];
+
+		assert_non_null(ms);
+		if (matcher_set_add(ms, cases[i].matcher, err, sizeof(err)) != 0)
+			fail_msg("case %zu %s: unexpected error: %s", i, cases[i].matcher, err);
+		if (matcher_set_matches(ms, mklabels(&lb, cases[i].labels)) != cases[i].want)
+			fail_msg("case %zu: %s against {%s}: want %s", i, cases[i].matcher,
+			         cases[i].labels, cases[i].want ? "match" : "no match");
+		matcher_set_free(ms);
+	}
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Compiling and matching take linear time: a playbook's matcher cannot stall
+ * --check-config or a reload. Generous bounds (sanitizers, slow CI): these
+ * guard against exponential blow-up, they are not benchmarks. glibc's
+ * regcomp took 28 s for the 22-'+' form of the first pattern. */
+static void test_linear_time(void **state)
+{
+	char pat[256], err[256], *text;
+	struct matcher_set *ms;
+	struct lbuf lb;
+	struct labels ls;
+	struct label l;
+	double t;
+	size_t n = 0;
+	(void)state;
+
+	/* ".+++...+" with 24 '+': Go and RE2 refuse stacked repetitions. */
+	t = now_s();
+	ms = matcher_set_new();
+	assert_int_equal(matcher_set_add(ms, "x=~\".++++++++++++++++++++++++\"", err, sizeof(err)),
+	                 -1);
+	assert_non_null(strstr(err, "invalid regex: bad repetition operator: ++"));
+	assert_int_equal(matcher_set_add(ms, "x!~\"(.+)+(.*)*(a|aa)+x{2,1000}\"", err, sizeof(err)),
+	                 0);
+	matcher_set_free(ms);
+	if (now_s() - t > 2.0)
+		fail_msg("compiling took %.1f s", now_s() - t);
+
+	/* The same 24 levels as nested groups are valid: compile them, then
+	 * match a value built to make a backtracking engine try every split. */
+	n += (size_t)snprintf(pat, sizeof(pat), "x=~\"");
+	for (int i = 0; i < 24; i++)
+		pat[n++] = '(';
+	pat[n++] = '.';
+	pat[n++] = '+';
+	for (int i = 0; i < 24; i++) {
+		pat[n++] = ')';
+		pat[n++] = '+';
+	}
+	snprintf(pat + n, sizeof(pat) - n, "\"");
+	text = malloc(10002);
+	assert_non_null(text);
+	memset(text, 'a', 10000);
+	text[10000] = '\n';
+	text[10001] = '\0';
+
+	t = now_s();
+	ms = matcher_set_new();
+	assert_int_equal(matcher_set_add(ms, pat, err, sizeof(err)), 0);
+	l.name = "x";
+	l.value = text;
+	ls.n = 1;
+	ls.v = &l;
+	assert_false(matcher_set_matches(ms, &ls));
+	text[10000] = 'a';
+	assert_true(matcher_set_matches(ms, &ls));
+	assert_false(matcher_set_matches(ms, mklabels(&lb, "x=")));
+	matcher_set_free(ms);
+	if (now_s() - t > 2.0)
+		fail_msg("compiling and matching took %.1f s", now_s() - t);
+	free(text);
+
+	/* Past the size bound a pattern is refused quickly, not compiled slowly. */
+	t = now_s();
+	ms = matcher_set_new();
+	assert_int_equal(matcher_set_add(ms, "x=~\"[\\\\p{L}\\\\p{N}]{1000}\\\\pL{1000}\"", err,
+	                                 sizeof(err)),
+	                 -1);
+	assert_non_null(strstr(err, "pattern too large"));
+	matcher_set_free(ms);
+	if (now_s() - t > 2.0)
+		fail_msg("refusing a large pattern took %.1f s", now_s() - t);
 }
 
 static void test_canonical_text(void **state)
@@ -291,6 +456,26 @@ static void test_set_semantics(void **state)
 	assert_string_equal(matcher_set_text(ms, 1), "namespace=~\"prod|staging\"");
 	assert_true(matcher_set_matches(ms, mklabels(&lb, "alertname=KongDown|namespace=staging")));
 
+	/* Long matchers are cut in messages between characters, never inside
+	 * one, and invalid UTF-8 is escaped. */
+	{
+		char pat[600] = "x=~\"(";
+
+		for (int i = 0; i < 100; i++)
+			strcat(pat, "\xc3\xa9");
+		strcat(pat, "\xff\"");
+		assert_int_equal(matcher_set_add(ms, pat, err, sizeof(err)), -1);
+		assert_non_null(strstr(err, "..."));
+		for (size_t i = 0; err[i]; i++) {
+			unsigned char c = (unsigned char)err[i];
+			if (c == 0xc3)
+				assert_int_equal((unsigned char)err[i + 1], 0xa9);
+			assert_true(c < 0x80 || c == 0xc3 || c == 0xa9);
+		}
+		assert_int_equal(matcher_set_add(ms, "x=~\"(\xff\"", err, sizeof(err)), -1);
+		assert_non_null(strstr(err, "matcher 'x=~\"(\\xff\"': invalid regex: "));
+	}
+
 	/* NULL arguments are errors, not crashes; small err buffers truncate. */
 	assert_int_equal(matcher_set_add(NULL, "a=b", err, sizeof(err)), -1);
 	assert_int_equal(matcher_set_add(ms, NULL, err, sizeof(err)), -1);
@@ -334,6 +519,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_match_table),
 		cmocka_unit_test(test_error_table),
+		cmocka_unit_test(test_go_semantics),
+		cmocka_unit_test(test_linear_time),
 		cmocka_unit_test(test_canonical_text),
 		cmocka_unit_test(test_set_semantics),
 		cmocka_unit_test(test_with_alert_labels),

@@ -426,6 +426,27 @@ struct pending {
 	size_t n, cap;
 };
 
+/* Ids of jobs to cancel once the batch committed. Ids, not jobs: by then
+ * the runner may have ended and freed the job. */
+struct cancel_ids {
+	char (*v)[33];
+	size_t n, cap;
+};
+
+static int cancel_ids_add(struct cancel_ids *c, const char *id)
+{
+	if (c->n == c->cap) {
+		size_t ncap = c->cap ? c->cap * 2 : 8;
+		char (*nv)[33] = realloc(c->v, ncap * sizeof(*nv));
+		if (!nv)
+			return -1;
+		c->v = nv;
+		c->cap = ncap;
+	}
+	snprintf(c->v[c->n++], sizeof(c->v[0]), "%s", id);
+	return 0;
+}
+
 static int pending_add(struct pending *p, struct job *j)
 {
 	if (p->n == p->cap) {
@@ -463,7 +484,7 @@ static struct job *alertmanager_job(struct engine *e, const char *playbook, cons
 static int admit_one(struct engine *e, struct playbook_set *set, struct playbook *pb,
                      const struct payload *p, const struct alert *a, int dry_run, double now,
                      struct store_batch *b, cJSON *jobs, struct pending *fresh,
-                     struct pending *cancels, struct pending *final, struct notify **notes)
+                     struct cancel_ids *cancels, struct pending *final, struct notify **notes)
 {
 	char key[256], mkey[256];
 	const char *trigger = p->manual ? "manual" : "webhook";
@@ -492,7 +513,7 @@ static int admit_one(struct engine *e, struct playbook_set *set, struct playbook
 			active->cancel_requested = 1;
 			free(active->cancel_reason);
 			active->cancel_reason = strdup("alert resolved");
-			if (pending_add(cancels, active) < 0)
+			if (cancel_ids_add(cancels, active->id) < 0)
 				return -1;
 		}
 		add_event(b, active->id, "admission", admission_detail("cancelled", trigger), now);
@@ -607,7 +628,8 @@ void engine_submit(struct engine *e, const struct payload *p, const char *playbo
                    int *status, cJSON **body, int *retry_after)
 {
 	struct store_batch *b = NULL;
-	struct pending fresh = {0}, cancels = {0}, final = {0};
+	struct pending fresh = {0}, final = {0};
+	struct cancel_ids cancels = {0};
 	struct notify *notes = NULL;
 	struct playbook_set *set;
 	struct job *am;
@@ -881,7 +903,7 @@ void engine_cancel(struct engine *e, const char *id, int *status, cJSON **body)
 			add_event(b, id, "admission", admission_detail("cancelled", "operator"), rd_now());
 			store_commit(e->store, b, 1);
 		}
-		runner_cancel(e->runner, j);
+		runner_cancel(e->runner, id);
 		log_kv(LOG_INFO, id, "cancel requested by operator", NULL);
 		*status = 200;
 		*body = cJSON_CreateObject();

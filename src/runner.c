@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "engine_impl.h"
+#include "map.h"
 #include "recoveryd/escalate.h"
 #include "recoveryd/log.h"
 #include "recoveryd/lua_api.h"
@@ -35,8 +36,9 @@
 enum timer_kind { T_RETRY, T_DEADLINE, T_SLEEP, T_DELIVER, T_RESUME };
 
 /* A running attempt gets the loop for a slice at a time; Lua code that
- * cannot be preempted fails after HOLD_MAX (below the watchdog's
- * unhealthy threshold, so that a busy playbook is not taken for a hang). */
+ * cannot be preempted fails after HOLD_MAX, or half the watchdog's
+ * unhealthy threshold when that is shorter, so that a busy playbook is
+ * never taken for a hang. */
 #define SLICE 0.02
 #define HOLD_MAX 3.0
 
@@ -69,6 +71,7 @@ struct attempt_rt {
 
 struct msg {
 	int cancel;
+	char cancel_id[33];     /* cancel: by id, the job may have ended since */
 	struct job *job;
 	struct delivery *dl;    /* a notification to send instead of a job */
 	struct msg *next;
@@ -562,6 +565,8 @@ static void attempt_start(struct runner *r, struct job *j)
 	rt->sb.no_limit = 0;
 	rt->sb.preempt_co = rt->co;
 	rt->sb.hold_max = HOLD_MAX;
+	if (r->o.wd && watchdog_unhealthy_after(r->o.wd) / 2 < HOLD_MAX)
+		rt->sb.hold_max = watchdog_unhealthy_after(r->o.wd) / 2;
 	timer_add(r, j, T_DEADLINE, rt->sb.deadline);
 	resume(r, j, 2);
 }
@@ -1032,7 +1037,13 @@ static void drain_inbox(struct runner *r)
 			outbox_gauge(r);
 			delivery_start(r, m->dl);
 		} else if (m->cancel) {
-			handle_cancel(r, j);
+			/* Only this thread frees jobs: one still in the table is
+			 * alive until this thread ends it. */
+			pthread_mutex_lock(&r->e->mu);
+			j = map_get(r->e->active_by_id, m->cancel_id);
+			pthread_mutex_unlock(&r->e->mu);
+			if (j)
+				handle_cancel(r, j);
 		} else if (j->state == JS_RETRY_WAIT) {
 			double delay = j->next_run_at - rd_now();
 			timer_add(r, j, T_RETRY, rd_mono() + (delay > 0 ? delay : 0));
@@ -1290,14 +1301,18 @@ enum rd_status runner_start(struct runner *r)
 	return RD_OK;
 }
 
-static void post(struct runner *r, struct job *j, int cancel)
+/* Hand the runner a job to schedule (j), or the id of a job to cancel. */
+static void post(struct runner *r, struct job *j, const char *cancel_id)
 {
 	struct msg *m = calloc(1, sizeof(*m));
 
 	if (!m)
 		return; /* the job stays in the journal; it resumes on restart */
-	m->job = j;
-	m->cancel = cancel;
+	m->cancel = cancel_id != NULL;
+	if (cancel_id)
+		snprintf(m->cancel_id, sizeof(m->cancel_id), "%s", cancel_id);
+	else
+		m->job = j;
 	pthread_mutex_lock(&r->mu);
 	if (r->inbox_tail)
 		r->inbox_tail->next = m;
@@ -1310,12 +1325,12 @@ static void post(struct runner *r, struct job *j, int cancel)
 
 void runner_schedule(struct runner *r, struct job *j)
 {
-	post(r, j, 0);
+	post(r, j, NULL);
 }
 
-void runner_cancel(struct runner *r, struct job *j)
+void runner_cancel(struct runner *r, const char *job_id)
 {
-	post(r, j, 1);
+	post(r, NULL, job_id);
 }
 
 size_t runner_queue_depth(struct runner *r)

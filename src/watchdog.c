@@ -81,6 +81,11 @@ double watchdog_stalled(struct watchdog *w)
 	return d >= w->o.unhealthy_after ? d : 0;
 }
 
+double watchdog_unhealthy_after(const struct watchdog *w)
+{
+	return w ? w->o.unhealthy_after : 0;
+}
+
 static void expire(struct watchdog *w, double stalled)
 {
 	char job[sizeof(w->job)], pb[sizeof(w->playbook)], secs[32];

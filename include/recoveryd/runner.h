@@ -28,8 +28,9 @@ struct runner *runner_new(struct engine *e, const struct runner_opts *o);
 enum rd_status runner_start(struct runner *r);
 /* Queue a job (state queued, or retry_wait with next_run_at). Any thread. */
 void runner_schedule(struct runner *r, struct job *j);
-/* Wake the runner to act on j's cancel_requested. Any thread. */
-void runner_cancel(struct runner *r, struct job *j);
+/* Wake the runner to act on the cancel_requested of the job with this id
+ * (nothing happens when it has ended meanwhile). Any thread. */
+void runner_cancel(struct runner *r, const char *job_id);
 /* Stop starting attempts; let running ones finish until grace seconds pass,
  * then interrupt them; return when the loop has exited. */
 void runner_drain(struct runner *r, double grace);

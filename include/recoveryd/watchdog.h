@@ -40,5 +40,7 @@ void watchdog_leave(struct watchdog *w);
 /* Seconds the loop has been stuck when that is past unhealthy_after, else 0.
  * Any thread. */
 double watchdog_stalled(struct watchdog *w);
+/* The unhealthy threshold in effect (seconds); 0 for NULL. */
+double watchdog_unhealthy_after(const struct watchdog *w);
 
 #endif

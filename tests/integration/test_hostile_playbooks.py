@@ -208,13 +208,13 @@ class HostileTest(RecoverydTestCase):
     def test_busy_playbook_does_not_starve_others(self):
         """A CPU-bound attempt with a long timeout shares the loop: other jobs
         run meanwhile, /healthz stays up, and code that cannot be preempted
-        (a sort comparator) fails after holding the loop 3 s, long before its
-        60 s timeout and the watchdog."""
+        (a sort comparator) fails after holding the loop 2 s (half the
+        watchdog's unhealthy threshold), long before its 60 s timeout."""
         d = self.start({"spin": playbook("spin", "while true do end", match=ANY, timeout=60),
                         "spin-sort": playbook("spin-sort", DEADLINE_ESCAPES["sort_comparator"],
                                               match=ANY, timeout=60),
                         "harmless": self.harmless()},
-                       extra=["--watchdog-unhealthy", "2", "--watchdog-exit", "10"])
+                       extra=["--watchdog-unhealthy", "4", "--watchdog-exit", "10"])
         st, _, doc = d.trigger("spin", manual(), token="operator")
         self.assertStatus(st, 202, d, doc)
         spin = doc["jobs"][0]["id"]
@@ -308,6 +308,33 @@ class HostileTest(RecoverydTestCase):
         self.assertLess(took, 15, "check-config must end within the load deadline")
         self.assertNotEqual(p.returncode, 0, p.stdout + p.stderr)
         self.assertIn("toplevel", p.stdout + p.stderr)
+
+
+class ClientRaceTest(RecoverydTestCase):
+
+    def test_cancel_as_the_job_ends(self):
+        """A cancel that reaches the runner after the job ended must find
+        nothing, not a freed job (a heap use-after-free under ASan)."""
+        d = self.daemon({"quick": playbook("quick", "recovery.sleep(0.002)", match=['alertname="Q"'],
+                                           cooldown=0)})
+        t0 = time.monotonic()
+        ids = []
+        for n in range(200):
+            if time.monotonic() - t0 > 20:
+                break
+            st, _, doc = d.trigger("quick", {"labels": {"alertname": "Q", "i": str(n)}, "reason": "r"},
+                                   token="operator")
+            self.assertStatus(st, 202, d, doc)
+            jid = doc["jobs"][0]["id"]
+            ids.append(jid)
+            for delay in (0, 0.001, 0.002, 0.003):
+                time.sleep(delay)
+                st, _, _ = d.api("POST", "/api/v1/jobs/%s/cancel" % jid, {"reason": "race"})
+                self.assertIn(st, (200, 202, 404, 409), d.log_tail())
+        self.assertGreater(len(ids), 50)
+        self.assertTrue(d.alive(), d.log_tail())
+        for jid in ids[-5:]:
+            self.assertIn(d.wait_job(jid, timeout=10)["state"], ("succeeded", "cancelled"))
 
 
 STALL = '''

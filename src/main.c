@@ -380,10 +380,11 @@ static int reload(int argc, char **argv, struct config *cur, struct engine *e, s
 	    next.lua_memory != cur->lua_memory || next.body_max != cur->body_max ||
 	    next.conn_limit != cur->conn_limit || next.conn_timeout != cur->conn_timeout ||
 	    next.conn_per_ip != cur->conn_per_ip || next.request_timeout != cur->request_timeout ||
+	    next.watchdog_unhealthy != cur->watchdog_unhealthy || next.watchdog_exit != cur->watchdog_exit ||
 	    next.journal_group_max != cur->journal_group_max || next.insecure_no_auth != cur->insecure_no_auth)
 		log_kv(LOG_WARN, NULL,
 		       "reload: listen, state, lua_path, dry_run, insecure_no_auth, max_jobs, queue_max, "
-		       "lua_memory, body_max, conn_limit, conn_per_ip, conn_timeout, request_timeout and journal_group_max take effect "
+		       "lua_memory, body_max, conn_limit, conn_per_ip, conn_timeout, request_timeout, watchdog_unhealthy, watchdog_exit and journal_group_max take effect "
 		       "at the next restart; everything else (playbooks, playbook_settings, tokens, sinks, "
 		       "allow-lists, secrets_dir, http_timeout, drain_timeout, log_level) is applied now",
 		       NULL);
@@ -407,6 +408,8 @@ static int reload(int argc, char **argv, struct config *cur, struct engine *e, s
 		next.conn_timeout = cur->conn_timeout;
 		next.conn_per_ip = cur->conn_per_ip;
 		next.request_timeout = cur->request_timeout;
+		next.watchdog_unhealthy = cur->watchdog_unhealthy;
+		next.watchdog_exit = cur->watchdog_exit;
 		next.journal_group_max = cur->journal_group_max;
 		next.insecure_no_auth = cur->insecure_no_auth;
 	}

@@ -49,10 +49,16 @@ static void step(struct mstate *ms)
 	if (++ms->steps % CHECK_EVERY)
 		return;
 	struct sandbox *sb = sandbox_of(ms->L);
-	if (sb->deadline && rd_mono() >= sb->deadline) {
+	double now = rd_mono();
+	if (sb->deadline && now >= sb->deadline) {
 		sb->timed_out = 1; /* the sandbox's pcall re-raises */
 		luaL_error(ms->L, "attempt deadline exceeded (in pattern matching)");
 	}
+	/* A match cannot be paused for other jobs: bounded like other code
+	 * that cannot yield (sandbox.h). */
+	if (sb->preempt_co && sb->hold_max > 0 && now - sb->slice_start >= sb->hold_max)
+		luaL_error(ms->L, "the playbook held the event loop for %d s in pattern matching",
+		           (int)(now - sb->slice_start));
 }
 
 static int check_capture(struct mstate *ms, int l)

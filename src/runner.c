@@ -623,6 +623,9 @@ static void resume(struct runner *r, struct job *j, int nargs)
 	watchdog_enter(r->o.wd, j->id, j->playbook_name);
 	status = lua_resume(rt->co, rt->L, nargs, &nres);
 	watchdog_leave(r->o.wd);
+	/* Progress, even when one turn resumes many jobs in a row, each
+	 * bounded by hold_max. */
+	watchdog_beat(r->o.wd);
 	if (status == LUA_YIELD) {
 		char msg[128];
 		if (rt->sb.timed_out) {

@@ -213,6 +213,9 @@ class HostileTest(RecoverydTestCase):
         d = self.start({"spin": playbook("spin", "while true do end", match=ANY, timeout=60),
                         "spin-sort": playbook("spin-sort", DEADLINE_ESCAPES["sort_comparator"],
                                               match=ANY, timeout=60),
+                        "spin-pattern": playbook("spin-pattern",
+                                                 'string.rep("a", 100000):find(".-.-.-.-.-.-b")',
+                                                 match=ANY, timeout=60),
                         "harmless": self.harmless()},
                        extra=["--watchdog-unhealthy", "4", "--watchdog-exit", "10"])
         st, _, doc = d.trigger("spin", manual(), token="operator")
@@ -221,12 +224,16 @@ class HostileTest(RecoverydTestCase):
         st, _, doc = d.trigger("spin-sort", manual(), token="operator")
         self.assertStatus(st, 202, d, doc)
         sort_job = doc["jobs"][0]["id"]
+        st, _, doc = d.trigger("spin-pattern", manual(), token="operator")
+        self.assertStatus(st, 202, d, doc)
+        pattern_job = doc["jobs"][0]["id"]
         t0 = time.monotonic()
         self.assert_still_serving(d)
         self.assertLess(time.monotonic() - t0, 5, "a harmless job waited behind a busy one")
-        rec = d.wait_job(sort_job, timeout=15)
-        self.assertEqual(rec["state"], "failed", rec)
-        self.assertIn("held the event loop", rec["error"])
+        for job in (sort_job, pattern_job):
+            rec = d.wait_job(job, timeout=15)
+            self.assertEqual(rec["state"], "failed", rec)
+            self.assertIn("held the event loop", rec["error"])
         self.assertLess(time.monotonic() - t0, 12)
         for _ in range(10):
             st, _, _ = d.get("/healthz", token=None)

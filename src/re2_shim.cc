@@ -10,6 +10,10 @@
 
 #include <re2/re2.h>
 
+extern "C" {
+#include "recoveryd/common.h" // rd_utf8_len: the one UTF-8 validator
+}
+
 struct re2_shim {
 	re2::RE2 *re;
 };
@@ -45,48 +49,13 @@ bool has_any_byte(const char *p, size_t n)
 	return false;
 }
 
-// Length of the valid UTF-8 sequence at s (n bytes left), 0 when invalid:
-// what Go's utf8.DecodeRune accepts (no overlongs, surrogates or > U+10FFFF).
-size_t utf8_len(const unsigned char *s, size_t n)
-{
-	unsigned char lo = 0x80, hi = 0xbf;
-	size_t len;
-
-	if (s[0] < 0x80)
-		return 1;
-	if (s[0] >= 0xc2 && s[0] <= 0xdf)
-		len = 2;
-	else if (s[0] >= 0xe0 && s[0] <= 0xef)
-		len = 3;
-	else if (s[0] >= 0xf0 && s[0] <= 0xf4)
-		len = 4;
-	else
-		return 0;
-	if (len > n)
-		return 0;
-	if (s[0] == 0xe0)
-		lo = 0xa0;
-	else if (s[0] == 0xed)
-		hi = 0x9f;
-	else if (s[0] == 0xf0)
-		lo = 0x90;
-	else if (s[0] == 0xf4)
-		hi = 0x8f;
-	if (s[1] < lo || s[1] > hi)
-		return 0;
-	for (size_t i = 2; i < len; i++)
-		if (s[i] < 0x80 || s[i] > 0xbf)
-			return 0;
-	return len;
-}
-
 // Offset of the first byte that does not start a valid sequence, or n.
 size_t first_invalid(const unsigned char *s, size_t n)
 {
 	size_t i = 0;
 
 	while (i < n) {
-		size_t k = utf8_len(s + i, n - i);
+		size_t k = rd_utf8_len(s + i, n - i);
 		if (k == 0)
 			return i;
 		i += k;
@@ -101,7 +70,7 @@ std::string go_decoded(const unsigned char *s, size_t n, size_t from)
 
 	out.reserve(n + 16);
 	for (size_t i = from; i < n;) {
-		size_t k = utf8_len(s + i, n - i);
+		size_t k = rd_utf8_len(s + i, n - i);
 		if (k == 0) {
 			out.append("\xef\xbf\xbd");
 			i++;

@@ -6,6 +6,7 @@ daemon is still alive and still runs a harmless job."""
 
 import json
 import os
+import signal
 import time
 import unittest
 
@@ -370,8 +371,9 @@ class WatchdogTest(RecoverydTestCase):
         d.start()
         return d, fake
 
-    def stall_and_exit(self, d, fake, starts):
-        """Wait for the stall to show on /healthz, then for exit status 70."""
+    def stall_and_exit(self, d, fake, starts, sigterm=False):
+        """Wait for the stall to show on /healthz, then for exit status 70
+        (also when a SIGTERM drain is waiting for the stuck loop)."""
         deadline = time.monotonic() + 10
         while len(fake.requests("POST", "/started")) < starts:
             self.assertLess(time.monotonic(), deadline, d.log_tail())
@@ -387,6 +389,8 @@ class WatchdogTest(RecoverydTestCase):
         self.assertGreater(d.metric("recoveryd_event_loop_stall_seconds"), 0.7)
         st, _, _ = d.get("/readyz", token=None, timeout=2)
         self.assertEqual(st, 503)
+        if sigterm:
+            d.kill(signal.SIGTERM)
         rc = d.wait_exit(15)
         self.assertEqual(rc, WATCHDOG_EXIT, d.log_tail())
         recs = [r for r in d.log_records() if "watchdog" in r.get("msg", "") and r.get("level") == "error"]
@@ -427,7 +431,7 @@ class WatchdogTest(RecoverydTestCase):
         st, _, doc = d.trigger("stuck", manual(), token="operator")
         self.assertStatus(st, 202, d, doc)
         job = doc["jobs"][0]["id"]
-        self.stall_and_exit(d, fake, 1)
+        self.stall_and_exit(d, fake, 1, sigterm=True)
         d.start()
         rec = d.wait_job(job, timeout=10)
         self.assertEqual(rec["state"], "failed", rec)

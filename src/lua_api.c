@@ -311,6 +311,12 @@ static int l_json_array(lua_State *L)
 	return 1;
 }
 
+static int push_json_cfn(lua_State *L)
+{
+	lua_api_push_json(L, lua_touserdata(L, 1));
+	return 1;
+}
+
 static int l_json_decode(lua_State *L)
 {
 	size_t len;
@@ -331,8 +337,14 @@ static int l_json_decode(lua_State *L)
 		lua_pushfstring(L, "invalid JSON near byte %d", end ? (int)(end - s) : 0);
 		return 2;
 	}
-	lua_api_push_json(L, v);
+	/* Protected: a memory error half-way must still free the tree. No
+	 * Lua code runs in there, so nothing can yield across it. */
+	lua_pushcfunction(L, push_json_cfn);
+	lua_pushlightuserdata(L, v);
+	int st = lua_pcall(L, 1, 1, 0);
 	cJSON_Delete(v);
+	if (st != LUA_OK)
+		return lua_error(L);
 	return 1;
 }
 

@@ -8,7 +8,7 @@
 
 #include <cjson/cJSON.h>
 
-#include "fuzz_support.h"
+#include "support.h"
 #include "recoveryd/alert.h"
 
 static void check_set(const struct labels *ls, int is_labels)

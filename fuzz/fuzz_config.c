@@ -1,7 +1,7 @@
 /* The config loader (src/config.c) on the input as the config file's text:
  * config_load with --config pointing at a memfd that holds the input. A
  * config that never returns is stopped by the loader's own 5 s deadline,
- * which the virtual clock (fuzz_support.h, fuzz_tick below) turns into a
+ * which the virtual clock (support.h, fuzz_tick below) turns into a
  * budget of ~500k Lua instructions. Checks: an error message on rejection;
  * on success, settings within their documented ranges. */
 #include <math.h>
@@ -12,7 +12,7 @@
 
 #include <cjson/cJSON.h>
 
-#include "fuzz_support.h"
+#include "support.h"
 #include "lua_stack_check.h"
 #include "recoveryd/config.h"
 

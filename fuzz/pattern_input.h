@@ -5,8 +5,8 @@
  * the max count of one gsub), byte 1 = pattern length, byte 2 = replacement
  * length, then the pattern, the replacement, and the rest is the subject.
  * Every byte value may appear in each part. */
-#ifndef RECOVERYD_FUZZ_PATTERN_H
-#define RECOVERYD_FUZZ_PATTERN_H
+#ifndef RECOVERYD_FUZZ_PATTERN_INPUT_H
+#define RECOVERYD_FUZZ_PATTERN_INPUT_H
 
 #include <lauxlib.h>
 #include <lua.h>
@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fuzz_support.h"
+#include "support.h"
 
 #define PAT_GMATCH_MAX 64 /* gmatch iterations looked at */
 

@@ -9,7 +9,10 @@
  * Deep tables: each leading tab of the input wraps v1 in 8 more levels of
  * {k = ...} (up to 72) before one more encode, which must succeed up to
  * 64 levels and refuse beyond. With lua_stack_check.c linked, a push past
- * the C API's guaranteed stack slots aborts (finding 1). */
+ * the C API's guaranteed stack slots aborts (finding 1).
+ *
+ * Last, the input is decoded again with only 16 KiB of Lua memory left:
+ * a memory error half-way must leave no leak behind. */
 #include <float.h>
 #include <lauxlib.h>
 #include <lua.h>
@@ -24,7 +27,10 @@
 
 #define MAX_DEPTH 64 /* to_json's documented limit */
 
-static struct sandbox sb = {.mem_max = 256u << 20};
+#define MEM_MAX (256u << 20)
+#define TIGHT_BUDGET (16u << 10) /* bytes beyond what the state holds */
+
+static struct sandbox sb = {.mem_max = MEM_MAX};
 static lua_State *L;
 
 /* Call recovery.json.<fn>(value at idx); leaves the results (1 or 2) on the
@@ -176,6 +182,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			FUZZ_ASSERT(levels <= MAX_DEPTH, "encode accepted %d levels of nesting", levels);
 	}
 out:
+	/* decode once more under a tight memory budget: running out of Lua
+	 * memory half-way must raise a memory error and leak nothing. */
+	lua_settop(L, 0);
+	lua_gc(L, LUA_GCCOLLECT, 0);
+	lua_pushlstring(L, (const char *)data, size);
+	sb.mem_max = sb.mem_used + TIGHT_BUDGET;
+	if (json_call("decode", 1) != LUA_OK)
+		FUZZ_ASSERT(strstr(lua_tostring(L, -1), "memory"), "decode raised: %s",
+		            lua_tostring(L, -1));
+	sb.mem_max = MEM_MAX;
 	lua_settop(L, 0);
 	lua_gc(L, LUA_GCSTEP, 0);
 	return 0;

@@ -61,6 +61,16 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 # after an out-of-memory) is stopped, with everything it forked.
 grace=120
 
+# The first report in a log: an invariant with its explanation, or the
+# sanitizer's / libFuzzer's error and summary lines.
+show_error() {
+	if grep -q "invariant failed" "$1"; then
+		grep -m 1 -A 4 "invariant failed" "$1" | grep -v "^==" | sed 's/^/  /'
+	else
+		grep -m 3 -E "ERROR:|Lua stack overflow|SUMMARY" "$1" | sed 's/^/  /'
+	fi
+}
+
 failed=()
 for t in "${targets[@]}"; do
 	bin=$dir/fuzz/fuzz_$t
@@ -79,10 +89,11 @@ for t in "${targets[@]}"; do
 		"$bin" "${opts[@]}" "$work/corpus"/* >"$work/regression.log" 2>&1 || status=$?
 	if [ $status -ne 0 ]; then
 		echo "FAIL fuzz_$t: corpus regression (exit $status)"
-		grep -E "^Running: " "$work/regression.log" | tail -1 | sed "s|^Running: |  reproducer: |;s|$work/corpus/|fuzz/corpus/$t/|"
-		grep -m 3 -E "ERROR:|invariant failed|Lua stack overflow|differ|SUMMARY" "$work/regression.log" | sed 's/^/  /'
+		repro=$(grep -E "^Running: " "$work/regression.log" | tail -1 | sed "s|^Running: ||;s|$work/corpus/|fuzz/corpus/$t/|")
+		echo "  reproducer: $repro"
+		show_error "$work/regression.log"
 		echo "  log: $work/regression.log"
-		echo "  rerun: $bin fuzz/corpus/$t/<file>"
+		echo "  rerun: $bin $repro"
 		failed+=("$t")
 		continue
 	fi
@@ -102,7 +113,7 @@ for t in "${targets[@]}"; do
 		for a in "$work"/artifacts/*; do
 			[ -e "$a" ] && echo "  reproducer: $a"
 		done
-		grep -m 3 -E "ERROR:|invariant failed|Lua stack overflow|differ|SUMMARY" "$work/fuzz.log" | sed 's/^/  /'
+		show_error "$work/fuzz.log"
 		echo "  log: $work/fuzz.log"
 		echo "  rerun: $bin <reproducer>; keep it as fuzz/corpus/$t/<finding-name>"
 		failed+=("$t")

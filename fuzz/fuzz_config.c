@@ -58,7 +58,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		fd = memfd_create("fuzz-config", 0);
 		FUZZ_ASSERT(fd >= 0, "memfd_create");
 		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-		fuzz_tick = 0.01; /* 5 s deadline = 500 hook calls */
+		fuzz_tick = 0.01;          /* 5 s deadline = 500 hook calls */
+		fuzz_realtime_scale = 10; /* or 0.5 s spent in C functions */
 	}
 	FUZZ_ASSERT(ftruncate(fd, 0) == 0 && pwrite(fd, data, size, 0) == (ssize_t)size, "memfd write");
 	err[0] = '\0';

@@ -78,6 +78,15 @@ for t in "${targets[@]}"; do
 	rm -rf "$work"
 	mkdir -p "$work/corpus" "$work/artifacts"
 	cp fuzz/corpus/"$t"/* "$work/corpus/"
+	# The webhook payloads of the unit and integration tests seed the
+	# targets that read JSON, so new fixtures are fuzzed too.
+	case $t in alert | json)
+		for f in tests/fixtures/*.json; do
+			b=${f##*/}
+			cp "$f" "$work/corpus/fixture-${b%.json}"
+		done
+		;;
+	esac
 	opts=(-timeout=10 -rss_limit_mb=2048 -artifact_prefix="$work/artifacts/" -print_final_stats=1)
 	dict=fuzz/$t.dict
 	[ -f "$dict" ] || dict=fuzz/${t%_diff}.dict

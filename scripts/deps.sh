@@ -3,7 +3,10 @@
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libmicrohttpd-dev libcjson-dev libcurl4-openssl-dev
       liblua5.4-dev lua5.4 libsqlite3-dev libre2-dev libcmocka-dev python3 curl prometheus
-      prometheus-alertmanager yamllint python3-yaml)
+      prometheus-alertmanager yamllint python3-yaml
+      # fuzz/: clang, and libFuzzer's runtime (libclang_rt.fuzzer-x86_64.a),
+      # which only libclang-rt-14-dev ships (clang merely recommends it).
+      clang libclang-rt-14-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

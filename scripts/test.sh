@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up and run every test (unit, integration, end-to-end) under
+# Set up and run every test (unit, integration, end-to-end, fuzz) under
 # AddressSanitizer and UndefinedBehaviorSanitizer; ends with ctest's summary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +8,9 @@ bash scripts/deps.sh
 # debug one, and -Werror makes that fatal: build it too.
 bash scripts/build.sh build-release RelWithDebInfo -DRECOVERYD_TESTS=OFF >/dev/null
 bash scripts/build.sh build-test Debug -DRECOVERYD_SANITIZE=ON
+# The libFuzzer targets (clang), built once here; ctest's fuzz.<target>
+# tests only run them (scripts/fuzz.sh --no-build, docs/fuzzing.md).
+CC=clang bash scripts/build.sh build-fuzz RelWithDebInfo -DRECOVERYD_FUZZ=ON -DRECOVERYD_TESTS=OFF >/dev/null
 cd build-test
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --output-on-failure -j2 --timeout 600

@@ -196,14 +196,16 @@ static int load_file(struct config *c, const char *path, char *err, size_t errle
 	}
 	lua_pushnil(L);
 	while (lua_next(L, -2)) {
-		const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+		size_t klen = 0, vlen = 0;
+		const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &klen) : NULL;
 		const struct opt *o = k ? find_opt(k, 1) : NULL;
-		if (sandbox_has_nul(L, -2) || sandbox_has_nul(L, -1)) {
-			snprintf(err, errlen, "config %s: setting %s: names and values must not contain a NUL byte",
-			         path, k ? k : "(non-string key)");
+		char vbuf[64];
+		/* Lua strings may hold NUL bytes; C strings end at the first one,
+		 * so "listen\0x" would read as listen. Refuse rather than cut. */
+		if (k && strlen(k) != klen) {
+			snprintf(err, errlen, "config %s: a setting name contains a NUL byte", path);
 			goto out;
 		}
-		char vbuf[64];
 		if (k && (strcmp(k, "playbook_settings") == 0 || strcmp(k, "playbook_overrides") == 0)) {
 			char **dst = strcmp(k, "playbook_settings") == 0 ? &c->playbook_settings : &c->playbook_overrides;
 			/* Per-playbook overrides of `settings`: kept as JSON. */
@@ -245,13 +247,19 @@ static int load_file(struct config *c, const char *path, char *err, size_t errle
 			clear_list(list_at(c, o));
 			for (lua_Integer i = 1; i <= (lua_Integer)lua_rawlen(L, -1); i++) {
 				lua_rawgeti(L, -1, i);
-				if (lua_type(L, -1) != LUA_TSTRING || sandbox_has_nul(L, -1) ||
-				    set_value(c, o, lua_tostring(L, -1), err, errlen) < 0) {
-					if (lua_type(L, -1) != LUA_TSTRING || sandbox_has_nul(L, -1))
-						snprintf(err, errlen, "config %s: %s[%lld] must be a string without NUL bytes", path, k,
-						         (long long)i);
+				if (lua_type(L, -1) != LUA_TSTRING) {
+					snprintf(err, errlen, "config %s: %s[%lld] must be a string", path, k,
+					         (long long)i);
 					goto out;
 				}
+				const char *v = lua_tolstring(L, -1, &vlen);
+				if (strlen(v) != vlen) {
+					snprintf(err, errlen, "config %s: %s[%lld] contains a NUL byte", path, k,
+					         (long long)i);
+					goto out;
+				}
+				if (set_value(c, o, v, err, errlen) < 0)
+					goto out;
 				lua_pop(L, 1);
 			}
 		} else {
@@ -262,7 +270,11 @@ static int load_file(struct config *c, const char *path, char *err, size_t errle
 				snprintf(vbuf, sizeof(vbuf), "%.17g", lua_tonumber(L, -1));
 				v = vbuf;
 			} else if (o->type == O_STR && lua_type(L, -1) == LUA_TSTRING) {
-				v = lua_tostring(L, -1);
+				v = lua_tolstring(L, -1, &vlen);
+				if (strlen(v) != vlen) {
+					snprintf(err, errlen, "config %s: %s contains a NUL byte", path, k);
+					goto out;
+				}
 			} else {
 				snprintf(err, errlen, "config %s: %s has the wrong type (%s)", path, k,
 				         luaL_typename(L, -1));

@@ -43,7 +43,7 @@ done
 dir=${FUZZ_BUILD_DIR:-build-fuzz}
 case $dir in /*) ;; *) dir=$root/$dir ;; esac
 if [ $build = 1 ]; then
-	CC=clang bash scripts/build.sh "$dir" RelWithDebInfo -DRECOVERYD_FUZZ=ON -DRECOVERYD_TESTS=OFF >/dev/null
+	CC=clang CXX=clang++ bash scripts/build.sh "$dir" RelWithDebInfo -DRECOVERYD_FUZZ=ON -DRECOVERYD_TESTS=OFF >/dev/null
 else
 	for t in "${targets[@]}"; do
 		if [ ! -x "$dir/fuzz/fuzz_$t" ]; then

@@ -10,7 +10,7 @@ bash scripts/build.sh build-release RelWithDebInfo -DRECOVERYD_TESTS=OFF >/dev/n
 bash scripts/build.sh build-test Debug -DRECOVERYD_SANITIZE=ON
 # The libFuzzer targets (clang), built once here; ctest's fuzz.<target>
 # tests only run them (scripts/fuzz.sh --no-build, docs/fuzzing.md).
-CC=clang bash scripts/build.sh build-fuzz RelWithDebInfo -DRECOVERYD_FUZZ=ON -DRECOVERYD_TESTS=OFF >/dev/null
+CC=clang CXX=clang++ bash scripts/build.sh build-fuzz RelWithDebInfo -DRECOVERYD_FUZZ=ON -DRECOVERYD_TESTS=OFF >/dev/null
 cd build-test
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --output-on-failure -j2 --timeout 600

@@ -337,6 +337,14 @@ static int l_json_decode(lua_State *L)
 		lua_pushfstring(L, "invalid JSON near byte %d", end ? (int)(end - s) : 0);
 		return 2;
 	}
+	for (const char *p = end; p < s + len; p++)
+		if (*p != ' ' && *p != '\t' && *p != '\r' && *p != '\n') {
+			cJSON_Delete(v);
+			lua_pushnil(L);
+			lua_pushfstring(L, "invalid JSON: unexpected data after the JSON value at byte %d",
+			                (int)(p - s));
+			return 2;
+		}
 	/* Protected: a memory error half-way must still free the tree. No
 	 * Lua code runs in there, so nothing can yield across it. */
 	lua_pushcfunction(L, push_json_cfn);

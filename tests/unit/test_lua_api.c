@@ -120,6 +120,20 @@ static void test_deep_decode(void **state)
 	assert_int_equal(canary_broken, 0);
 }
 
+/* Data after the JSON value is an error, as in the webhook parser, not
+ * silently dropped. */
+static void test_decode_trailing_data(void **state)
+{
+	(void)state;
+	lua_State *L = new_state();
+	run(L, "local v, err = recovery.json.decode('1 garbage')\n"
+	       "assert(v == nil and err:find('after the JSON value'), tostring(err))\n"
+	       "v, err = recovery.json.decode('{\"a\":1}{\"b\":2}')\n"
+	       "assert(v == nil and err, 'two values')\n"
+	       "assert(recovery.json.decode('{\"a\":1} \\n\\t').a == 1)\n");
+	lua_close(L);
+}
+
 /* Finding 2: every metatable C hands to Lua is protected, so a playbook can
  * neither read nor change it (a __gc added there would run with hooks off). */
 static void test_metatables_protected(void **state)
@@ -164,6 +178,7 @@ int main(void)
 		cmocka_unit_test(test_deep_decode),
 		cmocka_unit_test(test_metatables_protected),
 		cmocka_unit_test(test_decode_out_of_memory),
+		cmocka_unit_test(test_decode_trailing_data),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

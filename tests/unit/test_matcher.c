@@ -42,13 +42,32 @@ static const struct labels *mklabels(struct lbuf *b, const char *spec)
 	return &b->ls;
 }
 
+struct match_case {
+	const char *matcher;
+	const char *labels; /* "name=value|name=value" */
+	bool want;
+};
+
+static void check_matches(const struct match_case *cases, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct matcher_set *ms = matcher_set_new();
+		struct lbuf lb;
+		char err[256];
+
+		assert_non_null(ms);
+		if (matcher_set_add(ms, cases[i].matcher, err, sizeof(err)) != 0)
+			fail_msg("case %zu %s: unexpected error: %s", i, cases[i].matcher, err);
+		if (matcher_set_matches(ms, mklabels(&lb, cases[i].labels)) != cases[i].want)
+			fail_msg("case %zu: %s against {%s}: want %s", i, cases[i].matcher,
+			         cases[i].labels, cases[i].want ? "match" : "no match");
+		matcher_set_free(ms);
+	}
+}
+
 static void test_match_table(void **state)
 {
-	static const struct {
-		const char *matcher;
-		const char *labels;
-		bool want;
-	} cases[] = {
+	static const struct match_case cases[] = {
 		/* = */
 		{ "alertname=\"SettingsSyncJobFailure\"", "alertname=SettingsSyncJobFailure|job=x", true },
 		{ "alertname=\"SettingsSyncJobFailure\"", "alertname=SettingsSyncJobFailures", false },
@@ -135,20 +154,7 @@ static void test_match_table(void **state)
 		{ "{}", "", true },
 	};
 	(void)state;
-
-	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
-		struct matcher_set *ms = matcher_set_new();
-		struct lbuf lb;
-		char err[256];
-
-		assert_non_null(ms);
-		if (matcher_set_add(ms, cases[i].matcher, err, sizeof(err)) != 0)
-			fail_msg("case %zu %s: unexpected error: %s", i, cases[i].matcher, err);
-		if (matcher_set_matches(ms, mklabels(&lb, cases[i].labels)) != cases[i].want)
-			fail_msg("case %zu: %s against {%s}: want %s", i, cases[i].matcher,
-			         cases[i].labels, cases[i].want ? "match" : "no match");
-		matcher_set_free(ms);
-	}
+	check_matches(cases, ARRAY_SIZE(cases));
 }
 
 static void test_error_table(void **state)
@@ -236,11 +242,7 @@ static void test_error_table(void **state)
  * checks many more against the real Alertmanager. */
 static void test_go_semantics(void **state)
 {
-	static const struct {
-		const char *matcher;
-		const char *labels;
-		bool want;
-	} cases[] = {
+	static const struct match_case cases[] = {
 		/* '.' does not match '\n' unless (?s) */
 		{ "ns=~\"settings.*\"", "ns=settings\nevil", false },
 		{ "ns=~\"settings.*\"", "ns=settings-evil", true },
@@ -284,20 +286,7 @@ static void test_go_semantics(void **state)
 		{ "x=~\"((a{10}){10}){10}b?\"", "x=a", false },
 	};
 	(void)state;
-
-	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
-		struct matcher_set *ms = matcher_set_new();
-		struct lbuf lb;
-		char err[256];
-
-		assert_non_null(ms);
-		if (matcher_set_add(ms, cases[i].matcher, err, sizeof(err)) != 0)
-			fail_msg("case %zu %s: unexpected error: %s", i, cases[i].matcher, err);
-		if (matcher_set_matches(ms, mklabels(&lb, cases[i].labels)) != cases[i].want)
-			fail_msg("case %zu: %s against {%s}: want %s", i, cases[i].matcher,
-			         cases[i].labels, cases[i].want ? "match" : "no match");
-		matcher_set_free(ms);
-	}
+	check_matches(cases, ARRAY_SIZE(cases));
 }
 
 static double now_s(void)

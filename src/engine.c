@@ -572,7 +572,7 @@ static int admit_one(struct engine *e, struct playbook_set *set, struct playbook
 		/* Recovery is being held back: record it as a job so that humans
 		 * see it (and escalation can attach to it). */
 		char msg[160];
-		j->state = JS_BUDGET_EXHAUSTED;
+		job_enter(&e->counts, j, JS_BUDGET_EXHAUSTED);
 		j->outcome = strdup("budget_exhausted");
 		snprintf(msg, sizeof(msg), "run budget of %d per %gs exhausted", pb->budget_runs,
 		         pb->budget_per);
@@ -719,6 +719,12 @@ decided:
 		b = NULL;
 	}
 	if (committed == RD_OK) {
+		/* Durable now: queued in the books before the runner can start
+		 * them. */
+		pthread_mutex_lock(&e->mu);
+		for (size_t i = 0; i < fresh.n; i++)
+			job_enter(&e->counts, fresh.v[i], JS_QUEUED);
+		pthread_mutex_unlock(&e->mu);
 		for (size_t i = 0; i < fresh.n; i++) {
 			log_kv(LOG_INFO, fresh.v[i]->id, "job queued", "playbook", fresh.v[i]->playbook_name,
 			       "key", fresh.v[i]->key, "trigger", fresh.v[i]->trigger, NULL);
@@ -986,13 +992,13 @@ static void replay_row(const struct job_row *r, void *arg)
 	j->max_attempts = r->max_attempts;
 	j->attempts = r->attempts;
 	j->notifications = r->notifications;
-	j->state = st;
+	job_enter(&e->counts, j, st);
 	j->error = r->error ? strdup(r->error) : NULL;
 
 	if (!pb) {
 		char msg[200];
 		snprintf(msg, sizeof(msg), "playbook '%s' is no longer loaded", r->playbook);
-		j->state = JS_FAILED;
+		job_set_state(&e->counts, j, JS_FAILED);
 		j->outcome = strdup("failed");
 		free(j->error);
 		j->error = strdup(msg);
@@ -1027,14 +1033,14 @@ static void replay_row(const struct job_row *r, void *arg)
 		free(j->error);
 		j->error = strdup(why);
 		if (poison) {
-			j->state = JS_FAILED;
+			job_set_state(&e->counts, j, JS_FAILED);
 			j->outcome = strdup("poisoned");
 			j->ended_at = rp->now;
 		} else if (pb->idempotent) {
-			j->state = JS_QUEUED;
+			job_set_state(&e->counts, j, JS_QUEUED);
 			j->attempts = r->attempts > 0 ? r->attempts - 1 : 0;
 		} else {
-			j->state = JS_FAILED;
+			job_set_state(&e->counts, j, JS_FAILED);
 			j->outcome = strdup("interrupted");
 			j->ended_at = rp->now;
 		}

@@ -28,6 +28,7 @@ struct engine {
 	struct map *cooldown;       /* [mu] key -> double* time the last job ended */
 	struct map *budget;         /* [mu] playbook -> struct budget* */
 	size_t n_active;            /* [mu] */
+	struct job_counts counts;   /* [mu] unfinished jobs per state */
 	struct map *incidents;      /* [mu] job key -> struct incident*: escalated, not resolved */
 	char *broken_file;          /* [mu] playbook file the last reload could not load */
 	char *broken_error;         /* [mu] */

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "recoveryd/log.h"
+#include "recoveryd/metrics.h"
 #include "recoveryd/playbook.h"
 
 static const char *const names[] = {
@@ -31,6 +33,50 @@ int job_state_parse(const char *s, enum job_state *out)
 int job_state_final(enum job_state s)
 {
 	return s == JS_SUCCEEDED || s == JS_FAILED || s == JS_CANCELLED || s == JS_BUDGET_EXHAUSTED;
+}
+
+#define TO(s) (1u << (s))
+
+/* allowed[from]: the states a job may move to (docs/playbook-guide.md,
+ * "Attempts" and "Crashes and shutdown"). */
+static const unsigned allowed[JS_COUNT] = {
+	/* started, cancelled, or failed at replay (playbook gone) */
+	[JS_QUEUED] = TO(JS_RUNNING) | TO(JS_CANCELLED) | TO(JS_FAILED),
+	/* the attempt's end; queued again when an idempotent one was
+	 * interrupted */
+	[JS_RUNNING] = TO(JS_SUCCEEDED) | TO(JS_FAILED) | TO(JS_CANCELLED) | TO(JS_RETRY_WAIT) |
+	               TO(JS_QUEUED),
+	[JS_RETRY_WAIT] = TO(JS_RUNNING) | TO(JS_CANCELLED) | TO(JS_FAILED),
+};
+
+static void count(struct job_counts *c, enum job_state st, int delta)
+{
+	if (job_state_final(st))
+		return;
+	c->n[st] += (size_t)delta; /* wraps back for -1 of a counted job */
+	if (st == JS_QUEUED)
+		metrics_set(M_QUEUE_DEPTH, NULL, NULL, (double)c->n[JS_QUEUED]);
+}
+
+void job_enter(struct job_counts *c, struct job *j, enum job_state st)
+{
+	j->state = st;
+	count(c, st, 1);
+}
+
+int job_set_state(struct job_counts *c, struct job *j, enum job_state to)
+{
+	enum job_state from = j->state;
+
+	if ((unsigned)from >= JS_COUNT || (unsigned)to >= JS_COUNT || !(allowed[from] & TO(to))) {
+		log_kv(LOG_ERROR, j->id, "job state: transition refused", "from", job_state_name(from), "to",
+		       job_state_name(to), NULL);
+		return -1;
+	}
+	count(c, from, -1);
+	count(c, to, 1);
+	j->state = to;
+	return 0;
 }
 
 void job_row_of(const struct job *j, struct job_row *row)

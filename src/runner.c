@@ -90,7 +90,6 @@ struct runner {
 	int draining;
 	double drain_deadline;
 	int stop;
-	size_t depth;           /* queued jobs waiting for a slot (for metrics) */
 
 	struct job *ready, *ready_tail;
 	size_t n_ready;
@@ -497,7 +496,7 @@ static void attempt_start(struct runner *r, struct job *j)
 		engine_job_done(r->e, j);
 		return;
 	}
-	j->state = JS_RUNNING;
+	job_set_state(&r->e->counts, j, JS_RUNNING);
 	j->attempts++;
 	j->next_run_at = 0;
 	if (!j->started_at)
@@ -734,11 +733,11 @@ static void attempt_end(struct runner *r, struct job *j, const char *result, con
 	pthread_mutex_lock(&r->e->mu);
 	set_str(&j->error, err_copy);
 	if (strcmp(result, "succeeded") == 0) {
-		j->state = JS_SUCCEEDED;
+		job_set_state(&r->e->counts, j, JS_SUCCEEDED);
 		set_str(&j->outcome, j->dry_run ? "dry_run_succeeded" : "succeeded");
 		final = 1;
 	} else if (j->cancel_requested || strcmp(result, "cancelled") == 0) {
-		j->state = JS_CANCELLED;
+		job_set_state(&r->e->counts, j, JS_CANCELLED);
 		set_str(&j->outcome, "cancelled");
 		if (!err_copy)
 			set_str(&j->error, j->cancel_reason);
@@ -746,21 +745,21 @@ static void attempt_end(struct runner *r, struct job *j, const char *result, con
 	} else if (interrupted) {
 		/* Drain ran out of time: DESIGN.md §5 crash rules, applied now. */
 		if (j->pb->idempotent) {
-			j->state = JS_QUEUED;
+			job_set_state(&r->e->counts, j, JS_QUEUED);
 			j->attempts--;
 		} else {
-			j->state = JS_FAILED;
+			job_set_state(&r->e->counts, j, JS_FAILED);
 			set_str(&j->outcome, "interrupted");
 			final = 1;
 		}
 	} else if (j->attempts < j->max_attempts) {
 		double d = playbook_backoff(j->pb, j->attempts, jitter_rnd());
-		j->state = JS_RETRY_WAIT;
+		job_set_state(&r->e->counts, j, JS_RETRY_WAIT);
 		j->next_run_at = rd_now() + d;
 		timer_add(r, j, T_RETRY, rd_mono() + d);
 		lvl = LOG_WARN;
 	} else {
-		j->state = JS_FAILED;
+		job_set_state(&r->e->counts, j, JS_FAILED);
 		/* A dry-run says so in its outcome, and stays out of the
 		 * auto-recovery ratio (outcome="succeeded" vs "failed"). */
 		set_str(&j->outcome, j->dry_run ? "dry_run_failed" : "failed");
@@ -1011,7 +1010,7 @@ static void handle_cancel(struct runner *r, struct job *j)
 		return; /* not ours yet (still in the inbox) or already ended */
 	timers_drop_job(r, j, -1);
 	pthread_mutex_lock(&r->e->mu);
-	j->state = JS_CANCELLED;
+	job_set_state(&r->e->counts, j, JS_CANCELLED);
 	set_str(&j->outcome, "cancelled");
 	set_str(&j->error, j->cancel_reason ? j->cancel_reason : "cancelled");
 	j->next_run_at = 0;
@@ -1231,10 +1230,6 @@ static void *loop(void *arg)
 		} else {
 			start_ready(r);
 		}
-		pthread_mutex_lock(&r->mu);
-		r->depth = r->n_ready;
-		pthread_mutex_unlock(&r->mu);
-		metrics_set(M_QUEUE_DEPTH, NULL, NULL, (double)r->depth);
 
 		double wait = MAX_WAIT_MS / 1000.0;
 		if (r->n_timers) {
@@ -1334,17 +1329,6 @@ void runner_schedule(struct runner *r, struct job *j)
 void runner_cancel(struct runner *r, const char *job_id)
 {
 	post(r, NULL, job_id);
-}
-
-size_t runner_queue_depth(struct runner *r)
-{
-	size_t d;
-	pthread_mutex_lock(&r->mu);
-	d = r->depth;
-	for (struct msg *m = r->inbox; m; m = m->next)
-		d++;
-	pthread_mutex_unlock(&r->mu);
-	return d;
 }
 
 void runner_drain(struct runner *r, double grace)

@@ -21,6 +21,13 @@ enum job_state {
 	JS_FAILED,
 	JS_CANCELLED,
 	JS_BUDGET_EXHAUSTED,
+	JS_COUNT
+};
+
+/* Unfinished jobs per state, kept by job_enter and job_set_state; the
+ * engine owns one and guards it with its lock. */
+struct job_counts {
+	size_t n[JS_COUNT];
 };
 
 struct job {
@@ -52,6 +59,14 @@ struct job {
 	size_t n_secrets;
 };
 
+/* The only ways a job's state changes (caller holds the engine lock):
+ * job_enter puts a job that was just committed (or replayed) into the books
+ * in state st; job_set_state moves it along the transition table. A move
+ * the table does not allow is refused (-1, logged; the state stays), which
+ * catches a lost or doubled event rather than corrupting the counts. Both
+ * keep recoveryd_queue_depth equal to the jobs in state queued. */
+void job_enter(struct job_counts *c, struct job *j, enum job_state st);
+int job_set_state(struct job_counts *c, struct job *j, enum job_state to);
 const char *job_state_name(enum job_state s);
 int job_state_parse(const char *s, enum job_state *out);
 int job_state_final(enum job_state s);

@@ -35,7 +35,6 @@ void runner_cancel(struct runner *r, const char *job_id);
  * then interrupt them; return when the loop has exited. */
 void runner_drain(struct runner *r, double grace);
 void runner_free(struct runner *r);
-size_t runner_queue_depth(struct runner *r);
 struct escalation_row;
 /* Send a journaled notification (copied) from the event loop, with retries.
  * Any thread. */

@@ -789,11 +789,19 @@ class ChainWatcher:
                 v = harness.metric_value(text, "recoveryd_alerts_received_total", {"status": status}) or 0.0
                 if v > self._last.get(status, 0.0):
                     # only a notification sent after Alertmanager saw our
-                    # alert resolve can carry its resolve
-                    if status == "resolved" and not seen.has("recoveryd resolved") and \
-                            seen.has("alertmanager resolved"):
-                        seen.add("recoveryd resolved", now)
+                    # alert resolve can carry its resolve; under load the
+                    # notification can reach recoveryd before this poll
+                    # sees Alertmanager's side, so remember it a while
+                    if status == "resolved" and not seen.has("recoveryd resolved"):
+                        if seen.has("alertmanager resolved"):
+                            seen.add("recoveryd resolved", now)
+                        else:
+                            self._early_resolved = now
                     self._last[status] = v
+            early = getattr(self, "_early_resolved", None)
+            if early is not None and seen.has("alertmanager resolved") and \
+                    not seen.has("recoveryd resolved") and now - early < 10:
+                seen.add("recoveryd resolved", early)
             for code in ("202", "401", "503", "400"):
                 v = harness.metric_value(text, "recoveryd_webhook_requests_total",
                                          {"path": "/webhook", "code": code}) or 0.0

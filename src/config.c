@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "recoveryd/lua_api.h"
+#include "recoveryd/http.h"
 #include "recoveryd/sandbox.h"
 
 #define CONFIG_FILE_MAX (1024 * 1024)
@@ -301,16 +302,16 @@ static void defaults(struct config *c)
 	c->lua_path = strdup(RECOVERYD_DEFAULT_LUA_PATH);
 	c->state = strdup("recoveryd.db");
 	c->pagerduty_url = strdup("https://events.pagerduty.com/v2/enqueue");
-	c->body_max = 4 * 1024 * 1024;
+	c->body_max = (double)HTTP_BODY_MAX_DEFAULT;
 	c->max_jobs = 16;
 	c->queue_max = 10000;
 	c->drain_timeout = 30;
 	c->watchdog_unhealthy = 5;
 	c->watchdog_exit = 30;
 	c->lua_memory = 64 * 1024 * 1024;
-	c->conn_limit = 10000;
-	c->request_timeout = 15;
-	c->conn_timeout = 30;
+	c->conn_limit = HTTP_CONN_LIMIT_DEFAULT;
+	c->request_timeout = HTTP_REQUEST_TIMEOUT_DEFAULT;
+	c->conn_timeout = HTTP_CONN_TIMEOUT_DEFAULT;
 	c->conn_per_ip = 64;
 	c->http_timeout = 30;
 	c->escalation_retry_initial = 1;

@@ -42,10 +42,6 @@
 #include "recoveryd/log.h"
 #include "recoveryd/metrics.h"
 
-#define BODY_MAX_DEFAULT ((size_t)1 << 20)
-#define CONN_LIMIT_DEFAULT 10000
-#define CONN_TIMEOUT_DEFAULT 30        /* 0 would mean "never" to MHD */
-#define REQUEST_TIMEOUT_DEFAULT 15     /* seconds for a request's headers and body */
 #define CONN_MEMORY 16384              /* per-connection pool: headers and read buffer */
 #define MHD_THREADS 2                  /* event loops; handlers there never block */
 #define FD_RESERVE 512                 /* descriptors kept for the journal, curl, children */
@@ -1597,8 +1593,8 @@ enum rd_status http_start(const struct http_config *cfg, struct engine *e, struc
 	for (size_t i = 0; i < LINGER_MAX; i++)
 		h->lingers[i].fd = -1;
 	h->e = e;
-	h->body_max = cfg->body_max ? cfg->body_max : BODY_MAX_DEFAULT;
-	h->request_timeout = cfg->request_timeout > 0 ? cfg->request_timeout : REQUEST_TIMEOUT_DEFAULT;
+	h->body_max = cfg->body_max ? cfg->body_max : HTTP_BODY_MAX_DEFAULT;
+	h->request_timeout = cfg->request_timeout > 0 ? cfg->request_timeout : HTTP_REQUEST_TIMEOUT_DEFAULT;
 	h->insecure = cfg->insecure_no_auth;
 	atomic_init(&h->stopping, 0);
 	h->webhook_token = token_dup(cfg->webhook_token);
@@ -1610,7 +1606,7 @@ enum rd_status http_start(const struct http_config *cfg, struct engine *e, struc
 		goto out;
 	}
 	/* Each connection needs a descriptor: fit the limit to what we have. */
-	limit = cfg->conn_limit ? cfg->conn_limit : CONN_LIMIT_DEFAULT;
+	limit = cfg->conn_limit ? cfg->conn_limit : HTTP_CONN_LIMIT_DEFAULT;
 	room = fd_room(&nofile);
 	snprintf(b, sizeof(b), "%u", limit);
 	snprintf(c, sizeof(c), "%lu", nofile);
@@ -1650,7 +1646,7 @@ enum rd_status http_start(const struct http_config *cfg, struct engine *e, struc
 		MHD_OPTION_CONNECTION_LIMIT, limit,
 		MHD_OPTION_PER_IP_CONNECTION_LIMIT, cfg->per_ip_limit,
 		MHD_OPTION_CONNECTION_TIMEOUT,
-		cfg->conn_timeout ? cfg->conn_timeout : CONN_TIMEOUT_DEFAULT,
+		cfg->conn_timeout ? cfg->conn_timeout : HTTP_CONN_TIMEOUT_DEFAULT,
 		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY,
 		MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
 		MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_END);

@@ -8,6 +8,13 @@
 struct engine;
 struct http;
 
+/* The defaults of the flags (config.c starts from these too); a zero in
+ * http_config means the default. */
+#define HTTP_BODY_MAX_DEFAULT ((size_t)4 << 20)
+#define HTTP_CONN_LIMIT_DEFAULT 10000
+#define HTTP_CONN_TIMEOUT_DEFAULT 30    /* 0 would mean "never" to MHD */
+#define HTTP_REQUEST_TIMEOUT_DEFAULT 15 /* seconds for a request's headers and body */
+
 struct http_config {
 	const char *listen;          /* "ADDR:PORT"; port 0 = any free port */
 	size_t body_max;             /* bytes; larger bodies get 413 */

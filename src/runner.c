@@ -996,7 +996,7 @@ void runner_deliver(struct runner *r, const struct escalation_row *e)
 
 /* ---------- loop ---------- */
 
-static void handle_cancel(struct runner *r, struct job *j)
+static void cancel_job(struct runner *r, struct job *j)
 {
 	if (j->rt) {
 		/* Running: stop now if it waits on an op, else at its next yield. */
@@ -1045,7 +1045,7 @@ static void drain_inbox(struct runner *r)
 			j = map_get(r->e->active_by_id, m->cancel_id);
 			pthread_mutex_unlock(&r->e->mu);
 			if (j)
-				handle_cancel(r, j);
+				cancel_job(r, j);
 		} else if (j->state == JS_RETRY_WAIT) {
 			double delay = j->next_run_at - rd_now();
 			timer_add(r, j, T_RETRY, rd_mono() + (delay > 0 ? delay : 0));

@@ -111,52 +111,52 @@ static const char *const wsql[W__COUNT] = {
 };
 
 enum rstmt {
-	R_BEGIN, R_END, R_JOB, R_ATTEMPTS, R_EVENTS, R_ESCALATIONS, R_SCAN,
-	R_LIST, R_LIST_STATE, R_LIST_PLAYBOOK, R_LIST_BOTH, R__COUNT
+	Q_BEGIN, Q_END, Q_JOB, Q_ATTEMPTS, Q_EVENTS, Q_ESCALATIONS, Q_SCAN,
+	Q_LIST, Q_LIST_STATE, Q_LIST_PLAYBOOK, Q_LIST_BOTH, Q__COUNT
 };
 
-static const char *const rsql[R__COUNT] = {
-	[R_BEGIN] = "BEGIN",
-	[R_END] = "COMMIT",
-	[R_JOB] = "SELECT " JOB_COLS " FROM jobs WHERE id = ?1",
-	[R_ATTEMPTS] = "SELECT n, started_at, ended_at, result, error, verify_ok, verify_reason "
+static const char *const rsql[Q__COUNT] = {
+	[Q_BEGIN] = "BEGIN",
+	[Q_END] = "COMMIT",
+	[Q_JOB] = "SELECT " JOB_COLS " FROM jobs WHERE id = ?1",
+	[Q_ATTEMPTS] = "SELECT n, started_at, ended_at, result, error, verify_ok, verify_reason "
 	               "FROM attempts WHERE job_id = ?1 ORDER BY n",
 	/* Newest ?2 rows, returned oldest first. */
-	[R_EVENTS] = "SELECT ts, attempt, type, detail, planned FROM "
+	[Q_EVENTS] = "SELECT ts, attempt, type, detail, planned FROM "
 	             "(SELECT seq, ts, attempt, type, detail, planned FROM events "
 	             " WHERE job_id = ?1 ORDER BY seq DESC LIMIT ?2) ORDER BY seq",
-	[R_ESCALATIONS] = "SELECT sink, state, attempts, last_answer, created_at, updated_at, "
+	[Q_ESCALATIONS] = "SELECT sink, state, attempts, last_answer, created_at, updated_at, "
 	                  "id, kind, reason, delivered_at, next_attempt_at "
 	                  "FROM escalations WHERE job_id = ?1 ORDER BY seq",
-	[R_SCAN] = "SELECT " JOB_COLS ", (SELECT count(*) FROM events WHERE events.job_id = jobs.id "
+	[Q_SCAN] = "SELECT " JOB_COLS ", (SELECT count(*) FROM events WHERE events.job_id = jobs.id "
 	           "AND events.type = 'watchdog') FROM jobs WHERE state IN ('queued','running','retry_wait') "
 	           "OR started_at >= ?1 OR ended_at >= ?1 ORDER BY seq",
 	/* One statement per filter combination so each can use its index. */
-	[R_LIST] = "SELECT " JOB_COLS " FROM jobs ORDER BY seq DESC LIMIT ?3",
-	[R_LIST_STATE] = "SELECT " JOB_COLS " FROM jobs WHERE state = ?1 ORDER BY seq DESC LIMIT ?3",
-	[R_LIST_PLAYBOOK] = "SELECT " JOB_COLS " FROM jobs WHERE playbook = ?2 "
+	[Q_LIST] = "SELECT " JOB_COLS " FROM jobs ORDER BY seq DESC LIMIT ?3",
+	[Q_LIST_STATE] = "SELECT " JOB_COLS " FROM jobs WHERE state = ?1 ORDER BY seq DESC LIMIT ?3",
+	[Q_LIST_PLAYBOOK] = "SELECT " JOB_COLS " FROM jobs WHERE playbook = ?2 "
 	                    "ORDER BY seq DESC LIMIT ?3",
-	[R_LIST_BOTH] = "SELECT " JOB_COLS " FROM jobs WHERE state = ?1 AND playbook = ?2 "
+	[Q_LIST_BOTH] = "SELECT " JOB_COLS " FROM jobs WHERE state = ?1 AND playbook = ?2 "
 	                "ORDER BY seq DESC LIMIT ?3",
 };
 
-enum op_kind { OP_INSERT_JOB, OP_UPDATE_JOB, OP_ATTEMPT, OP_EVENT, OP_ESC_INSERT, OP_ESC_UPDATE };
+enum write_kind { W_INSERT_JOB, W_UPDATE_JOB, W_ATTEMPT, W_EVENT, W_ESC_INSERT, W_ESC_UPDATE };
 
 /* One queued write; strings are owned copies. */
-struct op {
-	struct op *next;
-	enum op_kind kind;
-	char *job_id;                  /* OP_ATTEMPT, OP_EVENT */
-	struct job_row job;            /* OP_INSERT_JOB, OP_UPDATE_JOB */
-	struct attempt_row att;        /* OP_ATTEMPT */
-	char *type, *detail;           /* OP_EVENT */
+struct write_op {
+	struct write_op *next;
+	enum write_kind kind;
+	char *job_id;                  /* W_ATTEMPT, W_EVENT */
+	struct job_row job;            /* W_INSERT_JOB, W_UPDATE_JOB */
+	struct attempt_row att;        /* W_ATTEMPT */
+	char *type, *detail;           /* W_EVENT */
 	int attempt, planned;
 	double ts;
-	struct escalation_row esc;     /* OP_ESC_INSERT, OP_ESC_UPDATE */
+	struct escalation_row esc;     /* W_ESC_INSERT, W_ESC_UPDATE */
 };
 
 struct store_batch {
-	struct op *head, *tail;
+	struct write_op *head, *tail;
 	struct store_batch *next;      /* queue link */
 	int detached;                  /* wait == 0: the writer frees it */
 	int done;
@@ -169,7 +169,7 @@ struct store {
 	int mem;
 	sqlite3 *wdb, *rdb;
 	sqlite3_stmt *w[W__COUNT];
-	sqlite3_stmt *r[R__COUNT];
+	sqlite3_stmt *r[Q__COUNT];
 
 	pthread_mutex_t mu;            /* queue, results, stats, healthy */
 	pthread_cond_t work_cv;        /* writer: batches queued or stopping */
@@ -270,7 +270,7 @@ static int esc_copy(struct escalation_row *d, const struct escalation_row *src)
 	return 0;
 }
 
-static void op_free(struct op *op)
+static void write_op_free(struct write_op *op)
 {
 	job_strings_free(&op->job);
 	free(op->job_id);
@@ -387,18 +387,18 @@ struct store_batch *store_batch_new(void)
 
 void store_batch_free(struct store_batch *b)
 {
-	struct op *op, *next;
+	struct write_op *op, *next;
 
 	if (!b)
 		return;
 	for (op = b->head; op; op = next) {
 		next = op->next;
-		op_free(op);
+		write_op_free(op);
 	}
 	free(b);
 }
 
-static void batch_push(struct store_batch *b, struct op *op)
+static void batch_push(struct store_batch *b, struct write_op *op)
 {
 	if (b->tail)
 		b->tail->next = op;
@@ -407,9 +407,9 @@ static void batch_push(struct store_batch *b, struct op *op)
 	b->tail = op;
 }
 
-static int batch_add_job(struct store_batch *b, enum op_kind kind, const struct job_row *j)
+static int batch_add_job(struct store_batch *b, enum write_kind kind, const struct job_row *j)
 {
-	struct op *op;
+	struct write_op *op;
 
 	if (!b || !j || !(op = calloc(1, sizeof(*op))))
 		return -1;
@@ -424,29 +424,29 @@ static int batch_add_job(struct store_batch *b, enum op_kind kind, const struct 
 
 int store_batch_insert_job(struct store_batch *b, const struct job_row *j)
 {
-	return batch_add_job(b, OP_INSERT_JOB, j);
+	return batch_add_job(b, W_INSERT_JOB, j);
 }
 
 int store_batch_update_job(struct store_batch *b, const struct job_row *j)
 {
-	return batch_add_job(b, OP_UPDATE_JOB, j);
+	return batch_add_job(b, W_UPDATE_JOB, j);
 }
 
 int store_batch_attempt(struct store_batch *b, const char *job_id, const struct attempt_row *a)
 {
-	struct op *op;
+	struct write_op *op;
 	int fail = 0;
 
 	if (!b || !a || !(op = calloc(1, sizeof(*op))))
 		return -1;
-	op->kind = OP_ATTEMPT;
+	op->kind = W_ATTEMPT;
 	op->att = *a;
 	op->job_id = dup_or_null(job_id, &fail);
 	op->att.result = dup_or_null(a->result, &fail);
 	op->att.error = dup_or_null(a->error, &fail);
 	op->att.verify_reason = dup_or_null(a->verify_reason, &fail);
 	if (fail) {
-		op_free(op);
+		write_op_free(op);
 		return -1;
 	}
 	batch_push(b, op);
@@ -456,12 +456,12 @@ int store_batch_attempt(struct store_batch *b, const char *job_id, const struct 
 int store_batch_event(struct store_batch *b, const char *job_id, int attempt, const char *type,
                       const char *detail_json, int planned, double ts)
 {
-	struct op *op;
+	struct write_op *op;
 	int fail = 0;
 
 	if (!b || !(op = calloc(1, sizeof(*op))))
 		return -1;
-	op->kind = OP_EVENT;
+	op->kind = W_EVENT;
 	op->job_id = dup_or_null(job_id, &fail);
 	op->type = dup_or_null(type, &fail);
 	op->detail = dup_or_null(detail_json ? detail_json : "{}", &fail);
@@ -469,16 +469,16 @@ int store_batch_event(struct store_batch *b, const char *job_id, int attempt, co
 	op->planned = planned != 0;
 	op->ts = ts;
 	if (fail) {
-		op_free(op);
+		write_op_free(op);
 		return -1;
 	}
 	batch_push(b, op);
 	return 0;
 }
 
-static int batch_add_esc(struct store_batch *b, enum op_kind kind, const struct escalation_row *e)
+static int batch_add_esc(struct store_batch *b, enum write_kind kind, const struct escalation_row *e)
 {
-	struct op *op;
+	struct write_op *op;
 
 	if (!b || !e || !(op = calloc(1, sizeof(*op))))
 		return -1;
@@ -493,12 +493,12 @@ static int batch_add_esc(struct store_batch *b, enum op_kind kind, const struct 
 
 int store_batch_escalation(struct store_batch *b, const struct escalation_row *e)
 {
-	return batch_add_esc(b, OP_ESC_INSERT, e);
+	return batch_add_esc(b, W_ESC_INSERT, e);
 }
 
 int store_batch_escalation_update(struct store_batch *b, const struct escalation_row *e)
 {
-	return batch_add_esc(b, OP_ESC_UPDATE, e);
+	return batch_add_esc(b, W_ESC_UPDATE, e);
 }
 
 /* ---- the writer ---- */
@@ -518,7 +518,7 @@ static int wexec(struct store *s, sqlite3_stmt *st, char *err, size_t errlen)
 }
 
 /* Escalation writes are rare next to job writes: prepared on use. */
-static int apply_esc(struct store *s, struct op *op, char *err, size_t errlen)
+static int apply_esc(struct store *s, struct write_op *op, char *err, size_t errlen)
 {
 	static const char ins[] =
 		"INSERT INTO escalations (id, job_id, incident_key, sink, kind, reason, state, attempts, "
@@ -529,14 +529,14 @@ static int apply_esc(struct store *s, struct op *op, char *err, size_t errlen)
 		"next_attempt_at=?12, delivered_at=?13 WHERE id=?1";
 	const struct escalation_row *e = &op->esc;
 	sqlite3_stmt *st = NULL;
-	int rc = sqlite3_prepare_v2(s->wdb, op->kind == OP_ESC_INSERT ? ins : upd, -1, &st, NULL);
+	int rc = sqlite3_prepare_v2(s->wdb, op->kind == W_ESC_INSERT ? ins : upd, -1, &st, NULL);
 
 	if (rc != SQLITE_OK) {
 		snprintf(err, errlen, "%s", sqlite3_errmsg(s->wdb));
 		return rc;
 	}
 	bind_text(st, 1, e->id);
-	if (op->kind == OP_ESC_INSERT) {
+	if (op->kind == W_ESC_INSERT) {
 		bind_text(st, 2, e->job_id);
 		bind_text(st, 3, e->incident_key);
 		bind_text(st, 4, e->sink);
@@ -560,25 +560,25 @@ static int apply_esc(struct store *s, struct op *op, char *err, size_t errlen)
 	return rc;
 }
 
-static int apply_op(struct store *s, struct op *op, char *err, size_t errlen)
+static int apply_op(struct store *s, struct write_op *op, char *err, size_t errlen)
 {
 	sqlite3_stmt *st;
 	int rc;
 
 	switch (op->kind) {
-	case OP_INSERT_JOB:
-	case OP_UPDATE_JOB:
-		st = s->w[op->kind == OP_INSERT_JOB ? W_INSERT_JOB : W_UPDATE_JOB];
+	case W_INSERT_JOB:
+	case W_UPDATE_JOB:
+		st = s->w[op->kind == W_INSERT_JOB ? W_INSERT_JOB : W_UPDATE_JOB];
 		bind_job(st, &op->job);
 		rc = wexec(s, st, err, errlen);
 		/* An update of an unknown job is a caller bug; failing the batch
 		 * beats silently journaling nothing. */
-		if (rc == SQLITE_OK && op->kind == OP_UPDATE_JOB && sqlite3_changes(s->wdb) == 0) {
+		if (rc == SQLITE_OK && op->kind == W_UPDATE_JOB && sqlite3_changes(s->wdb) == 0) {
 			snprintf(err, errlen, "update of unknown job %s", op->job.id ? op->job.id : "(null)");
 			rc = SQLITE_NOTFOUND;
 		}
 		return rc;
-	case OP_ATTEMPT:
+	case W_ATTEMPT:
 		st = s->w[W_ATTEMPT];
 		bind_text(st, 1, op->job_id);
 		sqlite3_bind_int(st, 2, op->att.n);
@@ -592,7 +592,7 @@ static int apply_op(struct store *s, struct op *op, char *err, size_t errlen)
 			sqlite3_bind_int(st, 7, op->att.verify_ok != 0);
 		bind_text(st, 8, op->att.verify_reason);
 		return wexec(s, st, err, errlen);
-	case OP_EVENT:
+	case W_EVENT:
 		st = s->w[W_EVENT];
 		bind_text(st, 1, op->job_id);
 		bind_time(st, 2, op->ts);
@@ -604,8 +604,8 @@ static int apply_op(struct store *s, struct op *op, char *err, size_t errlen)
 		bind_text(st, 5, op->detail);
 		sqlite3_bind_int(st, 6, op->planned);
 		return wexec(s, st, err, errlen);
-	case OP_ESC_INSERT:
-	case OP_ESC_UPDATE:
+	case W_ESC_INSERT:
+	case W_ESC_UPDATE:
 		return apply_esc(s, op, err, errlen);
 	}
 	snprintf(err, errlen, "unknown journal operation");
@@ -639,7 +639,7 @@ static int run_txn(struct store *s, struct store_batch *list)
 
 		if (!ok)
 			goto abort;
-		for (struct op *op = b->head; op && ok; op = op->next)
+		for (struct write_op *op = b->head; op && ok; op = op->next)
 			ok = apply_op(s, op, b->err, sizeof(b->err)) == SQLITE_OK;
 		if (ok) {
 			b->result = RD_OK;
@@ -670,11 +670,11 @@ abort:
 
 static const char *batch_job(const struct store_batch *b)
 {
-	const struct op *op = b->head;
+	const struct write_op *op = b->head;
 
 	if (!op)
 		return NULL;
-	return op->kind == OP_INSERT_JOB || op->kind == OP_UPDATE_JOB ? op->job.id : op->job_id;
+	return op->kind == W_INSERT_JOB || op->kind == W_UPDATE_JOB ? op->job.id : op->job_id;
 }
 
 static void *writer_main(void *arg)
@@ -902,7 +902,7 @@ static int setup_reader(struct store *s, char *err, size_t errlen)
 {
 	int rc = sqlite3_exec(s->rdb, "PRAGMA query_only=ON", NULL, NULL, NULL);
 
-	for (int i = 0; rc == SQLITE_OK && i < R__COUNT; i++)
+	for (int i = 0; rc == SQLITE_OK && i < Q__COUNT; i++)
 		rc = sqlite3_prepare_v3(s->rdb, rsql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->r[i], NULL);
 	if (rc != SQLITE_OK) {
 		snprintf(err, errlen, "journal %s: %s", s->path, sqlite3_errmsg(s->rdb));
@@ -915,7 +915,7 @@ static void close_conns(struct store *s)
 {
 	for (int i = 0; i < W__COUNT; i++)
 		sqlite3_finalize(s->w[i]);
-	for (int i = 0; i < R__COUNT; i++)
+	for (int i = 0; i < Q__COUNT; i++)
 		sqlite3_finalize(s->r[i]);
 	/* Reader first: for ":memory:" the writer's close frees the database. */
 	sqlite3_close(s->rdb);
@@ -1025,8 +1025,8 @@ static int read_begin(struct store *s)
 
 	if (s->mem)
 		return 0;
-	rc = step_retry(s->r[R_BEGIN]);
-	stmt_done(s->r[R_BEGIN]);
+	rc = step_retry(s->r[Q_BEGIN]);
+	stmt_done(s->r[Q_BEGIN]);
 	return rc == SQLITE_DONE ? 0 : -1;
 }
 
@@ -1034,8 +1034,8 @@ static void read_end(struct store *s)
 {
 	if (s->mem || sqlite3_get_autocommit(s->rdb))
 		return;
-	step_retry(s->r[R_END]);
-	stmt_done(s->r[R_END]);
+	step_retry(s->r[Q_END]);
+	stmt_done(s->r[Q_END]);
 }
 
 static int add_text(cJSON *o, const char *name, sqlite3_stmt *st, int col)
@@ -1129,7 +1129,7 @@ out:
 
 static int read_attempts(struct store *s, const char *id, cJSON *arr)
 {
-	sqlite3_stmt *st = s->r[R_ATTEMPTS];
+	sqlite3_stmt *st = s->r[Q_ATTEMPTS];
 	int rc, bad = 0;
 
 	bind_text(st, 1, id);
@@ -1163,7 +1163,7 @@ static int read_attempts(struct store *s, const char *id, cJSON *arr)
 
 static int read_events(struct store *s, const char *id, cJSON *rec)
 {
-	sqlite3_stmt *st = s->r[R_EVENTS];
+	sqlite3_stmt *st = s->r[Q_EVENTS];
 	cJSON *actions, *logs, *events, *first = NULL;
 	int rc, n = 0, bad = 0;
 
@@ -1212,7 +1212,7 @@ static int read_events(struct store *s, const char *id, cJSON *rec)
 
 static int read_escalations(struct store *s, const char *id, cJSON *rec)
 {
-	sqlite3_stmt *st = s->r[R_ESCALATIONS];
+	sqlite3_stmt *st = s->r[Q_ESCALATIONS];
 	cJSON *arr = cJSON_AddArrayToObject(rec, "escalations");
 	int rc, bad = !arr;
 
@@ -1258,7 +1258,7 @@ enum rd_status store_job_json(struct store *s, const char *id, cJSON **out)
 	pthread_mutex_lock(&s->rmu);
 	if (read_begin(s) < 0)
 		goto out;
-	st = s->r[R_JOB];
+	st = s->r[Q_JOB];
 	bind_text(st, 1, id);
 	rc = step_retry(st);
 	if (rc == SQLITE_ROW) {
@@ -1310,8 +1310,8 @@ enum rd_status store_jobs_json(struct store *s, const char *state, const char *p
 	if (!(arr = cJSON_CreateArray()))
 		return RD_NOMEM;
 	pthread_mutex_lock(&s->rmu);
-	st = s->r[state ? (playbook ? R_LIST_BOTH : R_LIST_STATE)
-	                : (playbook ? R_LIST_PLAYBOOK : R_LIST)];
+	st = s->r[state ? (playbook ? Q_LIST_BOTH : Q_LIST_STATE)
+	                : (playbook ? Q_LIST_PLAYBOOK : Q_LIST)];
 	bind_text(st, 1, state);
 	bind_text(st, 2, playbook);
 	sqlite3_bind_int(st, 3, limit);
@@ -1349,7 +1349,7 @@ enum rd_status store_scan_jobs(struct store *s, double since,
 	if (!s || !cb)
 		return RD_ERR;
 	pthread_mutex_lock(&s->rmu);
-	st = s->r[R_SCAN];
+	st = s->r[Q_SCAN];
 	sqlite3_bind_double(st, 1, since);
 	while ((rc = step_retry(st)) == SQLITE_ROW) {
 		if (n == cap) {

@@ -140,19 +140,19 @@ static const char *const rsql[Q__COUNT] = {
 	                "ORDER BY seq DESC LIMIT ?3",
 };
 
-enum write_kind { W_INSERT_JOB, W_UPDATE_JOB, W_ATTEMPT, W_EVENT, W_ESC_INSERT, W_ESC_UPDATE };
+enum write_kind { WK_INSERT_JOB, WK_UPDATE_JOB, WK_ATTEMPT, WK_EVENT, WK_ESC_INSERT, WK_ESC_UPDATE };
 
 /* One queued write; strings are owned copies. */
 struct write_op {
 	struct write_op *next;
 	enum write_kind kind;
-	char *job_id;                  /* W_ATTEMPT, W_EVENT */
-	struct job_row job;            /* W_INSERT_JOB, W_UPDATE_JOB */
-	struct attempt_row att;        /* W_ATTEMPT */
-	char *type, *detail;           /* W_EVENT */
+	char *job_id;                  /* WK_ATTEMPT, WK_EVENT */
+	struct job_row job;            /* WK_INSERT_JOB, WK_UPDATE_JOB */
+	struct attempt_row att;        /* WK_ATTEMPT */
+	char *type, *detail;           /* WK_EVENT */
 	int attempt, planned;
 	double ts;
-	struct escalation_row esc;     /* W_ESC_INSERT, W_ESC_UPDATE */
+	struct escalation_row esc;     /* WK_ESC_INSERT, WK_ESC_UPDATE */
 };
 
 struct store_batch {
@@ -424,12 +424,12 @@ static int batch_add_job(struct store_batch *b, enum write_kind kind, const stru
 
 int store_batch_insert_job(struct store_batch *b, const struct job_row *j)
 {
-	return batch_add_job(b, W_INSERT_JOB, j);
+	return batch_add_job(b, WK_INSERT_JOB, j);
 }
 
 int store_batch_update_job(struct store_batch *b, const struct job_row *j)
 {
-	return batch_add_job(b, W_UPDATE_JOB, j);
+	return batch_add_job(b, WK_UPDATE_JOB, j);
 }
 
 int store_batch_attempt(struct store_batch *b, const char *job_id, const struct attempt_row *a)
@@ -439,7 +439,7 @@ int store_batch_attempt(struct store_batch *b, const char *job_id, const struct 
 
 	if (!b || !a || !(op = calloc(1, sizeof(*op))))
 		return -1;
-	op->kind = W_ATTEMPT;
+	op->kind = WK_ATTEMPT;
 	op->att = *a;
 	op->job_id = dup_or_null(job_id, &fail);
 	op->att.result = dup_or_null(a->result, &fail);
@@ -461,7 +461,7 @@ int store_batch_event(struct store_batch *b, const char *job_id, int attempt, co
 
 	if (!b || !(op = calloc(1, sizeof(*op))))
 		return -1;
-	op->kind = W_EVENT;
+	op->kind = WK_EVENT;
 	op->job_id = dup_or_null(job_id, &fail);
 	op->type = dup_or_null(type, &fail);
 	op->detail = dup_or_null(detail_json ? detail_json : "{}", &fail);
@@ -493,12 +493,12 @@ static int batch_add_esc(struct store_batch *b, enum write_kind kind, const stru
 
 int store_batch_escalation(struct store_batch *b, const struct escalation_row *e)
 {
-	return batch_add_esc(b, W_ESC_INSERT, e);
+	return batch_add_esc(b, WK_ESC_INSERT, e);
 }
 
 int store_batch_escalation_update(struct store_batch *b, const struct escalation_row *e)
 {
-	return batch_add_esc(b, W_ESC_UPDATE, e);
+	return batch_add_esc(b, WK_ESC_UPDATE, e);
 }
 
 /* ---- the writer ---- */
@@ -529,14 +529,14 @@ static int apply_esc(struct store *s, struct write_op *op, char *err, size_t err
 		"next_attempt_at=?12, delivered_at=?13 WHERE id=?1";
 	const struct escalation_row *e = &op->esc;
 	sqlite3_stmt *st = NULL;
-	int rc = sqlite3_prepare_v2(s->wdb, op->kind == W_ESC_INSERT ? ins : upd, -1, &st, NULL);
+	int rc = sqlite3_prepare_v2(s->wdb, op->kind == WK_ESC_INSERT ? ins : upd, -1, &st, NULL);
 
 	if (rc != SQLITE_OK) {
 		snprintf(err, errlen, "%s", sqlite3_errmsg(s->wdb));
 		return rc;
 	}
 	bind_text(st, 1, e->id);
-	if (op->kind == W_ESC_INSERT) {
+	if (op->kind == WK_ESC_INSERT) {
 		bind_text(st, 2, e->job_id);
 		bind_text(st, 3, e->incident_key);
 		bind_text(st, 4, e->sink);
@@ -566,19 +566,19 @@ static int apply_op(struct store *s, struct write_op *op, char *err, size_t errl
 	int rc;
 
 	switch (op->kind) {
-	case W_INSERT_JOB:
-	case W_UPDATE_JOB:
-		st = s->w[op->kind == W_INSERT_JOB ? W_INSERT_JOB : W_UPDATE_JOB];
+	case WK_INSERT_JOB:
+	case WK_UPDATE_JOB:
+		st = s->w[op->kind == WK_INSERT_JOB ? W_INSERT_JOB : W_UPDATE_JOB];
 		bind_job(st, &op->job);
 		rc = wexec(s, st, err, errlen);
 		/* An update of an unknown job is a caller bug; failing the batch
 		 * beats silently journaling nothing. */
-		if (rc == SQLITE_OK && op->kind == W_UPDATE_JOB && sqlite3_changes(s->wdb) == 0) {
+		if (rc == SQLITE_OK && op->kind == WK_UPDATE_JOB && sqlite3_changes(s->wdb) == 0) {
 			snprintf(err, errlen, "update of unknown job %s", op->job.id ? op->job.id : "(null)");
 			rc = SQLITE_NOTFOUND;
 		}
 		return rc;
-	case W_ATTEMPT:
+	case WK_ATTEMPT:
 		st = s->w[W_ATTEMPT];
 		bind_text(st, 1, op->job_id);
 		sqlite3_bind_int(st, 2, op->att.n);
@@ -592,7 +592,7 @@ static int apply_op(struct store *s, struct write_op *op, char *err, size_t errl
 			sqlite3_bind_int(st, 7, op->att.verify_ok != 0);
 		bind_text(st, 8, op->att.verify_reason);
 		return wexec(s, st, err, errlen);
-	case W_EVENT:
+	case WK_EVENT:
 		st = s->w[W_EVENT];
 		bind_text(st, 1, op->job_id);
 		bind_time(st, 2, op->ts);
@@ -604,8 +604,8 @@ static int apply_op(struct store *s, struct write_op *op, char *err, size_t errl
 		bind_text(st, 5, op->detail);
 		sqlite3_bind_int(st, 6, op->planned);
 		return wexec(s, st, err, errlen);
-	case W_ESC_INSERT:
-	case W_ESC_UPDATE:
+	case WK_ESC_INSERT:
+	case WK_ESC_UPDATE:
 		return apply_esc(s, op, err, errlen);
 	}
 	snprintf(err, errlen, "unknown journal operation");
@@ -674,7 +674,7 @@ static const char *batch_job(const struct store_batch *b)
 
 	if (!op)
 		return NULL;
-	return op->kind == W_INSERT_JOB || op->kind == W_UPDATE_JOB ? op->job.id : op->job_id;
+	return op->kind == WK_INSERT_JOB || op->kind == WK_UPDATE_JOB ? op->job.id : op->job_id;
 }
 
 static void *writer_main(void *arg)

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "recoveryd/lua_api.h"
+#include "recoveryd/lua_json.h"
 #include "recoveryd/http.h"
 #include "recoveryd/sandbox.h"
 
@@ -216,7 +216,7 @@ static int load_file(struct config *c, const char *path, char *err, size_t errle
 				snprintf(err, errlen, "config %s: %s must be a table of tables", path, k);
 				goto out;
 			}
-			v = lua_api_to_json(L, -1, &jerr);
+			v = lua_json_from(L, -1, &jerr);
 			if (!v || !cJSON_IsObject(v)) {
 				snprintf(err, errlen, "config %s: %s: %s", path, k,
 				         jerr ? jerr : "must be a table keyed by playbook name");

@@ -14,6 +14,7 @@
 
 #include "recoveryd/escalate.h"
 #include "recoveryd/lua_api.h"
+#include "recoveryd/lua_json.h"
 #include "recoveryd/matcher.h"
 #include "recoveryd/sandbox.h"
 
@@ -391,7 +392,7 @@ static int apply_overrides(lua_State *L, struct parse_args *pa)
 			return -1;
 		}
 	}
-	lua_api_push_json(L, o);
+	lua_json_push(L, o);
 	if (parse_limits(L, lua_gettop(L), pa->pb, msg, sizeof(msg)) < 0) {
 		snprintf(pa->err, pa->errlen, "playbook_overrides[\"%s\"].%s", pa->pb->name, msg);
 		return -1;

@@ -26,6 +26,7 @@
 #include "recoveryd/escalate.h"
 #include "recoveryd/log.h"
 #include "recoveryd/lua_api.h"
+#include "recoveryd/lua_json.h"
 #include "recoveryd/metrics.h"
 #include "recoveryd/playbook.h"
 #include "recoveryd/sandbox.h"
@@ -455,7 +456,7 @@ static void push_ctx(lua_State *L, struct job *j, int n)
 {
 	lua_newtable(L);
 	if (j->alert)
-		lua_api_push_json(L, j->alert);
+		lua_json_push(L, j->alert);
 	else
 		lua_newtable(L);
 	lua_setfield(L, -2, "alert");

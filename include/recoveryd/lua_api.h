@@ -29,9 +29,5 @@ void lua_api_configure(const struct lua_api_conf *c);
 /* Install `recovery` as a global and for require "recovery". job == NULL
  * while loading playbooks: the yielding primitives then raise an error. */
 void lua_api_open(lua_State *L, struct job *job);
-/* Push a JSON value as Lua (objects -> tables, null -> recovery.json.null). */
-void lua_api_push_json(lua_State *L, const cJSON *v);
-/* Convert the Lua value at idx to JSON; NULL with *err on failure. */
-cJSON *lua_api_to_json(lua_State *L, int idx, const char **err);
 
 #endif

@@ -11,6 +11,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -781,6 +782,43 @@ static void free_strv(char **v)
 	free(v);
 }
 
+/* Start argv[0] in a process group of its own, with in/out/err as its
+ * stdin/stdout/stderr, no other descriptor, default signal dispositions and
+ * an empty mask. posix_spawn (glibc: clone with CLONE_VM|CLONE_VFORK) does
+ * not copy the daemon's page tables as fork would, and reports a failed
+ * exec as its result. Returns 0 or an errno value. */
+static int spawn(char **argv, char **envp, int in, int out, int errfd, pid_t *pid)
+{
+	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t at;
+	sigset_t none, all;
+	int rc;
+
+	if ((rc = posix_spawn_file_actions_init(&fa)) != 0)
+		return rc;
+	if ((rc = posix_spawnattr_init(&at)) != 0) {
+		posix_spawn_file_actions_destroy(&fa);
+		return rc;
+	}
+	sigemptyset(&none);
+	sigfillset(&all);
+	if ((rc = posix_spawn_file_actions_adddup2(&fa, in, 0)) != 0 ||
+	    (rc = posix_spawn_file_actions_adddup2(&fa, out, 1)) != 0 ||
+	    (rc = posix_spawn_file_actions_adddup2(&fa, errfd, 2)) != 0 ||
+	    (rc = posix_spawn_file_actions_addclosefrom_np(&fa, 3)) != 0 ||
+	    (rc = posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
+	                                            POSIX_SPAWN_SETSIGDEF)) != 0 ||
+	    (rc = posix_spawnattr_setpgroup(&at, 0)) != 0 ||
+	    (rc = posix_spawnattr_setsigmask(&at, &none)) != 0 ||
+	    (rc = posix_spawnattr_setsigdefault(&at, &all)) != 0)
+		goto out;
+	rc = posix_spawn(pid, argv[0], &fa, &at, argv, envp);
+out:
+	posix_spawnattr_destroy(&at);
+	posix_spawn_file_actions_destroy(&fa);
+	return rc;
+}
+
 static int l_exec(lua_State *L)
 {
 	struct job *j;
@@ -788,7 +826,7 @@ static int l_exec(lua_State *L)
 	size_t argc, envc = 0, stdin_len = 0;
 	const char *stdin_data = NULL;
 	double timeout, remaining;
-	int mutates, out[2] = {-1, -1}, errp[2] = {-1, -1}, in_fd = -1;
+	int mutates, out[2] = {-1, -1}, errp[2] = {-1, -1}, in_fd = -1, rc;
 	struct op *op = NULL;
 	struct exec_ctx *c = NULL;
 	cJSON *argj;
@@ -924,28 +962,10 @@ static int l_exec(lua_State *L)
 		snprintf(err, sizeof(err), "pipe: %s", strerror(errno));
 		goto fail;
 	}
-	pid = fork();
-	if (pid < 0) {
-		snprintf(err, sizeof(err), "fork: %s", strerror(errno));
+	if ((rc = spawn(argv, envp, in_fd, out[1], errp[1], &pid)) != 0) {
+		snprintf(err, sizeof(err), "cannot start %s: %s", argv[0], strerror(rc));
 		goto fail;
 	}
-	if (pid == 0) {
-		/* Child: async-signal-safe calls only until execve. */
-		sigset_t none;
-		struct sigaction dfl = {.sa_handler = SIG_DFL};
-		setpgid(0, 0);
-		sigemptyset(&none);
-		sigprocmask(SIG_SETMASK, &none, NULL);
-		for (int s = 1; s < 32; s++)
-			sigaction(s, &dfl, NULL);
-		dup2(in_fd, 0);
-		dup2(out[1], 1);
-		dup2(errp[1], 2);
-		syscall(SYS_close_range, 3U, ~0U, 0U);
-		execve(argv[0], argv, envp);
-		_exit(127);
-	}
-	setpgid(pid, pid); /* also from the parent: no race with an early kill */
 	close(out[1]);
 	close(errp[1]);
 	close(in_fd);

@@ -67,6 +67,23 @@ if r.code ~= 0 or r.stdout ~= "hi\\n" then error("unexpected exec result") end
         self.assertEqual(got, {"code": 0, "stdout": "hi\n", "stderr": ""})
         self.assertTrue(find_actions(rec, None, "/bin/echo"), rec.get("actions"))
 
+    def test_exec_cannot_start(self):
+        """A program that cannot be executed (its interpreter is missing) is
+        nil, err naming it, not a result with some exit code."""
+        fake = self.fake()
+        prog = os.path.join(self.tmpdir, "broken-script")
+        with open(prog, "w") as f:
+            f.write("#!/nonexistent/interpreter\n")
+        os.chmod(prog, 0o755)
+        run = "local r, err = recovery.exec{%s}\n" % lua_str(prog) + \
+            report("{got_nil = (r == nil), err = tostring(err)}")
+        d = self.start(fake, run, allow=(prog,))
+        rec = self.run_job(d)
+        self.assertEqual(rec["state"], "succeeded", rec)
+        got = fake.requests("POST", "/report")[0].json()
+        self.assertTrue(got["got_nil"], got)
+        self.assertIn("cannot start " + prog, got["err"])
+
     def test_exec_not_allowed(self):
         fake = self.fake()
         mark = os.path.join(self.tmpdir, "not-allowed-ran")

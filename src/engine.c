@@ -21,7 +21,6 @@
 
 #define RETRY_AFTER_SECONDS 5
 
-static struct admit *the_admit; /* guarded by engine->mu */
 
 /* An escalated job key whose incident is still open: where to send the
  * resolve, and which job it concerned. */
@@ -254,12 +253,11 @@ struct engine *engine_new(const struct engine_opts *o)
 	e->active_by_id = map_new();
 	e->active_by_key = map_new();
 	e->incidents = map_new();
-	if (!the_admit)
-		the_admit = admit_new();
+	e->admit = admit_new();
 	e->wd = watchdog_new(&wo);
 	ro.wd = e->wd;
 	e->runner = e->wd ? runner_new(e, &ro) : NULL;
-	if (!e->active_by_id || !e->active_by_key || !e->incidents || !the_admit || !e->runner) {
+	if (!e->active_by_id || !e->active_by_key || !e->incidents || !e->admit || !e->runner) {
 		engine_free(e);
 		return NULL;
 	}
@@ -284,8 +282,7 @@ void engine_free(struct engine *e)
 	free(e->broken_file);
 	free(e->broken_error);
 	playbook_set_unref(e->set);
-	admit_free(the_admit);
-	the_admit = NULL;
+	admit_free(e->admit);
 	pthread_cond_destroy(&e->ended);
 	pthread_mutex_destroy(&e->mu);
 	free(e);
@@ -529,7 +526,7 @@ static int admit_one(struct engine *e, struct playbook_set *set, struct playbook
 
 	struct admit_policy pol = {pb->cooldown, pb->budget_runs, pb->budget_per, p->manual};
 	const char *last_id = NULL;
-	enum admit_decision d = admit_firing(the_admit, pb->name, key, active != NULL, &pol, now, &last_id);
+	enum admit_decision d = admit_firing(e->admit, pb->name, key, active != NULL, &pol, now, &last_id);
 	const char *dname = admit_decision_name(d);
 	struct job *j;
 
@@ -583,7 +580,7 @@ static int admit_one(struct engine *e, struct playbook_set *set, struct playbook
 			return -1;
 		}
 	} else if (pending_add(fresh, j) < 0) {
-		admit_unstart(the_admit, pb->name, now);
+		admit_unstart(e->admit, pb->name, now);
 		job_free(j);
 		return -1;
 	} else {
@@ -621,7 +618,7 @@ static void prune(struct engine *e, double now)
 		if (e->set->v[i]->budget_per > horizon)
 			horizon = e->set->v[i]->budget_per;
 	}
-	admit_prune(the_admit, now, horizon);
+	admit_prune(e->admit, now, horizon);
 }
 
 void engine_submit(struct engine *e, const struct payload *p, const char *playbook, int dry_run,
@@ -737,7 +734,7 @@ decided:
 			       final.v[i]->playbook_name, "key", final.v[i]->key, NULL);
 			metrics_add(M_JOBS, final.v[i]->playbook_name, "budget_exhausted", 1);
 			pthread_mutex_lock(&e->mu);
-			admit_ended(the_admit, final.v[i]->key, final.v[i]->id, now);
+			admit_ended(e->admit, final.v[i]->key, final.v[i]->id, now);
 			pthread_mutex_unlock(&e->mu);
 			job_free(final.v[i]);
 		}
@@ -788,7 +785,7 @@ decided:
 	for (size_t i = 0; i < fresh.n; i++) {
 		map_del(e->active_by_id, fresh.v[i]->id);
 		map_del(e->active_by_key, fresh.v[i]->key);
-		admit_unstart(the_admit, fresh.v[i]->playbook_name, now);
+		admit_unstart(e->admit, fresh.v[i]->playbook_name, now);
 		job_free(fresh.v[i]);
 	}
 	pthread_mutex_unlock(&e->mu);
@@ -830,7 +827,7 @@ void engine_job_done(struct engine *e, struct job *j)
 		map_del(e->active_by_id, j->id);
 	if (map_get(e->active_by_key, j->key) == j)
 		map_del(e->active_by_key, j->key);
-	admit_ended(the_admit, j->key, j->id, j->ended_at ? j->ended_at : rd_now());
+	admit_ended(e->admit, j->key, j->id, j->ended_at ? j->ended_at : rd_now());
 	pthread_cond_broadcast(&e->ended);
 	pthread_mutex_unlock(&e->mu);
 
@@ -968,12 +965,12 @@ static void replay_row(const struct job_row *r, void *arg)
 	if (job_state_parse(r->state, &st) < 0)
 		return;
 	if (job_state_final(st)) {
-		admit_ended(the_admit, r->key, r->id, r->ended_at ? r->ended_at : r->created_at);
+		admit_ended(e->admit, r->key, r->id, r->ended_at ? r->ended_at : r->created_at);
 		if (st != JS_BUDGET_EXHAUSTED)
-			admit_started(the_admit, r->playbook, r->created_at);
+			admit_started(e->admit, r->playbook, r->created_at);
 		return;
 	}
-	admit_started(the_admit, r->playbook, r->created_at);
+	admit_started(e->admit, r->playbook, r->created_at);
 	pb = playbook_set_find(e->set, r->playbook);
 	j = calloc(1, sizeof(*j));
 	if (!j)
@@ -1006,7 +1003,7 @@ static void replay_row(const struct job_row *r, void *arg)
 		job_row_of(j, &row);
 		row.updated_at = rp->now;
 		store_batch_update_job(rp->b, &row);
-		admit_ended(the_admit, j->key, j->id, rp->now);
+		admit_ended(e->admit, j->key, j->id, rp->now);
 		log_kv(LOG_WARN, j->id, "journal replay: job failed", "error", msg, NULL);
 		metrics_add(M_JOBS, j->playbook_name, "failed", 1);
 		/* Nobody else will finish this recovery: tell the default sinks. */
@@ -1055,7 +1052,7 @@ static void replay_row(const struct job_row *r, void *arg)
 			metrics_add(M_JOBS, j->playbook_name, reason, 1);
 			notify_push(&rp->notes, j->id, j->key, "trigger", reason, playbook_sinks(pb),
 			            j->dry_run);
-			admit_ended(the_admit, j->key, j->id, rp->now);
+			admit_ended(e->admit, j->key, j->id, rp->now);
 			job_free(j);
 			return;
 		}

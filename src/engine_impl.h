@@ -11,6 +11,7 @@
 struct runner;
 struct watchdog;
 struct map;
+struct admit;
 
 struct engine {
 	pthread_mutex_t mu;
@@ -27,6 +28,7 @@ struct engine {
 	struct map *active_by_key;  /* [mu] key -> job */
 	struct map *cooldown;       /* [mu] key -> double* time the last job ended */
 	struct map *budget;         /* [mu] playbook -> struct budget* */
+	struct admit *admit;        /* [mu] cooldown and budget bookkeeping */
 	size_t n_active;            /* [mu] */
 	struct job_counts counts;   /* [mu] unfinished jobs per state */
 	struct map *incidents;      /* [mu] job key -> struct incident*: escalated, not resolved */

@@ -103,8 +103,6 @@ struct runner {
 	size_t n_deliveries;
 };
 
-/* The runner of this process: lua_api calls come without a handle. */
-static struct runner *the_runner;
 
 static void attempt_end(struct runner *r, struct job *j, const char *result, const char *error,
                         int verify_ok, const char *verify_reason);
@@ -275,7 +273,7 @@ static struct job *ready_pop(struct runner *r)
 
 void runner_record(struct job *j, const char *type, cJSON *detail, int planned)
 {
-	struct runner *r = the_runner;
+	struct runner *r = j->runner;
 	struct store_batch *b;
 	char *txt;
 	int attempt = j->rt ? j->rt->n : 0;
@@ -380,7 +378,7 @@ static void op_abort(struct runner *r, struct op *op)
 
 int runner_begin_op(struct job *j, struct op *op, char *err, size_t errlen)
 {
-	struct runner *r = the_runner;
+	struct runner *r = j->runner;
 
 	if (!r || !j->rt) {
 		snprintf(err, errlen, "no attempt is running");
@@ -1288,7 +1286,6 @@ struct runner *runner_new(struct engine *e, const struct runner_opts *o)
 		free(r);
 		return NULL;
 	}
-	the_runner = r;
 	return r;
 }
 
@@ -1308,10 +1305,12 @@ static void post(struct runner *r, struct job *j, const char *cancel_id)
 	if (!m)
 		return; /* the job stays in the journal; it resumes on restart */
 	m->cancel = cancel_id != NULL;
-	if (cancel_id)
+	if (cancel_id) {
 		snprintf(m->cancel_id, sizeof(m->cancel_id), "%s", cancel_id);
-	else
+	} else {
 		m->job = j;
+		j->runner = r;
+	}
 	pthread_mutex_lock(&r->mu);
 	if (r->inbox_tail)
 		r->inbox_tail->next = m;
@@ -1380,8 +1379,6 @@ void runner_free(struct runner *r)
 	curl_multi_cleanup(r->multi);
 	free(r->timers);
 	pthread_mutex_destroy(&r->mu);
-	if (the_runner == r)
-		the_runner = NULL;
 	free(r->lua_path);
 	free(r);
 }

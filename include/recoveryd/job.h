@@ -12,6 +12,7 @@
 struct playbook;
 struct playbook_set;
 struct attempt_rt;
+struct runner;
 
 enum job_state {
 	JS_QUEUED,
@@ -53,6 +54,7 @@ struct job {
 	struct playbook_set *set; /* reference held for the job's life */
 	struct playbook *pb;
 
+	struct runner *runner;  /* the runner it was handed to (runner_schedule) */
 	struct job *next;       /* [runner] ready queue */
 	struct attempt_rt *rt;  /* [runner] the running attempt, or NULL */
 	char **secrets;         /* [runner] values to redact */

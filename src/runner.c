@@ -34,7 +34,9 @@
 #define MAX_WAIT_MS 1000
 #define MAX_PROCS 256
 
-enum timer_kind { T_RETRY, T_DEADLINE, T_SLEEP, T_DELIVER, T_RESUME };
+enum timer_kind { T_RETRY, T_DEADLINE, T_SLEEP, T_DELIVER, T_RESUME, T_KINDS };
+_Static_assert(T_KINDS <= sizeof(((struct job *)0)->timer_at) / sizeof(size_t),
+               "struct job has a timer slot per kind");
 
 /* A running attempt gets the loop for a slice at a time; Lua code that
  * cannot be preempted fails after HOLD_MAX, or half the watchdog's
@@ -49,6 +51,7 @@ struct timer {
 	int kind;
 	int attempt;            /* stale once the job moved past this attempt */
 	struct delivery *dl;    /* T_DELIVER */
+	size_t *at;             /* the job's timer_at slot, kept equal to 1 + index */
 };
 
 /* One notification of the escalation outbox, journaled before it is here. */
@@ -147,11 +150,19 @@ static size_t dl_body(char *p, size_t sz, size_t n, void *ud)
 
 /* ---------- timers: a small binary heap ---------- */
 
+/* Place t at index i, telling its owner where it is. */
+static void heap_set(struct runner *r, size_t i, struct timer t)
+{
+	r->timers[i] = t;
+	if (t.at)
+		*t.at = i + 1;
+}
+
 static void heap_swap(struct runner *r, size_t a, size_t b)
 {
 	struct timer t = r->timers[a];
-	r->timers[a] = r->timers[b];
-	r->timers[b] = t;
+	heap_set(r, a, r->timers[b]);
+	heap_set(r, b, t);
 }
 
 static void heap_down(struct runner *r, size_t i)
@@ -187,48 +198,57 @@ static int timer_push(struct runner *r, struct timer t)
 		r->timers = nt;
 		r->cap_timers = ncap;
 	}
-	r->timers[r->n_timers] = t;
+	heap_set(r, r->n_timers, t);
 	heap_up(r, r->n_timers++);
 	return 0;
 }
 
-static int timer_add(struct runner *r, struct job *j, int kind, double when)
+/* Remove the timer at index i: O(log n). */
+static void heap_remove(struct runner *r, size_t i)
 {
-	return timer_push(r, (struct timer){when, j, kind, j->attempts, NULL});
-}
-
-static int timer_add_dl(struct runner *r, struct delivery *d, double when)
-{
-	return timer_push(r, (struct timer){when, NULL, T_DELIVER, 0, d});
+	if (r->timers[i].at)
+		*r->timers[i].at = 0;
+	if (--r->n_timers == i)
+		return;
+	heap_set(r, i, r->timers[r->n_timers]);
+	heap_down(r, i);
+	heap_up(r, i);
 }
 
 static void heap_pop(struct runner *r)
 {
-	r->timers[0] = r->timers[--r->n_timers];
-	heap_down(r, 0);
+	heap_remove(r, 0);
+}
+
+/* A job has at most one timer of each kind: a new one replaces the old. */
+static int timer_add(struct runner *r, struct job *j, int kind, double when)
+{
+	if (j->timer_at[kind])
+		heap_remove(r, j->timer_at[kind] - 1);
+	return timer_push(r, (struct timer){when, j, kind, j->attempts, NULL, &j->timer_at[kind]});
+}
+
+static int timer_add_dl(struct runner *r, struct delivery *d, double when)
+{
+	return timer_push(r, (struct timer){when, NULL, T_DELIVER, 0, d, NULL});
 }
 
 static int timers_has(struct runner *r, struct job *j)
 {
-	for (size_t i = 0; i < r->n_timers; i++)
-		if (r->timers[i].kind != T_DELIVER && r->timers[i].job == j)
+	(void)r;
+	for (size_t k = 0; k < sizeof(j->timer_at) / sizeof(j->timer_at[0]); k++)
+		if (j->timer_at[k])
 			return 1;
 	return 0;
 }
 
-/* Forget every timer of j (it is about to be freed or rescheduled). */
+/* Forget j's timer of this kind, or all of them for -1 (it is about to be
+ * freed or rescheduled). */
 static void timers_drop_job(struct runner *r, struct job *j, int kind)
 {
-	size_t w = 0;
-	for (size_t i = 0; i < r->n_timers; i++)
-		if (r->timers[i].kind == T_DELIVER || r->timers[i].job != j ||
-		    (kind >= 0 && r->timers[i].kind != kind))
-			r->timers[w++] = r->timers[i];
-	if (w == r->n_timers)
-		return;
-	r->n_timers = w;
-	for (size_t i = w / 2 + 1; i-- > 0;)
-		heap_down(r, i);
+	for (size_t k = 0; k < sizeof(j->timer_at) / sizeof(j->timer_at[0]); k++)
+		if (j->timer_at[k] && (kind < 0 || (size_t)kind == k))
+			heap_remove(r, j->timer_at[k] - 1);
 }
 
 /* The FIFO of queued jobs waiting for a free attempt slot. */

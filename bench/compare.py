@@ -341,7 +341,7 @@ class Recoveryd(Server):
         self.stderr_path = os.path.join(self.dir, "stderr.log")
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=open(self.stderr_path, "w"), cwd=self.dir)
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + getattr(self, "start_timeout", 15)
         while time.monotonic() < deadline and self.proc.poll() is None:
             with open(self.stderr_path) as f:
                 m = re.search(r'"msg":"listening".*?"port":"(\d+)"', f.read())

@@ -360,10 +360,19 @@ class Recoveryd(Server):
         return http_req(self.port, "POST", "/webhook", body, self.headers(), timeout)
 
     def counts(self):
-        """(jobs created, jobs ended, jobs running) from /metrics."""
+        """(jobs created, jobs ended, jobs running) from /metrics. Also notes
+        the largest gap seen between recoveryd_queue_depth and the jobs that
+        are neither running nor ended (the queued ones: the bench playbooks
+        never retry) in self.queue_gap."""
         ms = metrics(self.port)
-        return (msum(ms, "recoveryd_admissions_total", decision="queued"),
-                msum(ms, "recoveryd_jobs_total"), msum(ms, "recoveryd_jobs_in_flight"))
+        c = (msum(ms, "recoveryd_admissions_total", decision="queued"),
+             msum(ms, "recoveryd_jobs_total"), msum(ms, "recoveryd_jobs_in_flight"))
+        queued = c[0] - c[1] - c[2]
+        gap = abs(msum(ms, "recoveryd_queue_depth") - queued)
+        if gap > getattr(self, "queue_gap", 0):
+            self.queue_gap = gap
+            self.queue_gap_at = (msum(ms, "recoveryd_queue_depth"), queued)
+        return c
 
     def wait_drained(self, limit, poll=0.05):
         """Seconds until every created job has ended (None after limit)."""
@@ -449,6 +458,9 @@ class Bench:
                 row["drain_jobs_per_s"] = row["backlog"] / d
             # total completion rate over load + drain
             row["jobs_per_s"] = row["jobs_ended"] / (r["duration_us"] / 1e6 + (d or 0))
+            row["queue_depth_gap"] = getattr(server, "queue_gap", 0)
+            row["queue_depth_gap_at"] = getattr(server, "queue_gap_at", None)
+            server.queue_gap, server.queue_gap_at = 0, None
             if server.name.endswith("http"):
                 time.sleep(0.2)  # the sink's log write follows its answer
                 row["completed"] = self.sink.count() - sink_before
@@ -642,6 +654,63 @@ class Bench:
             self.problems.append("first-action: %d webhooks, %d actions arrived" % (len(sent), len(lat)))
         return out
 
+    def completion(self):
+        """Jobs completed per second from a fixed backlog: N jobs posted at
+        once (notifications of 1,000 alerts), timed from the first post until
+        all have ended, for the empty playbook, one recovery.http POST and one
+        recovery.exec of /bin/true."""
+        n = self.a.backlog
+        sink = Nginx(self.root, "sink-completion", count_log=True).start()
+        url = lua_str("http://127.0.0.1:%d/sink" % sink.port)
+        kinds = (("empty", "", []),
+                 ("http", http_post(url), []),
+                 ("exec", '    local r, err = recovery.exec{"/bin/true", timeout = 30}\n'
+                          '    if not r or r.code ~= 0 then error(err or "exit code") end',
+                  ["--exec-allow", "/bin/true"]))
+        out = {}
+        try:
+            for name, run, extra in kinds:
+                rd = Recoveryd(self.root, "recoveryd-backlog-" + name, self.a.binary,
+                               {name: playbook(name, "BenchBacklog", run=run)}, extra=extra).start()
+                try:
+                    s0 = sink.count()
+                    t0 = time.monotonic()
+                    for start in range(0, n, 1000):
+                        body = notification([alert({"alertname": "BenchBacklog", "instance": "b%d" % i})
+                                             for i in range(start, min(n, start + 1000))])
+                        st, _ = rd.post(body, timeout=120)
+                        if st != 202:
+                            self.problems.append("backlog %s: answered %d" % (name, st))
+                            break
+                    t_posted = time.monotonic() - t0
+                    done = None
+                    while time.monotonic() - t0 < self.a.drain_limit:
+                        created, ended, _ = rd.counts()
+                        if ended >= n:
+                            done = time.monotonic() - t0
+                            break
+                        time.sleep(0.02)
+                    r = {"jobs": n, "posted_s": t_posted, "all_ended_s": done,
+                         "jobs_per_s": n / done if done else None,
+                         "queue_depth_gap": getattr(rd, "queue_gap", 0),
+                         "queue_depth_gap_at": getattr(rd, "queue_gap_at", None)}
+                    if name == "http":
+                        time.sleep(0.2)
+                        r["sink"] = sink.count() - s0
+                        if r["sink"] < n:
+                            self.problems.append("backlog http: %d jobs, the sink saw %d" % (n, r["sink"]))
+                    if done is None:
+                        self.problems.append("backlog %s: %d jobs did not end within %ds"
+                                             % (name, n, self.a.drain_limit))
+                    out[name] = r
+                    print("  backlog %-5s %d jobs: all ended after %s s (%s jobs/s)"
+                          % (name, n, fmt(done, "%.2f"), fmt(r["jobs_per_s"])), flush=True)
+                finally:
+                    rd.stop()
+        finally:
+            sink.stop()
+        return out
+
     def storm(self):
         """One notification with N firing alerts: time to the answer, and
         until all N jobs (empty playbook) have ended."""
@@ -747,6 +816,8 @@ def summarize(results):
             s["completed"] = sum(r.get("completed", 0) for r in rs)
         if any("jobs_created" in r for r in rs):
             s["jobs_created"] = sum(r.get("jobs_created", 0) for r in rs)
+        if any("queue_depth_gap" in r for r in rs):
+            s["queue_depth_gap"] = max(r.get("queue_depth_gap", 0) for r in rs)
         if any(r.get("drain_jobs_per_s") for r in rs):
             s["drain_jobs_per_s"] = med(lambda r: r.get("drain_jobs_per_s"))
             s["drain_s"] = med(lambda r: r.get("drain_s"))
@@ -822,8 +893,9 @@ def main():
     ap.add_argument("--first-n", type=int, help="first-action samples (default 1000; smoke 50)")
     ap.add_argument("--storm", type=int, help="alerts in the storm notification (default 1000; smoke 100)")
     ap.add_argument("--waiting", type=int, help="jobs waiting at once (default 10000; smoke 200)")
-    ap.add_argument("--only", default="matrix,first,storm,waiting",
-                    help="parts to run (default matrix,first,storm,waiting)")
+    ap.add_argument("--backlog", type=int, help="jobs in the backlog figure (default 5000; smoke 200)")
+    ap.add_argument("--only", default="matrix,first,backlog,storm,waiting",
+                    help="parts to run (default matrix,first,backlog,storm,waiting)")
     ap.add_argument("--json", help="where to write the results (default bench/out/compare.json)")
     a = ap.parse_args()
     smoke = a.smoke
@@ -833,6 +905,7 @@ def main():
     a.first_n = a.first_n or (50 if smoke else 1000)
     a.first_limit = 10 if smoke else 120
     a.storm = a.storm or (100 if smoke else 1000)
+    a.backlog = a.backlog or (200 if smoke else 5000)
     a.waiting = a.waiting or (200 if smoke else 10000)
     a.sleep = 20 if smoke else 60
     a.drain_limit = 60 if smoke else 300
@@ -847,7 +920,7 @@ def main():
     info = versions(a.binary)
     info["command"] = " ".join(["bench/run.sh"] + (["--smoke"] if smoke else []))
     info["settings"] = {"duration_s": a.duration, "reps": a.reps, "conns": a.conns,
-                        "first_n": a.first_n, "storm": a.storm, "waiting": a.waiting,
+                        "first_n": a.first_n, "storm": a.storm, "backlog": a.backlog, "waiting": a.waiting,
                         "sleep_s": a.sleep}
     print("nproc %s | %s | %s | %s | recoveryd %s (%s)" % (
         info["nproc"], info["wrk"], info["nginx"], info["webhook"], info["recoveryd"], info["git"]),
@@ -862,6 +935,8 @@ def main():
         if "first" in parts:
             extra["first_action"] = b.first_action()
             print("first action: %s" % json.dumps(extra["first_action"]), flush=True)
+        if "backlog" in parts:
+            extra["backlog"] = b.completion()
         if "storm" in parts:
             extra["storm"] = b.storm()
             print("storm: %s" % json.dumps(extra["storm"]), flush=True)

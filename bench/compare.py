@@ -113,6 +113,16 @@ def msum(ms, name, **want):
                if n == name and all((k, str(x)) in ls for k, x in want.items()))
 
 
+def codes(ms, name="recoveryd_webhook_requests_total"):
+    """{status code: count} of recoveryd's answers on /webhook."""
+    out = {}
+    for (n, ls), v in ms.items():
+        d = dict(ls)
+        if n == name and d.get("path") == "/webhook":
+            out[d.get("code")] = out.get(d.get("code"), 0) + v
+    return out
+
+
 def pct(values, q):
     if not values:
         return float("nan")
@@ -428,6 +438,7 @@ class Bench:
         if isinstance(server, Recoveryd):
             env["BENCH_TOKEN"] = server.token
             before = server.counts()
+            codes_before = codes(metrics(server.port))
             sink_before = self.sink.count()
         elif isinstance(server, Webhook):
             before = server.count()
@@ -447,6 +458,10 @@ class Bench:
         if isinstance(server, Recoveryd):
             c0, e0, _ = server.counts()
             row["backlog"] = c0 - e0
+            cb = codes(metrics(server.port))
+            # the daemon's own count of its answers by status (wrk only says "non-2xx")
+            row["codes"] = {k: v - codes_before.get(k, 0) for k, v in cb.items()
+                            if v - codes_before.get(k, 0)}
             d = server.wait_drained(self.a.drain_limit)
             c1, e1, _ = server.counts()
             row["jobs_created"] = c1 - before[0]
@@ -535,7 +550,9 @@ class Bench:
             if r["requests"] == 0:
                 self.problems.append("%s: no request answered" % where)
             elif r["errors_total"] > 0:
-                self.problems.append("%s: %d errors %s" % (where, r["errors_total"], r["errors"]))
+                self.problems.append("%s: %d errors %s%s" % (
+                    where, r["errors_total"], r["errors"],
+                    (" answers by status: %s" % r["codes"]) if r.get("codes") else ""))
             if r["server"].startswith("recoveryd") or r["server"] == "webhook":
                 if r.get("completed", 0) == 0:
                     self.problems.append("%s: no completed action" % where)

@@ -54,7 +54,7 @@ def main():
         print()
     fa, st, w = d.get("first_action"), d.get("storm"), d.get("waiting")
     if fa:
-        print("First action (idle daemon, %d webhooks one after the other): p50 %.2f ms, p99 %.2f ms, "
+        print("- First action (idle daemon, %d webhooks one after the other): p50 %.2f ms, p99 %.2f ms, "
               "max %.2f ms; the 202 itself: p50 %.2f ms, p99 %.2f ms." % (
                   fa["n"], fa["p50_ms"], fa["p99_ms"], fa["max_ms"], fa["ack_p50_ms"], fa["ack_p99_ms"]))
     bl = d.get("backlog")
@@ -65,22 +65,22 @@ def main():
                 parts.append("%s %s jobs/s (%s s)" % (k, f(bl[k].get("jobs_per_s")),
                                                      f(bl[k].get("all_ended_s"), "%.2f")))
         n = next(iter(bl.values()))["jobs"]
-        print("Completion from a backlog of %d jobs posted at once, until all ended: %s."
+        print("- Completion from a backlog of %d jobs posted at once, until all ended: %s."
               % (n, ", ".join(parts)))
     gaps = [(x.get("queue_depth_gap_at"), x["queue_depth_gap"]) for x in d.get("runs", [])
             if x.get("queue_depth_gap") is not None]
     gaps += [(v.get("queue_depth_gap_at"), v["queue_depth_gap"]) for v in (bl or {}).values()]
     if gaps:
         at, gap = max(gaps, key=lambda g: g[1])
-        print("`recoveryd_queue_depth` against the jobs in state queued, at every scrape of the "
+        print("- `recoveryd_queue_depth` against the jobs in state queued, at every scrape of the "
               "drain waits: largest gap %d%s." % (
                   gap, (" (the metric read %d while %d were queued)" % tuple(at)) if at else ""))
     if st:
-        print("Storm (one notification, %d firing alerts, empty playbook): answered in %.1f ms, "
+        print("- Storm (one notification, %d firing alerts, empty playbook): answered in %.1f ms, "
               "all jobs ended after %s s." % (st["alerts"], st.get("answer_ms", float("nan")),
                                               f(st.get("all_ended_s"), "%.2f")))
     if w:
-        print("Waiting (%d jobs in `recovery.sleep(%d)`, `--max-jobs %d`): %d running at once after "
+        print("- Waiting (%d jobs in `recovery.sleep(%d)`, `--max-jobs %d`): %d running at once after "
               "%.1f s, %d threads, RSS %.0f MiB (idle %.0f MiB): %.1f KiB per job over idle, "
               "%.1f KiB per job in total." % (
                   w["jobs"], w["sleep_s"], w["jobs"], w["running"], w.get("after_s", 0), w["threads"],

@@ -917,7 +917,7 @@ def main():
     a = ap.parse_args()
     smoke = a.smoke
     a.duration = a.duration or (1 if smoke else 3)
-    a.reps = a.reps or 1 if smoke else (a.reps or 3)
+    a.reps = a.reps or (1 if smoke else 3)
     a.conns = [int(x) for x in (a.conns or ("16" if smoke else "1,16,64")).split(",")]
     a.first_n = a.first_n or (50 if smoke else 1000)
     a.first_limit = 10 if smoke else 120

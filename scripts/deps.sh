@@ -6,7 +6,10 @@ pkgs=(build-essential cmake pkg-config libmicrohttpd-dev libcjson-dev libcurl4-o
       prometheus-alertmanager yamllint python3-yaml
       # fuzz/: clang, and libFuzzer's runtime (libclang_rt.fuzzer-x86_64.a),
       # which only libclang-rt-14-dev ships (clang merely recommends it).
-      clang libclang-rt-14-dev)
+      clang libclang-rt-14-dev
+      # bench/ (the bench.smoke test): the load generator and the servers
+      # recoveryd is compared with.
+      wrk nginx-light webhook)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

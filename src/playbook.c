@@ -32,6 +32,7 @@ static void playbook_free(struct playbook *pb)
 	free(pb->description);
 	free(pb->file);
 	free(pb->source);
+	free(pb->chunk);
 	matcher_set_free(pb->match);
 	for (size_t i = 0; i < pb->n_escalate; i++)
 		free(pb->escalate[i]);
@@ -463,6 +464,10 @@ static struct playbook *load_one(const struct playbook_load_opts *o, const cJSON
 		if (pa.rc < 0)
 			goto fail;
 	}
+	/* Attempts load this instead of parsing the text again. */
+	pb->chunk = sandbox_compile(pb->source, pb->source_len, chunk, &pb->chunk_len, msg, sizeof(msg));
+	if (!pb->chunk)
+		goto fail;
 	lua_close(L);
 	return pb;
 fail_nomem:

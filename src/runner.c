@@ -104,6 +104,8 @@ struct runner {
 	size_t n_procs;
 	struct delivery *deliveries;
 	size_t n_deliveries;
+	char *driver;           /* DRIVER compiled once */
+	size_t driver_len;
 };
 
 
@@ -555,7 +557,7 @@ static void attempt_start(struct runner *r, struct job *j)
 	rt->sb.deadline = rt->started + pb->timeout;
 	snprintf(chunk, sizeof(chunk), "@%s", pb->file);
 	watchdog_enter(r->o.wd, j->id, j->playbook_name);
-	int loaded = sandbox_load(rt->L, pb->source, pb->source_len, chunk) == LUA_OK &&
+	int loaded = sandbox_load_compiled(rt->L, pb->chunk, pb->chunk_len, chunk) == LUA_OK &&
 	             sandbox_call(rt->L, 0, 1) == LUA_OK;
 	watchdog_leave(r->o.wd);
 	if (!loaded || !lua_istable(rt->L, -1)) {
@@ -572,7 +574,7 @@ static void attempt_start(struct runner *r, struct job *j)
 	lua_pushvalue(rt->L, -1);
 	lua_setfield(rt->L, LUA_REGISTRYINDEX, "recoveryd.co"); /* keep it alive */
 	lua_pop(rt->L, 1);
-	if (sandbox_load(rt->co, DRIVER, sizeof(DRIVER) - 1, "=driver") != LUA_OK) {
+	if (sandbox_load_compiled(rt->co, r->driver, r->driver_len, "=driver") != LUA_OK) {
 		rt->sb.no_limit = 0;
 		attempt_end(r, j, "failed", "internal: driver does not compile", -1, NULL);
 		return;
@@ -1300,9 +1302,16 @@ struct runner *runner_new(struct engine *e, const struct runner_opts *o)
 	r->o.lua_path = r->lua_path;
 	if (!r->o.max_in_flight)
 		r->o.max_in_flight = 16;
+	char err[256];
+	r->driver = sandbox_compile(DRIVER, sizeof(DRIVER) - 1, "=driver", &r->driver_len, err, sizeof(err));
 	pthread_mutex_init(&r->mu, NULL);
 	r->multi = curl_multi_init();
-	if (!r->multi) {
+	if (!r->multi || !r->driver) {
+		if (r->multi)
+			curl_multi_cleanup(r->multi);
+		pthread_mutex_destroy(&r->mu);
+		free(r->driver);
+		free(r->lua_path);
 		free(r);
 		return NULL;
 	}
@@ -1399,6 +1408,7 @@ void runner_free(struct runner *r)
 	curl_multi_cleanup(r->multi);
 	free(r->timers);
 	pthread_mutex_destroy(&r->mu);
+	free(r->driver);
 	free(r->lua_path);
 	free(r);
 }

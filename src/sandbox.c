@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <lauxlib.h>
 #include <lualib.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -335,6 +336,62 @@ void sandbox_preload(lua_State *L, const char *name)
 int sandbox_load(lua_State *L, const char *src, size_t len, const char *chunkname)
 {
 	return luaL_loadbufferx(L, src, len, chunkname, "t");
+}
+
+struct dumpbuf {
+	char *p;
+	size_t len, cap;
+};
+
+static int dump_writer(lua_State *L, const void *p, size_t n, void *ud)
+{
+	struct dumpbuf *b = ud;
+
+	(void)L;
+	if (n > b->cap - b->len) {
+		size_t ncap = b->cap ? b->cap : 4096;
+		while (ncap - b->len < n)
+			ncap *= 2;
+		char *np = realloc(b->p, ncap);
+		if (!np)
+			return 1;
+		b->p = np;
+		b->cap = ncap;
+	}
+	memcpy(b->p + b->len, p, n);
+	b->len += n;
+	return 0;
+}
+
+char *sandbox_compile(const char *src, size_t len, const char *chunkname, size_t *out_len,
+                      char *errbuf, size_t errlen)
+{
+	struct dumpbuf b = {0};
+	lua_State *L = luaL_newstate(); /* compiling runs no user code */
+
+	if (!L) {
+		snprintf(errbuf, errlen, "out of memory");
+		return NULL;
+	}
+	if (luaL_loadbufferx(L, src, len, chunkname, "t") != LUA_OK) {
+		snprintf(errbuf, errlen, "%s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "error");
+		lua_close(L);
+		return NULL;
+	}
+	/* Keep the debug information: error messages name file and line. */
+	if (lua_dump(L, dump_writer, &b, 0) != 0) {
+		free(b.p);
+		b.p = NULL;
+		snprintf(errbuf, errlen, "out of memory");
+	}
+	lua_close(L);
+	*out_len = b.len;
+	return b.p;
+}
+
+int sandbox_load_compiled(lua_State *L, const char *bc, size_t len, const char *chunkname)
+{
+	return luaL_loadbufferx(L, bc, len, chunkname, "b");
 }
 
 int sandbox_call(lua_State *L, int nargs, int nres)

@@ -13,8 +13,10 @@ struct playbook {
 	char *name;
 	char *description;
 	char *file;            /* file name inside the playbook directory */
-	char *source;          /* the chunk text, reloaded into each attempt's state */
+	char *source;          /* the chunk text */
 	size_t source_len;
+	char *chunk;           /* source compiled once (sandbox_compile), loaded into each attempt */
+	size_t chunk_len;
 	struct matcher_set *match;
 	int retries;           /* attempts after the first */
 	double backoff_initial, backoff_factor, backoff_max;

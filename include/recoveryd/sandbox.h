@@ -34,6 +34,13 @@ lua_State *sandbox_new(struct sandbox *sb);
 /* Load a text chunk (never binary) with the given chunk name. Returns a Lua
  * status; on error the message is on the stack. */
 int sandbox_load(lua_State *L, const char *src, size_t len, const char *chunkname);
+/* Compile a text chunk once, for many states: returns the bytecode (malloc'd,
+ * *len set) or NULL with *err (static or Lua's message copied into errbuf). */
+char *sandbox_compile(const char *src, size_t len, const char *chunkname, size_t *out_len,
+                      char *errbuf, size_t errlen);
+/* Load bytecode made by sandbox_compile. Binary chunks are otherwise refused
+ * (they could break memory safety); these come from recoveryd itself. */
+int sandbox_load_compiled(lua_State *L, const char *bc, size_t len, const char *chunkname);
 /* Run the function on top of L's stack with nargs arguments (pushed above it)
  * in a fresh coroutine so that the deadline hook can stop it even inside
  * pcall; for code that must not yield to the runner (config files, playbook

@@ -295,6 +295,40 @@ static void test_sandbox_load_refuses_binary(void **state)
 	assert_ptr_equal(sandbox_of(f->L), &f->sb);
 }
 
+/* Playbooks are compiled once and loaded as bytecode per attempt: the
+ * result and the file:line of errors are those of the text; a compile error
+ * comes back as a message; user code still cannot load binary chunks. */
+static void test_compiled_chunks(void **state)
+{
+	struct fx *f = *state;
+	static const char src[] = "local t = ...\nif t == 'boom' then error('boom') end\n"
+	                          "return (t or 'x') .. type(string)";
+	char err[256];
+	size_t len = 0;
+	char *bc = sandbox_compile(src, sizeof(src) - 1, "@pb.lua", &len, err, sizeof(err));
+
+	assert_non_null(bc);
+	assert_true(len > 0);
+	assert_int_equal(sandbox_load_compiled(f->L, bc, len, "@pb.lua"), LUA_OK);
+	lua_pushliteral(f->L, "ok-");
+	assert_int_equal(sandbox_call(f->L, 1, 1), LUA_OK);
+	assert_string_equal(lua_tostring(f->L, -1), "ok-table");
+	lua_pop(f->L, 1);
+	assert_int_equal(sandbox_load_compiled(f->L, bc, len, "@pb.lua"), LUA_OK);
+	lua_pushliteral(f->L, "boom");
+	assert_int_not_equal(sandbox_call(f->L, 1, 1), LUA_OK);
+	assert_non_null(strstr(lua_tostring(f->L, -1), "pb.lua:2: boom"));
+	lua_pop(f->L, 1);
+	/* text is not bytecode */
+	assert_int_not_equal(sandbox_load_compiled(f->L, src, sizeof(src) - 1, "@pb.lua"), LUA_OK);
+	lua_pop(f->L, 1);
+	free(bc);
+	assert_null(sandbox_compile("return 1 +", 10, "@bad.lua", &len, err, sizeof(err)));
+	assert_non_null(strstr(err, "bad.lua:1:"));
+	/* and the playbook itself still cannot load bytecode */
+	expect_str(f->L, "local ok, err = load(string.char(27) .. 'LuaT') return tostring(ok)", "nil");
+}
+
 /* ---- sandbox_call's contract -------------------------------------------- */
 
 static void test_call_results_and_args(void **state)
@@ -689,6 +723,7 @@ int main(void)
 		T(test_removed_calls_fail),
 		T(test_load_text_only),
 		T(test_sandbox_load_refuses_binary),
+		T(test_compiled_chunks),
 		T(test_call_results_and_args),
 		T(test_require_path),
 		T(test_require_refused),

@@ -194,6 +194,19 @@ class Server:
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
 
+    def start_on_free_port(self, what, argv_for):
+        """Start argv_for(port) on a free loopback port; tries a few ports,
+        since one can be taken between the choice and the bind."""
+        for _ in range(5):
+            self.port = free_port()
+            self.proc = subprocess.Popen(argv_for(self.port), stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.DEVNULL,
+                                         stderr=open(os.path.join(self.dir, "stderr.log"), "w"))
+            if wait_port(self.port, self.proc):
+                return self
+            self.stop()
+        raise RuntimeError("%s: %s did not start (see %s)" % (self.name, what, self.dir))
+
     def stop(self, grace=10):
         if self.proc is None or self.proc.poll() is not None:
             return
@@ -215,8 +228,7 @@ class Nginx(Server):
         self.count_path = os.path.join(self.dir, "count.log") if count_log else None
 
     def start(self):
-        for _ in range(5):
-            self.port = free_port()
+        def argv(port):
             log = ('log_format count "x";\n  access_log %s count;' % self.count_path
                    if self.count_path else "access_log off;")
             conf = os.path.join(self.dir, "nginx.conf")
@@ -239,15 +251,10 @@ http {
     location / { return 200; }
   }
 }
-""" % {"d": self.dir, "port": self.port, "log": log})
-            self.proc = subprocess.Popen(["nginx", "-p", self.dir, "-c", conf, "-e",
-                                          os.path.join(self.dir, "error.log")],
-                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                         stderr=open(os.path.join(self.dir, "stderr.log"), "w"))
-            if wait_port(self.port, self.proc):
-                return self
-            self.stop()
-        raise RuntimeError("%s: nginx did not start (see %s)" % (self.name, self.dir))
+""" % {"d": self.dir, "port": port, "log": log})
+            return ["nginx", "-p", self.dir, "-c", conf, "-e", os.path.join(self.dir, "error.log")]
+
+        return self.start_on_free_port("nginx", argv)
 
     def count(self):
         try:
@@ -278,16 +285,9 @@ class Webhook(Server):
                             {"source": "string", "name": "echo >> '%s'" % self.count_path}],
                         "include-command-output-in-response": False,
                         "response-message": "ok", "http-methods": ["POST"]}], f)
-        for _ in range(5):
-            self.port = free_port()
-            self.proc = subprocess.Popen(["webhook", "-hooks", hooks, "-ip", "127.0.0.1",
-                                          "-port", str(self.port), "-nopanic"],
-                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                         stderr=open(os.path.join(self.dir, "stderr.log"), "w"))
-            if wait_port(self.port, self.proc):
-                return self
-            self.stop()
-        raise RuntimeError("%s: webhook did not start (see %s)" % (self.name, self.dir))
+        return self.start_on_free_port(
+            "webhook", lambda port: ["webhook", "-hooks", hooks, "-ip", "127.0.0.1",
+                                     "-port", str(port), "-nopanic"])
 
     def count(self):
         return os.path.getsize(self.count_path)

@@ -184,6 +184,10 @@ int rd_json_find_nul(const char *s, size_t n, size_t *at, char *field, size_t fi
 	const char *key = NULL;     /* the last object key, and its length */
 	size_t keylen = 0;
 
+	/* The webhook path scans every body: without a raw 0 byte or the text
+	 * \u0000 (JSON hex digits of 0 have no case) there is nothing to find. */
+	if (!memchr(s, '\0', n) && !memmem(s, n, "\\u0000", 6))
+		return 0;
 	while (p < end) {
 		if (!str) {
 			if (*p == '"')

@@ -197,13 +197,12 @@ static int load_file(struct config *c, const char *path, char *err, size_t errle
 	}
 	lua_pushnil(L);
 	while (lua_next(L, -2)) {
-		size_t klen = 0, vlen = 0;
-		const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &klen) : NULL;
+		const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
 		const struct opt *o = k ? find_opt(k, 1) : NULL;
 		char vbuf[64];
 		/* Lua strings may hold NUL bytes; C strings end at the first one,
 		 * so "listen\0x" would read as listen. Refuse rather than cut. */
-		if (k && strlen(k) != klen) {
+		if (sandbox_has_nul(L, -2)) {
 			snprintf(err, errlen, "config %s: a setting name contains a NUL byte", path);
 			goto out;
 		}
@@ -253,8 +252,8 @@ static int load_file(struct config *c, const char *path, char *err, size_t errle
 					         (long long)i);
 					goto out;
 				}
-				const char *v = lua_tolstring(L, -1, &vlen);
-				if (strlen(v) != vlen) {
+				const char *v = lua_tostring(L, -1);
+				if (sandbox_has_nul(L, -1)) {
 					snprintf(err, errlen, "config %s: %s[%lld] contains a NUL byte", path, k,
 					         (long long)i);
 					goto out;
@@ -271,8 +270,8 @@ static int load_file(struct config *c, const char *path, char *err, size_t errle
 				snprintf(vbuf, sizeof(vbuf), "%.17g", lua_tonumber(L, -1));
 				v = vbuf;
 			} else if (o->type == O_STR && lua_type(L, -1) == LUA_TSTRING) {
-				v = lua_tolstring(L, -1, &vlen);
-				if (strlen(v) != vlen) {
+				v = lua_tostring(L, -1);
+				if (sandbox_has_nul(L, -1)) {
 					snprintf(err, errlen, "config %s: %s contains a NUL byte", path, k);
 					goto out;
 				}

@@ -458,10 +458,11 @@ static int pending_add(struct pending *p, struct job *j)
 	return 0;
 }
 
-/* The key of a manual trigger of playbook for the alert with fingerprint fp. */
-static void manual_key(char *buf, size_t len, const char *playbook, const char *fp)
+/* The job key of playbook for the alert with fingerprint fp; manual
+ * triggers have keys of their own. */
+static void job_key(char *buf, size_t len, const char *playbook, const char *fp, int manual)
 {
-	snprintf(buf, len, "%s/manual/%s", playbook, fp);
+	snprintf(buf, len, manual ? "%s/manual/%s" : "%s/%s", playbook, fp);
 }
 
 /* A manual trigger (the {"labels":...} form of /trigger) for an alert whose
@@ -473,7 +474,7 @@ static struct job *alertmanager_job(struct engine *e, const char *playbook, cons
 
 	if (!p->manual || p->n_alerts != 1)
 		return NULL;
-	snprintf(key, sizeof(key), "%s/%s", playbook, p->alerts[0].fingerprint);
+	job_key(key, sizeof(key), playbook, p->alerts[0].fingerprint, 0);
 	return map_get(e->active_by_key, key);
 }
 
@@ -491,11 +492,8 @@ static int admit_one(struct engine *e, struct playbook_set *set, struct playbook
 	/* Manual triggers have their own keys: a notification can never cancel
 	 * a job a human started, and a human's trigger never joins or cancels
 	 * an Alertmanager job (engine_submit refuses those with 409). */
-	manual_key(mkey, sizeof(mkey), pb->name, a->fingerprint);
-	if (p->manual)
-		snprintf(key, sizeof(key), "%s", mkey);
-	else
-		snprintf(key, sizeof(key), "%s/%s", pb->name, a->fingerprint);
+	job_key(key, sizeof(key), pb->name, a->fingerprint, p->manual);
+	job_key(mkey, sizeof(mkey), pb->name, a->fingerprint, 1);
 	active = map_get(e->active_by_key, key);
 
 	if (a->resolved) {

@@ -932,17 +932,16 @@ static int l_exec(lua_State *L)
 	envp[envc++] = strdup("PATH=/usr/local/bin:/usr/bin:/bin");
 	lua_getfield(L, 1, "env");
 	if (lua_istable(L, -1)) {
+		/* Checked above: string names without '=' or NUL, string values,
+		 * fewer than EXEC_ARGS_MAX of them. */
 		lua_pushnil(L);
-		while (lua_next(L, -2) && envc < EXEC_ARGS_MAX) {
-			if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TSTRING &&
-			    !strchr(lua_tostring(L, -2), '=')) {
-				const char *k = lua_tostring(L, -2), *v = lua_tostring(L, -1);
-				char *e = malloc(strlen(k) + strlen(v) + 2);
-				if (e) {
-					sprintf(e, "%s=%s", k, v);
-					envp[envc++] = e;
-				}
-			}
+		while (lua_next(L, -2)) {
+			const char *k = lua_tostring(L, -2), *v = lua_tostring(L, -1);
+			char *e = malloc(strlen(k) + strlen(v) + 2);
+			if (!e)
+				goto nomem;
+			sprintf(e, "%s=%s", k, v);
+			envp[envc++] = e;
 			lua_pop(L, 1);
 		}
 	}

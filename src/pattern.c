@@ -56,9 +56,9 @@ static void step(struct mstate *ms)
 	}
 	/* A match cannot be paused for other jobs: bounded like other code
 	 * that cannot yield (sandbox.h). */
-	if (sb->preempt_co && sb->hold_max > 0 && now - sb->slice_start >= sb->hold_max)
-		luaL_error(ms->L, "the playbook held the event loop for %d s in pattern matching",
-		           (int)(now - sb->slice_start));
+	double held = sandbox_held_too_long(sb, now);
+	if (held > 0)
+		luaL_error(ms->L, "the playbook held the event loop for %d s in pattern matching", (int)held);
 }
 
 static int check_capture(struct mstate *ms, int l)

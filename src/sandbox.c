@@ -58,10 +58,11 @@ static void deadline_hook(lua_State *L, lua_Debug *ar)
 			sb->preempted = 1;
 			lua_yield(L, 0); /* other jobs get the thread; resumed later */
 		}
-		if (sb->hold_max > 0 && now - sb->slice_start >= sb->hold_max)
+		double held = sandbox_held_too_long(sb, now);
+		if (held > 0)
 			luaL_error(L, "the playbook held the event loop for %d s where it cannot yield "
 			              "(a long loop in a table.sort comparator, a gsub callback, a "
-			              "metamethod or a coroutine)", (int)(now - sb->slice_start));
+			              "metamethod or a coroutine)", (int)held);
 		return;
 	}
 	sb->timed_out = 1;
@@ -141,6 +142,13 @@ void sandbox_protect_metatable(lua_State *L, int idx)
 	idx = lua_absindex(L, idx);
 	lua_pushliteral(L, "protected by recoveryd");
 	lua_setfield(L, idx, "__metatable");
+}
+
+double sandbox_held_too_long(const struct sandbox *sb, double now)
+{
+	double held = now - sb->slice_start;
+
+	return sb->preempt_co && sb->hold_max > 0 && held >= sb->hold_max ? held : 0;
 }
 
 int sandbox_has_nul(lua_State *L, int idx)

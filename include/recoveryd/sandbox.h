@@ -60,6 +60,9 @@ void sandbox_protect_metatable(lua_State *L, int idx);
  *  sandbox_checkcstr: luaL_checkstring, raising "bad argument #arg ... NUL";
  *  sandbox_tocstr: the string at idx (a field), raising "<what>: ... NUL". */
 int sandbox_has_nul(lua_State *L, int idx);
+/* Seconds the runner thread has been held since the slice began, when that
+ * is past hold_max (code that cannot yield must fail then), else 0. */
+double sandbox_held_too_long(const struct sandbox *sb, double now);
 const char *sandbox_checkcstr(lua_State *L, int arg);
 const char *sandbox_tocstr(lua_State *L, int idx, const char *what);
 /* The sandbox that owns L. */

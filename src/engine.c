@@ -1,9 +1,12 @@
 /* The engine: routes each alert to playbooks, decides admission, commits
  * the decisions to the journal before answering, and hands new jobs to the
  * runner. It also replays the journal at start-up. */
-#include "engine_impl.h"
+#include "recoveryd/engine.h"
+#include "recoveryd/job.h"
+#include "recoveryd/store.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +21,38 @@
 #include "recoveryd/playbook.h"
 #include "recoveryd/runner.h"
 #include "recoveryd/watchdog.h"
+
+struct runner;
+struct watchdog;
+struct map;
+struct admit;
+
+struct engine {
+	pthread_mutex_t mu;
+	pthread_cond_t ended;       /* broadcast whenever a job ends */
+	struct store *store;
+	struct runner *runner;
+	struct watchdog *wd;
+	struct playbook_set *set;   /* [mu] current set */
+	int global_dry_run;
+	int draining;               /* [mu] */
+	int loaded;
+	size_t queue_max;
+	struct map *active_by_id;   /* [mu] id -> job, every unfinished job */
+	struct map *active_by_key;  /* [mu] key -> job */
+	struct map *cooldown;       /* [mu] key -> double* time the last job ended */
+	struct map *budget;         /* [mu] playbook -> struct budget* */
+	struct admit *admit;        /* [mu] cooldown and budget bookkeeping */
+	size_t n_active;            /* [mu] */
+	struct job_counts counts;   /* [mu] unfinished jobs per state */
+	struct map *incidents;      /* [mu] job key -> struct incident*: escalated, not resolved */
+	char *broken_file;          /* [mu] playbook file the last reload could not load */
+	char *broken_error;         /* [mu] */
+	int broken_escalated;       /* [mu] */
+	int foreground;             /* `run` command: print as it goes */
+	int no_escalation;
+};
+
 
 #define RETRY_AFTER_SECONDS 5
 
@@ -231,11 +266,23 @@ static void on_loop_expired(void *ud, const char *job_id, const char *playbook, 
 		log_kv(LOG_ERROR, job_id, "watchdog: cannot journal the stall", NULL);
 }
 
+static void job_done(void *owner, struct job *j);
+
+/* The runner's job_find (e->mu held). */
+static struct job *job_find(void *owner, const char *id)
+{
+	struct engine *e = owner;
+	return map_get(e->active_by_id, id);
+}
+
 struct engine *engine_new(const struct engine_opts *o)
 {
 	struct engine *e = calloc(1, sizeof(*e));
 	pthread_condattr_t ca;
-	struct runner_opts ro = {o->max_in_flight, o->mem_max, o->lua_path, NULL};
+	struct runner_opts ro = {.max_in_flight = o->max_in_flight, .mem_max = o->mem_max,
+	                         .lua_path = o->lua_path, .store = o->store, .mu = &e->mu,
+	                         .counts = &e->counts, .job_done = job_done, .job_find = job_find,
+	                         .owner = e};
 	struct watchdog_opts wo = {o->watchdog_unhealthy, o->watchdog_exit, on_loop_expired, e};
 
 	if (!e)
@@ -256,7 +303,7 @@ struct engine *engine_new(const struct engine_opts *o)
 	e->admit = admit_new();
 	e->wd = watchdog_new(&wo);
 	ro.wd = e->wd;
-	e->runner = e->wd ? runner_new(e, &ro) : NULL;
+	e->runner = e->wd ? runner_new(&ro) : NULL;
 	if (!e->active_by_id || !e->active_by_key || !e->incidents || !e->admit || !e->runner) {
 		engine_free(e);
 		return NULL;
@@ -801,8 +848,11 @@ out:
 	free(final.v);
 }
 
-void engine_job_done(struct engine *e, struct job *j)
+/* The runner's job_done: j reached a final state and its last update is
+ * committed: drop it from the tables, wake waiters, escalate, free it. */
+static void job_done(void *owner, struct job *j)
 {
+	struct engine *e = owner;
 	double dur = (j->ended_at && j->created_at) ? j->ended_at - j->created_at : 0;
 	struct notify *notes = NULL;
 	const char *outcome = j->outcome ? j->outcome : "";

@@ -21,15 +21,15 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "engine_impl.h"
-#include "map.h"
 #include "recoveryd/escalate.h"
+#include "recoveryd/job.h"
 #include "recoveryd/log.h"
 #include "recoveryd/lua_api.h"
 #include "recoveryd/lua_json.h"
 #include "recoveryd/metrics.h"
 #include "recoveryd/playbook.h"
 #include "recoveryd/sandbox.h"
+#include "recoveryd/store.h"
 
 #define MAX_WAIT_MS 1000
 #define MAX_PROCS 256
@@ -73,16 +73,36 @@ struct attempt_rt {
 	double started_wall;
 };
 
+struct committed;
+
 struct msg {
 	int cancel;
 	char cancel_id[33];     /* cancel: by id, the job may have ended since */
 	struct job *job;
 	struct delivery *dl;    /* a notification to send instead of a job */
+	struct committed *done; /* a batch of ours has committed */
 	struct msg *next;
 };
 
+/* What to do with a job once the batch holding its write has committed:
+ * run the attempt whose start it records, or hand the ended job back. */
+enum cont_kind { C_RUN, C_DONE };
+
+struct cont {
+	struct job *job;
+	enum cont_kind kind;
+};
+
+/* One batch handed to the journal writer, with the jobs waiting on it. */
+struct committed {
+	struct msg msg;         /* preallocated: the writer's callback cannot fail */
+	struct runner *r;
+	enum rd_status result;
+	size_t n;
+	struct cont v[];
+};
+
 struct runner {
-	struct engine *e;
 	struct runner_opts o;
 	char *lua_path;
 	pthread_t thr;
@@ -106,6 +126,15 @@ struct runner {
 	size_t n_deliveries;
 	char *driver;           /* DRIVER compiled once */
 	size_t driver_len;
+
+	/* This turn's journal writes, handed over as one batch before the loop
+	 * waits; the jobs in conts continue when it has committed. */
+	struct store_batch *batch;
+	struct cont *conts;
+	size_t n_conts, cap_conts;
+	size_t commits_pending;   /* batches whose continuations have not run */
+	size_t callbacks_out;     /* [mu] batches the writer has not reported */
+	pthread_cond_t callbacks_cv; /* [mu] callbacks_out reached 0 */
 };
 
 
@@ -291,7 +320,19 @@ static struct job *ready_pop(struct runner *r)
 	return j;
 }
 
-/* ---------- journal helpers ---------- */
+/* ---------- journal: one batch per loop turn ---------- */
+
+static struct store_batch *turn_batch(struct runner *r)
+{
+	if (!r->batch)
+		r->batch = store_batch_new();
+	return r->batch;
+}
+
+static void job_done(struct runner *r, struct job *j)
+{
+	r->o.job_done(r->o.owner, j);
+}
 
 void runner_record(struct job *j, const char *type, cJSON *detail, int planned)
 {
@@ -307,33 +348,116 @@ void runner_record(struct job *j, const char *type, cJSON *detail, int planned)
 	cJSON_Delete(detail);
 	if (!txt || !r)
 		goto out;
-	b = store_batch_new();
-	if (b && store_batch_event(b, j->id, attempt, type, txt, planned, rd_now()) == 0)
-		store_commit(r->e->store, b, 0);
-	else
-		store_batch_free(b);
+	if (!(b = turn_batch(r)) || store_batch_event(b, j->id, attempt, type, txt, planned, rd_now()) < 0)
+		log_kv(LOG_ERROR, j->id, "journal: cannot record an event: out of memory", "type", type, NULL);
 out:
 	free(txt);
 }
 
-/* Write the job row (and an attempt row) in one batch. */
-static enum rd_status commit_job(struct runner *r, struct job *j, const struct attempt_row *a, int wait)
+static int cont_push(struct runner *r, struct job *j, enum cont_kind kind)
 {
-	struct store_batch *b = store_batch_new();
+	if (r->n_conts == r->cap_conts) {
+		size_t ncap = r->cap_conts ? 2 * r->cap_conts : 64;
+		struct cont *nc = realloc(r->conts, ncap * sizeof(*nc));
+		if (!nc)
+			return -1;
+		r->conts = nc;
+		r->cap_conts = ncap;
+	}
+	r->conts[r->n_conts++] = (struct cont){j, kind};
+	return 0;
+}
+
+/* Add the job row (and an attempt row) to this turn's batch; with a
+ * continuation, j goes on (kind) once the batch has committed. The loop
+ * never waits for the journal: order is kept because the writer commits
+ * batches in the order they are handed over. */
+static enum rd_status commit_job(struct runner *r, struct job *j, const struct attempt_row *a,
+                                 int cont, enum cont_kind kind)
+{
+	struct store_batch *b = turn_batch(r);
 	struct job_row row;
+	int fail;
 
 	if (!b)
 		return RD_NOMEM;
-	pthread_mutex_lock(&r->e->mu);
+	pthread_mutex_lock(r->o.mu);
 	job_row_of(j, &row);
 	row.updated_at = rd_now();
-	if (store_batch_update_job(b, &row) < 0 || (a && store_batch_attempt(b, j->id, a) < 0)) {
-		pthread_mutex_unlock(&r->e->mu);
-		store_batch_free(b);
+	fail = store_batch_update_job(b, &row) < 0 || (a && store_batch_attempt(b, j->id, a) < 0);
+	pthread_mutex_unlock(r->o.mu);
+	if (fail || (cont && cont_push(r, j, kind) < 0))
 		return RD_NOMEM;
+	return RD_OK;
+}
+
+/* Writer thread: hand the result to the loop. */
+static void on_committed(enum rd_status result, void *arg)
+{
+	struct committed *c = arg;
+	struct runner *r = c->r;
+
+	c->result = result;
+	c->msg.done = c;
+	pthread_mutex_lock(&r->mu);
+	if (r->inbox_tail)
+		r->inbox_tail->next = &c->msg;
+	else
+		r->inbox = &c->msg;
+	r->inbox_tail = &c->msg;
+	if (--r->callbacks_out == 0)
+		pthread_cond_broadcast(&r->callbacks_cv);
+	pthread_mutex_unlock(&r->mu);
+	curl_multi_wakeup(r->multi);
+}
+
+static void conts_run(struct runner *r, enum rd_status result, const struct cont *v, size_t n);
+
+/* Hand this turn's writes to the journal writer as one batch. */
+static void flush_batch(struct runner *r)
+{
+	struct committed *c;
+	struct store_batch *b = r->batch;
+
+	if (!b)
+		return;
+	r->batch = NULL;
+	if (r->n_conts == 0) {
+		store_commit(r->o.store, b, 0); /* failures are logged and counted by the store */
+		return;
 	}
-	pthread_mutex_unlock(&r->e->mu);
-	return store_commit(r->e->store, b, wait);
+	c = malloc(sizeof(*c) + r->n_conts * sizeof(c->v[0]));
+	if (!c) {
+		/* No memory to go on later: wait for this one batch instead,
+		 * which keeps the order. conts_run may queue new ones. */
+		struct cont *v = r->conts;
+		size_t n = r->n_conts;
+		enum rd_status res = store_commit(r->o.store, b, 1);
+		r->conts = NULL;
+		r->n_conts = r->cap_conts = 0;
+		conts_run(r, res, v, n);
+		free(v);
+		return;
+	}
+	memset(&c->msg, 0, sizeof(c->msg));
+	c->r = r;
+	c->result = RD_ERR;
+	c->n = r->n_conts;
+	memcpy(c->v, r->conts, r->n_conts * sizeof(c->v[0]));
+	r->n_conts = 0;
+	r->commits_pending++;
+	pthread_mutex_lock(&r->mu);
+	r->callbacks_out++;
+	pthread_mutex_unlock(&r->mu);
+	if (store_commit_cb(r->o.store, b, on_committed, c) != RD_OK) {
+		/* The journal is closed: go on with the failure, as before. */
+		pthread_mutex_lock(&r->mu);
+		r->callbacks_out--;
+		pthread_mutex_unlock(&r->mu);
+		r->commits_pending--;
+		conts_run(r, RD_ERR, c->v, c->n);
+		free(c);
+	}
 }
 
 static void set_str(char **dst, const char *s)
@@ -504,25 +628,26 @@ static void push_ctx(lua_State *L, struct job *j, int n)
 
 static void resume(struct runner *r, struct job *j, int nargs);
 
+/* Mark the job running and journal the attempt start; the attempt runs
+ * (attempt_run) once that is committed, so a crash from the first side
+ * effect on is found as "running" at start-up (DESIGN.md §5). */
 static void attempt_start(struct runner *r, struct job *j)
 {
 	struct attempt_rt *rt;
 	struct attempt_row a = {0};
-	char chunk[300], err[512];
-	struct playbook *pb = j->pb;
 
-	pthread_mutex_lock(&r->e->mu);
+	pthread_mutex_lock(r->o.mu);
 	if (j->state == JS_CANCELLED) {
-		pthread_mutex_unlock(&r->e->mu);
-		engine_job_done(r->e, j);
+		pthread_mutex_unlock(r->o.mu);
+		job_done(r, j);
 		return;
 	}
-	job_set_state(&r->e->counts, j, JS_RUNNING);
+	job_set_state(r->o.counts, j, JS_RUNNING);
 	j->attempts++;
 	j->next_run_at = 0;
 	if (!j->started_at)
 		j->started_at = rd_now();
-	pthread_mutex_unlock(&r->e->mu);
+	pthread_mutex_unlock(r->o.mu);
 
 	rt = calloc(1, sizeof(*rt));
 	if (!rt) {
@@ -539,15 +664,31 @@ static void attempt_start(struct runner *r, struct job *j)
 	r->in_flight++;
 	metrics_set(M_JOBS_IN_FLIGHT, NULL, NULL, (double)r->in_flight);
 
-	/* Mark it running durably before any side effect: a crash from here on
-	 * is found as "running" at start-up (DESIGN.md §5). */
 	a.n = rt->n;
 	a.started_at = rt->started_wall;
 	a.verify_ok = -1;
-	if (commit_job(r, j, &a, 1) != RD_OK)
-		log_kv(LOG_ERROR, j->id, "journal: cannot record the attempt start", NULL);
-	log_kv(LOG_INFO, j->id, "attempt started", "playbook", j->playbook_name, "key", j->key, NULL);
+	if (commit_job(r, j, &a, 1, C_RUN) != RD_OK)
+		attempt_end(r, j, "failed", "out of memory", -1, NULL);
+}
 
+/* The attempt's start is committed (or could not be: logged): load the
+ * playbook into a fresh state and start its coroutine. */
+static void attempt_run(struct runner *r, struct job *j)
+{
+	struct attempt_rt *rt = j->rt;
+	char chunk[300], err[512];
+	struct playbook *pb = j->pb;
+	int cancel;
+
+	pthread_mutex_lock(r->o.mu);
+	cancel = j->cancel_requested;
+	pthread_mutex_unlock(r->o.mu);
+	if (cancel) {
+		attempt_end(r, j, "cancelled", j->cancel_reason ? j->cancel_reason : "cancelled", -1, NULL);
+		return;
+	}
+	log_kv(LOG_INFO, j->id, "attempt started", "playbook", j->playbook_name, "key", j->key, NULL);
+	rt->started = rd_mono(); /* the deadline counts from here */
 	rt->L = sandbox_new(&rt->sb);
 	if (!rt->L) {
 		attempt_end(r, j, "failed", "cannot create a Lua state", -1, NULL);
@@ -629,9 +770,9 @@ static void resume(struct runner *r, struct job *j, int nargs)
 	int nres = 0, status;
 	int cancel;
 
-	pthread_mutex_lock(&r->e->mu);
+	pthread_mutex_lock(r->o.mu);
 	cancel = j->cancel_requested;
-	pthread_mutex_unlock(&r->e->mu);
+	pthread_mutex_unlock(r->o.mu);
 	if (cancel) {
 		attempt_end(r, j, "cancelled", j->cancel_reason ? j->cancel_reason : "cancelled", -1, NULL);
 		return;
@@ -751,14 +892,14 @@ static void attempt_end(struct runner *r, struct job *j, const char *result, con
 	else if (err_copy && strncmp(err_copy, "loading the playbook", 20) == 0)
 		metrics_add(M_PLAYBOOK_ERRORS, j->playbook_name, "load", 1);
 
-	pthread_mutex_lock(&r->e->mu);
+	pthread_mutex_lock(r->o.mu);
 	set_str(&j->error, err_copy);
 	if (strcmp(result, "succeeded") == 0) {
-		job_set_state(&r->e->counts, j, JS_SUCCEEDED);
+		job_set_state(r->o.counts, j, JS_SUCCEEDED);
 		set_str(&j->outcome, j->dry_run ? "dry_run_succeeded" : "succeeded");
 		final = 1;
 	} else if (j->cancel_requested || strcmp(result, "cancelled") == 0) {
-		job_set_state(&r->e->counts, j, JS_CANCELLED);
+		job_set_state(r->o.counts, j, JS_CANCELLED);
 		set_str(&j->outcome, "cancelled");
 		if (!err_copy)
 			set_str(&j->error, j->cancel_reason);
@@ -766,21 +907,21 @@ static void attempt_end(struct runner *r, struct job *j, const char *result, con
 	} else if (interrupted) {
 		/* Drain ran out of time: DESIGN.md §5 crash rules, applied now. */
 		if (j->pb->idempotent) {
-			job_set_state(&r->e->counts, j, JS_QUEUED);
+			job_set_state(r->o.counts, j, JS_QUEUED);
 			j->attempts--;
 		} else {
-			job_set_state(&r->e->counts, j, JS_FAILED);
+			job_set_state(r->o.counts, j, JS_FAILED);
 			set_str(&j->outcome, "interrupted");
 			final = 1;
 		}
 	} else if (j->attempts < j->max_attempts) {
 		double d = playbook_backoff(j->pb, j->attempts, jitter_rnd());
-		job_set_state(&r->e->counts, j, JS_RETRY_WAIT);
+		job_set_state(r->o.counts, j, JS_RETRY_WAIT);
 		j->next_run_at = rd_now() + d;
 		timer_add(r, j, T_RETRY, rd_mono() + d);
 		lvl = LOG_WARN;
 	} else {
-		job_set_state(&r->e->counts, j, JS_FAILED);
+		job_set_state(r->o.counts, j, JS_FAILED);
 		/* A dry-run says so in its outcome, and stays out of the
 		 * auto-recovery ratio (outcome="succeeded" vs "failed"). */
 		set_str(&j->outcome, j->dry_run ? "dry_run_failed" : "failed");
@@ -789,10 +930,16 @@ static void attempt_end(struct runner *r, struct job *j, const char *result, con
 	}
 	if (final)
 		j->ended_at = rd_now();
-	pthread_mutex_unlock(&r->e->mu);
+	pthread_mutex_unlock(r->o.mu);
 
-	if (commit_job(r, j, &a, 1) != RD_OK)
-		log_kv(LOG_ERROR, j->id, "journal: cannot record the attempt end", NULL);
+	if (commit_job(r, j, &a, final, C_DONE) != RD_OK) {
+		/* The row is lost for now; the job still ends here. */
+		log_kv(LOG_ERROR, j->id, "journal: cannot record the attempt end: out of memory", NULL);
+		if (final) {
+			final = 0;
+			job_done(r, j);
+		}
+	}
 	{
 		char n[16];
 		snprintf(n, sizeof(n), "%d", a.n);
@@ -801,9 +948,7 @@ static void attempt_end(struct runner *r, struct job *j, const char *result, con
 	}
 	free(err_copy);
 	free(vr_copy);
-	if (final) {
-		engine_job_done(r->e, j);
-	} else if (j->state == JS_QUEUED) {
+	if (!final && j->state == JS_QUEUED) {
 		ready_push(r, j);
 	}
 }
@@ -846,12 +991,10 @@ static void delivery_update(struct runner *r, struct delivery *d, const char *st
 	struct escalation_row e = {.id = d->id, .state = state, .attempts = d->attempts,
 	                           .last_answer = answer, .updated_at = rd_now(),
 	                           .next_attempt_at = next_at, .delivered_at = delivered_at};
-	struct store_batch *b = store_batch_new();
+	struct store_batch *b = turn_batch(r);
 
-	if (b && store_batch_escalation_update(b, &e) == 0)
-		store_commit(r->e->store, b, 0);
-	else
-		store_batch_free(b);
+	if (!b || store_batch_escalation_update(b, &e) < 0)
+		log_kv(LOG_ERROR, d->job_id, "journal: cannot record the delivery: out of memory", NULL);
 }
 
 /* A resolve must not overtake its trigger: PagerDuty drops a resolve for
@@ -1030,16 +1173,36 @@ static void cancel_job(struct runner *r, struct job *j)
 	if (!ready_remove(r, j) && !timers_has(r, j))
 		return; /* not ours yet (still in the inbox) or already ended */
 	timers_drop_job(r, j, -1);
-	pthread_mutex_lock(&r->e->mu);
-	job_set_state(&r->e->counts, j, JS_CANCELLED);
+	pthread_mutex_lock(r->o.mu);
+	job_set_state(r->o.counts, j, JS_CANCELLED);
 	set_str(&j->outcome, "cancelled");
 	set_str(&j->error, j->cancel_reason ? j->cancel_reason : "cancelled");
 	j->next_run_at = 0;
 	j->ended_at = rd_now();
-	pthread_mutex_unlock(&r->e->mu);
-	if (commit_job(r, j, NULL, 1) != RD_OK)
-		log_kv(LOG_ERROR, j->id, "journal: cannot record the cancellation", NULL);
-	engine_job_done(r->e, j);
+	pthread_mutex_unlock(r->o.mu);
+	if (commit_job(r, j, NULL, 1, C_DONE) != RD_OK) {
+		log_kv(LOG_ERROR, j->id, "journal: cannot record the cancellation: out of memory", NULL);
+		job_done(r, j);
+	}
+}
+
+static void conts_run(struct runner *r, enum rd_status result, const struct cont *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct job *j = v[i].job;
+		if (result != RD_OK)
+			log_kv(LOG_ERROR, j->id, v[i].kind == C_RUN ? "journal: cannot record the attempt start"
+			                                            : "journal: cannot record the job's end",
+			       NULL);
+		switch (v[i].kind) {
+		case C_RUN:
+			attempt_run(r, j);
+			break;
+		case C_DONE:
+			job_done(r, j);
+			break;
+		}
+	}
 }
 
 static void drain_inbox(struct runner *r)
@@ -1053,7 +1216,14 @@ static void drain_inbox(struct runner *r)
 	while (m) {
 		struct msg *next = m->next;
 		struct job *j = m->job;
-		if (m->dl) {
+		if (m->done) {
+			struct committed *c = m->done;
+			r->commits_pending--;
+			conts_run(r, c->result, c->v, c->n);
+			free(c);
+			m = next;
+			continue;
+		} else if (m->dl) {
 			m->dl->next = r->deliveries;
 			r->deliveries = m->dl;
 			r->n_deliveries++;
@@ -1062,9 +1232,9 @@ static void drain_inbox(struct runner *r)
 		} else if (m->cancel) {
 			/* Only this thread frees jobs: one still in the table is
 			 * alive until this thread ends it. */
-			pthread_mutex_lock(&r->e->mu);
-			j = map_get(r->e->active_by_id, m->cancel_id);
-			pthread_mutex_unlock(&r->e->mu);
+			pthread_mutex_lock(r->o.mu);
+			j = r->o.job_find(r->o.owner, m->cancel_id);
+			pthread_mutex_unlock(r->o.mu);
 			if (j)
 				cancel_job(r, j);
 		} else if (j->state == JS_RETRY_WAIT) {
@@ -1232,12 +1402,14 @@ static void *loop(void *arg)
 		stop = r->stop;
 		drain_deadline = r->drain_deadline;
 		pthread_mutex_unlock(&r->mu);
-		if (stop)
+		if (stop) {
+			flush_batch(r); /* what is written is not lost */
 			break;
+		}
 		if (draining) {
-			if (r->in_flight == 0)
+			if (r->in_flight == 0 && !r->batch && r->commits_pending == 0)
 				break;
-			if (rd_mono() >= drain_deadline) {
+			if (r->in_flight && rd_mono() >= drain_deadline) {
 				/* Interrupt what is left; interrupted jobs are recorded as
 				 * the crash rules say, so the journal stays consistent. */
 				for (size_t i = 0; i < r->n_timers; i++)
@@ -1246,11 +1418,11 @@ static void *loop(void *arg)
 						            "interrupted: shutdown grace period ended", -1, NULL);
 						i = (size_t)-1; /* the heap changed: rescan */
 					}
-				continue;
 			}
 		} else {
 			start_ready(r);
 		}
+		flush_batch(r);
 
 		double wait = MAX_WAIT_MS / 1000.0;
 		if (r->n_timers) {
@@ -1289,13 +1461,12 @@ static void *loop(void *arg)
 	return NULL;
 }
 
-struct runner *runner_new(struct engine *e, const struct runner_opts *o)
+struct runner *runner_new(const struct runner_opts *o)
 {
 	struct runner *r = calloc(1, sizeof(*r));
 
 	if (!r)
 		return NULL;
-	r->e = e;
 	r->o = *o;
 	/* Own the path: the config that lent it is freed on SIGHUP. */
 	r->lua_path = o->lua_path ? strdup(o->lua_path) : NULL;
@@ -1305,10 +1476,12 @@ struct runner *runner_new(struct engine *e, const struct runner_opts *o)
 	char err[256];
 	r->driver = sandbox_compile(DRIVER, sizeof(DRIVER) - 1, "=driver", &r->driver_len, err, sizeof(err));
 	pthread_mutex_init(&r->mu, NULL);
+	pthread_cond_init(&r->callbacks_cv, NULL);
 	r->multi = curl_multi_init();
 	if (!r->multi || !r->driver) {
 		if (r->multi)
 			curl_multi_cleanup(r->multi);
+		pthread_cond_destroy(&r->callbacks_cv);
 		pthread_mutex_destroy(&r->mu);
 		free(r->driver);
 		free(r->lua_path);
@@ -1384,14 +1557,26 @@ void runner_free(struct runner *r)
 		curl_multi_wakeup(r->multi);
 		pthread_join(r->thr, NULL);
 	}
+	/* The writer still reports batches handed over: wait for them, so that
+	 * no callback touches a freed runner. Their jobs stay the owner's. */
+	pthread_mutex_lock(&r->mu);
+	while (r->callbacks_out)
+		pthread_cond_wait(&r->callbacks_cv, &r->mu);
+	pthread_mutex_unlock(&r->mu);
+	store_batch_free(r->batch); /* the loop never ran */
+	free(r->conts);
 	/* Jobs still queued or waiting stay in the journal; free their memory. */
 	for (size_t i = 0; i < r->n_procs; i++)
 		op_abort(r, r->procs[i]);
 	struct msg *m = r->inbox;
 	while (m) {
 		struct msg *n = m->next;
-		delivery_free(m->dl);
-		free(m);
+		if (m->done) {
+			free(m->done); /* the message is part of it */
+		} else {
+			delivery_free(m->dl);
+			free(m);
+		}
 		m = n;
 	}
 	/* Undelivered notifications stay pending in the journal. */
@@ -1407,6 +1592,7 @@ void runner_free(struct runner *r)
 	}
 	curl_multi_cleanup(r->multi);
 	free(r->timers);
+	pthread_cond_destroy(&r->callbacks_cv);
 	pthread_mutex_destroy(&r->mu);
 	free(r->driver);
 	free(r->lua_path);

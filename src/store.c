@@ -160,6 +160,8 @@ struct store_batch {
 	struct store_batch *next;      /* queue link */
 	int detached;                  /* wait == 0: the writer frees it */
 	int done;
+	store_done_fn on_done;         /* store_commit_cb: called by the writer */
+	void *on_done_arg;
 	enum rd_status result;
 	char err[ERR_MAX];
 };
@@ -715,7 +717,7 @@ static void *writer_main(void *arg)
 		for (b = list; b; b = b->next) {
 			if (b->result == RD_OK) {
 				nok++;
-			} else if (b->detached) {
+			} else if (b->detached && !b->on_done) {
 				log_kv(LOG_ERROR, batch_job(b), "journal batch failed", "error", b->err,
 				       NULL);
 				metrics_add(M_JOURNAL_ERRORS, NULL, NULL, 1);
@@ -743,6 +745,8 @@ static void *writer_main(void *arg)
 
 		for (b = detached; b; b = next) {
 			next = b->next;
+			if (b->on_done)
+				b->on_done(b->result, b->on_done_arg);
 			store_batch_free(b);
 		}
 		pthread_mutex_lock(&s->mu);
@@ -751,7 +755,8 @@ static void *writer_main(void *arg)
 	return NULL;
 }
 
-enum rd_status store_commit(struct store *s, struct store_batch *b, int wait)
+static enum rd_status commit(struct store *s, struct store_batch *b, int wait, store_done_fn done,
+                             void *arg)
 {
 	enum rd_status r = RD_OK;
 
@@ -769,6 +774,8 @@ enum rd_status store_commit(struct store *s, struct store_batch *b, int wait)
 	b->next = NULL;
 	b->detached = !wait;
 	b->done = 0;
+	b->on_done = done;
+	b->on_done_arg = arg;
 	b->err[0] = '\0';
 	if (s->qtail)
 		s->qtail->next = b;
@@ -785,6 +792,16 @@ enum rd_status store_commit(struct store *s, struct store_batch *b, int wait)
 out:
 	pthread_mutex_unlock(&s->mu);
 	return r;
+}
+
+enum rd_status store_commit(struct store *s, struct store_batch *b, int wait)
+{
+	return commit(s, b, wait, NULL, NULL);
+}
+
+enum rd_status store_commit_cb(struct store *s, struct store_batch *b, store_done_fn done, void *arg)
+{
+	return commit(s, b, 0, done, arg);
 }
 
 int store_healthy(struct store *s)

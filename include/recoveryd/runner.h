@@ -4,6 +4,7 @@
 #ifndef RECOVERYD_RUNNER_H
 #define RECOVERYD_RUNNER_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <sys/types.h>
 #include <cjson/cJSON.h>
@@ -12,19 +13,32 @@
 
 #include "recoveryd/common.h"
 
-struct engine;
 struct job;
 struct runner;
 struct watchdog;
 
+struct job_counts;
+struct store;
+
+/* What the runner needs from its owner, given at creation: the runner
+ * reports up through these and never sees the owner's insides. */
 struct runner_opts {
 	size_t max_in_flight;   /* attempts running at once */
 	size_t mem_max;         /* Lua bytes per attempt */
 	const char *lua_path;
 	struct watchdog *wd;    /* borrowed; beaten once per loop turn */
+	struct store *store;    /* borrowed; every write goes through it, batched */
+	pthread_mutex_t *mu;    /* guards the job fields job.h marks [engine lock] */
+	struct job_counts *counts; /* [mu] unfinished jobs per state */
+	/* A job reached a final state and that state is committed: the owner
+	 * drops and frees it. Runner thread, mu not held. */
+	void (*job_done)(void *owner, struct job *j);
+	/* The unfinished job with this id, or NULL. Called with mu held. */
+	struct job *(*job_find)(void *owner, const char *id);
+	void *owner;
 };
 
-struct runner *runner_new(struct engine *e, const struct runner_opts *o);
+struct runner *runner_new(const struct runner_opts *o);
 enum rd_status runner_start(struct runner *r);
 /* Queue a job (state queued, or retry_wait with next_run_at). Any thread. */
 void runner_schedule(struct runner *r, struct job *j);

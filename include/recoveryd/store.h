@@ -88,6 +88,15 @@ int store_batch_escalation_update(struct store_batch *b, const struct escalation
  * and counted in recoveryd_journal_errors_total). */
 enum rd_status store_commit(struct store *s, struct store_batch *b, int wait);
 
+/* Hand the batch to the writer without waiting: done(result, arg) is
+ * called on the writer thread once the batch's transaction has committed
+ * (RD_OK) or failed (RD_ERR; the failure is the callback's to report), in
+ * the order batches were handed over. done must be quick and must not call
+ * back into the store. Returns RD_ERR at once, without calling done, when
+ * the journal is closed or b is NULL. */
+typedef void (*store_done_fn)(enum rd_status result, void *arg);
+enum rd_status store_commit_cb(struct store *s, struct store_batch *b, store_done_fn done, void *arg);
+
 /* At most n batches per transaction (0 = every queued batch, the default).
  * n = 1 turns group commit off: one transaction and fsync per batch. */
 void store_set_group_max(struct store *s, unsigned n);

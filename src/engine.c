@@ -770,8 +770,8 @@ decided:
 		for (size_t i = 0; i < fresh.n; i++) {
 			log_kv(LOG_INFO, fresh.v[i]->id, "job queued", "playbook", fresh.v[i]->playbook_name,
 			       "key", fresh.v[i]->key, "trigger", fresh.v[i]->trigger, NULL);
-			runner_schedule(e->runner, fresh.v[i]);
 		}
+		runner_schedule(e->runner, fresh.v, fresh.n);
 		for (size_t i = 0; i < cancels.n; i++)
 			runner_cancel(e->runner, cancels.v[i]);
 		for (size_t i = 0; i < final.n; i++) {
@@ -1176,8 +1176,7 @@ enum rd_status engine_start(struct engine *e)
 		log_kv(LOG_INFO, NULL, "journal replayed", "resumed", a, "interrupted", b, "orphaned", c,
 		       NULL);
 	}
-	for (size_t i = 0; i < rp.resume.n; i++)
-		runner_schedule(e->runner, rp.resume.v[i]);
+	runner_schedule(e->runner, rp.resume.v, rp.resume.n);
 	free(rp.resume.v);
 	/* Open incidents and undelivered notifications survive restarts. */
 	if (store_scan_open_incidents(e->store, load_incident, e) != RD_OK ||

@@ -140,6 +140,7 @@ struct runner {
 
 static void attempt_end(struct runner *r, struct job *j, const char *result, const char *error,
                         int verify_ok, const char *verify_reason);
+static void post(struct runner *r, struct msg *head, struct msg *tail);
 
 /* ---------- buffers ---------- */
 
@@ -1147,15 +1148,7 @@ void runner_deliver(struct runner *r, const struct escalation_row *e)
 	d->created_at = e->created_at;
 	d->incident = e->incident_key ? strdup(e->incident_key) : NULL;
 	m->dl = d;
-	m->job = NULL;
-	pthread_mutex_lock(&r->mu);
-	if (r->inbox_tail)
-		r->inbox_tail->next = m;
-	else
-		r->inbox = m;
-	r->inbox_tail = m;
-	pthread_mutex_unlock(&r->mu);
-	curl_multi_wakeup(r->multi);
+	post(r, m, m);
 }
 
 /* ---------- loop ---------- */
@@ -1499,38 +1492,49 @@ enum rd_status runner_start(struct runner *r)
 	return RD_OK;
 }
 
-/* Hand the runner a job to schedule (j), or the id of a job to cancel. */
-static void post(struct runner *r, struct job *j, const char *cancel_id)
+/* Append a chain of messages to the inbox and wake the loop once. */
+static void post(struct runner *r, struct msg *head, struct msg *tail)
 {
-	struct msg *m = calloc(1, sizeof(*m));
-
-	if (!m)
-		return; /* the job stays in the journal; it resumes on restart */
-	m->cancel = cancel_id != NULL;
-	if (cancel_id) {
-		snprintf(m->cancel_id, sizeof(m->cancel_id), "%s", cancel_id);
-	} else {
-		m->job = j;
-		j->runner = r;
-	}
+	if (!head)
+		return;
 	pthread_mutex_lock(&r->mu);
 	if (r->inbox_tail)
-		r->inbox_tail->next = m;
+		r->inbox_tail->next = head;
 	else
-		r->inbox = m;
-	r->inbox_tail = m;
+		r->inbox = head;
+	r->inbox_tail = tail;
 	pthread_mutex_unlock(&r->mu);
 	curl_multi_wakeup(r->multi);
 }
 
-void runner_schedule(struct runner *r, struct job *j)
+void runner_schedule(struct runner *r, struct job *const *jobs, size_t n)
 {
-	post(r, j, NULL);
+	struct msg *head = NULL, *tail = NULL;
+
+	for (size_t i = 0; i < n; i++) {
+		struct msg *m = calloc(1, sizeof(*m));
+		if (!m)
+			continue; /* the job stays in the journal; it resumes on restart */
+		m->job = jobs[i];
+		jobs[i]->runner = r;
+		if (tail)
+			tail->next = m;
+		else
+			head = m;
+		tail = m;
+	}
+	post(r, head, tail);
 }
 
 void runner_cancel(struct runner *r, const char *job_id)
 {
-	post(r, NULL, job_id);
+	struct msg *m = calloc(1, sizeof(*m));
+
+	if (!m)
+		return; /* the cancel is journaled: the job ends at its next check */
+	m->cancel = 1;
+	snprintf(m->cancel_id, sizeof(m->cancel_id), "%s", job_id);
+	post(r, m, m);
 }
 
 void runner_drain(struct runner *r, double grace)

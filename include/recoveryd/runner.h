@@ -40,8 +40,9 @@ struct runner_opts {
 
 struct runner *runner_new(const struct runner_opts *o);
 enum rd_status runner_start(struct runner *r);
-/* Queue a job (state queued, or retry_wait with next_run_at). Any thread. */
-void runner_schedule(struct runner *r, struct job *j);
+/* Queue jobs (state queued, or retry_wait with next_run_at), waking the
+ * loop once. Any thread. */
+void runner_schedule(struct runner *r, struct job *const *jobs, size_t n);
 /* Wake the runner to act on the cancel_requested of the job with this id
  * (nothing happens when it has ended meanwhile). Any thread. */
 void runner_cancel(struct runner *r, const char *job_id);

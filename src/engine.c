@@ -18,6 +18,7 @@
 #include "recoveryd/log.h"
 #include "recoveryd/matcher.h"
 #include "recoveryd/metrics.h"
+#include "recoveryd/outbox.h"
 #include "recoveryd/playbook.h"
 #include "recoveryd/runner.h"
 #include "recoveryd/watchdog.h"
@@ -45,7 +46,7 @@ struct engine {
 	struct admit *admit;        /* [mu] cooldown and budget bookkeeping */
 	size_t n_active;            /* [mu] */
 	struct job_counts counts;   /* [mu] unfinished jobs per state */
-	struct map *incidents;      /* [mu] job key -> struct incident*: escalated, not resolved */
+	struct outbox *outbox;
 	char *broken_file;          /* [mu] playbook file the last reload could not load */
 	char *broken_error;         /* [mu] */
 	int broken_escalated;       /* [mu] */
@@ -56,174 +57,6 @@ struct engine {
 
 #define RETRY_AFTER_SECONDS 5
 
-
-/* An escalated job key whose incident is still open: where to send the
- * resolve, and which job it concerned. */
-struct incident {
-	char job_id[33];
-	unsigned sinks; /* SINK_* bits */
-};
-
-enum { SINK_SLACK = 1, SINK_PAGERDUTY = 2 };
-
-static unsigned sink_bit(const char *s)
-{
-	return strcmp(s, "slack") == 0 ? SINK_SLACK : strcmp(s, "pagerduty") == 0 ? SINK_PAGERDUTY : 0;
-}
-
-/* A notification to send once the decisions that caused it are committed. */
-struct notify {
-	char job_id[33];
-	char *key;
-	const char *kind;     /* trigger | resolve | notice */
-	const char *reason;
-	unsigned sinks;
-	int dry_run;
-	struct notify *next;
-};
-
-static void notify_push(struct notify **list, const char *job_id, const char *key, const char *kind,
-                        const char *reason, unsigned sinks, int dry_run)
-{
-	struct notify *n = calloc(1, sizeof(*n));
-	if (!n || !(n->key = strdup(key))) {
-		free(n);
-		log_kv(LOG_ERROR, job_id, "escalation dropped: out of memory", NULL);
-		return;
-	}
-	snprintf(n->job_id, sizeof(n->job_id), "%s", job_id);
-	n->kind = kind;
-	n->reason = reason;
-	n->sinks = sinks;
-	n->dry_run = dry_run;
-	n->next = *list;
-	*list = n;
-}
-
-static unsigned default_sinks(void)
-{
-	unsigned bits = 0;
-	const char **d = escalate_default_sinks();
-	for (size_t i = 0; d && d[i]; i++)
-		bits |= sink_bit(d[i]);
-	free(d);
-	return bits;
-}
-
-/* The sinks a playbook escalates to: its own list or the default. */
-static unsigned playbook_sinks(const struct playbook *pb)
-{
-	unsigned bits = 0;
-	if (!pb->escalate_set)
-		return default_sinks();
-	for (size_t i = 0; i < pb->n_escalate; i++)
-		bits |= sink_bit(pb->escalate[i]);
-	return bits;
-}
-
-/* Journal the notifications of n (one row per sink), then hand them to the
- * runner. Resolves and triggers update the open-incident table. */
-static void notify_send(struct engine *e, struct notify *n)
-{
-	static const char *const sinks[] = {"slack", "pagerduty"};
-	struct store_batch *b = store_batch_new();
-	struct escalation_row rows[2];
-	char ids[2][33];
-	char *payloads[2] = {NULL, NULL};
-	size_t nrows = 0;
-	cJSON *rec = NULL;
-	double now = rd_now();
-
-	if (!b || store_job_json(e->store, n->job_id, &rec) != RD_OK || !rec) {
-		log_kv(LOG_ERROR, n->job_id, "escalation: cannot read the job record", NULL);
-		store_batch_free(b);
-		return;
-	}
-	for (size_t i = 0; i < 2; i++) {
-		if (!(n->sinks & (1u << i)))
-			continue;
-		int configured = escalate_sink_configured(sinks[i]);
-		cJSON *body = i == 0 ? escalate_slack_body(rec, n->kind, n->reason)
-		                     : escalate_pagerduty_body(rec, n->kind, n->reason);
-		rd_random_hex(ids[nrows], 16);
-		payloads[nrows] = body ? cJSON_PrintUnformatted(body) : NULL;
-		cJSON_Delete(body);
-		rows[nrows] = (struct escalation_row){
-			.id = ids[nrows], .job_id = n->job_id, .incident_key = n->key, .sink = sinks[i],
-			.kind = n->kind, .reason = n->reason,
-			.state = n->dry_run ? "planned" : configured ? "pending" : "failed",
-			.last_answer = configured || n->dry_run ? NULL : "sink not configured",
-			.created_at = now, .updated_at = now, .payload = payloads[nrows]};
-		if (n->dry_run)
-			metrics_add(M_ESCALATIONS, sinks[i], "planned", 1);
-		else if (!configured) {
-			metrics_add(M_ESCALATIONS, sinks[i], "not_configured", 1);
-			log_kv(LOG_ERROR, n->job_id, "escalation sink is not configured", "sink", sinks[i],
-			       "kind", n->kind, NULL);
-		}
-		store_batch_escalation(b, &rows[nrows]);
-		nrows++;
-	}
-	cJSON_Delete(rec);
-	if (nrows == 0) {
-		store_batch_free(b);
-		return;
-	}
-	if (store_commit(e->store, b, 1) != RD_OK) {
-		log_kv(LOG_ERROR, n->job_id, "escalation: journal commit failed; notification lost", "kind",
-		       n->kind, NULL);
-		goto out;
-	}
-	log_kv(n->dry_run ? LOG_INFO : LOG_WARN, n->job_id, n->dry_run ? "escalation planned (dry-run)"
-	                                                                : "escalation journaled",
-	       "kind", n->kind, "reason", n->reason ? n->reason : "", "key", n->key, NULL);
-	for (size_t i = 0; i < nrows; i++)
-		if (strcmp(rows[i].state, "pending") == 0)
-			runner_deliver(e->runner, &rows[i]);
-	if (n->dry_run)
-		goto out;
-	pthread_mutex_lock(&e->mu);
-	if (strcmp(n->kind, "trigger") == 0) {
-		struct incident *inc = map_get(e->incidents, n->key);
-		int oom = 0;
-		if (!inc && (inc = calloc(1, sizeof(*inc))))
-			map_put(e->incidents, n->key, inc, &oom);
-		if (inc && !oom) {
-			snprintf(inc->job_id, sizeof(inc->job_id), "%s", n->job_id);
-			for (size_t i = 0; i < nrows; i++)
-				if (strcmp(rows[i].state, "pending") == 0)
-					inc->sinks |= sink_bit(rows[i].sink);
-		} else if (oom) {
-			free(inc);
-		}
-	}
-	pthread_mutex_unlock(&e->mu);
-out:
-	for (size_t i = 0; i < nrows; i++)
-		free(payloads[i]);
-}
-
-static void notify_all(struct engine *e, struct notify *list)
-{
-	while (list) {
-		struct notify *next = list->next;
-		if (!e->no_escalation)
-			notify_send(e, list);
-		free(list->key);
-		free(list);
-		list = next;
-	}
-}
-
-/* Close key's incident, if it has one: queue its resolve. e->mu held. */
-static void close_incident(struct engine *e, const char *key, const char *reason, struct notify **out)
-{
-	struct incident *inc = map_del(e->incidents, key);
-	if (!inc)
-		return;
-	notify_push(out, inc->job_id, key, "resolve", reason, inc->sinks, 0);
-	free(inc);
-}
 
 void engine_playbook_broken(struct engine *e, const char *file, const char *error)
 {
@@ -299,12 +132,16 @@ struct engine *engine_new(const struct engine_opts *o)
 	e->queue_max = o->queue_max ? o->queue_max : 10000;
 	e->active_by_id = map_new();
 	e->active_by_key = map_new();
-	e->incidents = map_new();
 	e->admit = admit_new();
 	e->wd = watchdog_new(&wo);
 	ro.wd = e->wd;
 	e->runner = e->wd ? runner_new(&ro) : NULL;
-	if (!e->active_by_id || !e->active_by_key || !e->incidents || !e->admit || !e->runner) {
+	if (e->runner) {
+		struct outbox_opts oo = {.store = o->store, .runner = e->runner,
+		                         .disabled = o->no_escalation};
+		e->outbox = outbox_new(&oo);
+	}
+	if (!e->active_by_id || !e->active_by_key || !e->outbox || !e->admit || !e->runner) {
 		engine_free(e);
 		return NULL;
 	}
@@ -325,7 +162,7 @@ void engine_free(struct engine *e)
 	watchdog_free(e->wd);
 	map_free(e->active_by_key, NULL);
 	map_free(e->active_by_id, free_job_val);
-	map_free(e->incidents, free);
+	outbox_free(e->outbox); /* after the runner: it let go of the transfers */
 	free(e->broken_file);
 	free(e->broken_error);
 	playbook_set_unref(e->set);
@@ -529,7 +366,7 @@ static struct job *alertmanager_job(struct engine *e, const char *playbook, cons
 static int admit_one(struct engine *e, struct playbook_set *set, struct playbook *pb,
                      const struct payload *p, const struct alert *a, int dry_run, double now,
                      struct store_batch *b, cJSON *jobs, struct pending *fresh,
-                     struct cancel_ids *cancels, struct pending *final, struct notify **notes)
+                     struct cancel_ids *cancels, struct pending *final, struct outbox_notes *notes)
 {
 	char key[256], mkey[256];
 	const char *trigger = p->manual ? "manual" : "webhook";
@@ -546,9 +383,9 @@ static int admit_one(struct engine *e, struct playbook_set *set, struct playbook
 	if (a->resolved) {
 		/* A resolved alert never starts a job; it closes its key's job
 		 * and, if recovery had failed, the incident humans were paged for. */
-		close_incident(e, key, "alert resolved", notes);
+		outbox_close_incident(e->outbox, notes, key, ER_ALERT_RESOLVED);
 		if (!p->manual) /* the alert itself resolved: so did a manual run's incident */
-			close_incident(e, mkey, "alert resolved", notes);
+			outbox_close_incident(e->outbox, notes, mkey, ER_ALERT_RESOLVED);
 		if (!active)
 			return 0;
 		if (!active->cancel_requested) {
@@ -582,8 +419,8 @@ static int admit_one(struct engine *e, struct playbook_set *set, struct playbook
 		const char *on = d == ADMIT_COALESCED ? active->id : d == ADMIT_COOLDOWN ? last_id : NULL;
 		e->broken_escalated = 1;
 		if (on && *on)
-			notify_push(notes, on, d == ADMIT_COALESCED ? active->key : key, "trigger",
-			            "playbook_load_failed", playbook_sinks(pb),
+			outbox_note(notes, on, d == ADMIT_COALESCED ? active->key : key, EK_TRIGGER,
+			            ER_PLAYBOOK_LOAD_FAILED, outbox_playbook_sinks(pb),
 			            d == ADMIT_COALESCED ? active->dry_run : e->global_dry_run);
 		else
 			e->broken_escalated = 2; /* attach to the job created below */
@@ -634,10 +471,12 @@ static int admit_one(struct engine *e, struct playbook_set *set, struct playbook
 		map_put(e->active_by_key, j->key, j, &oom2);
 	}
 	if (d == ADMIT_BUDGET_EXHAUSTED)
-		notify_push(notes, j->id, key, "trigger", "budget_exhausted", playbook_sinks(pb), j->dry_run);
+		outbox_note(notes, j->id, key, EK_TRIGGER, ER_BUDGET_EXHAUSTED, outbox_playbook_sinks(pb),
+		            j->dry_run);
 	if (e->broken_escalated == 2) {
 		e->broken_escalated = 1;
-		notify_push(notes, j->id, key, "trigger", "playbook_load_failed", playbook_sinks(pb), j->dry_run);
+		outbox_note(notes, j->id, key, EK_TRIGGER, ER_PLAYBOOK_LOAD_FAILED, outbox_playbook_sinks(pb),
+		            j->dry_run);
 	}
 	job_row_of(j, &row);
 	row.updated_at = now;
@@ -672,7 +511,7 @@ void engine_submit(struct engine *e, const struct payload *p, const char *playbo
 	struct store_batch *b = NULL;
 	struct pending fresh = {0}, final = {0};
 	struct cancel_ids cancels = {0};
-	struct notify *notes = NULL;
+	struct outbox_notes notes = {0};
 	struct playbook_set *set;
 	struct job *am;
 	cJSON *answer = NULL, *jobs;
@@ -797,30 +636,11 @@ decided:
 		}
 		*status = 202;
 		*body = answer;
-		notify_all(e, notes);
+		outbox_send(e->outbox, &notes);
 		goto out;
 	}
 	/* Not committed: resolves must stay possible later. */
-	pthread_mutex_lock(&e->mu);
-	for (struct notify *n = notes; n; n = n->next)
-		if (strcmp(n->kind, "resolve") == 0) {
-			struct incident *inc = calloc(1, sizeof(*inc));
-			int oom = 0;
-			if (inc) {
-				snprintf(inc->job_id, sizeof(inc->job_id), "%s", n->job_id);
-				inc->sinks = n->sinks;
-				map_put(e->incidents, n->key, inc, &oom);
-				if (oom)
-					free(inc);
-			}
-		}
-	pthread_mutex_unlock(&e->mu);
-	while (notes) {
-		struct notify *next = notes->next;
-		free(notes->key);
-		free(notes);
-		notes = next;
-	}
+	outbox_abandon(e->outbox, &notes);
 	if (b) {
 		store_batch_free(b);
 		b = NULL;
@@ -854,23 +674,11 @@ static void job_done(void *owner, struct job *j)
 {
 	struct engine *e = owner;
 	double dur = (j->ended_at && j->created_at) ? j->ended_at - j->created_at : 0;
-	struct notify *notes = NULL;
-	const char *outcome = j->outcome ? j->outcome : "";
+	struct outbox_notes notes = {0};
 	char d[32];
 
+	outbox_job_ended(e->outbox, &notes, j);
 	pthread_mutex_lock(&e->mu);
-	if (!strcmp(outcome, "failed") || !strcmp(outcome, "dry_run_failed") || !strcmp(outcome, "interrupted")) {
-		notify_push(&notes, j->id, j->key, "trigger", strcmp(outcome, "interrupted") ? "failed" : "interrupted",
-		            playbook_sinks(j->pb), j->dry_run);
-	} else if (j->state == JS_SUCCEEDED) {
-		unsigned bits = 0;
-		if (!j->dry_run)
-			close_incident(e, j->key, "recovered", &notes);
-		for (size_t i = 0; i < j->pb->n_notify_success; i++)
-			bits |= sink_bit(j->pb->notify_success[i]);
-		if (bits)
-			notify_push(&notes, j->id, j->key, "notice", "recovered", bits, j->dry_run);
-	}
 	if (map_get(e->active_by_id, j->id) == j)
 		map_del(e->active_by_id, j->id);
 	if (map_get(e->active_by_key, j->key) == j)
@@ -886,7 +694,7 @@ static void job_done(void *owner, struct job *j)
 	       j->outcome ? j->outcome : "", "error", j->error ? j->error : "", "seconds", d,
 	       "dry_run", j->dry_run ? "true" : "false", NULL);
 	job_free(j);
-	notify_all(e, notes);
+	outbox_send(e->outbox, &notes);
 }
 
 int engine_wait(struct engine *e, const char *id, double timeout)
@@ -994,7 +802,7 @@ cJSON *engine_playbooks_json(struct engine *e)
 
 struct replay {
 	struct engine *e;
-	struct notify *notes;
+	struct outbox_notes notes;
 	struct store_batch *b;
 	struct pending resume;
 	size_t resumed, interrupted, orphaned;
@@ -1055,7 +863,8 @@ static void replay_row(const struct job_row *r, void *arg)
 		log_kv(LOG_WARN, j->id, "journal replay: job failed", "error", msg, NULL);
 		metrics_add(M_JOBS, j->playbook_name, "failed", 1);
 		/* Nobody else will finish this recovery: tell the default sinks. */
-		notify_push(&rp->notes, j->id, j->key, "trigger", "playbook_removed", default_sinks(), j->dry_run);
+		outbox_note(&rp->notes, j->id, j->key, EK_TRIGGER, ER_PLAYBOOK_REMOVED, outbox_default_sinks(),
+		            j->dry_run);
 		rp->orphaned++;
 		job_free(j);
 		return;
@@ -1095,10 +904,9 @@ static void replay_row(const struct job_row *r, void *arg)
 		log_kv(LOG_WARN, j->id, "journal replay: attempt interrupted by a restart", "playbook",
 		       j->playbook_name, "state", job_state_name(j->state), NULL);
 		if (j->state == JS_FAILED) {
-			/* notify_push keeps the reason pointer: a literal */
-			const char *reason = poison ? "poisoned" : "interrupted";
-			metrics_add(M_JOBS, j->playbook_name, reason, 1);
-			notify_push(&rp->notes, j->id, j->key, "trigger", reason, playbook_sinks(pb),
+			enum esc_reason reason = poison ? ER_POISONED : ER_INTERRUPTED;
+			metrics_add(M_JOBS, j->playbook_name, esc_reason_name(reason), 1);
+			outbox_note(&rp->notes, j->id, j->key, EK_TRIGGER, reason, outbox_playbook_sinks(pb),
 			            j->dry_run);
 			admit_ended(e->admit, j->key, j->id, rp->now);
 			job_free(j);
@@ -1110,34 +918,6 @@ static void replay_row(const struct job_row *r, void *arg)
 	map_put(e->active_by_key, j->key, j, &oom);
 	pending_add(&rp->resume, j);
 	rp->resumed++;
-}
-
-static void load_incident(const struct escalation_row *r, void *arg)
-{
-	struct engine *e = arg;
-	struct incident *inc;
-	int oom = 0;
-
-	pthread_mutex_lock(&e->mu);
-	inc = map_get(e->incidents, r->incident_key);
-	if (!inc && (inc = calloc(1, sizeof(*inc)))) {
-		map_put(e->incidents, r->incident_key, inc, &oom);
-		if (oom) {
-			free(inc);
-			inc = NULL;
-		}
-	}
-	if (inc) {
-		snprintf(inc->job_id, sizeof(inc->job_id), "%s", r->job_id);
-		inc->sinks |= sink_bit(r->sink);
-	}
-	pthread_mutex_unlock(&e->mu);
-}
-
-static void load_outbox(const struct escalation_row *r, void *arg)
-{
-	struct engine *e = arg;
-	runner_deliver(e->runner, r);
 }
 
 enum rd_status engine_start(struct engine *e)
@@ -1179,9 +959,8 @@ enum rd_status engine_start(struct engine *e)
 	runner_schedule(e->runner, rp.resume.v, rp.resume.n);
 	free(rp.resume.v);
 	/* Open incidents and undelivered notifications survive restarts. */
-	if (store_scan_open_incidents(e->store, load_incident, e) != RD_OK ||
-	    store_scan_outbox(e->store, load_outbox, e) != RD_OK)
+	if (outbox_load(e->outbox) != RD_OK)
 		log_kv(LOG_ERROR, NULL, "journal: cannot read the escalation outbox", NULL);
-	notify_all(e, rp.notes);
+	outbox_send(e->outbox, &rp.notes); /* after the load: its rows are new */
 	return runner_start(e->runner);
 }

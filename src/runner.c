@@ -21,7 +21,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "recoveryd/escalate.h"
 #include "recoveryd/job.h"
 #include "recoveryd/log.h"
 #include "recoveryd/lua_api.h"
@@ -34,7 +33,7 @@
 #define MAX_WAIT_MS 1000
 #define MAX_PROCS 256
 
-enum timer_kind { T_RETRY, T_DEADLINE, T_SLEEP, T_DELIVER, T_RESUME, T_KINDS };
+enum timer_kind { T_RETRY, T_DEADLINE, T_SLEEP, T_CALL, T_RESUME, T_KINDS };
 _Static_assert(T_KINDS <= sizeof(((struct job *)0)->timer_at) / sizeof(size_t),
                "struct job has a timer slot per kind");
 
@@ -47,20 +46,20 @@ _Static_assert(T_KINDS <= sizeof(((struct job *)0)->timer_at) / sizeof(size_t),
 
 struct timer {
 	double when;            /* rd_mono() */
-	struct job *job;        /* NULL for T_DELIVER */
+	struct job *job;        /* NULL for T_CALL */
 	int kind;
 	int attempt;            /* stale once the job moved past this attempt */
-	struct delivery *dl;    /* T_DELIVER */
+	void (*fn)(void *arg);  /* T_CALL */
+	void *arg;
 	size_t *at;             /* the job's timer_at slot, kept equal to 1 + index */
 };
 
-/* One notification of the escalation outbox, journaled before it is here. */
-struct delivery {
-	char *id, *job_id, *sink, *kind, *payload, *incident;
-	int attempts;
-	double created_at;      /* wall clock, for the latency histogram */
-	struct op *op;          /* the transfer in flight, or NULL */
-	struct delivery *next;  /* every delivery the runner holds */
+/* A transfer on the loop's curl multi handle (CURLOPT_PRIVATE). */
+struct xfer {
+	CURL *easy;
+	void (*done)(void *arg, CURL *easy, CURLcode cc);
+	void *arg;
+	struct xfer *prev, *next;
 };
 
 struct attempt_rt {
@@ -79,7 +78,9 @@ struct msg {
 	int cancel;
 	char cancel_id[33];     /* cancel: by id, the job may have ended since */
 	struct job *job;
-	struct delivery *dl;    /* a notification to send instead of a job */
+	void (*call)(void *arg);  /* runner_call: run call(arg) on the loop */
+	void (*drop)(void *arg);  /* ... or drop(arg) if the loop has stopped */
+	void *arg;
 	struct committed *done; /* a batch of ours has committed */
 	struct msg *next;
 };
@@ -122,8 +123,7 @@ struct runner {
 	size_t n_timers, cap_timers;
 	struct op *procs[MAX_PROCS];
 	size_t n_procs;
-	struct delivery *deliveries;
-	size_t n_deliveries;
+	struct xfer *xfers;     /* every transfer in flight */
 	char *driver;           /* DRIVER compiled once */
 	size_t driver_len;
 
@@ -172,12 +172,6 @@ void rbuf_free(struct rbuf *b)
 {
 	free(b->p);
 	memset(b, 0, sizeof(*b));
-}
-
-static size_t dl_body(char *p, size_t sz, size_t n, void *ud)
-{
-	rbuf_append(ud, p, sz * n); /* beyond the cap: kept short, not an error */
-	return sz * n;
 }
 
 /* ---------- timers: a small binary heap ---------- */
@@ -257,12 +251,58 @@ static int timer_add(struct runner *r, struct job *j, int kind, double when)
 {
 	if (j->timer_at[kind])
 		heap_remove(r, j->timer_at[kind] - 1);
-	return timer_push(r, (struct timer){when, j, kind, j->attempts, NULL, &j->timer_at[kind]});
+	return timer_push(r, (struct timer){when, j, kind, j->attempts, NULL, NULL, &j->timer_at[kind]});
 }
 
-static int timer_add_dl(struct runner *r, struct delivery *d, double when)
+int runner_timer(struct runner *r, double when, void (*fn)(void *arg), void *arg)
 {
-	return timer_push(r, (struct timer){when, NULL, T_DELIVER, 0, d, NULL});
+	return timer_push(r, (struct timer){when, NULL, T_CALL, 0, fn, arg, NULL});
+}
+
+/* ---------- transfers ---------- */
+
+int runner_xfer(struct runner *r, CURL *easy, void (*done)(void *arg, CURL *easy, CURLcode cc), void *arg)
+{
+	struct xfer *x = calloc(1, sizeof(*x));
+
+	if (!x)
+		return -1;
+	x->easy = easy;
+	x->done = done;
+	x->arg = arg;
+	curl_easy_setopt(easy, CURLOPT_PRIVATE, x);
+	if (curl_multi_add_handle(r->multi, easy) != CURLM_OK) {
+		free(x);
+		return -1;
+	}
+	x->next = r->xfers;
+	if (r->xfers)
+		r->xfers->prev = x;
+	r->xfers = x;
+	return 0;
+}
+
+static void xfer_unlink(struct runner *r, struct xfer *x)
+{
+	if (x->prev)
+		x->prev->next = x->next;
+	else
+		r->xfers = x->next;
+	if (x->next)
+		x->next->prev = x->prev;
+}
+
+/* Stop a transfer without calling its done. */
+static void xfer_abort(struct runner *r, CURL *easy)
+{
+	struct xfer *x = NULL;
+
+	curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&x);
+	curl_multi_remove_handle(r->multi, easy);
+	if (x) {
+		xfer_unlink(r, x);
+		free(x);
+	}
 }
 
 static int timers_has(struct runner *r, struct job *j)
@@ -506,7 +546,7 @@ static void op_abort(struct runner *r, struct op *op)
 {
 	switch (op->kind) {
 	case OP_HTTP:
-		curl_multi_remove_handle(r->multi, op->easy);
+		xfer_abort(r, op->easy);
 		break;
 	case OP_EXEC:
 		proc_forget(r, op);
@@ -517,10 +557,20 @@ static void op_abort(struct runner *r, struct op *op)
 		}
 		break;
 	case OP_SLEEP:
-	case OP_DELIVERY: /* never a job's op */
 		break;
 	}
 	timers_drop_job(r, op->job, T_SLEEP);
+}
+
+static void finish_op(struct runner *r, struct op *op);
+
+static void http_done(void *arg, CURL *easy, CURLcode cc)
+{
+	struct op *op = arg;
+
+	(void)easy;
+	op->cc = cc;
+	finish_op(op->job->runner, op);
 }
 
 int runner_begin_op(struct job *j, struct op *op, char *err, size_t errlen)
@@ -539,8 +589,7 @@ int runner_begin_op(struct job *j, struct op *op, char *err, size_t errlen)
 			goto nomem;
 		break;
 	case OP_HTTP:
-		curl_easy_setopt(op->easy, CURLOPT_PRIVATE, op);
-		if (curl_multi_add_handle(r->multi, op->easy) != CURLM_OK) {
+		if (runner_xfer(r, op->easy, http_done, op) < 0) {
 			snprintf(err, errlen, "cannot start the transfer");
 			return -1;
 		}
@@ -552,9 +601,6 @@ int runner_begin_op(struct job *j, struct op *op, char *err, size_t errlen)
 		}
 		r->procs[r->n_procs++] = op;
 		break;
-	case OP_DELIVERY:
-		snprintf(err, errlen, "internal: a delivery is not a job operation");
-		return -1;
 	}
 	j->rt->op = op;
 	return 0;
@@ -954,200 +1000,17 @@ static void attempt_end(struct runner *r, struct job *j, const char *result, con
 	}
 }
 
-/* ---------- escalation outbox ---------- */
-
-static void delivery_free(struct delivery *d)
+void runner_call(struct runner *r, void (*fn)(void *arg), void (*drop)(void *arg), void *arg)
 {
-	if (!d)
-		return;
-	free(d->id);
-	free(d->job_id);
-	free(d->sink);
-	free(d->kind);
-	free(d->payload);
-	free(d->incident);
-	free(d);
-}
-
-static void outbox_gauge(struct runner *r)
-{
-	metrics_set(M_OUTBOX_DEPTH, NULL, NULL, (double)r->n_deliveries);
-}
-
-static void delivery_forget(struct runner *r, struct delivery *d)
-{
-	for (struct delivery **pp = &r->deliveries; *pp; pp = &(*pp)->next)
-		if (*pp == d) {
-			*pp = d->next;
-			r->n_deliveries--;
-			break;
-		}
-	outbox_gauge(r);
-	delivery_free(d);
-}
-
-static void delivery_update(struct runner *r, struct delivery *d, const char *state, const char *answer,
-                            double next_at, double delivered_at)
-{
-	struct escalation_row e = {.id = d->id, .state = state, .attempts = d->attempts,
-	                           .last_answer = answer, .updated_at = rd_now(),
-	                           .next_attempt_at = next_at, .delivered_at = delivered_at};
-	struct store_batch *b = turn_batch(r);
-
-	if (!b || store_batch_escalation_update(b, &e) < 0)
-		log_kv(LOG_ERROR, d->job_id, "journal: cannot record the delivery: out of memory", NULL);
-}
-
-/* A resolve must not overtake its trigger: PagerDuty drops a resolve for
- * an incident it does not know, and the late trigger would then open one
- * that nobody closes. */
-static int waits_for_trigger(struct runner *r, const struct delivery *d)
-{
-	if (strcmp(d->kind, "resolve") != 0 || !d->incident)
-		return 0;
-	for (const struct delivery *o = r->deliveries; o; o = o->next)
-		if (o != d && strcmp(o->kind, "trigger") == 0 && o->incident &&
-		    strcmp(o->incident, d->incident) == 0 && strcmp(o->sink, d->sink) == 0)
-			return 1;
-	return 0;
-}
-
-static void delivery_start(struct runner *r, struct delivery *d)
-{
-	char *url = NULL, *body = NULL;
-	struct op *op;
-
-	if (waits_for_trigger(r, d)) {
-		timer_add_dl(r, d, rd_mono() + 0.25);
-		return;
-	}
-
-	if (escalate_wire(d->sink, d->payload, &url, &body) < 0) {
-		log_kv(LOG_ERROR, d->job_id, "escalation: sink is not configured", "sink", d->sink, NULL);
-		metrics_add(M_ESCALATIONS, d->sink, "not_configured", 1);
-		delivery_update(r, d, "failed", "sink not configured", 0, 0);
-		delivery_forget(r, d);
-		return;
-	}
-	op = calloc(1, sizeof(*op));
-	if (!op || !(op->easy = curl_easy_init())) {
-		free(op);
-		free(url);
-		free(body);
-		timer_add_dl(r, d, rd_mono() + 1); /* try again shortly */
-		return;
-	}
-	op->kind = OP_DELIVERY;
-	op->pidfd = op->out_fd = op->err_fd = -1;
-	op->ctx = d;
-	op->body = body;
-	op->started = rd_mono();
-	op->resp.max = 64 * 1024;
-	op->resp_headers.max = 64 * 1024;
-	op->headers = curl_slist_append(NULL, "Content-Type: application/json");
-	op->headers = curl_slist_append(op->headers, "Expect:");
-	curl_easy_setopt(op->easy, CURLOPT_URL, url);
-	curl_easy_setopt(op->easy, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(op->easy, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(op->easy, CURLOPT_TIMEOUT, 15L);
-	curl_easy_setopt(op->easy, CURLOPT_POSTFIELDS, op->body);
-	curl_easy_setopt(op->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(op->body));
-	curl_easy_setopt(op->easy, CURLOPT_HTTPHEADER, op->headers);
-	curl_easy_setopt(op->easy, CURLOPT_WRITEFUNCTION, dl_body);
-	curl_easy_setopt(op->easy, CURLOPT_WRITEDATA, &op->resp);
-	curl_easy_setopt(op->easy, CURLOPT_HEADERFUNCTION, dl_body);
-	curl_easy_setopt(op->easy, CURLOPT_HEADERDATA, &op->resp_headers);
-	curl_easy_setopt(op->easy, CURLOPT_ERRORBUFFER, op->errbuf);
-	curl_easy_setopt(op->easy, CURLOPT_USERAGENT, "recoveryd/" RECOVERYD_VERSION);
-	curl_easy_setopt(op->easy, CURLOPT_PRIVATE, op);
-	explicit_bzero(url, strlen(url)); /* the Slack URL is the secret */
-	free(url);
-	d->op = op;
-	d->attempts++;
-	curl_multi_add_handle(r->multi, op->easy);
-}
-
-/* Retry-After in seconds from the raw response headers, or -1. */
-static double retry_after(const struct rbuf *h)
-{
-	for (const char *p = h->p; p && *p;) {
-		if (strncasecmp(p, "retry-after:", 12) == 0) {
-			char *end;
-			double v = strtod(p + 12, &end);
-			return end != p + 12 && v >= 0 ? v : -1;
-		}
-		const char *nl = strchr(p, '\n');
-		p = nl ? nl + 1 : NULL;
-	}
-	return -1;
-}
-
-static void delivery_done(struct runner *r, struct op *op)
-{
-	struct delivery *d = op->ctx;
-	long status = 0;
-	double delay = 0;
-	char answer[640];
-	enum esc_verdict v;
-
-	d->op = NULL;
-	if (op->cc == CURLE_OK)
-		curl_easy_getinfo(op->easy, CURLINFO_RESPONSE_CODE, &status);
-	v = escalate_classify(d->sink, op->cc, status, op->resp.p ? op->resp.p : "", retry_after(&op->resp_headers),
-	                      d->attempts, jitter_rnd(), &delay);
-	if (op->cc != CURLE_OK)
-		snprintf(answer, sizeof(answer), "%s", op->errbuf[0] ? op->errbuf : curl_easy_strerror(op->cc));
-	else
-		snprintf(answer, sizeof(answer), "%ld %.600s", status, op->resp.p ? op->resp.p : "");
-	curl_multi_remove_handle(r->multi, op->easy);
-	op->ctx = NULL;
-	op_free(op);
-
-	switch (v) {
-	case ESC_DELIVERED:
-		metrics_add(M_ESCALATIONS, d->sink, "delivered", 1);
-		metrics_observe(M_ESCALATION_LATENCY, d->sink, rd_now() - d->created_at);
-		log_kv(LOG_INFO, d->job_id, "escalation delivered", "sink", d->sink, "kind", d->kind, "answer",
-		       answer, NULL);
-		delivery_update(r, d, "delivered", answer, 0, rd_now());
-		delivery_forget(r, d);
-		break;
-	case ESC_FAILED:
-		metrics_add(M_ESCALATIONS, d->sink, "failed", 1);
-		log_kv(LOG_ERROR, d->job_id, "escalation failed permanently", "sink", d->sink, "kind", d->kind,
-		       "answer", answer, NULL);
-		delivery_update(r, d, "failed", answer, 0, 0);
-		delivery_forget(r, d);
-		break;
-	case ESC_RETRY: {
-		char dl[32];
-		metrics_add(M_ESCALATIONS, d->sink, "retried", 1);
-		snprintf(dl, sizeof(dl), "%.3f", delay);
-		log_kv(LOG_WARN, d->job_id, "escalation will be retried", "sink", d->sink, "kind", d->kind,
-		       "answer", answer, "retry_in_seconds", dl, NULL);
-		delivery_update(r, d, "retrying", answer, rd_now() + delay, 0);
-		timer_add_dl(r, d, rd_mono() + delay);
-		break;
-	}
-	}
-}
-
-void runner_deliver(struct runner *r, const struct escalation_row *e)
-{
-	struct delivery *d = calloc(1, sizeof(*d));
 	struct msg *m = calloc(1, sizeof(*m));
 
-	if (!d || !m || !(d->id = strdup(e->id)) || !(d->job_id = strdup(e->job_id)) ||
-	    !(d->sink = strdup(e->sink)) || !(d->kind = strdup(e->kind ? e->kind : "trigger")) ||
-	    !(d->payload = strdup(e->payload ? e->payload : "{}"))) {
-		delivery_free(d);
-		free(m);
-		return; /* journaled as pending: sent after the next restart */
+	if (!m) {
+		drop(arg);
+		return;
 	}
-	d->attempts = e->attempts;
-	d->created_at = e->created_at;
-	d->incident = e->incident_key ? strdup(e->incident_key) : NULL;
-	m->dl = d;
+	m->call = fn;
+	m->drop = drop;
+	m->arg = arg;
 	post(r, m, m);
 }
 
@@ -1216,12 +1079,8 @@ static void drain_inbox(struct runner *r)
 			free(c);
 			m = next;
 			continue;
-		} else if (m->dl) {
-			m->dl->next = r->deliveries;
-			r->deliveries = m->dl;
-			r->n_deliveries++;
-			outbox_gauge(r);
-			delivery_start(r, m->dl);
+		} else if (m->call) {
+			m->call(m->arg);
 		} else if (m->cancel) {
 			/* Only this thread frees jobs: one still in the table is
 			 * alive until this thread ends it. */
@@ -1240,8 +1099,6 @@ static void drain_inbox(struct runner *r)
 		m = next;
 	}
 }
-
-static void finish_op(struct runner *r, struct op *op);
 
 static void fire_timers(struct runner *r, int draining)
 {
@@ -1266,8 +1123,8 @@ static void fire_timers(struct runner *r, int draining)
 				attempt_end(r, j, "timeout", msg, -1, NULL);
 			}
 			break;
-		case T_DELIVER:
-			delivery_start(r, t.dl);
+		case T_CALL:
+			t.fn(t.arg);
 			break;
 		case T_SLEEP:
 			if (j->rt && j->rt->op && j->rt->op->kind == OP_SLEEP) {
@@ -1302,17 +1159,16 @@ static void check_transfers(struct runner *r)
 	int left;
 
 	while ((m = curl_multi_info_read(r->multi, &left))) {
-		struct op *op = NULL;
+		struct xfer *x = NULL;
+		CURL *easy = m->easy_handle;
+		CURLcode cc = m->data.result;
 		if (m->msg != CURLMSG_DONE)
 			continue;
-		curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&op);
-		op->cc = m->data.result;
-		if (op->kind == OP_DELIVERY) {
-			delivery_done(r, op);
-			continue;
-		}
-		curl_multi_remove_handle(r->multi, m->easy_handle);
-		finish_op(r, op);
+		curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&x);
+		curl_multi_remove_handle(r->multi, easy);
+		xfer_unlink(r, x);
+		x->done(x->arg, easy, cc);
+		free(x);
 	}
 }
 
@@ -1578,22 +1434,16 @@ void runner_free(struct runner *r)
 		if (m->done) {
 			free(m->done); /* the message is part of it */
 		} else {
-			delivery_free(m->dl);
+			if (m->drop)
+				m->drop(m->arg);
 			free(m);
 		}
 		m = n;
 	}
-	/* Undelivered notifications stay pending in the journal. */
-	while (r->deliveries) {
-		struct delivery *d = r->deliveries;
-		r->deliveries = d->next;
-		if (d->op) {
-			curl_multi_remove_handle(r->multi, d->op->easy);
-			d->op->ctx = NULL;
-			op_free(d->op);
-		}
-		delivery_free(d);
-	}
+	/* Transfers still in flight belong to their owners (the outbox frees
+	 * its own after this); the loop lets go of them. */
+	while (r->xfers)
+		xfer_abort(r, r->xfers->easy);
 	curl_multi_cleanup(r->multi);
 	free(r->timers);
 	pthread_cond_destroy(&r->callbacks_cv);

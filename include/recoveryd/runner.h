@@ -50,10 +50,17 @@ void runner_cancel(struct runner *r, const char *job_id);
  * then interrupt them; return when the loop has exited. */
 void runner_drain(struct runner *r, double grace);
 void runner_free(struct runner *r);
-struct escalation_row;
-/* Send a journaled notification (copied) from the event loop, with retries.
- * Any thread. */
-void runner_deliver(struct runner *r, const struct escalation_row *e);
+/* Services of the event loop for its other clients (the outbox). Loop
+ * thread only, except runner_call. */
+/* Start a transfer on the loop; done(arg, easy, result) is called once it
+ * completes. The caller owns easy (and frees it after done, or after
+ * runner_free when done never came). 0, or -1. */
+int runner_xfer(struct runner *r, CURL *easy, void (*done)(void *arg, CURL *easy, CURLcode cc), void *arg);
+/* Call fn(arg) once, at rd_mono() time when or soon after. 0, or -1. */
+int runner_timer(struct runner *r, double when, void (*fn)(void *arg), void *arg);
+/* Any thread: run fn(arg) on the loop; if the loop stops first (or there is
+ * no memory to ask), drop(arg) is called instead. */
+void runner_call(struct runner *r, void (*fn)(void *arg), void (*drop)(void *arg), void *arg);
 
 /* --- for lua_api: operations an attempt's coroutine waits on --- */
 
@@ -63,7 +70,7 @@ struct rbuf {
 	int truncated;
 };
 
-enum op_kind { OP_SLEEP, OP_HTTP, OP_EXEC, OP_DELIVERY };
+enum op_kind { OP_SLEEP, OP_HTTP, OP_EXEC };
 
 struct op {
 	enum op_kind kind;

@@ -1,0 +1,83 @@
+/* The escalation outbox (DESIGN.md §5): it decides which notifications a
+ * job's end or an alert's resolve causes, journals them, delivers them with
+ * retries from the runner's event loop, and keeps the open incidents that a
+ * later resolve closes. escalate.c builds the bodies and classifies the
+ * answers; the runner only starts transfers and timers for it.
+ *
+ * Notes are collected while the caller decides (any thread, with or
+ * without the caller's own lock: the outbox has its own, taken last), then
+ * handed to outbox_send once the decisions are committed. */
+#ifndef RECOVERYD_OUTBOX_H
+#define RECOVERYD_OUTBOX_H
+
+#include "recoveryd/common.h"
+
+struct job;
+struct playbook;
+struct runner;
+struct store;
+struct outbox;
+
+enum esc_kind { EK_TRIGGER, EK_RESOLVE, EK_NOTICE };
+
+enum esc_reason {
+	ER_FAILED,
+	ER_INTERRUPTED,
+	ER_POISONED,
+	ER_BUDGET_EXHAUSTED,
+	ER_PLAYBOOK_LOAD_FAILED,
+	ER_PLAYBOOK_REMOVED,
+	ER_RECOVERED,
+	ER_ALERT_RESOLVED,
+};
+
+/* Sinks as bits of a set. */
+enum esc_sink { SINK_SLACK = 1u << 0, SINK_PAGERDUTY = 1u << 1 };
+
+const char *esc_kind_name(enum esc_kind k);
+const char *esc_reason_name(enum esc_reason r);
+
+struct outbox_note;
+struct outbox_notes {
+	struct outbox_note *head;
+};
+
+struct outbox_opts {
+	struct store *store;       /* borrowed */
+	struct runner *runner;     /* borrowed: deliveries run on its loop */
+	int disabled;              /* --no-escalation: notes are dropped */
+};
+
+struct outbox *outbox_new(const struct outbox_opts *o);
+/* After the runner has stopped: undelivered notifications stay pending in
+ * the journal. NULL is fine. */
+void outbox_free(struct outbox *ob);
+
+/* The sinks a playbook escalates to (its own list or the default); the
+ * default sinks. */
+unsigned outbox_playbook_sinks(const struct playbook *pb);
+unsigned outbox_default_sinks(void);
+
+/* Add a notification to ns. */
+void outbox_note(struct outbox_notes *ns, const char *job_id, const char *key, enum esc_kind kind,
+                 enum esc_reason reason, unsigned sinks, int dry_run);
+/* key's incident, if one is open, is closed: its resolve is added to ns. */
+void outbox_close_incident(struct outbox *ob, struct outbox_notes *ns, const char *key,
+                           enum esc_reason reason);
+/* What the end of j causes: a trigger when recovery failed or was
+ * interrupted, a resolve of the key's incident and the playbook's
+ * notify_success notices when it succeeded. */
+void outbox_job_ended(struct outbox *ob, struct outbox_notes *ns, const struct job *j);
+/* The decisions behind ns were not committed: open again the incidents
+ * whose resolves ns holds, then drop ns. */
+void outbox_abandon(struct outbox *ob, struct outbox_notes *ns);
+/* Journal ns (one row per sink, the body built from the committed job
+ * record) and deliver the rows once they are committed. Never waits for the
+ * journal: callable from the event loop. Consumes ns. */
+void outbox_send(struct outbox *ob, struct outbox_notes *ns);
+
+/* Start-up: the open incidents and the undelivered notifications of the
+ * journal. */
+enum rd_status outbox_load(struct outbox *ob);
+
+#endif

@@ -53,6 +53,8 @@ struct job {
 	char *error;            /* last error */
 
 	struct playbook_set *set; /* reference held for the job's life */
+	/* Releases that reference in job_free; set with it by whoever took it. */
+	void (*set_unref)(struct playbook_set *set);
 	struct playbook *pb;
 
 	struct runner *runner;  /* the runner it was handed to (runner_schedule) */

@@ -261,6 +261,7 @@ static struct job *job_new(struct playbook_set *set, struct playbook *pb, const 
 	j->notifications = 1;
 	j->state = JS_QUEUED;
 	j->set = set;
+	j->set_unref = playbook_set_unref;
 	j->pb = pb;
 	playbook_set_ref(set);
 	if (!j->playbook_name || !j->key || !j->trigger || !j->alert_json) {
@@ -870,6 +871,7 @@ static void replay_row(const struct job_row *r, void *arg)
 		return;
 	}
 	j->set = e->set;
+	j->set_unref = playbook_set_unref;
 	j->pb = pb;
 	playbook_set_ref(e->set);
 	if (st == JS_RUNNING) {

@@ -6,7 +6,6 @@
 
 #include "recoveryd/log.h"
 #include "recoveryd/metrics.h"
-#include "recoveryd/playbook.h"
 
 static const char *const names[] = {
 	[JS_QUEUED] = "queued",       [JS_RUNNING] = "running",
@@ -119,7 +118,8 @@ void job_free(struct job *j)
 		free(j->secrets[i]);
 	}
 	free(j->secrets);
-	playbook_set_unref(j->set);
+	if (j->set_unref)
+		j->set_unref(j->set);
 	free(j);
 }
 

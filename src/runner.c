@@ -6,24 +6,22 @@
 #include "recoveryd/runner.h"
 #include "recoveryd/watchdog.h"
 
-#include <errno.h>
 #include <fcntl.h>
 #include <lauxlib.h>
 #include <math.h>
 #include <poll.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <sys/syscall.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "recoveryd/job.h"
 #include "recoveryd/log.h"
 #include "recoveryd/lua_api.h"
+#include "recoveryd/lua_exec.h"
 #include "recoveryd/lua_json.h"
 #include "recoveryd/metrics.h"
 #include "recoveryd/playbook.h"
@@ -141,38 +139,6 @@ struct runner {
 static void attempt_end(struct runner *r, struct job *j, const char *result, const char *error,
                         int verify_ok, const char *verify_reason);
 static void post(struct runner *r, struct msg *head, struct msg *tail);
-
-/* ---------- buffers ---------- */
-
-int rbuf_append(struct rbuf *b, const char *p, size_t n)
-{
-	if (b->max && b->len + n > b->max) {
-		b->truncated = 1;
-		n = b->max > b->len ? b->max - b->len : 0;
-		if (n == 0)
-			return -1;
-	}
-	if (b->len + n + 1 > b->cap) {
-		size_t ncap = b->cap ? b->cap : 1024;
-		while (ncap < b->len + n + 1)
-			ncap *= 2;
-		char *np = realloc(b->p, ncap);
-		if (!np)
-			return -1;
-		b->p = np;
-		b->cap = ncap;
-	}
-	memcpy(b->p + b->len, p, n);
-	b->len += n;
-	b->p[b->len] = '\0';
-	return b->truncated ? -1 : 0;
-}
-
-void rbuf_free(struct rbuf *b)
-{
-	free(b->p);
-	memset(b, 0, sizeof(*b));
-}
 
 /* ---------- timers: a small binary heap ---------- */
 
@@ -375,7 +341,7 @@ static void job_done(struct runner *r, struct job *j)
 	r->o.job_done(r->o.owner, j);
 }
 
-void runner_record(struct job *j, const char *type, cJSON *detail, int planned)
+static void runner_record(struct job *j, const char *type, cJSON *detail, int planned)
 {
 	struct runner *r = j->runner;
 	struct store_batch *b;
@@ -550,11 +516,7 @@ static void op_abort(struct runner *r, struct op *op)
 		break;
 	case OP_EXEC:
 		proc_forget(r, op);
-		if (!op->exited) {
-			kill(-op->pid, SIGKILL);
-			waitpid(op->pid, &op->wstatus, 0); /* SIGKILL: prompt */
-			op->exited = 1;
-		}
+		lua_exec_abort(op);
 		break;
 	case OP_SLEEP:
 		break;
@@ -573,7 +535,7 @@ static void http_done(void *arg, CURL *easy, CURLcode cc)
 	finish_op(op->job->runner, op);
 }
 
-int runner_begin_op(struct job *j, struct op *op, char *err, size_t errlen)
+static int runner_begin_op(struct job *j, struct op *op, char *err, size_t errlen)
 {
 	struct runner *r = j->runner;
 
@@ -609,15 +571,24 @@ nomem:
 	return -1;
 }
 
-double runner_attempt_deadline(struct job *j)
+static double runner_attempt_deadline(struct job *j)
 {
 	return j->rt ? j->rt->sb.deadline : rd_mono();
 }
 
-lua_State *runner_job_thread(struct job *j)
+static lua_State *runner_job_thread(struct job *j)
 {
 	return j->rt ? j->rt->co : NULL;
 }
+
+/* What the recovery module of a job's attempt reaches the runner through
+ * (job->host, set in post). */
+static const struct op_host host = {
+	.begin = runner_begin_op,
+	.deadline = runner_attempt_deadline,
+	.thread = runner_job_thread,
+	.record = runner_record,
+};
 
 /* ---------- attempts ---------- */
 
@@ -1172,54 +1143,13 @@ static void check_transfers(struct runner *r)
 	}
 }
 
-static void read_fd(int *fd, struct rbuf *b)
-{
-	char buf[8192];
-
-	while (*fd >= 0) {
-		ssize_t n = read(*fd, buf, sizeof(buf));
-		if (n > 0) {
-			rbuf_append(b, buf, (size_t)n); /* beyond the cap: dropped, marked */
-			continue;
-		}
-		if (n < 0 && (errno == EAGAIN || errno == EINTR))
-			return;
-		close(*fd);
-		*fd = -1;
-	}
-}
-
 static void check_procs(struct runner *r)
 {
 	double now = rd_mono();
 
 	for (size_t i = 0; i < r->n_procs;) {
 		struct op *op = r->procs[i];
-		read_fd(&op->out_fd, &op->out);
-		read_fd(&op->err_fd, &op->err);
-		if (!op->exited && op->deadline && now >= op->deadline && !op->timed_out) {
-			op->timed_out = 1;
-			kill(-op->pid, SIGKILL); /* the whole process group */
-		}
-		if (!op->exited && waitpid(op->pid, &op->wstatus, WNOHANG) == op->pid)
-			op->exited = 1;
-		/* Done once the child exited and the pipes closed, or the child
-		 * exited and something in its group keeps them open: then kill
-		 * the group so nothing outlives the command. */
-		if (op->exited) {
-			if (op->out_fd >= 0 || op->err_fd >= 0) {
-				kill(-op->pid, SIGKILL);
-				read_fd(&op->out_fd, &op->out);
-				read_fd(&op->err_fd, &op->err);
-				if (op->out_fd >= 0) {
-					close(op->out_fd);
-					op->out_fd = -1;
-				}
-				if (op->err_fd >= 0) {
-					close(op->err_fd);
-					op->err_fd = -1;
-				}
-			}
+		if (lua_exec_poll(op, now)) {
 			r->procs[i] = r->procs[--r->n_procs];
 			finish_op(r, op);
 			continue;
@@ -1237,7 +1167,7 @@ static void start_ready(struct runner *r)
 static void *loop(void *arg)
 {
 	struct runner *r = arg;
-	struct curl_waitfd fds[3 * MAX_PROCS];
+	struct curl_waitfd fds[LUA_EXEC_WAITFDS * MAX_PROCS];
 
 	watchdog_start(r->o.wd);
 	for (;;) {
@@ -1280,22 +1210,8 @@ static void *loop(void *arg)
 				wait = d < 0 ? 0 : d;
 		}
 		unsigned nfds = 0;
-		for (size_t i = 0; i < r->n_procs; i++) {
-			struct op *op = r->procs[i];
-			if (op->out_fd >= 0)
-				fds[nfds++] = (struct curl_waitfd){op->out_fd, CURL_WAIT_POLLIN, 0};
-			if (op->err_fd >= 0)
-				fds[nfds++] = (struct curl_waitfd){op->err_fd, CURL_WAIT_POLLIN, 0};
-			if (op->pidfd >= 0 && !op->exited)
-				fds[nfds++] = (struct curl_waitfd){op->pidfd, CURL_WAIT_POLLIN, 0};
-			else if (wait > 0.05)
-				wait = 0.05; /* no pidfd: poll for the exit */
-			if (op->deadline) {
-				double d = op->deadline - rd_mono();
-				if (d < wait)
-					wait = d < 0 ? 0 : d;
-			}
-		}
+		for (size_t i = 0; i < r->n_procs; i++)
+			nfds += lua_exec_wait(r->procs[i], fds + nfds, &wait);
 		if (draining && wait > 0.1)
 			wait = 0.1;
 		curl_multi_poll(r->multi, fds, nfds, (int)ceil(wait * 1000), NULL);
@@ -1373,6 +1289,7 @@ void runner_schedule(struct runner *r, struct job *const *jobs, size_t n)
 			continue; /* the job stays in the journal; it resumes on restart */
 		m->job = jobs[i];
 		jobs[i]->runner = r;
+		jobs[i]->host = &host;
 		if (tail)
 			tail->next = m;
 		else

@@ -12,6 +12,7 @@
 struct playbook;
 struct playbook_set;
 struct attempt_rt;
+struct op_host;
 struct runner;
 
 enum job_state {
@@ -52,9 +53,12 @@ struct job {
 	char *error;            /* last error */
 
 	struct playbook_set *set; /* reference held for the job's life */
+	/* Releases that reference in job_free; set with it by whoever took it. */
+	void (*set_unref)(struct playbook_set *set);
 	struct playbook *pb;
 
 	struct runner *runner;  /* the runner it was handed to (runner_schedule) */
+	const struct op_host *host; /* that runner's services to the recovery module */
 	struct job *next;       /* [runner] ready queue */
 	size_t timer_at[8];     /* [runner] 1 + heap index of its timer of each kind; 0 = none */
 	struct attempt_rt *rt;  /* [runner] the running attempt, or NULL */

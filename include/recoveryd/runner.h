@@ -6,12 +6,9 @@
 
 #include <pthread.h>
 #include <stddef.h>
-#include <sys/types.h>
-#include <cjson/cJSON.h>
-#include <curl/curl.h>
-#include <lua.h>
 
 #include "recoveryd/common.h"
+#include "recoveryd/op.h"
 
 struct job;
 struct runner;
@@ -61,54 +58,5 @@ int runner_timer(struct runner *r, double when, void (*fn)(void *arg), void *arg
 /* Any thread: run fn(arg) on the loop; if the loop stops first (or there is
  * no memory to ask), drop(arg) is called instead. */
 void runner_call(struct runner *r, void (*fn)(void *arg), void (*drop)(void *arg), void *arg);
-
-/* --- for lua_api: operations an attempt's coroutine waits on --- */
-
-struct rbuf {
-	char *p;
-	size_t len, cap, max;
-	int truncated;
-};
-
-enum op_kind { OP_SLEEP, OP_HTTP, OP_EXEC };
-
-struct op {
-	enum op_kind kind;
-	struct job *job;
-	double started;         /* rd_mono() */
-	double deadline;        /* rd_mono(); 0 = the attempt's */
-	int timed_out;
-	/* http */
-	CURL *easy;
-	struct curl_slist *headers;
-	char *body;
-	struct rbuf resp, resp_headers;
-	CURLcode cc;
-	char errbuf[CURL_ERROR_SIZE];
-	/* exec */
-	pid_t pid;
-	int pidfd, out_fd, err_fd;
-	int exited, wstatus;
-	struct rbuf out, err;
-	/* Push the Lua results of the finished op onto co; returns their count.
-	 * Also records the action. Called once, on the runner thread. */
-	int (*finish)(lua_State *co, struct op *op);
-	void *ctx;              /* lua_api's data (action detail), freed by finish/free */
-	void (*free_ctx)(void *ctx);
-};
-
-/* Begin waiting on op for job; the calling C function must then return
- * lua_yield(L, 0). Returns 0, or -1 with err set. */
-int runner_begin_op(struct job *j, struct op *op, char *err, size_t errlen);
-/* The current job's attempt deadline (rd_mono seconds). */
-double runner_attempt_deadline(struct job *j);
-/* The lua_State thread the job's attempt runs in (yields are only allowed
- * from it). */
-lua_State *runner_job_thread(struct job *j);
-int rbuf_append(struct rbuf *b, const char *p, size_t n);
-void rbuf_free(struct rbuf *b);
-
-/* Record into the journal (async, ordered). detail is consumed. */
-void runner_record(struct job *j, const char *type, cJSON *detail, int planned);
 
 #endif

@@ -1,5 +1,6 @@
 /* Unit tests for the C side of src/lua_api.c that the integration suite cannot
- * see: the Lua stack discipline of the JSON bridge. liblua is not built with
+ * see: the Lua stack discipline of the JSON bridge, and the settings lock
+ * around a binding that raises. liblua is not built with
  * AddressSanitizer, so a C function that pushes past the stack it was given
  * writes into the heap unnoticed; here every block the Lua state allocates
  * carries a canary trailer that is checked when the block is resized or
@@ -171,6 +172,20 @@ static void test_decode_out_of_memory(void **state)
 	lua_close(L);
 }
 
+/* recovery.http read its default timeout with the settings lock held while
+ * luaL_optnumber could raise: a bad timeout left the lock taken, and the
+ * next binding that takes it (here recovery.secret) hung the thread. */
+static void test_http_bad_timeout_keeps_settings_usable(void **state)
+{
+	(void)state;
+	lua_State *L = new_state();
+	run(L, "local ok, err = pcall(recovery.http, {url = 'http://127.0.0.1/', timeout = 'soon'})\n"
+	       "assert(not ok and tostring(err):find('number expected'), tostring(err))\n"
+	       "local v, e = recovery.secret('token')\n"
+	       "assert(v == nil and e:find('no secrets directory'), tostring(e))\n");
+	lua_close(L);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -179,6 +194,7 @@ int main(void)
 		cmocka_unit_test(test_metatables_protected),
 		cmocka_unit_test(test_decode_out_of_memory),
 		cmocka_unit_test(test_decode_trailing_data),
+		cmocka_unit_test(test_http_bad_timeout_keeps_settings_usable),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,50 @@
+/* Internals of the `recovery` module shared by its files: lua_api.c (the
+ * module table, the job of a state, the configuration, the small
+ * primitives), lua_http.c (recovery.http) and lua_exec.c (recovery.exec).
+ * The job's runner is reached only through job->host (recoveryd/op.h). */
+#ifndef RECOVERYD_LUA_API_IMPL_H
+#define RECOVERYD_LUA_API_IMPL_H
+
+#include <stddef.h>
+#include <cjson/cJSON.h>
+#include <lua.h>
+
+#include "recoveryd/op.h"
+
+struct job;
+
+/* --- lua_api.c --- */
+
+/* The job whose attempt runs in L, or NULL (loading a playbook). */
+struct job *lua_api_job(lua_State *L);
+/* The job, after checking that recovery.<fn> may yield to the runner from
+ * L: raises otherwise. */
+struct job *lua_api_yielding_job(lua_State *L, const char *fn);
+/* The job's op_host, with the answers of a job that has none: */
+/* record: consumes detail. */
+void lua_api_record(struct job *j, const char *type, cJSON *detail, int planned);
+/* begin: 0, or -1 with err set (op stays the caller's). */
+int lua_api_begin(struct job *j, struct op *op, char *err, size_t errlen);
+/* deadline: the attempt's, in rd_mono seconds. */
+double lua_api_deadline(struct job *j);
+
+/* The configuration (lua_api_configure). */
+double lua_api_http_timeout(void);
+/* Is path inside one of the --read-allow directories (no "..")? */
+int lua_api_read_allowed(const char *path);
+/* Is prog one of the --exec-allow programs? */
+int lua_api_exec_allowed(const char *prog);
+
+/* --- lua_http.c --- */
+
+/* recovery.http */
+int lua_http_request(lua_State *L);
+/* Register the metatable of recovery.http's responses in L. */
+void lua_http_open(lua_State *L);
+
+/* --- lua_exec.c --- */
+
+/* recovery.exec */
+int lua_exec_run(lua_State *L);
+
+#endif

@@ -168,11 +168,12 @@ out:
 		free(payloads[i]);
 }
 
+/* Send (e != NULL) or drop (e == NULL) the notifications of list; frees it. */
 static void notify_all(struct engine *e, struct notify *list)
 {
 	while (list) {
 		struct notify *next = list->next;
-		if (!e->no_escalation)
+		if (e && !e->no_escalation)
 			notify_send(e, list);
 		free(list->key);
 		free(list);
@@ -504,13 +505,10 @@ static int admit_one(struct engine *e, struct playbook_set *set, struct playbook
 			close_incident(e, mkey, "alert resolved", notes);
 		if (!active)
 			return 0;
-		if (!active->cancel_requested) {
-			active->cancel_requested = 1;
-			free(active->cancel_reason);
-			active->cancel_reason = strdup("alert resolved");
-			if (cancel_ids_add(cancels, active->id) < 0)
-				return -1;
-		}
+		/* Flagged once the decision is durable (engine_submit): a 503
+		 * leaves the job as it was, for Alertmanager's retry to cancel. */
+		if (!active->cancel_requested && cancel_ids_add(cancels, active->id) < 0)
+			return -1;
 		add_event(b, active->id, "admission", admission_detail("cancelled", trigger), now);
 		add_answer(jobs, active->id, pb->name, key, "cancelled");
 		metrics_add(M_ADMISSIONS, pb->name, "cancelled", 1);
@@ -719,6 +717,14 @@ decided:
 		pthread_mutex_lock(&e->mu);
 		for (size_t i = 0; i < fresh.n; i++)
 			job_enter(&e->counts, fresh.v[i], JS_QUEUED);
+		for (size_t i = 0; i < cancels.n; i++) {
+			struct job *j = map_get(e->active_by_id, cancels.v[i]);
+			if (j && !j->cancel_requested) {
+				j->cancel_requested = 1;
+				free(j->cancel_reason);
+				j->cancel_reason = strdup("alert resolved");
+			}
+		}
 		pthread_mutex_unlock(&e->mu);
 		for (size_t i = 0; i < fresh.n; i++) {
 			log_kv(LOG_INFO, fresh.v[i]->id, "job queued", "playbook", fresh.v[i]->playbook_name,
@@ -1111,11 +1117,13 @@ enum rd_status engine_start(struct engine *e)
 	if (rc != RD_OK) {
 		store_batch_free(rp.b);
 		free(rp.resume.v);
+		notify_all(NULL, rp.notes);
 		return rc;
 	}
 	rc = store_commit(e->store, rp.b, 1);
 	if (rc != RD_OK) {
 		free(rp.resume.v);
+		notify_all(NULL, rp.notes);
 		return rc;
 	}
 	if (rp.resumed || rp.interrupted || rp.orphaned) {

@@ -389,13 +389,10 @@ static int admit_one(struct engine *e, struct playbook_set *set, struct playbook
 			outbox_close_incident(e->outbox, notes, mkey, ER_ALERT_RESOLVED);
 		if (!active)
 			return 0;
-		if (!active->cancel_requested) {
-			active->cancel_requested = 1;
-			free(active->cancel_reason);
-			active->cancel_reason = strdup("alert resolved");
-			if (cancel_ids_add(cancels, active->id) < 0)
-				return -1;
-		}
+		/* Flagged once the decision is durable (engine_submit): a 503
+		 * leaves the job as it was, for Alertmanager's retry to cancel. */
+		if (!active->cancel_requested && cancel_ids_add(cancels, active->id) < 0)
+			return -1;
 		add_event(b, active->id, "admission", admission_detail("cancelled", trigger), now);
 		add_answer(jobs, active->id, pb->name, key, "cancelled");
 		metrics_add(M_ADMISSIONS, pb->name, "cancelled", 1);
@@ -606,6 +603,14 @@ decided:
 		pthread_mutex_lock(&e->mu);
 		for (size_t i = 0; i < fresh.n; i++)
 			job_enter(&e->counts, fresh.v[i], JS_QUEUED);
+		for (size_t i = 0; i < cancels.n; i++) {
+			struct job *j = map_get(e->active_by_id, cancels.v[i]);
+			if (j && !j->cancel_requested) {
+				j->cancel_requested = 1;
+				free(j->cancel_reason);
+				j->cancel_reason = strdup("alert resolved");
+			}
+		}
 		pthread_mutex_unlock(&e->mu);
 		for (size_t i = 0; i < fresh.n; i++) {
 			log_kv(LOG_INFO, fresh.v[i]->id, "job queued", "playbook", fresh.v[i]->playbook_name,
@@ -943,11 +948,13 @@ enum rd_status engine_start(struct engine *e)
 	if (rc != RD_OK) {
 		store_batch_free(rp.b);
 		free(rp.resume.v);
+		outbox_abandon(e->outbox, &rp.notes);
 		return rc;
 	}
 	rc = store_commit(e->store, rp.b, 1);
 	if (rc != RD_OK) {
 		free(rp.resume.v);
+		outbox_abandon(e->outbox, &rp.notes);
 		return rc;
 	}
 	if (rp.resumed || rp.interrupted || rp.orphaned) {

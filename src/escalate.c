@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "recoveryd/common.h"
+
 #define SUMMARY_MAX 1024 /* PagerDuty's limit on payload.summary */
 #define SLACK_TEXT_MAX 2900 /* under Block Kit's 3000 per section */
 
@@ -181,6 +183,18 @@ static const char *reason_text(const char *reason)
 	return reason;
 }
 
+/* snprintf cuts bytes: drop a character it cut in half at the end of s, or
+ * the body would not be UTF-8 and the receiver would refuse the event. */
+static void utf8_cut_tail(char *s)
+{
+	size_t n = strlen(s), p = n;
+
+	while (p > 0 && n - p < 3 && ((unsigned char)s[p - 1] & 0xC0) == 0x80)
+		p--;
+	if (p > 0 && rd_utf8_len((const unsigned char *)s + p - 1, n - p + 1) == 0)
+		s[p - 1] = '\0';
+}
+
 static void add_link(cJSON *links, const char *href, const char *text)
 {
 	if (!href || !*href)
@@ -206,10 +220,11 @@ cJSON *escalate_pagerduty_body(const cJSON *rec, const char *kind, const char *r
 		return b;
 
 	escalate_job_url(id ? id : "", url, sizeof(url));
-	snprintf(summary, sizeof(summary), "%s on %s: %s (playbook %s, %d attempt%s, outcome %s)",
-	         alertname ? alertname : "alert", target(rec), reason_text(reason),
-	         playbook ? playbook : "?", cJSON_GetArraySize(att), cJSON_GetArraySize(att) == 1 ? "" : "s",
-	         str(rec, "outcome") ? str(rec, "outcome") : "unknown");
+	if (snprintf(summary, sizeof(summary), "%s on %s: %s (playbook %s, %d attempt%s, outcome %s)",
+	             alertname ? alertname : "alert", target(rec), reason_text(reason),
+	             playbook ? playbook : "?", cJSON_GetArraySize(att), cJSON_GetArraySize(att) == 1 ? "" : "s",
+	             str(rec, "outcome") ? str(rec, "outcome") : "unknown") >= (int)sizeof(summary))
+		utf8_cut_tail(summary);
 	cJSON *p = cJSON_AddObjectToObject(b, "payload");
 	cJSON_AddStringToObject(p, "summary", summary);
 	cJSON_AddStringToObject(p, "source", target(rec));
@@ -285,14 +300,21 @@ static void mrk_raw(struct mrk *m, const char *s)
 	m->buf[m->len] = '\0';
 }
 
+/* At most max bytes of s, escaped; a character is copied whole or not at
+ * all, since a cut one would make the message invalid UTF-8. */
 static void mrk_esc(struct mrk *m, const char *s, size_t max)
 {
-	for (size_t i = 0; s && s[i] && i < max && m->len + 6 < sizeof(m->buf); i++) {
+	for (size_t i = 0, n; s && s[i] && m->len + 6 < sizeof(m->buf); i += n) {
 		const char *rep = s[i] == '&' ? "&amp;" : s[i] == '<' ? "&lt;" : s[i] == '>' ? "&gt;" : NULL;
+		for (n = 1; !rep && n < 4 && ((unsigned char)s[i + n] & 0xC0) == 0x80; n++)
+			;
+		if (i + n > max)
+			break;
 		if (rep) {
 			mrk_raw(m, rep);
 		} else {
-			m->buf[m->len++] = s[i];
+			memcpy(m->buf + m->len, s + i, n);
+			m->len += n;
 			m->buf[m->len] = '\0';
 		}
 	}
@@ -456,8 +478,13 @@ enum esc_verdict escalate_classify(const char *sink, CURLcode cc, long status, c
 		d = conf.retry_max;
 	pthread_mutex_unlock(&lock);
 	d = d / 2 + d / 2 * rnd;
-	if (retry_after > d)
-		d = retry_after < 3600 ? retry_after : 3600; /* the service said how long to wait */
+	if (retry_after > 0) {
+		/* The service said how long to wait (at most an hour): never
+		 * sooner than that, nor sooner than the backoff. */
+		double ra = retry_after < 3600 ? retry_after : 3600;
+		if (ra > d)
+			d = ra;
+	}
 	*delay = d;
 	return v;
 }

@@ -1,0 +1,191 @@
+/* The recording runner of fake_runner.h. */
+#include "fake_runner.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "recoveryd/job.h"
+#include "recoveryd/runner.h"
+#include "recoveryd/store.h"
+
+struct runner {
+	struct engine *e;
+};
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static cJSON *calls;
+static void (*hook_fn)(const cJSON *call, void *arg);
+static void *hook_arg;
+
+static void put_str(cJSON *o, const char *k, const char *v)
+{
+	if (v)
+		cJSON_AddStringToObject(o, k, v);
+	else
+		cJSON_AddNullToObject(o, k);
+}
+
+static cJSON *entry(const char *call)
+{
+	cJSON *o = cJSON_CreateObject();
+	cJSON_AddStringToObject(o, "call", call);
+	return o;
+}
+
+static void record(cJSON *o)
+{
+	void (*fn)(const cJSON *, void *);
+	void *arg;
+
+	pthread_mutex_lock(&mu);
+	if (!calls)
+		calls = cJSON_CreateArray();
+	cJSON_AddItemToArray(calls, o);
+	fn = hook_fn;
+	arg = hook_arg;
+	pthread_mutex_unlock(&mu);
+	if (fn)
+		fn(o, arg);
+}
+
+void fake_runner_reset(void)
+{
+	pthread_mutex_lock(&mu);
+	cJSON_Delete(calls);
+	calls = NULL;
+	hook_fn = NULL;
+	hook_arg = NULL;
+	pthread_mutex_unlock(&mu);
+}
+
+const cJSON *fake_runner_log(void)
+{
+	pthread_mutex_lock(&mu);
+	if (!calls)
+		calls = cJSON_CreateArray();
+	pthread_mutex_unlock(&mu);
+	return calls;
+}
+
+cJSON *fake_runner_calls(const char *call)
+{
+	cJSON *out = cJSON_CreateArray();
+	const cJSON *it;
+
+	pthread_mutex_lock(&mu);
+	cJSON_ArrayForEach(it, calls)
+	{
+		const cJSON *c = cJSON_GetObjectItemCaseSensitive(it, "call");
+		if (cJSON_IsString(c) && strcmp(c->valuestring, call) == 0)
+			cJSON_AddItemToArray(out, cJSON_Duplicate(it, 1));
+	}
+	pthread_mutex_unlock(&mu);
+	return out;
+}
+
+void fake_runner_set_hook(void (*hook)(const cJSON *call, void *arg), void *arg)
+{
+	pthread_mutex_lock(&mu);
+	hook_fn = hook;
+	hook_arg = arg;
+	pthread_mutex_unlock(&mu);
+}
+
+/* ---- runner.h: the engine's half ---- */
+
+struct runner *runner_new(const struct runner_opts *o)
+{
+	struct runner *r = calloc(1, sizeof(*r));
+	cJSON *c = entry("new");
+
+	cJSON_AddNumberToObject(c, "max_in_flight", (double)o->max_in_flight);
+	record(c);
+	return r;
+}
+
+enum rd_status runner_start(struct runner *r)
+{
+	(void)r;
+	record(entry("start"));
+	return RD_OK;
+}
+
+void runner_schedule(struct runner *r, struct job *const *jobs, size_t n)
+{
+	(void)r;
+	for (size_t i = 0; i < n; i++) {
+		const struct job *j = jobs[i];
+		cJSON *c = entry("schedule");
+		put_str(c, "id", j->id);
+		put_str(c, "key", j->key);
+		put_str(c, "playbook", j->playbook_name);
+		put_str(c, "state", job_state_name(j->state));
+		cJSON_AddNumberToObject(c, "dry_run", j->dry_run);
+		cJSON_AddNumberToObject(c, "attempts", j->attempts);
+		cJSON_AddNumberToObject(c, "next_run_at", j->next_run_at);
+		record(c);
+	}
+}
+
+void runner_cancel(struct runner *r, const char *job_id)
+{
+	cJSON *c = entry("cancel");
+
+	(void)r;
+	put_str(c, "id", job_id);
+	record(c);
+}
+
+void runner_drain(struct runner *r, double grace)
+{
+	cJSON *c = entry("drain");
+
+	(void)r;
+	cJSON_AddNumberToObject(c, "grace", grace);
+	record(c);
+}
+
+void runner_free(struct runner *r)
+{
+	if (!r)
+		return;
+	record(entry("free"));
+	free(r);
+}
+
+/* ---- runner.h: the loop services (the outbox's half) ---- */
+
+int runner_xfer(struct runner *r, CURL *easy, void (*done)(void *arg, CURL *easy, CURLcode cc), void *arg)
+{
+	cJSON *c = entry("deliver");
+	char *url = NULL;
+
+	(void)r;
+	(void)done;
+	(void)arg;
+	curl_easy_getinfo(easy, CURLINFO_EFFECTIVE_URL, &url);
+	put_str(c, "url", url);
+	record(c);
+	return 0; /* never completes: the outbox frees it at the end */
+}
+
+int runner_timer(struct runner *r, double when, void (*fn)(void *arg), void *arg)
+{
+	cJSON *c = entry("timer");
+
+	(void)r;
+	(void)fn;
+	(void)arg;
+	cJSON_AddNumberToObject(c, "in", when - rd_mono());
+	record(c);
+	return 0; /* never fires */
+}
+
+void runner_call(struct runner *r, void (*fn)(void *arg), void (*drop)(void *arg), void *arg)
+{
+	(void)r;
+	(void)drop;
+	fn(arg); /* as if the loop took it at once */
+}

@@ -1,0 +1,33 @@
+/* A stand-in for include/recoveryd/runner.h, for unit tests of the code
+ * above the runner (tests/unit/test_engine.c). It runs nothing: every call
+ * is recorded, in order, as a JSON object in one process-wide log:
+ *
+ *   {"call":"new","max_in_flight":N}        runner_new
+ *   {"call":"start"} {"call":"drain","grace":S} {"call":"free"}
+ *   {"call":"schedule","id","key","playbook","state","dry_run","attempts",
+ *    "next_run_at"}                          runner_schedule (the job as handed over)
+ *   {"call":"cancel","id"}                   runner_cancel
+ *   {"call":"deliver","url"}                 runner_xfer (the outbox sending a row;
+ *                                            the transfer never completes)
+ *   {"call":"timer","in"}                    runner_timer (never fires)
+ *
+ * runner_call runs its function at once. Scheduled jobs stay the caller's
+ * (the engine frees them); an attempt never runs here. */
+#ifndef RECOVERYD_TESTS_FAKE_RUNNER_H
+#define RECOVERYD_TESTS_FAKE_RUNNER_H
+
+#include <cjson/cJSON.h>
+
+/* Forget the log (and the hook). */
+void fake_runner_reset(void);
+/* The log so far (owned by the fake). */
+const cJSON *fake_runner_log(void);
+/* The calls named call ("schedule", "cancel", ...), in order: a new array
+ * the caller deletes. */
+cJSON *fake_runner_calls(const char *call);
+/* Called synchronously inside runner_schedule, runner_cancel and
+ * runner_xfer with the call's log entry, so that a test can check what
+ * was true at that moment (was it committed yet?). NULL: none. */
+void fake_runner_set_hook(void (*hook)(const cJSON *call, void *arg), void *arg);
+
+#endif

@@ -1,0 +1,635 @@
+/* The in-memory journal of fake_store.h. Rows live as cJSON objects; the
+ * real store's SQL is mirrored only as far as callers can see it (which
+ * columns an update touches, which jobs a scan returns, what a record
+ * holds). */
+#include "fake_store.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "recoveryd/common.h"
+
+struct store {
+	pthread_mutex_t mu;
+	cJSON *jobs;        /* id -> row (+ "_attempts", "_events", "stalls") */
+	cJSON *escalations; /* rows in insertion order */
+	cJSON *log;         /* committed batches */
+	int fail, commits, failed;
+	int healthy;
+};
+
+struct store_batch {
+	cJSON *ops;
+};
+
+/* ---- helpers ---- */
+
+static void put_str(cJSON *o, const char *k, const char *v)
+{
+	if (v)
+		cJSON_AddStringToObject(o, k, v);
+	else
+		cJSON_AddNullToObject(o, k);
+}
+
+static const char *get_str(const cJSON *o, const char *k)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+	return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static double get_num(const cJSON *o, const char *k)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+	return cJSON_IsNumber(v) ? v->valuedouble : 0;
+}
+
+/* Replace (or add) o[k] with v. */
+static void set_item(cJSON *o, const char *k, cJSON *v)
+{
+	if (cJSON_GetObjectItemCaseSensitive(o, k))
+		cJSON_ReplaceItemInObjectCaseSensitive(o, k, v);
+	else
+		cJSON_AddItemToObject(o, k, v);
+}
+
+static const char *const job_mutable[] = {
+	"state", "outcome", "error", "attempts", "max_attempts", "notifications",
+	"created_at", "updated_at", "started_at", "ended_at", "next_run_at",
+};
+
+static cJSON *job_json(const char *op, const struct job_row *j)
+{
+	cJSON *o = cJSON_CreateObject();
+	cJSON_AddStringToObject(o, "op", op);
+	put_str(o, "id", j->id);
+	put_str(o, "playbook", j->playbook);
+	put_str(o, "key", j->key);
+	put_str(o, "trigger", j->trigger);
+	put_str(o, "reason", j->reason);
+	put_str(o, "alert_json", j->alert_json);
+	cJSON_AddNumberToObject(o, "dry_run", j->dry_run);
+	put_str(o, "state", j->state);
+	put_str(o, "outcome", j->outcome);
+	put_str(o, "error", j->error);
+	cJSON_AddNumberToObject(o, "attempts", j->attempts);
+	cJSON_AddNumberToObject(o, "max_attempts", j->max_attempts);
+	cJSON_AddNumberToObject(o, "notifications", j->notifications);
+	cJSON_AddNumberToObject(o, "created_at", j->created_at);
+	cJSON_AddNumberToObject(o, "updated_at", j->updated_at);
+	cJSON_AddNumberToObject(o, "started_at", j->started_at);
+	cJSON_AddNumberToObject(o, "ended_at", j->ended_at);
+	cJSON_AddNumberToObject(o, "next_run_at", j->next_run_at);
+	return o;
+}
+
+static cJSON *esc_json(const char *op, const struct escalation_row *e)
+{
+	cJSON *o = cJSON_CreateObject();
+	cJSON_AddStringToObject(o, "op", op);
+	put_str(o, "id", e->id);
+	put_str(o, "job_id", e->job_id);
+	put_str(o, "incident_key", e->incident_key);
+	put_str(o, "sink", e->sink);
+	put_str(o, "kind", e->kind);
+	put_str(o, "reason", e->reason);
+	put_str(o, "state", e->state);
+	cJSON_AddNumberToObject(o, "attempts", e->attempts);
+	put_str(o, "last_answer", e->last_answer);
+	cJSON_AddNumberToObject(o, "created_at", e->created_at);
+	cJSON_AddNumberToObject(o, "updated_at", e->updated_at);
+	cJSON_AddNumberToObject(o, "next_attempt_at", e->next_attempt_at);
+	cJSON_AddNumberToObject(o, "delivered_at", e->delivered_at);
+	put_str(o, "payload", e->payload);
+	return o;
+}
+
+/* A job_row view of a row object (pointers into it). */
+static void row_view(const cJSON *o, struct job_row *j)
+{
+	*j = (struct job_row){
+		.id = get_str(o, "id"), .playbook = get_str(o, "playbook"), .key = get_str(o, "key"),
+		.trigger = get_str(o, "trigger"), .reason = get_str(o, "reason"),
+		.alert_json = get_str(o, "alert_json"), .dry_run = (int)get_num(o, "dry_run"),
+		.state = get_str(o, "state"), .outcome = get_str(o, "outcome"), .error = get_str(o, "error"),
+		.attempts = (int)get_num(o, "attempts"), .max_attempts = (int)get_num(o, "max_attempts"),
+		.notifications = (int)get_num(o, "notifications"), .created_at = get_num(o, "created_at"),
+		.updated_at = get_num(o, "updated_at"), .started_at = get_num(o, "started_at"),
+		.ended_at = get_num(o, "ended_at"), .next_run_at = get_num(o, "next_run_at"),
+		.stalls = (int)get_num(o, "stalls"),
+	};
+}
+
+static void esc_view(const cJSON *o, struct escalation_row *e)
+{
+	*e = (struct escalation_row){
+		.id = get_str(o, "id"), .job_id = get_str(o, "job_id"),
+		.incident_key = get_str(o, "incident_key"), .sink = get_str(o, "sink"),
+		.kind = get_str(o, "kind"), .reason = get_str(o, "reason"), .state = get_str(o, "state"),
+		.attempts = (int)get_num(o, "attempts"), .last_answer = get_str(o, "last_answer"),
+		.created_at = get_num(o, "created_at"), .updated_at = get_num(o, "updated_at"),
+		.next_attempt_at = get_num(o, "next_attempt_at"), .delivered_at = get_num(o, "delivered_at"),
+		.payload = get_str(o, "payload"),
+	};
+}
+
+static void add_job(struct store *s, cJSON *row)
+{
+	cJSON_DeleteItemFromObjectCaseSensitive(row, "op");
+	cJSON_AddArrayToObject(row, "_attempts");
+	cJSON_AddArrayToObject(row, "_events");
+	if (!cJSON_GetObjectItemCaseSensitive(row, "stalls"))
+		cJSON_AddNumberToObject(row, "stalls", 0);
+	cJSON_DeleteItemFromObjectCaseSensitive(s->jobs, get_str(row, "id"));
+	cJSON_AddItemToObject(s->jobs, get_str(row, "id"), row);
+}
+
+static cJSON *find_esc(struct store *s, const char *id)
+{
+	cJSON *it;
+	cJSON_ArrayForEach(it, s->escalations)
+	{
+		const char *v = get_str(it, "id");
+		if (v && id && strcmp(v, id) == 0)
+			return it;
+	}
+	return NULL;
+}
+
+/* Apply one committed op to the tables. s->mu held. */
+static void apply(struct store *s, const cJSON *op)
+{
+	const char *kind = get_str(op, "op");
+	cJSON *job;
+
+	if (strcmp(kind, "insert_job") == 0) {
+		add_job(s, cJSON_Duplicate(op, 1));
+	} else if (strcmp(kind, "update_job") == 0) {
+		if (!(job = cJSON_GetObjectItemCaseSensitive(s->jobs, get_str(op, "id"))))
+			return; /* UPDATE of no row */
+		for (size_t i = 0; i < sizeof(job_mutable) / sizeof(job_mutable[0]); i++)
+			set_item(job, job_mutable[i],
+			         cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(op, job_mutable[i]), 1));
+	} else if (strcmp(kind, "attempt") == 0) {
+		if (!(job = cJSON_GetObjectItemCaseSensitive(s->jobs, get_str(op, "job_id"))))
+			return;
+		cJSON *list = cJSON_GetObjectItemCaseSensitive(job, "_attempts"), *it;
+		int i = 0, n = (int)get_num(op, "n");
+		cJSON_ArrayForEach(it, list)
+		{
+			if ((int)get_num(it, "n") == n)
+				break;
+			i++;
+		}
+		if (it) /* insert or replace */
+			cJSON_ReplaceItemInArray(list, i, cJSON_Duplicate(op, 1));
+		else
+			cJSON_AddItemToArray(list, cJSON_Duplicate(op, 1));
+	} else if (strcmp(kind, "event") == 0) {
+		if (!(job = cJSON_GetObjectItemCaseSensitive(s->jobs, get_str(op, "job_id"))))
+			return;
+		cJSON_AddItemToArray(cJSON_GetObjectItemCaseSensitive(job, "_events"), cJSON_Duplicate(op, 1));
+		if (strcmp(get_str(op, "type"), "watchdog") == 0)
+			set_item(job, "stalls", cJSON_CreateNumber(get_num(job, "stalls") + 1));
+	} else if (strcmp(kind, "escalation") == 0) {
+		cJSON_AddItemToArray(s->escalations, cJSON_Duplicate(op, 1));
+	} else if (strcmp(kind, "escalation_update") == 0) {
+		cJSON *row = find_esc(s, get_str(op, "id"));
+		static const char *const cols[] = { "state", "attempts", "last_answer", "updated_at",
+			                                "next_attempt_at", "delivered_at" };
+		for (size_t i = 0; row && i < sizeof(cols) / sizeof(cols[0]); i++)
+			set_item(row, cols[i], cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(op, cols[i]), 1));
+	}
+}
+
+static int final_state(const char *st)
+{
+	return !st || !(strcmp(st, "queued") == 0 || strcmp(st, "running") == 0 ||
+	                strcmp(st, "retry_wait") == 0);
+}
+
+/* ---- store.h ---- */
+
+struct store *fake_store_new(void)
+{
+	struct store *s = calloc(1, sizeof(*s));
+	if (!s)
+		return NULL;
+	pthread_mutex_init(&s->mu, NULL);
+	s->jobs = cJSON_CreateObject();
+	s->escalations = cJSON_CreateArray();
+	s->log = cJSON_CreateArray();
+	s->healthy = 1;
+	return s;
+}
+
+enum rd_status store_open(const char *path, struct store **out, char *err, size_t errlen)
+{
+	(void)path;
+	*out = fake_store_new();
+	if (!*out) {
+		snprintf(err, errlen, "out of memory");
+		return RD_NOMEM;
+	}
+	return RD_OK;
+}
+
+void store_close(struct store *s)
+{
+	if (!s)
+		return;
+	cJSON_Delete(s->jobs);
+	cJSON_Delete(s->escalations);
+	cJSON_Delete(s->log);
+	pthread_mutex_destroy(&s->mu);
+	free(s);
+}
+
+struct store_batch *store_batch_new(void)
+{
+	struct store_batch *b = calloc(1, sizeof(*b));
+	if (b && !(b->ops = cJSON_CreateArray())) {
+		free(b);
+		return NULL;
+	}
+	return b;
+}
+
+void store_batch_free(struct store_batch *b)
+{
+	if (!b)
+		return;
+	cJSON_Delete(b->ops);
+	free(b);
+}
+
+static int push(struct store_batch *b, cJSON *op)
+{
+	if (!op)
+		return -1;
+	cJSON_AddItemToArray(b->ops, op);
+	return 0;
+}
+
+int store_batch_insert_job(struct store_batch *b, const struct job_row *j)
+{
+	return push(b, job_json("insert_job", j));
+}
+
+int store_batch_update_job(struct store_batch *b, const struct job_row *j)
+{
+	return push(b, job_json("update_job", j));
+}
+
+int store_batch_attempt(struct store_batch *b, const char *job_id, const struct attempt_row *a)
+{
+	cJSON *o = cJSON_CreateObject();
+	cJSON_AddStringToObject(o, "op", "attempt");
+	put_str(o, "job_id", job_id);
+	cJSON_AddNumberToObject(o, "n", a->n);
+	cJSON_AddNumberToObject(o, "started_at", a->started_at);
+	cJSON_AddNumberToObject(o, "ended_at", a->ended_at);
+	put_str(o, "result", a->result);
+	put_str(o, "error", a->error);
+	cJSON_AddNumberToObject(o, "verify_ok", a->verify_ok);
+	put_str(o, "verify_reason", a->verify_reason);
+	return push(b, o);
+}
+
+int store_batch_event(struct store_batch *b, const char *job_id, int attempt, const char *type,
+                      const char *detail_json, int planned, double ts)
+{
+	cJSON *o = cJSON_CreateObject();
+	cJSON *d = cJSON_Parse(detail_json ? detail_json : "{}");
+	cJSON_AddStringToObject(o, "op", "event");
+	put_str(o, "job_id", job_id);
+	cJSON_AddNumberToObject(o, "attempt", attempt);
+	put_str(o, "type", type);
+	/* the real store keeps the text; a detail that is not JSON shows here */
+	cJSON_AddItemToObject(o, "detail", d ? d : cJSON_CreateString(detail_json));
+	cJSON_AddNumberToObject(o, "planned", planned);
+	cJSON_AddNumberToObject(o, "ts", ts);
+	return push(b, o);
+}
+
+int store_batch_escalation(struct store_batch *b, const struct escalation_row *e)
+{
+	return push(b, esc_json("escalation", e));
+}
+
+int store_batch_escalation_update(struct store_batch *b, const struct escalation_row *e)
+{
+	return push(b, esc_json("escalation_update", e));
+}
+
+enum rd_status store_commit(struct store *s, struct store_batch *b, int wait)
+{
+	const cJSON *op;
+	(void)wait;
+
+	pthread_mutex_lock(&s->mu);
+	if (s->fail > 0) {
+		s->fail--;
+		s->failed++;
+		s->healthy = 0;
+		pthread_mutex_unlock(&s->mu);
+		store_batch_free(b);
+		return RD_ERR;
+	}
+	s->commits++;
+	s->healthy = 1;
+	cJSON_ArrayForEach(op, b->ops)
+		apply(s, op);
+	cJSON_AddItemToArray(s->log, b->ops);
+	b->ops = NULL;
+	pthread_mutex_unlock(&s->mu);
+	store_batch_free(b);
+	return RD_OK;
+}
+
+enum rd_status store_commit_cb(struct store *s, struct store_batch *b, store_done_fn done, void *arg)
+{
+	done(store_commit(s, b, 0), arg); /* the writer, at once */
+	return RD_OK;
+}
+
+void store_set_group_max(struct store *s, unsigned n)
+{
+	(void)s;
+	(void)n;
+}
+
+int store_healthy(struct store *s)
+{
+	int h;
+	pthread_mutex_lock(&s->mu);
+	h = s->healthy;
+	pthread_mutex_unlock(&s->mu);
+	return h;
+}
+
+void store_stats(struct store *s, unsigned long *txns, unsigned long *batches)
+{
+	pthread_mutex_lock(&s->mu);
+	*txns = *batches = (unsigned long)s->commits;
+	pthread_mutex_unlock(&s->mu);
+}
+
+/* The callbacks run on a copy, outside the lock: they may call back in. */
+enum rd_status store_scan_jobs(struct store *s, double since,
+                               void (*cb)(const struct job_row *j, void *arg), void *arg)
+{
+	cJSON *copy, *it;
+
+	pthread_mutex_lock(&s->mu);
+	copy = cJSON_Duplicate(s->jobs, 1);
+	pthread_mutex_unlock(&s->mu);
+	cJSON_ArrayForEach(it, copy)
+	{
+		struct job_row r;
+		row_view(it, &r);
+		if (!final_state(r.state) || (r.started_at && r.started_at >= since) ||
+		    (r.ended_at && r.ended_at >= since))
+			cb(&r, arg);
+	}
+	cJSON_Delete(copy);
+	return RD_OK;
+}
+
+enum rd_status store_scan_outbox(struct store *s, void (*cb)(const struct escalation_row *e, void *arg),
+                                 void *arg)
+{
+	cJSON *copy, *it;
+
+	pthread_mutex_lock(&s->mu);
+	copy = cJSON_Duplicate(s->escalations, 1);
+	pthread_mutex_unlock(&s->mu);
+	cJSON_ArrayForEach(it, copy)
+	{
+		struct escalation_row e;
+		esc_view(it, &e);
+		if (strcmp(e.state, "pending") == 0 || strcmp(e.state, "retrying") == 0)
+			cb(&e, arg);
+	}
+	cJSON_Delete(copy);
+	return RD_OK;
+}
+
+enum rd_status store_scan_open_incidents(struct store *s,
+                                         void (*cb)(const struct escalation_row *e, void *arg),
+                                         void *arg)
+{
+	cJSON *copy, *it, *later;
+
+	pthread_mutex_lock(&s->mu);
+	copy = cJSON_Duplicate(s->escalations, 1);
+	pthread_mutex_unlock(&s->mu);
+	cJSON_ArrayForEach(it, copy)
+	{
+		struct escalation_row e, r;
+		int open = 1;
+		esc_view(it, &e);
+		if (strcmp(e.kind, "trigger") != 0 || !(strcmp(e.state, "pending") == 0 ||
+		                                        strcmp(e.state, "retrying") == 0 ||
+		                                        strcmp(e.state, "delivered") == 0))
+			continue;
+		for (later = it->next; later; later = later->next) {
+			esc_view(later, &r);
+			if (strcmp(r.kind, "resolve") == 0 && strcmp(r.incident_key, e.incident_key) == 0 &&
+			    strcmp(r.sink, e.sink) == 0)
+				open = 0;
+		}
+		if (open)
+			cb(&e, arg);
+	}
+	cJSON_Delete(copy);
+	return RD_OK;
+}
+
+static void add_time(cJSON *o, const char *k, double t)
+{
+	char buf[40];
+	if (!t) {
+		cJSON_AddNullToObject(o, k);
+		return;
+	}
+	rd_time_format(t, buf, sizeof(buf));
+	cJSON_AddStringToObject(o, k, buf);
+}
+
+/* The parts of the DESIGN.md §3 record the callers read. */
+enum rd_status store_job_json(struct store *s, const char *id, cJSON **out)
+{
+	const cJSON *row, *it;
+	cJSON *r, *list;
+
+	*out = NULL;
+	pthread_mutex_lock(&s->mu);
+	row = cJSON_GetObjectItemCaseSensitive(s->jobs, id);
+	if (!row) {
+		pthread_mutex_unlock(&s->mu);
+		return RD_OK;
+	}
+	r = cJSON_CreateObject();
+	static const char *const strs[] = { "id", "playbook", "key", "trigger", "reason",
+		                                "state", "outcome", "error" };
+	for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
+		put_str(r, strs[i], get_str(row, strs[i]));
+	cJSON_AddBoolToObject(r, "dry_run", get_num(row, "dry_run") != 0);
+	cJSON_AddNumberToObject(r, "attempts_made", get_num(row, "attempts"));
+	cJSON_AddNumberToObject(r, "max_attempts", get_num(row, "max_attempts"));
+	cJSON_AddNumberToObject(r, "notifications", get_num(row, "notifications"));
+	add_time(r, "created_at", get_num(row, "created_at"));
+	add_time(r, "updated_at", get_num(row, "updated_at"));
+	add_time(r, "started_at", get_num(row, "started_at"));
+	add_time(r, "ended_at", get_num(row, "ended_at"));
+	add_time(r, "next_attempt_at", get_num(row, "next_run_at"));
+	cJSON *alert = get_str(row, "alert_json") ? cJSON_Parse(get_str(row, "alert_json")) : NULL;
+	cJSON_AddItemToObject(r, "alert", alert ? alert : cJSON_CreateObject());
+	list = cJSON_AddArrayToObject(r, "attempts");
+	cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(row, "_attempts"))
+	{
+		cJSON *a = cJSON_CreateObject();
+		cJSON_AddNumberToObject(a, "n", get_num(it, "n"));
+		put_str(a, "result", get_str(it, "result"));
+		put_str(a, "error", get_str(it, "error"));
+		if (get_num(it, "verify_ok") >= 0) {
+			cJSON *v = cJSON_AddObjectToObject(a, "verify");
+			cJSON_AddBoolToObject(v, "ok", get_num(it, "verify_ok") > 0);
+			put_str(v, "reason", get_str(it, "verify_reason"));
+		} else {
+			cJSON_AddNullToObject(a, "verify");
+		}
+		cJSON_AddItemToArray(list, a);
+	}
+	list = cJSON_AddArrayToObject(r, "events");
+	cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(row, "_events"))
+		cJSON_AddItemToArray(list, cJSON_Duplicate(it, 1));
+	list = cJSON_AddArrayToObject(r, "escalations");
+	cJSON_ArrayForEach(it, s->escalations)
+	{
+		const char *j = get_str(it, "job_id");
+		if (j && strcmp(j, id) == 0)
+			cJSON_AddItemToArray(list, cJSON_Duplicate(it, 1));
+	}
+	pthread_mutex_unlock(&s->mu);
+	*out = r;
+	return RD_OK;
+}
+
+enum rd_status store_jobs_json(struct store *s, const char *state, const char *playbook, int limit,
+                               cJSON **out)
+{
+	const cJSON *it;
+	cJSON *a = cJSON_CreateArray();
+	int n = 0;
+
+	pthread_mutex_lock(&s->mu);
+	/* newest first: walk from the end */
+	for (it = s->jobs->child ? s->jobs->child->prev : NULL; it && n < limit;
+	     it = it == s->jobs->child ? NULL : it->prev) {
+		if ((state && strcmp(state, get_str(it, "state")) != 0) ||
+		    (playbook && strcmp(playbook, get_str(it, "playbook")) != 0))
+			continue;
+		cJSON *o = cJSON_CreateObject();
+		put_str(o, "id", get_str(it, "id"));
+		put_str(o, "playbook", get_str(it, "playbook"));
+		put_str(o, "key", get_str(it, "key"));
+		put_str(o, "state", get_str(it, "state"));
+		cJSON_AddItemToArray(a, o);
+		n++;
+	}
+	pthread_mutex_unlock(&s->mu);
+	*out = a;
+	return RD_OK;
+}
+
+/* ---- fake_store.h ---- */
+
+void fake_store_fail_commits(struct store *s, int n)
+{
+	pthread_mutex_lock(&s->mu);
+	s->fail = n;
+	pthread_mutex_unlock(&s->mu);
+}
+
+int fake_store_commits(struct store *s)
+{
+	int n;
+	pthread_mutex_lock(&s->mu);
+	n = s->commits;
+	pthread_mutex_unlock(&s->mu);
+	return n;
+}
+
+int fake_store_failed_commits(struct store *s)
+{
+	int n;
+	pthread_mutex_lock(&s->mu);
+	n = s->failed;
+	pthread_mutex_unlock(&s->mu);
+	return n;
+}
+
+const cJSON *fake_store_batch(struct store *s, int i)
+{
+	return cJSON_GetArrayItem(s->log, i);
+}
+
+cJSON *fake_store_ops(struct store *s, const char *op, const char *job_id)
+{
+	cJSON *out = cJSON_CreateArray();
+	const cJSON *batch, *it;
+
+	pthread_mutex_lock(&s->mu);
+	cJSON_ArrayForEach(batch, s->log)
+	{
+		cJSON_ArrayForEach(it, batch)
+		{
+			const char *k = get_str(it, "op");
+			const char *j = get_str(it, strstr(k, "_job") ? "id" : "job_id");
+			if (strcmp(k, op) != 0 || (job_id && (!j || strcmp(j, job_id) != 0)))
+				continue;
+			cJSON_AddItemToArray(out, cJSON_Duplicate(it, 1));
+		}
+	}
+	pthread_mutex_unlock(&s->mu);
+	return out;
+}
+
+const cJSON *fake_store_job(struct store *s, const char *id)
+{
+	const cJSON *j;
+	pthread_mutex_lock(&s->mu);
+	j = cJSON_GetObjectItemCaseSensitive(s->jobs, id);
+	pthread_mutex_unlock(&s->mu);
+	return j;
+}
+
+const cJSON *fake_store_escalation(struct store *s, const char *id)
+{
+	const cJSON *e;
+	pthread_mutex_lock(&s->mu);
+	e = find_esc(s, id);
+	pthread_mutex_unlock(&s->mu);
+	return e;
+}
+
+void fake_store_seed_job(struct store *s, const struct job_row *j)
+{
+	cJSON *row = job_json("seed", j);
+	cJSON_AddNumberToObject(row, "stalls", j->stalls);
+	pthread_mutex_lock(&s->mu);
+	add_job(s, row);
+	pthread_mutex_unlock(&s->mu);
+}
+
+void fake_store_seed_escalation(struct store *s, const struct escalation_row *e)
+{
+	cJSON *row = esc_json("escalation", e);
+	pthread_mutex_lock(&s->mu);
+	cJSON_AddItemToArray(s->escalations, row);
+	pthread_mutex_unlock(&s->mu);
+}

@@ -334,7 +334,7 @@ static size_t dl_body(char *p, size_t sz, size_t n, void *ud)
 	return sz * n;
 }
 
-static void delivery_start(void *arg);
+static void delivery_start(struct loop *l, long long id, void *arg);
 
 static void delivery_later(struct delivery *d, double delay)
 {
@@ -359,8 +359,9 @@ static double retry_after(const struct rbuf *h)
 	return -1;
 }
 
-static void delivery_done(void *arg, CURL *easy, CURLcode cc)
+static void delivery_done(struct loop *l, CURL *easy, CURLcode cc, void *arg)
 {
+	(void)l;
 	struct delivery *d = arg;
 	struct outbox *ob = d->ob;
 	long status = 0;
@@ -414,9 +415,11 @@ static void delivery_done(void *arg, CURL *easy, CURLcode cc)
 	}
 }
 
-static void delivery_start(void *arg)
+static void delivery_start(struct loop *l, long long id, void *arg)
 {
 	struct delivery *d = arg;
+	(void)l;
+	(void)id;
 	struct outbox *ob = d->ob;
 	char *url = NULL;
 
@@ -483,7 +486,7 @@ static void deliver_set(void *arg)
 		ob->deliveries = d;
 		ob->n_deliveries++;
 		outbox_gauge(ob);
-		delivery_start(d);
+		delivery_start(NULL, 0, d);
 	}
 	free(set);
 }

@@ -1,25 +1,24 @@
-/* The runner: a single event-loop thread. curl_multi_poll waits on the HTTP
- * transfers, on child-process descriptors (pipes and pidfds) and on a wakeup,
- * with the nearest timer as its timeout. Each attempt is a coroutine in its
- * own sandboxed lua_State; sleep, HTTP and exec yield it, and the loop
- * resumes it when the timer, transfer or process completes. */
+/* The runner: attempts of recovery jobs on one thread, as a client of the
+ * generic event loop (loop.c): sleeps are loop timers, recovery.http
+ * transfers loop transfers, recovery.exec children loop descriptors (pipes
+ * and pidfds). Each attempt is a coroutine in its own sandboxed lua_State
+ * that yields on those and is resumed by their callbacks. What a loop turn
+ * must persist goes to the journal as one batch; a job goes on when its
+ * batch's commit completes, so the loop never waits on the journal. */
 #include "recoveryd/runner.h"
 #include "recoveryd/watchdog.h"
 
-#include <fcntl.h>
-#include <lauxlib.h>
-#include <math.h>
-#include <poll.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "recoveryd/job.h"
 #include "recoveryd/log.h"
+#include "recoveryd/loop.h"
 #include "recoveryd/lua_api.h"
 #include "recoveryd/lua_exec.h"
 #include "recoveryd/lua_json.h"
@@ -31,8 +30,9 @@
 #define MAX_WAIT_MS 1000
 #define MAX_PROCS 256
 
-enum timer_kind { T_RETRY, T_DEADLINE, T_SLEEP, T_CALL, T_RESUME, T_KINDS };
-_Static_assert(T_KINDS <= sizeof(((struct job *)0)->timer_at) / sizeof(size_t),
+/* A job has at most one loop timer of each kind (job->timer_id). */
+enum timer_kind { T_RETRY, T_DEADLINE, T_SLEEP, T_RESUME, T_KINDS };
+_Static_assert(T_KINDS <= sizeof(((struct job *)0)->timer_id) / sizeof(long long),
                "struct job has a timer slot per kind");
 
 /* A running attempt gets the loop for a slice at a time; Lua code that
@@ -42,24 +42,6 @@ _Static_assert(T_KINDS <= sizeof(((struct job *)0)->timer_at) / sizeof(size_t),
 #define SLICE 0.02
 #define HOLD_MAX 3.0
 
-struct timer {
-	double when;            /* rd_mono() */
-	struct job *job;        /* NULL for T_CALL */
-	int kind;
-	int attempt;            /* stale once the job moved past this attempt */
-	void (*fn)(void *arg);  /* T_CALL */
-	void *arg;
-	size_t *at;             /* the job's timer_at slot, kept equal to 1 + index */
-};
-
-/* A transfer on the loop's curl multi handle (CURLOPT_PRIVATE). */
-struct xfer {
-	CURL *easy;
-	void (*done)(void *arg, CURL *easy, CURLcode cc);
-	void *arg;
-	struct xfer *prev, *next;
-};
-
 struct attempt_rt {
 	struct sandbox sb;
 	lua_State *L;
@@ -68,6 +50,8 @@ struct attempt_rt {
 	int n;
 	double started;         /* rd_mono() */
 	double started_wall;
+	struct job *job;
+	struct attempt_rt *prev, *next; /* every attempt the runner holds */
 };
 
 struct committed;
@@ -106,7 +90,9 @@ struct runner {
 	char *lua_path;
 	pthread_t thr;
 	int started;
-	CURLM *multi;
+	struct loop *loop;
+	int exit_now;           /* [loop] leave after this turn */
+	int draining_now;       /* [loop] draining, as seen at this turn's start */
 
 	pthread_mutex_t mu;     /* inbox and flags below */
 	struct msg *inbox, *inbox_tail;
@@ -117,11 +103,9 @@ struct runner {
 	struct job *ready, *ready_tail;
 	size_t n_ready;
 	size_t in_flight;
-	struct timer *timers;
-	size_t n_timers, cap_timers;
+	struct attempt_rt *rts; /* the running attempts */
 	struct op *procs[MAX_PROCS];
 	size_t n_procs;
-	struct xfer *xfers;     /* every transfer in flight */
 	char *driver;           /* DRIVER compiled once */
 	size_t driver_len;
 
@@ -140,153 +124,71 @@ static void attempt_end(struct runner *r, struct job *j, const char *result, con
                         int verify_ok, const char *verify_reason);
 static void post(struct runner *r, struct msg *head, struct msg *tail);
 
-/* ---------- timers: a small binary heap ---------- */
+/* ---------- timers, on the loop ---------- */
 
-/* Place t at index i, telling its owner where it is. */
-static void heap_set(struct runner *r, size_t i, struct timer t)
-{
-	r->timers[i] = t;
-	if (t.at)
-		*t.at = i + 1;
-}
+static void on_timer(struct job *j, int kind);
 
-static void heap_swap(struct runner *r, size_t a, size_t b)
-{
-	struct timer t = r->timers[a];
-	heap_set(r, a, r->timers[b]);
-	heap_set(r, b, t);
-}
-
-static void heap_down(struct runner *r, size_t i)
-{
-	for (;;) {
-		size_t l = 2 * i + 1, m = i;
-		if (l < r->n_timers && r->timers[l].when < r->timers[m].when)
-			m = l;
-		if (l + 1 < r->n_timers && r->timers[l + 1].when < r->timers[m].when)
-			m = l + 1;
-		if (m == i)
-			return;
-		heap_swap(r, i, m);
-		i = m;
+/* One callback per kind: the loop's arg is the job's slot, from which the
+ * job is found again. */
+#define TIMER_FN(KIND)                                                                          \
+	static void timer_##KIND(struct loop *l, long long id, void *arg)                         \
+	{                                                                                       \
+		long long *slot = arg;                                                          \
+		struct job *j = (struct job *)((char *)(slot - KIND) - offsetof(struct job, timer_id)); \
+		(void)l;                                                                        \
+		(void)id;                                                                       \
+		*slot = 0;                                                                      \
+		on_timer(j, KIND);                                                              \
 	}
-}
+TIMER_FN(T_RETRY)
+TIMER_FN(T_DEADLINE)
+TIMER_FN(T_SLEEP)
+TIMER_FN(T_RESUME)
 
-static void heap_up(struct runner *r, size_t i)
-{
-	while (i > 0 && r->timers[(i - 1) / 2].when > r->timers[i].when) {
-		heap_swap(r, i, (i - 1) / 2);
-		i = (i - 1) / 2;
-	}
-}
-
-static int timer_push(struct runner *r, struct timer t)
-{
-	if (r->n_timers == r->cap_timers) {
-		size_t ncap = r->cap_timers ? r->cap_timers * 2 : 64;
-		struct timer *nt = realloc(r->timers, ncap * sizeof(*nt));
-		if (!nt)
-			return -1;
-		r->timers = nt;
-		r->cap_timers = ncap;
-	}
-	heap_set(r, r->n_timers, t);
-	heap_up(r, r->n_timers++);
-	return 0;
-}
-
-/* Remove the timer at index i: O(log n). */
-static void heap_remove(struct runner *r, size_t i)
-{
-	if (r->timers[i].at)
-		*r->timers[i].at = 0;
-	if (--r->n_timers == i)
-		return;
-	heap_set(r, i, r->timers[r->n_timers]);
-	heap_down(r, i);
-	heap_up(r, i);
-}
-
-static void heap_pop(struct runner *r)
-{
-	heap_remove(r, 0);
-}
+static loop_timer_fn *const timer_fns[T_KINDS] = {
+	[T_RETRY] = timer_T_RETRY, [T_DEADLINE] = timer_T_DEADLINE,
+	[T_SLEEP] = timer_T_SLEEP, [T_RESUME] = timer_T_RESUME};
 
 /* A job has at most one timer of each kind: a new one replaces the old. */
 static int timer_add(struct runner *r, struct job *j, int kind, double when)
 {
-	if (j->timer_at[kind])
-		heap_remove(r, j->timer_at[kind] - 1);
-	return timer_push(r, (struct timer){when, j, kind, j->attempts, NULL, NULL, &j->timer_at[kind]});
-}
+	long long id;
 
-int runner_timer(struct runner *r, double when, void (*fn)(void *arg), void *arg)
-{
-	return timer_push(r, (struct timer){when, NULL, T_CALL, 0, fn, arg, NULL});
-}
-
-/* ---------- transfers ---------- */
-
-int runner_xfer(struct runner *r, CURL *easy, void (*done)(void *arg, CURL *easy, CURLcode cc), void *arg)
-{
-	struct xfer *x = calloc(1, sizeof(*x));
-
-	if (!x)
-		return -1;
-	x->easy = easy;
-	x->done = done;
-	x->arg = arg;
-	curl_easy_setopt(easy, CURLOPT_PRIVATE, x);
-	if (curl_multi_add_handle(r->multi, easy) != CURLM_OK) {
-		free(x);
-		return -1;
-	}
-	x->next = r->xfers;
-	if (r->xfers)
-		r->xfers->prev = x;
-	r->xfers = x;
-	return 0;
-}
-
-static void xfer_unlink(struct runner *r, struct xfer *x)
-{
-	if (x->prev)
-		x->prev->next = x->next;
-	else
-		r->xfers = x->next;
-	if (x->next)
-		x->next->prev = x->prev;
-}
-
-/* Stop a transfer without calling its done. */
-static void xfer_abort(struct runner *r, CURL *easy)
-{
-	struct xfer *x = NULL;
-
-	curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&x);
-	curl_multi_remove_handle(r->multi, easy);
-	if (x) {
-		xfer_unlink(r, x);
-		free(x);
-	}
+	if (j->timer_id[kind])
+		loop_timer_del(r->loop, j->timer_id[kind]);
+	id = loop_timer_add(r->loop, when, timer_fns[kind], &j->timer_id[kind]);
+	j->timer_id[kind] = id > 0 ? id : 0;
+	return id > 0 ? 0 : -1;
 }
 
 static int timers_has(struct runner *r, struct job *j)
 {
 	(void)r;
-	for (size_t k = 0; k < sizeof(j->timer_at) / sizeof(j->timer_at[0]); k++)
-		if (j->timer_at[k])
+	for (int k = 0; k < T_KINDS; k++)
+		if (j->timer_id[k])
 			return 1;
 	return 0;
 }
 
 /* Forget j's timer of this kind, or all of them for -1 (it is about to be
- * freed or rescheduled). */
+ * freed or rescheduled). O(log n) each. */
 static void timers_drop_job(struct runner *r, struct job *j, int kind)
 {
-	for (size_t k = 0; k < sizeof(j->timer_at) / sizeof(j->timer_at[0]); k++)
-		if (j->timer_at[k] && (kind < 0 || (size_t)kind == k))
-			heap_remove(r, j->timer_at[k] - 1);
+	for (int k = 0; k < T_KINDS; k++)
+		if (j->timer_id[k] && (kind < 0 || kind == k)) {
+			loop_timer_del(r->loop, j->timer_id[k]);
+			j->timer_id[k] = 0;
+		}
+}
+
+int runner_timer(struct runner *r, double when, loop_timer_fn *fn, void *arg)
+{
+	return loop_timer_add(r->loop, when, fn, arg) > 0 ? 0 : -1;
+}
+
+int runner_xfer(struct runner *r, CURL *easy, loop_xfer_fn *done, void *arg)
+{
+	return loop_xfer_add(r->loop, easy, done, arg);
 }
 
 /* The FIFO of queued jobs waiting for a free attempt slot. */
@@ -415,7 +317,7 @@ static void on_committed(enum rd_status result, void *arg)
 	if (--r->callbacks_out == 0)
 		pthread_cond_broadcast(&r->callbacks_cv);
 	pthread_mutex_unlock(&r->mu);
-	curl_multi_wakeup(r->multi);
+	loop_wakeup(r->loop);
 }
 
 static void conts_run(struct runner *r, enum rd_status result, const struct cont *v, size_t n);
@@ -507,14 +409,81 @@ static void proc_forget(struct runner *r, struct op *op)
 		}
 }
 
+static void finish_op(struct runner *r, struct op *op);
+
+/* ---------- processes of recovery.exec, on the loop ---------- */
+
+static void exec_progress(struct runner *r, struct op *op);
+
+static void exec_fd_ready(struct loop *l, int fd, int mask, void *arg)
+{
+	struct op *op = arg;
+
+	(void)l;
+	(void)fd;
+	(void)mask;
+	exec_progress(op->job->runner, op);
+}
+
+static void exec_timer(struct loop *l, long long id, void *arg)
+{
+	struct op *op = arg;
+
+	(void)l;
+	(void)id;
+	op->timer = 0;
+	exec_progress(op->job->runner, op);
+}
+
+/* Wait for what lua_exec_wait lists: the open pipes, the pidfd, and the
+ * deadline (or a short poll without a pidfd). */
+static void exec_watch(struct runner *r, struct op *op)
+{
+	struct curl_waitfd fds[LUA_EXEC_WAITFDS];
+	double wait = 3600;
+	unsigned n = lua_exec_wait(op, fds, &wait);
+
+	for (unsigned i = 0; i < n; i++)
+		if (loop_fd_add(r->loop, fds[i].fd, LOOP_READ, exec_fd_ready, op) < 0)
+			wait = 0.05; /* cannot watch it: poll instead */
+	long long id = loop_timer_add(r->loop, rd_mono() + wait, exec_timer, op);
+	op->timer = id > 0 ? id : 0;
+}
+
+/* The loop must let go of the descriptors before lua_exec_poll closes them. */
+static void exec_unwatch(struct runner *r, struct op *op)
+{
+	if (op->out_fd >= 0)
+		loop_fd_del(r->loop, op->out_fd);
+	if (op->err_fd >= 0)
+		loop_fd_del(r->loop, op->err_fd);
+	if (op->pidfd >= 0)
+		loop_fd_del(r->loop, op->pidfd);
+	if (op->timer)
+		loop_timer_del(r->loop, op->timer);
+	op->timer = 0;
+}
+
+static void exec_progress(struct runner *r, struct op *op)
+{
+	exec_unwatch(r, op);
+	if (lua_exec_poll(op, rd_mono())) {
+		proc_forget(r, op);
+		finish_op(r, op);
+	} else {
+		exec_watch(r, op);
+	}
+}
+
 /* Stop whatever op is doing, without resuming anyone. */
 static void op_abort(struct runner *r, struct op *op)
 {
 	switch (op->kind) {
 	case OP_HTTP:
-		xfer_abort(r, op->easy);
+		loop_xfer_del(r->loop, op->easy);
 		break;
 	case OP_EXEC:
+		exec_unwatch(r, op);
 		proc_forget(r, op);
 		lua_exec_abort(op);
 		break;
@@ -524,12 +493,11 @@ static void op_abort(struct runner *r, struct op *op)
 	timers_drop_job(r, op->job, T_SLEEP);
 }
 
-static void finish_op(struct runner *r, struct op *op);
-
-static void http_done(void *arg, CURL *easy, CURLcode cc)
+static void http_done(struct loop *l, CURL *easy, CURLcode cc, void *arg)
 {
 	struct op *op = arg;
 
+	(void)l;
 	(void)easy;
 	op->cc = cc;
 	finish_op(op->job->runner, op);
@@ -551,7 +519,7 @@ static int runner_begin_op(struct job *j, struct op *op, char *err, size_t errle
 			goto nomem;
 		break;
 	case OP_HTTP:
-		if (runner_xfer(r, op->easy, http_done, op) < 0) {
+		if (loop_xfer_add(r->loop, op->easy, http_done, op) < 0) {
 			snprintf(err, errlen, "cannot start the transfer");
 			return -1;
 		}
@@ -562,6 +530,7 @@ static int runner_begin_op(struct job *j, struct op *op, char *err, size_t errle
 			return -1;
 		}
 		r->procs[r->n_procs++] = op;
+		exec_watch(r, op);
 		break;
 	}
 	j->rt->op = op;
@@ -673,6 +642,11 @@ static void attempt_start(struct runner *r, struct job *j)
 		return;
 	}
 	j->rt = rt;
+	rt->job = j;
+	rt->next = r->rts;
+	if (r->rts)
+		r->rts->prev = rt;
+	r->rts = rt;
 	rt->n = j->attempts;
 	rt->started = rd_mono();
 	rt->started_wall = rd_now();
@@ -892,6 +866,12 @@ static void attempt_end(struct runner *r, struct job *j, const char *result, con
 		a.n = rt->n;
 		a.started_at = rt->started_wall;
 		metrics_observe(M_JOB_DURATION, j->playbook_name, rd_mono() - rt->started);
+		if (rt->prev)
+			rt->prev->next = rt->next;
+		else
+			r->rts = rt->next;
+		if (rt->next)
+			rt->next->prev = rt->prev;
 		free(rt);
 		j->rt = NULL;
 		r->in_flight--;
@@ -1071,42 +1051,31 @@ static void drain_inbox(struct runner *r)
 	}
 }
 
-static void fire_timers(struct runner *r, int draining)
+static void on_timer(struct job *j, int kind)
 {
-	double now = rd_mono();
+	struct runner *r = j->runner;
 
-	while (r->n_timers && r->timers[0].when <= now) {
-		struct timer t = r->timers[0];
-		heap_pop(r);
-		struct job *j = t.job;
-		switch (t.kind) {
-		case T_RETRY:
-			if (draining) {
-				/* keep it: it stays retry_wait in the journal */
-				continue;
-			}
-			ready_push(r, j);
-			break;
-		case T_DEADLINE:
-			if (j->rt && j->rt->n == t.attempt) {
-				char msg[128];
-				snprintf(msg, sizeof(msg), "attempt timed out after %gs", j->pb->timeout);
-				attempt_end(r, j, "timeout", msg, -1, NULL);
-			}
-			break;
-		case T_CALL:
-			t.fn(t.arg);
-			break;
-		case T_SLEEP:
-			if (j->rt && j->rt->op && j->rt->op->kind == OP_SLEEP) {
-				finish_op(r, j->rt->op);
-			}
-			break;
-		case T_RESUME:
-			if (j->rt && j->rt->n == t.attempt && !j->rt->op)
-				resume(r, j, 0);
-			break;
+	switch (kind) {
+	case T_RETRY:
+		if (r->draining_now)
+			break; /* it stays retry_wait in the journal */
+		ready_push(r, j);
+		break;
+	case T_DEADLINE:
+		if (j->rt) {
+			char msg[128];
+			snprintf(msg, sizeof(msg), "attempt timed out after %gs", j->pb->timeout);
+			attempt_end(r, j, "timeout", msg, -1, NULL);
 		}
+		break;
+	case T_SLEEP:
+		if (j->rt && j->rt->op && j->rt->op->kind == OP_SLEEP)
+			finish_op(r, j->rt->op);
+		break;
+	case T_RESUME:
+		if (j->rt && !j->rt->op)
+			resume(r, j, 0);
+		break;
 	}
 }
 
@@ -1124,103 +1093,61 @@ static void finish_op(struct runner *r, struct op *op)
 	resume(r, j, n);
 }
 
-static void check_transfers(struct runner *r)
-{
-	CURLMsg *m;
-	int left;
-
-	while ((m = curl_multi_info_read(r->multi, &left))) {
-		struct xfer *x = NULL;
-		CURL *easy = m->easy_handle;
-		CURLcode cc = m->data.result;
-		if (m->msg != CURLMSG_DONE)
-			continue;
-		curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&x);
-		curl_multi_remove_handle(r->multi, easy);
-		xfer_unlink(r, x);
-		x->done(x->arg, easy, cc);
-		free(x);
-	}
-}
-
-static void check_procs(struct runner *r)
-{
-	double now = rd_mono();
-
-	for (size_t i = 0; i < r->n_procs;) {
-		struct op *op = r->procs[i];
-		if (lua_exec_poll(op, now)) {
-			r->procs[i] = r->procs[--r->n_procs];
-			finish_op(r, op);
-			continue;
-		}
-		i++;
-	}
-}
-
 static void start_ready(struct runner *r)
 {
 	while (r->ready && r->in_flight < r->o.max_in_flight)
 		attempt_start(r, ready_pop(r));
 }
 
-static void *loop(void *arg)
+/* The start of each loop turn: take what other threads sent, start what
+ * may start, hand this turn's writes to the journal, and decide whether to
+ * leave. */
+static void before_wait(struct loop *l, void *arg)
 {
 	struct runner *r = arg;
-	struct curl_waitfd fds[LUA_EXEC_WAITFDS * MAX_PROCS];
+	int stop;
+	double drain_deadline;
 
-	watchdog_start(r->o.wd);
-	for (;;) {
-		int draining, stop;
-		double drain_deadline;
-
-		watchdog_beat(r->o.wd);
-		drain_inbox(r);
-		pthread_mutex_lock(&r->mu);
-		draining = r->draining;
-		stop = r->stop;
-		drain_deadline = r->drain_deadline;
-		pthread_mutex_unlock(&r->mu);
-		if (stop) {
-			flush_batch(r); /* what is written is not lost */
-			break;
-		}
-		if (draining) {
-			if (r->in_flight == 0 && !r->batch && r->commits_pending == 0)
-				break;
-			if (r->in_flight && rd_mono() >= drain_deadline) {
-				/* Interrupt what is left; interrupted jobs are recorded as
-				 * the crash rules say, so the journal stays consistent. */
-				for (size_t i = 0; i < r->n_timers; i++)
-					if (r->timers[i].kind == T_DEADLINE && r->timers[i].job->rt) {
-						attempt_end(r, r->timers[i].job, "interrupted",
-						            "interrupted: shutdown grace period ended", -1, NULL);
-						i = (size_t)-1; /* the heap changed: rescan */
-					}
-			}
-		} else {
-			start_ready(r);
+	watchdog_beat(r->o.wd);
+	drain_inbox(r);
+	pthread_mutex_lock(&r->mu);
+	r->draining_now = r->draining;
+	stop = r->stop;
+	drain_deadline = r->drain_deadline;
+	pthread_mutex_unlock(&r->mu);
+	if (stop) {
+		flush_batch(r); /* what is written is not lost */
+		r->exit_now = 1;
+	} else if (r->draining_now) {
+		if (r->in_flight && rd_mono() >= drain_deadline) {
+			/* Interrupt what is left; interrupted jobs are recorded as
+			 * the crash rules say, so the journal stays consistent. */
+			while (r->rts)
+				attempt_end(r, r->rts->job, "interrupted",
+				            "interrupted: shutdown grace period ended", -1, NULL);
 		}
 		flush_batch(r);
+		if (r->in_flight == 0 && !r->batch && r->commits_pending == 0)
+			r->exit_now = 1;
+	} else {
+		start_ready(r);
+		flush_batch(r);
+	}
+	if (r->exit_now)
+		loop_wakeup(l); /* do not wait */
+}
 
-		double wait = MAX_WAIT_MS / 1000.0;
-		if (r->n_timers) {
-			double d = r->timers[0].when - rd_mono();
-			if (d < wait)
-				wait = d < 0 ? 0 : d;
+static void *runner_main(void *arg)
+{
+	struct runner *r = arg;
+
+	watchdog_start(r->o.wd);
+	while (!r->exit_now) {
+		/* Waits are bounded so that a drain's deadline is seen. */
+		if (loop_run_once(r->loop, r->draining_now ? 0.1 : MAX_WAIT_MS / 1000.0) < 0 && errno != EINTR) {
+			log_kv(LOG_ERROR, NULL, "runner: event loop failed", "error", strerror(errno), NULL);
+			usleep(10000); /* do not spin */
 		}
-		unsigned nfds = 0;
-		for (size_t i = 0; i < r->n_procs; i++)
-			nfds += lua_exec_wait(r->procs[i], fds + nfds, &wait);
-		if (draining && wait > 0.1)
-			wait = 0.1;
-		curl_multi_poll(r->multi, fds, nfds, (int)ceil(wait * 1000), NULL);
-		int running;
-		curl_multi_perform(r->multi, &running);
-		check_transfers(r);
-		if (r->n_procs)
-			check_procs(r);
-		fire_timers(r, draining);
 	}
 	watchdog_stop(r->o.wd); /* leaving on purpose: not a stall */
 	return NULL;
@@ -1242,10 +1169,11 @@ struct runner *runner_new(const struct runner_opts *o)
 	r->driver = sandbox_compile(DRIVER, sizeof(DRIVER) - 1, "=driver", &r->driver_len, err, sizeof(err));
 	pthread_mutex_init(&r->mu, NULL);
 	pthread_cond_init(&r->callbacks_cv, NULL);
-	r->multi = curl_multi_init();
-	if (!r->multi || !r->driver) {
-		if (r->multi)
-			curl_multi_cleanup(r->multi);
+	r->loop = loop_new();
+	if (r->loop)
+		loop_set_before_wait(r->loop, before_wait, r);
+	if (!r->loop || !r->driver) {
+		loop_free(r->loop);
 		pthread_cond_destroy(&r->callbacks_cv);
 		pthread_mutex_destroy(&r->mu);
 		free(r->driver);
@@ -1258,7 +1186,7 @@ struct runner *runner_new(const struct runner_opts *o)
 
 enum rd_status runner_start(struct runner *r)
 {
-	if (pthread_create(&r->thr, NULL, loop, r) != 0)
+	if (pthread_create(&r->thr, NULL, runner_main, r) != 0)
 		return RD_ERR;
 	r->started = 1;
 	return RD_OK;
@@ -1276,7 +1204,7 @@ static void post(struct runner *r, struct msg *head, struct msg *tail)
 		r->inbox = head;
 	r->inbox_tail = tail;
 	pthread_mutex_unlock(&r->mu);
-	curl_multi_wakeup(r->multi);
+	loop_wakeup(r->loop);
 }
 
 void runner_schedule(struct runner *r, struct job *const *jobs, size_t n)
@@ -1316,7 +1244,7 @@ void runner_drain(struct runner *r, double grace)
 	r->draining = 1;
 	r->drain_deadline = rd_mono() + grace;
 	pthread_mutex_unlock(&r->mu);
-	curl_multi_wakeup(r->multi);
+	loop_wakeup(r->loop);
 	if (r->started) {
 		pthread_join(r->thr, NULL);
 		r->started = 0;
@@ -1331,7 +1259,7 @@ void runner_free(struct runner *r)
 		pthread_mutex_lock(&r->mu);
 		r->stop = 1;
 		pthread_mutex_unlock(&r->mu);
-		curl_multi_wakeup(r->multi);
+		loop_wakeup(r->loop);
 		pthread_join(r->thr, NULL);
 	}
 	/* The writer still reports batches handed over: wait for them, so that
@@ -1343,8 +1271,8 @@ void runner_free(struct runner *r)
 	store_batch_free(r->batch); /* the loop never ran */
 	free(r->conts);
 	/* Jobs still queued or waiting stay in the journal; free their memory. */
-	for (size_t i = 0; i < r->n_procs; i++)
-		op_abort(r, r->procs[i]);
+	while (r->n_procs)
+		op_abort(r, r->procs[0]); /* kills and reaps; op_abort forgets it */
 	struct msg *m = r->inbox;
 	while (m) {
 		struct msg *n = m->next;
@@ -1358,11 +1286,8 @@ void runner_free(struct runner *r)
 		m = n;
 	}
 	/* Transfers still in flight belong to their owners (the outbox frees
-	 * its own after this); the loop lets go of them. */
-	while (r->xfers)
-		xfer_abort(r, r->xfers->easy);
-	curl_multi_cleanup(r->multi);
-	free(r->timers);
+	 * its own after this): the loop lets go of them, and of its timers. */
+	loop_free(r->loop);
 	pthread_cond_destroy(&r->callbacks_cv);
 	pthread_mutex_destroy(&r->mu);
 	free(r->driver);

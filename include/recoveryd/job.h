@@ -60,7 +60,7 @@ struct job {
 	struct runner *runner;  /* the runner it was handed to (runner_schedule) */
 	const struct op_host *host; /* that runner's services to the recovery module */
 	struct job *next;       /* [runner] ready queue */
-	size_t timer_at[8];     /* [runner] 1 + heap index of its timer of each kind; 0 = none */
+	long long timer_id[8];  /* [runner] its loop timer of each kind; 0 = none */
 	struct attempt_rt *rt;  /* [runner] the running attempt, or NULL */
 	char **secrets;         /* [runner] values to redact */
 	size_t n_secrets;

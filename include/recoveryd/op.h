@@ -53,6 +53,7 @@ struct op {
 	int pidfd, out_fd, err_fd;
 	int exited, wstatus;
 	struct rbuf out, err;
+	long long timer;        /* the runner's loop timer for it (deadline, poll); 0 = none */
 	/* Push the Lua results of the finished op onto co; returns their count.
 	 * Also records the action. Called once, on the runner thread. */
 	int (*finish)(lua_State *co, struct op *op);

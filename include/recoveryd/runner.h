@@ -8,6 +8,7 @@
 #include <stddef.h>
 
 #include "recoveryd/common.h"
+#include "recoveryd/loop.h"
 #include "recoveryd/op.h"
 
 struct job;
@@ -49,12 +50,12 @@ void runner_drain(struct runner *r, double grace);
 void runner_free(struct runner *r);
 /* Services of the event loop for its other clients (the outbox). Loop
  * thread only, except runner_call. */
-/* Start a transfer on the loop; done(arg, easy, result) is called once it
- * completes. The caller owns easy (and frees it after done, or after
+/* Start a transfer on the runner's loop; done(loop, easy, result, arg) is
+ * called once it completes. The caller owns easy (and frees it after done, or after
  * runner_free when done never came). 0, or -1. */
-int runner_xfer(struct runner *r, CURL *easy, void (*done)(void *arg, CURL *easy, CURLcode cc), void *arg);
-/* Call fn(arg) once, at rd_mono() time when or soon after. 0, or -1. */
-int runner_timer(struct runner *r, double when, void (*fn)(void *arg), void *arg);
+int runner_xfer(struct runner *r, CURL *easy, loop_xfer_fn *done, void *arg);
+/* Call fn(loop, id, arg) once, at rd_mono() time when or soon after. 0, or -1. */
+int runner_timer(struct runner *r, double when, loop_timer_fn *fn, void *arg);
 /* Any thread: run fn(arg) on the loop; if the loop stops first (or there is
  * no memory to ask), drop(arg) is called instead. */
 void runner_call(struct runner *r, void (*fn)(void *arg), void (*drop)(void *arg), void *arg);

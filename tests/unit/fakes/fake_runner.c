@@ -157,7 +157,7 @@ void runner_free(struct runner *r)
 
 /* ---- runner.h: the loop services (the outbox's half) ---- */
 
-int runner_xfer(struct runner *r, CURL *easy, void (*done)(void *arg, CURL *easy, CURLcode cc), void *arg)
+int runner_xfer(struct runner *r, CURL *easy, loop_xfer_fn *done, void *arg)
 {
 	cJSON *c = entry("deliver");
 	char *url = NULL;
@@ -171,7 +171,7 @@ int runner_xfer(struct runner *r, CURL *easy, void (*done)(void *arg, CURL *easy
 	return 0; /* never completes: the outbox frees it at the end */
 }
 
-int runner_timer(struct runner *r, double when, void (*fn)(void *arg), void *arg)
+int runner_timer(struct runner *r, double when, loop_timer_fn *fn, void *arg)
 {
 	cJSON *c = entry("timer");
 

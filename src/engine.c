@@ -14,7 +14,6 @@
 
 #include "map.h"
 #include "recoveryd/admit.h"
-#include "recoveryd/escalate.h"
 #include "recoveryd/log.h"
 #include "recoveryd/matcher.h"
 #include "recoveryd/metrics.h"

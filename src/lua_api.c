@@ -145,6 +145,19 @@ int lua_api_begin(struct job *j, struct op *op, char *err, size_t errlen)
 	return j->host->begin(j, op, err, errlen);
 }
 
+int lua_api_submit(lua_State *L, struct job *j, struct op *op, void (*discard)(struct op *op))
+{
+	char err[256];
+
+	if (lua_api_begin(j, op, err, sizeof(err)) < 0) {
+		discard(op);
+		lua_pushnil(L);
+		lua_pushstring(L, err);
+		return 2;
+	}
+	return lua_yield(L, 0);
+}
+
 double lua_api_deadline(struct job *j)
 {
 	return j->host ? j->host->deadline(j) : rd_mono();

@@ -25,6 +25,10 @@ struct job *lua_api_yielding_job(lua_State *L, const char *fn);
 void lua_api_record(struct job *j, const char *type, cJSON *detail, int planned);
 /* begin: 0, or -1 with err set (op stays the caller's). */
 int lua_api_begin(struct job *j, struct op *op, char *err, size_t errlen);
+/* Hand op to the runner and yield until its finish; when the runner
+ * refuses it, discard(op) and return nil, err. For the last line of a
+ * recovery.<fn> binding: return lua_api_submit(...). */
+int lua_api_submit(lua_State *L, struct job *j, struct op *op, void (*discard)(struct op *op));
 /* deadline: the attempt's, in rd_mono seconds. */
 double lua_api_deadline(struct job *j);
 

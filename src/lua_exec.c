@@ -397,21 +397,6 @@ static void exec_op_discard(struct op *op)
 	free(op);
 }
 
-/* Hand op to the runner and yield until finish_exec; nil, err when the
- * runner refuses it. */
-static int exec_submit(lua_State *L, struct job *j, struct op *op)
-{
-	char err[256];
-
-	if (lua_api_begin(j, op, err, sizeof(err)) < 0) {
-		exec_op_discard(op);
-		lua_pushnil(L);
-		lua_pushstring(L, err);
-		return 2;
-	}
-	return lua_yield(L, 0);
-}
-
 int lua_exec_run(lua_State *L)
 {
 	struct exec_req q;
@@ -426,7 +411,7 @@ int lua_exec_run(lua_State *L)
 	switch (st) {
 	case EXEC_OK:
 		exec_cmd_free(&cmd);
-		return exec_submit(L, j, op);
+		return lua_api_submit(L, j, op, exec_op_discard);
 	case EXEC_PLANNED:
 		exec_cmd_free(&cmd);
 		lua_newtable(L);

@@ -368,21 +368,6 @@ out:
 
 /* ---------- submit ---------- */
 
-/* Hand op to the runner and yield until finish_http; nil, err when the
- * runner refuses it. */
-static int http_submit(lua_State *L, struct job *j, struct op *op)
-{
-	char err[256];
-
-	if (lua_api_begin(j, op, err, sizeof(err)) < 0) {
-		http_op_discard(op);
-		lua_pushnil(L);
-		lua_pushstring(L, err);
-		return 2;
-	}
-	return lua_yield(L, 0);
-}
-
 int lua_http_request(lua_State *L)
 {
 	struct http_req q;
@@ -391,7 +376,7 @@ int lua_http_request(lua_State *L)
 
 	switch (http_build(L, j, &q, &op)) {
 	case HTTP_BUILT:
-		return http_submit(L, j, op);
+		return lua_api_submit(L, j, op, http_op_discard);
 	case HTTP_PLANNED:
 		push_response(L, 200, "", 0, NULL, 1);
 		return 1;

@@ -246,16 +246,25 @@ static double jitter_rnd(void)
 	return (double)x / 4294967296.0;
 }
 
+/* What one send holds: the handle, headers, body and answer. */
+static void transfer_release(struct delivery *d)
+{
+	if (d->easy)
+		curl_easy_cleanup(d->easy);
+	d->easy = NULL;
+	curl_slist_free_all(d->headers);
+	d->headers = NULL;
+	free(d->body);
+	d->body = NULL;
+	rbuf_free(&d->resp);
+	rbuf_free(&d->resp_headers);
+}
+
 static void delivery_free(struct delivery *d)
 {
 	if (!d)
 		return;
-	if (d->easy)
-		curl_easy_cleanup(d->easy);
-	curl_slist_free_all(d->headers);
-	free(d->body);
-	rbuf_free(&d->resp);
-	rbuf_free(&d->resp_headers);
+	transfer_release(d);
 	free(d->id);
 	free(d->job_id);
 	free(d->sink);
@@ -377,14 +386,7 @@ static void delivery_done(struct loop *l, CURL *easy, CURLcode cc, void *arg)
 		snprintf(answer, sizeof(answer), "%s", d->errbuf[0] ? d->errbuf : curl_easy_strerror(cc));
 	else
 		snprintf(answer, sizeof(answer), "%ld %.600s", status, d->resp.p ? d->resp.p : "");
-	curl_easy_cleanup(d->easy);
-	d->easy = NULL;
-	curl_slist_free_all(d->headers);
-	d->headers = NULL;
-	free(d->body);
-	d->body = NULL;
-	rbuf_free(&d->resp);
-	rbuf_free(&d->resp_headers);
+	transfer_release(d);
 
 	switch (v) {
 	case ESC_DELIVERED:
@@ -463,13 +465,7 @@ static void delivery_start(struct loop *l, long long id, void *arg)
 again:
 	explicit_bzero(url, strlen(url));
 	free(url);
-	if (d->easy)
-		curl_easy_cleanup(d->easy);
-	d->easy = NULL;
-	curl_slist_free_all(d->headers);
-	d->headers = NULL;
-	free(d->body);
-	d->body = NULL;
+	transfer_release(d);
 	delivery_later(d, 1); /* out of resources: try again shortly */
 }
 

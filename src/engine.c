@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,9 +55,6 @@ struct engine {
 };
 
 
-#define RETRY_AFTER_SECONDS 5
-
-
 void engine_playbook_broken(struct engine *e, const char *file, const char *error)
 {
 	pthread_mutex_lock(&e->mu);
@@ -68,12 +66,18 @@ void engine_playbook_broken(struct engine *e, const char *file, const char *erro
 	pthread_mutex_unlock(&e->mu);
 }
 
-static cJSON *error_body(const char *code, const char *msg)
+/* Refuse a request: res, with the human message in r. */
+static enum engine_result refuse(struct engine_reply *r, enum engine_result res, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static enum engine_result refuse(struct engine_reply *r, enum engine_result res, const char *fmt, ...)
 {
-	cJSON *o = cJSON_CreateObject();
-	cJSON_AddStringToObject(o, "error", code);
-	cJSON_AddStringToObject(o, "message", msg);
-	return o;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(r->message, sizeof(r->message), fmt, ap);
+	va_end(ap);
+	return res;
 }
 
 /* The watchdog is about to end the process because the loop is stuck in
@@ -502,8 +506,8 @@ static void prune(struct engine *e, double now)
 	admit_prune(e->admit, now, horizon);
 }
 
-void engine_submit(struct engine *e, const struct payload *p, const char *playbook, int dry_run,
-                   int *status, cJSON **body, int *retry_after)
+enum engine_result engine_submit(struct engine *e, const struct payload *p, const char *playbook,
+                                 int dry_run, struct engine_reply *r)
 {
 	struct store_batch *b = NULL;
 	struct pending fresh = {0}, final = {0};
@@ -515,55 +519,44 @@ void engine_submit(struct engine *e, const struct payload *p, const char *playbo
 	double now = rd_now();
 	long unmatched = 0;
 	int failed = 0;
+	enum engine_result res;
 
-	*retry_after = 0;
+	r->body = NULL;
+	r->message[0] = '\0';
 	pthread_mutex_lock(&e->mu);
 	if (e->draining) {
 		pthread_mutex_unlock(&e->mu);
-		*status = 503;
-		*retry_after = RETRY_AFTER_SECONDS;
-		*body = error_body("unavailable", "recoveryd is shutting down; retry on another replica");
 		metrics_add(M_REJECTED, "draining", NULL, 1);
-		return;
+		return refuse(r, ENGINE_DRAINING, "recoveryd is shutting down; retry on another replica");
 	}
 	set = e->set;
 	prune(e, now);
 	if (playbook && !playbook_set_find(set, playbook)) {
-		char msg[200];
 		pthread_mutex_unlock(&e->mu);
-		snprintf(msg, sizeof(msg), "no playbook named '%s' is loaded", playbook);
-		*status = 404;
-		*body = error_body("unknown_playbook", msg);
-		return;
+		return refuse(r, ENGINE_UNKNOWN_PLAYBOOK, "no playbook named '%s' is loaded", playbook);
 	}
 	if (playbook && (am = alertmanager_job(e, playbook, p))) {
-		char msg[400];
 		if (p->resolved)
-			snprintf(msg, sizeof(msg),
-			         "job %s for this alert was started by Alertmanager; a manual trigger cannot "
-			         "cancel it: use POST /api/v1/jobs/%s/cancel",
-			         am->id, am->id);
+			refuse(r, ENGINE_CONFLICT,
+			       "job %s for this alert was started by Alertmanager; a manual trigger cannot "
+			       "cancel it: use POST /api/v1/jobs/%s/cancel",
+			       am->id, am->id);
 		else
-			snprintf(msg, sizeof(msg),
-			         "job %s for this alert was started by Alertmanager and has not ended; a manual "
-			         "trigger does not join it: wait for it, or cancel it with POST "
-			         "/api/v1/jobs/%s/cancel and trigger again",
-			         am->id, am->id);
-		pthread_mutex_unlock(&e->mu);
-		*status = 409;
-		*body = error_body("conflict", msg);
+			refuse(r, ENGINE_CONFLICT,
+			       "job %s for this alert was started by Alertmanager and has not ended; a manual "
+			       "trigger does not join it: wait for it, or cancel it with POST "
+			       "/api/v1/jobs/%s/cancel and trigger again",
+			       am->id, am->id);
 		log_kv(LOG_INFO, NULL, "manual trigger refused: the alert has an Alertmanager job", "playbook",
 		       playbook, "job", am->id, NULL);
-		return;
+		pthread_mutex_unlock(&e->mu);
+		return ENGINE_CONFLICT;
 	}
 	if (map_len(e->active_by_id) + p->n_alerts > e->queue_max) {
 		pthread_mutex_unlock(&e->mu);
-		*status = 503;
-		*retry_after = RETRY_AFTER_SECONDS;
-		*body = error_body("unavailable", "the job queue is full");
 		metrics_add(M_REJECTED, "queue_full", NULL, 1);
 		log_kv(LOG_WARN, NULL, "queue full: notification refused with 503", NULL);
-		return;
+		return refuse(r, ENGINE_QUEUE_FULL, "the job queue is full");
 	}
 	b = store_batch_new();
 	answer = cJSON_CreateObject();
@@ -639,8 +632,8 @@ decided:
 			       "alerts", na, "decisions", nd, "unmatched", nu, "group_key", p->group_key ? p->group_key : "",
 			       "playbook", playbook ? playbook : "", NULL);
 		}
-		*status = 202;
-		*body = answer;
+		r->body = answer;
+		res = ENGINE_ACCEPTED;
 		outbox_send(e->outbox, &notes);
 		goto out;
 	}
@@ -662,15 +655,19 @@ decided:
 	for (size_t i = 0; i < final.n; i++)
 		job_free(final.v[i]);
 	cJSON_Delete(answer);
-	metrics_add(M_REJECTED, "journal_error", NULL, 1);
-	log_kv(LOG_ERROR, NULL, "journal commit failed: notification refused with 503", NULL);
-	*status = 503;
-	*retry_after = RETRY_AFTER_SECONDS;
-	*body = error_body("unavailable", "the job journal cannot commit; retry later");
+	if (failed) {
+		log_kv(LOG_ERROR, NULL, "out of memory: notification refused with 503", NULL);
+		res = refuse(r, ENGINE_NOMEM, "out of memory");
+	} else {
+		metrics_add(M_REJECTED, "journal_error", NULL, 1);
+		log_kv(LOG_ERROR, NULL, "journal commit failed: notification refused with 503", NULL);
+		res = refuse(r, ENGINE_UNAVAILABLE, "the job journal cannot commit; retry later");
+	}
 out:
 	free(fresh.v);
 	free(cancels.v);
 	free(final.v);
+	return res;
 }
 
 /* The runner's job_done: j reached a final state and its last update is
@@ -746,16 +743,27 @@ enum rd_status engine_jobs_json(struct engine *e, const char *state, const char 
 	return store_jobs_json(e->store, state, playbook, limit, out);
 }
 
-void engine_cancel(struct engine *e, const char *id, int *status, cJSON **body)
+enum engine_result engine_cancel(struct engine *e, const char *id, struct engine_reply *r)
 {
 	struct job *j;
 	cJSON *rec = NULL;
 
+	r->body = NULL;
+	r->message[0] = '\0';
 	pthread_mutex_lock(&e->mu);
 	j = map_get(e->active_by_id, id);
 	if (j) {
 		int first = !j->cancel_requested;
 		const char *shown = j->state == JS_RUNNING ? "cancelling" : "cancelled";
+		/* The answer first: a refusal must leave the job as it was. */
+		r->body = cJSON_CreateObject();
+		if (!r->body || !cJSON_AddStringToObject(r->body, "id", id) ||
+		    !cJSON_AddStringToObject(r->body, "state", shown)) {
+			pthread_mutex_unlock(&e->mu);
+			cJSON_Delete(r->body);
+			r->body = NULL;
+			return refuse(r, ENGINE_NOMEM, "out of memory");
+		}
 		j->cancel_requested = 1;
 		if (first) {
 			free(j->cancel_reason);
@@ -769,25 +777,17 @@ void engine_cancel(struct engine *e, const char *id, int *status, cJSON **body)
 		}
 		runner_cancel(e->runner, id);
 		log_kv(LOG_INFO, id, "cancel requested by operator", NULL);
-		*status = 200;
-		*body = cJSON_CreateObject();
-		cJSON_AddStringToObject(*body, "id", id);
-		cJSON_AddStringToObject(*body, "state", shown);
-		return;
+		return ENGINE_CANCEL_REQUESTED;
 	}
 	pthread_mutex_unlock(&e->mu);
 	if (store_job_json(e->store, id, &rec) == RD_OK && rec) {
 		cJSON *st = cJSON_GetObjectItem(rec, "state");
-		char msg[128];
-		snprintf(msg, sizeof(msg), "job already ended (%s)",
-		         cJSON_IsString(st) ? st->valuestring : "ended");
+		refuse(r, ENGINE_CONFLICT, "job already ended (%s)",
+		       cJSON_IsString(st) ? st->valuestring : "ended");
 		cJSON_Delete(rec);
-		*status = 409;
-		*body = error_body("conflict", msg);
-		return;
+		return ENGINE_CONFLICT;
 	}
-	*status = 404;
-	*body = error_body("not_found", "no such job");
+	return refuse(r, ENGINE_NOT_FOUND, "no such job");
 }
 
 cJSON *engine_playbooks_json(struct engine *e)

@@ -53,6 +53,7 @@
 #define LINGER_SECONDS 5.0             /* ... for at most this long */
 #define LINGER_BYTES ((size_t)64 << 20) /* ... and at most this much */
 #define DRAIN_RETRY_AFTER "5"
+#define BUSY_RETRY_AFTER "5"           /* queue full, journal commit failed */
 #define UNAVAILABLE_RETRY_AFTER "1"
 #define ID_MAX 64
 #define PLAYBOOK_MAX 128
@@ -344,6 +345,59 @@ static void reject(struct request *rq, unsigned status, const char *code, const 
 	answer_error(rq, status, code, msg, hname, hval);
 }
 
+/* How an engine result is answered. */
+struct engine_http {
+	unsigned status;
+	const char *error;       /* error code of the body built here; NULL: the engine's body */
+	const char *retry_after; /* NULL: no Retry-After */
+};
+
+/* The one place engine results become HTTP (docs/http-api.md, "Errors").
+ * No default: a new result does not compile until it is mapped here. */
+static struct engine_http engine_http_of(enum engine_result r)
+{
+	switch (r) {
+	case ENGINE_ACCEPTED:
+		return (struct engine_http){ MHD_HTTP_ACCEPTED, NULL, NULL };
+	case ENGINE_CANCEL_REQUESTED:
+		return (struct engine_http){ MHD_HTTP_OK, NULL, NULL };
+	case ENGINE_UNKNOWN_PLAYBOOK:
+		return (struct engine_http){ MHD_HTTP_NOT_FOUND, "unknown_playbook", NULL };
+	case ENGINE_NOT_FOUND:
+		return (struct engine_http){ MHD_HTTP_NOT_FOUND, "not_found", NULL };
+	case ENGINE_CONFLICT:
+		return (struct engine_http){ MHD_HTTP_CONFLICT, "conflict", NULL };
+	/* 503 is what Alertmanager retries: every "not now" is one. */
+	case ENGINE_DRAINING:
+		return (struct engine_http){ MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable", DRAIN_RETRY_AFTER };
+	case ENGINE_QUEUE_FULL:
+	case ENGINE_UNAVAILABLE:
+	case ENGINE_NOMEM:
+		return (struct engine_http){ MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable", BUSY_RETRY_AFTER };
+	}
+	return (struct engine_http){ MHD_HTTP_INTERNAL_SERVER_ERROR, NULL, NULL }; /* not a result */
+}
+
+/* Answer what engine_submit or engine_cancel returned (r->body taken). */
+static void answer_engine(struct request *rq, enum engine_result res, struct engine_reply *r)
+{
+	struct engine_http m = engine_http_of(res);
+	cJSON *body = r->body;
+
+	r->body = NULL;
+	if (m.error) {
+		cJSON_Delete(body);
+		answer_error(rq, m.status, m.error, r->message,
+		             m.retry_after ? MHD_HTTP_HEADER_RETRY_AFTER : NULL, m.retry_after);
+	} else if (m.status == MHD_HTTP_INTERNAL_SERVER_ERROR || !body) {
+		cJSON_Delete(body);
+		answer_error(rq, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", "the engine gave no answer",
+		             NULL, NULL);
+	} else {
+		answer_json(rq, m.status, body, NULL, NULL);
+	}
+}
+
 /* ---- request inspection ---- */
 
 /* 1 when s is 1..max characters of [A-Za-z0-9_-] (plus '.' when dot). */
@@ -490,20 +544,21 @@ static int is_json_type(const char *ct)
 	return *ct == '\0' || *ct == ';';
 }
 
-/* Strict decimal integer in [lo, hi]: no sign, no blanks, no junk. */
+/* Strict decimal integer in [lo, hi]: no sign, no blanks, no junk.
+ * 0, or -1 (*out untouched) when s is not one. */
 static int parse_long(const char *s, long lo, long hi, long *out)
 {
 	char *end;
 	long v;
 
 	if (!s || !isdigit((unsigned char)*s))
-		return 0;
+		return -1;
 	errno = 0;
 	v = strtol(s, &end, 10);
 	if (errno || *end || v < lo || v > hi)
-		return 0;
+		return -1;
 	*out = v;
-	return 1;
+	return 0;
 }
 
 /* Query argument: 1 when present (*v may be NULL for "?key"), 0 otherwise. */
@@ -516,7 +571,7 @@ static int query_arg(struct MHD_Connection *c, const char *key, const char **v)
 	                                     &vlen) == MHD_YES;
 }
 
-/* dry_run and wait of /trigger; 0 with msg filled on a bad value. */
+/* dry_run and wait of /trigger; 0, or -1 with msg filled on a bad value. */
 static int trigger_query(struct MHD_Connection *c, struct request *rq, char *msg, size_t len)
 {
 	const char *v;
@@ -530,21 +585,21 @@ static int trigger_query(struct MHD_Connection *c, struct request *rq, char *msg
 			rq->dry_run = 0;
 		} else {
 			snprintf(msg, len, "dry_run must be 1, true, 0 or false");
-			return 0;
+			return -1;
 		}
 	}
 	if (query_arg(c, "wait", &v)) {
-		if (!parse_long(v, 0, WAIT_MAX, &w)) {
+		if (parse_long(v, 0, WAIT_MAX, &w) < 0) {
 			snprintf(msg, len, "wait must be a whole number of seconds from 0 to %d",
 			         WAIT_MAX);
-			return 0;
+			return -1;
 		}
 		rq->wait = (int)w;
 	}
-	return 1;
+	return 0;
 }
 
-/* Filters of GET /api/v1/jobs into rq; 0 with msg filled on a bad value. */
+/* Filters of GET /api/v1/jobs into rq; 0, or -1 with msg filled on a bad value. */
 static int jobs_query(struct MHD_Connection *c, struct request *rq, char *msg, size_t len)
 {
 	const char *v;
@@ -561,25 +616,25 @@ static int jobs_query(struct MHD_Connection *c, struct request *rq, char *msg, s
 			snprintf(msg, len,
 			         "state must be one of queued, running, retry_wait, succeeded, "
 			         "failed, cancelled, budget_exhausted");
-			return 0;
+			return -1;
 		}
 		snprintf(rq->q_state, sizeof(rq->q_state), "%s", v);
 	}
 	if (query_arg(c, "playbook", &v) && v && *v) {
 		if (strlen(v) > PLAYBOOK_MAX) {
 			snprintf(msg, len, "playbook must be at most %d characters", PLAYBOOK_MAX);
-			return 0;
+			return -1;
 		}
 		snprintf(rq->q_playbook, sizeof(rq->q_playbook), "%s", v);
 	}
 	if (query_arg(c, "limit", &v)) {
-		if (!parse_long(v, 1, LIMIT_MAX, &l)) {
+		if (parse_long(v, 1, LIMIT_MAX, &l) < 0) {
 			snprintf(msg, len, "limit must be a whole number from 1 to %d", LIMIT_MAX);
-			return 0;
+			return -1;
 		}
 		rq->q_limit = (int)l;
 	}
-	return 1;
+	return 0;
 }
 
 /* ---- handlers (body complete; an answer goes into rq->ans) ---- */
@@ -601,11 +656,12 @@ static const char *waitable_job(const cJSON *body)
 	return id->valuestring;
 }
 
-/* Park rq on the wait list with the submit answer body (taken). 0 when the
- * list is full or closed: the caller answers at once. */
+/* Park rq on the wait list with the submit answer body (taken): 0. -1
+ * (body not taken) when the list is full or closed: the caller answers at
+ * once. */
 static int wait_park(struct http *h, struct request *rq, const char *id, cJSON *body)
 {
-	int ok = 0;
+	int rc = -1;
 
 	pthread_mutex_lock(&h->wait_lock);
 	if (!h->wait_closed && h->n_waiting < WAITS_MAX) {
@@ -616,19 +672,20 @@ static int wait_park(struct http *h, struct request *rq, const char *id, cJSON *
 		h->waiting = rq;
 		h->n_waiting++;
 		pthread_cond_signal(&h->wait_cond);
-		ok = 1;
+		rc = 0;
 	}
 	pthread_mutex_unlock(&h->wait_lock);
-	return ok;
+	return rc;
 }
 
 /* Returns 0 when rq was parked on the wait list (answered later). */
 static int handle_submit(struct http *h, struct request *rq)
 {
 	struct payload p;
-	char err[MSG_MAX], ra[16];
-	cJSON *body = NULL;
-	int status = 0, retry_after = 0, parsed = 0, done = 1;
+	struct engine_reply r;
+	char err[MSG_MAX];
+	int parsed = 0, done = 1;
+	enum engine_result res;
 	enum alert_result ar;
 	const char *id;
 
@@ -653,27 +710,15 @@ static int handle_submit(struct http *h, struct request *rq)
 		goto out;
 	}
 	parsed = 1;
-	engine_submit(h->e, &p, rq->route == R_TRIGGER ? rq->arg : NULL, rq->dry_run, &status, &body,
-	              &retry_after);
-	if (!body || status < 100 || status > 599) {
-		cJSON_Delete(body);
-		answer_error(rq, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal", "the engine gave no answer",
-		             NULL, NULL);
-		goto out;
-	}
-	if (status == MHD_HTTP_SERVICE_UNAVAILABLE) {
-		snprintf(ra, sizeof(ra), "%d", retry_after > 0 ? retry_after : 1);
-		answer_json(rq, (unsigned)status, body, MHD_HTTP_HEADER_RETRY_AFTER, ra);
-		goto out;
-	}
+	res = engine_submit(h->e, &p, rq->route == R_TRIGGER ? rq->arg : NULL, rq->dry_run, &r);
 	/* Only the operator may read job records: a webhook-token caller gets
 	 * the ids and states of the submit answer, never a record. */
-	if (status == MHD_HTTP_ACCEPTED && rq->wait > 0 && rq->who == P_OPERATOR &&
-	    (id = waitable_job(body)) && wait_park(h, rq, id, body)) {
+	if (res == ENGINE_ACCEPTED && r.body && rq->wait > 0 && rq->who == P_OPERATOR &&
+	    (id = waitable_job(r.body)) && wait_park(h, rq, id, r.body) == 0) {
 		done = 0;
 		goto out;
 	}
-	answer_json(rq, (unsigned)status, body, NULL, NULL);
+	answer_engine(rq, res, &r);
 out:
 	if (parsed)
 		payload_free(&p);
@@ -717,22 +762,10 @@ static void handle_job(struct http *h, struct request *rq)
 
 static void handle_cancel(struct http *h, struct request *rq)
 {
-	cJSON *body = NULL;
-	int status = 0;
+	struct engine_reply r;
+	enum engine_result res = engine_cancel(h->e, rq->arg, &r);
 
-	engine_cancel(h->e, rq->arg, &status, &body);
-	if (!body || status < 100 || status > 599) {
-		cJSON_Delete(body);
-		answer_error(rq, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal",
-		             "the engine gave no answer", NULL, NULL);
-		return;
-	}
-	if (status == MHD_HTTP_SERVICE_UNAVAILABLE) {
-		answer_json(rq, (unsigned)status, body, MHD_HTTP_HEADER_RETRY_AFTER,
-		            UNAVAILABLE_RETRY_AFTER);
-		return;
-	}
-	answer_json(rq, (unsigned)status, body, NULL, NULL);
+	answer_engine(rq, res, &r);
 }
 
 static void handle_playbooks(struct http *h, struct request *rq)
@@ -878,10 +911,10 @@ static void *worker_main(void *arg)
 	}
 }
 
-/* Hand a suspended request to the pool; 0 when the pool is closed. */
+/* Hand a suspended request to the pool: 0, or -1 when the pool is closed. */
 static int work_push(struct http *h, struct request *rq)
 {
-	int ok = 0;
+	int rc = -1;
 
 	pthread_mutex_lock(&h->work_lock);
 	if (!h->work_closed) {
@@ -892,10 +925,10 @@ static int work_push(struct http *h, struct request *rq)
 			h->work_head = rq;
 		h->work_tail = rq;
 		pthread_cond_signal(&h->work_cond);
-		ok = 1;
+		rc = 0;
 	}
 	pthread_mutex_unlock(&h->work_lock);
-	return ok;
+	return rc;
 }
 
 /* Answer a parked ?wait= request: the job record when the job ended (r == 1),
@@ -1241,7 +1274,7 @@ static enum MHD_Result prepare(struct http *h, struct MHD_Connection *c, struct 
 		return REJECTED(rq, MHD_HTTP_NOT_FOUND, "not_found", NULL, NULL, NULL,
 		              "no such job");
 	}
-	if (rq->route == R_JOBS && !jobs_query(c, rq, msg, sizeof(msg)))
+	if (rq->route == R_JOBS && jobs_query(c, rq, msg, sizeof(msg)) < 0)
 		return REJECTED(rq, MHD_HTTP_BAD_REQUEST, "invalid_request", NULL, NULL, NULL, "%s",
 		                msg);
 	v = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -1269,7 +1302,7 @@ static enum MHD_Result prepare(struct http *h, struct MHD_Connection *c, struct 
 		return REJECTED(rq, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type",
 		              "unsupported_media_type", NULL, NULL,
 		              "Content-Type must be application/json");
-	if (rq->route == R_TRIGGER && !trigger_query(c, rq, msg, sizeof(msg)))
+	if (rq->route == R_TRIGGER && trigger_query(c, rq, msg, sizeof(msg)) < 0)
 		return REJECTED(rq, MHD_HTTP_BAD_REQUEST, "invalid_request", NULL, NULL, NULL, "%s",
 		              msg);
 	if (clen > 0) {
@@ -1301,7 +1334,8 @@ static enum MHD_Result on_headers(struct http *h, struct MHD_Connection *c, stru
 	return ret;
 }
 
-/* Take n more body bytes; 0 to hang up (out of memory, endless body). */
+/* Take n more body bytes: 0, or -1 to hang up (out of memory, endless
+ * body). */
 static int take_body(struct http *h, struct request *rq, const char *data, size_t n)
 {
 	size_t ncap;
@@ -1309,7 +1343,7 @@ static int take_body(struct http *h, struct request *rq, const char *data, size_
 
 	if (rq->too_large) {
 		rq->discarded += n;
-		return rq->discarded <= DISCARD_MAX;
+		return rq->discarded <= DISCARD_MAX ? 0 : -1;
 	}
 	if (n > h->body_max - rq->len) {
 		/* Over the cap without a Content-Length (chunked): drop what we
@@ -1321,11 +1355,11 @@ static int take_body(struct http *h, struct request *rq, const char *data, size_
 		rq->body = NULL;
 		rq->cap = 0;
 		rq->discarded = n;
-		return 1;
+		return 0;
 	}
 	if (!routes[rq->route].body) {
 		rq->len += n;
-		return 1;
+		return 0;
 	}
 	if (n > rq->cap - rq->len) {
 		ncap = rq->cap ? rq->cap : 4096;
@@ -1335,13 +1369,13 @@ static int take_body(struct http *h, struct request *rq, const char *data, size_
 			ncap = h->body_max;
 		nb = realloc(rq->body, ncap);
 		if (!nb)
-			return 0;
+			return -1;
 		rq->body = nb;
 		rq->cap = ncap;
 	}
 	memcpy(rq->body + rq->len, data, n);
 	rq->len += n;
-	return 1;
+	return 0;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
@@ -1367,7 +1401,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		*upload_data_size = 0;
 		if (rq->answered)
 			return MHD_YES;
-		if (!take_body(h, rq, upload_data, n))
+		if (take_body(h, rq, upload_data, n) < 0)
 			return MHD_NO;
 		return MHD_YES;
 	}
@@ -1388,7 +1422,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		return answer_queue(c, rq);
 	}
 	MHD_suspend_connection(c);
-	if (!work_push(h, rq)) {
+	if (work_push(h, rq) < 0) {
 		/* The pool closed meanwhile: answer on the next callback. */
 		answer_error(rq, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable",
 		             "shutting down; retry against another replica",
@@ -1442,7 +1476,8 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 
 /* ---- public ---- */
 
-/* "ADDR:PORT" with an IPv4 ADDR, "localhost" or nothing (all addresses). */
+/* "ADDR:PORT" with an IPv4 ADDR, "localhost" or nothing (all addresses):
+ * 0, or -1 with err filled. */
 static int parse_listen(const char *s, struct sockaddr_in *sa, char *err, size_t errlen)
 {
 	char host[LISTEN_MAX];
@@ -1456,7 +1491,7 @@ static int parse_listen(const char *s, struct sockaddr_in *sa, char *err, size_t
 		goto bad;
 	memcpy(host, s, (size_t)(colon - s));
 	host[colon - s] = '\0';
-	if (!parse_long(colon + 1, 0, 65535, &port) || strlen(colon + 1) > 5)
+	if (parse_long(colon + 1, 0, 65535, &port) < 0 || strlen(colon + 1) > 5)
 		goto bad;
 	sa->sin_port = htons((uint16_t)port);
 	if (!host[0])
@@ -1465,11 +1500,11 @@ static int parse_listen(const char *s, struct sockaddr_in *sa, char *err, size_t
 		sa->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	else if (inet_pton(AF_INET, host, &sa->sin_addr) != 1)
 		goto bad;
-	return 1;
+	return 0;
 bad:
 	snprintf(err, errlen, "invalid listen address \"%.64s\": expected IPv4 ADDR:PORT, e.g. 127.0.0.1:9095 or :9095",
 	         s ? s : "");
-	return 0;
+	return -1;
 }
 
 /* Copy of a token, NULL for none or empty: an empty token would let
@@ -1565,7 +1600,7 @@ enum rd_status http_start(const struct http_config *cfg, struct engine *e, struc
 	pthread_condattr_t ca;
 
 	*out = NULL;
-	if (!parse_listen(cfg->listen, &sa, err, errlen))
+	if (parse_listen(cfg->listen, &sa, err, errlen) < 0)
 		goto out;
 	if (!(cfg->webhook_token && *cfg->webhook_token) &&
 	    !(cfg->operator_token && *cfg->operator_token) && !cfg->insecure_no_auth) {

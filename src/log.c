@@ -62,14 +62,14 @@ const char *log_level_name(enum log_level lvl)
 	return "unknown";
 }
 
-/* Append raw bytes; 0 (and nothing written) when they do not fit. */
+/* Append raw bytes: 0, or -1 (and nothing written) when they do not fit. */
 static int line_raw(struct line *l, const char *s, size_t n)
 {
 	if (n > l->cap - l->len)
-		return 0;
+		return -1;
 	memcpy(l->p + l->len, s, n);
 	l->len += n;
-	return 1;
+	return 0;
 }
 
 /* JSON form of the character at s[0] (n bytes left): sets *out and *olen (esc
@@ -120,8 +120,8 @@ static size_t json_char(const unsigned char *s, size_t n, char *esc, const char 
 
 /* Append str[0..n) as a JSON string taking at most max bytes with its
  * quotes. A value that does not fit is cut at a character boundary and
- * ends in LOG_TRUNC_MARK. 0 (nothing written) when not even the marker
- * fits. */
+ * ends in LOG_TRUNC_MARK. 0, or -1 (nothing written) when not even the
+ * marker fits. */
 static int line_str(struct line *l, const char *str, size_t n, size_t max)
 {
 	const unsigned char *s = (const unsigned char *)str;
@@ -132,7 +132,7 @@ static int line_str(struct line *l, const char *str, size_t n, size_t max)
 	if (budget > max)
 		budget = max;
 	if (budget < LOG_MARK_LEN + 2)
-		return 0;
+		return -1;
 	budget -= 2;
 	/* First pass: does the whole value fit? */
 	for (i = 0; i < n && need <= budget; i += step) {
@@ -157,7 +157,7 @@ static int line_str(struct line *l, const char *str, size_t n, size_t max)
 		l->len += LOG_MARK_LEN;
 	}
 	l->p[l->len++] = '"';
-	return 1;
+	return 0;
 }
 
 static int line_cstr(struct line *l, const char *s, size_t max)
@@ -173,7 +173,7 @@ static int reserved_key(const char *k)
 	return !strcmp(k, "ts") || !strcmp(k, "level") || !strcmp(k, "msg") || !strcmp(k, "job");
 }
 
-/* ,"key": -- all or nothing. */
+/* ,"key": -- all or nothing: 0, or -1 when it does not fit. */
 static int line_key(struct line *l, const char *key)
 {
 	size_t save = l->len;
@@ -183,53 +183,55 @@ static int line_key(struct line *l, const char *key)
 		snprintf(tmp, sizeof(tmp), "_%s", key);
 		key = tmp;
 	}
-	if (!line_raw(l, ",", 1) || !line_str(l, key, strlen(key), LOG_KEY_MAX) ||
-	    !line_raw(l, ":", 1)) {
+	if (line_raw(l, ",", 1) < 0 || line_str(l, key, strlen(key), LOG_KEY_MAX) < 0 ||
+	    line_raw(l, ":", 1) < 0) {
 		l->len = save;
-		return 0;
+		return -1;
 	}
-	return 1;
+	return 0;
 }
 
-/* One string field; NULL becomes JSON null. 0 when the line is full. */
+/* One string field; NULL becomes JSON null. 0, or -1 (nothing written)
+ * when the line is full. */
 static int line_field_str(struct line *l, const char *key, const char *val)
 {
 	size_t save = l->len;
 
-	if (!line_key(l, key))
+	if (line_key(l, key) < 0)
+		return -1;
+	if ((val ? line_cstr(l, val, LOG_VALUE_MAX) : line_raw(l, "null", 4)) == 0)
 		return 0;
-	if (val ? line_cstr(l, val, LOG_VALUE_MAX) : line_raw(l, "null", 4))
-		return 1;
 	l->len = save;
-	return 0;
+	return -1;
 }
 
 /* One field from a cJSON item: strings escaped, anything else as its JSON
- * text; JSON too long to fit is logged as a truncated string instead. */
+ * text; JSON too long to fit is logged as a truncated string instead.
+ * 0, or -1 (nothing written) when the line is full. */
 static int line_field_json(struct line *l, const cJSON *item)
 {
 	size_t save = l->len, room;
 	char *txt;
-	int ok;
+	int rc;
 
 	if (cJSON_IsString(item))
 		return line_field_str(l, item->string, item->valuestring);
-	if (!line_key(l, item->string))
-		return 0;
+	if (line_key(l, item->string) < 0)
+		return -1;
 	txt = cJSON_PrintUnformatted(item);
 	if (!txt) {
-		ok = line_raw(l, "null", 4);
+		rc = line_raw(l, "null", 4);
 	} else {
 		size_t n = strlen(txt);
 		room = l->cap - l->len;
 		if (room > LOG_VALUE_MAX)
 			room = LOG_VALUE_MAX;
-		ok = n <= room ? line_raw(l, txt, n) : line_str(l, txt, n, LOG_VALUE_MAX);
+		rc = n <= room ? line_raw(l, txt, n) : line_str(l, txt, n, LOG_VALUE_MAX);
 		free(txt);
 	}
-	if (!ok)
+	if (rc < 0)
 		l->len = save;
-	return ok;
+	return rc;
 }
 
 static void line_begin(struct line *l, enum log_level lvl, const char *job, const char *msg)
@@ -248,7 +250,7 @@ static void line_begin(struct line *l, enum log_level lvl, const char *job, cons
 	line_cstr(l, msg ? msg : "", LOG_VALUE_MAX);
 	if (job) {
 		size_t save = l->len;
-		if (!line_raw(l, ",\"job\":", 7) || !line_cstr(l, job, LOG_KEY_MAX))
+		if (line_raw(l, ",\"job\":", 7) < 0 || line_cstr(l, job, LOG_KEY_MAX) < 0)
 			l->len = save;
 	}
 }

@@ -283,7 +283,8 @@ static int cmd_run(const char *playbook, struct config *c, struct playbook_set *
 	char *body = NULL;
 	size_t len;
 	cJSON *answer = NULL, *rec = NULL;
-	int rc = 1, status, retry_after;
+	struct engine_reply reply;
+	int rc = 1;
 
 	if (!c->alert) {
 		fprintf(stderr, "recoveryd run: --alert FILE is required\n");
@@ -313,12 +314,11 @@ static int cmd_run(const char *playbook, struct config *c, struct playbook_set *
 		fprintf(stderr, "recoveryd run: cannot start the engine\n");
 		goto out;
 	}
-	engine_submit(e, &p, playbook, c->dry_run, &status, &answer, &retry_after);
-	if (status != 202) {
-		cJSON *m = cJSON_GetObjectItem(answer, "message");
-		fprintf(stderr, "recoveryd run: %s\n", cJSON_IsString(m) ? m->valuestring : "refused");
+	if (engine_submit(e, &p, playbook, c->dry_run, &reply) != ENGINE_ACCEPTED) {
+		fprintf(stderr, "recoveryd run: %s\n", reply.message[0] ? reply.message : "refused");
 		goto out;
 	}
+	answer = reply.body;
 	cJSON *jobs = cJSON_GetObjectItem(answer, "jobs");
 	cJSON *first = cJSON_GetArrayItem(jobs, 0);
 	if (!first || !cJSON_IsString(cJSON_GetObjectItem(first, "id"))) {

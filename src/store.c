@@ -625,8 +625,8 @@ static void fail_all(struct store_batch *list, const char *why)
 }
 
 /* Apply every batch of list in one transaction. Sets each batch's result;
- * returns 1 when the transaction committed. */
-static int run_txn(struct store *s, struct store_batch *list)
+ * returns RD_OK when the transaction committed, else RD_ERR. */
+static enum rd_status run_txn(struct store *s, struct store_batch *list)
 {
 	char err[ERR_MAX + 32];
 	struct store_batch *b;
@@ -634,7 +634,7 @@ static int run_txn(struct store *s, struct store_batch *list)
 	err[0] = '\0';
 	if (wexec(s, s->w[W_BEGIN], err, sizeof(err)) != SQLITE_OK) {
 		fail_all(list, err);
-		return 0;
+		return RD_ERR;
 	}
 	for (b = list; b; b = b->next) {
 		int ok = wexec(s, s->w[W_SAVEPOINT], err, sizeof(err)) == SQLITE_OK;
@@ -655,19 +655,19 @@ static int run_txn(struct store *s, struct store_batch *list)
 		if (sqlite3_get_autocommit(s->wdb)) {
 			snprintf(err, sizeof(err), "transaction rolled back: %s", b->err);
 			fail_all(list, err);
-			return 0;
+			return RD_ERR;
 		}
 		if (wexec(s, s->w[W_ROLLBACK_TO], err, sizeof(err)) != SQLITE_OK ||
 		    wexec(s, s->w[W_RELEASE], err, sizeof(err)) != SQLITE_OK)
 			goto abort;
 	}
 	if (wexec(s, s->w[W_COMMIT], err, sizeof(err)) == SQLITE_OK)
-		return 1;
+		return RD_OK;
 abort:
 	if (!sqlite3_get_autocommit(s->wdb))
 		wexec(s, s->w[W_ROLLBACK], NULL, 0);
 	fail_all(list, err[0] ? err : "transaction failed");
-	return 0;
+	return RD_ERR;
 }
 
 static const char *batch_job(const struct store_batch *b)
@@ -708,7 +708,7 @@ static void *writer_main(void *arg)
 		}
 		pthread_mutex_unlock(&s->mu);
 
-		committed = run_txn(s, list);
+		committed = run_txn(s, list) == RD_OK;
 		if (!committed)
 			log_kv(LOG_ERROR, batch_job(list), "journal transaction failed", "path", s->path,
 			       "error", list->err, NULL);

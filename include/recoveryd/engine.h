@@ -45,20 +45,46 @@ void engine_playbook_broken(struct engine *e, const char *file, const char *erro
 /* Number of unfinished jobs (tests, `run`). */
 size_t engine_active(struct engine *e);
 
-/* Route and admit every alert of p, commit the result to the journal and
- * return the HTTP answer: *status and a JSON body (caller frees).
+/* What engine_submit and engine_cancel did. The engine knows nothing of
+ * HTTP: http.c turns each result into a status code, an error code and
+ * Retry-After in one place (engine_http_of), docs/http-api.md "Errors". */
+enum engine_result {
+	ENGINE_ACCEPTED,         /* submit: every decision is committed; body set */
+	ENGINE_CANCEL_REQUESTED, /* cancel: the job stops; body set */
+	ENGINE_UNKNOWN_PLAYBOOK, /* submit: no loaded playbook has that name */
+	ENGINE_NOT_FOUND,        /* cancel: no such job */
+	ENGINE_CONFLICT,         /* submit: a manual trigger meets an Alertmanager job;
+	                          * cancel: the job already ended */
+	ENGINE_DRAINING,         /* submit: SIGTERM started the drain */
+	ENGINE_QUEUE_FULL,       /* submit: unfinished jobs + alerts > queue_max */
+	ENGINE_UNAVAILABLE,      /* submit: the journal did not commit */
+	ENGINE_NOMEM,            /* out of memory */
+};
+#define ENGINE_RESULT_COUNT (ENGINE_NOMEM + 1)
+
+#define ENGINE_MESSAGE_MAX 512
+
+/* The data of a result. Whatever the result, nothing of a refused request
+ * was kept: a retry starts afresh. */
+struct engine_reply {
+	cJSON *body;                      /* ENGINE_ACCEPTED, ENGINE_CANCEL_REQUESTED:
+	                                   * the answer (caller frees); else NULL */
+	char message[ENGINE_MESSAGE_MAX]; /* any other result: why, for humans */
+};
+
+/* Route and admit every alert of p and commit the decisions to the journal
+ * before returning.
  *  playbook == NULL: route by each playbook's match (POST /webhook);
  *  playbook != NULL: every alert goes to that playbook (POST /trigger/{p}).
  *  dry_run: this request's jobs are dry-runs (the global flag also applies).
- * Answers: 202 {"jobs":[{id,playbook,key,state}],"unmatched":N};
- *          404 {"error":"unknown_playbook",...};
- *          409 {"error":"conflict",...}: a manual trigger (p->manual) for an
- *          alert whose Alertmanager job has not ended (it may neither join
- *          nor cancel it; manual jobs have keys "playbook/manual/<fp>");
- *          503 {"error":"unavailable",...} (draining, queue full, journal
- *          error): *retry_after is set to the seconds to send in Retry-After. */
-void engine_submit(struct engine *e, const struct payload *p, const char *playbook, int dry_run,
-                   int *status, cJSON **body, int *retry_after);
+ * Returns ENGINE_ACCEPTED with body {"jobs":[{id,playbook,key,state}],"unmatched":N};
+ *  ENGINE_UNKNOWN_PLAYBOOK;
+ *  ENGINE_CONFLICT: a manual trigger (p->manual) for an alert whose
+ *  Alertmanager job has not ended (it may neither join nor cancel it;
+ *  manual jobs have keys "playbook/manual/<fp>");
+ *  ENGINE_DRAINING, ENGINE_QUEUE_FULL, ENGINE_UNAVAILABLE, ENGINE_NOMEM. */
+enum engine_result engine_submit(struct engine *e, const struct payload *p, const char *playbook,
+                                 int dry_run, struct engine_reply *r);
 
 /* Block until job id has ended or timeout seconds passed.
  * Returns 1 when it ended, 0 on timeout, -1 when no such job. */
@@ -69,9 +95,11 @@ enum rd_status engine_job_json(struct engine *e, const char *id, cJSON **out);
 /* GET /api/v1/jobs: newest first; filters may be NULL. */
 enum rd_status engine_jobs_json(struct engine *e, const char *state, const char *playbook, int limit,
                                 cJSON **out);
-/* POST /api/v1/jobs/{id}/cancel: 200 with {"id","state"}; 404 not_found;
- * 409 {"error":"conflict"} when the job already ended. */
-void engine_cancel(struct engine *e, const char *id, int *status, cJSON **body);
+/* POST /api/v1/jobs/{id}/cancel: ENGINE_CANCEL_REQUESTED with body
+ * {"id","state"} (state "cancelling" when an attempt runs, else
+ * "cancelled"); ENGINE_NOT_FOUND; ENGINE_CONFLICT when the job already
+ * ended; ENGINE_NOMEM. Works while draining. */
+enum engine_result engine_cancel(struct engine *e, const char *id, struct engine_reply *r);
 /* GET /api/v1/playbooks: array of {name, description, match, retries,
  * backoff, timeout, cooldown, budget, escalate, idempotent, file}. */
 cJSON *engine_playbooks_json(struct engine *e);

@@ -91,8 +91,9 @@ struct fx {
 };
 
 struct answer {
-	int status, retry_after;
-	cJSON *body;
+	enum engine_result r;
+	cJSON *body;                      /* ENGINE_ACCEPTED */
+	char message[ENGINE_MESSAGE_MAX]; /* otherwise */
 };
 
 static const char *str(const cJSON *o, const char *k)
@@ -242,29 +243,38 @@ static void submit(struct fx *f, const char *json, const char *playbook, int dry
 	if (alert_parse(json, strlen(json), playbook ? ALERT_ALLOW_MANUAL : 0, &p, err, sizeof(err)) !=
 	    ALERT_OK)
 		fail_msg("payload: %s", err);
-	a->status = a->retry_after = -1;
-	a->body = NULL;
-	engine_submit(f->e, &p, playbook, dry_run, &a->status, &a->body, &a->retry_after);
+	struct engine_reply rp;
+	memset(&rp, 0xa5, sizeof(rp)); /* the engine sets every field */
+	a->r = engine_submit(f->e, &p, playbook, dry_run, &rp);
+	a->body = rp.body;
+	memcpy(a->message, rp.message, sizeof(a->message));
 	payload_free(&p);
-	assert_non_null(a->body);
+	if (a->r == ENGINE_ACCEPTED) {
+		assert_non_null(a->body);
+	} else {
+		assert_null(a->body);
+		assert_non_null(memchr(a->message, '\0', sizeof(a->message)));
+		assert_true(a->message[0] != '\0');
+	}
 }
 
 /* POST /webhook expecting 202: the answer's jobs array. */
 static const cJSON *accepted(struct fx *f, const char *json, struct answer *a)
 {
 	submit(f, json, NULL, 0, a);
-	assert_int_equal(a->status, 202);
+	assert_int_equal(a->r, ENGINE_ACCEPTED);
 	const cJSON *jobs = cJSON_GetObjectItemCaseSensitive(a->body, "jobs");
 	assert_true(cJSON_IsArray(jobs));
 	return jobs;
 }
 
-static void assert_unavailable(const struct answer *a)
+/* A refusal: the result and the exact message the API sends (http.c adds
+ * the status, the error code and Retry-After). */
+static void assert_refused(const struct answer *a, enum engine_result r, const char *message)
 {
-	assert_int_equal(a->status, 503);
-	assert_string_equal(str(a->body, "error"), "unavailable");
-	assert_non_null(str(a->body, "message"));
-	assert_int_equal(a->retry_after, 5);
+	assert_int_equal(a->r, r);
+	assert_null(a->body);
+	assert_string_equal(a->message, message);
 }
 
 static int count_calls(const char *call)
@@ -396,7 +406,7 @@ static void test_trigger_names_the_playbook(void **state)
 	start(f, pbs, 0, 0);
 	/* /trigger/disk: the alert goes to disk whatever its labels */
 	submit(f, FIRING(FP4, "\"alertname\":\"Other\""), "disk", 0, &a);
-	assert_int_equal(a.status, 202);
+	assert_int_equal(a.r, ENGINE_ACCEPTED);
 	const cJSON *j = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(a.body, "jobs"), 0);
 	assert_string_equal(str(j, "key"), "disk/" FP4);
 	assert_int_equal(count_calls("schedule"), 1);
@@ -405,7 +415,7 @@ static void test_trigger_names_the_playbook(void **state)
 	/* the manual form: a key of its own, the reason kept */
 	submit(f, "{\"labels\":{\"alertname\":\"Other\"},\"reason\":\"on-call check\",\"fingerprint\":\"" FP3 "\"}",
 	       "disk", 0, &a);
-	assert_int_equal(a.status, 202);
+	assert_int_equal(a.r, ENGINE_ACCEPTED);
 	j = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(a.body, "jobs"), 0);
 	assert_string_equal(str(j, "key"), "disk/manual/" FP3);
 	assert_string_equal(str(j, "state"), "queued");
@@ -421,18 +431,29 @@ static void test_trigger_names_the_playbook(void **state)
 	const char *am = str(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(c.body, "jobs"), 0), "id");
 	int commits = fake_store_commits(f->store);
 	submit(f, "{\"labels\":{" DISK "},\"fingerprint\":\"" FP1 "\"}", "disk", 0, &a);
-	assert_int_equal(a.status, 409);
-	assert_string_equal(str(a.body, "error"), "conflict");
-	assert_non_null(strstr(str(a.body, "message"), am));
+	assert_int_equal(a.r, ENGINE_CONFLICT);
+	assert_null(a.body);
+	char want[512];
+	snprintf(want, sizeof(want),
+	         "job %s for this alert was started by Alertmanager and has not ended; a manual "
+	         "trigger does not join it: wait for it, or cancel it with POST "
+	         "/api/v1/jobs/%s/cancel and trigger again", am, am);
+	assert_string_equal(a.message, want);
 	assert_int_equal(fake_store_commits(f->store), commits);
-	cJSON_Delete(a.body);
+	/* nor cancel it */
+	submit(f, "{\"labels\":{" DISK "},\"fingerprint\":\"" FP1 "\",\"status\":\"resolved\"}", "disk", 0, &a);
+	snprintf(want, sizeof(want),
+	         "job %s for this alert was started by Alertmanager; a manual trigger cannot "
+	         "cancel it: use POST /api/v1/jobs/%s/cancel", am, am);
+	assert_refused(&a, ENGINE_CONFLICT, want);
+	assert_int_equal(fake_store_commits(f->store), commits);
+	assert_int_equal(count_calls("cancel"), 0);
 	cJSON_Delete(c.body);
 
 	/* an unknown playbook: 404, nothing journaled or started */
 	int scheduled = count_calls("schedule");
 	submit(f, FIRING(FP1, DISK), "no-such-playbook", 0, &a);
-	assert_int_equal(a.status, 404);
-	assert_string_equal(str(a.body, "error"), "unknown_playbook");
+	assert_refused(&a, ENGINE_UNKNOWN_PLAYBOOK, "no playbook named 'no-such-playbook' is loaded");
 	assert_int_equal(fake_store_commits(f->store), commits);
 	assert_int_equal(count_calls("schedule"), scheduled);
 	cJSON_Delete(a.body);
@@ -572,7 +593,7 @@ static void test_queue_full_is_503(void **state)
 	int commits = fake_store_commits(f->store);
 
 	submit(f, FIRING(FP3, DISK), NULL, 0, &a);
-	assert_unavailable(&a);
+	assert_refused(&a, ENGINE_QUEUE_FULL, "the job queue is full");
 	cJSON_Delete(a.body);
 	/* nothing journaled, nothing started: Alertmanager retries a 503 */
 	assert_int_equal(fake_store_commits(f->store), commits);
@@ -631,7 +652,7 @@ static void test_journal_failure_acknowledges_nothing(void **state)
 	start(f, pbs, 0, 0);
 	fake_store_fail_commits(f->store, 1);
 	submit(f, FIRING(FP1, "\"alertname\":\"Tight\""), NULL, 0, &a);
-	assert_unavailable(&a);
+	assert_refused(&a, ENGINE_UNAVAILABLE, "the job journal cannot commit; retry later");
 	cJSON_Delete(a.body);
 	assert_int_equal(count_calls("schedule"), 0);
 	assert_int_equal(engine_active(f->e), 0);
@@ -667,7 +688,7 @@ static void test_journal_failure_on_resolve_then_retry_cancels(void **state)
 
 	fake_store_fail_commits(f->store, 1);
 	submit(f, RESOLVED(FP1, DISK), NULL, 0, &a);
-	assert_unavailable(&a);
+	assert_refused(&a, ENGINE_UNAVAILABLE, "the job journal cannot commit; retry later");
 	cJSON_Delete(a.body);
 	assert_int_equal(count_calls("cancel"), 0);
 	assert_int_equal(engine_active(f->e), 1);
@@ -914,7 +935,7 @@ static void test_dry_run_jobs(void **state)
 	start(f, pbs, 0, 0);
 	/* ?dry_run=1 on /trigger: this job only */
 	submit(f, FIRING(FP1, DISK), "disk", 1, &a);
-	assert_int_equal(a.status, 202);
+	assert_int_equal(a.r, ENGINE_ACCEPTED);
 	const char *id = str(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(a.body, "jobs"), 0), "id");
 	assert_int_equal((int)num(fake_store_job(f->store, id), "dry_run"), 1);
 	cJSON_Delete(a.body);
@@ -932,7 +953,7 @@ static void test_dry_run_jobs(void **state)
 		                                 FIRING(FP3, "\"alertname\":\"Tight\"") };
 	for (int i = 0; i < 3; i++) {
 		submit(f, tight[i], "tight", 1, &a);
-		assert_int_equal(a.status, 202);
+		assert_int_equal(a.r, ENGINE_ACCEPTED);
 		cJSON_Delete(a.body);
 	}
 	cJSON *rows = fake_store_ops(f->store, "escalation", NULL), *it;
@@ -974,8 +995,7 @@ static void test_operator_cancel(void **state)
 	struct fx *f = *state;
 	static const char *const pbs[] = { pb_disk, NULL };
 	struct answer a;
-	int status;
-	cJSON *body;
+	struct engine_reply rp;
 	char id[40], d[64];
 
 	seed(f, J_DONE, "disk", "disk/" FP4, "succeeded", 1, rd_now() - 50, rd_now() - 40, 0, 0);
@@ -983,23 +1003,20 @@ static void test_operator_cancel(void **state)
 	snprintf(id, sizeof(id), "%s", str(cJSON_GetArrayItem(accepted(f, FIRING(FP1, DISK), &a), 0), "id"));
 	cJSON_Delete(a.body);
 
-	engine_cancel(f->e, id, &status, &body);
-	assert_int_equal(status, 200);
-	assert_string_equal(str(body, "id"), id);
-	assert_string_equal(str(body, "state"), "cancelled"); /* queued: it ends without running */
-	cJSON_Delete(body);
+	assert_int_equal(engine_cancel(f->e, id, &rp), ENGINE_CANCEL_REQUESTED);
+	assert_string_equal(str(rp.body, "id"), id);
+	assert_string_equal(str(rp.body, "state"), "cancelled"); /* queued: it ends without running */
+	cJSON_Delete(rp.body);
 	assert_int_equal(count_calls("cancel"), 1);
 	decisions(f, id, d, sizeof(d));
 	assert_string_equal(d, "queued,cancelled");
 
-	engine_cancel(f->e, J_DONE, &status, &body);
-	assert_int_equal(status, 409);
-	assert_string_equal(str(body, "error"), "conflict");
-	cJSON_Delete(body);
-	engine_cancel(f->e, "ffffffffffffffffffffffffffffffff", &status, &body);
-	assert_int_equal(status, 404);
-	assert_string_equal(str(body, "error"), "not_found");
-	cJSON_Delete(body);
+	assert_int_equal(engine_cancel(f->e, J_DONE, &rp), ENGINE_CONFLICT);
+	assert_null(rp.body);
+	assert_string_equal(rp.message, "job already ended (succeeded)");
+	assert_int_equal(engine_cancel(f->e, "ffffffffffffffffffffffffffffffff", &rp), ENGINE_NOT_FOUND);
+	assert_null(rp.body);
+	assert_string_equal(rp.message, "no such job");
 	assert_int_equal(count_calls("cancel"), 1);
 }
 
@@ -1017,7 +1034,7 @@ static void test_draining_is_503(void **state)
 	assert_int_equal(engine_ready(f->e, why, sizeof(why)), 0);
 	int commits = fake_store_commits(f->store);
 	submit(f, FIRING(FP1, DISK), NULL, 0, &a);
-	assert_unavailable(&a);
+	assert_refused(&a, ENGINE_DRAINING, "recoveryd is shutting down; retry on another replica");
 	cJSON_Delete(a.body);
 	assert_int_equal(fake_store_commits(f->store), commits);
 	assert_int_equal(count_calls("schedule"), 0);

@@ -56,11 +56,13 @@ static struct fake {
 	int draining;
 	int ready;
 	/* engine_submit */
-	int submit_status, submit_retry_after, submit_calls, submit_dry_run;
+	enum engine_result submit_result;
+	int submit_calls, submit_dry_run;
 	size_t submit_n_alerts;
 	int submit_manual;
 	char submit_playbook[64]; /* "" for NULL */
-	char submit_body[512];
+	char submit_body[512];    /* the body of ENGINE_ACCEPTED and ENGINE_CANCEL_REQUESTED */
+	char submit_message[256]; /* the message of the other results */
 	/* engine_wait */
 	int wait_result, wait_calls;
 	char wait_id[80];
@@ -71,7 +73,7 @@ static struct fake {
 	int jobs_calls, jobs_limit;
 	char jobs_state[32], jobs_playbook[64];
 	/* engine_cancel */
-	int cancel_status;
+	enum engine_result cancel_result;
 	char cancel_id[80];
 } fk = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
@@ -82,14 +84,14 @@ static void fake_reset(void)
 	pthread_mutex_lock(&fk.lock);
 	fk.draining = 0;
 	fk.ready = 1;
-	fk.submit_status = 202;
-	fk.submit_retry_after = 0;
+	fk.submit_result = ENGINE_ACCEPTED;
 	fk.submit_calls = 0;
 	fk.submit_dry_run = -1;
 	fk.submit_n_alerts = 0;
 	fk.submit_manual = -1;
 	snprintf(fk.submit_playbook, sizeof(fk.submit_playbook), "<none>");
 	snprintf(fk.submit_body, sizeof(fk.submit_body), "%s", submit_queued);
+	snprintf(fk.submit_message, sizeof(fk.submit_message), "refused by the fake");
 	fk.wait_result = 1;
 	fk.wait_calls = 0;
 	fk.wait_id[0] = '\0';
@@ -99,14 +101,22 @@ static void fake_reset(void)
 	fk.jobs_calls = 0;
 	fk.jobs_limit = -1;
 	fk.jobs_state[0] = fk.jobs_playbook[0] = '\0';
-	fk.cancel_status = 200;
+	fk.cancel_result = ENGINE_CANCEL_REQUESTED;
 	fk.cancel_id[0] = '\0';
 	pthread_mutex_unlock(&fk.lock);
 }
 
-void engine_submit(struct engine *e, const struct payload *p, const char *playbook, int dry_run,
-                   int *status, cJSON **body, int *retry_after)
+/* Results that come with a body (the others with a message). */
+static int has_body(enum engine_result r)
 {
+	return r == ENGINE_ACCEPTED || r == ENGINE_CANCEL_REQUESTED;
+}
+
+enum engine_result engine_submit(struct engine *e, const struct payload *p, const char *playbook,
+                                 int dry_run, struct engine_reply *r)
+{
+	enum engine_result res;
+
 	(void)e;
 	pthread_mutex_lock(&fk.lock);
 	fk.submit_calls++;
@@ -114,10 +124,11 @@ void engine_submit(struct engine *e, const struct payload *p, const char *playbo
 	fk.submit_n_alerts = p->n_alerts;
 	fk.submit_manual = p->manual;
 	snprintf(fk.submit_playbook, sizeof(fk.submit_playbook), "%s", playbook ? playbook : "");
-	*status = fk.submit_status;
-	*retry_after = fk.submit_retry_after;
-	*body = cJSON_Parse(fk.submit_body);
+	res = fk.submit_result;
+	r->body = has_body(res) ? cJSON_Parse(fk.submit_body) : NULL;
+	snprintf(r->message, sizeof(r->message), "%s", has_body(res) ? "" : fk.submit_message);
 	pthread_mutex_unlock(&fk.lock);
+	return res;
 }
 
 int engine_wait(struct engine *e, const char *id, double timeout)
@@ -159,20 +170,25 @@ enum rd_status engine_jobs_json(struct engine *e, const char *state, const char 
 	return RD_OK;
 }
 
-void engine_cancel(struct engine *e, const char *id, int *status, cJSON **body)
+enum engine_result engine_cancel(struct engine *e, const char *id, struct engine_reply *r)
 {
+	enum engine_result res;
+
 	(void)e;
 	pthread_mutex_lock(&fk.lock);
 	snprintf(fk.cancel_id, sizeof(fk.cancel_id), "%s", id);
-	*status = fk.cancel_status;
-	pthread_mutex_unlock(&fk.lock);
-	if (*status == 200) {
-		*body = cJSON_CreateObject();
-		cJSON_AddStringToObject(*body, "id", id);
-		cJSON_AddStringToObject(*body, "state", "cancelled");
+	res = fk.cancel_result;
+	r->body = NULL;
+	r->message[0] = '\0';
+	if (has_body(res)) {
+		r->body = cJSON_CreateObject();
+		cJSON_AddStringToObject(r->body, "id", id);
+		cJSON_AddStringToObject(r->body, "state", "cancelled");
 	} else {
-		*body = cJSON_Parse("{\"error\":\"conflict\",\"message\":\"job already ended\"}");
+		snprintf(r->message, sizeof(r->message), "%s", fk.submit_message);
 	}
+	pthread_mutex_unlock(&fk.lock);
+	return res;
 }
 
 cJSON *engine_playbooks_json(struct engine *e)
@@ -586,12 +602,13 @@ static void test_routes(void **state)
 	post("/webhook", WH_TOKEN, "{\"labels\":{\"alertname\":\"X\"}}", &r);
 	assert_error(&r, 400, "invalid_payload");
 
-	/* Engine answers pass through (404 unknown_playbook). */
-	fk.submit_status = 404;
-	snprintf(fk.submit_body, sizeof(fk.submit_body),
-	         "{\"error\":\"unknown_playbook\",\"message\":\"no playbook nope\"}");
+	/* Engine refusals become errors (404 unknown_playbook). */
+	fk.submit_result = ENGINE_UNKNOWN_PLAYBOOK;
+	snprintf(fk.submit_message, sizeof(fk.submit_message), "no playbook named 'nope' is loaded");
 	post("/trigger/nope", OP_TOKEN, v4_payload, &r);
 	assert_error(&r, 404, "unknown_playbook");
+	assert_string_equal(r.body, "{\"error\":\"unknown_playbook\",\"message\":"
+	                            "\"no playbook named 'nope' is loaded\"}\n");
 	/* A name no playbook can have is refused without asking the engine. */
 	fk.submit_calls = 0;
 	post("/trigger/bad%20name", OP_TOKEN, v4_payload, &r);
@@ -599,14 +616,12 @@ static void test_routes(void **state)
 	assert_int_equal(fk.submit_calls, 0);
 	fake_reset();
 
-	/* Engine 503 (queue full) keeps its Retry-After. */
-	fk.submit_status = 503;
-	fk.submit_retry_after = 7;
-	snprintf(fk.submit_body, sizeof(fk.submit_body),
-	         "{\"error\":\"unavailable\",\"message\":\"queue full\"}");
+	/* Engine 503 (queue full) with its Retry-After. */
+	fk.submit_result = ENGINE_QUEUE_FULL;
+	snprintf(fk.submit_message, sizeof(fk.submit_message), "the job queue is full");
 	post("/webhook", WH_TOKEN, v4_payload, &r);
 	assert_error(&r, 503, "unavailable");
-	assert_string_equal(r.retry_after, "7");
+	assert_string_equal(r.retry_after, "5");
 	fake_reset();
 
 	/* Jobs API. */
@@ -650,9 +665,12 @@ static void test_routes(void **state)
 	assert_int_equal(r.status, 200);
 	assert_string_equal(fk.cancel_id, "job-9");
 	assert_non_null(strstr(r.body, "cancelled"));
-	fk.cancel_status = 409;
+	fk.cancel_result = ENGINE_CONFLICT;
+	snprintf(fk.submit_message, sizeof(fk.submit_message), "job already ended (succeeded)");
 	post("/api/v1/jobs/job-9/cancel", OP_TOKEN, NULL, &r);
 	assert_error(&r, 409, "conflict");
+	assert_string_equal(r.body,
+	                    "{\"error\":\"conflict\",\"message\":\"job already ended (succeeded)\"}\n");
 
 	get("/api/v1/playbooks", OP_TOKEN, &r);
 	assert_int_equal(r.status, 200);
@@ -660,6 +678,82 @@ static void test_routes(void **state)
 	assert_true(metrics_get(M_WEBHOOK_REQUESTS, "/api/v1/jobs/{id}", "200") >= 1);
 	assert_true(metrics_get(M_WEBHOOK_REQUESTS, "/api/v1/jobs/{id}/cancel", "409") >= 1);
 	assert_true(metrics_get(M_WEBHOOK_REQUESTS, "/trigger", "202") >= 1);
+}
+
+/* docs/http-api.md, "Errors" and its 503 table: what each engine result
+ * answers. Sized by ENGINE_RESULT_COUNT: a result added to engine.h and
+ * not here fails the test (its status is 0). */
+static const struct {
+	long status;
+	const char *error;       /* NULL: the engine's body is sent */
+	const char *retry_after; /* "": no Retry-After */
+} documented[ENGINE_RESULT_COUNT] = {
+	[ENGINE_ACCEPTED] = { 202, NULL, "" },
+	[ENGINE_CANCEL_REQUESTED] = { 200, NULL, "" },
+	[ENGINE_UNKNOWN_PLAYBOOK] = { 404, "unknown_playbook", "" },
+	[ENGINE_NOT_FOUND] = { 404, "not_found", "" },
+	[ENGINE_CONFLICT] = { 409, "conflict", "" },
+	[ENGINE_DRAINING] = { 503, "unavailable", "5" },
+	[ENGINE_QUEUE_FULL] = { 503, "unavailable", "5" },
+	[ENGINE_UNAVAILABLE] = { 503, "unavailable", "5" },
+	[ENGINE_NOMEM] = { 503, "unavailable", "5" },
+};
+
+/* r is the answer to engine result i whose body (if any) was body. */
+static void assert_engine_answer(const struct resp *r, int i, const char *body)
+{
+	char want[512];
+
+	if (r->status != documented[i].status)
+		fprintf(stderr, "engine result %d: want %ld got %ld: %s\n", i, documented[i].status,
+		        r->status, r->body);
+	assert_int_equal(r->status, documented[i].status);
+	assert_string_equal(r->retry_after, documented[i].retry_after);
+	assert_string_equal(r->ctype, "application/json");
+	if (documented[i].error)
+		snprintf(want, sizeof(want), "{\"error\":\"%s\",\"message\":\"refused: %d\"}\n",
+		         documented[i].error, i);
+	else
+		snprintf(want, sizeof(want), "%s\n", body);
+	assert_string_equal(r->body, want);
+}
+
+/* Every engine_result, from submit and from cancel, answers its documented
+ * status, error body and Retry-After. */
+static void test_engine_results(void **state)
+{
+	struct resp r;
+
+	(void)state;
+	for (int i = 0; i < ENGINE_RESULT_COUNT; i++) {
+		assert_true(documented[i].status != 0);
+		fake_reset();
+		pthread_mutex_lock(&fk.lock);
+		fk.submit_result = fk.cancel_result = (enum engine_result)i;
+		snprintf(fk.submit_message, sizeof(fk.submit_message), "refused: %d", i);
+		pthread_mutex_unlock(&fk.lock);
+		post("/webhook", WH_TOKEN, v4_payload, &r);
+		assert_int_equal(fk.submit_calls, 1);
+		assert_engine_answer(&r, i, submit_queued);
+		post("/trigger/pb", OP_TOKEN, v4_payload, &r);
+		assert_int_equal(fk.submit_calls, 2);
+		assert_engine_answer(&r, i, submit_queued);
+		post("/api/v1/jobs/job-9/cancel", OP_TOKEN, NULL, &r);
+		assert_string_equal(fk.cancel_id, "job-9");
+		assert_engine_answer(&r, i, "{\"id\":\"job-9\",\"state\":\"cancelled\"}");
+	}
+
+	/* Not a result, or a success without its body: the engine gave no answer. */
+	fake_reset();
+	fk.submit_result = (enum engine_result)ENGINE_RESULT_COUNT;
+	post("/webhook", WH_TOKEN, v4_payload, &r);
+	assert_error(&r, 500, "internal");
+	assert_string_equal(r.retry_after, "");
+	fk.submit_result = ENGINE_ACCEPTED;
+	fk.submit_body[0] = '\0'; /* cJSON_Parse fails: no body */
+	post("/webhook", WH_TOKEN, v4_payload, &r);
+	assert_error(&r, 500, "internal");
+	assert_non_null(strstr(r.body, "the engine gave no answer"));
 }
 
 static void test_not_found_and_method(void **state)
@@ -1039,6 +1133,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_open_endpoints, start_default, stop_default),
 		cmocka_unit_test_setup_teardown(test_auth, start_default, stop_default),
 		cmocka_unit_test_setup_teardown(test_routes, start_default, stop_default),
+		cmocka_unit_test_setup_teardown(test_engine_results, start_default, stop_default),
 		cmocka_unit_test_setup_teardown(test_not_found_and_method, start_default, stop_default),
 		cmocka_unit_test_setup_teardown(test_media_type, start_default, stop_default),
 		cmocka_unit_test_setup_teardown(test_too_large, start_default, stop_default),

@@ -506,43 +506,149 @@ static void prune(struct engine *e, double now)
 	admit_prune(e->admit, now, horizon);
 }
 
-enum engine_result engine_submit(struct engine *e, const struct payload *p, const char *playbook,
-                                 int dry_run, struct engine_reply *r)
+/* A submit between its decisions and their commit. */
+struct submit {
+	struct engine *e;
+	engine_submit_fn *done;
+	void *arg;
+	struct pending fresh, final;
+	struct cancel_ids cancels;
+	struct outbox_notes notes;
+	cJSON *answer, *jobs;
+	double now;
+	long unmatched;
+	size_t n_alerts;
+	int resolved;
+	char *group_key, *playbook;
+};
+
+static void submit_free(struct submit *sb)
 {
-	struct store_batch *b = NULL;
-	struct pending fresh = {0}, final = {0};
-	struct cancel_ids cancels = {0};
-	struct outbox_notes notes = {0};
-	struct playbook_set *set;
-	struct job *am;
-	cJSON *answer = NULL, *jobs;
-	double now = rd_now();
-	long unmatched = 0;
-	int failed = 0;
+	free(sb->fresh.v);
+	free(sb->cancels.v);
+	free(sb->final.v);
+	free(sb->group_key);
+	free(sb->playbook);
+	free(sb);
+}
+
+/* The decisions of sb are committed (or not): put them into effect or
+ * forget them, then answer. On the journal writer's thread, or the
+ * submitter's when nothing was handed to the journal. */
+static void submit_committed(enum rd_status committed, void *arg)
+{
+	struct submit *sb = arg;
+	struct engine *e = sb->e;
+	struct engine_reply r = {0};
 	enum engine_result res;
 
-	r->body = NULL;
-	r->message[0] = '\0';
+	if (committed == RD_OK) {
+		/* Durable now: queued in the books before the runner can start
+		 * them. */
+		pthread_mutex_lock(&e->mu);
+		for (size_t i = 0; i < sb->fresh.n; i++)
+			job_enter(&e->counts, sb->fresh.v[i], JS_QUEUED);
+		for (size_t i = 0; i < sb->cancels.n; i++) {
+			struct job *j = map_get(e->active_by_id, sb->cancels.v[i]);
+			if (j && !j->cancel_requested) {
+				j->cancel_requested = 1;
+				free(j->cancel_reason);
+				j->cancel_reason = strdup("alert resolved");
+			}
+		}
+		pthread_mutex_unlock(&e->mu);
+		for (size_t i = 0; i < sb->fresh.n; i++) {
+			log_kv(LOG_INFO, sb->fresh.v[i]->id, "job queued", "playbook", sb->fresh.v[i]->playbook_name,
+			       "key", sb->fresh.v[i]->key, "trigger", sb->fresh.v[i]->trigger, NULL);
+		}
+		runner_schedule(e->runner, sb->fresh.v, sb->fresh.n);
+		for (size_t i = 0; i < sb->cancels.n; i++)
+			runner_cancel(e->runner, sb->cancels.v[i]);
+		for (size_t i = 0; i < sb->final.n; i++) {
+			struct job *j = sb->final.v[i];
+			log_kv(LOG_WARN, j->id, "run budget exhausted: job not started", "playbook",
+			       j->playbook_name, "key", j->key, NULL);
+			metrics_add(M_JOBS, j->playbook_name, "budget_exhausted", 1);
+			pthread_mutex_lock(&e->mu);
+			admit_ended(e->admit, j->key, j->id, sb->now);
+			pthread_mutex_unlock(&e->mu);
+			job_free(j);
+		}
+		cJSON_AddNumberToObject(sb->answer, "unmatched", (double)sb->unmatched);
+		{
+			/* One line per accepted notification, even one that starts
+			 * nothing (a resolved alert, all coalesced): the audit trail. */
+			char na[24], nd[24], nu[24];
+			snprintf(na, sizeof(na), "%zu", sb->n_alerts);
+			snprintf(nd, sizeof(nd), "%d", cJSON_GetArraySize(sb->jobs));
+			snprintf(nu, sizeof(nu), "%ld", sb->unmatched);
+			log_kv(LOG_INFO, NULL, "notification accepted", "status", sb->resolved ? "resolved" : "firing",
+			       "alerts", na, "decisions", nd, "unmatched", nu, "group_key",
+			       sb->group_key ? sb->group_key : "", "playbook", sb->playbook ? sb->playbook : "", NULL);
+		}
+		r.body = sb->answer;
+		res = ENGINE_ACCEPTED;
+		outbox_send(e->outbox, &sb->notes);
+		goto out;
+	}
+	/* Not committed: resolves must stay possible later. */
+	outbox_abandon(e->outbox, &sb->notes);
+	/* Nothing was committed: forget the jobs we were about to start. */
+	pthread_mutex_lock(&e->mu);
+	for (size_t i = 0; i < sb->fresh.n; i++) {
+		map_del(e->active_by_id, sb->fresh.v[i]->id);
+		map_del(e->active_by_key, sb->fresh.v[i]->key);
+		admit_unstart(e->admit, sb->fresh.v[i]->playbook_name, sb->now);
+		job_free(sb->fresh.v[i]);
+	}
+	pthread_mutex_unlock(&e->mu);
+	for (size_t i = 0; i < sb->final.n; i++)
+		job_free(sb->final.v[i]);
+	cJSON_Delete(sb->answer);
+	if (committed == RD_NOMEM) {
+		log_kv(LOG_ERROR, NULL, "out of memory: notification refused with 503", NULL);
+		res = refuse(&r, ENGINE_NOMEM, "out of memory");
+	} else {
+		metrics_add(M_REJECTED, "journal_error", NULL, 1);
+		log_kv(LOG_ERROR, NULL, "journal commit failed: notification refused with 503", NULL);
+		res = refuse(&r, ENGINE_UNAVAILABLE, "the job journal cannot commit; retry later");
+	}
+out:
+	sb->done(res, &r, sb->arg);
+	submit_free(sb);
+}
+
+void engine_submit_async(struct engine *e, const struct payload *p, const char *playbook, int dry_run,
+                         engine_submit_fn *done, void *arg)
+{
+	struct store_batch *b = NULL;
+	struct submit *sb;
+	struct playbook_set *set;
+	struct engine_reply r = {0};
+	struct job *am;
+	int failed = 0;
+
 	pthread_mutex_lock(&e->mu);
 	if (e->draining) {
 		pthread_mutex_unlock(&e->mu);
 		metrics_add(M_REJECTED, "draining", NULL, 1);
-		return refuse(r, ENGINE_DRAINING, "recoveryd is shutting down; retry on another replica");
+		done(refuse(&r, ENGINE_DRAINING, "recoveryd is shutting down; retry on another replica"), &r, arg);
+		return;
 	}
 	set = e->set;
-	prune(e, now);
 	if (playbook && !playbook_set_find(set, playbook)) {
 		pthread_mutex_unlock(&e->mu);
-		return refuse(r, ENGINE_UNKNOWN_PLAYBOOK, "no playbook named '%s' is loaded", playbook);
+		done(refuse(&r, ENGINE_UNKNOWN_PLAYBOOK, "no playbook named '%s' is loaded", playbook), &r, arg);
+		return;
 	}
 	if (playbook && (am = alertmanager_job(e, playbook, p))) {
 		if (p->resolved)
-			refuse(r, ENGINE_CONFLICT,
+			refuse(&r, ENGINE_CONFLICT,
 			       "job %s for this alert was started by Alertmanager; a manual trigger cannot "
 			       "cancel it: use POST /api/v1/jobs/%s/cancel",
 			       am->id, am->id);
 		else
-			refuse(r, ENGINE_CONFLICT,
+			refuse(&r, ENGINE_CONFLICT,
 			       "job %s for this alert was started by Alertmanager and has not ended; a manual "
 			       "trigger does not join it: wait for it, or cancel it with POST "
 			       "/api/v1/jobs/%s/cancel and trigger again",
@@ -550,18 +656,35 @@ enum engine_result engine_submit(struct engine *e, const struct payload *p, cons
 		log_kv(LOG_INFO, NULL, "manual trigger refused: the alert has an Alertmanager job", "playbook",
 		       playbook, "job", am->id, NULL);
 		pthread_mutex_unlock(&e->mu);
-		return ENGINE_CONFLICT;
+		done(ENGINE_CONFLICT, &r, arg);
+		return;
 	}
 	if (map_len(e->active_by_id) + p->n_alerts > e->queue_max) {
 		pthread_mutex_unlock(&e->mu);
 		metrics_add(M_REJECTED, "queue_full", NULL, 1);
 		log_kv(LOG_WARN, NULL, "queue full: notification refused with 503", NULL);
-		return refuse(r, ENGINE_QUEUE_FULL, "the job queue is full");
+		done(refuse(&r, ENGINE_QUEUE_FULL, "the job queue is full"), &r, arg);
+		return;
 	}
+	sb = calloc(1, sizeof(*sb));
+	if (!sb) {
+		pthread_mutex_unlock(&e->mu);
+		log_kv(LOG_ERROR, NULL, "out of memory: notification refused with 503", NULL);
+		done(refuse(&r, ENGINE_NOMEM, "out of memory"), &r, arg);
+		return;
+	}
+	sb->e = e;
+	sb->done = done;
+	sb->arg = arg;
+	sb->now = rd_now();
+	sb->n_alerts = p->n_alerts;
+	sb->resolved = p->resolved;
+	prune(e, sb->now);
 	b = store_batch_new();
-	answer = cJSON_CreateObject();
-	jobs = cJSON_AddArrayToObject(answer, "jobs");
-	if (!b || !jobs) {
+	sb->answer = cJSON_CreateObject();
+	sb->jobs = cJSON_AddArrayToObject(sb->answer, "jobs");
+	if (!b || !sb->jobs || (p->group_key && !(sb->group_key = strdup(p->group_key))) ||
+	    (playbook && !(sb->playbook = strdup(playbook)))) {
 		failed = 1;
 		goto decided;
 	}
@@ -574,100 +697,60 @@ enum engine_result engine_submit(struct engine *e, const struct payload *p, cons
 			if (playbook ? strcmp(pb->name, playbook) != 0 : !matcher_set_matches(pb->match, &a->labels))
 				continue;
 			matched = 1;
-			if (admit_one(e, set, pb, p, a, dry_run, now, b, jobs, &fresh, &cancels, &final, &notes) < 0)
+			if (admit_one(e, set, pb, p, a, dry_run, sb->now, b, sb->jobs, &sb->fresh, &sb->cancels,
+			              &sb->final, &sb->notes) < 0)
 				failed = 1;
 		}
-		unmatched += !matched;
+		sb->unmatched += !matched;
 	}
 decided:
 	pthread_mutex_unlock(&e->mu);
-
-	/* Answer only once the decisions are durable. store_commit takes the
-	 * batch whatever it answers. */
-	enum rd_status committed = RD_ERR;
-	if (!failed) {
-		committed = store_commit(e->store, b, 1);
-		b = NULL;
-	}
-	if (committed == RD_OK) {
-		/* Durable now: queued in the books before the runner can start
-		 * them. */
-		pthread_mutex_lock(&e->mu);
-		for (size_t i = 0; i < fresh.n; i++)
-			job_enter(&e->counts, fresh.v[i], JS_QUEUED);
-		for (size_t i = 0; i < cancels.n; i++) {
-			struct job *j = map_get(e->active_by_id, cancels.v[i]);
-			if (j && !j->cancel_requested) {
-				j->cancel_requested = 1;
-				free(j->cancel_reason);
-				j->cancel_reason = strdup("alert resolved");
-			}
-		}
-		pthread_mutex_unlock(&e->mu);
-		for (size_t i = 0; i < fresh.n; i++) {
-			log_kv(LOG_INFO, fresh.v[i]->id, "job queued", "playbook", fresh.v[i]->playbook_name,
-			       "key", fresh.v[i]->key, "trigger", fresh.v[i]->trigger, NULL);
-		}
-		runner_schedule(e->runner, fresh.v, fresh.n);
-		for (size_t i = 0; i < cancels.n; i++)
-			runner_cancel(e->runner, cancels.v[i]);
-		for (size_t i = 0; i < final.n; i++) {
-			log_kv(LOG_WARN, final.v[i]->id, "run budget exhausted: job not started", "playbook",
-			       final.v[i]->playbook_name, "key", final.v[i]->key, NULL);
-			metrics_add(M_JOBS, final.v[i]->playbook_name, "budget_exhausted", 1);
-			pthread_mutex_lock(&e->mu);
-			admit_ended(e->admit, final.v[i]->key, final.v[i]->id, now);
-			pthread_mutex_unlock(&e->mu);
-			job_free(final.v[i]);
-		}
-		cJSON_AddNumberToObject(answer, "unmatched", (double)unmatched);
-		{
-			/* One line per accepted notification, even one that starts
-			 * nothing (a resolved alert, all coalesced): the audit trail. */
-			char na[24], nd[24], nu[24];
-			snprintf(na, sizeof(na), "%zu", p->n_alerts);
-			snprintf(nd, sizeof(nd), "%d", cJSON_GetArraySize(jobs));
-			snprintf(nu, sizeof(nu), "%ld", unmatched);
-			log_kv(LOG_INFO, NULL, "notification accepted", "status", p->resolved ? "resolved" : "firing",
-			       "alerts", na, "decisions", nd, "unmatched", nu, "group_key", p->group_key ? p->group_key : "",
-			       "playbook", playbook ? playbook : "", NULL);
-		}
-		r->body = answer;
-		res = ENGINE_ACCEPTED;
-		outbox_send(e->outbox, &notes);
-		goto out;
-	}
-	/* Not committed: resolves must stay possible later. */
-	outbox_abandon(e->outbox, &notes);
-	if (b) {
-		store_batch_free(b);
-		b = NULL;
-	}
-	/* Nothing was committed: forget the jobs we were about to start. */
-	pthread_mutex_lock(&e->mu);
-	for (size_t i = 0; i < fresh.n; i++) {
-		map_del(e->active_by_id, fresh.v[i]->id);
-		map_del(e->active_by_key, fresh.v[i]->key);
-		admit_unstart(e->admit, fresh.v[i]->playbook_name, now);
-		job_free(fresh.v[i]);
-	}
-	pthread_mutex_unlock(&e->mu);
-	for (size_t i = 0; i < final.n; i++)
-		job_free(final.v[i]);
-	cJSON_Delete(answer);
 	if (failed) {
-		log_kv(LOG_ERROR, NULL, "out of memory: notification refused with 503", NULL);
-		res = refuse(r, ENGINE_NOMEM, "out of memory");
-	} else {
-		metrics_add(M_REJECTED, "journal_error", NULL, 1);
-		log_kv(LOG_ERROR, NULL, "journal commit failed: notification refused with 503", NULL);
-		res = refuse(r, ENGINE_UNAVAILABLE, "the job journal cannot commit; retry later");
+		store_batch_free(b);
+		submit_committed(RD_NOMEM, sb);
+		return;
 	}
-out:
-	free(fresh.v);
-	free(cancels.v);
-	free(final.v);
-	return res;
+	/* Answer only once the decisions are durable; the writer calls back. */
+	if (store_commit_cb(e->store, b, submit_committed, sb) != RD_OK)
+		submit_committed(RD_ERR, sb);
+}
+
+/* engine_submit waits for its own answer. */
+struct submit_wait {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int done;
+	enum engine_result res;
+	struct engine_reply *r;
+};
+
+static void submit_wake(enum engine_result res, struct engine_reply *r, void *arg)
+{
+	struct submit_wait *w = arg;
+
+	pthread_mutex_lock(&w->mu);
+	w->res = res;
+	*w->r = *r;
+	w->done = 1;
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+enum engine_result engine_submit(struct engine *e, const struct payload *p, const char *playbook,
+                                 int dry_run, struct engine_reply *r)
+{
+	struct submit_wait w = {.r = r};
+
+	pthread_mutex_init(&w.mu, NULL);
+	pthread_cond_init(&w.cv, NULL);
+	engine_submit_async(e, p, playbook, dry_run, submit_wake, &w);
+	pthread_mutex_lock(&w.mu);
+	while (!w.done)
+		pthread_cond_wait(&w.cv, &w.mu);
+	pthread_mutex_unlock(&w.mu);
+	pthread_cond_destroy(&w.cv);
+	pthread_mutex_destroy(&w.mu);
+	return w.res;
 }
 
 /* The runner's job_done: j reached a final state and its last update is

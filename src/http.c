@@ -148,6 +148,7 @@ struct http {
 	pthread_cond_t work_cond;
 	struct request *work_head, *work_tail; /* [work_lock] */
 	int work_closed;                       /* [work_lock] no more work accepted */
+	int submits_out;                       /* [work_lock] submits the engine has not answered */
 	pthread_t workers[WORKERS];
 	int n_workers;
 
@@ -206,6 +207,7 @@ struct request {
 	int answered;                /* a response is queued */
 	struct answer ans;
 	struct MHD_Connection *c;    /* for resuming */
+	struct http *h;              /* for an answer that comes from another thread */
 	struct request *next;        /* work queue / wait list */
 	/* ?wait= */
 	double wait_until;
@@ -678,22 +680,44 @@ static int wait_park(struct http *h, struct request *rq, const char *id, cJSON *
 	return rc;
 }
 
-/* Returns 0 when rq was parked on the wait list (answered later). */
-static int handle_submit(struct http *h, struct request *rq)
+static void finish(struct request *rq);
+
+/* The engine's answer to a submit: on the journal writer's thread once
+ * the decisions are committed, or on the submitting thread for a refusal. */
+static void submit_done(enum engine_result res, struct engine_reply *r, void *arg)
+{
+	struct request *rq = arg;
+	struct http *h = rq->h;
+	const char *id;
+
+	/* Only the operator may read job records: a webhook-token caller gets
+	 * the ids and states of the submit answer, never a record. */
+	if (!(res == ENGINE_ACCEPTED && r->body && rq->wait > 0 && rq->who == P_OPERATOR &&
+	      (id = waitable_job(r->body)) && wait_park(h, rq, id, r->body) == 0)) {
+		answer_engine(rq, res, r);
+		finish(rq);
+	}
+	pthread_mutex_lock(&h->work_lock);
+	if (--h->submits_out == 0)
+		pthread_cond_broadcast(&h->work_cond);
+	pthread_mutex_unlock(&h->work_lock);
+}
+
+/* A complete /webhook or /trigger request, on a libmicrohttpd thread, its
+ * connection suspended: parse it, and hand it to the engine. No thread
+ * waits for the journal: the answer comes from submit_done. */
+static void submit_start(struct http *h, struct request *rq)
 {
 	struct payload p;
-	struct engine_reply r;
 	char err[MSG_MAX];
-	int parsed = 0, done = 1;
-	enum engine_result res;
 	enum alert_result ar;
-	const char *id;
 
 	memset(&p, 0, sizeof(p));
 	if (rq->len == 0) {
 		reject(rq, MHD_HTTP_BAD_REQUEST, "invalid_json", "invalid_json", NULL, NULL,
 		       "empty body: expected a JSON object");
-		goto out;
+		finish(rq);
+		return;
 	}
 	err[0] = '\0';
 	ar = alert_parse(rq->body, rq->len, rq->route == R_TRIGGER ? ALERT_ALLOW_MANUAL : 0, &p, err,
@@ -702,27 +726,21 @@ static int handle_submit(struct http *h, struct request *rq)
 		const char *code = ar == ALERT_INVALID_JSON ? "invalid_json" : "invalid_payload";
 		reject(rq, MHD_HTTP_BAD_REQUEST, code, code, NULL, NULL, "%s",
 		       err[0] ? err : "malformed request body");
-		goto out;
+		finish(rq);
+		return;
 	}
 	if (ar != ALERT_OK) {
 		answer_error(rq, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable", "out of memory",
 		             MHD_HTTP_HEADER_RETRY_AFTER, UNAVAILABLE_RETRY_AFTER);
-		goto out;
+		finish(rq);
+		return;
 	}
-	parsed = 1;
-	res = engine_submit(h->e, &p, rq->route == R_TRIGGER ? rq->arg : NULL, rq->dry_run, &r);
-	/* Only the operator may read job records: a webhook-token caller gets
-	 * the ids and states of the submit answer, never a record. */
-	if (res == ENGINE_ACCEPTED && r.body && rq->wait > 0 && rq->who == P_OPERATOR &&
-	    (id = waitable_job(r.body)) && wait_park(h, rq, id, r.body) == 0) {
-		done = 0;
-		goto out;
-	}
-	answer_engine(rq, res, &r);
-out:
-	if (parsed)
-		payload_free(&p);
-	return done;
+	pthread_mutex_lock(&h->work_lock);
+	h->submits_out++;
+	pthread_mutex_unlock(&h->work_lock);
+	rq->h = h;
+	engine_submit_async(h->e, &p, rq->route == R_TRIGGER ? rq->arg : NULL, rq->dry_run, submit_done, rq);
+	payload_free(&p);
 }
 
 static void handle_jobs(struct http *h, struct request *rq)
@@ -833,9 +851,10 @@ static void handle_readyz(struct http *h, struct request *rq)
 }
 
 /* Routes whose handler may block (journal commit or read): worker pool. */
+/* The handlers that read the journal: on a worker, connection suspended. */
 static int blocking_route(enum route r)
 {
-	return r == R_WEBHOOK || r == R_TRIGGER || r == R_JOBS || r == R_JOB || r == R_CANCEL;
+	return r == R_JOBS || r == R_JOB || r == R_CANCEL;
 }
 
 /* Run the handler of a complete request. Returns 0 when rq was parked on
@@ -850,7 +869,7 @@ static int dispatch(struct http *h, struct request *rq)
 	switch (rq->route) {
 	case R_WEBHOOK:
 	case R_TRIGGER:
-		return handle_submit(h, rq);
+		break; /* submit_start, never dispatched */
 	case R_JOBS:
 		handle_jobs(h, rq);
 		break;
@@ -1411,7 +1430,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		return answer_queue(c, rq);
 	/* The request is complete: its deadline no longer applies. */
 	conn_set_busy(h, c, 1);
-	if (rq->too_large || !blocking_route(rq->route)) {
+	int submit = rq->route == R_WEBHOOK || rq->route == R_TRIGGER;
+	if (rq->too_large || (!submit && !blocking_route(rq->route))) {
 		dispatch(h, rq); /* quick: never parks */
 		return answer_queue(c, rq);
 	}
@@ -1422,6 +1442,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		return answer_queue(c, rq);
 	}
 	MHD_suspend_connection(c);
+	if (submit) {
+		submit_start(h, rq);
+		return MHD_YES;
+	}
 	if (work_push(h, rq) < 0) {
 		/* The pool closed meanwhile: answer on the next callback. */
 		answer_error(rq, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable",
@@ -1552,6 +1576,11 @@ static void threads_stop(struct http *h)
 	pthread_mutex_lock(&h->work_lock);
 	h->work_closed = 1;
 	pthread_cond_broadcast(&h->work_cond);
+	pthread_mutex_unlock(&h->work_lock);
+	/* Submits in the journal's hands are answered before the daemon goes. */
+	pthread_mutex_lock(&h->work_lock);
+	while (h->submits_out)
+		pthread_cond_wait(&h->work_cond, &h->work_lock);
 	pthread_mutex_unlock(&h->work_lock);
 	if (h->has_waiter)
 		pthread_join(h->waiter, NULL);

@@ -85,6 +85,14 @@ struct engine_reply {
  *  ENGINE_DRAINING, ENGINE_QUEUE_FULL, ENGINE_UNAVAILABLE, ENGINE_NOMEM. */
 enum engine_result engine_submit(struct engine *e, const struct payload *p, const char *playbook,
                                  int dry_run, struct engine_reply *r);
+/* The same without waiting for the journal: done(result, reply, arg) is
+ * called exactly once, on the calling thread for a refusal decided at once,
+ * otherwise on the journal writer's thread once the decisions are
+ * committed (or not). The reply's body is done's to free. p may be freed
+ * as soon as this returns. */
+typedef void engine_submit_fn(enum engine_result res, struct engine_reply *r, void *arg);
+void engine_submit_async(struct engine *e, const struct payload *p, const char *playbook, int dry_run,
+                         engine_submit_fn *done, void *arg);
 
 /* Block until job id has ended or timeout seconds passed.
  * Returns 1 when it ended, 0 on timeout, -1 when no such job. */

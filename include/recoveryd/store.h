@@ -91,8 +91,9 @@ enum rd_status store_commit(struct store *s, struct store_batch *b, int wait);
 /* Hand the batch to the writer without waiting: done(result, arg) is
  * called on the writer thread once the batch's transaction has committed
  * (RD_OK) or failed (RD_ERR; the failure is the callback's to report), in
- * the order batches were handed over. done must be quick and must not call
- * back into the store. Returns RD_ERR at once, without calling done, when
+ * the order batches were handed over. done must be quick; it may read and
+ * hand over new batches (they commit in a later transaction) but never
+ * wait for a commit. Returns RD_ERR at once, without calling done, when
  * the journal is closed or b is NULL. */
 typedef void (*store_done_fn)(enum rd_status result, void *arg);
 enum rd_status store_commit_cb(struct store *s, struct store_batch *b, store_done_fn done, void *arg);

@@ -453,7 +453,7 @@ static int admit_one(struct engine *e, struct playbook_set *set, struct playbook
 		 * see it (and escalation can attach to it). */
 		char msg[160];
 		job_enter(&e->counts, j, JS_BUDGET_EXHAUSTED);
-		j->outcome = strdup("budget_exhausted");
+		j->outcome = OUT_BUDGET_EXHAUSTED;
 		snprintf(msg, sizeof(msg), "run budget of %d per %gs exhausted", pb->budget_runs,
 		         pb->budget_per);
 		j->error = strdup(msg);
@@ -568,7 +568,7 @@ static void submit_committed(enum rd_status committed, void *arg)
 			struct job *j = sb->final.v[i];
 			log_kv(LOG_WARN, j->id, "run budget exhausted: job not started", "playbook",
 			       j->playbook_name, "key", j->key, NULL);
-			metrics_add(M_JOBS, j->playbook_name, "budget_exhausted", 1);
+			metrics_add(M_JOBS, j->playbook_name, job_outcome_name(j->outcome), 1);
 			pthread_mutex_lock(&e->mu);
 			admit_ended(e->admit, j->key, j->id, sb->now);
 			pthread_mutex_unlock(&e->mu);
@@ -760,6 +760,7 @@ static void job_done(void *owner, struct job *j)
 	struct engine *e = owner;
 	double dur = (j->ended_at && j->created_at) ? j->ended_at - j->created_at : 0;
 	struct outbox_notes notes = {0};
+	const char *outcome = job_outcome_name(j->outcome); /* NULL: it ended without one */
 	char d[32];
 
 	outbox_job_ended(e->outbox, &notes, j);
@@ -772,11 +773,11 @@ static void job_done(void *owner, struct job *j)
 	pthread_cond_broadcast(&e->ended);
 	pthread_mutex_unlock(&e->mu);
 
-	metrics_add(M_JOBS, j->playbook_name, j->outcome ? j->outcome : job_state_name(j->state), 1);
+	metrics_add(M_JOBS, j->playbook_name, outcome ? outcome : job_state_name(j->state), 1);
 	snprintf(d, sizeof(d), "%.3f", dur);
 	log_kv(j->state == JS_SUCCEEDED ? LOG_INFO : LOG_WARN, j->id,
 	       "job ended", "playbook", j->playbook_name, "key", j->key, "outcome",
-	       j->outcome ? j->outcome : "", "error", j->error ? j->error : "", "seconds", d,
+	       outcome ? outcome : "", "error", j->error ? j->error : "", "seconds", d,
 	       "dry_run", j->dry_run ? "true" : "false", NULL);
 	job_free(j);
 	outbox_send(e->outbox, &notes);
@@ -940,7 +941,7 @@ static void replay_row(const struct job_row *r, void *arg)
 		char msg[200];
 		snprintf(msg, sizeof(msg), "playbook '%s' is no longer loaded", r->playbook);
 		job_set_state(&e->counts, j, JS_FAILED);
-		j->outcome = strdup("failed");
+		j->outcome = OUT_FAILED;
 		free(j->error);
 		j->error = strdup(msg);
 		j->ended_at = rp->now;
@@ -949,7 +950,7 @@ static void replay_row(const struct job_row *r, void *arg)
 		store_batch_update_job(rp->b, &row);
 		admit_ended(e->admit, j->key, j->id, rp->now);
 		log_kv(LOG_WARN, j->id, "journal replay: job failed", "error", msg, NULL);
-		metrics_add(M_JOBS, j->playbook_name, "failed", 1);
+		metrics_add(M_JOBS, j->playbook_name, job_outcome_name(j->outcome), 1);
 		/* Nobody else will finish this recovery: tell the default sinks. */
 		outbox_note(&rp->notes, j->id, j->key, EK_TRIGGER, ER_PLAYBOOK_REMOVED, outbox_default_sinks(),
 		            j->dry_run);
@@ -970,21 +971,22 @@ static void replay_row(const struct job_row *r, void *arg)
 		                  : r->stalls ? "interrupted: the watchdog restarted recoveryd during the attempt"
 		                              : "interrupted: recoveryd stopped during the attempt";
 		struct attempt_row a = {.n = r->attempts, .started_at = r->updated_at, .ended_at = rp->now,
-		                        .result = "interrupted", .error = why, .verify_ok = -1};
+		                        .result = attempt_result_name(AR_INTERRUPTED), .error = why,
+		                        .verify_ok = -1};
 		store_batch_attempt(rp->b, j->id, &a);
 		rp->interrupted++;
 		free(j->error);
 		j->error = strdup(why);
 		if (poison) {
 			job_set_state(&e->counts, j, JS_FAILED);
-			j->outcome = strdup("poisoned");
+			j->outcome = OUT_POISONED;
 			j->ended_at = rp->now;
 		} else if (pb->idempotent) {
 			job_set_state(&e->counts, j, JS_QUEUED);
 			j->attempts = r->attempts > 0 ? r->attempts - 1 : 0;
 		} else {
 			job_set_state(&e->counts, j, JS_FAILED);
-			j->outcome = strdup("interrupted");
+			j->outcome = OUT_INTERRUPTED;
 			j->ended_at = rp->now;
 		}
 		job_row_of(j, &row);
@@ -994,7 +996,7 @@ static void replay_row(const struct job_row *r, void *arg)
 		       j->playbook_name, "state", job_state_name(j->state), NULL);
 		if (j->state == JS_FAILED) {
 			enum esc_reason reason = poison ? ER_POISONED : ER_INTERRUPTED;
-			metrics_add(M_JOBS, j->playbook_name, esc_reason_name(reason), 1);
+			metrics_add(M_JOBS, j->playbook_name, job_outcome_name(j->outcome), 1);
 			outbox_note(&rp->notes, j->id, j->key, EK_TRIGGER, reason, outbox_playbook_sinks(pb),
 			            j->dry_run);
 			admit_ended(e->admit, j->key, j->id, rp->now);

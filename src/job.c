@@ -1,4 +1,4 @@
-/* Job helpers: state names, the row view for the journal, redaction. */
+/* Job helpers: state, result and outcome names, the row view for the journal, redaction. */
 #include "recoveryd/job.h"
 
 #include <stdlib.h>
@@ -13,6 +13,7 @@ static const char *const names[] = {
 	[JS_FAILED] = "failed",       [JS_CANCELLED] = "cancelled",
 	[JS_BUDGET_EXHAUSTED] = "budget_exhausted",
 };
+_Static_assert(sizeof(names) / sizeof(names[0]) == JS_COUNT, "a name per state");
 
 const char *job_state_name(enum job_state s)
 {
@@ -27,6 +28,46 @@ int job_state_parse(const char *s, enum job_state *out)
 			return 0;
 		}
 	return -1;
+}
+
+static const char *const result_names[] = {
+	[AR_SUCCEEDED] = "succeeded", [AR_FAILED] = "failed",           [AR_TIMEOUT] = "timeout",
+	[AR_CANCELLED] = "cancelled", [AR_INTERRUPTED] = "interrupted",
+};
+_Static_assert(sizeof(result_names) / sizeof(result_names[0]) == AR_COUNT, "a name per result");
+
+const char *attempt_result_name(enum attempt_result r)
+{
+	return (unsigned)r < AR_COUNT ? result_names[r] : "unknown";
+}
+
+/* The kind label of recoveryd_playbook_errors_total (docs/configuration.md). */
+static const char *const error_names[] = {
+	[AE_NONE] = NULL, [AE_TIMEOUT] = "timeout", [AE_MEMORY] = "memory", [AE_LOAD] = "load",
+};
+_Static_assert(sizeof(error_names) / sizeof(error_names[0]) == AE_COUNT, "a name per error kind");
+
+const char *attempt_error_name(enum attempt_error e)
+{
+	return (unsigned)e < AE_COUNT ? error_names[e] : "unknown";
+}
+
+static const char *const outcome_names[] = {
+	[OUT_NONE] = NULL,
+	[OUT_SUCCEEDED] = "succeeded",
+	[OUT_DRY_RUN_SUCCEEDED] = "dry_run_succeeded",
+	[OUT_FAILED] = "failed",
+	[OUT_DRY_RUN_FAILED] = "dry_run_failed",
+	[OUT_CANCELLED] = "cancelled",
+	[OUT_INTERRUPTED] = "interrupted",
+	[OUT_POISONED] = "poisoned",
+	[OUT_BUDGET_EXHAUSTED] = "budget_exhausted",
+};
+_Static_assert(sizeof(outcome_names) / sizeof(outcome_names[0]) == OUT_COUNT, "a name per outcome");
+
+const char *job_outcome_name(enum job_outcome o)
+{
+	return (unsigned)o < OUT_COUNT ? outcome_names[o] : "unknown";
 }
 
 int job_state_final(enum job_state s)
@@ -89,7 +130,7 @@ void job_row_of(const struct job *j, struct job_row *row)
 	row->alert_json = j->alert_json;
 	row->dry_run = j->dry_run;
 	row->state = job_state_name(j->state);
-	row->outcome = j->outcome;
+	row->outcome = job_outcome_name(j->outcome);
 	row->error = j->error;
 	row->attempts = j->attempts;
 	row->max_attempts = j->max_attempts;
@@ -111,7 +152,6 @@ void job_free(struct job *j)
 	free(j->alert_json);
 	cJSON_Delete(j->alert);
 	free(j->cancel_reason);
-	free(j->outcome);
 	free(j->error);
 	for (size_t i = 0; i < j->n_secrets; i++) {
 		explicit_bzero(j->secrets[i], strlen(j->secrets[i]));

@@ -184,14 +184,24 @@ void outbox_close_incident(struct outbox *ob, struct outbox_notes *ns, const cha
 
 void outbox_job_ended(struct outbox *ob, struct outbox_notes *ns, const struct job *j)
 {
-	const char *outcome = j->outcome ? j->outcome : "";
-
-	if (!strcmp(outcome, "failed") || !strcmp(outcome, "dry_run_failed") ||
-	    !strcmp(outcome, "interrupted")) {
+	switch (j->outcome) {
+	case OUT_FAILED:
+	case OUT_DRY_RUN_FAILED:
+	case OUT_INTERRUPTED:
 		outbox_note(ns, j->id, j->key, EK_TRIGGER,
-		            strcmp(outcome, "interrupted") ? ER_FAILED : ER_INTERRUPTED,
+		            j->outcome == OUT_INTERRUPTED ? ER_INTERRUPTED : ER_FAILED,
 		            outbox_playbook_sinks(j->pb), j->dry_run);
-	} else if (j->state == JS_SUCCEEDED) {
+		return;
+	case OUT_NONE:
+	case OUT_SUCCEEDED:
+	case OUT_DRY_RUN_SUCCEEDED:
+	case OUT_CANCELLED:
+	case OUT_POISONED:         /* escalated by replay, where it ends */
+	case OUT_BUDGET_EXHAUSTED: /* escalated at admission */
+	case OUT_COUNT:
+		break;
+	}
+	if (j->state == JS_SUCCEEDED) {
 		unsigned bits = 0;
 		if (!j->dry_run)
 			outbox_close_incident(ob, ns, j->key, ER_RECOVERED);

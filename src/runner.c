@@ -120,8 +120,9 @@ struct runner {
 };
 
 
-static void attempt_end(struct runner *r, struct job *j, const char *result, const char *error,
-                        int verify_ok, const char *verify_reason);
+static void attempt_end(struct runner *r, struct job *j, enum attempt_result result,
+                        enum attempt_error why, const char *error, int verify_ok,
+                        const char *verify_reason);
 static void post(struct runner *r, struct msg *head, struct msg *tail);
 
 /* ---------- timers, on the loop ---------- */
@@ -562,9 +563,12 @@ static const struct op_host host = {
 /* ---------- attempts ---------- */
 
 /* The attempt driver, run as the job's coroutine: run, then verify. pcall
- * here is the sandbox's, which re-raises a passed deadline. */
+ * here is the sandbox's, which re-raises a passed deadline. nomem (the C
+ * function caught_nomem) says whether the error the pcall just caught was a
+ * memory error; it is asked before tostring, which may run the playbook's
+ * code (a __tostring) and catch errors of its own. */
 static const char DRIVER[] =
-	"local pb, ctx = ...\n"
+	"local pb, ctx, nomem = ...\n"
 	"local function final(e) return type(e) == 'table' and rawget(e, 'recoveryd_final') end\n"
 	"local s = {}\n"
 	"if type(pb.settings) == 'table' then for k, v in pairs(pb.settings) do s[k] = v end end\n"
@@ -572,13 +576,15 @@ static const char DRIVER[] =
 	"ctx.settings = s\n"
 	"local ok, err = pcall(pb.run, ctx)\n"
 	"if not ok then\n"
+	"  local mem = nomem()\n"
 	"  if final(err) then return 'final', tostring(rawget(err, 'reason')) end\n"
-	"  return 'run', tostring(err)\n"
+	"  return 'run', tostring(err), nil, nil, mem\n"
 	"end\n"
 	"local vok, v1, v2 = pcall(pb.verify, ctx)\n"
 	"if not vok then\n"
+	"  local mem = nomem()\n"
 	"  if final(v1) then return 'final', tostring(rawget(v1, 'reason')) end\n"
-	"  return 'verify_error', tostring(v1)\n"
+	"  return 'verify_error', tostring(v1), nil, nil, mem\n"
 	"end\n"
 	"if v1 then return 'ok', nil, true, v2 ~= nil and tostring(v2) or nil end\n"
 	"return 'verify', nil, false, v2 ~= nil and tostring(v2) or 'verify returned false'\n";
@@ -613,6 +619,13 @@ static void push_ctx(lua_State *L, struct job *j, int n)
 	lua_setfield(L, -2, "settings");
 }
 
+/* The driver's nomem(): the sandbox's pcall records the status it caught. */
+static int caught_nomem(lua_State *L)
+{
+	lua_pushboolean(L, sandbox_of(L)->caught_status == LUA_ERRMEM);
+	return 1;
+}
+
 static void resume(struct runner *r, struct job *j, int nargs);
 
 /* Mark the job running and journal the attempt start; the attempt runs
@@ -638,7 +651,7 @@ static void attempt_start(struct runner *r, struct job *j)
 
 	rt = calloc(1, sizeof(*rt));
 	if (!rt) {
-		attempt_end(r, j, "failed", "out of memory", -1, NULL);
+		attempt_end(r, j, AR_FAILED, AE_NONE, "out of memory", -1, NULL);
 		return;
 	}
 	j->rt = rt;
@@ -660,7 +673,7 @@ static void attempt_start(struct runner *r, struct job *j)
 	a.started_at = rt->started_wall;
 	a.verify_ok = -1;
 	if (commit_job(r, j, &a, 1, C_RUN) != RD_OK)
-		attempt_end(r, j, "failed", "out of memory", -1, NULL);
+		attempt_end(r, j, AR_FAILED, AE_NONE, "out of memory", -1, NULL);
 }
 
 /* The attempt's start is committed (or could not be: logged): load the
@@ -676,31 +689,33 @@ static void attempt_run(struct runner *r, struct job *j)
 	cancel = j->cancel_requested;
 	pthread_mutex_unlock(r->o.mu);
 	if (cancel) {
-		attempt_end(r, j, "cancelled", j->cancel_reason ? j->cancel_reason : "cancelled", -1, NULL);
+		attempt_end(r, j, AR_CANCELLED, AE_NONE, j->cancel_reason ? j->cancel_reason : "cancelled",
+		            -1, NULL);
 		return;
 	}
 	log_kv(LOG_INFO, j->id, "attempt started", "playbook", j->playbook_name, "key", j->key, NULL);
 	rt->started = rd_mono(); /* the deadline counts from here */
 	rt->L = sandbox_new(&rt->sb);
 	if (!rt->L) {
-		attempt_end(r, j, "failed", "cannot create a Lua state", -1, NULL);
+		attempt_end(r, j, AR_FAILED, AE_NONE, "cannot create a Lua state", -1, NULL);
 		return;
 	}
 	lua_api_open(rt->L, j);
 	rt->sb.deadline = rt->started + pb->timeout;
 	snprintf(chunk, sizeof(chunk), "@%s", pb->file);
 	watchdog_enter(r->o.wd, j->id, j->playbook_name);
-	int loaded = sandbox_load_compiled(rt->L, pb->chunk, pb->chunk_len, chunk) == LUA_OK &&
-	             sandbox_call(rt->L, 0, 1) == LUA_OK;
+	int status = sandbox_load_compiled(rt->L, pb->chunk, pb->chunk_len, chunk);
+	if (status == LUA_OK)
+		status = sandbox_call(rt->L, 0, 1);
 	watchdog_leave(r->o.wd);
-	if (!loaded || !lua_istable(rt->L, -1)) {
+	if (status != LUA_OK || !lua_istable(rt->L, -1)) {
 		snprintf(err, sizeof(err), "loading the playbook: %s",
 		         lua_type(rt->L, -1) == LUA_TSTRING ? lua_tostring(rt->L, -1)
 		                                             : "did not return a table");
-		attempt_end(r, j, "failed", err, -1, NULL);
+		attempt_end(r, j, AR_FAILED, status == LUA_ERRMEM ? AE_MEMORY : AE_LOAD, err, -1, NULL);
 		return;
 	}
-	/* Stack: pbtable. Build the coroutine: driver(pbtable, ctx). These
+	/* Stack: pbtable. Build the coroutine: driver(pbtable, ctx, nomem). These
 	 * calls run unprotected, so the budget is lifted around them. */
 	rt->sb.no_limit = 1;
 	rt->co = lua_newthread(rt->L);
@@ -709,19 +724,20 @@ static void attempt_run(struct runner *r, struct job *j)
 	lua_pop(rt->L, 1);
 	if (sandbox_load_compiled(rt->co, r->driver, r->driver_len, "=driver") != LUA_OK) {
 		rt->sb.no_limit = 0;
-		attempt_end(r, j, "failed", "internal: driver does not compile", -1, NULL);
+		attempt_end(r, j, AR_FAILED, AE_NONE, "internal: driver does not compile", -1, NULL);
 		return;
 	}
 	lua_pushvalue(rt->L, -1);
 	lua_xmove(rt->L, rt->co, 1);
 	push_ctx(rt->co, j, rt->n);
+	lua_pushcfunction(rt->co, caught_nomem);
 	rt->sb.no_limit = 0;
 	rt->sb.preempt_co = rt->co;
 	rt->sb.hold_max = HOLD_MAX;
 	if (r->o.wd && watchdog_unhealthy_after(r->o.wd) / 2 < HOLD_MAX)
 		rt->sb.hold_max = watchdog_unhealthy_after(r->o.wd) / 2;
 	timer_add(r, j, T_DEADLINE, rt->sb.deadline);
-	resume(r, j, 2);
+	resume(r, j, 3);
 }
 
 /* A copy of the Lua string at idx for the job record, with each NUL byte
@@ -766,7 +782,8 @@ static void resume(struct runner *r, struct job *j, int nargs)
 	cancel = j->cancel_requested;
 	pthread_mutex_unlock(r->o.mu);
 	if (cancel) {
-		attempt_end(r, j, "cancelled", j->cancel_reason ? j->cancel_reason : "cancelled", -1, NULL);
+		attempt_end(r, j, AR_CANCELLED, AE_NONE, j->cancel_reason ? j->cancel_reason : "cancelled",
+		            -1, NULL);
 		return;
 	}
 	rt->op = NULL;
@@ -783,15 +800,15 @@ static void resume(struct runner *r, struct job *j, int nargs)
 		char msg[128];
 		if (rt->sb.timed_out) {
 			snprintf(msg, sizeof(msg), "attempt timed out after %gs", j->pb->timeout);
-			attempt_end(r, j, "timeout", msg, -1, NULL);
+			attempt_end(r, j, AR_TIMEOUT, AE_TIMEOUT, msg, -1, NULL);
 		} else if (rt->sb.preempted && !rt->op) {
 			/* Its slice is over: continue after this loop turn. fire_timers
 			 * takes only timers due when it started, so this is not
 			 * resumed before the loop polls again. */
 			if (timer_add(r, j, T_RESUME, rd_mono() + 1e-6) < 0)
-				attempt_end(r, j, "failed", "out of memory", -1, NULL);
+				attempt_end(r, j, AR_FAILED, AE_NONE, "out of memory", -1, NULL);
 		} else if (!rt->op) {
-			attempt_end(r, j, "failed",
+			attempt_end(r, j, AR_FAILED, AE_NONE,
 			            "the playbook yielded outside a recovery call (coroutine.yield at top level)",
 			            -1, NULL);
 		}
@@ -799,33 +816,37 @@ static void resume(struct runner *r, struct job *j, int nargs)
 	}
 	if (status != LUA_OK) {
 		char *m = msg_dup(rt->co, -1);
-		attempt_end(r, j, rt->sb.timed_out ? "timeout" : "failed",
-		            rt->sb.timed_out ? "attempt deadline exceeded" : (m ? m : "error"), -1, NULL);
+		if (rt->sb.timed_out)
+			attempt_end(r, j, AR_TIMEOUT, AE_TIMEOUT, "attempt deadline exceeded", -1, NULL);
+		else
+			attempt_end(r, j, AR_FAILED, status == LUA_ERRMEM ? AE_MEMORY : AE_NONE,
+			            m ? m : "error", -1, NULL);
 		free(m);
 		return;
 	}
-	/* driver returns: phase, err, verify_ok, verify_reason */
-	lua_settop(rt->co, 4);
+	/* driver returns: phase, err, verify_ok, verify_reason, nomem */
+	lua_settop(rt->co, 5);
 	const char *phase = lua_tostring(rt->co, 1);
 	char *err = msg_dup(rt->co, 2);
 	int vok = lua_isnil(rt->co, 3) ? -1 : lua_toboolean(rt->co, 3);
 	char *vreason = msg_dup(rt->co, 4);
+	enum attempt_error why = lua_toboolean(rt->co, 5) ? AE_MEMORY : AE_NONE;
 	char msg[1024];
 
 	if (phase && strcmp(phase, "ok") == 0) {
-		attempt_end(r, j, "succeeded", NULL, 1, vreason);
+		attempt_end(r, j, AR_SUCCEEDED, AE_NONE, NULL, 1, vreason);
 	} else if (phase && strcmp(phase, "final") == 0) {
 		/* recovery.fail(): no further attempts. */
 		j->max_attempts = j->attempts;
 		snprintf(msg, sizeof(msg), "%s", err ? err : "failed");
-		attempt_end(r, j, "failed", msg, -1, NULL);
+		attempt_end(r, j, AR_FAILED, AE_NONE, msg, -1, NULL);
 	} else if (phase && strcmp(phase, "verify") == 0) {
 		snprintf(msg, sizeof(msg), "verify: %s", vreason ? vreason : "false");
-		attempt_end(r, j, "failed", msg, vok, vreason);
+		attempt_end(r, j, AR_FAILED, AE_NONE, msg, vok, vreason);
 	} else {
 		snprintf(msg, sizeof(msg), "%s: %s", phase && strcmp(phase, "run") == 0 ? "run" : "verify",
 		         err ? err : "error");
-		attempt_end(r, j, "failed", msg, -1, NULL);
+		attempt_end(r, j, AR_FAILED, why, msg, -1, NULL);
 	}
 	free(err);
 	free(vreason);
@@ -839,14 +860,18 @@ static double jitter_rnd(void)
 	return (double)x / 4294967296.0;
 }
 
-static void attempt_end(struct runner *r, struct job *j, const char *result, const char *error,
-                        int verify_ok, const char *verify_reason)
+/* The attempt ended with result; why is the cause that
+ * recoveryd_playbook_errors_total counts (AE_NONE: none), known to the
+ * caller from where it ended, never guessed from the error text. */
+static void attempt_end(struct runner *r, struct job *j, enum attempt_result result,
+                        enum attempt_error why, const char *error, int verify_ok,
+                        const char *verify_reason)
 {
 	struct attempt_rt *rt = j->rt;
 	struct attempt_row a = {0};
 	char *err_copy = error ? job_redact(j, strdup(error)) : NULL;
 	char *vr_copy = verify_reason ? job_redact(j, strdup(verify_reason)) : NULL;
-	int final = 0, interrupted = strcmp(result, "interrupted") == 0;
+	int final = 0;
 	enum log_level lvl = LOG_INFO;
 
 	if (rt) {
@@ -878,38 +903,34 @@ static void attempt_end(struct runner *r, struct job *j, const char *result, con
 		metrics_set(M_JOBS_IN_FLIGHT, NULL, NULL, (double)r->in_flight);
 	}
 	a.ended_at = rd_now();
-	a.result = result;
+	a.result = attempt_result_name(result);
 	a.error = err_copy;
 	a.verify_ok = verify_ok;
 	a.verify_reason = vr_copy;
-	metrics_add(M_JOB_ATTEMPTS, j->playbook_name, result, 1);
-	if (strcmp(result, "timeout") == 0)
-		metrics_add(M_PLAYBOOK_ERRORS, j->playbook_name, "timeout", 1);
-	else if (err_copy && strstr(err_copy, "not enough memory"))
-		metrics_add(M_PLAYBOOK_ERRORS, j->playbook_name, "memory", 1);
-	else if (err_copy && strncmp(err_copy, "loading the playbook", 20) == 0)
-		metrics_add(M_PLAYBOOK_ERRORS, j->playbook_name, "load", 1);
+	metrics_add(M_JOB_ATTEMPTS, j->playbook_name, attempt_result_name(result), 1);
+	if (why != AE_NONE)
+		metrics_add(M_PLAYBOOK_ERRORS, j->playbook_name, attempt_error_name(why), 1);
 
 	pthread_mutex_lock(r->o.mu);
 	set_str(&j->error, err_copy);
-	if (strcmp(result, "succeeded") == 0) {
+	if (result == AR_SUCCEEDED) {
 		job_set_state(r->o.counts, j, JS_SUCCEEDED);
-		set_str(&j->outcome, j->dry_run ? "dry_run_succeeded" : "succeeded");
+		j->outcome = j->dry_run ? OUT_DRY_RUN_SUCCEEDED : OUT_SUCCEEDED;
 		final = 1;
-	} else if (j->cancel_requested || strcmp(result, "cancelled") == 0) {
+	} else if (j->cancel_requested || result == AR_CANCELLED) {
 		job_set_state(r->o.counts, j, JS_CANCELLED);
-		set_str(&j->outcome, "cancelled");
+		j->outcome = OUT_CANCELLED;
 		if (!err_copy)
 			set_str(&j->error, j->cancel_reason);
 		final = 1;
-	} else if (interrupted) {
+	} else if (result == AR_INTERRUPTED) {
 		/* Drain ran out of time: DESIGN.md §5 crash rules, applied now. */
 		if (j->pb->idempotent) {
 			job_set_state(r->o.counts, j, JS_QUEUED);
 			j->attempts--;
 		} else {
 			job_set_state(r->o.counts, j, JS_FAILED);
-			set_str(&j->outcome, "interrupted");
+			j->outcome = OUT_INTERRUPTED;
 			final = 1;
 		}
 	} else if (j->attempts < j->max_attempts) {
@@ -922,7 +943,7 @@ static void attempt_end(struct runner *r, struct job *j, const char *result, con
 		job_set_state(r->o.counts, j, JS_FAILED);
 		/* A dry-run says so in its outcome, and stays out of the
 		 * auto-recovery ratio (outcome="succeeded" vs "failed"). */
-		set_str(&j->outcome, j->dry_run ? "dry_run_failed" : "failed");
+		j->outcome = j->dry_run ? OUT_DRY_RUN_FAILED : OUT_FAILED;
 		final = 1;
 		lvl = LOG_ERROR;
 	}
@@ -942,7 +963,8 @@ static void attempt_end(struct runner *r, struct job *j, const char *result, con
 		char n[16];
 		snprintf(n, sizeof(n), "%d", a.n);
 		log_kv(lvl, j->id, "attempt ended", "playbook", j->playbook_name, "attempt", n, "result",
-		       result, "error", err_copy ? err_copy : "", "state", job_state_name(j->state), NULL);
+		       attempt_result_name(result), "error", err_copy ? err_copy : "", "state",
+		       job_state_name(j->state), NULL);
 	}
 	free(err_copy);
 	free(vr_copy);
@@ -972,8 +994,8 @@ static void cancel_job(struct runner *r, struct job *j)
 	if (j->rt) {
 		/* Running: stop now if it waits on an op, else at its next yield. */
 		if (j->rt->op)
-			attempt_end(r, j, "cancelled", j->cancel_reason ? j->cancel_reason : "cancelled", -1,
-			            NULL);
+			attempt_end(r, j, AR_CANCELLED, AE_NONE,
+			            j->cancel_reason ? j->cancel_reason : "cancelled", -1, NULL);
 		return;
 	}
 	/* Queued or waiting for a retry: it ends here, without another attempt. */
@@ -982,7 +1004,7 @@ static void cancel_job(struct runner *r, struct job *j)
 	timers_drop_job(r, j, -1);
 	pthread_mutex_lock(r->o.mu);
 	job_set_state(r->o.counts, j, JS_CANCELLED);
-	set_str(&j->outcome, "cancelled");
+	j->outcome = OUT_CANCELLED;
 	set_str(&j->error, j->cancel_reason ? j->cancel_reason : "cancelled");
 	j->next_run_at = 0;
 	j->ended_at = rd_now();
@@ -1065,7 +1087,7 @@ static void on_timer(struct job *j, int kind)
 		if (j->rt) {
 			char msg[128];
 			snprintf(msg, sizeof(msg), "attempt timed out after %gs", j->pb->timeout);
-			attempt_end(r, j, "timeout", msg, -1, NULL);
+			attempt_end(r, j, AR_TIMEOUT, AE_TIMEOUT, msg, -1, NULL);
 		}
 		break;
 	case T_SLEEP:
@@ -1123,7 +1145,7 @@ static void before_wait(struct loop *l, void *arg)
 			/* Interrupt what is left; interrupted jobs are recorded as
 			 * the crash rules say, so the journal stays consistent. */
 			while (r->rts)
-				attempt_end(r, r->rts->job, "interrupted",
+				attempt_end(r, r->rts->job, AR_INTERRUPTED, AE_NONE,
 				            "interrupted: shutdown grace period ended", -1, NULL);
 		}
 		flush_batch(r);

@@ -78,6 +78,7 @@ static int finish_pcall(lua_State *L, int status, lua_KContext extra)
 	if (sandbox_of(L)->timed_out)
 		return luaL_error(L, "attempt deadline exceeded");
 	if (status != LUA_OK && status != LUA_YIELD) {
+		sandbox_of(L)->caught_status = status;
 		lua_pushboolean(L, 0);
 		lua_pushvalue(L, -2);
 		return 2;
@@ -290,6 +291,7 @@ lua_State *sandbox_new(struct sandbox *sb)
 
 	sb->mem_used = 0;
 	sb->timed_out = 0;
+	sb->caught_status = LUA_OK;
 	L = lua_newstate(sb_alloc, sb);
 	if (!L)
 		return NULL;

@@ -26,6 +26,44 @@ enum job_state {
 	JS_COUNT
 };
 
+/* What one attempt came to: the journal's attempts.result and the result
+ * label of recoveryd_job_attempts_total (docs/playbook-guide.md, "Attempts"). */
+enum attempt_result {
+	AR_SUCCEEDED,
+	AR_FAILED,
+	AR_TIMEOUT,
+	AR_CANCELLED,
+	AR_INTERRUPTED,
+	AR_COUNT
+};
+
+/* Why an attempt failed, as far as recoveryd_playbook_errors_total{kind}
+ * counts it; AE_NONE is not counted. The caller knows it from where the
+ * attempt ended (the deadline, a Lua status of LUA_ERRMEM, the load), never
+ * from the error text, which the playbook controls. */
+enum attempt_error {
+	AE_NONE,
+	AE_TIMEOUT,   /* the attempt's deadline passed */
+	AE_MEMORY,    /* the Lua memory budget: an error with status LUA_ERRMEM */
+	AE_LOAD,      /* the playbook file failed to load in the attempt */
+	AE_COUNT
+};
+
+/* How a job ended: the journal's jobs.outcome, the API's "outcome" and the
+ * outcome label of recoveryd_jobs_total. OUT_NONE until it has ended. */
+enum job_outcome {
+	OUT_NONE,
+	OUT_SUCCEEDED,
+	OUT_DRY_RUN_SUCCEEDED,
+	OUT_FAILED,
+	OUT_DRY_RUN_FAILED,
+	OUT_CANCELLED,
+	OUT_INTERRUPTED,      /* a non-idempotent attempt cut by a crash or drain */
+	OUT_POISONED,         /* interrupted by the watchdog twice */
+	OUT_BUDGET_EXHAUSTED, /* never started: the run budget was spent */
+	OUT_COUNT
+};
+
 /* Unfinished jobs per state, kept by job_enter and job_set_state; the
  * engine owns one and guards it with its lock. */
 struct job_counts {
@@ -49,7 +87,7 @@ struct job {
 	char *cancel_reason;    /* [engine lock] */
 	int notifications;      /* [engine lock] */
 	int attempts;           /* attempts started */
-	char *outcome;          /* set when the job ends */
+	enum job_outcome outcome; /* set when the job ends; OUT_NONE before */
 	char *error;            /* last error */
 
 	struct playbook_set *set; /* reference held for the job's life */
@@ -77,6 +115,14 @@ int job_set_state(struct job_counts *c, struct job *j, enum job_state to);
 const char *job_state_name(enum job_state s);
 int job_state_parse(const char *s, enum job_state *out);
 int job_state_final(enum job_state s);
+/* Names as the journal, the API, the logs and the metric labels spell them
+ * ("unknown" for a value out of range). attempt_error_name is the
+ * playbook-errors kind label, NULL for AE_NONE (not counted);
+ * job_outcome_name is NULL for OUT_NONE (the journal's NULL outcome). Only
+ * states are parsed back: replay reads nothing else of a job row. */
+const char *attempt_result_name(enum attempt_result r);
+const char *attempt_error_name(enum attempt_error e);
+const char *job_outcome_name(enum job_outcome o);
 /* A job_row view of j (pointers into j; valid while j lives). */
 void job_row_of(const struct job *j, struct job_row *row);
 void job_free(struct job *j);

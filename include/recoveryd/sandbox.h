@@ -11,6 +11,9 @@ struct sandbox {
 	size_t mem_max;      /* bytes; allocations beyond fail with a memory error */
 	double deadline;     /* rd_mono() seconds; 0 = none */
 	int timed_out;       /* set by the hook once the deadline passed */
+	int caught_status;   /* the Lua status of the last error a pcall or xpcall
+	                        caught (LUA_ERRMEM for the memory budget, whatever
+	                        the message says); LUA_OK before the first */
 	int no_limit;        /* set around the runner's own unprotected API calls,
 	                        where a memory error would be a panic */
 	const char *lua_path;/* directory `require` searches; NULL = none */

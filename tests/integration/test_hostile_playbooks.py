@@ -261,6 +261,57 @@ class HostileTest(RecoverydTestCase):
         self.assertIn("memory", got["memory_bomb"])
         self.assert_still_serving(d)
 
+    def test_playbook_error_kinds(self):
+        """recoveryd_playbook_errors_total{kind} counts what ended the attempt
+        (the Lua status of a memory error, the deadline, the load), not what
+        the error text says: a playbook's own error that mentions "not enough
+        memory" is a plain failure."""
+        flags = os.path.join(self.tmpdir, "flags")
+        os.makedirs(flags)
+        bomb = "local t = {} while true do t[#t + 1] = string.rep('x', 1e5) end"
+
+        def once_flagged(flag, body):
+            # the file is absent when the set loads at start-up, present
+            # when the attempt loads it again
+            return "if recovery.read_file(%s) then %s end" % (lua_str(os.path.join(flags, flag)), body)
+
+        pbs = {
+            "harmless": self.harmless(),
+            "mem-run": playbook("mem-run", bomb, match=ANY),
+            "mem-verify": playbook("mem-verify", "return", verify=bomb, match=ANY),
+            "says-mem": playbook("says-mem", "error('not enough memory')", match=ANY),
+            "mem-load": playbook("mem-load", "return", match=ANY, prelude=once_flagged("mem", bomb)),
+            "bad-load": playbook("bad-load", "return", match=ANY,
+                                 prelude=once_flagged("load", "error('broken on purpose', 0)")),
+            "slow": playbook("slow", "recovery.sleep(5)", match=ANY, timeout=0.3),
+        }
+        d = self.start(pbs, extra=["--lua-memory", "8388608", "--read-allow", flags])
+        for flag in ("mem", "load"):
+            with open(os.path.join(flags, flag), "w") as f:
+                f.write("1")
+        want = {  # playbook: (the error matches, the kind counted)
+            "mem-run": ("run: not enough memory", "memory"),
+            "mem-verify": ("verify: not enough memory", "memory"),
+            "says-mem": ("run: .*says-mem.lua:[0-9]+: not enough memory", None),
+            "mem-load": ("loading the playbook: not enough memory", "memory"),
+            "bad-load": ("loading the playbook: broken on purpose", "load"),
+            "slow": ("attempt timed out after 0[.]3s", "timeout"),
+        }
+        for name, (error, kind) in want.items():
+            rec = self.run_job(d, name)
+            self.assertEqual((rec["state"], rec["outcome"]), ("failed", "failed"), rec)
+            self.assertRegex(rec["error"], "^" + error, rec)
+            self.assertEqual([a["result"] for a in rec["attempts"]],
+                             ["timeout" if kind == "timeout" else "failed"], rec)
+        text = d.metrics()
+        for name, (_, kind) in want.items():
+            for k in ("timeout", "memory", "load"):
+                got = d.metric_value(text, "recoveryd_playbook_errors_total", {"playbook": name, "kind": k})
+                self.assertEqual(got or 0, 1 if k == kind else 0, (name, k))
+            got = d.metric_value(text, "recoveryd_job_attempts_total", {"playbook": name})
+            self.assertEqual(got, 1, name)
+        self.assert_still_serving(d)
+
     # ---- finding 6 ---------------------------------------------------------
     def test_nul_bytes_refused_in_lua(self):
         fake = self.fake()

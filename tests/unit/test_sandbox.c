@@ -667,6 +667,8 @@ static void test_memory_bomb_in_pcall(void **state)
 	                 " while true do t[#t + 1] = string.rep('x', 1e5) end end)"
 	                 " return tostring(ok) .. ':' .. tostring(e)",
 	           "false:not enough memory");
+	/* the status says what the message cannot: the budget ran out */
+	assert_int_equal(f->sb.caught_status, LUA_ERRMEM);
 	assert_true(f->sb.mem_used <= f->sb.mem_max);
 	/* the state is still usable, and the garbage can go */
 	expect_str(f->L, "collectgarbage() collectgarbage()"
@@ -679,6 +681,27 @@ static void test_memory_bomb_in_pcall(void **state)
 	expect_str(f->L, "local ok, e = pcall(string.rep, 'x', 64 * 1024 * 1024)"
 	                 " return tostring(ok) .. ':' .. tostring(e)",
 	           "false:not enough memory");
+	assert_int_equal(f->sb.caught_status, LUA_ERRMEM);
+	/* the words in a playbook's own error are a runtime error */
+	expect_str(f->L, "local ok, e = pcall(function() error('not enough memory') end)"
+	                 " return tostring(ok) .. ':' .. tostring(e)",
+	           "false:test:1: not enough memory");
+	assert_int_equal(f->sb.caught_status, LUA_ERRRUN);
+	expect_str(f->L, "local ok, e = pcall(error, {})"
+	                 " return tostring(ok) .. ':' .. type(e)",
+	           "false:table");
+	assert_int_equal(f->sb.caught_status, LUA_ERRRUN);
+	/* Lua 5.4's lua_error raises the memory message itself (exactly that
+	 * string, as a caught memory error rethrown with level 0 is) as a
+	 * memory error again */
+	expect_str(f->L, "local ok, e = pcall(error, 'not enough memory', 0)"
+	                 " return tostring(ok) .. ':' .. tostring(e)",
+	           "false:not enough memory");
+	assert_int_equal(f->sb.caught_status, LUA_ERRMEM);
+	expect_str(f->L, "local ok, e = xpcall(string.rep, function(m) return m end, 'x', 64 * 1024 * 1024)"
+	                 " return tostring(ok) .. ':' .. tostring(e)",
+	           "false:not enough memory");
+	assert_int_equal(f->sb.caught_status, LUA_ERRMEM);
 	expect_str(f->L, "return tostring(1 + 1)", "2");
 }
 

@@ -676,6 +676,20 @@ static void attempt_start(struct runner *r, struct job *j)
 		attempt_end(r, j, AR_FAILED, AE_NONE, "out of memory", -1, NULL);
 }
 
+/* A cancel asked for meanwhile ends the attempt here (1). */
+static int ended_by_cancel(struct runner *r, struct job *j)
+{
+	int cancel;
+
+	pthread_mutex_lock(r->o.mu);
+	cancel = j->cancel_requested;
+	pthread_mutex_unlock(r->o.mu);
+	if (cancel)
+		attempt_end(r, j, AR_CANCELLED, AE_NONE, j->cancel_reason ? j->cancel_reason : "cancelled",
+		            -1, NULL);
+	return cancel;
+}
+
 /* The attempt's start is committed (or could not be: logged): load the
  * playbook into a fresh state and start its coroutine. */
 static void attempt_run(struct runner *r, struct job *j)
@@ -683,16 +697,9 @@ static void attempt_run(struct runner *r, struct job *j)
 	struct attempt_rt *rt = j->rt;
 	char chunk[300], err[512];
 	struct playbook *pb = j->pb;
-	int cancel;
 
-	pthread_mutex_lock(r->o.mu);
-	cancel = j->cancel_requested;
-	pthread_mutex_unlock(r->o.mu);
-	if (cancel) {
-		attempt_end(r, j, AR_CANCELLED, AE_NONE, j->cancel_reason ? j->cancel_reason : "cancelled",
-		            -1, NULL);
+	if (ended_by_cancel(r, j))
 		return;
-	}
 	log_kv(LOG_INFO, j->id, "attempt started", "playbook", j->playbook_name, "key", j->key, NULL);
 	rt->started = rd_mono(); /* the deadline counts from here */
 	rt->L = sandbox_new(&rt->sb);
@@ -776,16 +783,9 @@ static void resume(struct runner *r, struct job *j, int nargs)
 {
 	struct attempt_rt *rt = j->rt;
 	int nres = 0, status;
-	int cancel;
 
-	pthread_mutex_lock(r->o.mu);
-	cancel = j->cancel_requested;
-	pthread_mutex_unlock(r->o.mu);
-	if (cancel) {
-		attempt_end(r, j, AR_CANCELLED, AE_NONE, j->cancel_reason ? j->cancel_reason : "cancelled",
-		            -1, NULL);
+	if (ended_by_cancel(r, j))
 		return;
-	}
 	rt->op = NULL;
 	rt->sb.preempted = 0;
 	rt->sb.slice_start = rd_mono();

@@ -293,6 +293,8 @@ static enum rd_status commit_job(struct runner *r, struct job *j, const struct a
 		return RD_NOMEM;
 	pthread_mutex_lock(r->o.mu);
 	job_row_of(j, &row);
+	if (cont && kind == C_RUN)
+		row.state = job_state_name(JS_RUNNING); /* ahead of the books: see attempt_start */
 	row.updated_at = rd_now();
 	fail = store_batch_update_job(b, &row) < 0 || (a && store_batch_attempt(b, j->id, a) < 0);
 	pthread_mutex_unlock(r->o.mu);
@@ -628,6 +630,13 @@ static int caught_nomem(lua_State *L)
 
 static void resume(struct runner *r, struct job *j, int nargs);
 
+static void mark_running(struct runner *r, struct job *j)
+{
+	pthread_mutex_lock(r->o.mu);
+	job_set_state(r->o.counts, j, JS_RUNNING);
+	pthread_mutex_unlock(r->o.mu);
+}
+
 /* Mark the job running and journal the attempt start; the attempt runs
  * (attempt_run) once that is committed, so a crash from the first side
  * effect on is found as "running" at start-up (DESIGN.md §5). */
@@ -642,7 +651,8 @@ static void attempt_start(struct runner *r, struct job *j)
 		job_done(r, j);
 		return;
 	}
-	job_set_state(r->o.counts, j, JS_RUNNING);
+	/* The journal says running from this batch on; the books (and
+	 * recoveryd_queue_depth) once it is committed (mark_running). */
 	j->attempts++;
 	j->next_run_at = 0;
 	if (!j->started_at)
@@ -651,6 +661,7 @@ static void attempt_start(struct runner *r, struct job *j)
 
 	rt = calloc(1, sizeof(*rt));
 	if (!rt) {
+		mark_running(r, j);
 		attempt_end(r, j, AR_FAILED, AE_NONE, "out of memory", -1, NULL);
 		return;
 	}
@@ -672,8 +683,10 @@ static void attempt_start(struct runner *r, struct job *j)
 	a.n = rt->n;
 	a.started_at = rt->started_wall;
 	a.verify_ok = -1;
-	if (commit_job(r, j, &a, 1, C_RUN) != RD_OK)
+	if (commit_job(r, j, &a, 1, C_RUN) != RD_OK) {
+		mark_running(r, j);
 		attempt_end(r, j, AR_FAILED, AE_NONE, "out of memory", -1, NULL);
+	}
 }
 
 /* A cancel asked for meanwhile ends the attempt here (1). */
@@ -698,6 +711,7 @@ static void attempt_run(struct runner *r, struct job *j)
 	char chunk[300], err[512];
 	struct playbook *pb = j->pb;
 
+	mark_running(r, j);
 	if (ended_by_cancel(r, j))
 		return;
 	log_kv(LOG_INFO, j->id, "attempt started", "playbook", j->playbook_name, "key", j->key, NULL);
@@ -874,6 +888,8 @@ static void attempt_end(struct runner *r, struct job *j, enum attempt_result res
 	int final = 0;
 	enum log_level lvl = LOG_INFO;
 
+	if (rt && j->state != JS_RUNNING)
+		mark_running(r, j); /* ended before its start was committed */
 	if (rt) {
 		if (rt->op) {
 			op_abort(r, rt->op);

@@ -717,7 +717,7 @@ static void *writer_main(void *arg)
 		for (b = list; b; b = b->next) {
 			if (b->result == RD_OK) {
 				nok++;
-			} else if (b->detached && !b->on_done) {
+			} else if (b->detached) {
 				log_kv(LOG_ERROR, batch_job(b), "journal batch failed", "error", b->err,
 				       NULL);
 				metrics_add(M_JOURNAL_ERRORS, NULL, NULL, 1);

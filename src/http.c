@@ -45,7 +45,7 @@
 #define CONN_MEMORY 16384              /* per-connection pool: headers and read buffer */
 #define MHD_THREADS 2                  /* event loops; handlers there never block */
 #define FD_RESERVE 512                 /* descriptors kept for the journal, curl, children */
-#define WORKERS 8                      /* threads for work that may block */
+#define WORKERS 2                      /* threads for journal reads and cancels */
 #define WAIT_MAX 300                   /* seconds /trigger?wait= may take */
 #define WAITS_MAX 128                  /* ?wait= requests parked at once; more answer at once */
 #define WAIT_POLL 0.1                  /* the wait list is checked this often (seconds) */
@@ -154,12 +154,9 @@ struct http {
 
 	/* ?wait= list */
 	pthread_mutex_t wait_lock;
-	pthread_cond_t wait_cond;
-	struct request *waiting; /* [wait_lock] */
+	struct request *waiting; /* [wait_lock] checked by the sweeper */
 	size_t n_waiting;        /* [wait_lock] */
 	int wait_closed;         /* [wait_lock] */
-	pthread_t waiter;
-	int has_waiter;
 
 	/* connection deadline sweep and lingering close */
 	pthread_mutex_t conn_lock;
@@ -673,10 +670,15 @@ static int wait_park(struct http *h, struct request *rq, const char *id, cJSON *
 		rq->next = h->waiting;
 		h->waiting = rq;
 		h->n_waiting++;
-		pthread_cond_signal(&h->wait_cond);
 		rc = 0;
 	}
 	pthread_mutex_unlock(&h->wait_lock);
+	if (rc == 0) {
+		/* the sweeper checks waits every WAIT_POLL from now on */
+		pthread_mutex_lock(&h->conn_lock);
+		pthread_cond_signal(&h->conn_cond);
+		pthread_mutex_unlock(&h->conn_lock);
+	}
 	return rc;
 }
 
@@ -966,58 +968,40 @@ static void wait_answer(struct http *h, struct request *rq, int r)
 	finish(rq);
 }
 
-/* One thread checks every parked ?wait= request each WAIT_POLL: cheap (a
- * map look-up under the engine lock), and a 300 s wait holds no worker. */
-static void *waiter_main(void *arg)
+/* Answer the parked ?wait= requests whose job ended or whose time ran out
+ * (all of them once the list is closed). The sweeper calls it every
+ * WAIT_POLL while any wait: cheap (a map look-up under the engine lock),
+ * and a 300 s wait holds no thread. Returns 1 while some still wait. */
+static int wait_check(struct http *h)
 {
-	struct http *h = arg;
-	struct timespec ts;
+	struct request *done = NULL, **pp;
+	double now = rd_mono();
+	int closed, left;
 
 	pthread_mutex_lock(&h->wait_lock);
-	for (;;) {
-		struct request *done = NULL, **pp = &h->waiting;
-		int closed = h->wait_closed;
-		double now = rd_mono();
-
-		while (*pp) {
-			struct request *rq = *pp;
-			int r = closed ? 0 : engine_wait(h->e, rq->wait_id, 0);
-			if (r != 0 || closed || now >= rq->wait_until) {
-				*pp = rq->next;
-				h->n_waiting--;
-				rq->next = done;
-				rq->wait = r; /* reuse: the outcome */
-				done = rq;
-			} else {
-				pp = &rq->next;
-			}
+	closed = h->wait_closed;
+	for (pp = &h->waiting; *pp;) {
+		struct request *rq = *pp;
+		int r = closed ? 0 : engine_wait(h->e, rq->wait_id, 0);
+		if (r != 0 || closed || now >= rq->wait_until) {
+			*pp = rq->next;
+			h->n_waiting--;
+			rq->next = done;
+			rq->wait = r; /* reuse: the outcome */
+			done = rq;
+		} else {
+			pp = &rq->next;
 		}
-		if (done) {
-			pthread_mutex_unlock(&h->wait_lock);
-			while (done) {
-				struct request *rq = done;
-				done = rq->next;
-				rq->next = NULL;
-				wait_answer(h, rq, rq->wait);
-			}
-			pthread_mutex_lock(&h->wait_lock);
-			continue;
-		}
-		if (closed)
-			break;
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		ts.tv_nsec += (long)(WAIT_POLL * 1e9);
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
-		if (h->waiting)
-			pthread_cond_timedwait(&h->wait_cond, &h->wait_lock, &ts);
-		else
-			pthread_cond_wait(&h->wait_cond, &h->wait_lock);
 	}
+	left = h->waiting != NULL;
 	pthread_mutex_unlock(&h->wait_lock);
-	return NULL;
+	while (done) {
+		struct request *rq = done;
+		done = rq->next;
+		rq->next = NULL;
+		wait_answer(h, rq, rq->wait);
+	}
+	return left;
 }
 
 /* ---- connection deadline and lingering close ---- */
@@ -1226,13 +1210,18 @@ static void *sweeper_main(void *arg)
 		tick = 0.05;
 	pthread_mutex_lock(&h->conn_lock);
 	while (!h->conn_closed) {
+		double t = tick;
 		sweep(h);
+		pthread_mutex_unlock(&h->conn_lock);
+		if (wait_check(h) && t > WAIT_POLL)
+			t = WAIT_POLL;
+		pthread_mutex_lock(&h->conn_lock);
 		if (h->n_lingers) {
-			linger_drain(h, tick);
+			linger_drain(h, t);
 			continue;
 		}
 		clock_gettime(CLOCK_MONOTONIC, &ts);
-		ts.tv_nsec += (long)(tick * 1e9);
+		ts.tv_nsec += (long)(t * 1e9);
 		while (ts.tv_nsec >= 1000000000L) {
 			ts.tv_sec++;
 			ts.tv_nsec -= 1000000000L;
@@ -1571,7 +1560,6 @@ static void threads_stop(struct http *h)
 	 * draining engine answers quickly), then the threads end. */
 	pthread_mutex_lock(&h->wait_lock);
 	h->wait_closed = 1;
-	pthread_cond_broadcast(&h->wait_cond);
 	pthread_mutex_unlock(&h->wait_lock);
 	pthread_mutex_lock(&h->work_lock);
 	h->work_closed = 1;
@@ -1582,12 +1570,10 @@ static void threads_stop(struct http *h)
 	while (h->submits_out)
 		pthread_cond_wait(&h->work_cond, &h->work_lock);
 	pthread_mutex_unlock(&h->work_lock);
-	if (h->has_waiter)
-		pthread_join(h->waiter, NULL);
-	h->has_waiter = 0;
 	for (int i = 0; i < h->n_workers; i++)
 		pthread_join(h->workers[i], NULL);
 	h->n_workers = 0;
+	wait_check(h); /* closed: answers every parked wait */
 }
 
 static void sweeper_stop(struct http *h)
@@ -1608,7 +1594,6 @@ static void http_free(struct http *h)
 	pthread_mutex_destroy(&h->work_lock);
 	pthread_cond_destroy(&h->work_cond);
 	pthread_mutex_destroy(&h->wait_lock);
-	pthread_cond_destroy(&h->wait_cond);
 	pthread_mutex_destroy(&h->conn_lock);
 	pthread_cond_destroy(&h->conn_cond);
 	free(h->webhook_token);
@@ -1650,7 +1635,6 @@ enum rd_status http_start(const struct http_config *cfg, struct engine *e, struc
 	pthread_mutex_init(&h->work_lock, NULL);
 	pthread_cond_init(&h->work_cond, &ca);
 	pthread_mutex_init(&h->wait_lock, NULL);
-	pthread_cond_init(&h->wait_cond, &ca);
 	pthread_mutex_init(&h->conn_lock, NULL);
 	pthread_cond_init(&h->conn_cond, &ca);
 	pthread_condattr_destroy(&ca);
@@ -1687,11 +1671,10 @@ enum rd_status http_start(const struct http_config *cfg, struct engine *e, struc
 			break;
 		h->n_workers++;
 	}
-	if (h->n_workers == 0 || pthread_create(&h->waiter, NULL, waiter_main, h) != 0) {
+	if (h->n_workers == 0) {
 		snprintf(err, errlen, "cannot start the HTTP worker threads");
 		goto out;
 	}
-	h->has_waiter = 1;
 	if (pthread_create(&h->sweeper, NULL, sweeper_main, h) != 0) {
 		snprintf(err, errlen, "cannot start the HTTP connection sweeper");
 		goto out;

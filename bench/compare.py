@@ -818,6 +818,50 @@ class Bench:
             rd.proc.wait(timeout=10)
 
 
+    def idle_conns(self):
+        """N idle keep-alive connections at once (each sent nothing): threads and RSS."""
+        n = self.a.idle
+        rd = Recoveryd(self.root, "recoveryd-idle", self.a.binary, {
+            "empty": playbook("empty", "BenchIdle", run="    return")},
+            extra=["--conn-per-ip", str(n + 64)]).start()  # all from 127.0.0.1
+        socks = []
+        try:
+            time.sleep(0.3)
+            rss0, thr0 = proc_status(rd.proc.pid)
+            for _ in range(n):
+                s = socket.create_connection(("127.0.0.1", rd.port), timeout=10)
+                socks.append(s)
+            time.sleep(1.0)
+            rss, thr = proc_status(rd.proc.pid)
+            open_conns = sum(1 for s in socks if not closed_by_peer(s))
+            # still served while they idle
+            st, _ = rd.post(notification([alert({"alertname": "BenchIdle", "instance": "i"})]), timeout=30)
+            if st != 202:
+                self.problems.append("idle: a webhook next to %d idle connections answered %d" % (n, st))
+            if open_conns < n:
+                self.problems.append("idle: %d of %d connections were closed by recoveryd" % (n - open_conns, n))
+            return {"connections": n, "open": open_conns, "idle_rss_kib": rss0, "idle_threads": thr0, "rss_kib": rss,
+                    "threads": thr, "kib_per_conn": (rss - rss0) / n if n else 0, "webhook_status": st}
+        finally:
+            for s in socks:
+                s.close()
+            rd.proc.kill()
+            rd.proc.wait(timeout=10)
+
+
+def closed_by_peer(s):
+    """True when the server closed s (EOF or reset waiting to be read)."""
+    s.setblocking(False)
+    try:
+        return s.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    finally:
+        s.setblocking(True)
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -922,7 +966,8 @@ def main():
     ap.add_argument("--storm", type=int, help="alerts in the storm notification (default 1000; smoke 100)")
     ap.add_argument("--waiting", type=int, help="jobs waiting at once (default 10000; smoke 200)")
     ap.add_argument("--backlog", type=int, help="jobs in the backlog figure (default 5000; smoke 200)")
-    ap.add_argument("--only", default="matrix,first,backlog,storm,waiting",
+    ap.add_argument("--idle", type=int, help="idle connections at once (default 2000; smoke 100)")
+    ap.add_argument("--only", default="matrix,first,backlog,storm,waiting,idle",
                     help="parts to run (default matrix,first,backlog,storm,waiting)")
     ap.add_argument("--json", help="where to write the results (default bench/out/compare.json)")
     a = ap.parse_args()
@@ -935,6 +980,7 @@ def main():
     a.storm = a.storm or (100 if smoke else 1000)
     a.backlog = a.backlog or (200 if smoke else 5000)
     a.waiting = a.waiting or (200 if smoke else 10000)
+    a.idle = a.idle or (100 if smoke else 2000)
     a.sleep = 20 if smoke else 60
     a.drain_limit = 60 if smoke else 300
     a.binary = os.path.abspath(a.binary)
@@ -948,7 +994,7 @@ def main():
     info = versions(a.binary)
     info["command"] = " ".join(["bench/run.sh"] + (["--smoke"] if smoke else []))
     info["settings"] = {"duration_s": a.duration, "reps": a.reps, "conns": a.conns,
-                        "first_n": a.first_n, "storm": a.storm, "backlog": a.backlog, "waiting": a.waiting,
+                        "first_n": a.first_n, "storm": a.storm, "backlog": a.backlog, "waiting": a.waiting, "idle": a.idle,
                         "sleep_s": a.sleep}
     print("nproc %s | %s | %s | %s | recoveryd %s (%s)" % (
         info["nproc"], info["wrk"], info["nginx"], info["webhook"], info["recoveryd"], info["git"]),
@@ -971,6 +1017,9 @@ def main():
         if "waiting" in parts:
             extra["waiting"] = b.waiting()
             print("waiting: %s" % json.dumps(extra["waiting"]), flush=True)
+        if "idle" in parts:
+            extra["idle"] = b.idle_conns()
+            print("idle: %s" % json.dumps(extra["idle"]), flush=True)
     except Exception as e:  # a server that did not start, wrk that failed
         b.problems.append("%s: %s" % (type(e).__name__, e))
     finally:

@@ -43,7 +43,7 @@
 #include "recoveryd/metrics.h"
 
 #define CONN_MEMORY 16384              /* per-connection pool: headers and read buffer */
-#define MHD_THREADS 2                  /* event loops; handlers there never block */
+#define MHD_THREADS 1                  /* event loops; handlers there never block */
 #define FD_RESERVE 512                 /* descriptors kept for the journal, curl, children */
 #define WORKERS 2                      /* threads for journal reads and cancels */
 #define WAIT_MAX 300                   /* seconds /trigger?wait= may take */

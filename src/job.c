@@ -94,8 +94,12 @@ static void count(struct job_counts *c, enum job_state st, int delta)
 	if (job_state_final(st))
 		return;
 	c->n[st] += (size_t)delta; /* wraps back for -1 of a counted job */
+	/* Both gauges move with the state, under the same lock, so one scrape
+	 * never shows a job in neither or in both. */
 	if (st == JS_QUEUED)
 		metrics_set(M_QUEUE_DEPTH, NULL, NULL, (double)c->n[JS_QUEUED]);
+	else if (st == JS_RUNNING)
+		metrics_set(M_JOBS_IN_FLIGHT, NULL, NULL, (double)c->n[JS_RUNNING]);
 }
 
 void job_enter(struct job_counts *c, struct job *j, enum job_state st)

@@ -678,7 +678,6 @@ static void attempt_start(struct runner *r, struct job *j)
 	rt->sb.lua_path = r->o.lua_path;
 	rt->sb.owner = j;
 	r->in_flight++;
-	metrics_set(M_JOBS_IN_FLIGHT, NULL, NULL, (double)r->in_flight);
 
 	a.n = rt->n;
 	a.started_at = rt->started_wall;
@@ -916,8 +915,7 @@ static void attempt_end(struct runner *r, struct job *j, enum attempt_result res
 		free(rt);
 		j->rt = NULL;
 		r->in_flight--;
-		metrics_set(M_JOBS_IN_FLIGHT, NULL, NULL, (double)r->in_flight);
-	}
+		}
 	a.ended_at = rd_now();
 	a.result = attempt_result_name(result);
 	a.error = err_copy;

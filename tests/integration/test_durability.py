@@ -146,6 +146,16 @@ class DrainTest(RecoverydTestCase):
         fake.wait_count(1, "POST", "/p/start", timeout=5)
         d.kill(signal.SIGTERM)
         t_term = time.monotonic()
+        # The signal is taken by the main thread: a request that overtakes
+        # it is still served. From the moment /readyz says so, every
+        # notification must get 503.
+        while d.alive() and time.monotonic() - t_term < 5:
+            try:
+                if d.get("/readyz", timeout=5)[0] == 503:
+                    break
+            except CONNECTION_CLOSED:
+                break
+            time.sleep(0.01)
 
         answers = []
         body = fixture_bytes("firing-critical.json")

@@ -86,6 +86,12 @@ def main():
                   w["jobs"], w["sleep_s"], w["jobs"], w["running"], w.get("after_s", 0), w["threads"],
                   w["rss_kib"] / 1024, w["idle_rss_kib"] / 1024, w.get("kib_per_job", 0),
                   w.get("kib_per_job_total", 0)))
+    ic = d.get("idle")
+    if ic:
+        print("- Idle connections (%d keep-alive connections left idle): %d still open, %d threads, "
+              "RSS %.0f MiB (idle daemon %.0f MiB): %.1f KiB per connection; a webhook next to them "
+              "answered %s." % (ic["connections"], ic.get("open", 0), ic["threads"], ic["rss_kib"] / 1024,
+                                ic["idle_rss_kib"] / 1024, ic.get("kib_per_conn", 0), ic.get("webhook_status")))
     if d.get("problems"):
         print()
         print("Problems: " + "; ".join(d["problems"]))

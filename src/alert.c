@@ -101,17 +101,6 @@ static void join(char *buf, size_t len, const char *prefix, const char *key)
 		snprintf(buf, len, "%s", key);
 }
 
-static int valid_label_name(const char *s)
-{
-	if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || *s == '_'))
-		return 0;
-	for (s++; *s; s++)
-		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
-		      (*s >= '0' && *s <= '9') || *s == '_'))
-			return 0;
-	return 1;
-}
-
 /* cJSON copies bytes through unchecked; Prometheus label values must be
  * UTF-8, and they later travel in JSON to Slack and PagerDuty. */
 static int valid_utf8(const char *str)
@@ -230,7 +219,7 @@ static enum alert_result parse_set(struct pctx *c, const cJSON *parent, const ch
 	cJSON_ArrayForEach(it, obj) {
 		const char *name = it->string ? it->string : "";
 
-		if (is_labels && !valid_label_name(name)) {
+		if (is_labels && !rd_label_name_valid(name)) {
 			r = fail(c, ALERT_INVALID_PAYLOAD,
 			         "%s: invalid label name %s (must match [a-zA-Z_][a-zA-Z0-9_]*)", path,
 			         show(name, shown, sizeof(shown)));

@@ -245,3 +245,22 @@ found:
 	}
 	return 1;
 }
+
+double rd_random_unit(void)
+{
+	unsigned int x = 0;
+	if (getrandom(&x, sizeof(x), 0) != sizeof(x))
+		x = (unsigned int)(rd_mono() * 1e6);
+	return (double)x / 4294967296.0;
+}
+
+int rd_label_name_valid(const char *s)
+{
+	if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || *s == '_'))
+		return 0;
+	for (s++; *s; s++)
+		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+		      (*s >= '0' && *s <= '9') || *s == '_'))
+			return 0;
+	return 1;
+}

@@ -102,7 +102,7 @@ static void on_loop_expired(void *ud, const char *job_id, const char *playbook, 
 		log_kv(LOG_ERROR, job_id, "watchdog: cannot journal the stall", NULL);
 }
 
-static void job_done(void *owner, struct job *j);
+static void job_released(void *owner, struct job *j);
 
 /* The runner's job_find (e->mu held). */
 static struct job *job_find(void *owner, const char *id)
@@ -117,7 +117,7 @@ struct engine *engine_new(const struct engine_opts *o)
 	pthread_condattr_t ca;
 	struct runner_opts ro = {.max_in_flight = o->max_in_flight, .mem_max = o->mem_max,
 	                         .lua_path = o->lua_path, .store = o->store, .mu = &e->mu,
-	                         .counts = &e->counts, .job_done = job_done, .job_find = job_find,
+	                         .counts = &e->counts, .job_done = job_released, .job_find = job_find,
 	                         .owner = e};
 	struct watchdog_opts wo = {o->watchdog_unhealthy, o->watchdog_exit, on_loop_expired, e};
 
@@ -755,7 +755,7 @@ enum engine_result engine_submit(struct engine *e, const struct payload *p, cons
 
 /* The runner's job_done: j reached a final state and its last update is
  * committed: drop it from the tables, wake waiters, escalate, free it. */
-static void job_done(void *owner, struct job *j)
+static void job_released(void *owner, struct job *j)
 {
 	struct engine *e = owner;
 	double dur = (j->ended_at && j->created_at) ? j->ended_at - j->created_at : 0;

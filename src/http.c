@@ -400,7 +400,7 @@ static void answer_engine(struct request *rq, enum engine_result res, struct eng
 /* ---- request inspection ---- */
 
 /* 1 when s is 1..max characters of [A-Za-z0-9_-] (plus '.' when dot). */
-static int valid_name(const char *s, size_t max, int dot)
+static int valid_path_arg(const char *s, size_t max, int dot)
 {
 	size_t n = 0;
 
@@ -437,7 +437,7 @@ static void match_route(const char *url, struct request *rq)
 		if (!*rest || strchr(rest, '/'))
 			return;
 		rq->route = R_TRIGGER;
-		rq->bad_arg = !valid_name(rest, PLAYBOOK_MAX, 1);
+		rq->bad_arg = !valid_path_arg(rest, PLAYBOOK_MAX, 1);
 		if (!rq->bad_arg)
 			snprintf(rq->arg, sizeof(rq->arg), "%s", rest);
 		return;
@@ -462,7 +462,7 @@ static void match_route(const char *url, struct request *rq)
 	}
 	memcpy(rq->arg, rest, n);
 	rq->arg[n] = '\0';
-	rq->bad_arg = !valid_name(rq->arg, ID_MAX, 0);
+	rq->bad_arg = !valid_path_arg(rq->arg, ID_MAX, 0);
 }
 
 /* Token of an "Authorization: Bearer <token>" value, or NULL. */

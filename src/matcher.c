@@ -50,17 +50,6 @@ static int is_unquoted(char c)
 	return c && !is_space(c) && !strchr("{}!=~,\\\"'`", c);
 }
 
-static int valid_label_name(const char *s)
-{
-	if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || *s == '_'))
-		return 0;
-	for (s++; *s; s++)
-		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
-		      (*s >= '0' && *s <= '9') || *s == '_'))
-			return 0;
-	return 1;
-}
-
 static int hexval(char c)
 {
 	if (c >= '0' && c <= '9')
@@ -407,7 +396,7 @@ static int parse_one(struct parser *p, struct matcher *m)
 
 	if (read_token(p, "a label name", &m->name) < 0)
 		return -1;
-	if (!valid_label_name(m->name)) {
+	if (!rd_label_name_valid(m->name)) {
 		show_text(m->name, strlen(m->name), shown, sizeof(shown));
 		return perr(p, "invalid label name '%s' at column %zu (must match "
 		               "[a-zA-Z_][a-zA-Z0-9_]*)", shown, start + 1);

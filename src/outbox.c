@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/random.h>
 
 #include "map.h"
 #include "recoveryd/escalate.h"
@@ -248,14 +247,6 @@ void outbox_abandon(struct outbox *ob, struct outbox_notes *ns)
 
 /* ---------- delivery (loop thread) ---------- */
 
-static double jitter_rnd(void)
-{
-	unsigned int x = 0;
-	if (getrandom(&x, sizeof(x), 0) != sizeof(x))
-		x = (unsigned int)(rd_mono() * 1e6);
-	return (double)x / 4294967296.0;
-}
-
 /* What one send holds: the handle, headers, body and answer. */
 static void transfer_release(struct delivery *d)
 {
@@ -391,7 +382,7 @@ static void delivery_done(struct loop *l, CURL *easy, CURLcode cc, void *arg)
 	if (cc == CURLE_OK)
 		curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
 	v = escalate_classify(d->sink, cc, status, d->resp.p ? d->resp.p : "", retry_after(&d->resp_headers),
-	                      d->attempts, jitter_rnd(), &delay);
+	                      d->attempts, rd_random_unit(), &delay);
 	if (cc != CURLE_OK)
 		snprintf(answer, sizeof(answer), "%s", d->errbuf[0] ? d->errbuf : curl_easy_strerror(cc));
 	else
@@ -499,7 +490,7 @@ static void deliver_set(void *arg)
 
 /* ---------- journaling ---------- */
 
-static void set_free(struct sendset *set)
+static void sendset_free(struct sendset *set)
 {
 	while (set->ready) {
 		struct delivery *d = set->ready;
@@ -514,7 +505,7 @@ static void set_free(struct sendset *set)
  * journal and are sent after the next start. */
 static void drop_set(void *arg)
 {
-	set_free(arg);
+	sendset_free(arg);
 }
 
 /* Writer thread: the rows of set are committed (or not). */
@@ -527,7 +518,7 @@ static void on_journaled(enum rd_status result, void *arg)
 		for (struct delivery *d = set->ready; d; d = d->next)
 			log_kv(LOG_ERROR, d->job_id, "escalation: journal commit failed; notification lost", "kind",
 			       d->kind, NULL);
-		set_free(set);
+		sendset_free(set);
 		return;
 	}
 	for (struct outbox_note *n = set->triggers; n; n = n->next)
@@ -681,7 +672,7 @@ enum rd_status outbox_load(struct outbox *ob)
 	if (!set->ready) {
 		free(set);
 	} else if (ob->o.disabled) {
-		set_free(set);
+		sendset_free(set);
 	} else {
 		runner_call(ob->o.runner, deliver_set, drop_set, set);
 	}

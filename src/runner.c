@@ -13,7 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <unistd.h>
 
 #include "recoveryd/job.h"
@@ -865,14 +864,6 @@ static void resume(struct runner *r, struct job *j, int nargs)
 	free(vreason);
 }
 
-static double jitter_rnd(void)
-{
-	unsigned int x = 0;
-	if (getrandom(&x, sizeof(x), 0) != sizeof(x))
-		x = (unsigned int)(rd_mono() * 1e6);
-	return (double)x / 4294967296.0;
-}
-
 /* The attempt ended with result; why is the cause that
  * recoveryd_playbook_errors_total counts (AE_NONE: none), known to the
  * caller from where it ended, never guessed from the error text. */
@@ -948,7 +939,7 @@ static void attempt_end(struct runner *r, struct job *j, enum attempt_result res
 			final = 1;
 		}
 	} else if (j->attempts < j->max_attempts) {
-		double d = playbook_backoff(j->pb, j->attempts, jitter_rnd());
+		double d = playbook_backoff(j->pb, j->attempts, rd_random_unit());
 		job_set_state(r->o.counts, j, JS_RETRY_WAIT);
 		j->next_run_at = rd_now() + d;
 		timer_add(r, j, T_RETRY, rd_mono() + d);

@@ -39,4 +39,10 @@ void rd_random_hex(char *out, size_t nbytes);
  * when found, else 0. Does not validate the JSON. */
 int rd_json_find_nul(const char *s, size_t n, size_t *at, char *field, size_t fieldlen);
 
+/* A uniform random number in [0, 1) for backoff jitter (getrandom; the
+ * clock when that fails). */
+double rd_random_unit(void);
+/* A Prometheus label name: [a-zA-Z_][a-zA-Z0-9_]*. */
+int rd_label_name_valid(const char *s);
+
 #endif

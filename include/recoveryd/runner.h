@@ -1,6 +1,7 @@
-/* The runner: one event loop thread built on curl_multi_poll, with timers
- * and child-process descriptors; each attempt is a coroutine in its own
- * sandboxed lua_State that yields on sleep, HTTP and exec. */
+/* The runner: recovery attempts on one thread that runs the generic event
+ * loop (loop.h); each attempt is a coroutine in its own sandboxed lua_State
+ * that yields on sleep, HTTP and exec. It never waits on the journal: a
+ * turn's writes are one batch, and jobs continue on its completion. */
 #ifndef RECOVERYD_RUNNER_H
 #define RECOVERYD_RUNNER_H
 

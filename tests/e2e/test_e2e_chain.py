@@ -212,7 +212,10 @@ class ChainTest(unittest.TestCase):
             "prometheus_timeout": 5,
             "verify_use_alert_expr": True,
             "verify_wait": verify_wait,
-            "verify_interval": 1,
+            # Scaled down with the rule: the verify sees the condition clear
+            # from the same scrapes as Prometheus' rule, and must not lose
+            # the race to the resolved notification by a whole poll.
+            "verify_interval": 0.25,
         }
         # The playbook's own backoff (15-30 s, then 30-60 s) scaled down like
         # the rule's intervals, through the deployment overrides.

@@ -134,6 +134,16 @@ static int line_str(struct line *l, const char *str, size_t n, size_t max)
 	if (budget < LOG_MARK_LEN + 2)
 		return -1;
 	budget -= 2;
+	/* Most values are plain ASCII that needs no escaping: one copy. */
+	for (i = 0; i < n && s[i] >= 0x20 && s[i] < 0x7f && s[i] != '"' && s[i] != '\\'; i++)
+		;
+	if (i == n && n <= budget) {
+		l->p[l->len++] = '"';
+		memcpy(l->p + l->len, s, n);
+		l->len += n;
+		l->p[l->len++] = '"';
+		return 0;
+	}
 	/* First pass: does the whole value fit? */
 	for (i = 0; i < n && need <= budget; i += step) {
 		step = json_char(s + i, n - i, esc, &out, &olen);

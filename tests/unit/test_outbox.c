@@ -690,11 +690,52 @@ static void test_unconfigured_sink(void **state)
 	cJSON *sl = row1(f, J1, "trigger", "slack");
 	assert_string_equal(str(sl, "state"), "pending");
 	cJSON_Delete(sl);
+	/* journaled as failed at once, never as waiting to be sent */
+	cJSON *ins = fake_store_ops(f->store, "escalation", J1), *it;
+	assert_int_equal(cJSON_GetArraySize(ins), 2);
+	cJSON_ArrayForEach(it, ins)
+		if (strcmp(str(it, "sink"), "pagerduty") == 0)
+			assert_string_equal(str(it, "state"), "failed");
+	cJSON_Delete(ins);
 	assert_true(metrics_get(M_ESCALATIONS, "pagerduty", "not_configured") == 1);
+	/* no incident on the sink never paged: the resolve goes to Slack only */
+	struct outbox_notes ns = { 0 };
+	outbox_close_incident(f->ob, &ns, KEY1, ER_ALERT_RESOLVED);
+	outbox_send(f->ob, &ns);
+	cJSON *res = row1(f, J1, "resolve", "slack");
+	cJSON_Delete(res);
+	res = rows(f, J1, "resolve", "pagerduty");
+	assert_int_equal(cJSON_GetArraySize(res), 0);
+	cJSON_Delete(res);
+	assert_int_equal(fake_runner_complete("/slack/"), 0); /* the trigger; then its resolve goes */
+	assert_int_equal(fake_runner_fire(), 0);
 	cJSON *sent = fake_runner_calls("deliver");
-	assert_int_equal(cJSON_GetArraySize(sent), 1);
-	assert_string_equal(str(cJSON_GetArrayItem(sent, 0), "url"), f->slack_url);
+	assert_int_equal(cJSON_GetArraySize(sent), 2); /* Slack's trigger, Slack's resolve */
+	cJSON_ArrayForEach(it, sent)
+		assert_string_equal(str(it, "url"), f->slack_url);
 	cJSON_Delete(sent);
+}
+
+/* A sink configured when the row was journaled but not any more when it
+ * is sent (a reload removed it): "failed", "sink not configured", no
+ * request. */
+static void test_sink_removed_before_send(void **state)
+{
+	struct fx *f = *state;
+	struct job fail = ended(f, J1, KEY1, &f->pb_default, JS_FAILED, OUT_FAILED, 0);
+
+	fake_store_defer(f->store, 1);
+	end_job(f, &fail);
+	configure(f, 1, 0);
+	assert_int_equal(fake_store_flush(f->store), 1);
+	cJSON *pd = row1(f, J1, "trigger", "pagerduty");
+	assert_string_equal(str(pd, "state"), "failed");
+	assert_string_equal(str(pd, "last_answer"), "sink not configured");
+	cJSON_Delete(pd);
+	assert_true(metrics_get(M_ESCALATIONS, "pagerduty", "not_configured") == 1);
+	assert_int_equal(fake_runner_xfers(), 1);
+	assert_int_equal(fake_runner_complete("/slack/"), 0);
+	assert_int_equal(srv_requests(f->srv), 1);
 }
 
 /* ---------- delivering and retrying ---------- */
@@ -1035,6 +1076,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_failed_commit_sends_nothing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_abandon_reopens, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unconfigured_sink, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sink_removed_before_send, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_delivered, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_4xx_fails_permanently, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_429_honours_retry_after, setup, teardown),

@@ -19,6 +19,39 @@ static cJSON *calls;
 static void (*hook_fn)(const cJSON *call, void *arg);
 static void *hook_arg;
 
+/* Transfers started and timers set, not yet completed / fired: kept so
+ * that a test can finish them (the outbox owns easy and arg). */
+struct pend_xfer {
+	CURL *easy;
+	loop_xfer_fn *done;
+	void *arg;
+	struct pend_xfer *next;
+};
+struct pend_timer {
+	long long id;
+	double when;
+	loop_timer_fn *fn;
+	void *arg;
+	struct pend_timer *next;
+};
+static struct pend_xfer *xfers;     /* oldest first */
+static struct pend_timer *timers;   /* in the order set */
+static long long timer_seq;
+
+static void pending_forget(void)
+{
+	while (xfers) {
+		struct pend_xfer *x = xfers;
+		xfers = x->next;
+		free(x);
+	}
+	while (timers) {
+		struct pend_timer *t = timers;
+		timers = t->next;
+		free(t);
+	}
+}
+
 static void put_str(cJSON *o, const char *k, const char *v)
 {
 	if (v)
@@ -57,6 +90,7 @@ void fake_runner_reset(void)
 	calls = NULL;
 	hook_fn = NULL;
 	hook_arg = NULL;
+	pending_forget();
 	pthread_mutex_unlock(&mu);
 }
 
@@ -161,26 +195,100 @@ int runner_xfer(struct runner *r, CURL *easy, loop_xfer_fn *done, void *arg)
 {
 	cJSON *c = entry("deliver");
 	char *url = NULL;
+	struct pend_xfer *x = calloc(1, sizeof(*x)), **pp;
 
 	(void)r;
-	(void)done;
-	(void)arg;
+	if (!x)
+		return -1;
 	curl_easy_getinfo(easy, CURLINFO_EFFECTIVE_URL, &url);
 	put_str(c, "url", url);
+	*x = (struct pend_xfer){ .easy = easy, .done = done, .arg = arg };
+	pthread_mutex_lock(&mu);
+	for (pp = &xfers; *pp; pp = &(*pp)->next)
+		;
+	*pp = x;
+	pthread_mutex_unlock(&mu);
 	record(c);
-	return 0; /* never completes: the outbox frees it at the end */
+	return 0; /* completes only when a test says so (fake_runner_complete) */
 }
 
 int runner_timer(struct runner *r, double when, loop_timer_fn *fn, void *arg)
 {
 	cJSON *c = entry("timer");
+	struct pend_timer *t = calloc(1, sizeof(*t)), **pp;
 
 	(void)r;
-	(void)fn;
-	(void)arg;
+	if (!t)
+		return -1;
 	cJSON_AddNumberToObject(c, "in", when - rd_mono());
+	pthread_mutex_lock(&mu);
+	*t = (struct pend_timer){ .id = ++timer_seq, .when = when, .fn = fn, .arg = arg };
+	for (pp = &timers; *pp; pp = &(*pp)->next)
+		;
+	*pp = t;
+	pthread_mutex_unlock(&mu);
 	record(c);
-	return 0; /* never fires */
+	return 0; /* fires only when a test says so (fake_runner_fire) */
+}
+
+int fake_runner_xfers(void)
+{
+	int n = 0;
+	pthread_mutex_lock(&mu);
+	for (struct pend_xfer *x = xfers; x; x = x->next)
+		n++;
+	pthread_mutex_unlock(&mu);
+	return n;
+}
+
+int fake_runner_timers(void)
+{
+	int n = 0;
+	pthread_mutex_lock(&mu);
+	for (struct pend_timer *t = timers; t; t = t->next)
+		n++;
+	pthread_mutex_unlock(&mu);
+	return n;
+}
+
+int fake_runner_complete(const char *url_part)
+{
+	struct pend_xfer *x = NULL, **pp;
+	CURLcode cc;
+
+	pthread_mutex_lock(&mu);
+	for (pp = &xfers; *pp; pp = &(*pp)->next) {
+		char *url = NULL;
+		curl_easy_getinfo((*pp)->easy, CURLINFO_EFFECTIVE_URL, &url);
+		if (!url_part || (url && strstr(url, url_part))) {
+			x = *pp;
+			*pp = x->next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&mu);
+	if (!x)
+		return -1;
+	cc = curl_easy_perform(x->easy); /* the real request, the real answer */
+	x->done(NULL, x->easy, cc, x->arg);
+	free(x);
+	return 0;
+}
+
+int fake_runner_fire(void)
+{
+	struct pend_timer *t;
+
+	pthread_mutex_lock(&mu);
+	t = timers;
+	if (t)
+		timers = t->next;
+	pthread_mutex_unlock(&mu);
+	if (!t)
+		return -1;
+	t->fn(NULL, t->id, t->arg); /* may set new timers */
+	free(t);
+	return 0;
 }
 
 void runner_call(struct runner *r, void (*fn)(void *arg), void (*drop)(void *arg), void *arg)

@@ -8,8 +8,9 @@
  *    "next_run_at"}                          runner_schedule (the job as handed over)
  *   {"call":"cancel","id"}                   runner_cancel
  *   {"call":"deliver","url"}                 runner_xfer (the outbox sending a row;
- *                                            the transfer never completes)
- *   {"call":"timer","in"}                    runner_timer (never fires)
+ *                                            kept until fake_runner_complete)
+ *   {"call":"timer","in"}                    runner_timer (kept until
+ *                                            fake_runner_fire)
  *
  * runner_call runs its function at once. Scheduled jobs stay the caller's
  * (the engine frees them); an attempt never runs here. */
@@ -29,5 +30,18 @@ cJSON *fake_runner_calls(const char *call);
  * runner_xfer with the call's log entry, so that a test can check what
  * was true at that moment (was it committed yet?). NULL: none. */
 void fake_runner_set_hook(void (*hook)(const cJSON *call, void *arg), void *arg);
+
+/* Transfers started (runner_xfer) and not completed; timers set
+ * (runner_timer) and not fired. Their easy handles and args stay the
+ * caller's: reset only forgets them. */
+int fake_runner_xfers(void);
+int fake_runner_timers(void);
+/* Complete the oldest pending transfer whose URL contains url_part (NULL:
+ * any): perform it for real (curl_easy_perform, blocking) and call its done
+ * with the CURLcode. 0, or -1 when there is none. */
+int fake_runner_complete(const char *url_part);
+/* Fire the oldest pending timer now, whatever its time: 0, or -1 when
+ * there is none. */
+int fake_runner_fire(void);
 
 #endif

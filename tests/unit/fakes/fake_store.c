@@ -18,6 +18,16 @@ struct store {
 	cJSON *log;         /* committed batches */
 	int fail, commits, failed;
 	int healthy;
+	int defer;          /* store_commit_cb holds batches until fake_store_flush */
+	struct held *held;  /* oldest first */
+};
+
+/* A batch handed to store_commit_cb while deferring. */
+struct held {
+	struct store_batch *b;
+	store_done_fn done;
+	void *arg;
+	struct held *next;
 };
 
 struct store_batch {
@@ -240,6 +250,12 @@ void store_close(struct store *s)
 {
 	if (!s)
 		return;
+	while (s->held) { /* never committed: dropped like a closed journal's */
+		struct held *h = s->held;
+		s->held = h->next;
+		store_batch_free(h->b);
+		free(h);
+	}
 	cJSON_Delete(s->jobs);
 	cJSON_Delete(s->escalations);
 	cJSON_Delete(s->log);
@@ -351,8 +367,51 @@ enum rd_status store_commit(struct store *s, struct store_batch *b, int wait)
 
 enum rd_status store_commit_cb(struct store *s, struct store_batch *b, store_done_fn done, void *arg)
 {
+	int defer;
+
+	pthread_mutex_lock(&s->mu);
+	defer = s->defer;
+	pthread_mutex_unlock(&s->mu);
+	if (defer) {
+		struct held *h = calloc(1, sizeof(*h)), **pp;
+		if (!h)
+			return RD_ERR;
+		*h = (struct held){ .b = b, .done = done, .arg = arg };
+		pthread_mutex_lock(&s->mu);
+		for (pp = &s->held; *pp; pp = &(*pp)->next)
+			;
+		*pp = h;
+		pthread_mutex_unlock(&s->mu);
+		return RD_OK;
+	}
 	done(store_commit(s, b, 0), arg); /* the writer, at once */
 	return RD_OK;
+}
+
+void fake_store_defer(struct store *s, int on)
+{
+	pthread_mutex_lock(&s->mu);
+	s->defer = on;
+	pthread_mutex_unlock(&s->mu);
+}
+
+int fake_store_flush(struct store *s)
+{
+	int n = 0;
+
+	for (;;) {
+		struct held *h;
+		pthread_mutex_lock(&s->mu);
+		h = s->held;
+		if (h)
+			s->held = h->next;
+		pthread_mutex_unlock(&s->mu);
+		if (!h)
+			return n;
+		h->done(store_commit(s, h->b, 0), h->arg);
+		free(h);
+		n++;
+	}
 }
 
 void store_set_group_max(struct store *s, unsigned n)
@@ -606,6 +665,15 @@ const cJSON *fake_store_job(struct store *s, const char *id)
 	j = cJSON_GetObjectItemCaseSensitive(s->jobs, id);
 	pthread_mutex_unlock(&s->mu);
 	return j;
+}
+
+cJSON *fake_store_escalations(struct store *s)
+{
+	cJSON *copy;
+	pthread_mutex_lock(&s->mu);
+	copy = cJSON_Duplicate(s->escalations, 1);
+	pthread_mutex_unlock(&s->mu);
+	return copy;
 }
 
 const cJSON *fake_store_escalation(struct store *s, const char *id)

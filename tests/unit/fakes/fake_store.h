@@ -38,6 +38,17 @@ const cJSON *fake_store_job(struct store *s, const char *id);
 
 /* The escalation row with this id, seeded or committed (NULL: none). */
 const cJSON *fake_store_escalation(struct store *s, const char *id);
+/* Every escalation row, seeded or committed, as it is now, in insertion
+ * order: a new array the caller deletes. */
+cJSON *fake_store_escalations(struct store *s);
+
+/* on != 0: store_commit_cb holds its batches (nothing applied, done not
+ * called) until fake_store_flush, like a writer that has not got to them
+ * yet. fake_store_flush commits the held batches in order, calling each
+ * done (failing them while fake_store_fail_commits says so); it returns
+ * how many. store_close drops what is still held. */
+void fake_store_defer(struct store *s, int on);
+int fake_store_flush(struct store *s);
 
 /* Seed the journal: a job row (with stalls "watchdog" events), an
  * escalation row. Not recorded as commits. */

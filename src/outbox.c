@@ -98,7 +98,8 @@ struct delivery {
 /* Rows journaled together, delivered once committed. */
 struct sendset {
 	struct outbox *ob;
-	struct delivery *ready;   /* the pending rows, to deliver */
+	struct delivery *ready;   /* the pending rows, to deliver, in the order decided */
+	struct delivery **tail;   /* where the next one goes */
 	struct outbox_note *triggers; /* open incidents once committed */
 };
 
@@ -490,6 +491,17 @@ static void deliver_set(void *arg)
 
 /* ---------- journaling ---------- */
 
+/* A resolve decided before a new trigger of the same incident must not be
+ * sent after it: a set keeps the order of its decisions. */
+static void set_append(struct sendset *set, struct delivery *d)
+{
+	if (!set->tail)
+		set->tail = &set->ready;
+	d->next = NULL;
+	*set->tail = d;
+	set->tail = &d->next;
+}
+
 static void sendset_free(struct sendset *set)
 {
 	while (set->ready) {
@@ -574,8 +586,7 @@ static void journal_note(struct outbox *ob, struct outbox_note *n, struct store_
 		} else if (!n->dry_run && configured) {
 			struct delivery *d = delivery_of(ob, &row);
 			if (d) {
-				d->next = set->ready;
-				set->ready = d;
+				set_append(set, d);
 				*opened |= sinks[i].bit;
 			}
 		}
@@ -643,10 +654,8 @@ static void load_row(const struct escalation_row *r, void *arg)
 	struct sendset *set = arg;
 	struct delivery *d = delivery_of(set->ob, r);
 
-	if (d) {
-		d->next = set->ready;
-		set->ready = d;
-	}
+	if (d)
+		set_append(set, d);
 }
 
 enum rd_status outbox_load(struct outbox *ob)
@@ -660,15 +669,6 @@ enum rd_status outbox_load(struct outbox *ob)
 	rc = store_scan_open_incidents(ob->o.store, load_incident, ob);
 	if (rc == RD_OK)
 		rc = store_scan_outbox(ob->o.store, load_row, set);
-	/* The scan gives oldest first and load_row reverses: put them back. */
-	struct delivery *rev = NULL;
-	while (set->ready) {
-		struct delivery *d = set->ready;
-		set->ready = d->next;
-		d->next = rev;
-		rev = d;
-	}
-	set->ready = rev;
 	if (!set->ready) {
 		free(set);
 	} else if (ob->o.disabled) {

@@ -43,7 +43,6 @@
 #include "recoveryd/metrics.h"
 
 #define CONN_MEMORY 16384              /* per-connection pool: headers and read buffer */
-#define MHD_THREADS 1                  /* event loops; handlers there never block */
 #define FD_RESERVE 512                 /* descriptors kept for the journal, curl, children */
 #define WORKERS 2                      /* threads for journal reads and cancels */
 #define WAIT_MAX 300                   /* seconds /trigger?wait= may take */
@@ -1680,8 +1679,9 @@ enum rd_status http_start(const struct http_config *cfg, struct engine *e, struc
 		goto out;
 	}
 	h->has_sweeper = 1;
-	/* Event-driven (epoll) with a couple of loops: idle connections cost
-	 * their memory pool only; blocking work is suspended to the workers. */
+	/* Event-driven (epoll), one internal thread: idle connections cost
+	 * their memory pool only; a submit waits suspended for its commit, and
+	 * journal reads are suspended to the workers. */
 	errno = 0;
 	h->d = MHD_start_daemon(
 		MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL,
@@ -1689,7 +1689,6 @@ enum rd_status http_start(const struct http_config *cfg, struct engine *e, struc
 		/* The logger first, or MHD prints its early messages itself. */
 		MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h,
 		MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)&sa,
-		MHD_OPTION_THREAD_POOL_SIZE, limit < MHD_THREADS ? 1u : (unsigned)MHD_THREADS,
 		MHD_OPTION_CONNECTION_LIMIT, limit,
 		MHD_OPTION_PER_IP_CONNECTION_LIMIT, cfg->per_ip_limit,
 		MHD_OPTION_CONNECTION_TIMEOUT,

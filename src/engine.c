@@ -161,6 +161,7 @@ void engine_free(struct engine *e)
 {
 	if (!e)
 		return;
+	outbox_quiesce(e->outbox); /* its journal reports reach the runner */
 	runner_free(e->runner);
 	watchdog_free(e->wd);
 	map_free(e->active_by_key, NULL);

@@ -107,6 +107,8 @@ struct outbox {
 	struct outbox_opts o;
 	pthread_mutex_t mu;
 	struct map *incidents;    /* [mu] job key -> struct incident* */
+	size_t journaling;        /* [mu] batches handed to the journal, not reported */
+	pthread_cond_t journaled_cv; /* [mu] journaling reached 0 */
 	struct delivery *deliveries; /* [loop] */
 	size_t n_deliveries;      /* [loop] */
 };
@@ -521,9 +523,8 @@ static void drop_set(void *arg)
 }
 
 /* Writer thread: the rows of set are committed (or not). */
-static void on_journaled(enum rd_status result, void *arg)
+static void journaled(enum rd_status result, struct sendset *set)
 {
-	struct sendset *set = arg;
 	struct outbox *ob = set->ob;
 
 	if (result != RD_OK) {
@@ -542,6 +543,28 @@ static void on_journaled(enum rd_status result, void *arg)
 		return;
 	}
 	runner_call(ob->o.runner, deliver_set, drop_set, set);
+}
+
+static void on_journaled(enum rd_status result, void *arg)
+{
+	struct sendset *set = arg;
+	struct outbox *ob = set->ob;
+
+	journaled(result, set);
+	pthread_mutex_lock(&ob->mu);
+	if (--ob->journaling == 0)
+		pthread_cond_broadcast(&ob->journaled_cv);
+	pthread_mutex_unlock(&ob->mu);
+}
+
+void outbox_quiesce(struct outbox *ob)
+{
+	if (!ob)
+		return;
+	pthread_mutex_lock(&ob->mu);
+	while (ob->journaling)
+		pthread_cond_wait(&ob->journaled_cv, &ob->mu);
+	pthread_mutex_unlock(&ob->mu);
 }
 
 /* Add n's rows (one per sink) to b; pending ones to set->ready. */
@@ -638,6 +661,9 @@ void outbox_send(struct outbox *ob, struct outbox_notes *ns)
 		}
 	}
 	ns->head = NULL;
+	pthread_mutex_lock(&ob->mu);
+	ob->journaling++;
+	pthread_mutex_unlock(&ob->mu);
 	if (store_commit_cb(ob->o.store, b, on_journaled, set) != RD_OK)
 		on_journaled(RD_ERR, set);
 }
@@ -689,7 +715,9 @@ struct outbox *outbox_new(const struct outbox_opts *o)
 		return NULL;
 	ob->o = *o;
 	pthread_mutex_init(&ob->mu, NULL);
+	pthread_cond_init(&ob->journaled_cv, NULL);
 	if (!(ob->incidents = map_new())) {
+		pthread_cond_destroy(&ob->journaled_cv);
 		pthread_mutex_destroy(&ob->mu);
 		free(ob);
 		return NULL;
@@ -709,6 +737,7 @@ void outbox_free(struct outbox *ob)
 		delivery_free(d);
 	}
 	map_free(ob->incidents, free);
+	pthread_cond_destroy(&ob->journaled_cv);
 	pthread_mutex_destroy(&ob->mu);
 	free(ob);
 }

@@ -49,6 +49,10 @@ struct outbox_opts {
 };
 
 struct outbox *outbox_new(const struct outbox_opts *o);
+/* Wait until every batch outbox_send handed to the journal has been
+ * reported (its rows handed to the runner, or dropped): call it before
+ * the runner goes, since those reports call runner_call. NULL is fine. */
+void outbox_quiesce(struct outbox *ob);
 /* After the runner has stopped: undelivered notifications stay pending in
  * the journal. NULL is fine. */
 void outbox_free(struct outbox *ob);

@@ -619,6 +619,40 @@ static void test_journal_first(void **state)
 	cJSON_Delete(r);
 }
 
+/* Shutdown: outbox_quiesce returns only once every batch handed to the
+ * journal has been reported, so no report reaches a freed runner. */
+struct quiesce_arg {
+	struct outbox *ob;
+	atomic_int done;
+};
+
+static void *quiesce_thread(void *arg)
+{
+	struct quiesce_arg *q = arg;
+
+	outbox_quiesce(q->ob);
+	atomic_store(&q->done, 1);
+	return NULL;
+}
+
+static void test_quiesce_waits_for_the_journal(void **state)
+{
+	struct fx *f = *state;
+	struct job fail = ended(f, J1, KEY1, &f->pb_default, JS_FAILED, OUT_FAILED, 0);
+	struct quiesce_arg q = {.ob = f->ob};
+	pthread_t t;
+
+	fake_store_defer(f->store, 1);
+	end_job(f, &fail);
+	assert_int_equal(pthread_create(&t, NULL, quiesce_thread, &q), 0);
+	usleep(100 * 1000);
+	assert_int_equal(atomic_load(&q.done), 0); /* the batch is still out */
+	assert_int_equal(fake_store_flush(f->store), 1);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	assert_int_equal(atomic_load(&q.done), 1);
+	assert_int_equal(count_calls("deliver"), 2); /* reported before quiesce returned */
+}
+
 /* A failed commit sends nothing, opens no incident, and says so in the
  * log. */
 static void test_failed_commit_sends_nothing(void **state)
@@ -1073,6 +1107,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_success_resolves_and_notifies, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_dry_run_is_planned_only, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_journal_first, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_quiesce_waits_for_the_journal, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_failed_commit_sends_nothing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_abandon_reopens, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unconfigured_sink, setup, teardown),

@@ -384,6 +384,15 @@ class Recoveryd(Server):
             self.queue_gap_at = (msum(ms, "recoveryd_queue_depth"), queued)
         return c
 
+    def wait_ended(self, n, t0, limit, poll):
+        """Seconds from t0 until n jobs have ended (None after limit)."""
+        while time.monotonic() - t0 < limit:
+            _, ended, _ = self.counts()
+            if ended >= n:
+                return time.monotonic() - t0
+            time.sleep(poll)
+        return None
+
     def wait_drained(self, limit, poll=0.05):
         """Seconds until every created job has ended (None after limit)."""
         t0 = time.monotonic()
@@ -711,13 +720,7 @@ class Bench:
                             self.problems.append("backlog %s: answered %d" % (name, st))
                             break
                     t_posted = time.monotonic() - t0
-                    done = None
-                    while time.monotonic() - t0 < self.a.drain_limit:
-                        created, ended, _ = rd.counts()
-                        if ended >= n:
-                            done = time.monotonic() - t0
-                            break
-                        time.sleep(0.02)
+                    done = rd.wait_ended(n, t0, self.a.drain_limit, 0.02)
                     r = {"jobs": n, "posted_s": t_posted, "all_ended_s": done,
                          "jobs_per_s": n / done if done else None,
                          "queue_depth_gap": getattr(rd, "queue_gap", 0),
@@ -755,13 +758,7 @@ class Bench:
                 self.problems.append("storm: answered %d" % st)
                 return {"alerts": n, "status": st}
             queued = sum(1 for j in json.loads(resp)["jobs"] if j["state"] == "queued")
-            done = None
-            while time.monotonic() - t0 < self.a.drain_limit:
-                created, ended, _ = rd.counts()
-                if ended >= n:
-                    done = time.monotonic() - t0
-                    break
-                time.sleep(0.005)
+            done = rd.wait_ended(n, t0, self.a.drain_limit, 0.005)
             if done is None:
                 self.problems.append("storm: %d jobs did not end within %ds" % (n, self.a.drain_limit))
             return {"alerts": n, "status": st, "queued": queued, "answer_ms": t_ack * 1000,

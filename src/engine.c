@@ -41,17 +41,12 @@ struct engine {
 	size_t queue_max;
 	struct map *active_by_id;   /* [mu] id -> job, every unfinished job */
 	struct map *active_by_key;  /* [mu] key -> job */
-	struct map *cooldown;       /* [mu] key -> double* time the last job ended */
-	struct map *budget;         /* [mu] playbook -> struct budget* */
 	struct admit *admit;        /* [mu] cooldown and budget bookkeeping */
-	size_t n_active;            /* [mu] */
 	struct job_counts counts;   /* [mu] unfinished jobs per state */
 	struct outbox *outbox;
 	char *broken_file;          /* [mu] playbook file the last reload could not load */
 	char *broken_error;         /* [mu] */
 	int broken_escalated;       /* [mu] */
-	int foreground;             /* `run` command: print as it goes */
-	int no_escalation;
 };
 
 
@@ -131,7 +126,6 @@ struct engine *engine_new(const struct engine_opts *o)
 	e->store = o->store;
 	e->set = o->set;
 	e->global_dry_run = o->dry_run;
-	e->no_escalation = o->no_escalation;
 	e->queue_max = o->queue_max ? o->queue_max : 10000;
 	e->active_by_id = map_new();
 	e->active_by_key = map_new();

@@ -575,7 +575,6 @@ static void journal_note(struct outbox *ob, struct outbox_note *n, struct store_
 	double now = rd_now();
 	const char *kind = esc_kind_name(n->kind), *reason = esc_reason_name(n->reason);
 
-	(void)ob;
 	if (store_job_json(ob->o.store, n->job_id, &rec) != RD_OK || !rec) {
 		log_kv(LOG_ERROR, n->job_id, "escalation: cannot read the job record", NULL);
 		return;

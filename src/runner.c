@@ -100,7 +100,6 @@ struct runner {
 	int stop;
 
 	struct job *ready, *ready_tail;
-	size_t n_ready;
 	size_t in_flight;
 	struct attempt_rt *rts; /* the running attempts */
 	struct op *procs[MAX_PROCS];
@@ -161,9 +160,8 @@ static int timer_add(struct runner *r, struct job *j, int kind, double when)
 	return id > 0 ? 0 : -1;
 }
 
-static int timers_has(struct runner *r, struct job *j)
+static int has_timer(const struct job *j)
 {
-	(void)r;
 	for (int k = 0; k < T_KINDS; k++)
 		if (j->timer_id[k])
 			return 1;
@@ -200,7 +198,6 @@ static void ready_push(struct runner *r, struct job *j)
 	else
 		r->ready = j;
 	r->ready_tail = j;
-	r->n_ready++;
 }
 
 static int ready_remove(struct runner *r, struct job *j)
@@ -211,7 +208,6 @@ static int ready_remove(struct runner *r, struct job *j)
 			*pp = j->next;
 			if (r->ready_tail == j)
 				r->ready_tail = prev;
-			r->n_ready--;
 			return 1;
 		}
 	return 0;
@@ -224,7 +220,6 @@ static struct job *ready_pop(struct runner *r)
 		r->ready = j->next;
 		if (!r->ready)
 			r->ready_tail = NULL;
-		r->n_ready--;
 	}
 	return j;
 }
@@ -1004,7 +999,7 @@ static void cancel_job(struct runner *r, struct job *j)
 		return;
 	}
 	/* Queued or waiting for a retry: it ends here, without another attempt. */
-	if (!ready_remove(r, j) && !timers_has(r, j))
+	if (!ready_remove(r, j) && !has_timer(j))
 		return; /* not ours yet (still in the inbox) or already ended */
 	timers_drop_job(r, j, -1);
 	pthread_mutex_lock(r->o.mu);

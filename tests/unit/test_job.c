@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "recoveryd/job.h"
+#include "recoveryd/metrics.h"
 
 static void test_names_round_trip(void **state)
 {
@@ -194,6 +195,31 @@ static void test_lifecycle_counts(void **state)
 		assert_int_equal(c.n[s], 0);
 }
 
+/* The two gauges move with the state in the same call, so a scrape never
+ * shows a job in neither or both (recoveryd_queue_depth and
+ * recoveryd_jobs_in_flight). */
+static void test_gauges_follow_the_state(void **state)
+{
+	struct job_counts c;
+	struct job a, b;
+
+	(void)state;
+	memset(&c, 0, sizeof(c));
+	memset(&a, 0, sizeof(a));
+	memset(&b, 0, sizeof(b));
+	job_enter(&c, &a, JS_QUEUED);
+	job_enter(&c, &b, JS_QUEUED);
+	assert_true(metrics_get(M_QUEUE_DEPTH, NULL, NULL) == 2);
+	assert_true(metrics_get(M_JOBS_IN_FLIGHT, NULL, NULL) == 0);
+	assert_int_equal(job_set_state(&c, &a, JS_RUNNING), 0);
+	assert_true(metrics_get(M_QUEUE_DEPTH, NULL, NULL) == 1);
+	assert_true(metrics_get(M_JOBS_IN_FLIGHT, NULL, NULL) == 1);
+	assert_int_equal(job_set_state(&c, &a, JS_SUCCEEDED), 0);
+	assert_true(metrics_get(M_JOBS_IN_FLIGHT, NULL, NULL) == 0);
+	assert_int_equal(job_set_state(&c, &b, JS_CANCELLED), 0);
+	assert_true(metrics_get(M_QUEUE_DEPTH, NULL, NULL) == 0);
+}
+
 static void test_refused_transitions(void **state)
 {
 	struct job_counts c;
@@ -235,6 +261,7 @@ int main(void)
 		cmocka_unit_test(test_row_of),
 		cmocka_unit_test(test_transition_table),
 		cmocka_unit_test(test_lifecycle_counts),
+		cmocka_unit_test(test_gauges_follow_the_state),
 		cmocka_unit_test(test_refused_transitions),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -619,6 +619,24 @@ static void test_journal_first(void **state)
 	cJSON_Delete(r);
 }
 
+/* The rows of one send go out in the order they were decided: a resolve
+ * decided before a new trigger of the same incident is sent first, not
+ * held back behind it. */
+static void test_one_send_keeps_decision_order(void **state)
+{
+	struct fx *f = *state;
+	struct job old = ended(f, J1, KEY1, &f->pb_default, JS_FAILED, OUT_FAILED, 0);
+	struct job now = ended(f, J2, KEY1, &f->pb_default, JS_FAILED, OUT_FAILED, 0);
+	struct outbox_notes ns = { 0 };
+
+	outbox_note(&ns, old.id, KEY1, EK_RESOLVE, ER_ALERT_RESOLVED, SINK_SLACK, 0);
+	outbox_note(&ns, now.id, KEY1, EK_TRIGGER, ER_FAILED, SINK_SLACK, 0);
+	outbox_send(f->ob, &ns);
+	/* both on their way, the resolve not waiting on the newer trigger */
+	assert_int_equal(count_calls("deliver"), 2);
+	assert_int_equal(fake_runner_timers(), 0);
+}
+
 /* Shutdown: outbox_quiesce returns only once every batch handed to the
  * journal has been reported, so no report reaches a freed runner. */
 struct quiesce_arg {
@@ -1108,6 +1126,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_dry_run_is_planned_only, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_journal_first, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_quiesce_waits_for_the_journal, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_one_send_keeps_decision_order, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_failed_commit_sends_nothing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_abandon_reopens, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unconfigured_sink, setup, teardown),

@@ -2,6 +2,7 @@
  * compare, capped file reads, random ids. */
 #include "recoveryd/common.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -263,4 +264,53 @@ int rd_label_name_valid(const char *s)
 		      (*s >= '0' && *s <= '9') || *s == '_'))
 			return 0;
 	return 1;
+}
+
+int rd_parse_time(const char *s, double *out)
+{
+	struct tm tm;
+	const char *p;
+	char *end;
+	double frac = 0, v;
+	long off = 0;
+	time_t t;
+
+	if (!s || !*s)
+		return -1;
+	if (!strchr(s, '-')) {
+		/* epoch seconds */
+		errno = 0;
+		v = strtod(s, &end);
+		if (errno || *end || v < 0 || !isdigit((unsigned char)*s))
+			return -1;
+		*out = v;
+		return 0;
+	}
+	memset(&tm, 0, sizeof(tm));
+	p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+	if (!p)
+		return -1;
+	if (*p == '.') {
+		frac = strtod(p, &end);
+		p = end;
+	}
+	if (*p == 'Z' || *p == 'z') {
+		p++;
+	} else if ((*p == '+' || *p == '-') && isdigit((unsigned char)p[1]) &&
+	           isdigit((unsigned char)p[2]) && p[3] == ':' && isdigit((unsigned char)p[4]) &&
+	           isdigit((unsigned char)p[5])) {
+		off = ((p[1] - '0') * 10 + (p[2] - '0')) * 3600L + ((p[4] - '0') * 10 + (p[5] - '0')) * 60L;
+		if (*p == '-')
+			off = -off;
+		p += 6;
+	} else {
+		return -1;
+	}
+	if (*p)
+		return -1;
+	t = timegm(&tm);
+	if (t == (time_t)-1)
+		return -1;
+	*out = (double)t - (double)off + frac;
+	return 0;
 }

@@ -47,7 +47,157 @@ struct engine {
 	char *broken_file;          /* [mu] playbook file the last reload could not load */
 	char *broken_error;         /* [mu] */
 	int broken_escalated;       /* [mu] */
+	struct pause *pauses;       /* [mu] in force or expired, journaled */
 };
+
+/* A pause: of one playbook, or of everything (scope "*"). */
+struct pause {
+	char *scope, *by, *reason;
+	double since, until;        /* until 0 = until resumed */
+	struct pause *next;
+};
+
+#define PAUSE_ALL "*"
+
+static void pause_free(struct pause *p)
+{
+	free(p->scope);
+	free(p->by);
+	free(p->reason);
+	free(p);
+}
+
+/* The pause in force for playbook (its own, else everything's), or NULL.
+ * e->mu held. */
+static const struct pause *paused(struct engine *e, const char *playbook, double now)
+{
+	const struct pause *all = NULL;
+
+	for (const struct pause *p = e->pauses; p; p = p->next) {
+		if (p->until && p->until <= now)
+			continue;
+		if (strcmp(p->scope, playbook) == 0)
+			return p;
+		if (strcmp(p->scope, PAUSE_ALL) == 0)
+			all = p;
+	}
+	return all;
+}
+
+/* recoveryd_paused{playbook}: 1 while a pause holds it. e->mu held. */
+static void pause_gauges(struct engine *e)
+{
+	double now = rd_now();
+
+	for (size_t i = 0; e->set && i < e->set->n; i++)
+		metrics_set(M_PAUSED, e->set->v[i]->name, NULL, paused(e, e->set->v[i]->name, now) ? 1 : 0);
+}
+
+/* Set (by != NULL) or clear the pause of scope. e->mu held. -1: no memory. */
+static int pause_put(struct engine *e, const char *scope, const char *by, const char *reason,
+                     double since, double until)
+{
+	struct pause **pp, *p;
+
+	for (pp = &e->pauses; *pp && strcmp((*pp)->scope, scope) != 0; pp = &(*pp)->next)
+		;
+	if ((p = *pp)) {
+		*pp = p->next;
+		pause_free(p);
+	}
+	if (!by)
+		return 0;
+	p = calloc(1, sizeof(*p));
+	if (!p || !(p->scope = strdup(scope)) || !(p->by = strdup(by)) ||
+	    !(p->reason = strdup(reason ? reason : ""))) {
+		if (p)
+			pause_free(p);
+		return -1;
+	}
+	p->since = since;
+	p->until = until;
+	p->next = e->pauses;
+	e->pauses = p;
+	return 0;
+}
+
+static cJSON *pause_json(const struct pause *p)
+{
+	cJSON *o = cJSON_CreateObject();
+	char t[40];
+
+	if (!o)
+		return NULL;
+	cJSON_AddStringToObject(o, "scope", p->scope);
+	cJSON_AddStringToObject(o, "by", p->by);
+	cJSON_AddStringToObject(o, "reason", p->reason);
+	rd_time_format(p->since, t, sizeof(t));
+	cJSON_AddStringToObject(o, "since", t);
+	if (p->until) {
+		rd_time_format(p->until, t, sizeof(t));
+		cJSON_AddStringToObject(o, "until", t);
+	} else {
+		cJSON_AddNullToObject(o, "until");
+	}
+	return o;
+}
+
+/* ---------- the audit trail ---------- */
+
+static const char *const audit_actions[] = {
+	"trigger", "force", "cancel", "pause", "resume", "approve", "reject", "reload",
+};
+
+int engine_audit_action_known(const char *action)
+{
+	for (size_t i = 0; i < sizeof(audit_actions) / sizeof(audit_actions[0]); i++)
+		if (strcmp(action, audit_actions[i]) == 0)
+			return 1;
+	return 0;
+}
+
+/* Add an audit row to b, and the same as an "audit" event on the job. */
+static void audit_add(struct store_batch *b, const struct actor *who, const char *action,
+                      const char *job_id, const char *playbook, const char *reason, double now)
+{
+	struct audit_row a = {.ts = now, .principal = who->name, .role = role_name(who->role),
+	                      .address = who->address, .action = action, .job_id = job_id,
+	                      .playbook = playbook, .reason = reason && *reason ? reason : NULL};
+	cJSON *d;
+	char *txt;
+
+	store_batch_audit(b, &a);
+	if (!job_id || !(d = cJSON_CreateObject()))
+		return;
+	cJSON_AddStringToObject(d, "action", action);
+	cJSON_AddStringToObject(d, "principal", who->name);
+	cJSON_AddStringToObject(d, "role", role_name(who->role));
+	cJSON_AddStringToObject(d, "address", who->address);
+	if (a.reason)
+		cJSON_AddStringToObject(d, "reason", a.reason);
+	if ((txt = cJSON_PrintUnformatted(d)))
+		store_batch_event(b, job_id, 0, "audit", txt, 0, now);
+	free(txt);
+	cJSON_Delete(d);
+}
+
+static const struct actor system_actor = {.name = "system", .role = ROLE_ADMIN};
+
+void engine_audit(struct engine *e, const struct actor *who, const char *action, const char *reason)
+{
+	struct store_batch *b = store_batch_new();
+
+	if (!b)
+		return;
+	audit_add(b, who ? who : &system_actor, action, NULL, NULL, reason, rd_now());
+	if (store_commit(e->store, b, 1) != RD_OK)
+		log_kv(LOG_ERROR, NULL, "journal: cannot record an audit row", "action", action, NULL);
+}
+
+enum rd_status engine_audit_json(struct engine *e, const struct audit_query *q, cJSON **out)
+{
+	return store_audit_json(e->store, q, out);
+}
 
 
 void engine_playbook_broken(struct engine *e, const char *file, const char *error)
@@ -98,6 +248,7 @@ static void on_loop_expired(void *ud, const char *job_id, const char *playbook, 
 }
 
 static void job_released(void *owner, struct job *j);
+static void job_held(void *owner, struct job *j);
 
 /* The runner's job_find (e->mu held). */
 static struct job *job_find(void *owner, const char *id)
@@ -113,6 +264,7 @@ struct engine *engine_new(const struct engine_opts *o)
 	struct runner_opts ro = {.max_in_flight = o->max_in_flight, .mem_max = o->mem_max,
 	                         .lua_path = o->lua_path, .store = o->store, .mu = &e->mu,
 	                         .counts = &e->counts, .job_done = job_released, .job_find = job_find,
+	                         .job_held = job_held,
 	                         .owner = e};
 	struct watchdog_opts wo = {o->watchdog_unhealthy, o->watchdog_exit, on_loop_expired, e};
 
@@ -161,6 +313,11 @@ void engine_free(struct engine *e)
 	map_free(e->active_by_key, NULL);
 	map_free(e->active_by_id, free_job_val);
 	outbox_free(e->outbox); /* after the runner: it let go of the transfers */
+	while (e->pauses) {
+		struct pause *p = e->pauses;
+		e->pauses = p->next;
+		pause_free(p);
+	}
 	free(e->broken_file);
 	free(e->broken_error);
 	playbook_set_unref(e->set);
@@ -185,6 +342,7 @@ void engine_set_playbooks(struct engine *e, struct playbook_set *set)
 	pthread_mutex_lock(&e->mu);
 	old = e->set;
 	e->set = set;
+	pause_gauges(e);
 	pthread_mutex_unlock(&e->mu);
 	playbook_set_unref(old);
 }
@@ -240,7 +398,7 @@ void engine_drain(struct engine *e, double grace)
 
 static struct job *job_new(struct playbook_set *set, struct playbook *pb, const char *key,
                            const char *trigger, const char *reason, const cJSON *alert, int dry_run,
-                           double now)
+                           const char *by, double now)
 {
 	struct job *j = calloc(1, sizeof(*j));
 
@@ -254,6 +412,9 @@ static struct job *job_new(struct playbook_set *set, struct playbook *pb, const 
 	j->alert = alert ? cJSON_Duplicate(alert, 1) : cJSON_CreateObject();
 	j->alert_json = j->alert ? cJSON_PrintUnformatted(j->alert) : NULL;
 	j->dry_run = dry_run;
+	j->triggered_by = strdup(by);
+	/* A dry-run only plans anyway: nothing to approve. */
+	j->approval = pb->approval_required && !dry_run ? AP_PENDING : AP_NONE;
 	j->created_at = now;
 	j->max_attempts = pb->retries + 1;
 	j->notifications = 1;
@@ -262,7 +423,7 @@ static struct job *job_new(struct playbook_set *set, struct playbook *pb, const 
 	j->set_unref = playbook_set_unref;
 	j->pb = pb;
 	playbook_set_ref(set);
-	if (!j->playbook_name || !j->key || !j->trigger || !j->alert_json) {
+	if (!j->playbook_name || !j->key || !j->trigger || !j->alert_json || !j->triggered_by) {
 		job_free(j);
 		return NULL;
 	}
@@ -363,10 +524,15 @@ static struct job *alertmanager_job(struct engine *e, const char *playbook, cons
 
 /* Decide one (alert, playbook) pair. Called with e->mu held. */
 static int admit_one(struct engine *e, struct playbook_set *set, struct playbook *pb,
-                     const struct payload *p, const struct alert *a, int dry_run, double now,
+                     const struct payload *p, const struct alert *a,
+                     const struct engine_submit_opts *o, double now,
                      struct store_batch *b, cJSON *jobs, struct pending *fresh,
                      struct cancel_ids *cancels, struct pending *final, struct outbox_notes *notes)
 {
+	const struct actor *who = o->who ? o->who : &system_actor;
+	/* /trigger is a person's act: audited with its decision's job. */
+	const char *audit = o->playbook ? (o->force ? "force" : "trigger") : NULL;
+	int dry_run = o->dry_run;
 	char key[256], mkey[256];
 	const char *trigger = p->manual ? "manual" : "webhook";
 	struct job *active;
@@ -402,7 +568,9 @@ static int admit_one(struct engine *e, struct playbook_set *set, struct playbook
 	if (!active && !p->manual)
 		active = map_get(e->active_by_key, mkey);
 
-	struct admit_policy pol = {pb->cooldown, pb->budget_runs, pb->budget_per, p->manual};
+	/* Manual triggers count against cooldown and budget like any job;
+	 * only an admin's force=1 (with a reason) skips them. */
+	struct admit_policy pol = {pb->cooldown, pb->budget_runs, pb->budget_per, o->force};
 	const char *last_id = NULL;
 	enum admit_decision d = admit_firing(e->admit, pb->name, key, active != NULL, &pol, now, &last_id);
 	const char *dname = admit_decision_name(d);
@@ -429,21 +597,44 @@ static int admit_one(struct engine *e, struct playbook_set *set, struct playbook
 		store_batch_update_job(b, &row);
 		add_event(b, active->id, "admission", admission_detail(dname, trigger), now);
 		add_answer(jobs, active->id, pb->name, active->key, dname);
+		if (audit)
+			audit_add(b, who, audit, active->id, pb->name, p->reason, now);
 		return 0;
 	case ADMIT_COOLDOWN:
 		if (last_id && *last_id)
 			add_event(b, last_id, "admission", admission_detail(dname, trigger), now);
 		add_answer(jobs, last_id, pb->name, key, dname);
+		if (audit)
+			audit_add(b, who, audit, last_id && *last_id ? last_id : NULL, pb->name, p->reason, now);
 		return 0;
 	case ADMIT_BUDGET_EXHAUSTED:
 	case ADMIT_QUEUED:
 	case ADMIT_CANCELLED:
 		break;
 	}
-	j = job_new(set, pb, key, trigger, p->reason, a->raw, dry_run || e->global_dry_run, now);
+	const struct pause *pz = d == ADMIT_QUEUED ? paused(e, pb->name, now) : NULL;
+	j = job_new(set, pb, key, trigger, p->reason, a->raw, dry_run || e->global_dry_run, who->name,
+	            now);
 	if (!j)
 		return -1;
-	if (d == ADMIT_BUDGET_EXHAUSTED) {
+	if (pz) {
+		/* Paused: a visible record, escalated, and no run. It spends
+		 * neither budget nor cooldown: after the resume it runs. */
+		char msg[AUTH_REASON_MAX + 160];
+		admit_unstart(e->admit, pb->name, now);
+		dname = "paused";
+		job_enter(&e->counts, j, JS_PAUSED);
+		j->outcome = OUT_PAUSED;
+		snprintf(msg, sizeof(msg), "%s paused by %s: %s",
+		         strcmp(pz->scope, PAUSE_ALL) == 0 ? "all automation" : "playbook", pz->by, pz->reason);
+		j->error = strdup(msg);
+		j->ended_at = now;
+		if (pending_add(final, j) < 0) {
+			job_free(j);
+			return -1;
+		}
+		outbox_note(notes, j->id, key, EK_TRIGGER, ER_PAUSED, outbox_playbook_sinks(pb), j->dry_run);
+	} else if (d == ADMIT_BUDGET_EXHAUSTED) {
 		/* Recovery is being held back: record it as a job so that humans
 		 * see it (and escalation can attach to it). */
 		char msg[160];
@@ -479,6 +670,8 @@ static int admit_one(struct engine *e, struct playbook_set *set, struct playbook
 	store_batch_insert_job(b, &row);
 	add_event(b, j->id, "admission", admission_detail(dname, trigger), now);
 	add_answer(jobs, j->id, pb->name, key, dname);
+	if (audit)
+		audit_add(b, who, audit, j->id, pb->name, p->reason, now);
 	return 0;
 }
 
@@ -515,6 +708,7 @@ struct submit {
 	size_t n_alerts;
 	int resolved;
 	char *group_key, *playbook;
+	char who[ACTOR_NAME_MAX + 1];  /* a resolve's cancels are by this principal */
 };
 
 static void submit_free(struct submit *sb)
@@ -549,6 +743,8 @@ static void submit_committed(enum rd_status committed, void *arg)
 				j->cancel_requested = 1;
 				free(j->cancel_reason);
 				j->cancel_reason = strdup("alert resolved");
+				free(j->cancelled_by);
+				j->cancelled_by = strdup(sb->who);
 			}
 		}
 		pthread_mutex_unlock(&e->mu);
@@ -561,12 +757,15 @@ static void submit_committed(enum rd_status committed, void *arg)
 			runner_cancel(e->runner, sb->cancels.v[i]);
 		for (size_t i = 0; i < sb->final.n; i++) {
 			struct job *j = sb->final.v[i];
-			log_kv(LOG_WARN, j->id, "run budget exhausted: job not started", "playbook",
-			       j->playbook_name, "key", j->key, NULL);
+			int held = j->state == JS_PAUSED;
+			log_kv(LOG_WARN, j->id, held ? "paused: job not started" : "run budget exhausted: job not started",
+			       "playbook", j->playbook_name, "key", j->key, "error", j->error ? j->error : "", NULL);
 			metrics_add(M_JOBS, j->playbook_name, job_outcome_name(j->outcome), 1);
-			pthread_mutex_lock(&e->mu);
-			admit_ended(e->admit, j->key, j->id, sb->now);
-			pthread_mutex_unlock(&e->mu);
+			if (!held) {
+				pthread_mutex_lock(&e->mu);
+				admit_ended(e->admit, j->key, j->id, sb->now);
+				pthread_mutex_unlock(&e->mu);
+			}
 			job_free(j);
 		}
 		cJSON_AddNumberToObject(sb->answer, "unmatched", (double)sb->unmatched);
@@ -613,9 +812,11 @@ out:
 	submit_free(sb);
 }
 
-void engine_submit_async(struct engine *e, const struct payload *p, const char *playbook, int dry_run,
+void engine_submit_async(struct engine *e, const struct payload *p, const struct engine_submit_opts *o,
                          engine_submit_fn *done, void *arg)
 {
+	const char *playbook = o->playbook;
+	const struct pause *pz;
 	struct store_batch *b = NULL;
 	struct submit *sb;
 	struct playbook_set *set;
@@ -634,6 +835,15 @@ void engine_submit_async(struct engine *e, const struct payload *p, const char *
 	if (playbook && !playbook_set_find(set, playbook)) {
 		pthread_mutex_unlock(&e->mu);
 		done(refuse(&r, ENGINE_UNKNOWN_PLAYBOOK, "no playbook named '%s' is loaded", playbook), &r, arg);
+		return;
+	}
+	if (playbook && !p->resolved && (pz = paused(e, playbook, rd_now()))) {
+		int all = strcmp(pz->scope, PAUSE_ALL) == 0;
+		refuse(&r, ENGINE_CONFLICT, "%s paused by %s: %s; resume first with POST /api/v1/%s%s%sresume",
+		       all ? "all automation is" : "this playbook is", pz->by, pz->reason, all ? "" : "playbooks/",
+		       all ? "" : playbook, all ? "" : "/");
+		pthread_mutex_unlock(&e->mu);
+		done(ENGINE_CONFLICT, &r, arg);
 		return;
 	}
 	if (playbook && (am = alertmanager_job(e, playbook, p))) {
@@ -674,6 +884,7 @@ void engine_submit_async(struct engine *e, const struct payload *p, const char *
 	sb->now = rd_now();
 	sb->n_alerts = p->n_alerts;
 	sb->resolved = p->resolved;
+	snprintf(sb->who, sizeof(sb->who), "%s", o->who ? o->who->name : system_actor.name);
 	prune(e, sb->now);
 	b = store_batch_new();
 	sb->answer = cJSON_CreateObject();
@@ -692,7 +903,7 @@ void engine_submit_async(struct engine *e, const struct payload *p, const char *
 			if (playbook ? strcmp(pb->name, playbook) != 0 : !matcher_set_matches(pb->match, &a->labels))
 				continue;
 			matched = 1;
-			if (admit_one(e, set, pb, p, a, dry_run, sb->now, b, sb->jobs, &sb->fresh, &sb->cancels,
+			if (admit_one(e, set, pb, p, a, o, sb->now, b, sb->jobs, &sb->fresh, &sb->cancels,
 			              &sb->final, &sb->notes) < 0)
 				failed = 1;
 		}
@@ -731,14 +942,14 @@ static void submit_wake(enum engine_result res, struct engine_reply *r, void *ar
 	pthread_mutex_unlock(&w->mu);
 }
 
-enum engine_result engine_submit(struct engine *e, const struct payload *p, const char *playbook,
-                                 int dry_run, struct engine_reply *r)
+enum engine_result engine_submit(struct engine *e, const struct payload *p,
+                                 const struct engine_submit_opts *o, struct engine_reply *r)
 {
 	struct submit_wait w = {.r = r};
 
 	pthread_mutex_init(&w.mu, NULL);
 	pthread_cond_init(&w.cv, NULL);
-	engine_submit_async(e, p, playbook, dry_run, submit_wake, &w);
+	engine_submit_async(e, p, o, submit_wake, &w);
 	pthread_mutex_lock(&w.mu);
 	while (!w.done)
 		pthread_cond_wait(&w.cv, &w.mu);
@@ -775,6 +986,19 @@ static void job_released(void *owner, struct job *j)
 	       outcome ? outcome : "", "error", j->error ? j->error : "", "seconds", d,
 	       "dry_run", j->dry_run ? "true" : "false", NULL);
 	job_free(j);
+	outbox_send(e->outbox, &notes);
+}
+
+/* The runner's job_held: j's plan is made and its wait for approval is
+ * committed: ask the sinks for a human (the body carries the plan). */
+static void job_held(void *owner, struct job *j)
+{
+	struct engine *e = owner;
+	struct outbox_notes notes = {0};
+
+	log_kv(LOG_WARN, j->id, "plan made: waiting for approval", "playbook", j->playbook_name, "key",
+	       j->key, NULL);
+	outbox_note(&notes, j->id, j->key, EK_TRIGGER, ER_APPROVAL_NEEDED, outbox_playbook_sinks(j->pb), 0);
 	outbox_send(e->outbox, &notes);
 }
 
@@ -822,43 +1046,35 @@ enum rd_status engine_jobs_json(struct engine *e, const char *state, const char 
 	return store_jobs_json(e->store, state, playbook, limit, out);
 }
 
-enum engine_result engine_cancel(struct engine *e, const char *id, struct engine_reply *r)
+static const char *const action_names[] = {
+	[EA_CANCEL] = "cancel", [EA_APPROVE] = "approve", [EA_REJECT] = "reject",
+	[EA_PAUSE] = "pause",   [EA_RESUME] = "resume",
+};
+
+/* Commit an audit row on its own: the act is recorded before it takes
+ * effect, so nothing a person did goes unrecorded. */
+static enum engine_result audit_commit(struct engine *e, const struct engine_act *a, const char *job_id,
+                                       const char *playbook, struct engine_reply *r)
 {
-	struct job *j;
+	struct store_batch *b = store_batch_new();
+
+	if (!b)
+		return refuse(r, ENGINE_NOMEM, "out of memory");
+	audit_add(b, a->who, action_names[a->action], job_id, playbook, a->reason, rd_now());
+	if (store_commit(e->store, b, 1) != RD_OK) {
+		log_kv(LOG_ERROR, job_id, "journal: cannot record an action; refused with 503", "action",
+		       action_names[a->action], NULL);
+		return refuse(r, ENGINE_UNAVAILABLE, "the job journal cannot commit; retry later");
+	}
+	return ENGINE_DONE;
+}
+
+/* The job of a cancel, approve or reject that is not active: ended or
+ * unknown. */
+static enum engine_result not_active(struct engine *e, const char *id, struct engine_reply *r)
+{
 	cJSON *rec = NULL;
 
-	r->body = NULL;
-	r->message[0] = '\0';
-	pthread_mutex_lock(&e->mu);
-	j = map_get(e->active_by_id, id);
-	if (j) {
-		int first = !j->cancel_requested;
-		const char *shown = j->state == JS_RUNNING ? "cancelling" : "cancelled";
-		/* The answer first: a refusal must leave the job as it was. */
-		r->body = cJSON_CreateObject();
-		if (!r->body || !cJSON_AddStringToObject(r->body, "id", id) ||
-		    !cJSON_AddStringToObject(r->body, "state", shown)) {
-			pthread_mutex_unlock(&e->mu);
-			cJSON_Delete(r->body);
-			r->body = NULL;
-			return refuse(r, ENGINE_NOMEM, "out of memory");
-		}
-		j->cancel_requested = 1;
-		if (first) {
-			free(j->cancel_reason);
-			j->cancel_reason = strdup("cancelled by operator");
-		}
-		pthread_mutex_unlock(&e->mu);
-		struct store_batch *b = store_batch_new();
-		if (b) {
-			add_event(b, id, "admission", admission_detail("cancelled", "operator"), rd_now());
-			store_commit(e->store, b, 1);
-		}
-		runner_cancel(e->runner, id);
-		log_kv(LOG_INFO, id, "cancel requested by operator", NULL);
-		return ENGINE_CANCEL_REQUESTED;
-	}
-	pthread_mutex_unlock(&e->mu);
 	if (store_job_json(e->store, id, &rec) == RD_OK && rec) {
 		cJSON *st = cJSON_GetObjectItem(rec, "state");
 		refuse(r, ENGINE_CONFLICT, "job already ended (%s)",
@@ -869,12 +1085,246 @@ enum engine_result engine_cancel(struct engine *e, const char *id, struct engine
 	return refuse(r, ENGINE_NOT_FOUND, "no such job");
 }
 
+static cJSON *id_state(const char *id, const char *state)
+{
+	cJSON *o = cJSON_CreateObject();
+
+	if (o && (!cJSON_AddStringToObject(o, "id", id) || !cJSON_AddStringToObject(o, "state", state))) {
+		cJSON_Delete(o);
+		o = NULL;
+	}
+	return o;
+}
+
+/* cancel, approve, reject. */
+static enum engine_result act_job(struct engine *e, const struct engine_act *a, struct engine_reply *r)
+{
+	const char *id = a->target, *act = action_names[a->action];
+	char playbook[256], key[256], by[ACTOR_NAME_MAX + AUTH_REASON_MAX + 32];
+	enum engine_result res;
+	struct outbox_notes notes = {0};
+	struct job *j;
+	const char *shown;
+
+	if (a->action != EA_APPROVE && !(a->reason && *a->reason))
+		return refuse(r, ENGINE_INVALID, "%s needs a reason: send {\"reason\":\"...\"}", act);
+	pthread_mutex_lock(&e->mu);
+	j = map_get(e->active_by_id, id);
+	if (!j) {
+		pthread_mutex_unlock(&e->mu);
+		return not_active(e, id, r);
+	}
+	if (!actor_may_playbook(a->who, j->playbook_name)) {
+		refuse(r, ENGINE_FORBIDDEN, "%s may not act on playbook %s", a->who->name, j->playbook_name);
+		pthread_mutex_unlock(&e->mu);
+		return ENGINE_FORBIDDEN;
+	}
+	if (a->action != EA_CANCEL && j->state != JS_AWAITING_APPROVAL) {
+		refuse(r, ENGINE_CONFLICT, "job is %s; only a job awaiting approval can be %s", job_state_name(j->state),
+		       a->action == EA_APPROVE ? "approved" : "rejected");
+		pthread_mutex_unlock(&e->mu);
+		return ENGINE_CONFLICT;
+	}
+	snprintf(playbook, sizeof(playbook), "%s", j->playbook_name);
+	snprintf(key, sizeof(key), "%s", j->key);
+	pthread_mutex_unlock(&e->mu);
+
+	if ((res = audit_commit(e, a, id, playbook, r)) != ENGINE_DONE)
+		return res;
+
+	/* Recorded: now it takes effect, if the job is still there. */
+	pthread_mutex_lock(&e->mu);
+	j = map_get(e->active_by_id, id);
+	if (!j || (a->action != EA_CANCEL && j->state != JS_AWAITING_APPROVAL)) {
+		pthread_mutex_unlock(&e->mu);
+		return j ? refuse(r, ENGINE_CONFLICT, "job is %s now", job_state_name(j->state)) : not_active(e, id, r);
+	}
+	switch (a->action) {
+	case EA_APPROVE:
+		j->approval = AP_APPROVED;
+		free(j->approved_by);
+		j->approved_by = strdup(a->who->name);
+		shown = "queued";
+		break;
+	case EA_REJECT:
+	case EA_CANCEL:
+	default:
+		shown = a->action == EA_CANCEL && j->state == JS_RUNNING ? "cancelling" : "cancelled";
+		if (!j->cancel_requested) {
+			j->cancel_requested = 1;
+			j->rejected = a->action == EA_REJECT;
+			snprintf(by, sizeof(by), "%s by %s: %s", a->action == EA_REJECT ? "rejected" : "cancelled",
+			         a->who->name, a->reason);
+			free(j->cancel_reason);
+			j->cancel_reason = strdup(by);
+			free(j->cancelled_by);
+			j->cancelled_by = strdup(a->who->name);
+		}
+		break;
+	}
+	pthread_mutex_unlock(&e->mu);
+	r->body = id_state(id, shown);
+	if (a->action == EA_APPROVE) {
+		runner_approve(e->runner, id);
+		/* The page asking for approval is answered. */
+		outbox_close_incident(e->outbox, &notes, key, ER_APPROVED);
+		outbox_send(e->outbox, &notes);
+	} else {
+		runner_cancel(e->runner, id);
+	}
+	log_kv(LOG_INFO, id, a->action == EA_APPROVE ? "approved" : a->action == EA_REJECT ? "rejected" : "cancel requested",
+	       "principal", a->who->name, "address", a->who->address, "reason", a->reason ? a->reason : "",
+	       "playbook", playbook, NULL);
+	if (!r->body)
+		return refuse(r, ENGINE_NOMEM, "out of memory");
+	return a->action == EA_CANCEL ? ENGINE_CANCEL_REQUESTED : ENGINE_DONE;
+}
+
+static void pause_expired(struct loop *l, long long id, void *arg);
+
+/* Wake the loop when a pause runs out, to set the gauge (any thread). */
+struct pause_alarm {
+	struct engine *e;
+	double when; /* wall clock */
+};
+
+static void pause_alarm_set(void *arg)
+{
+	struct pause_alarm *pa = arg;
+	double in = pa->when - rd_now();
+
+	if (runner_timer(pa->e->runner, rd_mono() + (in > 0 ? in : 0) + 0.01, pause_expired, pa) < 0)
+		free(pa);
+}
+
+static void pause_expired(struct loop *l, long long id, void *arg)
+{
+	struct pause_alarm *pa = arg;
+
+	(void)l;
+	(void)id;
+	pthread_mutex_lock(&pa->e->mu);
+	pause_gauges(pa->e);
+	pthread_mutex_unlock(&pa->e->mu);
+	log_kv(LOG_INFO, NULL, "a pause ran out", NULL);
+	free(pa);
+}
+
+static void pause_alarm(struct engine *e, double until)
+{
+	struct pause_alarm *pa;
+
+	if (!until || !(pa = calloc(1, sizeof(*pa))))
+		return;
+	pa->e = e;
+	pa->when = until;
+	runner_call(e->runner, pause_alarm_set, free, pa);
+}
+
+/* pause, resume: of one playbook (target) or everything. */
+static enum engine_result act_pause(struct engine *e, const struct engine_act *a, struct engine_reply *r)
+{
+	const char *scope = a->target ? a->target : PAUSE_ALL, *act = action_names[a->action];
+	double now = rd_now();
+	struct store_batch *b;
+	struct pause_row row = {.scope = scope, .principal = a->who->name, .reason = a->reason,
+	                        .since = now, .until = a->until};
+	const struct pause *pz;
+	int known, was;
+
+	if (a->action == EA_PAUSE && !(a->reason && *a->reason))
+		return refuse(r, ENGINE_INVALID, "pause needs a reason: send {\"reason\":\"...\"}");
+	if (a->action == EA_PAUSE && a->until && a->until <= now)
+		return refuse(r, ENGINE_INVALID, "until is in the past");
+	if (!a->target ? a->who->scope[0] : !actor_may_playbook(a->who, scope))
+		return refuse(r, ENGINE_FORBIDDEN, "%s may not %s %s", a->who->name, act,
+		              a->target ? scope : "everything (its tokens-file entry names playbooks)");
+	pthread_mutex_lock(&e->mu);
+	known = !a->target || playbook_set_find(e->set, scope);
+	was = 0;
+	for (pz = e->pauses; pz; pz = pz->next)
+		was |= strcmp(pz->scope, scope) == 0 && !(pz->until && pz->until <= now);
+	pthread_mutex_unlock(&e->mu);
+	/* A pause of a playbook that is not loaded is refused; its resume is
+	 * not, so that a stale pause can always be lifted. */
+	if (!known && a->action == EA_PAUSE)
+		return refuse(r, ENGINE_UNKNOWN_PLAYBOOK, "no playbook named '%s' is loaded", scope);
+	if (a->action == EA_RESUME && !was)
+		return refuse(r, ENGINE_CONFLICT, "%s is not paused", a->target ? scope : "everything");
+	if (!(b = store_batch_new()))
+		return refuse(r, ENGINE_NOMEM, "out of memory");
+	audit_add(b, a->who, act, NULL, scope, a->reason, now);
+	if (a->action == EA_PAUSE)
+		store_batch_pause(b, &row);
+	else
+		store_batch_unpause(b, scope);
+	if (store_commit(e->store, b, 1) != RD_OK) {
+		log_kv(LOG_ERROR, NULL, "journal: cannot record a pause; refused with 503", NULL);
+		return refuse(r, ENGINE_UNAVAILABLE, "the job journal cannot commit; retry later");
+	}
+	pthread_mutex_lock(&e->mu);
+	if (pause_put(e, scope, a->action == EA_PAUSE ? a->who->name : NULL, a->reason, now, a->until) < 0) {
+		pthread_mutex_unlock(&e->mu);
+		return refuse(r, ENGINE_NOMEM, "out of memory");
+	}
+	pause_gauges(e);
+	if (a->action == EA_PAUSE) {
+		for (pz = e->pauses; pz && strcmp(pz->scope, scope) != 0; pz = pz->next)
+			;
+		r->body = pz ? pause_json(pz) : NULL;
+	} else {
+		r->body = cJSON_CreateObject();
+		if (r->body) {
+			cJSON_AddStringToObject(r->body, "scope", scope);
+			cJSON_AddBoolToObject(r->body, "paused", 0);
+		}
+	}
+	pthread_mutex_unlock(&e->mu);
+	if (a->action == EA_PAUSE)
+		pause_alarm(e, a->until);
+	log_kv(LOG_WARN, NULL, a->action == EA_PAUSE ? "paused" : "resumed", "scope", scope, "principal",
+	       a->who->name, "address", a->who->address, "reason", a->reason ? a->reason : "", NULL);
+	if (!r->body)
+		return refuse(r, ENGINE_NOMEM, "out of memory");
+	return ENGINE_DONE;
+}
+
+enum engine_result engine_act(struct engine *e, const struct engine_act *a, struct engine_reply *r)
+{
+	r->body = NULL;
+	r->message[0] = '\0';
+	switch (a->action) {
+	case EA_CANCEL:
+	case EA_APPROVE:
+	case EA_REJECT:
+		if (!a->target)
+			return refuse(r, ENGINE_NOT_FOUND, "no such job");
+		return act_job(e, a, r);
+	case EA_PAUSE:
+	case EA_RESUME:
+		return act_pause(e, a, r);
+	}
+	return refuse(r, ENGINE_INVALID, "unknown action");
+}
+
 cJSON *engine_playbooks_json(struct engine *e)
 {
 	cJSON *a = cJSON_CreateArray();
+	double now = rd_now();
+
 	pthread_mutex_lock(&e->mu);
-	for (size_t i = 0; e->set && i < e->set->n; i++)
-		cJSON_AddItemToArray(a, playbook_json(e->set->v[i]));
+	for (size_t i = 0; a && e->set && i < e->set->n; i++) {
+		cJSON *o = playbook_json(e->set->v[i]);
+		const struct pause *pz = paused(e, e->set->v[i]->name, now);
+		if (!o || !cJSON_AddItemToArray(a, o)) {
+			cJSON_Delete(o);
+			continue;
+		}
+		if (pz)
+			cJSON_AddItemToObject(o, "paused", pause_json(pz));
+		else
+			cJSON_AddNullToObject(o, "paused");
+	}
 	pthread_mutex_unlock(&e->mu);
 	return a;
 }
@@ -905,6 +1355,8 @@ static void replay_row(const struct job_row *r, void *arg)
 	if (job_state_parse(r->state, &st) < 0)
 		return;
 	if (job_state_final(st)) {
+		if (st == JS_PAUSED)
+			return; /* spent neither budget nor cooldown */
 		admit_ended(e->admit, r->key, r->id, r->ended_at ? r->ended_at : r->created_at);
 		if (st != JS_BUDGET_EXHAUSTED)
 			admit_started(e->admit, r->playbook, r->created_at);
@@ -929,6 +1381,11 @@ static void replay_row(const struct job_row *r, void *arg)
 	j->max_attempts = r->max_attempts;
 	j->attempts = r->attempts;
 	j->notifications = r->notifications;
+	j->triggered_by = strdup(r->triggered_by ? r->triggered_by : "alertmanager");
+	j->cancelled_by = r->cancelled_by ? strdup(r->cancelled_by) : NULL;
+	j->approved_by = r->approved_by ? strdup(r->approved_by) : NULL;
+	approval_parse(r->approval, &j->approval);
+	j->plan_attempts = r->plan_attempts;
 	job_enter(&e->counts, j, st);
 	j->error = r->error ? strdup(r->error) : NULL;
 
@@ -1006,6 +1463,21 @@ static void replay_row(const struct job_row *r, void *arg)
 	rp->resumed++;
 }
 
+static void pause_row_load(const struct pause_row *p, void *arg)
+{
+	struct engine *e = arg;
+
+	pthread_mutex_lock(&e->mu);
+	if (pause_put(e, p->scope, p->principal ? p->principal : "unknown", p->reason, p->since, p->until) < 0)
+		log_kv(LOG_ERROR, NULL, "journal replay: out of memory loading a pause", "scope", p->scope, NULL);
+	pthread_mutex_unlock(&e->mu);
+	if (p->until > rd_now())
+		pause_alarm(e, p->until);
+	if (!p->until || p->until > rd_now())
+		log_kv(LOG_WARN, NULL, "journal replay: paused", "scope", p->scope, "principal",
+		       p->principal ? p->principal : "", "reason", p->reason ? p->reason : "", NULL);
+}
+
 enum rd_status engine_start(struct engine *e)
 {
 	struct replay rp = {.e = e, .now = rd_now()};
@@ -1021,7 +1493,13 @@ enum rd_status engine_start(struct engine *e)
 	rp.b = store_batch_new();
 	if (!rp.b)
 		return RD_NOMEM;
+	/* Pauses survive restarts: in force before any alert is admitted. */
+	if (store_scan_pauses(e->store, pause_row_load, e) != RD_OK) {
+		store_batch_free(rp.b);
+		return RD_ERR;
+	}
 	pthread_mutex_lock(&e->mu);
+	pause_gauges(e);
 	rc = store_scan_jobs(e->store, rp.now - horizon, replay_row, &rp);
 	pthread_mutex_unlock(&e->mu);
 	if (rc != RD_OK) {

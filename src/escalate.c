@@ -180,6 +180,12 @@ static const char *reason_text(const char *reason)
 		return "the job's playbook is no longer loaded after a restart; nothing will finish it";
 	if (strcmp(reason, "playbook_load_failed") == 0)
 		return "the playbook failed to load at reload; the previous version is still running";
+	if (strcmp(reason, "paused") == 0)
+		return "recovery held back: automation is paused";
+	if (strcmp(reason, "approval_needed") == 0)
+		return "approval needed: a recovery plan waits for a human";
+	if (strcmp(reason, "approval_timeout") == 0)
+		return "nobody approved the recovery plan in time; nothing was changed";
 	return reason;
 }
 
@@ -259,6 +265,8 @@ cJSON *escalate_pagerduty_body(const cJSON *rec, const char *kind, const char *r
 	}
 	if (last_verify_reason(rec))
 		cJSON_AddStringToObject(d, "last_verify_reason", last_verify_reason(rec));
+	if (cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(rec, "plan")))
+		cJSON_AddItemToObject(d, "plan", cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(rec, "plan"), 1));
 	if (labels_of(rec))
 		cJSON_AddItemToObject(d, "alert_labels", cJSON_Duplicate(labels_of(rec), 1));
 
@@ -271,6 +279,8 @@ cJSON *escalate_pagerduty_body(const cJSON *rec, const char *kind, const char *r
 		cJSON_AddStringToObject(b, "client_url", url);
 	return b;
 }
+
+#define PLAN_LINES 10
 
 static void add_section(cJSON *blocks, const char *mrkdwn)
 {
@@ -338,6 +348,33 @@ static void mrk_link(struct mrk *m, const char *url, const char *text)
 	mrk_raw(m, ">  ");
 }
 
+/* The writes a plan would make, for the humans asked to approve it. */
+static void plan_text(struct mrk *m, const cJSON *rec, const char *reason)
+{
+	const cJSON *plan = cJSON_GetObjectItemCaseSensitive(rec, "plan"), *it;
+	int n = 0, total = cJSON_GetArraySize(plan);
+
+	if (!reason || strcmp(reason, "approval_needed") != 0 || !cJSON_IsArray(plan))
+		return;
+	mrk_raw(m, "*Plan:* ");
+	mrk_int(m, total);
+	mrk_raw(m, total == 1 ? " write\n" : " writes\n");
+	cJSON_ArrayForEach(it, plan) {
+		if (!cJSON_IsString(it))
+			continue;
+		if (n++ == PLAN_LINES) {
+			mrk_raw(m, "...\n");
+			break;
+		}
+		mrk_raw(m, "- ");
+		mrk_esc(m, it->valuestring, 200);
+		mrk_raw(m, "\n");
+	}
+	mrk_raw(m, "Approve or reject: POST /api/v1/jobs/");
+	mrk_esc(m, str(rec, "id") ? str(rec, "id") : "", 64);
+	mrk_raw(m, "/approve or /reject\n");
+}
+
 cJSON *escalate_slack_body(const cJSON *rec, const char *kind, const char *reason)
 {
 	char url[512];
@@ -354,6 +391,10 @@ cJSON *escalate_slack_body(const cJSON *rec, const char *kind, const char *reaso
 		mrk_raw(&m, "RESOLVED: ");
 	} else if (strcmp(kind, "notice") == 0) {
 		mrk_raw(&m, "Recovered automatically: ");
+	} else if (reason && strcmp(reason, "approval_needed") == 0) {
+		mrk_raw(&m, "APPROVAL NEEDED: ");
+	} else if (reason && strcmp(reason, "paused") == 0) {
+		mrk_raw(&m, "Auto-recovery PAUSED: ");
 	} else {
 		mrk_raw(&m, "Auto-recovery FAILED: ");
 	}
@@ -363,8 +404,10 @@ cJSON *escalate_slack_body(const cJSON *rec, const char *kind, const char *reaso
 	if (strcmp(kind, "resolve") == 0) {
 		mrk_raw(&m, " (playbook ");
 		mrk_esc(&m, playbook ? playbook : "?", 100);
-		mrk_raw(&m, reason && strcmp(reason, "recovered") == 0 ? "): recovered by a later recovery job"
-		                                                       : "): the alert resolved");
+		mrk_raw(&m, reason && strcmp(reason, "recovered") == 0  ? "): recovered by a later recovery job"
+		            : reason && strcmp(reason, "approved") == 0 ? "): the plan was approved; the recovery runs"
+		            : reason && strcmp(reason, "rejected") == 0 ? "): the plan was rejected; nothing is done"
+		                                                        : "): the alert resolved");
 	} else if (strcmp(kind, "notice") == 0) {
 		mrk_raw(&m, " (playbook ");
 		mrk_esc(&m, playbook ? playbook : "?", 100);
@@ -408,6 +451,7 @@ cJSON *escalate_slack_body(const cJSON *rec, const char *kind, const char *reaso
 			mrk_esc(&m, last_verify_reason(rec), 300);
 			mrk_raw(&m, "\n");
 		}
+		plan_text(&m, rec, reason);
 		add_section(blocks, m.buf);
 	}
 	m.len = 0;

@@ -38,6 +38,7 @@
 #include <microhttpd.h>
 
 #include "recoveryd/alert.h"
+#include "recoveryd/auth.h"
 #include "recoveryd/engine.h"
 #include "recoveryd/log.h"
 #include "recoveryd/metrics.h"
@@ -66,14 +67,14 @@
 #define CT_JSON "application/json"
 #define CT_METRICS "text/plain; version=0.0.4; charset=utf-8"
 
-/* Who a request is, from its bearer token. Named principals with roles
- * (issue 10) extend this enum and the table in authorize(). */
-enum principal { P_ANONYMOUS, P_WEBHOOK, P_OPERATOR, P__COUNT };
-
-/* What a route asks for. */
-enum auth_need { AUTH_OPEN, AUTH_WEBHOOK, AUTH_OPERATOR };
-
 enum auth_verdict { AUTH_PASS, AUTH_UNAUTHORIZED, AUTH_FORBIDDEN };
+
+/* How the body of a route is taken. */
+enum body_use {
+	BODY_NONE,     /* read and dropped */
+	BODY_JSON,     /* required: application/json */
+	BODY_OPTIONAL, /* an action's {"reason","until","for"}: may be empty */
+};
 
 enum route {
 	R_OTHER,
@@ -82,7 +83,14 @@ enum route {
 	R_JOBS,
 	R_JOB,
 	R_CANCEL,
+	R_APPROVE,
+	R_REJECT,
 	R_PLAYBOOKS,
+	R_PB_PAUSE,
+	R_PB_RESUME,
+	R_PAUSE,
+	R_RESUME,
+	R_AUDIT,
 	R_METRICS,
 	R_HEALTHZ,
 	R_READYZ,
@@ -91,24 +99,33 @@ enum route {
 static const struct route_info {
 	const char *tmpl;  /* metrics "path" label: a fixed set keeps cardinality bounded */
 	const char *allow; /* for 405 */
-	enum auth_need auth;
+	enum role need;    /* the least role that may use it (auth_role_admits) */
 	int post;          /* 1: POST only; 0: GET or HEAD */
-	int body;          /* 1: the handler reads the request body */
+	enum body_use body;
+	enum engine_action act; /* BODY_OPTIONAL routes: what they ask the engine */
 } routes[] = {
-	[R_OTHER] = { "other", NULL, AUTH_OPEN, 0, 0 },
-	[R_WEBHOOK] = { "/webhook", "POST", AUTH_WEBHOOK, 1, 1 },
-	[R_TRIGGER] = { "/trigger", "POST", AUTH_OPERATOR, 1, 1 },
-	[R_JOBS] = { "/api/v1/jobs", "GET, HEAD", AUTH_OPERATOR, 0, 0 },
-	[R_JOB] = { "/api/v1/jobs/{id}", "GET, HEAD", AUTH_OPERATOR, 0, 0 },
-	[R_CANCEL] = { "/api/v1/jobs/{id}/cancel", "POST", AUTH_OPERATOR, 1, 0 },
-	[R_PLAYBOOKS] = { "/api/v1/playbooks", "GET, HEAD", AUTH_OPERATOR, 0, 0 },
-	[R_METRICS] = { "/metrics", "GET, HEAD", AUTH_OPEN, 0, 0 },
-	[R_HEALTHZ] = { "/healthz", "GET, HEAD", AUTH_OPEN, 0, 0 },
-	[R_READYZ] = { "/readyz", "GET, HEAD", AUTH_OPEN, 0, 0 },
+	[R_OTHER] = { "other", NULL, ROLE_NONE, 0, BODY_NONE, 0 },
+	[R_WEBHOOK] = { "/webhook", "POST", ROLE_ALERTMANAGER, 1, BODY_JSON, 0 },
+	[R_TRIGGER] = { "/trigger", "POST", ROLE_OPERATOR, 1, BODY_JSON, 0 },
+	[R_JOBS] = { "/api/v1/jobs", "GET, HEAD", ROLE_VIEWER, 0, BODY_NONE, 0 },
+	[R_JOB] = { "/api/v1/jobs/{id}", "GET, HEAD", ROLE_VIEWER, 0, BODY_NONE, 0 },
+	[R_CANCEL] = { "/api/v1/jobs/{id}/cancel", "POST", ROLE_OPERATOR, 1, BODY_OPTIONAL, EA_CANCEL },
+	[R_APPROVE] = { "/api/v1/jobs/{id}/approve", "POST", ROLE_OPERATOR, 1, BODY_OPTIONAL, EA_APPROVE },
+	[R_REJECT] = { "/api/v1/jobs/{id}/reject", "POST", ROLE_OPERATOR, 1, BODY_OPTIONAL, EA_REJECT },
+	[R_PLAYBOOKS] = { "/api/v1/playbooks", "GET, HEAD", ROLE_VIEWER, 0, BODY_NONE, 0 },
+	[R_PB_PAUSE] = { "/api/v1/playbooks/{name}/pause", "POST", ROLE_OPERATOR, 1, BODY_OPTIONAL, EA_PAUSE },
+	[R_PB_RESUME] = { "/api/v1/playbooks/{name}/resume", "POST", ROLE_OPERATOR, 1, BODY_OPTIONAL, EA_RESUME },
+	[R_PAUSE] = { "/api/v1/pause", "POST", ROLE_OPERATOR, 1, BODY_OPTIONAL, EA_PAUSE },
+	[R_RESUME] = { "/api/v1/resume", "POST", ROLE_OPERATOR, 1, BODY_OPTIONAL, EA_RESUME },
+	[R_AUDIT] = { "/api/v1/audit", "GET, HEAD", ROLE_VIEWER, 0, BODY_NONE, 0 },
+	[R_METRICS] = { "/metrics", "GET, HEAD", ROLE_NONE, 0, BODY_NONE, 0 },
+	[R_HEALTHZ] = { "/healthz", "GET, HEAD", ROLE_NONE, 0, BODY_NONE, 0 },
+	[R_READYZ] = { "/readyz", "GET, HEAD", ROLE_NONE, 0, BODY_NONE, 0 },
 };
 
 static const char *const job_states[] = {
 	"queued", "running", "retry_wait", "succeeded", "failed", "cancelled", "budget_exhausted",
+	"paused", "awaiting_approval",
 };
 
 /* One tracked connection (MHD socket context): when its current request
@@ -138,9 +155,8 @@ struct http {
 	double request_timeout;
 	int insecure;           /* --insecure-no-auth */
 	atomic_int stopping;    /* http_stop began */
-	pthread_mutex_t lock;   /* guards the tokens: SIGHUP swaps them */
-	char *webhook_token;    /* NULL = none */
-	char *operator_token;
+	pthread_mutex_t lock;   /* guards the principals: SIGHUP swaps them */
+	struct auth *auth;      /* NULL or empty = none configured */
 
 	/* worker pool */
 	pthread_mutex_t work_lock;
@@ -185,7 +201,12 @@ struct answer {
 /* Per-request state, in *req_cls from the first callback to completion. */
 struct request {
 	enum route route;
-	enum principal who;          /* from the bearer token */
+	struct actor who;            /* from the bearer token */
+	int force;                   /* /trigger?force=1 */
+	char q_principal[ACTOR_NAME_MAX + 1]; /* GET /api/v1/audit filters */
+	char q_action[24];
+	double q_since, q_until;
+	long long q_before;
 	int bad_arg;                 /* id / playbook in the path is malformed */
 	char arg[PLAYBOOK_MAX + 1];  /* job id or playbook name */
 	int dry_run;
@@ -358,7 +379,12 @@ static struct engine_http engine_http_of(enum engine_result r)
 	case ENGINE_ACCEPTED:
 		return (struct engine_http){ MHD_HTTP_ACCEPTED, NULL, NULL };
 	case ENGINE_CANCEL_REQUESTED:
+	case ENGINE_DONE:
 		return (struct engine_http){ MHD_HTTP_OK, NULL, NULL };
+	case ENGINE_INVALID:
+		return (struct engine_http){ MHD_HTTP_BAD_REQUEST, "invalid_request", NULL };
+	case ENGINE_FORBIDDEN:
+		return (struct engine_http){ MHD_HTTP_FORBIDDEN, "forbidden", NULL };
 	case ENGINE_UNKNOWN_PLAYBOOK:
 		return (struct engine_http){ MHD_HTTP_NOT_FOUND, "unknown_playbook", NULL };
 	case ENGINE_NOT_FOUND:
@@ -414,13 +440,14 @@ static int valid_path_arg(const char *s, size_t max, int dot)
 /* Map the (already unescaped) path to a route; fills rq->arg. */
 static void match_route(const char *url, struct request *rq)
 {
-	static const char jobs[] = "/api/v1/jobs/", trig[] = "/trigger/";
+	static const char jobs[] = "/api/v1/jobs/", trig[] = "/trigger/", pbs[] = "/api/v1/playbooks/";
 	static const struct {
 		const char *path;
 		enum route r;
 	} fixed[] = {
 		{ "/webhook", R_WEBHOOK },     { "/api/v1/jobs", R_JOBS }, { "/api/v1/playbooks", R_PLAYBOOKS },
 		{ "/metrics", R_METRICS },     { "/healthz", R_HEALTHZ },  { "/readyz", R_READYZ },
+		{ "/api/v1/pause", R_PAUSE },  { "/api/v1/resume", R_RESUME }, { "/api/v1/audit", R_AUDIT },
 	};
 	const char *rest, *slash;
 	size_t n;
@@ -441,6 +468,26 @@ static void match_route(const char *url, struct request *rq)
 			snprintf(rq->arg, sizeof(rq->arg), "%s", rest);
 		return;
 	}
+	if (strncmp(url, pbs, sizeof(pbs) - 1) == 0) {
+		rest = url + sizeof(pbs) - 1;
+		slash = strchr(rest, '/');
+		if (!slash)
+			return;
+		if (strcmp(slash, "/pause") == 0)
+			rq->route = R_PB_PAUSE;
+		else if (strcmp(slash, "/resume") == 0)
+			rq->route = R_PB_RESUME;
+		else
+			return;
+		n = (size_t)(slash - rest);
+		rq->bad_arg = n == 0 || n > PLAYBOOK_MAX;
+		if (!rq->bad_arg) {
+			memcpy(rq->arg, rest, n);
+			rq->arg[n] = '\0';
+			rq->bad_arg = !valid_path_arg(rq->arg, PLAYBOOK_MAX, 1);
+		}
+		return;
+	}
 	if (strncmp(url, jobs, sizeof(jobs) - 1) != 0)
 		return;
 	rest = url + sizeof(jobs) - 1;
@@ -448,8 +495,9 @@ static void match_route(const char *url, struct request *rq)
 	if (!slash) {
 		rq->route = R_JOB;
 		n = strlen(rest);
-	} else if (strcmp(slash, "/cancel") == 0) {
-		rq->route = R_CANCEL;
+	} else if (strcmp(slash, "/cancel") == 0 || strcmp(slash, "/approve") == 0 ||
+	           strcmp(slash, "/reject") == 0) {
+		rq->route = slash[1] == 'c' ? R_CANCEL : slash[1] == 'a' ? R_APPROVE : R_REJECT;
 		n = (size_t)(slash - rest);
 	} else {
 		return;
@@ -483,46 +531,45 @@ static const char *bearer_token(const char *hdr, size_t *len)
 	return hdr;
 }
 
-/* The principal of the request's bearer token. Both tokens are always
- * compared (constant time, no early exit). With no token configured at all
- * (--insecure-no-auth) every caller is the operator. */
-static enum principal authenticate(struct http *h, struct MHD_Connection *c)
+/* Who the request is, from its bearer token (auth_find compares every
+ * principal in constant time). With no principal configured at all
+ * (--insecure-no-auth) every caller is an admin named "anonymous". A token
+ * that matches nobody is logged with the client address, never itself. */
+static void authenticate(struct http *h, struct MHD_Connection *c, struct request *rq)
 {
 	const char *tok;
 	size_t n = 0;
-	int op = 0, wh = 0;
-	enum principal who = P_ANONYMOUS;
+	int found;
 
 	tok = bearer_token(MHD_lookup_connection_value(c, MHD_HEADER_KIND,
 	                                               MHD_HTTP_HEADER_AUTHORIZATION),
 	                   &n);
+	actor_init(&rq->who, "anonymous", ROLE_NONE, rq->ip);
 	pthread_mutex_lock(&h->lock);
-	if (!h->webhook_token && !h->operator_token) {
-		who = h->insecure ? P_OPERATOR : P_ANONYMOUS;
-	} else if (tok) {
-		if (h->operator_token)
-			op = rd_ct_equal(tok, n, h->operator_token, strlen(h->operator_token));
-		if (h->webhook_token)
-			wh = rd_ct_equal(tok, n, h->webhook_token, strlen(h->webhook_token));
-		who = op ? P_OPERATOR : wh ? P_WEBHOOK : P_ANONYMOUS;
+	if (auth_count(h->auth) == 0) {
+		if (h->insecure)
+			rq->who.role = ROLE_ADMIN;
+		pthread_mutex_unlock(&h->lock);
+		return;
 	}
+	found = tok && auth_find(h->auth, tok, n, &rq->who) == 0;
 	pthread_mutex_unlock(&h->lock);
-	return who;
+	snprintf(rq->who.address, sizeof(rq->who.address), "%s", rq->ip);
+	if (tok && !found) {
+		metrics_add(M_AUTH_FAILURES, "invalid_token", NULL, 1);
+		log_kv(LOG_WARN, NULL, "authentication failed: the bearer token matches no principal",
+		       "remote", rq->ip, "url", rq->url, NULL);
+	}
 }
 
-/* May who use a route that needs need? Anonymous callers get 401 (ask for
- * a token); a known principal without the right gets 403. */
-static enum auth_verdict authorize(enum auth_need need, enum principal who)
+/* May the request's principal use a route that needs role need? Anonymous
+ * callers get 401 (ask for a token); a known principal without the right
+ * gets 403. */
+static enum auth_verdict authorize(enum role need, const struct actor *who)
 {
-	static const unsigned char admits[][P__COUNT] = {
-		[AUTH_OPEN] = { [P_ANONYMOUS] = 1, [P_WEBHOOK] = 1, [P_OPERATOR] = 1 },
-		[AUTH_WEBHOOK] = { [P_WEBHOOK] = 1, [P_OPERATOR] = 1 },
-		[AUTH_OPERATOR] = { [P_OPERATOR] = 1 },
-	};
-
-	if (admits[need][who])
+	if (auth_role_admits(who->role, need))
 		return AUTH_PASS;
-	return who == P_ANONYMOUS ? AUTH_UNAUTHORIZED : AUTH_FORBIDDEN;
+	return who->role == ROLE_NONE ? AUTH_UNAUTHORIZED : AUTH_FORBIDDEN;
 }
 
 /* application/json, optionally followed by parameters, any case. */
@@ -586,6 +633,14 @@ static int trigger_query(struct MHD_Connection *c, struct request *rq, char *msg
 			return -1;
 		}
 	}
+	if (query_arg(c, "force", &v)) {
+		if (!v || !*v || strcmp(v, "1") == 0 || strcasecmp(v, "true") == 0) {
+			rq->force = 1;
+		} else if (strcmp(v, "0") != 0 && strcasecmp(v, "false") != 0) {
+			snprintf(msg, len, "force must be 1, true, 0 or false");
+			return -1;
+		}
+	}
 	if (query_arg(c, "wait", &v)) {
 		if (parse_long(v, 0, WAIT_MAX, &w) < 0) {
 			snprintf(msg, len, "wait must be a whole number of seconds from 0 to %d",
@@ -624,6 +679,54 @@ static int jobs_query(struct MHD_Connection *c, struct request *rq, char *msg, s
 			return -1;
 		}
 		snprintf(rq->q_playbook, sizeof(rq->q_playbook), "%s", v);
+	}
+	if (query_arg(c, "limit", &v)) {
+		if (parse_long(v, 1, LIMIT_MAX, &l) < 0) {
+			snprintf(msg, len, "limit must be a whole number from 1 to %d", LIMIT_MAX);
+			return -1;
+		}
+		rq->q_limit = (int)l;
+	}
+	return 0;
+}
+
+/* Filters of GET /api/v1/audit; 0, or -1 with msg filled. */
+static int audit_query(struct MHD_Connection *c, struct request *rq, char *msg, size_t len)
+{
+	const char *v;
+	long l;
+	char *end;
+
+	rq->q_limit = LIMIT_DEFAULT;
+	if (query_arg(c, "principal", &v) && v && *v) {
+		if (strlen(v) > ACTOR_NAME_MAX) {
+			snprintf(msg, len, "principal must be at most %d characters", ACTOR_NAME_MAX);
+			return -1;
+		}
+		snprintf(rq->q_principal, sizeof(rq->q_principal), "%s", v);
+	}
+	if (query_arg(c, "action", &v) && v && *v) {
+		if (!engine_audit_action_known(v)) {
+			snprintf(msg, len, "action must be one of %s", ENGINE_AUDIT_ACTIONS);
+			return -1;
+		}
+		snprintf(rq->q_action, sizeof(rq->q_action), "%s", v);
+	}
+	if (query_arg(c, "since", &v) && v && *v && rd_parse_time(v, &rq->q_since) < 0) {
+		snprintf(msg, len, "since must be an RFC 3339 time or epoch seconds");
+		return -1;
+	}
+	if (query_arg(c, "until", &v) && v && *v && rd_parse_time(v, &rq->q_until) < 0) {
+		snprintf(msg, len, "until must be an RFC 3339 time or epoch seconds");
+		return -1;
+	}
+	if (query_arg(c, "before", &v) && v && *v) {
+		errno = 0;
+		rq->q_before = strtoll(v, &end, 10);
+		if (errno || *end || rq->q_before <= 0 || !isdigit((unsigned char)*v)) {
+			snprintf(msg, len, "before must be the \"next\" value of a previous page");
+			return -1;
+		}
 	}
 	if (query_arg(c, "limit", &v)) {
 		if (parse_long(v, 1, LIMIT_MAX, &l) < 0) {
@@ -693,7 +796,7 @@ static void submit_done(enum engine_result res, struct engine_reply *r, void *ar
 
 	/* Only the operator may read job records: a webhook-token caller gets
 	 * the ids and states of the submit answer, never a record. */
-	if (!(res == ENGINE_ACCEPTED && r->body && rq->wait > 0 && rq->who == P_OPERATOR &&
+	if (!(res == ENGINE_ACCEPTED && r->body && rq->wait > 0 && auth_role_admits(rq->who.role, ROLE_VIEWER) &&
 	      (id = waitable_job(r->body)) && wait_park(h, rq, id, r->body) == 0)) {
 		answer_engine(rq, res, r);
 		finish(rq);
@@ -736,11 +839,20 @@ static void submit_start(struct http *h, struct request *rq)
 		finish(rq);
 		return;
 	}
+	if (rq->force && !(p.reason && p.reason[0])) {
+		payload_free(&p);
+		reject(rq, MHD_HTTP_BAD_REQUEST, "invalid_request", NULL, NULL, NULL,
+		       "force=1 needs a reason: send the {\"labels\":...,\"reason\":\"...\"} form");
+		finish(rq);
+		return;
+	}
 	pthread_mutex_lock(&h->work_lock);
 	h->submits_out++;
 	pthread_mutex_unlock(&h->work_lock);
 	rq->h = h;
-	engine_submit_async(h->e, &p, rq->route == R_TRIGGER ? rq->arg : NULL, rq->dry_run, submit_done, rq);
+	struct engine_submit_opts so = {.playbook = rq->route == R_TRIGGER ? rq->arg : NULL,
+	                                 .dry_run = rq->dry_run, .force = rq->force, .who = &rq->who};
+	engine_submit_async(h->e, &p, &so, submit_done, rq);
 	payload_free(&p);
 }
 
@@ -779,12 +891,102 @@ static void handle_job(struct http *h, struct request *rq)
 	answer_json(rq, MHD_HTTP_OK, out, NULL, NULL);
 }
 
-static void handle_cancel(struct http *h, struct request *rq)
+static int utf8_ok(const char *s)
 {
-	struct engine_reply r;
-	enum engine_result res = engine_cancel(h->e, rq->arg, &r);
+	size_t n = strlen(s), k;
 
+	for (size_t i = 0; i < n; i += k)
+		if (!(k = rd_utf8_len((const unsigned char *)s + i, n - i)))
+			return 0;
+	return 1;
+}
+
+/* The optional body of an action: {"reason": "...", "until": TIME, "for":
+ * SECONDS}. 0, or -1 with msg filled. */
+static int action_body(struct request *rq, char *reason, size_t rlen, double *until, char *msg,
+                       size_t mlen)
+{
+	cJSON *o, *it;
+	int rc = 0;
+
+	reason[0] = '\0';
+	*until = 0;
+	if (rq->len == 0)
+		return 0;
+	o = cJSON_ParseWithLength(rq->body, rq->len);
+	if (!cJSON_IsObject(o)) {
+		snprintf(msg, mlen, "the body must be a JSON object such as {\"reason\":\"...\"}");
+		cJSON_Delete(o);
+		return -1;
+	}
+	cJSON_ArrayForEach(it, o) {
+		if (strcmp(it->string, "reason") == 0) {
+			if (!cJSON_IsString(it) || strlen(it->valuestring) >= rlen ||
+			    !utf8_ok(it->valuestring)) {
+				snprintf(msg, mlen, "reason must be a UTF-8 string of at most %zu bytes", rlen - 1);
+				rc = -1;
+				break;
+			}
+			snprintf(reason, rlen, "%s", it->valuestring);
+		} else if (strcmp(it->string, "until") == 0 && rq->route != R_CANCEL &&
+		           (rq->route == R_PAUSE || rq->route == R_PB_PAUSE)) {
+			if (!cJSON_IsString(it) || rd_parse_time(it->valuestring, until) < 0) {
+				snprintf(msg, mlen, "until must be an RFC 3339 time, e.g. \"2026-12-02T18:00:00Z\"");
+				rc = -1;
+				break;
+			}
+		} else if (strcmp(it->string, "for") == 0 && (rq->route == R_PAUSE || rq->route == R_PB_PAUSE)) {
+			if (!cJSON_IsNumber(it) || it->valuedouble <= 0 || it->valuedouble > 366 * 86400.0) {
+				snprintf(msg, mlen, "for must be a number of seconds from 1 to a year");
+				rc = -1;
+				break;
+			}
+			*until = rd_now() + it->valuedouble;
+		} else {
+			snprintf(msg, mlen, "unknown field \"%.64s\" (allowed: reason%s)", it->string,
+			         rq->route == R_PAUSE || rq->route == R_PB_PAUSE ? ", until, for" : "");
+			rc = -1;
+			break;
+		}
+	}
+	cJSON_Delete(o);
+	return rc;
+}
+
+/* cancel, approve, reject, pause, resume: journaled with who and why. */
+static void handle_action(struct http *h, struct request *rq)
+{
+	struct engine_reply r = {0};
+	char reason[AUTH_REASON_MAX + 1], msg[MSG_MAX];
+	struct engine_act a = {.action = routes[rq->route].act, .who = &rq->who, .reason = reason};
+	enum engine_result res;
+
+	if (action_body(rq, reason, sizeof(reason), &a.until, msg, sizeof(msg)) < 0) {
+		reject(rq, MHD_HTTP_BAD_REQUEST, "invalid_request", NULL, NULL, NULL, "%s", msg);
+		return;
+	}
+	if (rq->route != R_PAUSE && rq->route != R_RESUME)
+		a.target = rq->arg;
+	res = engine_act(h->e, &a, &r);
 	answer_engine(rq, res, &r);
+}
+
+static void handle_audit(struct http *h, struct request *rq)
+{
+	struct audit_query q = {.principal = rq->q_principal[0] ? rq->q_principal : NULL,
+	                        .action = rq->q_action[0] ? rq->q_action : NULL,
+	                        .since = rq->q_since, .until = rq->q_until, .before = rq->q_before,
+	                        .limit = rq->q_limit};
+	cJSON *out = NULL;
+
+	if (engine_audit_json(h->e, &q, &out) != RD_OK || !out) {
+		cJSON_Delete(out);
+		answer_error(rq, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable",
+		             "the job journal cannot be read", MHD_HTTP_HEADER_RETRY_AFTER,
+		             UNAVAILABLE_RETRY_AFTER);
+		return;
+	}
+	answer_json(rq, MHD_HTTP_OK, out, NULL, NULL);
 }
 
 static void handle_playbooks(struct http *h, struct request *rq)
@@ -855,7 +1057,7 @@ static void handle_readyz(struct http *h, struct request *rq)
 /* The handlers that read the journal: on a worker, connection suspended. */
 static int blocking_route(enum route r)
 {
-	return r == R_JOBS || r == R_JOB || r == R_CANCEL;
+	return r == R_JOBS || r == R_JOB || r == R_AUDIT || routes[r].body == BODY_OPTIONAL;
 }
 
 /* Run the handler of a complete request. Returns 0 when rq was parked on
@@ -878,7 +1080,16 @@ static int dispatch(struct http *h, struct request *rq)
 		handle_job(h, rq);
 		break;
 	case R_CANCEL:
-		handle_cancel(h, rq);
+	case R_APPROVE:
+	case R_REJECT:
+	case R_PAUSE:
+	case R_RESUME:
+	case R_PB_PAUSE:
+	case R_PB_RESUME:
+		handle_action(h, rq);
+		break;
+	case R_AUDIT:
+		handle_audit(h, rq);
 		break;
 	case R_PLAYBOOKS:
 		handle_playbooks(h, rq);
@@ -1255,18 +1466,22 @@ static enum MHD_Result prepare(struct http *h, struct MHD_Connection *c, struct 
 		              "no such endpoint");
 	/* Auth before anything that depends on the request (method, body):
 	 * an unauthenticated client learns nothing else. */
-	rq->who = authenticate(h, c);
-	switch (authorize(ri->auth, rq->who)) {
+	authenticate(h, c, rq);
+	switch (authorize(ri->need, &rq->who)) {
 	case AUTH_PASS:
 		break;
 	case AUTH_UNAUTHORIZED:
+		if (ri->need != ROLE_NONE)
+			metrics_add(M_AUTH_FAILURES, "unauthorized", NULL, 1);
 		return REJECTED(rq, MHD_HTTP_UNAUTHORIZED, "unauthorized", "unauthorized",
 		              MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"recoveryd\"",
 		              "a valid bearer token is required");
 	case AUTH_FORBIDDEN:
+		metrics_add(M_AUTH_FAILURES, "forbidden", NULL, 1);
 		return REJECTED(rq, MHD_HTTP_FORBIDDEN, "forbidden", "forbidden", NULL, NULL,
-		              "this endpoint needs the operator token; the webhook token admits "
-		              "POST /webhook only");
+		              "%s has role %s; %s %s needs %s%s", rq->who.name, role_name(rq->who.role),
+		              ri->post ? "POST" : "GET", ri->tmpl, role_name(ri->need),
+		              ri->need == ROLE_ALERTMANAGER ? ", operator or admin" : " or above");
 	}
 	is_get = strcmp(method, MHD_HTTP_METHOD_GET) == 0 || strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
 	is_post = strcmp(method, MHD_HTTP_METHOD_POST) == 0;
@@ -1284,6 +1499,9 @@ static enum MHD_Result prepare(struct http *h, struct MHD_Connection *c, struct 
 	if (rq->route == R_JOBS && jobs_query(c, rq, msg, sizeof(msg)) < 0)
 		return REJECTED(rq, MHD_HTTP_BAD_REQUEST, "invalid_request", NULL, NULL, NULL, "%s",
 		                msg);
+	if (rq->route == R_AUDIT && audit_query(c, rq, msg, sizeof(msg)) < 0)
+		return REJECTED(rq, MHD_HTTP_BAD_REQUEST, "invalid_request", NULL, NULL, NULL, "%s",
+		                msg);
 	v = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
 	if (v) {
 		char *end;
@@ -1296,8 +1514,17 @@ static enum MHD_Result prepare(struct http *h, struct MHD_Connection *c, struct 
 		return REJECTED(rq, MHD_HTTP_CONTENT_TOO_LARGE, "payload_too_large",
 		              "payload_too_large", NULL, NULL,
 		              "request body of %llu bytes exceeds %zu bytes", clen, h->body_max);
-	if (!ri->body)
+	if (ri->body == BODY_NONE)
 		return MHD_YES;
+	if (ri->body == BODY_OPTIONAL) {
+		/* Actions work while draining (a cancel must); a body is optional. */
+		v = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+		if (has_body(c) && !is_json_type(v))
+			return REJECTED(rq, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type",
+			              "unsupported_media_type", NULL, NULL,
+			              "Content-Type must be application/json");
+		goto take;
+	}
 	/* New work while draining: 503 is what Alertmanager retries, and the
 	 * body is not worth reading. */
 	if (engine_draining(h->e))
@@ -1312,6 +1539,17 @@ static enum MHD_Result prepare(struct http *h, struct MHD_Connection *c, struct 
 	if (rq->route == R_TRIGGER && trigger_query(c, rq, msg, sizeof(msg)) < 0)
 		return REJECTED(rq, MHD_HTTP_BAD_REQUEST, "invalid_request", NULL, NULL, NULL, "%s",
 		              msg);
+	if (rq->force && !auth_role_admits(rq->who.role, ROLE_ADMIN)) {
+		metrics_add(M_AUTH_FAILURES, "forbidden", NULL, 1);
+		return REJECTED(rq, MHD_HTTP_FORBIDDEN, "forbidden", "forbidden", NULL, NULL,
+		              "%s has role %s; force=1 needs admin", rq->who.name, role_name(rq->who.role));
+	}
+	if (rq->route == R_TRIGGER && !actor_may_playbook(&rq->who, rq->arg)) {
+		metrics_add(M_AUTH_FAILURES, "forbidden", NULL, 1);
+		return REJECTED(rq, MHD_HTTP_FORBIDDEN, "forbidden", "forbidden", NULL, NULL,
+		              "%s may not act on playbook %s", rq->who.name, rq->arg);
+	}
+take:
 	if (clen > 0) {
 		/* Known length within the cap: one allocation. */
 		rq->body = malloc((size_t)clen);
@@ -1364,7 +1602,7 @@ static int take_body(struct http *h, struct request *rq, const char *data, size_
 		rq->discarded = n;
 		return 0;
 	}
-	if (!routes[rq->route].body) {
+	if (routes[rq->route].body == BODY_NONE) {
 		rq->len += n;
 		return 0;
 	}
@@ -1519,13 +1757,6 @@ bad:
 	return -1;
 }
 
-/* Copy of a token, NULL for none or empty: an empty token would let
- * "Bearer " through. */
-static char *token_dup(const char *t)
-{
-	return t && *t ? strdup(t) : NULL;
-}
-
 /* Raise the soft open-file limit to the hard one and return how many
  * connections fit next to FD_RESERVE other descriptors. */
 static unsigned fd_room(unsigned long *nofile)
@@ -1595,8 +1826,7 @@ static void http_free(struct http *h)
 	pthread_mutex_destroy(&h->wait_lock);
 	pthread_mutex_destroy(&h->conn_lock);
 	pthread_cond_destroy(&h->conn_cond);
-	free(h->webhook_token);
-	free(h->operator_token);
+	auth_free(h->auth);
 	free(h);
 }
 
@@ -1615,15 +1845,16 @@ enum rd_status http_start(const struct http_config *cfg, struct engine *e, struc
 	*out = NULL;
 	if (parse_listen(cfg->listen, &sa, err, errlen) < 0)
 		goto out;
-	if (!(cfg->webhook_token && *cfg->webhook_token) &&
-	    !(cfg->operator_token && *cfg->operator_token) && !cfg->insecure_no_auth) {
+	if (auth_count(cfg->auth) == 0 && !cfg->insecure_no_auth) {
 		snprintf(err, errlen,
-		         "no webhook or operator token configured; set a token file or "
-		         "--insecure-no-auth");
+		         "no principal configured; give --tokens-file (or the webhook and operator token "
+		         "files), or --insecure-no-auth");
+		auth_free(cfg->auth);
 		goto out;
 	}
 	h = calloc(1, sizeof(*h));
 	if (!h) {
+		auth_free(cfg->auth);
 		snprintf(err, errlen, "out of memory");
 		st = RD_NOMEM;
 		goto out;
@@ -1644,14 +1875,7 @@ enum rd_status http_start(const struct http_config *cfg, struct engine *e, struc
 	h->request_timeout = cfg->request_timeout > 0 ? cfg->request_timeout : HTTP_REQUEST_TIMEOUT_DEFAULT;
 	h->insecure = cfg->insecure_no_auth;
 	atomic_init(&h->stopping, 0);
-	h->webhook_token = token_dup(cfg->webhook_token);
-	h->operator_token = token_dup(cfg->operator_token);
-	if ((cfg->webhook_token && *cfg->webhook_token && !h->webhook_token) ||
-	    (cfg->operator_token && *cfg->operator_token && !h->operator_token)) {
-		snprintf(err, errlen, "out of memory");
-		st = RD_NOMEM;
-		goto out;
-	}
+	h->auth = cfg->auth;
 	/* Each connection needs a descriptor: fit the limit to what we have. */
 	limit = cfg->conn_limit ? cfg->conn_limit : HTTP_CONN_LIMIT_DEFAULT;
 	room = fd_room(&nofile);
@@ -1716,25 +1940,19 @@ out:
 	return st;
 }
 
-void http_set_tokens(struct http *h, const char *webhook_token, const char *operator_token)
+void http_set_auth(struct http *h, struct auth *auth)
 {
-	char *w, *o;
+	struct auth *old;
 
-	if (!h)
+	if (!h) {
+		auth_free(auth);
 		return;
-	w = token_dup(webhook_token);
-	o = token_dup(operator_token);
+	}
 	pthread_mutex_lock(&h->lock);
-	/* Keep the old token when the copy failed: better than opening up. */
-	if (w || !(webhook_token && *webhook_token)) {
-		free(h->webhook_token);
-		h->webhook_token = w;
-	}
-	if (o || !(operator_token && *operator_token)) {
-		free(h->operator_token);
-		h->operator_token = o;
-	}
+	old = h->auth;
+	h->auth = auth;
 	pthread_mutex_unlock(&h->lock);
+	auth_free(old);
 }
 
 void http_stop(struct http *h)

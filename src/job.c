@@ -11,7 +11,8 @@ static const char *const names[] = {
 	[JS_QUEUED] = "queued",       [JS_RUNNING] = "running",
 	[JS_RETRY_WAIT] = "retry_wait", [JS_SUCCEEDED] = "succeeded",
 	[JS_FAILED] = "failed",       [JS_CANCELLED] = "cancelled",
-	[JS_BUDGET_EXHAUSTED] = "budget_exhausted",
+	[JS_BUDGET_EXHAUSTED] = "budget_exhausted", [JS_PAUSED] = "paused",
+	[JS_AWAITING_APPROVAL] = "awaiting_approval",
 };
 _Static_assert(sizeof(names) / sizeof(names[0]) == JS_COUNT, "a name per state");
 
@@ -62,6 +63,9 @@ static const char *const outcome_names[] = {
 	[OUT_INTERRUPTED] = "interrupted",
 	[OUT_POISONED] = "poisoned",
 	[OUT_BUDGET_EXHAUSTED] = "budget_exhausted",
+	[OUT_PAUSED] = "paused",
+	[OUT_REJECTED] = "rejected",
+	[OUT_APPROVAL_TIMEOUT] = "approval_timeout",
 };
 _Static_assert(sizeof(outcome_names) / sizeof(outcome_names[0]) == OUT_COUNT, "a name per outcome");
 
@@ -72,7 +76,36 @@ const char *job_outcome_name(enum job_outcome o)
 
 int job_state_final(enum job_state s)
 {
-	return s == JS_SUCCEEDED || s == JS_FAILED || s == JS_CANCELLED || s == JS_BUDGET_EXHAUSTED;
+	return s == JS_SUCCEEDED || s == JS_FAILED || s == JS_CANCELLED || s == JS_BUDGET_EXHAUSTED ||
+	       s == JS_PAUSED;
+}
+
+static const char *const approval_names[] = {
+	[AP_NONE] = NULL, [AP_PENDING] = "pending", [AP_APPROVED] = "approved",
+};
+_Static_assert(sizeof(approval_names) / sizeof(approval_names[0]) == AP_COUNT, "a name per approval");
+
+const char *approval_name(enum approval a)
+{
+	return (unsigned)a < AP_COUNT ? approval_names[a] : NULL;
+}
+
+int approval_parse(const char *s, enum approval *out)
+{
+	*out = AP_NONE;
+	if (!s)
+		return 0;
+	for (int i = AP_PENDING; i < AP_COUNT; i++)
+		if (strcmp(s, approval_names[i]) == 0) {
+			*out = (enum approval)i;
+			return 0;
+		}
+	return -1;
+}
+
+int job_plans_only(const struct job *j)
+{
+	return j->dry_run || j->planning;
 }
 
 #define TO(s) (1u << (s))
@@ -85,8 +118,10 @@ static const unsigned allowed[JS_COUNT] = {
 	/* the attempt's end; queued again when an idempotent one was
 	 * interrupted */
 	[JS_RUNNING] = TO(JS_SUCCEEDED) | TO(JS_FAILED) | TO(JS_CANCELLED) | TO(JS_RETRY_WAIT) |
-	               TO(JS_QUEUED),
+	               TO(JS_QUEUED) | TO(JS_AWAITING_APPROVAL),
 	[JS_RETRY_WAIT] = TO(JS_RUNNING) | TO(JS_CANCELLED) | TO(JS_FAILED),
+	/* approved (queued for the real run), rejected or cancelled, timed out */
+	[JS_AWAITING_APPROVAL] = TO(JS_QUEUED) | TO(JS_CANCELLED) | TO(JS_FAILED),
 };
 
 static void count(struct job_counts *c, enum job_state st, int delta)
@@ -143,6 +178,11 @@ void job_row_of(const struct job *j, struct job_row *row)
 	row->started_at = j->started_at;
 	row->ended_at = j->ended_at;
 	row->next_run_at = j->next_run_at;
+	row->triggered_by = j->triggered_by;
+	row->cancelled_by = j->cancelled_by;
+	row->approval = approval_name(j->approval);
+	row->approved_by = j->approved_by;
+	row->plan_attempts = j->plan_attempts;
 }
 
 void job_free(struct job *j)
@@ -157,6 +197,9 @@ void job_free(struct job *j)
 	cJSON_Delete(j->alert);
 	free(j->cancel_reason);
 	free(j->error);
+	free(j->triggered_by);
+	free(j->cancelled_by);
+	free(j->approved_by);
 	for (size_t i = 0; i < j->n_secrets; i++) {
 		explicit_bzero(j->secrets[i], strlen(j->secrets[i]));
 		free(j->secrets[i]);

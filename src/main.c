@@ -17,6 +17,7 @@
 #include "recoveryd/http.h"
 #include "recoveryd/log.h"
 #include "recoveryd/lua_api.h"
+#include "recoveryd/auth.h"
 #include "recoveryd/metrics.h"
 #include "recoveryd/playbook.h"
 #include "recoveryd/store.h"
@@ -28,6 +29,7 @@
 struct tokens {
 	char *webhook, *operator_;
 	char *slack_url, *pd_key; /* escalation sinks: secrets too */
+	struct auth *auth;        /* the principals: tokens file and the two legacy files */
 };
 
 static void tokens_free(struct tokens *t)
@@ -45,6 +47,8 @@ static void tokens_free(struct tokens *t)
 	free(t->slack_url);
 	free(t->pd_key);
 	t->webhook = t->operator_ = t->slack_url = t->pd_key = NULL;
+	auth_free(t->auth);
+	t->auth = NULL;
 }
 
 /* Read the token files; an empty file is an error, not "no auth". */
@@ -78,10 +82,23 @@ static int tokens_load(const struct config *c, struct tokens *t, char *err, size
 			return -1;
 		}
 	}
-	if (!t->webhook && !t->operator_ && !c->insecure_no_auth) {
+	if (!(t->auth = auth_new())) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	if (c->tokens_file && auth_load_file(t->auth, c->tokens_file, err, errlen) < 0)
+		return -1;
+	/* The legacy files: one alertmanager and one operator principal. */
+	if ((t->webhook && auth_add_token(t->auth, "alertmanager", ROLE_ALERTMANAGER, t->webhook) < 0) ||
+	    (t->operator_ && auth_add_token(t->auth, "operator", ROLE_OPERATOR, t->operator_) < 0)) {
+		snprintf(err, errlen, "the tokens file names a principal \"alertmanager\" or \"operator\", "
+		         "the names of the legacy token files' principals: rename it or drop the legacy file");
+		return -1;
+	}
+	if (auth_count(t->auth) == 0 && !c->insecure_no_auth) {
 		snprintf(err, errlen,
-		         "no token configured: give --webhook-token-file and --operator-token-file, "
-		         "or --insecure-no-auth to run without authentication");
+		         "no token configured: give --tokens-file (or --webhook-token-file and "
+		         "--operator-token-file), or --insecure-no-auth to run without authentication");
 		return -1;
 	}
 	return 0;
@@ -314,7 +331,17 @@ static int cmd_run(const char *playbook, struct config *c, struct playbook_set *
 		fprintf(stderr, "recoveryd run: cannot start the engine\n");
 		goto out;
 	}
-	if (engine_submit(e, &p, playbook, c->dry_run, &reply) != ENGINE_ACCEPTED) {
+	struct playbook *pb = playbook_set_find(set, playbook);
+	if (pb && pb->approval_required && !c->dry_run) {
+		fprintf(stderr, "recoveryd run: playbook %s requires approval: run it through the daemon "
+		        "(POST /trigger, then /approve), or add --dry-run to see its plan\n", playbook);
+		goto out;
+	}
+	/* A person at the terminal: an admin, past cooldown and budget. */
+	struct actor cli;
+	actor_init(&cli, "cli", ROLE_ADMIN, "");
+	struct engine_submit_opts so = {.playbook = playbook, .dry_run = c->dry_run, .force = 1, .who = &cli};
+	if (engine_submit(e, &p, &so, &reply) != ENGINE_ACCEPTED) {
 		fprintf(stderr, "recoveryd run: %s\n", reply.message[0] ? reply.message : "refused");
 		goto out;
 	}
@@ -416,7 +443,8 @@ static int reload(int argc, char **argv, struct config *cur, struct engine *e, s
 	configure_lua(&next);
 	configure_sinks(&next, &t);
 	engine_playbook_broken(e, NULL, NULL);
-	http_set_tokens(h, t.webhook, t.operator_);
+	http_set_auth(h, t.auth);
+	t.auth = NULL;
 	engine_set_playbooks(e, set);
 	log_set_level(level_of(next.log_level));
 	{
@@ -425,6 +453,7 @@ static int reload(int argc, char **argv, struct config *cur, struct engine *e, s
 		log_kv(LOG_INFO, NULL, "reloaded", "playbooks", n, NULL);
 	}
 	metrics_add(M_CONFIG_RELOADS, "success", NULL, 1);
+	engine_audit(e, NULL, "reload", "SIGHUP");
 	tokens_free(&t);
 	config_free(cur);
 	*cur = next;
@@ -547,9 +576,10 @@ int main(int argc, char **argv)
 		fprintf(stderr, "recoveryd: cannot start the engine (journal replay failed)\n");
 		goto out;
 	}
-	struct http_config hc = {cfg.listen, (size_t)cfg.body_max, tok.webhook, tok.operator_, cfg.insecure_no_auth,
+	struct http_config hc = {cfg.listen, (size_t)cfg.body_max, tok.auth, cfg.insecure_no_auth,
 	                         (unsigned)cfg.conn_limit, (unsigned)cfg.conn_per_ip, (unsigned)cfg.conn_timeout,
 	                         cfg.request_timeout, NULL};
+	tok.auth = NULL; /* http_start takes it */
 	unsigned port = 0;
 	if (http_start(&hc, e, &h, &port, err, sizeof(err)) != RD_OK) {
 		fprintf(stderr, "recoveryd: %s\n", err);

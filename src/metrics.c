@@ -95,6 +95,12 @@ static const struct family_def defs[M__COUNT] = {
 	[M_CONN_DROPPED] = { "recoveryd_http_connections_dropped_total",
 		"HTTP connections closed by recoveryd before a request was complete, by reason.",
 		MT_COUNTER, 1, { "reason", NULL }, NULL, 0 },
+	[M_AUTH_FAILURES] = { "recoveryd_auth_failures_total",
+		"Requests refused by authentication or authorization, by reason.",
+		MT_COUNTER, 1, { "reason", NULL }, NULL, 0 },
+	[M_PAUSED] = { "recoveryd_paused",
+		"1 while the playbook is paused (by its own pause or a pause of everything).",
+		MT_GAUGE, 1, { "playbook", NULL }, NULL, 0 },
 };
 
 struct series {

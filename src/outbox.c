@@ -36,6 +36,11 @@ static const char *const reason_names[] = {
 	[ER_PLAYBOOK_REMOVED] = "playbook_removed",
 	[ER_RECOVERED] = "recovered",
 	[ER_ALERT_RESOLVED] = "alert resolved",
+	[ER_PAUSED] = "paused",
+	[ER_APPROVAL_NEEDED] = "approval_needed",
+	[ER_APPROVAL_TIMEOUT] = "approval_timeout",
+	[ER_APPROVED] = "approved",
+	[ER_REJECTED] = "rejected",
 };
 
 static const struct {
@@ -190,10 +195,17 @@ void outbox_job_ended(struct outbox *ob, struct outbox_notes *ns, const struct j
 	case OUT_FAILED:
 	case OUT_DRY_RUN_FAILED:
 	case OUT_INTERRUPTED:
+	case OUT_APPROVAL_TIMEOUT:
 		outbox_note(ns, j->id, j->key, EK_TRIGGER,
-		            j->outcome == OUT_INTERRUPTED ? ER_INTERRUPTED : ER_FAILED,
+		            j->outcome == OUT_INTERRUPTED ? ER_INTERRUPTED
+		            : j->outcome == OUT_APPROVAL_TIMEOUT ? ER_APPROVAL_TIMEOUT : ER_FAILED,
 		            outbox_playbook_sinks(j->pb), j->dry_run);
 		return;
+	case OUT_REJECTED:
+		/* A human decided: the approval page is answered. */
+		outbox_close_incident(ob, ns, j->key, ER_REJECTED);
+		return;
+	case OUT_PAUSED:           /* escalated at admission */
 	case OUT_NONE:
 	case OUT_SUCCEEDED:
 	case OUT_DRY_RUN_SUCCEEDED:

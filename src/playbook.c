@@ -168,7 +168,7 @@ static int check_fields(lua_State *L, int t, char *err, size_t errlen)
 	static const char *const known[] = {"name",     "description", "match",    "retries",
 	                                    "backoff",  "timeout",     "cooldown", "budget",
 	                                    "escalate", "idempotent",  "run",      "verify",
-	                                    "notify",   "settings",    NULL};
+	                                    "notify",   "settings",    "approval", NULL};
 	lua_pushnil(L);
 	while (lua_next(L, t)) {
 		const char *k = lua_type(L, -2) == LUA_TSTRING && !sandbox_has_nul(L, -2) ? lua_tostring(L, -2) : NULL;
@@ -178,7 +178,7 @@ static int check_fields(lua_State *L, int t, char *err, size_t errlen)
 		if (!ok) {
 			snprintf(err, errlen, "unknown field '%s' (fields: name, description, match, retries, "
 			         "backoff, timeout, cooldown, budget, escalate, idempotent, run, verify, "
-			         "notify, settings, or _private)", k ? k : "(non-string key)");
+			         "notify, settings, approval, or _private)", k ? k : "(non-string key)");
 			lua_pop(L, 2);
 			return -1;
 		}
@@ -235,6 +235,38 @@ static int parse_limits(lua_State *L, int t, struct playbook *pb, char *err, siz
 		pb->budget_runs = (int)v;
 	} else if (!lua_isnil(L, -1)) {
 		snprintf(err, errlen, "budget: expected a table {runs, per}");
+		return -1;
+	}
+	lua_pop(L, 1);
+
+	lua_getfield(L, t, "approval");
+	if (lua_type(L, -1) == LUA_TTABLE) {
+		int b = lua_gettop(L);
+		lua_pushnil(L);
+		while (lua_next(L, b)) {
+			const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
+			lua_pop(L, 1);
+			if (strcmp(k, "required") != 0 && strcmp(k, "timeout") != 0) {
+				snprintf(err, errlen, "approval.%s: unknown (required, timeout)", k);
+				return -1;
+			}
+		}
+		lua_getfield(L, b, "required");
+		if (!lua_isnil(L, -1) && !lua_isboolean(L, -1)) {
+			snprintf(err, errlen, "approval.required: expected a boolean, got %s", luaL_typename(L, -1));
+			return -1;
+		}
+		if (!lua_isnil(L, -1))
+			pb->approval_required = lua_toboolean(L, -1);
+		lua_pop(L, 1);
+		if (opt_number(L, b, "timeout", pb->approval_timeout, 1, &pb->approval_timeout, err, errlen) < 0) {
+			char tmp[256];
+			snprintf(tmp, sizeof(tmp), "approval.%s", err);
+			snprintf(err, errlen, "%s", tmp);
+			return -1;
+		}
+	} else if (!lua_isnil(L, -1)) {
+		snprintf(err, errlen, "approval: expected a table {required, timeout}");
 		return -1;
 	}
 	lua_pop(L, 1);
@@ -305,6 +337,8 @@ static int parse_table(lua_State *L, struct playbook *pb, char *err, size_t errl
 	pb->backoff_max = 120;
 	pb->budget_runs = 3;
 	pb->budget_per = 3600;
+	pb->approval_required = 0;
+	pb->approval_timeout = 900;
 	if (parse_limits(L, t, pb, err, errlen) < 0)
 		return -1;
 
@@ -377,7 +411,8 @@ struct parse_args {
  * playbook_overrides): the same validation as in the playbook file. */
 static int apply_overrides(lua_State *L, struct parse_args *pa)
 {
-	static const char *const known[] = {"retries", "timeout", "cooldown", "backoff", "budget", NULL};
+	static const char *const known[] = {"retries", "timeout", "cooldown", "backoff", "budget",
+	                                    "approval", NULL};
 	const cJSON *o = cJSON_GetObjectItemCaseSensitive(pa->overrides, pa->pb->name);
 	char msg[256];
 
@@ -389,7 +424,7 @@ static int apply_overrides(lua_State *L, struct parse_args *pa)
 			ok = strcmp(*k, c->string) == 0;
 		if (!ok) {
 			snprintf(pa->err, pa->errlen, "playbook_overrides[\"%s\"].%s: unknown (retries, timeout, "
-			         "cooldown, backoff, budget)", pa->pb->name, c->string);
+			         "cooldown, backoff, budget, approval)", pa->pb->name, c->string);
 			return -1;
 		}
 	}
@@ -589,6 +624,13 @@ cJSON *playbook_json(const struct playbook *pb)
 			cJSON_AddItemToArray(e, cJSON_CreateString(pb->notify_success[i]));
 	}
 	cJSON_AddBoolToObject(o, "idempotent", pb->idempotent);
+	{
+		cJSON *ap = cJSON_AddObjectToObject(o, "approval");
+		if (ap) {
+			cJSON_AddBoolToObject(ap, "required", pb->approval_required);
+			cJSON_AddNumberToObject(ap, "timeout", pb->approval_timeout);
+		}
+	}
 	return o;
 }
 

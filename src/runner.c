@@ -30,7 +30,7 @@
 #define MAX_PROCS 256
 
 /* A job has at most one loop timer of each kind (job->timer_id). */
-enum timer_kind { T_RETRY, T_DEADLINE, T_SLEEP, T_RESUME, T_KINDS };
+enum timer_kind { T_RETRY, T_DEADLINE, T_SLEEP, T_RESUME, T_APPROVAL, T_KINDS };
 _Static_assert(T_KINDS <= sizeof(((struct job *)0)->timer_id) / sizeof(long long),
                "struct job has a timer slot per kind");
 
@@ -57,6 +57,7 @@ struct committed;
 
 struct msg {
 	int cancel;
+	int approve;            /* by cancel_id: the job's plan was approved */
 	char cancel_id[33];     /* cancel: by id, the job may have ended since */
 	struct job *job;
 	void (*call)(void *arg);  /* runner_call: run call(arg) on the loop */
@@ -68,7 +69,7 @@ struct msg {
 
 /* What to do with a job once the batch holding its write has committed:
  * run the attempt whose start it records, or hand the ended job back. */
-enum cont_kind { C_RUN, C_DONE };
+enum cont_kind { C_RUN, C_DONE, C_HELD };
 
 struct cont {
 	struct job *job;
@@ -143,10 +144,11 @@ TIMER_FN(T_RETRY)
 TIMER_FN(T_DEADLINE)
 TIMER_FN(T_SLEEP)
 TIMER_FN(T_RESUME)
+TIMER_FN(T_APPROVAL)
 
 static loop_timer_fn *const timer_fns[T_KINDS] = {
 	[T_RETRY] = timer_T_RETRY, [T_DEADLINE] = timer_T_DEADLINE,
-	[T_SLEEP] = timer_T_SLEEP, [T_RESUME] = timer_T_RESUME};
+	[T_SLEEP] = timer_T_SLEEP, [T_RESUME] = timer_T_RESUME, [T_APPROVAL] = timer_T_APPROVAL};
 
 /* A job has at most one timer of each kind: a new one replaces the old. */
 static int timer_add(struct runner *r, struct job *j, int kind, double when)
@@ -651,6 +653,8 @@ static void attempt_start(struct runner *r, struct job *j)
 	j->next_run_at = 0;
 	if (!j->started_at)
 		j->started_at = rd_now();
+	/* Until a human approves, an attempt only makes the plan. */
+	j->planning = j->approval == AP_PENDING;
 	pthread_mutex_unlock(r->o.mu);
 
 	rt = calloc(1, sizeof(*rt));
@@ -870,7 +874,7 @@ static void attempt_end(struct runner *r, struct job *j, enum attempt_result res
 	struct attempt_row a = {0};
 	char *err_copy = error ? job_redact(j, strdup(error)) : NULL;
 	char *vr_copy = verify_reason ? job_redact(j, strdup(verify_reason)) : NULL;
-	int final = 0;
+	int final = 0, held = 0;
 	enum log_level lvl = LOG_INFO;
 
 	if (rt && j->state != JS_RUNNING)
@@ -913,7 +917,15 @@ static void attempt_end(struct runner *r, struct job *j, enum attempt_result res
 
 	pthread_mutex_lock(r->o.mu);
 	set_str(&j->error, err_copy);
-	if (result == AR_SUCCEEDED) {
+	if (result == AR_SUCCEEDED && j->planning && !j->cancel_requested) {
+		/* The plan is made: wait for a human, journaled (C_HELD asks). */
+		double t = j->pb->approval_timeout;
+		job_set_state(r->o.counts, j, JS_AWAITING_APPROVAL);
+		j->plan_attempts = j->attempts;
+		j->next_run_at = rd_now() + t;
+		timer_add(r, j, T_APPROVAL, rd_mono() + t);
+		held = 1;
+	} else if (result == AR_SUCCEEDED) {
 		job_set_state(r->o.counts, j, JS_SUCCEEDED);
 		j->outcome = j->dry_run ? OUT_DRY_RUN_SUCCEEDED : OUT_SUCCEEDED;
 		final = 1;
@@ -949,9 +961,10 @@ static void attempt_end(struct runner *r, struct job *j, enum attempt_result res
 	}
 	if (final)
 		j->ended_at = rd_now();
+	j->planning = 0;
 	pthread_mutex_unlock(r->o.mu);
 
-	if (commit_job(r, j, &a, final, C_DONE) != RD_OK) {
+	if (commit_job(r, j, &a, final || held, held ? C_HELD : C_DONE) != RD_OK) {
 		/* The row is lost for now; the job still ends here. */
 		log_kv(LOG_ERROR, j->id, "journal: cannot record the attempt end: out of memory", NULL);
 		if (final) {
@@ -1004,13 +1017,65 @@ static void cancel_job(struct runner *r, struct job *j)
 	timers_drop_job(r, j, -1);
 	pthread_mutex_lock(r->o.mu);
 	job_set_state(r->o.counts, j, JS_CANCELLED);
-	j->outcome = OUT_CANCELLED;
+	j->outcome = j->rejected ? OUT_REJECTED : OUT_CANCELLED;
 	set_str(&j->error, j->cancel_reason ? j->cancel_reason : "cancelled");
 	j->next_run_at = 0;
 	j->ended_at = rd_now();
 	pthread_mutex_unlock(r->o.mu);
 	if (commit_job(r, j, NULL, 1, C_DONE) != RD_OK) {
 		log_kv(LOG_ERROR, j->id, "journal: cannot record the cancellation: out of memory", NULL);
+		job_done(r, j);
+	}
+}
+
+/* A human approved the plan: the real run starts, with the playbook's
+ * retries of its own. */
+static void approve_now(struct runner *r, struct job *j)
+{
+	timers_drop_job(r, j, T_APPROVAL);
+	pthread_mutex_lock(r->o.mu);
+	job_set_state(r->o.counts, j, JS_QUEUED);
+	j->max_attempts = j->attempts + j->pb->retries + 1;
+	j->next_run_at = 0;
+	pthread_mutex_unlock(r->o.mu);
+	if (commit_job(r, j, NULL, 0, C_RUN) != RD_OK)
+		log_kv(LOG_ERROR, j->id, "journal: cannot record the approval: out of memory", NULL);
+	ready_push(r, j);
+}
+
+static void approve_job(struct runner *r, struct job *j)
+{
+	if (j->state != JS_AWAITING_APPROVAL || !j->timer_id[T_APPROVAL])
+		return; /* not ours yet (still in the inbox), or already on its way */
+	approve_now(r, j);
+}
+
+/* Nobody approved in time: the job fails and escalates approval_timeout. */
+static void approval_timeout(struct runner *r, struct job *j)
+{
+	char msg[128];
+	int approved;
+
+	if (j->state != JS_AWAITING_APPROVAL)
+		return;
+	pthread_mutex_lock(r->o.mu);
+	approved = j->approval == AP_APPROVED;
+	pthread_mutex_unlock(r->o.mu);
+	if (approved) {
+		approve_now(r, j); /* approved just now; its message finds it queued */
+		return;
+	}
+	snprintf(msg, sizeof(msg), "no approval within %gs", j->pb->approval_timeout);
+	pthread_mutex_lock(r->o.mu);
+	job_set_state(r->o.counts, j, JS_FAILED);
+	j->outcome = OUT_APPROVAL_TIMEOUT;
+	set_str(&j->error, msg);
+	j->next_run_at = 0;
+	j->ended_at = rd_now();
+	pthread_mutex_unlock(r->o.mu);
+	log_kv(LOG_WARN, j->id, "approval timed out", "playbook", j->playbook_name, NULL);
+	if (commit_job(r, j, NULL, 1, C_DONE) != RD_OK) {
+		log_kv(LOG_ERROR, j->id, "journal: cannot record the approval timeout: out of memory", NULL);
 		job_done(r, j);
 	}
 }
@@ -1029,6 +1094,11 @@ static void conts_run(struct runner *r, enum rd_status result, const struct cont
 			break;
 		case C_DONE:
 			job_done(r, j);
+			break;
+		case C_HELD:
+			/* Awaiting approval, durably: ask for a human. */
+			if (j->state == JS_AWAITING_APPROVAL && r->o.job_held)
+				r->o.job_held(r->o.owner, j);
 			break;
 		}
 	}
@@ -1061,7 +1131,11 @@ static void drain_inbox(struct runner *r)
 			j = r->o.job_find(r->o.owner, m->cancel_id);
 			pthread_mutex_unlock(r->o.mu);
 			if (j)
-				cancel_job(r, j);
+				m->approve ? approve_job(r, j) : cancel_job(r, j);
+		} else if (j->state == JS_AWAITING_APPROVAL) {
+			/* replayed: its wait goes on until the journaled deadline */
+			double delay = j->next_run_at - rd_now();
+			timer_add(r, j, T_APPROVAL, rd_mono() + (delay > 0 ? delay : 0));
 		} else if (j->state == JS_RETRY_WAIT) {
 			double delay = j->next_run_at - rd_now();
 			timer_add(r, j, T_RETRY, rd_mono() + (delay > 0 ? delay : 0));
@@ -1097,6 +1171,9 @@ static void on_timer(struct job *j, int kind)
 	case T_RESUME:
 		if (j->rt && !j->rt->op)
 			resume(r, j, 0);
+		break;
+	case T_APPROVAL:
+		approval_timeout(r, j);
 		break;
 	}
 }
@@ -1247,6 +1324,18 @@ void runner_schedule(struct runner *r, struct job *const *jobs, size_t n)
 		tail = m;
 	}
 	post(r, head, tail);
+}
+
+void runner_approve(struct runner *r, const char *job_id)
+{
+	struct msg *m = calloc(1, sizeof(*m));
+
+	if (!m)
+		return; /* the approval is journaled: the timeout still sees it */
+	m->cancel = 1;
+	m->approve = 1;
+	snprintf(m->cancel_id, sizeof(m->cancel_id), "%s", job_id);
+	post(r, m, m);
 }
 
 void runner_cancel(struct runner *r, const char *job_id)

@@ -20,7 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
 /* Same bound as busy_timeout, for the shared-cache table locks of
  * ":memory:" that busy_timeout does not cover (SQLITE_LOCKED). */
 #define LOCK_WAIT_SECS 5.0
@@ -41,7 +41,8 @@ static const char schema_sql[] =
 	" max_attempts INTEGER NOT NULL DEFAULT 0,"
 	" notifications INTEGER NOT NULL DEFAULT 0,"
 	" created_at REAL, updated_at REAL, started_at REAL, ended_at REAL,"
-	" next_run_at REAL);"
+	" next_run_at REAL, triggered_by TEXT, cancelled_by TEXT, approval TEXT,"
+	" approved_by TEXT, plan_attempts INTEGER NOT NULL DEFAULT 0);"
 	"CREATE INDEX IF NOT EXISTS jobs_key ON jobs(key);"
 	"CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);"
 	"CREATE INDEX IF NOT EXISTS jobs_playbook ON jobs(playbook);"
@@ -70,23 +71,45 @@ static const char schema_sql[] =
 	" payload TEXT);"
 	"CREATE INDEX IF NOT EXISTS escalations_job ON escalations(job_id);"
 	"CREATE INDEX IF NOT EXISTS escalations_state ON escalations(state);"
-	"CREATE INDEX IF NOT EXISTS escalations_incident ON escalations(incident_key);";
+	"CREATE INDEX IF NOT EXISTS escalations_incident ON escalations(incident_key);"
+	/* Who did what (docs/http-api.md "Audit"). Kept as long as the jobs:
+	 * nothing prunes either. */
+	"CREATE TABLE IF NOT EXISTS audit ("
+	" seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+	" ts REAL NOT NULL, principal TEXT NOT NULL, role TEXT, address TEXT,"
+	" action TEXT NOT NULL, job_id TEXT, playbook TEXT, reason TEXT,"
+	" detail TEXT CHECK (detail IS NULL OR json_type(detail) = 'object'));"
+	"CREATE INDEX IF NOT EXISTS audit_principal ON audit(principal);"
+	"CREATE INDEX IF NOT EXISTS audit_action ON audit(action);"
+	"CREATE INDEX IF NOT EXISTS audit_ts ON audit(ts);"
+	"CREATE TABLE IF NOT EXISTS pauses ("
+	" scope TEXT PRIMARY KEY, principal TEXT, reason TEXT, since REAL, until REAL);";
+
+/* Version 1 journals gain the columns of principals and approval. */
+static const char migrate_v2_sql[] =
+	"ALTER TABLE jobs ADD COLUMN triggered_by TEXT;"
+	"ALTER TABLE jobs ADD COLUMN cancelled_by TEXT;"
+	"ALTER TABLE jobs ADD COLUMN approval TEXT;"
+	"ALTER TABLE jobs ADD COLUMN approved_by TEXT;"
+	"ALTER TABLE jobs ADD COLUMN plan_attempts INTEGER NOT NULL DEFAULT 0;";
 
 /* Job columns in struct job_row order; bound as ?1..?18 and read back at
  * the same offsets, so insert, update and every select share one layout. */
 #define JOB_COLS                                                                             \
 	"id, playbook, key, trigger, reason, alert_json, dry_run, state, outcome, error, "   \
 	"attempts, max_attempts, notifications, created_at, updated_at, started_at, "        \
-	"ended_at, next_run_at"
+	"ended_at, next_run_at, triggered_by, cancelled_by, approval, approved_by, "            \
+	"plan_attempts"
 enum job_col {
 	JC_ID, JC_PLAYBOOK, JC_KEY, JC_TRIGGER, JC_REASON, JC_ALERT, JC_DRY_RUN, JC_STATE,
 	JC_OUTCOME, JC_ERROR, JC_ATTEMPTS, JC_MAX_ATTEMPTS, JC_NOTIFICATIONS, JC_CREATED,
-	JC_UPDATED, JC_STARTED, JC_ENDED, JC_NEXT_RUN
+	JC_UPDATED, JC_STARTED, JC_ENDED, JC_NEXT_RUN, JC_TRIGGERED_BY, JC_CANCELLED_BY,
+	JC_APPROVAL, JC_APPROVED_BY, JC_PLAN_ATTEMPTS
 };
 
 enum wstmt {
 	W_BEGIN, W_COMMIT, W_ROLLBACK, W_SAVEPOINT, W_RELEASE, W_ROLLBACK_TO,
-	W_INSERT_JOB, W_UPDATE_JOB, W_ATTEMPT, W_EVENT, W__COUNT
+	W_INSERT_JOB, W_UPDATE_JOB, W_ATTEMPT, W_EVENT, W_AUDIT, W_PAUSE, W_UNPAUSE, W__COUNT
 };
 
 static const char *const wsql[W__COUNT] = {
@@ -97,10 +120,12 @@ static const char *const wsql[W__COUNT] = {
 	[W_RELEASE] = "RELEASE batch",
 	[W_ROLLBACK_TO] = "ROLLBACK TO batch",
 	[W_INSERT_JOB] = "INSERT INTO jobs (" JOB_COLS ") VALUES "
-	                 "(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18)",
+	                 "(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,"
+	                 "?21,?22,?23)",
 	[W_UPDATE_JOB] = "UPDATE jobs SET state=?8, outcome=?9, error=?10, attempts=?11, "
 	                 "max_attempts=?12, notifications=?13, created_at=?14, updated_at=?15, "
-	                 "started_at=?16, ended_at=?17, next_run_at=?18 WHERE id=?1",
+	                 "started_at=?16, ended_at=?17, next_run_at=?18, cancelled_by=?20, "
+	                 "approval=?21, approved_by=?22, plan_attempts=?23 WHERE id=?1",
 	[W_ATTEMPT] = "INSERT INTO attempts (job_id, n, started_at, ended_at, result, error, "
 	              "verify_ok, verify_reason) VALUES (?1,?2,?3,?4,?5,?6,?7,?8) "
 	              "ON CONFLICT (job_id, n) DO UPDATE SET started_at=excluded.started_at, "
@@ -108,11 +133,16 @@ static const char *const wsql[W__COUNT] = {
 	              "verify_ok=excluded.verify_ok, verify_reason=excluded.verify_reason",
 	[W_EVENT] = "INSERT INTO events (job_id, ts, attempt, type, detail, planned) "
 	            "VALUES (?1,?2,?3,?4,?5,?6)",
+	[W_AUDIT] = "INSERT INTO audit (ts, principal, role, address, action, job_id, playbook, "
+	            "reason, detail) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)",
+	[W_PAUSE] = "INSERT OR REPLACE INTO pauses (scope, principal, reason, since, until) "
+	            "VALUES (?1,?2,?3,?4,?5)",
+	[W_UNPAUSE] = "DELETE FROM pauses WHERE scope = ?1",
 };
 
 enum rstmt {
 	Q_BEGIN, Q_END, Q_JOB, Q_ATTEMPTS, Q_EVENTS, Q_ESCALATIONS, Q_SCAN,
-	Q_LIST, Q_LIST_STATE, Q_LIST_PLAYBOOK, Q_LIST_BOTH, Q__COUNT
+	Q_LIST, Q_LIST_STATE, Q_LIST_PLAYBOOK, Q_LIST_BOTH, Q_PAUSES, Q_AUDIT, Q__COUNT
 };
 
 static const char *const rsql[Q__COUNT] = {
@@ -129,7 +159,8 @@ static const char *const rsql[Q__COUNT] = {
 	                  "id, kind, reason, delivered_at, next_attempt_at "
 	                  "FROM escalations WHERE job_id = ?1 ORDER BY seq",
 	[Q_SCAN] = "SELECT " JOB_COLS ", (SELECT count(*) FROM events WHERE events.job_id = jobs.id "
-	           "AND events.type = 'watchdog') FROM jobs WHERE state IN ('queued','running','retry_wait') "
+	           "AND events.type = 'watchdog') FROM jobs WHERE state IN ('queued','running','retry_wait',"
+	           "'awaiting_approval') "
 	           "OR started_at >= ?1 OR ended_at >= ?1 ORDER BY seq",
 	/* One statement per filter combination so each can use its index. */
 	[Q_LIST] = "SELECT " JOB_COLS " FROM jobs ORDER BY seq DESC LIMIT ?3",
@@ -138,9 +169,22 @@ static const char *const rsql[Q__COUNT] = {
 	                    "ORDER BY seq DESC LIMIT ?3",
 	[Q_LIST_BOTH] = "SELECT " JOB_COLS " FROM jobs WHERE state = ?1 AND playbook = ?2 "
 	                "ORDER BY seq DESC LIMIT ?3",
+	[Q_PAUSES] = "SELECT scope, principal, reason, since, until FROM pauses ORDER BY scope",
+	/* NULL parameters are no filter. */
+	[Q_AUDIT] = "SELECT seq, ts, principal, role, address, action, job_id, playbook, reason, "
+	            "detail FROM audit WHERE (?1 IS NULL OR principal = ?1) "
+	            "AND (?2 IS NULL OR action = ?2) AND (?3 IS NULL OR ts >= ?3) "
+	            "AND (?4 IS NULL OR ts <= ?4) AND (?5 IS NULL OR seq < ?5) "
+	            "ORDER BY seq DESC LIMIT ?6",
 };
 
-enum write_kind { WK_INSERT_JOB, WK_UPDATE_JOB, WK_ATTEMPT, WK_EVENT, WK_ESC_INSERT, WK_ESC_UPDATE };
+enum write_kind {
+	WK_INSERT_JOB, WK_UPDATE_JOB, WK_ATTEMPT, WK_EVENT, WK_ESC_INSERT, WK_ESC_UPDATE,
+	WK_AUDIT, WK_PAUSE, WK_UNPAUSE
+};
+
+/* The text fields of an audit or pause row, owned. */
+#define ROW_STRS 8
 
 /* One queued write; strings are owned copies. */
 struct write_op {
@@ -153,6 +197,8 @@ struct write_op {
 	int attempt, planned;
 	double ts;
 	struct escalation_row esc;     /* WK_ESC_INSERT, WK_ESC_UPDATE */
+	char *strs[ROW_STRS];          /* WK_AUDIT, WK_PAUSE, WK_UNPAUSE: bound as text */
+	double t1, t2;                 /* WK_AUDIT ts; WK_PAUSE since, until */
 };
 
 struct store_batch {
@@ -212,6 +258,10 @@ static void job_strings_free(struct job_row *j)
 	free((char *)j->state);
 	free((char *)j->outcome);
 	free((char *)j->error);
+	free((char *)j->triggered_by);
+	free((char *)j->cancelled_by);
+	free((char *)j->approval);
+	free((char *)j->approved_by);
 }
 
 /* Deep copy: dst's strings are owned afterwards (freed on failure too). */
@@ -229,6 +279,10 @@ static int job_copy(struct job_row *dst, const struct job_row *src)
 	dst->state = dup_or_null(src->state, &fail);
 	dst->outcome = dup_or_null(src->outcome, &fail);
 	dst->error = dup_or_null(src->error, &fail);
+	dst->triggered_by = dup_or_null(src->triggered_by, &fail);
+	dst->cancelled_by = dup_or_null(src->cancelled_by, &fail);
+	dst->approval = dup_or_null(src->approval, &fail);
+	dst->approved_by = dup_or_null(src->approved_by, &fail);
 	if (fail) {
 		job_strings_free(dst);
 		memset(dst, 0, sizeof(*dst));
@@ -282,6 +336,8 @@ static void write_op_free(struct write_op *op)
 	free(op->type);
 	free(op->detail);
 	esc_strings_free(&op->esc);
+	for (int i = 0; i < ROW_STRS; i++)
+		free(op->strs[i]);
 	free(op);
 }
 
@@ -348,6 +404,11 @@ static void bind_job(sqlite3_stmt *st, const struct job_row *j)
 	bind_time(st, JC_STARTED + 1, j->started_at);
 	bind_time(st, JC_ENDED + 1, j->ended_at);
 	bind_time(st, JC_NEXT_RUN + 1, j->next_run_at);
+	bind_text(st, JC_TRIGGERED_BY + 1, j->triggered_by);
+	bind_text(st, JC_CANCELLED_BY + 1, j->cancelled_by);
+	bind_text(st, JC_APPROVAL + 1, j->approval);
+	bind_text(st, JC_APPROVED_BY + 1, j->approved_by);
+	sqlite3_bind_int(st, JC_PLAN_ATTEMPTS + 1, j->plan_attempts);
 }
 
 /* A view of the current row; its strings live until the next step. */
@@ -371,6 +432,11 @@ static void job_from_stmt(sqlite3_stmt *st, struct job_row *j)
 	j->started_at = sqlite3_column_double(st, JC_STARTED);
 	j->ended_at = sqlite3_column_double(st, JC_ENDED);
 	j->next_run_at = sqlite3_column_double(st, JC_NEXT_RUN);
+	j->triggered_by = (const char *)sqlite3_column_text(st, JC_TRIGGERED_BY);
+	j->cancelled_by = (const char *)sqlite3_column_text(st, JC_CANCELLED_BY);
+	j->approval = (const char *)sqlite3_column_text(st, JC_APPROVAL);
+	j->approved_by = (const char *)sqlite3_column_text(st, JC_APPROVED_BY);
+	j->plan_attempts = sqlite3_column_int(st, JC_PLAN_ATTEMPTS);
 	j->stalls = 0;
 }
 
@@ -432,6 +498,47 @@ int store_batch_insert_job(struct store_batch *b, const struct job_row *j)
 int store_batch_update_job(struct store_batch *b, const struct job_row *j)
 {
 	return batch_add_job(b, WK_UPDATE_JOB, j);
+}
+
+/* A row of text fields (NULLs kept) and two times. */
+static int batch_add_strs(struct store_batch *b, enum write_kind kind, const char *const *v, int n,
+                          double t1, double t2)
+{
+	struct write_op *op;
+	int fail = 0;
+
+	if (!b || n > ROW_STRS || !(op = calloc(1, sizeof(*op))))
+		return -1;
+	op->kind = kind;
+	for (int i = 0; i < n; i++)
+		op->strs[i] = dup_or_null(v[i], &fail);
+	op->t1 = t1;
+	op->t2 = t2;
+	if (fail) {
+		write_op_free(op);
+		return -1;
+	}
+	batch_push(b, op);
+	return 0;
+}
+
+int store_batch_audit(struct store_batch *b, const struct audit_row *a)
+{
+	const char *v[] = {a->principal, a->role, a->address, a->action,
+	                   a->job_id,    a->playbook, a->reason, a->detail};
+	return batch_add_strs(b, WK_AUDIT, v, 8, a->ts, 0);
+}
+
+int store_batch_pause(struct store_batch *b, const struct pause_row *p)
+{
+	const char *v[] = {p->scope, p->principal, p->reason};
+	return batch_add_strs(b, WK_PAUSE, v, 3, p->since, p->until);
+}
+
+int store_batch_unpause(struct store_batch *b, const char *scope)
+{
+	const char *v[] = {scope};
+	return batch_add_strs(b, WK_UNPAUSE, v, 1, 0, 0);
 }
 
 int store_batch_attempt(struct store_batch *b, const char *job_id, const struct attempt_row *a)
@@ -609,6 +716,23 @@ static int apply_op(struct store *s, struct write_op *op, char *err, size_t errl
 	case WK_ESC_INSERT:
 	case WK_ESC_UPDATE:
 		return apply_esc(s, op, err, errlen);
+	case WK_AUDIT:
+		st = s->w[W_AUDIT];
+		sqlite3_bind_double(st, 1, op->t1);
+		for (int i = 0; i < 8; i++)
+			bind_text(st, i + 2, op->strs[i]);
+		return wexec(s, st, err, errlen);
+	case WK_PAUSE:
+		st = s->w[W_PAUSE];
+		for (int i = 0; i < 3; i++)
+			bind_text(st, i + 1, op->strs[i]);
+		bind_time(st, 4, op->t1);
+		bind_time(st, 5, op->t2);
+		return wexec(s, st, err, errlen);
+	case WK_UNPAUSE:
+		st = s->w[W_UNPAUSE];
+		bind_text(st, 1, op->strs[0]);
+		return wexec(s, st, err, errlen);
 	}
 	snprintf(err, errlen, "unknown journal operation");
 	return SQLITE_MISUSE;
@@ -890,10 +1014,12 @@ static int setup_writer(struct store *s, char *err, size_t errlen)
 	}
 	what = "BEGIN IMMEDIATE";
 	rc = sqlite3_exec(s->wdb, what, NULL, NULL, NULL);
+	if (rc == SQLITE_OK && version == 1)
+		rc = sqlite3_exec(s->wdb, migrate_v2_sql, NULL, NULL, NULL);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_exec(s->wdb, schema_sql, NULL, NULL, NULL);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_exec(s->wdb, "PRAGMA user_version = 1", NULL, NULL, NULL);
+		rc = sqlite3_exec(s->wdb, "PRAGMA user_version = 2", NULL, NULL, NULL);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_exec(s->wdb, "COMMIT", NULL, NULL, NULL);
 	if (rc != SQLITE_OK) {
@@ -1110,6 +1236,16 @@ static cJSON *job_scalars(sqlite3_stmt *st)
 	bad |= add_time_col(o, "started_at", st, JC_STARTED);
 	bad |= add_time_col(o, "ended_at", st, JC_ENDED);
 	bad |= add_time_col(o, "next_attempt_at", st, JC_NEXT_RUN);
+	bad |= add_text(o, "triggered_by", st, JC_TRIGGERED_BY);
+	bad |= add_text(o, "cancelled_by", st, JC_CANCELLED_BY);
+	if (sqlite3_column_type(st, JC_APPROVAL) != SQLITE_NULL) {
+		cJSON *ap = cJSON_AddObjectToObject(o, "approval");
+		bad |= !ap || add_text(ap, "state", st, JC_APPROVAL) ||
+		       add_text(ap, "approved_by", st, JC_APPROVED_BY) ||
+		       !cJSON_AddNumberToObject(ap, "plan_attempt", sqlite3_column_int(st, JC_PLAN_ATTEMPTS));
+	} else {
+		bad |= !cJSON_AddNullToObject(o, "approval");
+	}
 	if (bad) {
 		cJSON_Delete(o);
 		return NULL;
@@ -1262,6 +1398,114 @@ static int read_escalations(struct store *s, const char *id, cJSON *rec)
 	return bad ? -1 : 0;
 }
 
+/* What an action writes, to compare a plan with a run: "http METHOD URL"
+ * or "exec [argv]". NULL for a read (mutates false) or an unknown kind. */
+static char *action_sig(const cJSON *a)
+{
+	const cJSON *kind = cJSON_GetObjectItemCaseSensitive(a, "kind");
+	const cJSON *mut = cJSON_GetObjectItemCaseSensitive(a, "mutates");
+	char *argv, *sig = NULL;
+	size_t n;
+
+	if (cJSON_IsFalse(mut) || !cJSON_IsString(kind))
+		return NULL;
+	if (strcmp(kind->valuestring, "http") == 0) {
+		const char *m = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(a, "method"));
+		const char *u = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(a, "url"));
+		n = strlen(m ? m : "") + strlen(u ? u : "") + 8;
+		if ((sig = malloc(n)))
+			snprintf(sig, n, "http %s %s", m ? m : "", u ? u : "");
+	} else if (strcmp(kind->valuestring, "exec") == 0 &&
+	           (argv = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(a, "argv")))) {
+		n = strlen(argv) + 8;
+		if ((sig = malloc(n)))
+			snprintf(sig, n, "exec %s", argv);
+		cJSON_free(argv);
+	}
+	return sig;
+}
+
+static int attempt_of(const cJSON *a)
+{
+	const cJSON *n = cJSON_GetObjectItemCaseSensitive(a, "attempt");
+	return cJSON_IsNumber(n) ? n->valueint : 0;
+}
+
+/* An approval job's record shows its plan (the writes of the plan attempt)
+ * and marks each write of the later run with in_plan; plan_diff lists what
+ * the run did beyond the plan and what of the plan it did not do. */
+static int add_plan(cJSON *rec)
+{
+	cJSON *ap = cJSON_GetObjectItemCaseSensitive(rec, "approval");
+	cJSON *actions = cJSON_GetObjectItemCaseSensitive(rec, "actions"), *a;
+	int plan_n = cJSON_IsObject(ap) ? cJSON_GetObjectItemCaseSensitive(ap, "plan_attempt")->valueint : 0;
+	int run_n = 0, bad = 0;
+	cJSON *plan, *diff, *unplanned, *not_run;
+	char **sigs = NULL;
+	size_t n_sigs = 0, cap = 0;
+	unsigned char *used = NULL;
+
+	if (plan_n <= 0)
+		return 0;
+	plan = cJSON_AddArrayToObject(rec, "plan");
+	if (!plan)
+		return -1;
+	cJSON_ArrayForEach(a, actions) {
+		char *sig;
+		if (attempt_of(a) > run_n)
+			run_n = attempt_of(a);
+		if (attempt_of(a) != plan_n || !(sig = action_sig(a)))
+			continue;
+		if (n_sigs == cap) {
+			char **nv = realloc(sigs, (cap = cap ? 2 * cap : 8) * sizeof(*nv));
+			if (!nv) {
+				free(sig);
+				bad = 1;
+				break;
+			}
+			sigs = nv;
+		}
+		sigs[n_sigs++] = sig;
+		bad |= !cJSON_AddItemToArray(plan, cJSON_CreateString(sig));
+	}
+	if (bad || run_n <= plan_n || !(used = calloc(n_sigs + 1, 1)))
+		goto out;
+	/* The run: the newest attempt after the plan. */
+	diff = cJSON_AddObjectToObject(rec, "plan_diff");
+	unplanned = diff ? cJSON_AddArrayToObject(diff, "unplanned") : NULL;
+	not_run = diff ? cJSON_AddArrayToObject(diff, "not_run") : NULL;
+	if (!unplanned || !not_run) {
+		bad = 1;
+		goto out;
+	}
+	bad |= !cJSON_AddNumberToObject(diff, "run_attempt", run_n);
+	cJSON_ArrayForEach(a, actions) {
+		char *sig;
+		size_t k;
+		if (attempt_of(a) != run_n || !(sig = action_sig(a)))
+			continue;
+		for (k = 0; k < n_sigs && (used[k] || strcmp(sigs[k], sig) != 0); k++)
+			;
+		if (k < n_sigs)
+			used[k] = 1;
+		else
+			bad |= !cJSON_AddItemToArray(unplanned, cJSON_CreateString(sig));
+		bad |= !cJSON_AddBoolToObject(a, "in_plan", k < n_sigs);
+		free(sig);
+	}
+	for (size_t k = 0; k < n_sigs; k++)
+		if (!used[k])
+			bad |= !cJSON_AddItemToArray(not_run, cJSON_CreateString(sigs[k]));
+	bad |= !cJSON_AddBoolToObject(diff, "matches",
+	                              !cJSON_GetArraySize(unplanned) && !cJSON_GetArraySize(not_run));
+out:
+	for (size_t k = 0; k < n_sigs; k++)
+		free(sigs[k]);
+	free(sigs);
+	free(used);
+	return bad ? -1 : 0;
+}
+
 enum rd_status store_job_json(struct store *s, const char *id, cJSON **out)
 {
 	sqlite3_stmt *st;
@@ -1297,7 +1541,7 @@ enum rd_status store_job_json(struct store *s, const char *id, cJSON **out)
 		goto out;
 	arr = cJSON_AddArrayToObject(rec, "attempts");
 	if (!arr || read_attempts(s, id, arr) < 0 || read_events(s, id, rec) < 0 ||
-	    read_escalations(s, id, rec) < 0)
+	    read_escalations(s, id, rec) < 0 || add_plan(rec) < 0)
 		goto out;
 	*out = rec;
 	rec = NULL;
@@ -1379,7 +1623,7 @@ enum rd_status store_scan_jobs(struct store *s, double since,
 			cap = ncap;
 		}
 		job_from_stmt(st, &view);
-		view.stalls = sqlite3_column_int(st, 18);
+		view.stalls = sqlite3_column_int(st, JC_PLAN_ATTEMPTS + 1);
 		if (job_copy(&rows[n], &view) < 0)
 			break;
 		n++;
@@ -1500,4 +1744,110 @@ enum rd_status store_scan_open_incidents(struct store *s,
 	                " AND r.incident_key = t.incident_key AND r.sink = t.sink AND r.seq > t.seq) "
 	                "ORDER BY t.seq",
 	                NULL, cb, arg);
+}
+
+enum rd_status store_scan_pauses(struct store *s, void (*cb)(const struct pause_row *p, void *arg),
+                                 void *arg)
+{
+	sqlite3_stmt *st;
+	enum rd_status r = RD_OK;
+	int rc;
+
+	pthread_mutex_lock(&s->rmu);
+	if (read_begin(s) < 0) {
+		r = RD_ERR;
+		goto out;
+	}
+	st = s->r[Q_PAUSES];
+	while ((rc = step_retry(st)) == SQLITE_ROW) {
+		struct pause_row p = {
+			.scope = (const char *)sqlite3_column_text(st, 0),
+			.principal = (const char *)sqlite3_column_text(st, 1),
+			.reason = (const char *)sqlite3_column_text(st, 2),
+			.since = sqlite3_column_double(st, 3),
+			.until = sqlite3_column_double(st, 4),
+		};
+		if (p.scope)
+			cb(&p, arg);
+	}
+	if (rc != SQLITE_DONE)
+		r = RD_ERR;
+	stmt_done(st);
+out:
+	read_end(s);
+	pthread_mutex_unlock(&s->rmu);
+	return r;
+}
+
+enum rd_status store_audit_json(struct store *s, const struct audit_query *q, cJSON **out)
+{
+	sqlite3_stmt *st;
+	cJSON *o = cJSON_CreateObject(), *arr = o ? cJSON_AddArrayToObject(o, "entries") : NULL;
+	enum rd_status r = RD_ERR;
+	long long last = 0;
+	int rc, n = 0, bad = !arr, limit = q->limit > 0 && q->limit <= LIST_MAX ? q->limit : 100;
+
+	*out = NULL;
+	if (bad) {
+		cJSON_Delete(o);
+		return RD_NOMEM;
+	}
+	pthread_mutex_lock(&s->rmu);
+	if (read_begin(s) < 0)
+		goto out;
+	st = s->r[Q_AUDIT];
+	bind_text(st, 1, q->principal);
+	bind_text(st, 2, q->action);
+	bind_time(st, 3, q->since);
+	bind_time(st, 4, q->until);
+	if (q->before > 0)
+		sqlite3_bind_int64(st, 5, q->before);
+	else
+		sqlite3_bind_null(st, 5);
+	sqlite3_bind_int(st, 6, limit);
+	while (!bad && (rc = step_retry(st)) == SQLITE_ROW) {
+		cJSON *e = cJSON_CreateObject();
+		if (!e || !cJSON_AddItemToArray(arr, e)) {
+			cJSON_Delete(e);
+			bad = 1;
+			break;
+		}
+		last = sqlite3_column_int64(st, 0);
+		n++;
+		bad |= !cJSON_AddNumberToObject(e, "id", (double)last);
+		bad |= add_time_col(e, "ts", st, 1);
+		bad |= add_text(e, "principal", st, 2);
+		bad |= add_text(e, "role", st, 3);
+		bad |= add_text(e, "address", st, 4);
+		bad |= add_text(e, "action", st, 5);
+		bad |= add_text(e, "job_id", st, 6);
+		bad |= add_text(e, "playbook", st, 7);
+		bad |= add_text(e, "reason", st, 8);
+		if (sqlite3_column_type(st, 9) == SQLITE_NULL) {
+			bad |= !cJSON_AddNullToObject(e, "detail");
+		} else {
+			cJSON *d = cJSON_Parse((const char *)sqlite3_column_text(st, 9));
+			bad |= !d || !cJSON_AddItemToObject(e, "detail", d);
+		}
+	}
+	if (!bad && rc != SQLITE_DONE)
+		bad = 1;
+	stmt_done(st);
+	if (!bad) {
+		/* A full page may have more behind it: the cursor for the next. */
+		char cur[24];
+		snprintf(cur, sizeof(cur), "%lld", last);
+		bad |= !(n == limit && last > 1 ? cJSON_AddStringToObject(o, "next", cur)
+		                                : cJSON_AddNullToObject(o, "next"));
+	}
+	if (!bad) {
+		*out = o;
+		o = NULL;
+		r = RD_OK;
+	}
+out:
+	read_end(s);
+	pthread_mutex_unlock(&s->rmu);
+	cJSON_Delete(o);
+	return r;
 }

@@ -21,6 +21,9 @@ double rd_now(void);
 double rd_mono(void);
 /* Format an epoch time as RFC 3339 UTC with milliseconds into buf (>= 32 bytes). */
 void rd_time_format(double epoch, char *buf, size_t len);
+/* An RFC 3339 time ("2026-12-02T10:00:00Z", offsets and fractions allowed)
+ * or epoch seconds ("1796205600") into *out: 0, or -1. */
+int rd_parse_time(const char *s, double *out);
 /* Constant-time comparison of two byte strings; 1 when equal. */
 int rd_ct_equal(const char *a, size_t alen, const char *b, size_t blen);
 /* Read a whole file (at most max bytes) into a NUL-terminated malloc'd buffer;

@@ -17,6 +17,7 @@ struct config {
 	char *lua_path;
 	char *state;
 	int dry_run;
+	char *tokens_file;
 	char *webhook_token_file;
 	char *operator_token_file;
 	int insecure_no_auth;

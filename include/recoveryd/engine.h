@@ -7,7 +7,9 @@
 #include <stddef.h>
 #include <cjson/cJSON.h>
 #include "recoveryd/alert.h"
+#include "recoveryd/auth.h"
 #include "recoveryd/common.h"
+#include "recoveryd/store.h"
 
 struct engine;
 struct store;
@@ -51,6 +53,9 @@ size_t engine_active(struct engine *e);
 enum engine_result {
 	ENGINE_ACCEPTED,         /* submit: every decision is committed; body set */
 	ENGINE_CANCEL_REQUESTED, /* cancel: the job stops; body set */
+	ENGINE_DONE,             /* approve, reject, pause, resume: done; body set */
+	ENGINE_INVALID,          /* an action without its required reason, a past until */
+	ENGINE_FORBIDDEN,        /* the principal may not act on that playbook */
 	ENGINE_UNKNOWN_PLAYBOOK, /* submit: no loaded playbook has that name */
 	ENGINE_NOT_FOUND,        /* cancel: no such job */
 	ENGINE_CONFLICT,         /* submit: a manual trigger meets an Alertmanager job;
@@ -72,27 +77,63 @@ struct engine_reply {
 	char message[ENGINE_MESSAGE_MAX]; /* any other result: why, for humans */
 };
 
+/* Who submits, and how. */
+struct engine_submit_opts {
+	const char *playbook;     /* NULL: route by each playbook's match (POST /webhook);
+	                           * else every alert goes to it (POST /trigger/{p}) */
+	int dry_run;              /* this request's jobs are dry-runs (the global flag also applies) */
+	int force;                /* admin: skip cooldown and run budget (a reason is required) */
+	const struct actor *who;  /* NULL: an unnamed caller ("system") */
+};
+
 /* Route and admit every alert of p and commit the decisions to the journal
- * before returning.
- *  playbook == NULL: route by each playbook's match (POST /webhook);
- *  playbook != NULL: every alert goes to that playbook (POST /trigger/{p}).
- *  dry_run: this request's jobs are dry-runs (the global flag also applies).
+ * before returning. Manual triggers count against cooldown and budget like
+ * any job unless forced. A paused playbook's alerts get a job in state
+ * paused (escalated); a trigger of a paused playbook is refused (409).
  * Returns ENGINE_ACCEPTED with body {"jobs":[{id,playbook,key,state}],"unmatched":N};
  *  ENGINE_UNKNOWN_PLAYBOOK;
  *  ENGINE_CONFLICT: a manual trigger (p->manual) for an alert whose
  *  Alertmanager job has not ended (it may neither join nor cancel it;
- *  manual jobs have keys "playbook/manual/<fp>");
+ *  manual jobs have keys "playbook/manual/<fp>"), or of a paused playbook;
  *  ENGINE_DRAINING, ENGINE_QUEUE_FULL, ENGINE_UNAVAILABLE, ENGINE_NOMEM. */
-enum engine_result engine_submit(struct engine *e, const struct payload *p, const char *playbook,
-                                 int dry_run, struct engine_reply *r);
+enum engine_result engine_submit(struct engine *e, const struct payload *p,
+                                 const struct engine_submit_opts *o, struct engine_reply *r);
 /* The same without waiting for the journal: done(result, reply, arg) is
  * called exactly once, on the calling thread for a refusal decided at once,
  * otherwise on the journal writer's thread once the decisions are
- * committed (or not). The reply's body is done's to free. p may be freed
- * as soon as this returns. */
+ * committed (or not). The reply's body is done's to free. p and o may be
+ * freed as soon as this returns. */
 typedef void engine_submit_fn(enum engine_result res, struct engine_reply *r, void *arg);
-void engine_submit_async(struct engine *e, const struct payload *p, const char *playbook, int dry_run,
+void engine_submit_async(struct engine *e, const struct payload *p, const struct engine_submit_opts *o,
                          engine_submit_fn *done, void *arg);
+
+/* What a person asks of a job or a playbook. Each is journaled with who,
+ * where from and why (the audit trail) before it takes effect. */
+enum engine_action { EA_CANCEL, EA_APPROVE, EA_REJECT, EA_PAUSE, EA_RESUME };
+
+struct engine_act {
+	enum engine_action action;
+	const char *target;       /* job id (cancel, approve, reject), playbook (pause,
+	                           * resume) or NULL (pause or resume everything) */
+	const char *reason;       /* required for cancel, reject and pause */
+	double until;             /* pause: epoch seconds it ends by itself; 0 = never */
+	const struct actor *who;
+};
+
+/* cancel: ENGINE_CANCEL_REQUESTED with body {"id","state"} (state
+ * "cancelling" when an attempt runs, else "cancelled"); works while
+ * draining. approve/reject: ENGINE_DONE {"id","state"} for a job awaiting
+ * approval, ENGINE_CONFLICT otherwise. pause/resume: ENGINE_DONE with the
+ * pause. ENGINE_NOT_FOUND, ENGINE_UNKNOWN_PLAYBOOK, ENGINE_INVALID,
+ * ENGINE_FORBIDDEN, ENGINE_UNAVAILABLE, ENGINE_NOMEM. */
+enum engine_result engine_act(struct engine *e, const struct engine_act *a, struct engine_reply *r);
+
+/* Audit something that is not an engine action (a SIGHUP reload). */
+void engine_audit(struct engine *e, const struct actor *who, const char *action, const char *reason);
+/* GET /api/v1/audit. */
+enum rd_status engine_audit_json(struct engine *e, const struct audit_query *q, cJSON **out);
+#define ENGINE_AUDIT_ACTIONS "trigger, force, cancel, pause, resume, approve, reject, reload"
+int engine_audit_action_known(const char *action);
 
 /* Block until job id has ended or timeout seconds passed.
  * Returns 1 when it ended, 0 on timeout, -1 when no such job. */
@@ -103,13 +144,9 @@ enum rd_status engine_job_json(struct engine *e, const char *id, cJSON **out);
 /* GET /api/v1/jobs: newest first; filters may be NULL. */
 enum rd_status engine_jobs_json(struct engine *e, const char *state, const char *playbook, int limit,
                                 cJSON **out);
-/* POST /api/v1/jobs/{id}/cancel: ENGINE_CANCEL_REQUESTED with body
- * {"id","state"} (state "cancelling" when an attempt runs, else
- * "cancelled"); ENGINE_NOT_FOUND; ENGINE_CONFLICT when the job already
- * ended; ENGINE_NOMEM. Works while draining. */
-enum engine_result engine_cancel(struct engine *e, const char *id, struct engine_reply *r);
 /* GET /api/v1/playbooks: array of {name, description, match, retries,
- * backoff, timeout, cooldown, budget, escalate, idempotent, file}. */
+ * backoff, timeout, cooldown, budget, escalate, idempotent, approval,
+ * file, paused: {by, reason, since, until, scope} | null}. */
 cJSON *engine_playbooks_json(struct engine *e);
 /* Readiness: 1 when config is loaded, the journal writable and not draining;
  * otherwise 0 with why filled. */

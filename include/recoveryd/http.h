@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include "recoveryd/common.h"
 
+struct auth;
 struct engine;
 struct http;
 
@@ -18,8 +19,7 @@ struct http;
 struct http_config {
 	const char *listen;          /* "ADDR:PORT"; port 0 = any free port */
 	size_t body_max;             /* bytes; larger bodies get 413 */
-	const char *webhook_token;   /* NULL = none configured */
-	const char *operator_token;  /* NULL = none configured */
+	struct auth *auth;           /* taken, even on failure; NULL or empty = no principal */
 	int insecure_no_auth;        /* allow running with no tokens at all */
 	unsigned conn_limit;         /* simultaneous connections */
 	unsigned per_ip_limit;       /* simultaneous connections per client IP */
@@ -32,8 +32,8 @@ struct http_config {
  * port (useful with port 0). */
 enum rd_status http_start(const struct http_config *cfg, struct engine *e, struct http **out,
                           unsigned *port, char *err, size_t errlen);
-/* Swap tokens after a reload (copies them). */
-void http_set_tokens(struct http *h, const char *webhook_token, const char *operator_token);
+/* Swap the principals after a reload (takes auth). */
+void http_set_auth(struct http *h, struct auth *auth);
 /* Answer what is parked or queued, stop listening and close every
  * connection; NULL is fine. */
 void http_stop(struct http *h);

@@ -23,6 +23,8 @@ enum job_state {
 	JS_FAILED,
 	JS_CANCELLED,
 	JS_BUDGET_EXHAUSTED,
+	JS_PAUSED,            /* final: the playbook was paused; no attempt ran */
+	JS_AWAITING_APPROVAL, /* the plan is made; waits for a human */
 	JS_COUNT
 };
 
@@ -61,7 +63,18 @@ enum job_outcome {
 	OUT_INTERRUPTED,      /* a non-idempotent attempt cut by a crash or drain */
 	OUT_POISONED,         /* interrupted by the watchdog twice */
 	OUT_BUDGET_EXHAUSTED, /* never started: the run budget was spent */
+	OUT_PAUSED,           /* never started: its playbook (or everything) was paused */
+	OUT_REJECTED,         /* a human rejected the plan */
+	OUT_APPROVAL_TIMEOUT, /* nobody approved the plan in time */
 	OUT_COUNT
+};
+
+/* Where a job stands with approval (playbook approval.required). */
+enum approval {
+	AP_NONE,      /* not required */
+	AP_PENDING,   /* attempts are plans (dry-run) until approved */
+	AP_APPROVED,  /* attempts are real */
+	AP_COUNT
 };
 
 /* Unfinished jobs per state, kept by job_enter and job_set_state; the
@@ -84,9 +97,16 @@ struct job {
 
 	enum job_state state;   /* [engine lock] */
 	int cancel_requested;   /* [engine lock] resolved alert or operator */
+	int rejected;           /* [engine lock] the cancel is a rejection of the plan */
 	char *cancel_reason;    /* [engine lock] */
 	int notifications;      /* [engine lock] */
 	int attempts;           /* attempts started */
+	char *triggered_by;     /* the principal that posted the alert or trigger */
+	char *cancelled_by;     /* [engine lock] who cancelled: a principal, or "alertmanager" */
+	enum approval approval; /* [engine lock] */
+	char *approved_by;      /* [engine lock] who approved */
+	int plan_attempts;      /* attempts that were plans (approval) */
+	int planning;           /* [runner] the running attempt is a plan: writes are planned */
 	enum job_outcome outcome; /* set when the job ends; OUT_NONE before */
 	char *error;            /* last error */
 
@@ -123,6 +143,10 @@ int job_state_final(enum job_state s);
 const char *attempt_result_name(enum attempt_result r);
 const char *attempt_error_name(enum attempt_error e);
 const char *job_outcome_name(enum job_outcome o);
+const char *approval_name(enum approval a);
+int approval_parse(const char *s, enum approval *out);
+/* Writes of this job's running attempt are only planned (dry-run or plan). */
+int job_plans_only(const struct job *j);
 /* A job_row view of j (pointers into j; valid while j lives). */
 void job_row_of(const struct job *j, struct job_row *row);
 void job_free(struct job *j);

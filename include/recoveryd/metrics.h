@@ -24,6 +24,8 @@ enum metric_id {
 	M_OUTBOX_DEPTH,       /* gauge    recoveryd_escalation_outbox_depth */
 	M_ESCALATION_LATENCY, /* histogram recoveryd_escalation_delivery_seconds{sink} */
 	M_CONN_DROPPED,       /* counter  recoveryd_http_connections_dropped_total{reason} */
+	M_AUTH_FAILURES,      /* counter  recoveryd_auth_failures_total{reason} */
+	M_PAUSED,             /* gauge    recoveryd_paused{playbook} */
 	M__COUNT
 };
 

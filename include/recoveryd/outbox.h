@@ -29,6 +29,11 @@ enum esc_reason {
 	ER_PLAYBOOK_REMOVED,
 	ER_RECOVERED,
 	ER_ALERT_RESOLVED,
+	ER_PAUSED,            /* a matching alert met a pause: no run */
+	ER_APPROVAL_NEEDED,   /* the plan waits for a human */
+	ER_APPROVAL_TIMEOUT,  /* nobody approved in time */
+	ER_APPROVED,          /* resolve: the approval page is answered */
+	ER_REJECTED,          /* resolve: a human rejected the plan */
 };
 
 /* Sinks as bits of a set. */

@@ -30,6 +30,8 @@ struct playbook {
 	char **notify_success; /* sinks told when the job succeeds (notify.on_success) */
 	size_t n_notify_success;
 	int idempotent;        /* safe to re-run after a crash mid-attempt */
+	int approval_required; /* attempts are plans until a human approves */
+	double approval_timeout; /* seconds a plan waits for approval */
 };
 
 struct playbook_set {
@@ -42,7 +44,7 @@ struct playbook_load_opts {
 	const char *dir;
 	const char *lua_path;
 	size_t mem_max;
-	/* JSON {"<playbook>": {retries, timeout, cooldown, backoff, budget}}:
+	/* JSON {"<playbook>": {retries, timeout, cooldown, backoff, budget, approval}}:
 	 * the deployment's limits, over the playbook's own; NULL = none. */
 	const char *overrides_json;
 };

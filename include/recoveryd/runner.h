@@ -32,6 +32,9 @@ struct runner_opts {
 	/* A job reached a final state and that state is committed: the owner
 	 * drops and frees it. Runner thread, mu not held. */
 	void (*job_done)(void *owner, struct job *j);
+	/* A job's plan is made and its wait for approval committed. Runner
+	 * thread, mu not held. */
+	void (*job_held)(void *owner, struct job *j);
 	/* The unfinished job with this id, or NULL. Called with mu held. */
 	struct job *(*job_find)(void *owner, const char *id);
 	void *owner;
@@ -45,6 +48,9 @@ void runner_schedule(struct runner *r, struct job *const *jobs, size_t n);
 /* Wake the runner to act on the cancel_requested of the job with this id
  * (nothing happens when it has ended meanwhile). Any thread. */
 void runner_cancel(struct runner *r, const char *job_id);
+/* Wake the runner to start the real run of an approved job (its approval
+ * is set under mu). Any thread. */
+void runner_approve(struct runner *r, const char *job_id);
 /* Stop starting attempts; let running ones finish until grace seconds pass,
  * then interrupt them; return when the loop has exited. */
 void runner_drain(struct runner *r, double grace);

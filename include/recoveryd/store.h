@@ -32,6 +32,39 @@ struct job_row {
 	int notifications;       /* notifications folded into this job */
 	double created_at, updated_at, started_at, ended_at, next_run_at;
 	int stalls;              /* store_scan_jobs only: "watchdog" events of the job */
+	const char *triggered_by; /* principal that posted it */
+	const char *cancelled_by;
+	const char *approval;     /* NULL (not required), "pending", "approved" */
+	const char *approved_by;
+	int plan_attempts;        /* attempts that were approval plans */
+};
+
+/* One row of the audit trail: who did what, from where, when and why. */
+struct audit_row {
+	double ts;
+	const char *principal;
+	const char *role;
+	const char *address;
+	const char *action;       /* trigger cancel pause resume approve reject force reload */
+	const char *job_id;       /* NULL when it concerns no job */
+	const char *playbook;     /* NULL, or "*" for everything */
+	const char *reason;
+	const char *detail;       /* JSON object text or NULL */
+};
+
+struct audit_query {
+	const char *principal, *action; /* NULL: any */
+	double since, until;            /* 0: unbounded */
+	long long before;               /* 0: newest; else rows older than this cursor */
+	int limit;                      /* 1..1000 */
+};
+
+/* A pause in force: scope is a playbook name or "*" for everything. */
+struct pause_row {
+	const char *scope;
+	const char *principal;
+	const char *reason;
+	double since, until;      /* until 0 = until resumed */
 };
 
 struct attempt_row {
@@ -79,6 +112,12 @@ int store_batch_attempt(struct store_batch *b, const char *job_id, const struct 
 int store_batch_event(struct store_batch *b, const char *job_id, int attempt, const char *type,
                       const char *detail_json, int planned, double ts);
 
+/* Append an audit row. */
+int store_batch_audit(struct store_batch *b, const struct audit_row *a);
+/* Set (insert or replace) or clear the pause of a scope. */
+int store_batch_pause(struct store_batch *b, const struct pause_row *p);
+int store_batch_unpause(struct store_batch *b, const char *scope);
+
 /* Insert an escalation row; update its state .. delivered_at by id. */
 int store_batch_escalation(struct store_batch *b, const struct escalation_row *e);
 int store_batch_escalation_update(struct store_batch *b, const struct escalation_row *e);
@@ -111,6 +150,14 @@ void store_stats(struct store *s, unsigned long *txns, unsigned long *batches);
  * valid during the call. */
 enum rd_status store_scan_jobs(struct store *s, double since,
                                void (*cb)(const struct job_row *j, void *arg), void *arg);
+
+/* Every pause row. */
+enum rd_status store_scan_pauses(struct store *s, void (*cb)(const struct pause_row *p, void *arg),
+                                 void *arg);
+/* GET /api/v1/audit: {"entries":[{id, ts, principal, role, address, action,
+ * job_id, playbook, reason, detail}], "next": "<cursor>" | null}, newest
+ * first. */
+enum rd_status store_audit_json(struct store *s, const struct audit_query *q, cJSON **out);
 
 /* Undelivered notifications (pending, retrying), oldest first. */
 enum rd_status store_scan_outbox(struct store *s,

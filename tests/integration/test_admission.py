@@ -180,13 +180,26 @@ class ResolvedTest(RecoverydTestCase):
 
         st, _, doc = d.post("/api/v1/jobs/%s/cancel" % job_id, None, token="webhook")
         self.assertError((st, _, doc), 403, "forbidden")
+        # a cancel says why
         st, _, doc = d.post("/api/v1/jobs/%s/cancel" % job_id, None, token="operator")
+        self.assertError((st, _, doc), 400, "invalid_request")
+        self.assertIn("reason", doc["message"])
+        st, _, doc = d.post("/api/v1/jobs/%s/cancel" % job_id, {"reason": "fixing it by hand"},
+                            token="operator")
         self.assertStatus(st, 200, d, doc)
         self.assertEqual(doc["id"], job_id)
         self.assertIn(doc["state"], ("cancelled", "retry_wait", "running"), doc)
-        self.assertEqual(d.wait_job(job_id, timeout=5)["state"], "cancelled")
-        self.assertError(d.post("/api/v1/jobs/%s/cancel" % job_id, None, token="operator"), 409, "conflict")
-        self.assertError(d.post("/api/v1/jobs/nope/cancel", None, token="operator"), 404, "not_found")
+        rec = d.wait_job(job_id, timeout=5)
+        self.assertEqual(rec["state"], "cancelled")
+        self.assertEqual(rec["cancelled_by"], "operator")
+        self.assertEqual(rec["error"], "cancelled by operator: fixing it by hand")
+        audit = [e for e in rec["events"] if e["type"] == "audit"]
+        self.assertEqual([(e["action"], e["principal"], e["reason"]) for e in audit],
+                         [("cancel", "operator", "fixing it by hand")])
+        self.assertError(d.post("/api/v1/jobs/%s/cancel" % job_id, {"reason": "again"}, token="operator"),
+                         409, "conflict")
+        self.assertError(d.post("/api/v1/jobs/nope/cancel", {"reason": "x"}, token="operator"), 404,
+                         "not_found")
         self.assertEqual(fake.count("POST", "/restart"), 1)
 
 

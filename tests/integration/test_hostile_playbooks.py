@@ -375,7 +375,7 @@ class ClientRaceTest(RecoverydTestCase):
         """A cancel that reaches the runner after the job ended must find
         nothing, not a freed job (a heap use-after-free under ASan)."""
         d = self.daemon({"quick": playbook("quick", "recovery.sleep(0.002)", match=['alertname="Q"'],
-                                           cooldown=0)})
+                                           cooldown=0, budget={"runs": 0, "per": 60})})
         t0 = time.monotonic()
         ids = []
         for n in range(200):

@@ -137,8 +137,11 @@ static void check_durable(const cJSON *call, void *arg)
 		ok = 0;
 		cJSON_ArrayForEach(it, ev)
 		{
-			const char *d = str(cJSON_GetObjectItemCaseSensitive(it, "detail"), "decision");
-			ok |= d && strcmp(d, "cancelled") == 0;
+			const cJSON *dt = cJSON_GetObjectItemCaseSensitive(it, "detail");
+			const char *d = str(dt, "decision"), *act = str(dt, "action");
+			/* a resolve's admission, or a person's audited cancel/reject */
+			ok |= (d && strcmp(d, "cancelled") == 0) ||
+			      (act && (strcmp(act, "cancel") == 0 || strcmp(act, "reject") == 0));
 		}
 		cJSON_Delete(ev);
 	} else if (strcmp(c, "deliver") == 0) {
@@ -235,6 +238,15 @@ static void start(struct fx *f, const char *const *texts, int dry_run, size_t qu
 	assert_int_equal(engine_start(f->e), RD_OK);
 }
 
+static const struct actor tester = {.name = "tester", .role = ROLE_OPERATOR, .address = "127.0.0.1"};
+
+/* An operator's cancel, with a reason. */
+static enum engine_result cancel(struct fx *f, const char *id, struct engine_reply *rp)
+{
+	struct engine_act a = {.action = EA_CANCEL, .target = id, .reason = "test", .who = &tester};
+	return engine_act(f->e, &a, rp);
+}
+
 static void submit(struct fx *f, const char *json, const char *playbook, int dry_run, struct answer *a)
 {
 	struct payload p;
@@ -245,7 +257,8 @@ static void submit(struct fx *f, const char *json, const char *playbook, int dry
 		fail_msg("payload: %s", err);
 	struct engine_reply rp;
 	memset(&rp, 0xa5, sizeof(rp)); /* the engine sets every field */
-	a->r = engine_submit(f->e, &p, playbook, dry_run, &rp);
+	struct engine_submit_opts so = {.playbook = playbook, .dry_run = dry_run, .who = &tester};
+	a->r = engine_submit(f->e, &p, &so, &rp);
 	a->body = rp.body;
 	memcpy(a->message, rp.message, sizeof(a->message));
 	payload_free(&p);
@@ -1003,18 +1016,27 @@ static void test_operator_cancel(void **state)
 	snprintf(id, sizeof(id), "%s", str(cJSON_GetArrayItem(accepted(f, FIRING(FP1, DISK), &a), 0), "id"));
 	cJSON_Delete(a.body);
 
-	assert_int_equal(engine_cancel(f->e, id, &rp), ENGINE_CANCEL_REQUESTED);
+	assert_int_equal(cancel(f, id, &rp), ENGINE_CANCEL_REQUESTED);
 	assert_string_equal(str(rp.body, "id"), id);
 	assert_string_equal(str(rp.body, "state"), "cancelled"); /* queued: it ends without running */
 	cJSON_Delete(rp.body);
 	assert_int_equal(count_calls("cancel"), 1);
 	decisions(f, id, d, sizeof(d));
-	assert_string_equal(d, "queued,cancelled");
+	assert_string_equal(d, "queued");
+	/* who, from where and why: an audit row and the same on the job */
+	cJSON *au = fake_store_ops(f->store, "audit", NULL);
+	assert_int_equal(cJSON_GetArraySize(au), 1);
+	assert_string_equal(str(cJSON_GetArrayItem(au, 0), "action"), "cancel");
+	assert_string_equal(str(cJSON_GetArrayItem(au, 0), "principal"), "tester");
+	assert_string_equal(str(cJSON_GetArrayItem(au, 0), "address"), "127.0.0.1");
+	assert_string_equal(str(cJSON_GetArrayItem(au, 0), "reason"), "test");
+	assert_string_equal(str(cJSON_GetArrayItem(au, 0), "job_id"), id);
+	cJSON_Delete(au);
 
-	assert_int_equal(engine_cancel(f->e, J_DONE, &rp), ENGINE_CONFLICT);
+	assert_int_equal(cancel(f, J_DONE, &rp), ENGINE_CONFLICT);
 	assert_null(rp.body);
 	assert_string_equal(rp.message, "job already ended (succeeded)");
-	assert_int_equal(engine_cancel(f->e, "ffffffffffffffffffffffffffffffff", &rp), ENGINE_NOT_FOUND);
+	assert_int_equal(cancel(f, "ffffffffffffffffffffffffffffffff", &rp), ENGINE_NOT_FOUND);
 	assert_null(rp.body);
 	assert_string_equal(rp.message, "no such job");
 	assert_int_equal(count_calls("cancel"), 1);

@@ -24,6 +24,7 @@
 #include <curl/curl.h>
 
 #include "recoveryd/engine.h"
+#include "recoveryd/auth.h"
 #include "recoveryd/http.h"
 #include "recoveryd/log.h"
 #include "recoveryd/metrics.h"
@@ -60,6 +61,8 @@ static struct fake {
 	int submit_calls, submit_dry_run;
 	size_t submit_n_alerts;
 	int submit_manual;
+	int submit_force;
+	char submit_who[80];
 	char submit_playbook[64]; /* "" for NULL */
 	char submit_body[512];    /* the body of ENGINE_ACCEPTED and ENGINE_CANCEL_REQUESTED */
 	char submit_message[256]; /* the message of the other results */
@@ -72,9 +75,12 @@ static struct fake {
 	/* engine_jobs_json */
 	int jobs_calls, jobs_limit;
 	char jobs_state[32], jobs_playbook[64];
-	/* engine_cancel */
+	/* engine_act */
 	enum engine_result cancel_result;
 	char cancel_id[80];
+	int act_action;
+	char act_reason[128], act_who[80];
+	double act_until;
 } fk = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
 static struct engine fake_engine;
@@ -103,24 +109,32 @@ static void fake_reset(void)
 	fk.jobs_state[0] = fk.jobs_playbook[0] = '\0';
 	fk.cancel_result = ENGINE_CANCEL_REQUESTED;
 	fk.cancel_id[0] = '\0';
+	fk.act_action = -1;
+	fk.act_reason[0] = fk.act_who[0] = '\0';
+	fk.act_until = 0;
+	fk.submit_force = -1;
+	fk.submit_who[0] = '\0';
 	pthread_mutex_unlock(&fk.lock);
 }
 
 /* Results that come with a body (the others with a message). */
 static int has_body(enum engine_result r)
 {
-	return r == ENGINE_ACCEPTED || r == ENGINE_CANCEL_REQUESTED;
+	return r == ENGINE_ACCEPTED || r == ENGINE_CANCEL_REQUESTED || r == ENGINE_DONE;
 }
 
-enum engine_result engine_submit(struct engine *e, const struct payload *p, const char *playbook,
-                                 int dry_run, struct engine_reply *r)
+enum engine_result engine_submit(struct engine *e, const struct payload *p,
+                                 const struct engine_submit_opts *o, struct engine_reply *r)
 {
 	enum engine_result res;
+	const char *playbook = o->playbook;
 
 	(void)e;
 	pthread_mutex_lock(&fk.lock);
 	fk.submit_calls++;
-	fk.submit_dry_run = dry_run;
+	fk.submit_dry_run = o->dry_run;
+	fk.submit_force = o->force;
+	snprintf(fk.submit_who, sizeof(fk.submit_who), "%s", o->who ? o->who->name : "");
 	fk.submit_n_alerts = p->n_alerts;
 	fk.submit_manual = p->manual;
 	snprintf(fk.submit_playbook, sizeof(fk.submit_playbook), "%s", playbook ? playbook : "");
@@ -150,7 +164,7 @@ static void *fake_writer(void *arg)
 	return NULL;
 }
 
-void engine_submit_async(struct engine *e, const struct payload *p, const char *playbook, int dry_run,
+void engine_submit_async(struct engine *e, const struct payload *p, const struct engine_submit_opts *o,
                          engine_submit_fn *done, void *arg)
 {
 	struct fake_submit *fs = calloc(1, sizeof(*fs));
@@ -159,7 +173,7 @@ void engine_submit_async(struct engine *e, const struct payload *p, const char *
 	assert_non_null(fs);
 	fs->done = done;
 	fs->arg = arg;
-	fs->res = engine_submit(e, p, playbook, dry_run, &fs->r);
+	fs->res = engine_submit(e, p, o, &fs->r);
 	if (fs->res != ENGINE_ACCEPTED || pthread_create(&t, NULL, fake_writer, fs) != 0) {
 		done(fs->res, &fs->r, arg);
 		free(fs);
@@ -207,13 +221,18 @@ enum rd_status engine_jobs_json(struct engine *e, const char *state, const char 
 	return RD_OK;
 }
 
-enum engine_result engine_cancel(struct engine *e, const char *id, struct engine_reply *r)
+enum engine_result engine_act(struct engine *e, const struct engine_act *a, struct engine_reply *r)
 {
 	enum engine_result res;
+	const char *id = a->target ? a->target : "*";
 
 	(void)e;
 	pthread_mutex_lock(&fk.lock);
 	snprintf(fk.cancel_id, sizeof(fk.cancel_id), "%s", id);
+	fk.act_action = a->action;
+	snprintf(fk.act_reason, sizeof(fk.act_reason), "%s", a->reason ? a->reason : "");
+	snprintf(fk.act_who, sizeof(fk.act_who), "%s", a->who->name);
+	fk.act_until = a->until;
 	res = fk.cancel_result;
 	r->body = NULL;
 	r->message[0] = '\0';
@@ -226,6 +245,24 @@ enum engine_result engine_cancel(struct engine *e, const char *id, struct engine
 	}
 	pthread_mutex_unlock(&fk.lock);
 	return res;
+}
+
+enum rd_status engine_audit_json(struct engine *e, const struct audit_query *q, cJSON **out)
+{
+	(void)e;
+	*out = cJSON_CreateObject();
+	cJSON_AddArrayToObject(*out, "entries");
+	cJSON_AddStringToObject(*out, "principal", q->principal ? q->principal : "");
+	cJSON_AddStringToObject(*out, "action", q->action ? q->action : "");
+	cJSON_AddNumberToObject(*out, "since", q->since);
+	cJSON_AddNumberToObject(*out, "before", (double)q->before);
+	cJSON_AddNumberToObject(*out, "limit", q->limit);
+	return RD_OK;
+}
+
+int engine_audit_action_known(const char *action)
+{
+	return strcmp(action, "cancel") == 0 || strcmp(action, "pause") == 0;
 }
 
 cJSON *engine_playbooks_json(struct engine *e)
@@ -487,13 +524,45 @@ static void assert_error(const struct resp *r, long status, const char *code)
 
 /* ---- fixtures ---- */
 
+/* The legacy pair of principals, as main.c makes them from the two token
+ * files; plus a viewer, an admin and an operator scoped to playbook pb. */
+#define VIEW_TOKEN "view-secret-token"
+#define ADMIN_TOKEN "admin-secret-token"
+#define SCOPED_TOKEN "scoped-secret-token"
+static struct auth *principals(const char *wh, const char *op)
+{
+	struct auth *a = auth_new();
+	char path[] = "/tmp/test_http_tokensXXXXXX", line[256];
+	unsigned char d[32];
+	int fd = mkstemp(path);
+	FILE *f = fdopen(fd, "w");
+	const char *rows[][3] = {{"vera", "viewer", VIEW_TOKEN}, {"ada", "admin", ADMIN_TOKEN},
+	                         {"sam", "operator", SCOPED_TOKEN}};
+	char err[256];
+
+	assert_non_null(f);
+	for (size_t i = 0; i < 3; i++) {
+		rd_sha256(rows[i][2], strlen(rows[i][2]), d);
+		fprintf(f, "%s %s ", rows[i][0], rows[i][1]);
+		for (int k = 0; k < 32; k++)
+			fprintf(f, "%02x", d[k]);
+		fprintf(f, "%s\n", i == 2 ? " pb" : "");
+	}
+	fclose(f);
+	(void)line;
+	assert_int_equal(auth_load_file(a, path, err, sizeof(err)), 0);
+	unlink(path);
+	assert_int_equal(auth_add_token(a, "alertmanager", ROLE_ALERTMANAGER, wh), 0);
+	assert_int_equal(auth_add_token(a, "operator", ROLE_OPERATOR, op), 0);
+	return a;
+}
+
 static int start_default(void **state)
 {
 	struct http_config cfg = {
 		.listen = "127.0.0.1:0",
 		.body_max = BODY_MAX,
-		.webhook_token = WH_TOKEN,
-		.operator_token = OP_TOKEN,
+		.auth = principals(WH_TOKEN, OP_TOKEN),
 		.conn_limit = 64,
 		.per_ip_limit = 32,
 		.conn_timeout = 1,
@@ -597,14 +666,14 @@ static void test_auth(void **state)
 	assert_int_equal(r.status, 200);
 
 	/* A reload swaps the tokens. */
-	http_set_tokens(srv, "wh-new", "op-new");
+	http_set_auth(srv, principals("wh-new", "op-new"));
 	get("/api/v1/jobs", OP_TOKEN, &r);
 	assert_error(&r, 401, "unauthorized");
 	get("/api/v1/jobs", "op-new", &r);
 	assert_int_equal(r.status, 200);
 	post("/webhook", "wh-new", v4_payload, &r);
 	assert_int_equal(r.status, 202);
-	http_set_tokens(srv, WH_TOKEN, OP_TOKEN);
+	http_set_auth(srv, principals(WH_TOKEN, OP_TOKEN));
 }
 
 static void test_routes(void **state)
@@ -727,6 +796,9 @@ static const struct {
 } documented[ENGINE_RESULT_COUNT] = {
 	[ENGINE_ACCEPTED] = { 202, NULL, "" },
 	[ENGINE_CANCEL_REQUESTED] = { 200, NULL, "" },
+	[ENGINE_DONE] = { 200, NULL, "" },
+	[ENGINE_INVALID] = { 400, "invalid_request", "" },
+	[ENGINE_FORBIDDEN] = { 403, "forbidden", "" },
 	[ENGINE_UNKNOWN_PLAYBOOK] = { 404, "unknown_playbook", "" },
 	[ENGINE_NOT_FOUND] = { 404, "not_found", "" },
 	[ENGINE_CONFLICT] = { 409, "conflict", "" },
@@ -1118,11 +1190,11 @@ static void test_start_config(void **state)
 	/* No token and no insecure_no_auth: refused. */
 	assert_int_equal(http_start(&cfg, &fake_engine, &h, &p, err, sizeof(err)), RD_ERR);
 	assert_null(h);
-	assert_non_null(strstr(err, "token"));
-	/* An empty token counts as none. */
-	cfg.webhook_token = "";
+	assert_non_null(strstr(err, "principal"));
+	/* An empty table counts as none. */
+	cfg.auth = auth_new();
 	assert_int_equal(http_start(&cfg, &fake_engine, &h, &p, err, sizeof(err)), RD_ERR);
-	cfg.webhook_token = NULL;
+	cfg.auth = NULL;
 
 	/* Junk listen addresses. */
 	cfg.insecure_no_auth = 1;

@@ -143,8 +143,10 @@ static void test_transition_table(void **state)
 	static const int ok[JS_COUNT][JS_COUNT] = {
 		[JS_QUEUED] = {[JS_RUNNING] = 1, [JS_CANCELLED] = 1, [JS_FAILED] = 1},
 		[JS_RUNNING] = {[JS_SUCCEEDED] = 1, [JS_FAILED] = 1, [JS_CANCELLED] = 1,
-		                [JS_RETRY_WAIT] = 1, [JS_QUEUED] = 1},
+		                [JS_RETRY_WAIT] = 1, [JS_QUEUED] = 1, [JS_AWAITING_APPROVAL] = 1},
 		[JS_RETRY_WAIT] = {[JS_RUNNING] = 1, [JS_CANCELLED] = 1, [JS_FAILED] = 1},
+		/* approved, rejected or cancelled, timed out */
+		[JS_AWAITING_APPROVAL] = {[JS_QUEUED] = 1, [JS_CANCELLED] = 1, [JS_FAILED] = 1},
 	};
 
 	(void)state;
@@ -225,7 +227,7 @@ static void test_refused_transitions(void **state)
 	struct job_counts c;
 	struct job j;
 	static const enum job_state final[] = {JS_SUCCEEDED, JS_FAILED, JS_CANCELLED,
-	                                       JS_BUDGET_EXHAUSTED};
+	                                       JS_BUDGET_EXHAUSTED, JS_PAUSED};
 
 	(void)state;
 	memset(&c, 0, sizeof(c));

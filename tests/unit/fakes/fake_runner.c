@@ -172,6 +172,15 @@ void runner_cancel(struct runner *r, const char *job_id)
 	record(c);
 }
 
+void runner_approve(struct runner *r, const char *job_id)
+{
+	cJSON *c = entry("approve");
+
+	(void)r;
+	put_str(c, "id", job_id);
+	record(c);
+}
+
 void runner_drain(struct runner *r, double grace)
 {
 	cJSON *c = entry("drain");

@@ -16,6 +16,8 @@ struct store {
 	cJSON *jobs;        /* id -> row (+ "_attempts", "_events", "stalls") */
 	cJSON *escalations; /* rows in insertion order */
 	cJSON *log;         /* committed batches */
+	cJSON *pauses;      /* scope -> pause row */
+	cJSON *audit;       /* audit rows in order */
 	int fail, commits, failed;
 	int healthy;
 	int defer;          /* store_commit_cb holds batches until fake_store_flush */
@@ -68,6 +70,7 @@ static void set_item(cJSON *o, const char *k, cJSON *v)
 static const char *const job_mutable[] = {
 	"state", "outcome", "error", "attempts", "max_attempts", "notifications",
 	"created_at", "updated_at", "started_at", "ended_at", "next_run_at",
+	"cancelled_by", "approval", "approved_by", "plan_attempts",
 };
 
 static cJSON *job_json(const char *op, const struct job_row *j)
@@ -92,6 +95,11 @@ static cJSON *job_json(const char *op, const struct job_row *j)
 	cJSON_AddNumberToObject(o, "started_at", j->started_at);
 	cJSON_AddNumberToObject(o, "ended_at", j->ended_at);
 	cJSON_AddNumberToObject(o, "next_run_at", j->next_run_at);
+	put_str(o, "triggered_by", j->triggered_by);
+	put_str(o, "cancelled_by", j->cancelled_by);
+	put_str(o, "approval", j->approval);
+	put_str(o, "approved_by", j->approved_by);
+	cJSON_AddNumberToObject(o, "plan_attempts", j->plan_attempts);
 	return o;
 }
 
@@ -128,7 +136,9 @@ static void row_view(const cJSON *o, struct job_row *j)
 		.notifications = (int)get_num(o, "notifications"), .created_at = get_num(o, "created_at"),
 		.updated_at = get_num(o, "updated_at"), .started_at = get_num(o, "started_at"),
 		.ended_at = get_num(o, "ended_at"), .next_run_at = get_num(o, "next_run_at"),
-		.stalls = (int)get_num(o, "stalls"),
+		.stalls = (int)get_num(o, "stalls"), .triggered_by = get_str(o, "triggered_by"),
+		.cancelled_by = get_str(o, "cancelled_by"), .approval = get_str(o, "approval"),
+		.approved_by = get_str(o, "approved_by"), .plan_attempts = (int)get_num(o, "plan_attempts"),
 	};
 }
 
@@ -203,6 +213,13 @@ static void apply(struct store *s, const cJSON *op)
 		cJSON_AddItemToArray(cJSON_GetObjectItemCaseSensitive(job, "_events"), cJSON_Duplicate(op, 1));
 		if (strcmp(get_str(op, "type"), "watchdog") == 0)
 			set_item(job, "stalls", cJSON_CreateNumber(get_num(job, "stalls") + 1));
+	} else if (strcmp(kind, "audit") == 0) {
+		cJSON_AddItemToArray(s->audit, cJSON_Duplicate(op, 1));
+	} else if (strcmp(kind, "pause") == 0) {
+		cJSON_DeleteItemFromObjectCaseSensitive(s->pauses, get_str(op, "scope"));
+		cJSON_AddItemToObject(s->pauses, get_str(op, "scope"), cJSON_Duplicate(op, 1));
+	} else if (strcmp(kind, "unpause") == 0) {
+		cJSON_DeleteItemFromObjectCaseSensitive(s->pauses, get_str(op, "scope"));
 	} else if (strcmp(kind, "escalation") == 0) {
 		cJSON_AddItemToArray(s->escalations, cJSON_Duplicate(op, 1));
 	} else if (strcmp(kind, "escalation_update") == 0) {
@@ -217,7 +234,7 @@ static void apply(struct store *s, const cJSON *op)
 static int final_state(const char *st)
 {
 	return !st || !(strcmp(st, "queued") == 0 || strcmp(st, "running") == 0 ||
-	                strcmp(st, "retry_wait") == 0);
+	                strcmp(st, "retry_wait") == 0 || strcmp(st, "awaiting_approval") == 0);
 }
 
 /* ---- store.h ---- */
@@ -231,6 +248,8 @@ struct store *fake_store_new(void)
 	s->jobs = cJSON_CreateObject();
 	s->escalations = cJSON_CreateArray();
 	s->log = cJSON_CreateArray();
+	s->pauses = cJSON_CreateObject();
+	s->audit = cJSON_CreateArray();
 	s->healthy = 1;
 	return s;
 }
@@ -259,6 +278,8 @@ void store_close(struct store *s)
 	cJSON_Delete(s->jobs);
 	cJSON_Delete(s->escalations);
 	cJSON_Delete(s->log);
+	cJSON_Delete(s->pauses);
+	cJSON_Delete(s->audit);
 	pthread_mutex_destroy(&s->mu);
 	free(s);
 }
@@ -328,6 +349,77 @@ int store_batch_event(struct store_batch *b, const char *job_id, int attempt, co
 	cJSON_AddNumberToObject(o, "planned", planned);
 	cJSON_AddNumberToObject(o, "ts", ts);
 	return push(b, o);
+}
+
+int store_batch_audit(struct store_batch *b, const struct audit_row *a)
+{
+	cJSON *o = cJSON_CreateObject();
+	cJSON_AddStringToObject(o, "op", "audit");
+	cJSON_AddNumberToObject(o, "ts", a->ts);
+	put_str(o, "principal", a->principal);
+	put_str(o, "role", a->role);
+	put_str(o, "address", a->address);
+	put_str(o, "action", a->action);
+	put_str(o, "job_id", a->job_id);
+	put_str(o, "playbook", a->playbook);
+	put_str(o, "reason", a->reason);
+	return push(b, o);
+}
+
+int store_batch_pause(struct store_batch *b, const struct pause_row *p)
+{
+	cJSON *o = cJSON_CreateObject();
+	cJSON_AddStringToObject(o, "op", "pause");
+	put_str(o, "scope", p->scope);
+	put_str(o, "principal", p->principal);
+	put_str(o, "reason", p->reason);
+	cJSON_AddNumberToObject(o, "since", p->since);
+	cJSON_AddNumberToObject(o, "until", p->until);
+	return push(b, o);
+}
+
+int store_batch_unpause(struct store_batch *b, const char *scope)
+{
+	cJSON *o = cJSON_CreateObject();
+	cJSON_AddStringToObject(o, "op", "unpause");
+	put_str(o, "scope", scope);
+	return push(b, o);
+}
+
+enum rd_status store_scan_pauses(struct store *s, void (*cb)(const struct pause_row *p, void *arg),
+                                 void *arg)
+{
+	cJSON *copy, *it;
+
+	pthread_mutex_lock(&s->mu);
+	copy = cJSON_Duplicate(s->pauses, 1);
+	pthread_mutex_unlock(&s->mu);
+	cJSON_ArrayForEach(it, copy)
+	{
+		struct pause_row p = {get_str(it, "scope"), get_str(it, "principal"), get_str(it, "reason"),
+		                      get_num(it, "since"), get_num(it, "until")};
+		cb(&p, arg);
+	}
+	cJSON_Delete(copy);
+	return RD_OK;
+}
+
+/* The audit rows as committed, newest first (no filters: the real query is
+ * tested against SQLite in test_store). */
+enum rd_status store_audit_json(struct store *s, const struct audit_query *q, cJSON **out)
+{
+	cJSON *o = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(o, "entries");
+	int n;
+
+	(void)q;
+	pthread_mutex_lock(&s->mu);
+	n = cJSON_GetArraySize(s->audit);
+	for (int i = n - 1; i >= 0; i--)
+		cJSON_AddItemToArray(arr, cJSON_Duplicate(cJSON_GetArrayItem(s->audit, i), 1));
+	pthread_mutex_unlock(&s->mu);
+	cJSON_AddNullToObject(o, "next");
+	*out = o;
+	return RD_OK;
 }
 
 int store_batch_escalation(struct store_batch *b, const struct escalation_row *e)

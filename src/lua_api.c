@@ -451,7 +451,7 @@ void lua_api_open(lua_State *L, struct job *job)
 	lua_setfield(L, -2, "log");
 	lua_json_open(L);
 	lua_setfield(L, -2, "json");
-	lua_pushboolean(L, job ? job->dry_run : 0);
+	lua_pushboolean(L, job ? job_plans_only(job) : 0);
 	lua_setfield(L, -2, "dry_run");
 	lua_pushvalue(L, -1);
 	lua_setglobal(L, "recovery");

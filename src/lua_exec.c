@@ -243,7 +243,7 @@ static enum exec_step exec_build(lua_State *L, struct job *j, const struct exec_
 		snprintf(err, errlen, "program %s is not allowed (see --exec-allow)", cmd->argv[0]);
 		return EXEC_FAILED;
 	}
-	if (j->dry_run && q->mutates) {
+	if (job_plans_only(j) && q->mutates) {
 		lua_api_record(j, "action", cmd->c->detail, 1);
 		cmd->c->detail = NULL;
 		return EXEC_PLANNED;

@@ -271,7 +271,7 @@ static enum http_built http_build(lua_State *L, struct job *j, struct http_req *
 	/* Dry-run: reads run, writes are recorded and answered with a 200. */
 	if (!q->mutates)
 		cJSON_AddBoolToObject(c->detail, "mutates", 0);
-	if (j->dry_run && q->mutates) {
+	if (job_plans_only(j) && q->mutates) {
 		cJSON_AddNumberToObject(c->detail, "body_bytes", (double)q->body_len);
 		lua_api_record(j, "action", c->detail, 1);
 		c->detail = NULL;

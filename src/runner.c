@@ -611,7 +611,7 @@ static void push_ctx(lua_State *L, struct job *j, int n)
 	lua_pushstring(L, j->playbook_name);
 	lua_setfield(L, -2, "playbook");
 	lua_setfield(L, -2, "job");
-	lua_pushboolean(L, j->dry_run);
+	lua_pushboolean(L, job_plans_only(j));
 	lua_setfield(L, -2, "dry_run");
 	lua_api_push_settings(L, j->playbook_name); /* merged over pb.settings by the driver */
 	lua_setfield(L, -2, "settings");

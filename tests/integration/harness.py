@@ -32,7 +32,7 @@ if FAKES_DIR not in sys.path:
     sys.path.insert(0, FAKES_DIR)
 from recorder import Recorder  # noqa: E402  (tests/fakes/recorder.py)
 
-TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled", "budget_exhausted"})
+TERMINAL_STATES = frozenset({"succeeded", "failed", "cancelled", "budget_exhausted", "paused"})
 START_TIMEOUT = 10.0
 
 
@@ -305,6 +305,8 @@ class Recoveryd:
         else:
             self.tokens = {k: v for k, v in tokens.items() if v is not None}
         self.token_files = {}
+        self.principal_tokens = {}
+        self.tokens_file = None
         for kind, value in self.tokens.items():
             path = os.path.join(tmpdir, "%s.token" % kind)
             with open(path, "w") as f:
@@ -321,6 +323,26 @@ class Recoveryd:
         self._threads = []
         if start:
             self.start()
+
+    def set_principals(self, principals):
+        """Write a tokens file of named principals and use it (from the next
+        start or SIGHUP). principals: {name: (role, token[, "pb1,pb2"])}.
+        The file holds each token's SHA-256, never the token; requests name
+        the principal (token="alice")."""
+        import hashlib
+        path = os.path.join(self.tmpdir, "tokens")
+        lines = ["# name role sha256(token) [playbooks]"]
+        for name, spec in principals.items():
+            role, tok = spec[0], spec[1]
+            scope = (" " + spec[2]) if len(spec) > 2 and spec[2] else ""
+            lines.append("%s %s %s%s" % (name, role, hashlib.sha256(tok.encode()).hexdigest(), scope))
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+        self.tokens_file = path
+        self.principal_tokens = {name: spec[1] for name, spec in principals.items()}
 
     # -- files -----------------------------------------------------------
     def write_playbook(self, name, src):
@@ -354,6 +376,8 @@ class Recoveryd:
             args += ["--webhook-token-file", self.token_files["webhook"]]
         if "operator" in self.token_files:
             args += ["--operator-token-file", self.token_files["operator"]]
+        if self.tokens_file:
+            args += ["--tokens-file", self.tokens_file]
         args += ["--secrets-dir", self.secrets_dir]
         return args
 
@@ -512,7 +536,7 @@ class Recoveryd:
             return None
         if token in ("webhook", "operator"):
             return self.tokens.get(token)
-        return token
+        return self.principal_tokens.get(token, token)
 
     def request(self, method, path, body=None, token="operator", content_type="application/json",
                 headers=None, timeout=30.0):

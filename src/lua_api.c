@@ -304,7 +304,7 @@ lua_Number lua_api_checknumber(lua_State *L, const char *fn, int arg)
 const char *lua_api_tolstring(lua_State *L, int idx, const char *what, size_t *len)
 {
 	if (lua_type(L, idx) != LUA_TSTRING && lua_type(L, idx) != LUA_TNUMBER)
-		lua_api_fatal(L, "%s: string expected, got %s", what, luaL_typename(L, idx));
+		lua_api_fatal(L, "%s: expected a string, got %s", what, luaL_typename(L, idx));
 	return lua_tolstring(L, idx, len);
 }
 
@@ -327,14 +327,14 @@ lua_Number lua_api_optnumber(lua_State *L, int idx, const char *what, lua_Number
 		return def;
 	n = lua_tonumberx(L, idx, &isnum);
 	if (!isnum)
-		lua_api_fatal(L, "%s: number expected, got %s", what, luaL_typename(L, idx));
+		lua_api_fatal(L, "%s: expected a number, got %s", what, luaL_typename(L, idx));
 	return n;
 }
 
 void lua_api_checkfield(lua_State *L, int idx, const char *what, int t)
 {
 	if (lua_type(L, idx) != t)
-		lua_api_fatal(L, "%s: %s expected, got %s", what, lua_typename(L, t), luaL_typename(L, idx));
+		lua_api_fatal(L, "%s: expected a %s, got %s", what, lua_typename(L, t), luaL_typename(L, idx));
 }
 
 static int allowed_key(lua_State *L, const char *const *keys, lua_Integer n_list)

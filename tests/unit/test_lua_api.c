@@ -193,9 +193,10 @@ static void test_misuse_is_permanent(void **state)
 	       "has(permanent(recovery.log.warn, 'x', {f = print}), 'recovery.log: fields: ')\n"
 	       "has(permanent(recovery.json.decode, nil), 'recovery.json.decode: bad argument #1')\n"
 	       "has(permanent(recovery.json.array, 'x'), 'recovery.json.array: bad argument #1')\n"
+	       "has(permanent(recovery.http, {}), 'recovery.http: url: expected a string, got nil')\n"
 	       "has(permanent(recovery.http, {url = 'ftp://x/'}), 'url must start with http:// or https://')\n"
-	       "has(permanent(recovery.http, {url = 'http://x/', timeout = 'soon'}), 'timeout: number expected')\n"
-	       "has(permanent(recovery.http, {url = 'http://x/', headers = 'h'}), 'headers: table expected')\n"
+	       "has(permanent(recovery.http, {url = 'http://x/', timeout = 'soon'}), 'timeout: expected a number, got string')\n"
+	       "has(permanent(recovery.http, {url = 'http://x/', headers = 'h'}), 'headers: expected a table, got string')\n"
 	       "has(permanent(recovery.http, {url = 'http://x/', ca_file = '/etc/ssl/ca.pem'}), 'ca_file')\n"
 	       "has(permanent(recovery.exec, {}), 'recovery.exec: bad argument #1 (argv: 1 to 256 strings)')\n"
 	       "has(permanent(recovery.exec, {'/bin/echo', {}}), 'argv[2] must be a string')\n"
@@ -322,7 +323,7 @@ static void test_exec_not_allowed_is_permanent(void **state)
 		 * runner refuses is nil, err. */
 		run(L, "has(permanent(recovery.http, {url = 'http://x/', json = {f = print}}), 'recovery.http: json: ')\n"
 		       "has(permanent(recovery.http, {url = 'http://x/', headers = {A = 'x\\r\\nB: y'}}), 'CR, LF')\n"
-		       "has(permanent(recovery.exec, {'/bin/echo', timeout = 'x'}), 'timeout: number expected')\n"
+		       "has(permanent(recovery.exec, {'/bin/echo', timeout = 'x'}), 'timeout: expected a number')\n"
 		       "local v, err = recovery.http{url = 'http://x/'}\n"
 		       "assert(v == nil and err == 'not in this test', tostring(err))\n");
 		/* From a coroutine: misuse too. */
@@ -457,7 +458,7 @@ static void test_http_bad_timeout_keeps_settings_usable(void **state)
 	(void)state;
 	lua_State *L = new_state();
 	run(L, "local ok, err = pcall(recovery.http, {url = 'http://127.0.0.1/', timeout = 'soon'})\n"
-	       "assert(not ok and tostring(err):find('number expected'), tostring(err))\n"
+	       "assert(not ok and tostring(err):find('expected a number'), tostring(err))\n"
 	       "local ok2, e = pcall(recovery.secret, 'token')\n"
 	       "assert(not ok2 and tostring(e):find('no secrets directory'), tostring(e))\n");
 	lua_close(L);

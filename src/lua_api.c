@@ -1,9 +1,12 @@
 /* The `recovery` module: the module table, sleep, log, json, secret, env,
- * read_file, fail, now, dry_run; http is in lua_http.c, exec in
- * lua_exec.c. Every binding checks its arguments with luaL_check*;
- * expected failures return nil, err; misuse raises (Redis / HAProxy
- * convention). http, exec and sleep yield the job's coroutine to the
- * runner, which they reach through job->host only. */
+ * read_file, fail, fatal, now, dry_run; http is in lua_http.c, exec in
+ * lua_exec.c. Expected failures return nil, err; misuse raises (Redis /
+ * HAProxy convention), and since another attempt cannot change misuse
+ * (a bad argument, an unknown option, a program or path outside the
+ * allow-lists, no --secrets-dir) it raises a permanent error: the job
+ * fails without retries. Every binding checks its arguments with the
+ * lua_api_check* helpers below for that. http, exec and sleep yield the
+ * job's coroutine to the runner, which they reach through job->host only. */
 #include "recoveryd/lua_api.h"
 
 #include <ctype.h>
@@ -11,6 +14,7 @@
 #include <lauxlib.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +30,7 @@
 #define SECRET_MAX (64 * 1024)
 
 static const char JOB_KEY[] = "recoveryd.job";
+static const char FINAL_MT[] = "recoveryd.final";
 
 static pthread_mutex_t conf_lock = PTHREAD_MUTEX_INITIALIZER;
 static char *conf_secrets_dir;
@@ -122,9 +127,9 @@ struct job *lua_api_yielding_job(lua_State *L, const char *fn)
 {
 	struct job *j = lua_api_job(L);
 	if (!j)
-		luaL_error(L, "recovery.%s is only available inside run and verify", fn);
+		lua_api_fatal(L, "recovery.%s is only available inside run and verify", fn);
 	if (!j->host || j->host->thread(j) != L)
-		luaL_error(L, "recovery.%s must be called from the playbook itself, not from a coroutine", fn);
+		lua_api_fatal(L, "recovery.%s must be called from the playbook itself, not from a coroutine", fn);
 	return j;
 }
 
@@ -183,20 +188,218 @@ int lua_api_exec_allowed(const char *prog)
 	return ok;
 }
 
+/* ---------- permanent errors ---------- */
+
+/* The message on top becomes the error value that ends the job without
+ * retries: {reason, recoveryd_final = true[, permanent = true]}, which the
+ * attempt driver recognises (and a pcall catches like any error). Its
+ * tostring is the reason, so a playbook that catches and logs it reads the
+ * message. */
+static int raise_final(lua_State *L, int permanent)
+{
+	lua_newtable(L);
+	lua_insert(L, -2);
+	lua_setfield(L, -2, "reason");
+	lua_pushboolean(L, 1);
+	lua_setfield(L, -2, "recoveryd_final");
+	if (permanent) {
+		lua_pushboolean(L, 1);
+		lua_setfield(L, -2, "permanent");
+	}
+	luaL_setmetatable(L, FINAL_MT);
+	return lua_error(L);
+}
+
+static int final_tostring(lua_State *L)
+{
+	luaL_checktype(L, 1, LUA_TTABLE);
+	lua_pushliteral(L, "reason");
+	lua_rawget(L, 1);
+	if (lua_type(L, -1) != LUA_TSTRING)
+		lua_pushliteral(L, "failed");
+	return 1;
+}
+
+int lua_api_fatal(lua_State *L, const char *fmt, ...)
+{
+	va_list ap;
+
+	luaL_where(L, 1);
+	va_start(ap, fmt);
+	lua_pushvfstring(L, fmt, ap);
+	va_end(ap);
+	lua_concat(L, 2);
+	return raise_final(L, 1);
+}
+
+const char *lua_api_error_text(lua_State *L, int idx, int *final, int *permanent)
+{
+	const char *s = NULL;
+
+	*final = *permanent = 0;
+	if (lua_type(L, idx) == LUA_TSTRING)
+		return lua_tostring(L, idx);
+	if (lua_type(L, idx) != LUA_TTABLE)
+		return NULL;
+	idx = lua_absindex(L, idx);
+	/* Raw reads: no metamethod runs. */
+	lua_pushliteral(L, "recoveryd_final");
+	*final = lua_rawget(L, idx) != LUA_TNIL && lua_toboolean(L, -1);
+	lua_pop(L, 1);
+	if (!*final)
+		return NULL;
+	lua_pushliteral(L, "permanent");
+	*permanent = lua_rawget(L, idx) != LUA_TNIL && lua_toboolean(L, -1);
+	lua_pop(L, 1);
+	lua_pushliteral(L, "reason");
+	if (lua_rawget(L, idx) == LUA_TSTRING)
+		s = lua_tostring(L, -1); /* kept alive by the marker */
+	lua_pop(L, 1);
+	return s;
+}
+
+int lua_api_argerror(lua_State *L, const char *fn, int arg, const char *msg)
+{
+	return lua_api_fatal(L, "recovery.%s: bad argument #%d (%s)", fn, arg, msg);
+}
+
+static int type_error(lua_State *L, const char *fn, int arg, const char *want)
+{
+	return lua_api_argerror(L, fn, arg, lua_pushfstring(L, "%s expected, got %s", want, luaL_typename(L, arg)));
+}
+
+void lua_api_checktype(lua_State *L, const char *fn, int arg, int t)
+{
+	if (lua_type(L, arg) != t)
+		type_error(L, fn, arg, lua_typename(L, t));
+}
+
+const char *lua_api_checklstring(lua_State *L, const char *fn, int arg, size_t *len)
+{
+	if (lua_type(L, arg) != LUA_TSTRING && lua_type(L, arg) != LUA_TNUMBER)
+		type_error(L, fn, arg, "string");
+	return lua_tolstring(L, arg, len);
+}
+
+const char *lua_api_checkcstr(lua_State *L, const char *fn, int arg)
+{
+	size_t len;
+	const char *s = lua_api_checklstring(L, fn, arg, &len);
+
+	if (memchr(s, '\0', len))
+		lua_api_argerror(L, fn, arg, "must not contain a NUL byte");
+	return s;
+}
+
+lua_Number lua_api_checknumber(lua_State *L, const char *fn, int arg)
+{
+	int isnum;
+	lua_Number n = lua_tonumberx(L, arg, &isnum);
+
+	if (!isnum)
+		type_error(L, fn, arg, "number");
+	return n;
+}
+
+const char *lua_api_tolstring(lua_State *L, int idx, const char *what, size_t *len)
+{
+	if (lua_type(L, idx) != LUA_TSTRING && lua_type(L, idx) != LUA_TNUMBER)
+		lua_api_fatal(L, "%s: expected a string, got %s", what, luaL_typename(L, idx));
+	return lua_tolstring(L, idx, len);
+}
+
+const char *lua_api_tocstr(lua_State *L, int idx, const char *what)
+{
+	size_t len;
+	const char *s = lua_api_tolstring(L, idx, what, &len);
+
+	if (memchr(s, '\0', len))
+		lua_api_fatal(L, "%s: must not contain a NUL byte", what);
+	return s;
+}
+
+lua_Number lua_api_optnumber(lua_State *L, int idx, const char *what, lua_Number def)
+{
+	int isnum;
+	lua_Number n;
+
+	if (lua_isnoneornil(L, idx))
+		return def;
+	n = lua_tonumberx(L, idx, &isnum);
+	if (!isnum)
+		lua_api_fatal(L, "%s: expected a number, got %s", what, luaL_typename(L, idx));
+	return n;
+}
+
+void lua_api_checkfield(lua_State *L, int idx, const char *what, int t)
+{
+	if (lua_type(L, idx) != t)
+		lua_api_fatal(L, "%s: expected a %s, got %s", what, lua_typename(L, t), luaL_typename(L, idx));
+}
+
+static int allowed_key(lua_State *L, const char *const *keys, lua_Integer n_list)
+{
+	if (lua_isinteger(L, -2)) {
+		lua_Integer i = lua_tointeger(L, -2);
+		return i >= 1 && i <= n_list;
+	}
+	if (lua_type(L, -2) != LUA_TSTRING)
+		return 0;
+	for (const char *const *k = keys; *k; k++)
+		if (strcmp(lua_tostring(L, -2), *k) == 0)
+			return 1;
+	return 0;
+}
+
+void lua_api_check_keys(lua_State *L, int idx, const char *fn, const char *const *keys, lua_Integer n_list)
+{
+	idx = lua_absindex(L, idx);
+	lua_pushnil(L);
+	while (lua_next(L, idx)) {
+		if (!allowed_key(L, keys, n_list)) {
+			luaL_Buffer b;
+			/* The key as written: "name", or [value] for any other type. */
+			if (lua_type(L, -2) == LUA_TSTRING) {
+				lua_pushfstring(L, "\"%s\"", lua_tostring(L, -2));
+			} else if (lua_type(L, -2) == LUA_TNUMBER) {
+				lua_pushvalue(L, -2); /* converted on the copy, not on the key */
+				lua_pushfstring(L, "[%s]", lua_tostring(L, -1));
+				lua_remove(L, -2);
+			} else {
+				lua_pushfstring(L, "of type %s", luaL_typename(L, -2));
+			}
+			luaL_buffinit(L, &b);
+			if (n_list > 0) {
+				lua_pushfstring(L, "[1] to [%I], ", n_list);
+				luaL_addvalue(&b);
+			}
+			for (const char *const *k = keys; *k; k++) {
+				if (k != keys)
+					luaL_addstring(&b, ", ");
+				luaL_addstring(&b, *k);
+			}
+			luaL_pushresult(&b);
+			lua_api_fatal(L, "recovery.%s: unknown option %s (allowed: %s)", fn, lua_tostring(L, -2),
+			              lua_tostring(L, -1));
+		}
+		lua_pop(L, 1);
+	}
+}
+
 /* ---------- log ---------- */
 
 static int do_log(lua_State *L, enum log_level lvl)
 {
-	const char *msg = sandbox_checkcstr(L, 1);
+	const char *msg = lua_api_checkcstr(L, "log", 1);
 	struct job *j = lua_api_job(L);
 	cJSON *fields = NULL, *detail;
 	const char *err = NULL;
 
 	if (!lua_isnoneornil(L, 2)) {
-		luaL_checktype(L, 2, LUA_TTABLE);
+		lua_api_checktype(L, "log", 2, LUA_TTABLE);
 		fields = lua_json_from(L, 2, &err);
 		if (!fields)
-			return luaL_error(L, "log fields: %s", err);
+			return lua_api_fatal(L, "recovery.log: fields: %s", err);
 	}
 	detail = cJSON_CreateObject();
 	cJSON_AddStringToObject(detail, "level", log_level_name(lvl));
@@ -239,17 +442,29 @@ static int l_print(lua_State *L)
 /* ---------- misc ---------- */
 
 /* recovery.fail(reason): fail this attempt and the job at once, without
- * retries (a precondition does not hold: escalate now). The marker table
- * is recognised by the attempt driver. */
+ * retries (a precondition does not hold: escalate now). */
 static int l_fail(lua_State *L)
 {
-	const char *why = sandbox_checkcstr(L, 1);
-	lua_newtable(L);
-	lua_pushstring(L, why);
-	lua_setfield(L, -2, "reason");
-	lua_pushboolean(L, 1);
-	lua_setfield(L, -2, "recoveryd_final");
-	return lua_error(L);
+	lua_api_checkcstr(L, "fail", 1);
+	lua_settop(L, 1);
+	return raise_final(L, 0);
+}
+
+/* recovery.fatal(message [, level]): error(message, level) made permanent,
+ * for the helper library's misuse checks (an unknown option key). */
+static int l_fatal(lua_State *L)
+{
+	const char *msg = lua_api_checkcstr(L, "fatal", 1);
+	int level = lua_isnoneornil(L, 2) ? 1 : (int)lua_api_checknumber(L, "fatal", 2);
+
+	if (level > 0) {
+		luaL_where(L, level);
+		lua_pushstring(L, msg);
+		lua_concat(L, 2);
+	} else {
+		lua_settop(L, 1);
+	}
+	return raise_final(L, 1);
 }
 
 static int l_now(lua_State *L)
@@ -279,21 +494,21 @@ static int valid_secret_name(const char *s)
 	return 1;
 }
 
+/* recovery.secret(name): a file of --secrets-dir, or nil, err when it
+ * cannot be read (it may appear later). No --secrets-dir is permanent. */
 static int l_secret(lua_State *L)
 {
-	const char *name = sandbox_checkcstr(L, 1);
+	const char *name = lua_api_checkcstr(L, "secret", 1);
 	struct job *j = lua_api_job(L);
 	char path[4096];
 	char *v;
 
 	if (!valid_secret_name(name))
-		return luaL_error(L, "recovery.secret: invalid name '%s' (letters, digits, . _ -)", name);
+		return lua_api_fatal(L, "recovery.secret: invalid name '%s' (letters, digits, . _ -)", name);
 	pthread_mutex_lock(&conf_lock);
 	if (!conf_secrets_dir) {
 		pthread_mutex_unlock(&conf_lock);
-		lua_pushnil(L);
-		lua_pushstring(L, "no secrets directory is configured (--secrets-dir)");
-		return 2;
+		return lua_api_fatal(L, "recovery.secret: no secrets directory is configured (--secrets-dir)");
 	}
 	snprintf(path, sizeof(path), "%s/%s", conf_secrets_dir, name);
 	pthread_mutex_unlock(&conf_lock);
@@ -313,7 +528,7 @@ static int l_secret(lua_State *L)
 /* recovery.env(name): only variables named by --env-allow. */
 static int l_env(lua_State *L)
 {
-	const char *name = sandbox_checkcstr(L, 1);
+	const char *name = lua_api_checkcstr(L, "env", 1);
 	int ok = 0;
 
 	pthread_mutex_lock(&conf_lock);
@@ -321,7 +536,7 @@ static int l_env(lua_State *L)
 		ok = strcmp(*p, name) == 0;
 	pthread_mutex_unlock(&conf_lock);
 	if (!ok)
-		return luaL_error(L, "recovery.env: '%s' is not allowed (see --env-allow)", name);
+		return lua_api_fatal(L, "recovery.env: '%s' is not allowed (see --env-allow)", name);
 	const char *v = getenv(name);
 	if (!v)
 		return 0;
@@ -352,7 +567,8 @@ int lua_api_read_allowed(const char *path)
  * account token, a CA bundle); the content is redacted like a secret. */
 static int l_read_file(lua_State *L)
 {
-	const char *path = sandbox_checkcstr(L, 1);
+	static const char *const keys[] = {"secret", NULL};
+	const char *path = lua_api_checkcstr(L, "read_file", 1);
 	size_t len;
 	char *v;
 	int secret = 1;
@@ -360,7 +576,8 @@ static int l_read_file(lua_State *L)
 	/* {secret = false}: a namespace name or a CA bundle, which would
 	 * otherwise be masked wherever it appears (URLs included). */
 	if (!lua_isnoneornil(L, 2)) {
-		luaL_checktype(L, 2, LUA_TTABLE);
+		lua_api_checktype(L, "read_file", 2, LUA_TTABLE);
+		lua_api_check_keys(L, 2, "read_file", keys, 0);
 		lua_getfield(L, 2, "secret");
 		if (!lua_isnil(L, -1))
 			secret = lua_toboolean(L, -1);
@@ -368,8 +585,8 @@ static int l_read_file(lua_State *L)
 	}
 
 	if (!lua_api_read_allowed(path))
-		return luaL_error(L, "recovery.read_file: %s is outside the allowed directories (see --read-allow)",
-		                  path);
+		return lua_api_fatal(L, "recovery.read_file: %s is outside the allowed directories (see --read-allow)",
+		                     path);
 	v = rd_read_file(path, SECRET_MAX, &len, 0);
 	if (!v) {
 		lua_pushnil(L);
@@ -401,12 +618,13 @@ static int finish_nothing(lua_State *co, struct op *op)
 
 static int l_sleep(lua_State *L)
 {
-	double s = luaL_checknumber(L, 1);
+	double s = lua_api_checknumber(L, "sleep", 1);
 	struct job *j;
 	struct op *op;
 	char err[128];
 
-	luaL_argcheck(L, s >= 0 && isfinite(s), 1, "seconds must be >= 0");
+	if (!(s >= 0 && isfinite(s)))
+		lua_api_argerror(L, "sleep", 1, "seconds must be >= 0");
 	j = lua_api_yielding_job(L, "sleep");
 	op = calloc(1, sizeof(*op));
 	if (!op)
@@ -432,13 +650,20 @@ void lua_api_open(lua_State *L, struct job *job)
 {
 	static const luaL_Reg fns[] = {{"http", lua_http_request},  {"exec", lua_exec_run}, {"sleep", l_sleep},
 	                               {"secret", l_secret},         {"now", l_now},         {"env", l_env},
-	                               {"read_file", l_read_file},   {"fail", l_fail},
+	                               {"read_file", l_read_file},   {"fail", l_fail},       {"fatal", l_fatal},
 	                               {NULL, NULL}};
 	static const luaL_Reg logf[] = {
 		{"info", l_log_info}, {"warn", l_log_warn}, {"error", l_log_error}, {NULL, NULL}};
 
 	lua_pushlightuserdata(L, job);
 	lua_setfield(L, LUA_REGISTRYINDEX, JOB_KEY);
+	/* Attached by C: protected, as every such metatable. */
+	if (luaL_newmetatable(L, FINAL_MT)) {
+		lua_pushcfunction(L, final_tostring);
+		lua_setfield(L, -2, "__tostring");
+		sandbox_protect_metatable(L, -1);
+	}
+	lua_pop(L, 1);
 	lua_http_open(L);
 	luaL_newlib(L, fns);
 	pthread_mutex_lock(&conf_lock);

@@ -1,6 +1,7 @@
 /* Internals of the `recovery` module shared by its files: lua_api.c (the
  * module table, the job of a state, the configuration, the small
- * primitives), lua_http.c (recovery.http) and lua_exec.c (recovery.exec).
+ * primitives, permanent errors), lua_http.c (recovery.http), lua_exec.c
+ * (recovery.exec) and lua_json.c (recovery.json's argument checks).
  * The job's runner is reached only through job->host (recoveryd/op.h). */
 #ifndef RECOVERYD_LUA_API_IMPL_H
 #define RECOVERYD_LUA_API_IMPL_H
@@ -31,6 +32,31 @@ int lua_api_begin(struct job *j, struct op *op, char *err, size_t errlen);
 int lua_api_submit(lua_State *L, struct job *j, struct op *op, void (*discard)(struct op *op));
 /* deadline: the attempt's, in rd_mono seconds. */
 double lua_api_deadline(struct job *j);
+
+/* Permanent errors: misuse that another attempt cannot change. Each raises
+ * the error value of recovery.fail (the job fails without retries), marked
+ * permanent, whose reason is the message prefixed by the position of the
+ * Lua code that called the binding. They never return. */
+int lua_api_fatal(lua_State *L, const char *fmt, ...);
+/* "recovery.<fn>: bad argument #<arg> (<msg>)" */
+int lua_api_argerror(lua_State *L, const char *fn, int arg, const char *msg);
+/* luaL_checktype, luaL_checknumber, luaL_checklstring and
+ * sandbox_checkcstr (a string or a number, without NUL bytes), permanent. */
+void lua_api_checktype(lua_State *L, const char *fn, int arg, int t);
+lua_Number lua_api_checknumber(lua_State *L, const char *fn, int arg);
+const char *lua_api_checklstring(lua_State *L, const char *fn, int arg, size_t *len);
+const char *lua_api_checkcstr(lua_State *L, const char *fn, int arg);
+/* The same for a field's value at idx, named by what ("recovery.http:
+ * url"): a string or a number (converted in place), the same without NUL
+ * bytes, a number or nil (def), a value of type t. */
+const char *lua_api_tolstring(lua_State *L, int idx, const char *what, size_t *len);
+const char *lua_api_tocstr(lua_State *L, int idx, const char *what);
+lua_Number lua_api_optnumber(lua_State *L, int idx, const char *what, lua_Number def);
+void lua_api_checkfield(lua_State *L, int idx, const char *what, int t);
+/* Every key of the options table at idx is one of keys (NULL-terminated)
+ * or an integer from 1 to n_list (an argv); else a permanent error naming
+ * the key and listing the allowed ones. */
+void lua_api_check_keys(lua_State *L, int idx, const char *fn, const char *const *keys, lua_Integer n_list);
 
 /* The configuration (lua_api_configure). */
 double lua_api_http_timeout(void);

@@ -126,53 +126,56 @@ struct exec_req {
 	double timeout;         /* seconds, within the attempt's deadline */
 };
 
-/* Check the arguments of recovery.exec into q and return the job; raises on
- * misuse. Allocates nothing. */
+/* Check the arguments of recovery.exec into q and return the job; misuse
+ * raises a permanent error. Allocates nothing. */
 static struct job *exec_parse(lua_State *L, struct exec_req *q)
 {
+	static const char *const keys[] = {"timeout", "env", "stdin", "mutates", NULL};
 	struct job *j;
 	double remaining;
 
 	memset(q, 0, sizeof(*q));
-	luaL_checktype(L, 1, LUA_TTABLE);
+	lua_api_checktype(L, "exec", 1, LUA_TTABLE);
 	q->argc = lua_rawlen(L, 1);
-	luaL_argcheck(L, q->argc >= 1 && q->argc <= EXEC_ARGS_MAX, 1, "argv: 1 to 256 strings");
+	if (q->argc < 1 || q->argc > EXEC_ARGS_MAX)
+		lua_api_argerror(L, "exec", 1, "argv: 1 to 256 strings");
+	lua_api_check_keys(L, 1, "exec", keys, (lua_Integer)q->argc);
 	for (size_t i = 1; i <= q->argc; i++) {
 		lua_rawgeti(L, 1, (lua_Integer)i);
 		if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER)
-			luaL_error(L, "recovery.exec: argv[%d] must be a string", (int)i);
+			lua_api_fatal(L, "recovery.exec: argv[%d] must be a string", (int)i);
 		if (sandbox_has_nul(L, -1))
-			luaL_error(L, "recovery.exec: argv[%d] must not contain a NUL byte", (int)i);
+			lua_api_fatal(L, "recovery.exec: argv[%d] must not contain a NUL byte", (int)i);
 		lua_pop(L, 1);
 	}
 	lua_getfield(L, 1, "mutates");
 	q->mutates = lua_isnil(L, -1) ? 1 : lua_toboolean(L, -1);
 	lua_getfield(L, 1, "stdin");
 	if (!lua_isnil(L, -1))
-		q->stdin_data = luaL_checklstring(L, -1, &q->stdin_len);
+		q->stdin_data = lua_api_tolstring(L, -1, "recovery.exec: stdin", &q->stdin_len);
 	lua_getfield(L, 1, "env");
 	if (!lua_isnil(L, -1)) {
-		luaL_checktype(L, -1, LUA_TTABLE);
+		lua_api_checkfield(L, -1, "recovery.exec: env", LUA_TTABLE);
 		q->env = lua_gettop(L);
 		lua_pushnil(L);
 		size_t n = 0;
 		while (lua_next(L, q->env)) {
 			/* Refuse what cannot be passed whole, rather than drop it. */
 			if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
-				luaL_error(L, "recovery.exec: env must map names to strings");
+				lua_api_fatal(L, "recovery.exec: env must map names to strings");
 			if (sandbox_has_nul(L, -2) || sandbox_has_nul(L, -1))
-				luaL_error(L, "recovery.exec: env names and values must not contain a NUL byte");
+				lua_api_fatal(L, "recovery.exec: env names and values must not contain a NUL byte");
 			if (!*lua_tostring(L, -2) || strchr(lua_tostring(L, -2), '='))
-				luaL_error(L, "recovery.exec: env name '%s' is empty or holds '='", lua_tostring(L, -2));
+				lua_api_fatal(L, "recovery.exec: env name '%s' is empty or holds '='", lua_tostring(L, -2));
 			if (++n >= EXEC_ARGS_MAX)
-				luaL_error(L, "recovery.exec: at most %d env entries", EXEC_ARGS_MAX - 1);
+				lua_api_fatal(L, "recovery.exec: at most %d env entries", EXEC_ARGS_MAX - 1);
 			lua_pop(L, 1);
 		}
 	}
 	lua_getfield(L, 1, "timeout");
 	j = lua_api_yielding_job(L, "exec");
 	remaining = lua_api_deadline(j) - rd_mono();
-	q->timeout = luaL_optnumber(L, -1, remaining);
+	q->timeout = lua_api_optnumber(L, -1, "recovery.exec: timeout", remaining);
 	if (q->timeout > remaining)
 		q->timeout = remaining;
 	lua_pop(L, 1);
@@ -200,6 +203,7 @@ enum exec_step {
 	EXEC_OK,                /* go on to the next step */
 	EXEC_PLANNED,           /* dry-run: recorded as planned, nothing to start */
 	EXEC_FAILED,            /* err says why: recorded with the action, nil, err */
+	EXEC_REFUSED,           /* as EXEC_FAILED, but a permanent error (not allowed) */
 	EXEC_NOMEM,
 };
 
@@ -241,7 +245,7 @@ static enum exec_step exec_build(lua_State *L, struct job *j, const struct exec_
 
 	if (cmd->argv[0][0] != '/' || !lua_api_exec_allowed(cmd->argv[0])) {
 		snprintf(err, errlen, "program %s is not allowed (see --exec-allow)", cmd->argv[0]);
-		return EXEC_FAILED;
+		return EXEC_REFUSED;
 	}
 	if (job_plans_only(j) && q->mutates) {
 		lua_api_record(j, "action", cmd->c->detail, 1);
@@ -425,12 +429,16 @@ int lua_exec_run(lua_State *L)
 		lua_setfield(L, -2, "planned");
 		return 1;
 	case EXEC_FAILED:
+	case EXEC_REFUSED:
 		if (cmd.c && cmd.c->detail) {
 			cJSON_AddStringToObject(cmd.c->detail, "error", err);
 			lua_api_record(j, "action", cmd.c->detail, 0);
 			cmd.c->detail = NULL;
 		}
 		exec_cmd_free(&cmd);
+		/* No retry puts a program into --exec-allow. */
+		if (st == EXEC_REFUSED)
+			return lua_api_fatal(L, "recovery.exec: %s", err);
 		lua_pushnil(L);
 		lua_pushstring(L, err);
 		return 2;

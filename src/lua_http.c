@@ -43,7 +43,7 @@ static size_t on_header(char *p, size_t sz, size_t n, void *ud)
 
 static int resp_json(lua_State *L)
 {
-	luaL_checktype(L, 1, LUA_TTABLE);
+	lua_api_checktype(L, "response:json", 1, LUA_TTABLE);
 	lua_getfield(L, 1, "body");
 	lua_replace(L, 1);
 	lua_settop(L, 1);
@@ -164,35 +164,41 @@ struct http_req {
 	int headers;            /* stack index of the headers table, or 0 */
 };
 
-/* Check the arguments of recovery.http into q and return the job; raises on
- * misuse (nothing is allocated before the last check that can raise). */
+/* Check the arguments of recovery.http into q and return the job; misuse
+ * raises a permanent error (nothing is allocated before the last check that
+ * can raise). */
 static struct job *http_parse(lua_State *L, struct http_req *q)
 {
+	static const char *const keys[] = {"url",     "method", "headers", "body", "json",
+	                                   "timeout", "mutates", "ca_file", "ca",  NULL};
 	const char *method, *jerr = NULL;
 	struct job *j;
 	size_t ml;
 
 	memset(q, 0, sizeof(*q));
-	luaL_checktype(L, 1, LUA_TTABLE);
+	lua_api_checktype(L, "http", 1, LUA_TTABLE);
+	lua_api_check_keys(L, 1, "http", keys, 0);
 	lua_getfield(L, 1, "url");
-	q->url = sandbox_tocstr(L, -1, "recovery.http: url");
+	q->url = lua_api_tocstr(L, -1, "recovery.http: url");
 	if (strncmp(q->url, "http://", 7) != 0 && strncmp(q->url, "https://", 8) != 0)
-		luaL_error(L, "recovery.http: url must start with http:// or https://");
+		lua_api_fatal(L, "recovery.http: url must start with http:// or https://");
 	lua_getfield(L, 1, "method");
-	method = lua_isnil(L, -1) ? "GET" : sandbox_tocstr(L, -1, "recovery.http: method");
+	method = lua_isnil(L, -1) ? "GET" : lua_api_tocstr(L, -1, "recovery.http: method");
 	ml = strlen(method);
-	luaL_argcheck(L, ml > 0 && ml < sizeof(q->method), 1, "method: invalid");
+	if (ml == 0 || ml >= sizeof(q->method))
+		lua_api_fatal(L, "recovery.http: method: invalid");
 	for (size_t i = 0; i <= ml; i++)
 		q->method[i] = (char)toupper((unsigned char)method[i]);
 	for (size_t i = 0; i < ml; i++)
-		luaL_argcheck(L, q->method[i] >= 'A' && q->method[i] <= 'Z', 1, "method: letters only");
+		if (q->method[i] < 'A' || q->method[i] > 'Z')
+			lua_api_fatal(L, "recovery.http: method: letters only");
 	lua_getfield(L, 1, "body");
 	if (!lua_isnil(L, -1))
-		q->body = luaL_checklstring(L, -1, &q->body_len);
+		q->body = lua_api_tolstring(L, -1, "recovery.http: body", &q->body_len);
 	lua_getfield(L, 1, "timeout");
-	/* The default is read first: luaL_optnumber raises on a bad value. */
+	/* The default is read first: lua_api_optnumber raises on a bad value. */
 	q->timeout = lua_api_http_timeout();
-	q->timeout = luaL_optnumber(L, -1, q->timeout);
+	q->timeout = lua_api_optnumber(L, -1, "recovery.http: timeout", q->timeout);
 	/* mutates=false: a POST that only reads (a compatibility check, a
 	 * query) runs in dry-run like a GET. */
 	lua_getfield(L, 1, "mutates");
@@ -202,20 +208,20 @@ static struct job *http_parse(lua_State *L, struct http_req *q)
 	/* ca_file and ca stay on the stack: a number converted to a string
 	 * there lives only there. */
 	lua_getfield(L, 1, "ca_file");
-	q->ca_file = lua_isnil(L, -1) ? NULL : sandbox_tocstr(L, -1, "recovery.http: ca_file");
+	q->ca_file = lua_isnil(L, -1) ? NULL : lua_api_tocstr(L, -1, "recovery.http: ca_file");
 	if (q->ca_file && !lua_api_read_allowed(q->ca_file))
-		luaL_error(L, "recovery.http: ca_file %s is outside the allowed directories (see --read-allow)",
-		           q->ca_file);
+		lua_api_fatal(L, "recovery.http: ca_file %s is outside the allowed directories (see --read-allow)",
+		              q->ca_file);
 	lua_getfield(L, 1, "ca");
-	q->ca_pem = lua_isnil(L, -1) ? NULL : luaL_checklstring(L, -1, &q->ca_len);
+	q->ca_pem = lua_isnil(L, -1) ? NULL : lua_api_tolstring(L, -1, "recovery.http: ca", &q->ca_len);
 	lua_getfield(L, 1, "headers");
 	if (!lua_isnil(L, -1)) {
-		luaL_checktype(L, -1, LUA_TTABLE);
+		lua_api_checkfield(L, -1, "recovery.http: headers", LUA_TTABLE);
 		q->headers = lua_gettop(L);
 		lua_pushnil(L);
 		while (lua_next(L, q->headers)) {
 			if (sandbox_has_nul(L, -2) || sandbox_has_nul(L, -1))
-				luaL_error(L, "recovery.http: header names and values must not contain a NUL byte");
+				lua_api_fatal(L, "recovery.http: header names and values must not contain a NUL byte");
 			lua_pop(L, 1);
 		}
 	}
@@ -226,7 +232,7 @@ static struct job *http_parse(lua_State *L, struct http_req *q)
 	if (!lua_isnil(L, -1)) {
 		cJSON *v = lua_json_from(L, -1, &jerr);
 		if (!v)
-			luaL_error(L, "recovery.http: json: %s", jerr);
+			lua_api_fatal(L, "recovery.http: json: %s", jerr);
 		q->json_body = cJSON_PrintUnformatted(v);
 		cJSON_Delete(v);
 		if (!q->json_body)
@@ -381,7 +387,7 @@ int lua_http_request(lua_State *L)
 		push_response(L, 200, "", 0, NULL, 1);
 		return 1;
 	case HTTP_BAD_HEADER:
-		return luaL_error(L, "recovery.http: header names and values cannot contain CR, LF (or ':' in names)");
+		return lua_api_fatal(L, "recovery.http: header names and values cannot contain CR, LF (or ':' in names)");
 	case HTTP_NOMEM:
 		break;
 	}

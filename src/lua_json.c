@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lua_api_impl.h"
 #include "recoveryd/common.h"
 #include "recoveryd/sandbox.h"
 
@@ -157,7 +158,8 @@ cJSON *lua_json_from(lua_State *L, int idx, const char **err)
 static int l_json_encode(lua_State *L)
 {
 	const char *err = NULL;
-	luaL_checkany(L, 1);
+	if (lua_isnone(L, 1))
+		lua_api_argerror(L, "json.encode", 1, "value expected");
 	cJSON *v = to_json(L, 1, 0, &err);
 	if (!v) {
 		lua_pushnil(L);
@@ -178,7 +180,7 @@ static int l_json_array(lua_State *L)
 {
 	if (lua_isnoneornil(L, 1))
 		lua_newtable(L);
-	luaL_checktype(L, 1, LUA_TTABLE);
+	lua_api_checktype(L, "json.array", 1, LUA_TTABLE);
 	lua_settop(L, 1);
 	luaL_setmetatable(L, ARRAY_MT);
 	return 1;
@@ -193,7 +195,7 @@ static int push_json_cfn(lua_State *L)
 int lua_json_decode(lua_State *L)
 {
 	size_t len;
-	const char *s = luaL_checklstring(L, 1, &len);
+	const char *s = lua_api_checklstring(L, "json.decode", 1, &len);
 	const char *end = NULL;
 	size_t at;
 	char field[64];

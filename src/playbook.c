@@ -472,7 +472,12 @@ static struct playbook *load_one(const struct playbook_load_opts *o, const cJSON
 	sb.deadline = rd_mono() + LOAD_DEADLINE;
 	if (sandbox_load(L, pb->source, pb->source_len, chunk) != LUA_OK ||
 	    sandbox_call(L, 0, 1) != LUA_OK) {
-		snprintf(msg, sizeof(msg), "%s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "error");
+		int final, permanent;
+		const char *m;
+		sb.no_limit = 1; /* unprotected calls */
+		/* also the reason of recovery.fail or a permanent error */
+		m = lua_api_error_text(L, -1, &final, &permanent);
+		snprintf(msg, sizeof(msg), "%s", m ? m : "error");
 		goto fail;
 	}
 	if (!lua_istable(L, -1)) {

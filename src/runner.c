@@ -28,6 +28,8 @@
 
 #define MAX_WAIT_MS 1000
 #define MAX_PROCS 256
+/* Ends the error of an attempt that a permanent error ended. */
+#define NOT_RETRIED "not retried (a retry cannot change this)"
 
 /* A job has at most one loop timer of each kind (job->timer_id). */
 enum timer_kind { T_RETRY, T_DEADLINE, T_SLEEP, T_RESUME, T_APPROVAL, T_KINDS };
@@ -564,10 +566,13 @@ static const struct op_host host = {
  * here is the sandbox's, which re-raises a passed deadline. nomem (the C
  * function caught_nomem) says whether the error the pcall just caught was a
  * memory error; it is asked before tostring, which may run the playbook's
- * code (a __tostring) and catch errors of its own. */
+ * code (a __tostring) and catch errors of its own. The error value of
+ * recovery.fail and of permanent errors (lua_api_fatal) ends the job: phase
+ * 'final', and for a permanent error the phase it was raised in. */
 static const char DRIVER[] =
 	"local pb, ctx, nomem = ...\n"
 	"local function final(e) return type(e) == 'table' and rawget(e, 'recoveryd_final') end\n"
+	"local function where(e, phase) if rawget(e, 'permanent') then return phase end end\n"
 	"local s = {}\n"
 	"if type(pb.settings) == 'table' then for k, v in pairs(pb.settings) do s[k] = v end end\n"
 	"for k, v in pairs(ctx.settings) do s[k] = v end\n"
@@ -575,13 +580,13 @@ static const char DRIVER[] =
 	"local ok, err = pcall(pb.run, ctx)\n"
 	"if not ok then\n"
 	"  local mem = nomem()\n"
-	"  if final(err) then return 'final', tostring(rawget(err, 'reason')) end\n"
+	"  if final(err) then return 'final', tostring(rawget(err, 'reason')), nil, where(err, 'run') end\n"
 	"  return 'run', tostring(err), nil, nil, mem\n"
 	"end\n"
 	"local vok, v1, v2 = pcall(pb.verify, ctx)\n"
 	"if not vok then\n"
 	"  local mem = nomem()\n"
-	"  if final(v1) then return 'final', tostring(rawget(v1, 'reason')) end\n"
+	"  if final(v1) then return 'final', tostring(rawget(v1, 'reason')), nil, where(v1, 'verify') end\n"
 	"  return 'verify_error', tostring(v1), nil, nil, mem\n"
 	"end\n"
 	"if v1 then return 'ok', nil, true, v2 ~= nil and tostring(v2) or nil end\n"
@@ -726,11 +731,22 @@ static void attempt_run(struct runner *r, struct job *j)
 	if (status == LUA_OK)
 		status = sandbox_call(rt->L, 0, 1);
 	watchdog_leave(r->o.wd);
-	if (status != LUA_OK || !lua_istable(rt->L, -1)) {
-		snprintf(err, sizeof(err), "loading the playbook: %s",
-		         lua_type(rt->L, -1) == LUA_TSTRING ? lua_tostring(rt->L, -1)
-		                                             : "did not return a table");
+	if (status != LUA_OK) {
+		int final, permanent;
+		const char *m;
+		rt->sb.no_limit = 1; /* unprotected calls */
+		m = lua_api_error_text(rt->L, -1, &final, &permanent);
+		snprintf(err, sizeof(err), "loading the playbook: %s%s", m ? m : "error",
+		         permanent ? "; " NOT_RETRIED : "");
+		rt->sb.no_limit = 0;
+		/* recovery.fail or a permanent error in the file's own code */
+		if (final)
+			j->max_attempts = j->attempts;
 		attempt_end(r, j, AR_FAILED, status == LUA_ERRMEM ? AE_MEMORY : AE_LOAD, err, -1, NULL);
+		return;
+	}
+	if (!lua_istable(rt->L, -1)) {
+		attempt_end(r, j, AR_FAILED, AE_LOAD, "loading the playbook: did not return a table", -1, NULL);
 		return;
 	}
 	/* Stack: pbtable. Build the coroutine: driver(pbtable, ctx, nomem). These
@@ -847,9 +863,13 @@ static void resume(struct runner *r, struct job *j, int nargs)
 	if (phase && strcmp(phase, "ok") == 0) {
 		attempt_end(r, j, AR_SUCCEEDED, AE_NONE, NULL, 1, vreason);
 	} else if (phase && strcmp(phase, "final") == 0) {
-		/* recovery.fail(): no further attempts. */
+		/* recovery.fail() or a permanent error: no further attempts.
+		 * verify_reason holds the phase of a permanent error. */
 		j->max_attempts = j->attempts;
-		snprintf(msg, sizeof(msg), "%s", err ? err : "failed");
+		if (vreason)
+			snprintf(msg, sizeof(msg), "%s: %s; " NOT_RETRIED, vreason, err ? err : "error");
+		else
+			snprintf(msg, sizeof(msg), "%s", err ? err : "failed");
 		attempt_end(r, j, AR_FAILED, AE_NONE, msg, -1, NULL);
 	} else if (phase && strcmp(phase, "verify") == 0) {
 		snprintf(msg, sizeof(msg), "verify: %s", vreason ? vreason : "false");

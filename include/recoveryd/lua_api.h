@@ -30,4 +30,11 @@ void lua_api_configure(const struct lua_api_conf *c);
  * while loading playbooks: the yielding primitives then raise an error. */
 void lua_api_open(lua_State *L, struct job *job);
 
+/* The text of the error value at idx: a string as it is; the reason of
+ * the table that recovery.fail and permanent errors raise, with *final set
+ * (and *permanent for a permanent error: misuse of the API, which no retry
+ * can change); NULL for any other value. Runs no metamethod; outside a
+ * protected call, lift the memory budget around it (sandbox no_limit). */
+const char *lua_api_error_text(lua_State *L, int idx, int *final, int *permanent);
+
 #endif

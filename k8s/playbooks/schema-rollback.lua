@@ -72,6 +72,13 @@ local function prometheus_opts(S)
   return o
 end
 
+-- The settings schema.subject_for reads (it refuses other keys).
+local function subject_opts(S)
+  return { subject_label = S.subject_label, topic_label = S.topic_label, subject_suffix = S.subject_suffix,
+           event_type_label = S.event_type_label, event_types = S.event_types, default_subject = S.default_subject,
+           allowed_subjects = S.allowed_subjects }
+end
+
 -- Where registration times come from (see the doc page).
 local function time_source(S, reg)
   if S.registered_at_source == "apicurio" then
@@ -154,7 +161,7 @@ return {
 
   run = function(ctx)
     local S = ctx.settings
-    local subject, how = schema.subject_for(ctx.alert.labels, S)
+    local subject, how = schema.subject_for(ctx.alert.labels, subject_opts(S))
     if not subject then recovery.fail(how) end -- a bad or unknown subject: no request is sent
     local reg = schema.registry{ url = S.registry_url, headers = registry_headers(S), timeout = S.registry_timeout }
     local src = time_source(S, reg)

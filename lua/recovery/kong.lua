@@ -15,11 +15,14 @@
 -- read with recovery.secret) and never into log fields or error messages.
 
 local recovery = require "recovery"
+local util = require "recovery.util"
 
 local M = {}
 
 local DEFAULT_BIN = "/usr/local/bin/deck"
 local SUBCOMMANDS = { ping = true, dump = true, diff = true, sync = true }
+-- Options tables refuse other keys (util.check_opts: a permanent error).
+local DECK_OPTS = { "bin", "kong_addr", "headers", "select_tags", "timeout", "legacy", "env", "flags" }
 
 local function check_type(v, want, what, level)
   if type(v) ~= want then
@@ -73,6 +76,7 @@ end
 -- (decK reads the state from "-"). Returns files, stdin.
 local function state_source(v, what)
   if type(v) == "table" and v.stdin ~= nil then
+    util.check_opts(v, { "stdin" }, what, 2)
     check_type(v.stdin, "string", what .. ": stdin", 3)
     return { "-" }, v.stdin
   end
@@ -83,14 +87,16 @@ end
 
 -- kong.deck_argv(opts, sub, args) -> argv list (PURE).
 -- opts: bin, kong_addr, headers, select_tags, legacy, flags (extra global
--- flags appended as given). sub: "ping", "dump", "diff" or "sync".
+-- flags appended as given), and kong.deck's timeout and env (not used
+-- here). sub: "ping", "dump", "diff" or "sync".
 -- args.files: state files for diff/sync ("-" = stdin); args.output for dump
 -- (default "-").
 function M.deck_argv(opts, sub, args)
   check_type(opts, "table", "deck_argv: opts")
+  util.check_opts(opts, DECK_OPTS, "deck_argv")
   check_type(sub, "string", "deck_argv: sub")
   if not SUBCOMMANDS[sub] then error("deck_argv: unknown subcommand " .. sub, 2) end
-  args = args or {}
+  args = util.check_opts(args, { "files", "output" }, "deck_argv: args")
   local bin = opts.bin or DEFAULT_BIN
   check_type(bin, "string", "deck: bin")
   if bin:sub(1, 1) ~= "/" then error("deck: bin must be an absolute path", 2) end
@@ -139,6 +145,7 @@ Deck.__index = Deck
 function M.deck(opts)
   opts = opts or {}
   check_type(opts, "table", "kong.deck")
+  util.check_opts(opts, DECK_OPTS, "kong.deck")
   if opts.timeout ~= nil then check_type(opts.timeout, "number", "kong.deck: timeout") end
   if opts.env ~= nil then check_type(opts.env, "table", "kong.deck: env") end
   -- validate everything once, so that misuse raises at construction
@@ -242,6 +249,7 @@ end
 -- kong.admin{url=, headers=, timeout=} -> a
 function M.admin(opts)
   check_type(opts, "table", "kong.admin")
+  util.check_opts(opts, { "url", "headers", "timeout" }, "kong.admin")
   check_type(opts.url, "string", "kong.admin: url")
   if not opts.url:match("^https?://") then error("kong.admin: url must start with http:// or https://", 2) end
   if opts.timeout ~= nil then check_type(opts.timeout, "number", "kong.admin: timeout") end

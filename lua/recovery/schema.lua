@@ -8,13 +8,15 @@
 --   local latest, err = r:latest("orders-value")
 --
 -- Convention (as for `recovery`): expected failures return nil, err; misuse
--- raises. Registry errors are tables {status, code, message, method, path}
+-- raises; a key an options table does not know is a permanent error
+-- (util.check_opts: the job fails without retries). Registry errors are tables {status, code, message, method, path}
 -- with a __tostring, so tostring(err) gives a readable line.
 --
 -- Functions that only compute (subject_for, previous_version, parse_time,
 -- urlencode, ...) do no I/O and are unit-tested with the stock interpreter.
 
 local recovery = require "recovery"
+local util = require "recovery.util"
 
 local M = {}
 
@@ -133,7 +135,8 @@ end
 --   allowed_subjects optional list; the subject must be one of them
 -- Returns subject, how (a short text) or nil, err.
 function M.subject_for(labels, opts)
-  opts = opts or {}
+  opts = util.check_opts(opts, { "subject_label", "topic_label", "subject_suffix", "event_type_label", "event_types",
+                                 "default_subject", "allowed_subjects" }, "subject_for")
   labels = labels or {}
   local subject, how
   local sl = opts.subject_label or "subject"
@@ -336,6 +339,7 @@ R.__index = R
 -- schema.registry{url=, headers=, timeout=10, dry_run=recovery.dry_run}
 function M.registry(opts)
   if type(opts) ~= "table" then error("schema.registry: expected a table {url = ...}", 2) end
+  util.check_opts(opts, { "url", "headers", "timeout", "dry_run" }, "schema.registry")
   if type(opts.url) ~= "string" or not opts.url:match("^https?://") then
     error("schema.registry: url must start with http:// or https://", 2)
   end
@@ -404,8 +408,9 @@ end
 -- soft-deleted versions (Confluent's ?deleted=true; registries that do not
 -- know the parameter ignore it and list the live versions).
 function R:versions(subject, opts)
+  opts = util.check_opts(opts, { "deleted" }, "versions")
   local path = subject_path(subject) .. "/versions"
-  if opts and opts.deleted then path = path .. "?deleted=true" end
+  if opts.deleted then path = path .. "?deleted=true" end
   local doc, err = self:request("GET", path)
   if not doc then return nil, err end
   if type(doc) ~= "table" then return nil, M.error{ message = "GET " .. path .. ": expected a list", path = path } end
@@ -515,7 +520,7 @@ end
 -- dry-run nothing is written and the plan {planned = true, from, to_schema_of,
 -- ...} is returned (the writes appear as planned actions in the job record).
 function R:rollback(subject, opts)
-  opts = opts or {}
+  opts = util.check_opts(opts, { "on_existing", "latest", "previous" }, "rollback")
   local on_existing = opts.on_existing or "soft_delete"
   if on_existing ~= "soft_delete" and on_existing ~= "fail" then
     error("rollback: on_existing must be \"soft_delete\" or \"fail\"", 2)
@@ -603,7 +608,7 @@ end
 -- Prometheus instant query (GET {url}/api/v1/query). Returns a list of
 -- {labels = {...}, value = number} (a scalar gives one entry), or nil, err.
 function M.prom_query(url, expr, opts)
-  opts = opts or {}
+  opts = util.check_opts(opts, { "headers", "timeout" }, "prom_query")
   local full = url:gsub("/+$", "") .. "/api/v1/query?query=" .. M.urlencode(expr)
   local resp, err = recovery.http{ url = full, headers = opts.headers, timeout = opts.timeout or 10 }
   if not resp then return nil, "prometheus: " .. tostring(err) end
@@ -648,13 +653,14 @@ end
 -- caller must not roll back blindly).
 function M.registered_at(src, subject, version)
   if type(src) ~= "table" then return nil, "no registration time source is configured" end
+  util.check_opts(src, { "kind", "url", "query", "meta_url", "headers", "timeout" }, "registered_at: source")
   local vals = { subject = subject, version = version }
   if src.kind == "prometheus" then
     if type(src.url) ~= "string" or type(src.query) ~= "string" then
       return nil, "registered_at: prometheus needs url and query"
     end
     local expr = M.fill(src.query, vals, M.promql_escape)
-    local res, err = M.prom_query(src.url, expr, src)
+    local res, err = M.prom_query(src.url, expr, { headers = src.headers, timeout = src.timeout })
     if not res then return nil, err end
     local best
     for _, s in ipairs(res) do

@@ -85,19 +85,22 @@ if r.code ~= 0 or r.stdout ~= "hi\\n" then error("unexpected exec result") end
         self.assertIn("cannot start " + prog, got["err"])
 
     def test_exec_not_allowed(self):
+        """A program outside --exec-allow raises a permanent error (see
+        test_permanent_errors.py): the job fails without retries."""
         fake = self.fake()
         mark = os.path.join(self.tmpdir, "not-allowed-ran")
         run = '''
-local r, err = recovery.exec{"/usr/bin/touch", %s}
-''' % lua_str(mark) + report("{got_nil = (r == nil), err = tostring(err)}") + '''
-if r == nil then error(err) end
+local ok, err = pcall(recovery.exec, {"/usr/bin/touch", %s})
+''' % lua_str(mark) + report("{ok = ok, err = tostring(err)}") + '''
+if not ok then error(err) end
 '''
         d = self.start(fake, run, allow=("/bin/echo",))
         rec = self.run_job(d)
         self.assertEqual(rec["state"], "failed", rec)
         got = fake.requests("POST", "/report")[0].json()
-        self.assertIs(got["got_nil"], True, got)
-        self.assertNotIn(got["err"], ("", "nil"), got)
+        self.assertIs(got["ok"], False, got)
+        self.assertIn("program /usr/bin/touch is not allowed (see --exec-allow)", got["err"])
+        self.assertEqual(len(rec["attempts"]), 1)
         self.assertEqual(rec["attempts"][0]["result"], "failed")
         self.assertIn(got["err"], str(rec["attempts"][0].get("error")))
         self.assertFalse(os.path.exists(mark), "a program outside --exec-allow ran")

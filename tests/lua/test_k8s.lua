@@ -688,6 +688,29 @@ t.run{
     t.eq(client():wait_job("n1"), true); t.eq(#m3.requests, 0)
   end,
 
+  unknown_option_keys = function()
+    -- {namespace = ns} silently used the client's namespace: the key is ns
+    local m = mock({})
+    local c = client()
+    local msg = t.permanent(function() c:wait_rollout("deployment", "web", { namespace = "prod" }) end,
+                            'wait_rollout: unknown option "namespace" (allowed: ns, timeout, interval)')
+    t.ok(msg:find("test_k8s%.lua:%d+: wait_rollout: "), "blames the caller: " .. msg)
+    t.permanent(function() c:wait_job("j", { namespace = "prod" }) end,
+                'wait_job: unknown option "namespace" (allowed: ns, timeout, interval)')
+    t.permanent(function() c:delete_pods("app=x", { namespace = "prod" }) end,
+                'delete_pods: unknown option "namespace" (allowed: ns, grace)')
+    t.permanent(function() c:job_from_cronjob("cj", { namespace = "prod" }) end,
+                'job_from_cronjob: unknown option "namespace" (allowed: name, ns)')
+    t.permanent(function() c:request("GET", "/api/v1/pods", { params = { limit = 1 } }) end,
+                'request: unknown option "params" (allowed: body, content_type, query, timeout)')
+    t.permanent(function() k8s.client({ base_url = "http://k8s.test", ns = "prod" }) end,
+                'k8s.client: unknown option "ns" (allowed: base_url, token_file, token, ca_file, ca, namespace, ' ..
+                'timeout, page_size)')
+    t.eq(#m.requests, 0, "nothing was sent")
+    mock({}, nil, { dry_run = true })
+    t.permanent(function() c:wait_rollout("deployment", "web", { namespace = "prod" }) end, "unknown option")
+  end,
+
   scale = function()
     local m = mock({ { body = { kind = "Scale", spec = { replicas = 5 } } } })
     local s = client():scale("deployment", "web", 5)

@@ -37,6 +37,21 @@ local function cat(...)
 end
 
 t.run{
+  unknown_option_keys = function()
+    local m = t.permanent(function() kong.deck(with({ select_tag = "x" })) end,
+                          'kong.deck: unknown option "select_tag" (allowed: bin, kong_addr, headers, select_tags, ' ..
+                          'timeout, legacy, env, flags)')
+    t.ok(m:find("test_kong%.lua:%d+: kong%.deck: "), "blames the caller: " .. m)
+    t.permanent(function() kong.deck_argv(with({ kong_url = "x" }), "ping") end,
+                'deck_argv: unknown option "kong_url"')
+    t.permanent(function() kong.deck_argv(OPTS, "dump", { out = "-" }) end,
+                'deck_argv: args: unknown option "out" (allowed: files, output)')
+    t.permanent(function() kong.admin{ url = "http://kong:8001", token = "x" } end,
+                'kong.admin: unknown option "token" (allowed: url, headers, timeout)')
+    local d = kong.deck(OPTS)
+    t.permanent(function() d:diff({ stdin = "x", file = "y" }) end, 'deck diff: unknown option "file" (allowed: stdin)')
+  end,
+
   new_layout = function()
     same(kong.deck_argv(OPTS, "ping"), cat({ "/opt/deck/deck", "gateway", "ping" }, G, TAIL), "ping (no --select-tag)")
     same(kong.deck_argv(OPTS, "dump"), cat({ "/opt/deck/deck", "gateway", "dump", "-o", "-" }, G, TAGS, TAIL), "dump")

@@ -23,6 +23,34 @@ local function parse_ok(url)
 end
 
 t.run{
+  unknown_option_keys = function()
+    local m = t.permanent(function() prometheus.client{ url = "http://prom:9090", tiemout = 5 } end,
+                          'prometheus.client: unknown option "tiemout" (allowed: url, headers, timeout)')
+    t.ok(m:find("test_prometheus%.lua:%d+: prometheus%.client: "), "blames the caller: " .. m)
+    local c = prometheus.client{ url = "http://prom:9090" }
+    t.permanent(function() c:query("up", { at = 1 }) end, 'query: unknown option "at" (allowed: time, timeout)')
+    t.permanent(function() c:value("up", { at = 1 }) end, 'value: unknown option "at" (allowed: time, timeout)')
+    t.permanent(function() c:holds("up", { at = 1 }) end, 'holds: unknown option "at" (allowed: time, timeout)')
+    local ctx = { alert = { generatorURL = "http://prom:9090/graph?g0.expr=up" } }
+    t.permanent(function() prometheus.alert_holds(ctx, { wait = 5 }) end,
+                'alert_holds: unknown option "wait" (allowed: url, headers, timeout)')
+    t.permanent(function() prometheus.alert_cleared(ctx, { wiat = 5 }) end,
+                'alert_cleared: unknown option "wiat" (allowed: url, headers, timeout, wait, interval)')
+  end,
+
+  alert_cleared_passes_its_own_options = function()
+    -- wait and interval are alert_cleared's, not alert_holds': accepted
+    local saved_http, saved_decode = recovery.http, recovery.json.decode
+    recovery.http = function() return { status = 200, body = "x" } end
+    recovery.json.decode = function()
+      return { status = "success", data = { resultType = "vector", result = {} } }
+    end
+    local ok, reason = prometheus.alert_cleared({ alert = { generatorURL = "http://prom:9090/graph?g0.expr=up" } },
+                                                { url = "http://p:9090", wait = 0, interval = 1, timeout = 2 })
+    recovery.http, recovery.json.decode = saved_http, saved_decode
+    t.eq(ok, true, tostring(reason))
+  end,
+
   fixture_urls = function()
     local urls = read_fixture_generator_urls()
     t.ok(#urls >= 3, "fixtures hold generatorURLs")

@@ -440,6 +440,25 @@ t.run{
     t.eq(schema.registered_at({ kind = "guess" }, "s", 1), nil)
   end,
 
+  unknown_option_keys = function()
+    local log = fake_http({})
+    local m = t.permanent(function() schema.subject_for({ topic = "orders" }, { suffix = "-key" }) end,
+                          'subject_for: unknown option "suffix" (allowed: subject_label, topic_label, subject_suffix, ')
+    t.ok(m:find("test_schema%.lua:%d+: subject_for: "), "blames the caller: " .. m)
+    t.permanent(function() schema.registry{ url = "http://r", dryrun = true } end,
+                'schema.registry: unknown option "dryrun" (allowed: url, headers, timeout, dry_run)')
+    local r = schema.registry{ url = "http://r" }
+    t.permanent(function() r:versions("s", { include_deleted = true }) end,
+                'versions: unknown option "include_deleted" (allowed: deleted)')
+    t.permanent(function() r:rollback("s", { on_exist = "fail" }) end,
+                'rollback: unknown option "on_exist" (allowed: on_existing, latest, previous)')
+    t.permanent(function() schema.prom_query("http://p", "up", { header = {} }) end,
+                'prom_query: unknown option "header" (allowed: headers, timeout)')
+    t.permanent(function() schema.registered_at({ kind = "prometheus", url = "http://p", querry = "x" }, "s", 1) end,
+                'registered_at: source: unknown option "querry"')
+    t.eq(#log, 0, "nothing was sent")
+  end,
+
   human_duration = function()
     t.eq(schema.human_duration(42), "42s")
     t.eq(schema.human_duration(3 * 86400 + 7200), "3d 2h")

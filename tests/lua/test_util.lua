@@ -22,6 +22,30 @@ local function raises(fn, pattern)
 end
 
 t.run{
+  check_opts = function()
+    local o = { timeout = 1 }
+    t.eq(util.check_opts(o, { "timeout", "interval" }, "f"), o, "returns opts")
+    t.eq(next(util.check_opts(nil, { "timeout" }, "f")), nil, "nil is {}")
+    -- (not tail calls: those leave no frame to blame)
+    local function f(opts) local r = util.check_opts(opts, { "ns", "timeout" }, "f") return r end
+    local m = t.permanent(function() f({ namespace = "x" }) end, 'f: unknown option "namespace" (allowed: ns, timeout)')
+    t.ok(m:find("test_util%.lua:%d+: f: "), "blames the caller of f: " .. m)
+    t.permanent(function() f({ "x" }) end, "f: unknown option [1]")
+    t.permanent(function() f({ [true] = 1 }) end, "f: unknown option of type boolean")
+    t.permanent(function() f("ns") end, "f: options must be a table, got string")
+    -- level 2: one more function up
+    local function g(opts) local r = util.check_opts(opts, { "a" }, "g", 2) return r end
+    local function h(opts) local r = g(opts) return r end
+    m = t.permanent(function() h({ b = 1 }) end, 'g: unknown option "b" (allowed: a)')
+    t.ok(m:find("test_util%.lua:%d+: g: "), m)
+  end,
+
+  wait_until_unknown_option = function()
+    fake_clock()
+    t.permanent(function() util.wait_until(function() return true end, { timout = 5 }) end,
+                'wait_until: unknown option "timout" (allowed: timeout, interval)')
+  end,
+
   wait_until_immediate = function()
     local clock = fake_clock()
     local ok, reason = util.wait_until(function() return true, "ready" end)

@@ -21,6 +21,9 @@
 --   page_size   the limit of each page of a pod list, default 500
 -- where <sa> = /var/run/secrets/kubernetes.io/serviceaccount.
 --
+-- An options table with a key not listed for it raises a permanent error
+-- (util.check_opts): the job fails without retries.
+--
 -- Errors: every failing call returns nil, err with err a table
 --   { code = <HTTP status, 0 when there is none>, reason = "NotFound",
 --     message = "...", status = <the decoded Status object or nil> }
@@ -369,7 +372,8 @@ end
 
 -- k8s.client(opts) -> client (see the top of this file).
 function M.client(opts)
-  opts = opts or {}
+  opts = util.check_opts(opts, { "base_url", "token_file", "token", "ca_file", "ca", "namespace", "timeout",
+                                 "page_size" }, "k8s.client")
   local self = setmetatable({}, Client)
   local in_cluster = false
   if opts.base_url then
@@ -449,6 +453,7 @@ end
 -- -> decoded JSON ({} for an empty body; {planned = true} for a dry-run
 -- write), resp | nil, err.
 function Client:request(method, path, opts)
+  opts = util.check_opts(opts, { "body", "content_type", "query", "timeout" }, "request")
   local resp, err = self:_send(method:upper(), path, opts)
   if not resp then return nil, err end
   if resp.planned then return { planned = true }, resp end
@@ -490,7 +495,7 @@ end
 -- changed (409 Conflict: it was replaced since the list) is left alone and
 -- listed in info.replaced. info.planned is true in dry-run.
 function Client:delete_pods(selector, opts)
-  opts = opts or {}
+  opts = util.check_opts(opts, { "ns", "grace" }, "delete_pods")
   if type(selector) ~= "string" or selector == "" then
     util.errorf("delete_pods: a non-empty label selector is required")
   end
@@ -553,7 +558,7 @@ end
 -- says failed, or on 401/403/404. In dry-run it returns at once:
 -- true, "planned: ...".
 function Client:wait_rollout(kind, name, opts)
-  opts = opts or {}
+  opts = util.check_opts(opts, { "ns", "timeout", "interval" }, "wait_rollout")
   local r = M.resource(kind)
   local ns = opts.ns or self.namespace
   if recovery.dry_run then
@@ -583,7 +588,7 @@ end
 -- "<cronjob>-manual-<unix time>" (k8s.manual_job_name); when that name is
 -- taken (409) a short random suffix is added and the POST tried again.
 function Client:job_from_cronjob(cronjob, opts)
-  opts = opts or {}
+  opts = util.check_opts(opts, { "name", "ns" }, "job_from_cronjob")
   local ns = opts.ns or self.namespace
   if opts.name ~= nil and not util.dns1123(opts.name) then
     util.errorf("job_from_cronjob: invalid job name '%s' (DNS-1123 label, at most 63 characters)", tostring(opts.name))
@@ -618,7 +623,7 @@ end
 -- Done when the Job has condition Complete=True; nil, err (reason JobFailed)
 -- when Failed=True. In dry-run it returns at once: true, "planned: ...".
 function Client:wait_job(name, opts)
-  opts = opts or {}
+  opts = util.check_opts(opts, { "ns", "timeout", "interval" }, "wait_job")
   local ns = opts.ns or self.namespace
   if recovery.dry_run then
     return true, string.format("planned: not waiting for job %s in dry-run", name)

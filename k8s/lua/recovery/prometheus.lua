@@ -10,9 +10,11 @@
 --   end
 --
 -- Conventions follow `recovery`: expected failures return nil, err; misuse
--- (wrong argument types) raises.
+-- (wrong argument types) raises; a key an options table does not know is a
+-- permanent error (util.check_opts: the job fails without retries).
 
 local recovery = require "recovery"
+local util = require "recovery.util"
 
 local M = {}
 
@@ -170,6 +172,7 @@ Client.__index = Client
 -- prometheus.client{url=, headers=, timeout=10}
 function M.client(opts)
   check_type(opts, "table", "prometheus.client")
+  util.check_opts(opts, { "url", "headers", "timeout" }, "prometheus.client")
   check_type(opts.url, "string", "prometheus.client: url")
   if not opts.url:match("^https?://") then
     error("prometheus.client: url must start with http:// or https://", 2)
@@ -185,9 +188,11 @@ end
 
 -- c:query(expr, {time=, timeout=}) -> {type=, samples=}, or nil, err.
 -- An instant query (GET /api/v1/query); GET also runs in dry-run.
+local QUERY_OPTS = { "time", "timeout" }
+
 function Client:query(expr, opts)
   check_type(expr, "string", "query: expr")
-  opts = opts or {}
+  opts = util.check_opts(opts, QUERY_OPTS, "query")
   local q = "query=" .. M.urlencode(expr)
   if opts.time ~= nil then q = q .. "&time=" .. M.urlencode(opts.time) end
   if opts.timeout ~= nil then q = q .. "&timeout=" .. M.urlencode(opts.timeout) end
@@ -208,6 +213,7 @@ end
 -- c:value(expr) -> the first sample's value (a number, or a string for a
 -- string result), or nil, err ("no data" when the result is empty).
 function Client:value(expr, opts)
+  util.check_opts(opts, QUERY_OPTS, "value")
   local r, err = self:query(expr, opts)
   if not r then return nil, err end
   local s = r.samples[1]
@@ -219,6 +225,7 @@ end
 -- non-empty instant vector (which is how an alerting rule fires)?
 -- nil, err on a query error or a result that is not a vector.
 function Client:holds(expr, opts)
+  util.check_opts(opts, QUERY_OPTS, "holds")
   local r, err = self:query(expr, opts)
   if not r then return nil, err end
   if r.type ~= "vector" then
@@ -292,6 +299,7 @@ end
 -- false once the expression returns nothing, nil (with the error as detail)
 -- when it cannot be evaluated.
 function M.alert_holds(ctx, opts)
+  util.check_opts(opts, { "url", "headers", "timeout" }, "alert_holds")
   local c, expr = alert_client(ctx, opts)
   if not c then return nil, expr end
   local holds, samples = c:holds(expr)
@@ -308,7 +316,7 @@ end
 -- With wait > 0 it polls until then (Prometheus needs a scrape or two to
 -- see a repair). An evaluation error counts as not cleared.
 function M.alert_cleared(ctx, opts)
-  opts = opts or {}
+  opts = util.check_opts(opts, { "url", "headers", "timeout", "wait", "interval" }, "alert_cleared")
   local wait = opts.wait or 0
   local interval = opts.interval or 5
   check_type(wait, "number", "alert_cleared: wait")
@@ -316,8 +324,9 @@ function M.alert_cleared(ctx, opts)
   if interval <= 0 then error("alert_cleared: interval must be > 0", 2) end
   local deadline = recovery.now() + wait
   local holds, detail
+  local hopts = { url = opts.url, headers = opts.headers, timeout = opts.timeout }
   for _ = 1, 100000 do
-    holds, detail = M.alert_holds(ctx, opts)
+    holds, detail = M.alert_holds(ctx, hopts)
     if holds == false then return true, "alert condition cleared: " .. detail end
     local left = deadline - recovery.now()
     if left <= 0 then break end

@@ -9,6 +9,11 @@
 --   util.dns1123(s)          true when s is a valid Kubernetes name (DNS-1123 label)
 --   util.rfc3339(epoch)      "YYYY-MM-DDTHH:MM:SSZ" in UTC (default: now)
 --   util.errorf(fmt, ...)    raises string.format(fmt, ...) blaming the caller
+--   util.check_opts(opts, allowed, what[, level])
+--                            opts (or {} for nil) when every key of it is in the
+--                            list allowed; else a permanent error (recovery.fatal:
+--                            the job fails without retries) blaming the caller's
+--                            caller: what .. ': unknown option "x" (allowed: a, b)'
 --
 -- Only wait_until touches the outside world (recovery.now and recovery.sleep,
 -- so call it from run/verify, not from a coroutine); the rest is pure.
@@ -20,6 +25,29 @@ function M.errorf(fmt, ...)
   error(string.format(fmt, ...), 2)
 end
 
+-- An options table with a misspelt key ({namespace = ns} for {ns = ns})
+-- would silently use the default: another attempt cannot fix that, so it
+-- is a permanent error. level 1 (the default) blames the code that called
+-- the function calling check_opts.
+function M.check_opts(opts, allowed, what, level)
+  level = (level or 1) + 2
+  if opts == nil then return {} end
+  if type(opts) ~= "table" then
+    recovery.fatal(string.format("%s: options must be a table, got %s", what, type(opts)), level)
+  end
+  local known = {}
+  for _, k in ipairs(allowed) do known[k] = true end
+  for k in next, opts do
+    if not known[k] then
+      local name = type(k) == "string" and string.format("%q", k)
+        or (type(k) == "number" and "[" .. tostring(k) .. "]" or "of type " .. type(k))
+      recovery.fatal(string.format("%s: unknown option %s (allowed: %s)", what, name, table.concat(allowed, ", ")),
+                     level)
+    end
+  end
+  return opts
+end
+
 -- Calls fn() until its first result is truthy or `timeout` seconds have
 -- passed, sleeping `interval` seconds in between (never past the deadline).
 -- fn returns ok[, reason[, stop]]: a truthy third value ends the wait at once
@@ -27,7 +55,7 @@ end
 -- Returns true, reason or false, reason. Errors raised by fn propagate.
 function M.wait_until(fn, opts)
   if type(fn) ~= "function" then M.errorf("wait_until: expected a function, got %s", type(fn)) end
-  opts = opts or {}
+  opts = M.check_opts(opts, { "timeout", "interval" }, "wait_until")
   local timeout = opts.timeout or 60
   local interval = opts.interval or 2
   if type(timeout) ~= "number" or timeout < 0 then M.errorf("wait_until: timeout must be a number >= 0") end

@@ -12,7 +12,7 @@ import time
 import unittest
 
 from harness import LUA_PATH, RecoverydTestCase, find_actions, fixture
-from playbook_support import capture
+from playbook_support import capture, write_config
 from schema_rollback_support import ALERT_FIXTURE, FakePrometheus, config_file, shipped_playbook
 from schema_registry import ORDER_V1, ORDER_V2, SchemaRegistry, seed
 
@@ -99,6 +99,41 @@ class SchemaRollbackTest(RecoverydTestCase):
         self.assertEqual(len(find_actions(rec, "DELETE", "/subjects/orders-value/versions/2", planned=False)), 1)
         # verify re-evaluated the alert's own expression
         self.assertIn("rate(event_validation_errors_total[5m]) > 0.1", self.prom.rate_queries())
+
+    def test_approval_gated_rollback_waits_shows_its_plan_and_runs_after_approval(self):
+        """As the production overlay ships it (k8s/overlays/production): the
+        rollback changes shared state, so a human approves its plan first."""
+        v1_id, _ = self.reg.add(SUBJECT, ORDER_V1, created=time.time() - 30 * 86400)
+        self.reg.add(SUBJECT, ORDER_V2, created=time.time() - 60)
+        settings = {"registry_url": self.reg.url, "prometheus_url": self.prom.url,
+                    "verify_wait": 1, "verify_interval": 0.2}
+        cfg = write_config(os.path.join(self.tmpdir, "config.lua"), {"schema-rollback": settings},
+                           playbook_overrides={"schema-rollback": {"approval": {"required": True,
+                                                                                "timeout": 900}}})
+        d = self.daemon({"schema-rollback": shipped_playbook(fields=FAST)}, extra_args=["--config", cfg])
+        job = d.webhook(fixture("event-validation-spike.json"))["jobs"][0]["id"]
+        rec = d.wait_job(job, {"awaiting_approval"}, timeout=30)
+        capture("schema-rollback-awaiting-approval", rec)
+        # the plan: register v1 again, soft-delete v2; nothing changed yet
+        versions = self.reg.url + "/subjects/%s/versions" % SUBJECT
+        self.assertIn("http POST " + versions, rec["plan"])
+        self.assertIn("http DELETE " + versions + "/2", rec["plan"])
+        self.assertEqual(self.registrations(), [])
+        self.assertEqual(self.deletes(), [])
+        self.assertEqual(self.reg.latest(SUBJECT)["version"], 2)
+        time.sleep(0.5)
+        self.assertEqual(d.job(job)["state"], "awaiting_approval")
+
+        st, _, doc = d.api("POST", "/api/v1/jobs/%s/approve" % job, {"reason": "v2 broke validation"})
+        self.assertStatus(st, 200, d, doc)
+        rec = d.wait_job(job, timeout=30)
+        self.assertEqual(rec["state"], "succeeded", json.dumps(rec, indent=1)[:3000])
+        self.assertEqual(rec["approval"]["approved_by"], "operator")
+        self.assertEqual(len(self.registrations()), 1)
+        self.assertEqual([r.path for r in self.deletes()], ["/subjects/%s/versions/2" % SUBJECT])
+        latest = self.reg.latest(SUBJECT)
+        self.assertEqual((latest["version"], latest["id"]), (1, v1_id))
+        self.assertTrue(rec["plan_diff"]["matches"], rec["plan_diff"])
 
     def test_apicurio_registration_time_source(self):
         seed(self.reg, SUBJECT, latest_age=120)

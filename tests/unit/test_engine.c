@@ -593,6 +593,129 @@ static void test_budget_exhausted_is_recorded_and_escalated(void **state)
 	cJSON_Delete(rows);
 }
 
+/* A paused playbook: its alert gets a job in state paused, escalated with
+ * reason paused, that spends no budget; the pause is journaled and comes
+ * back with a restart; a trigger is refused. */
+static void test_pause_holds_alerts_across_a_restart(void **state)
+{
+	struct fx *f = *state;
+	static const char *const pbs[] = { pb_tight, NULL };
+	struct answer a;
+	struct engine_reply rp;
+	struct engine_act pause = {.action = EA_PAUSE, .target = "tight", .reason = "migration",
+	                           .who = &tester};
+	char id[40];
+
+	start(f, pbs, 0, 0);
+	assert_int_equal(engine_act(f->e, &pause, &rp), ENGINE_DONE);
+	assert_string_equal(str(rp.body, "by"), "tester");
+	cJSON_Delete(rp.body);
+	assert_true(metrics_get(M_PAUSED, "tight", NULL) == 1);
+	cJSON *ops = fake_store_ops(f->store, "pause", NULL);
+	assert_int_equal(cJSON_GetArraySize(ops), 1);
+	assert_string_equal(str(cJSON_GetArrayItem(ops, 0), "reason"), "migration");
+	cJSON_Delete(ops);
+
+	/* three alerts against a budget of two: all paused, none run */
+	for (int i = 0; i < 3; i++) {
+		const char *fps[] = { FP1, FP2, FP3 };
+		char json[1024];
+		snprintf(json, sizeof(json), FIRING("%s", "\"alertname\":\"Tight\""), fps[i]);
+		const cJSON *j = cJSON_GetArrayItem(accepted(f, json, &a), 0);
+		assert_string_equal(str(j, "state"), "paused");
+		snprintf(id, sizeof(id), "%s", str(j, "id"));
+		cJSON_Delete(a.body);
+	}
+	const cJSON *row = fake_store_job(f->store, id);
+	assert_string_equal(str(row, "state"), "paused");
+	assert_string_equal(str(row, "outcome"), "paused");
+	assert_string_equal(str(row, "error"), "playbook paused by tester: migration");
+	assert_int_equal(count_calls("schedule"), 0);
+	cJSON *rows = fake_store_ops(f->store, "escalation", id);
+	assert_int_equal(cJSON_GetArraySize(rows), 2);
+	assert_string_equal(str(cJSON_GetArrayItem(rows, 0), "reason"), "paused");
+	cJSON_Delete(rows);
+	/* a person's trigger is refused while paused */
+	submit(f, "{\"labels\":{\"alertname\":\"Tight\"},\"reason\":\"r\"}", "tight", 0, &a);
+	assert_int_equal(a.r, ENGINE_CONFLICT);
+	assert_non_null(strstr(a.message, "resume"));
+
+	/* a restart finds the pause in the journal (and sends the pending
+	 * rows again: the fake never delivers them) */
+	cJSON *all = fake_store_ops(f->store, "escalation", NULL);
+	f->seeded_rows += cJSON_GetArraySize(all);
+	cJSON_Delete(all);
+	engine_free(f->e);
+	f->e = NULL;
+	metrics_reset();
+	start(f, pbs, 0, 0);
+	assert_true(metrics_get(M_PAUSED, "tight", NULL) == 1);
+	const cJSON *j = cJSON_GetArrayItem(accepted(f, FIRING(FP4, "\"alertname\":\"Tight\""), &a), 0);
+	assert_string_equal(str(j, "state"), "paused");
+	cJSON_Delete(a.body);
+
+	/* resumed: the budget is whole */
+	struct engine_act resume = {.action = EA_RESUME, .target = "tight", .who = &tester};
+	assert_int_equal(engine_act(f->e, &resume, &rp), ENGINE_DONE);
+	cJSON_Delete(rp.body);
+	assert_true(metrics_get(M_PAUSED, "tight", NULL) == 0);
+	assert_int_equal(engine_act(f->e, &resume, &rp), ENGINE_CONFLICT);
+	for (int i = 0; i < 2; i++) {
+		j = cJSON_GetArrayItem(accepted(f, i ? FIRING(FP2, "\"alertname\":\"Tight\"")
+		                                     : FIRING(FP1, "\"alertname\":\"Tight\""), &a), 0);
+		assert_string_equal(str(j, "state"), "queued");
+		cJSON_Delete(a.body);
+	}
+}
+
+/* Approve and reject act only on a job that awaits approval, and only once
+ * the act is journaled. */
+static void test_approve_and_reject(void **state)
+{
+	struct fx *f = *state;
+	static const char *const pbs[] = { pb_disk, NULL };
+	struct engine_reply rp;
+	double now = rd_now();
+	const struct actor scoped = {.name = "sam", .role = ROLE_OPERATOR, .scope = ",other,"};
+	struct engine_act a = {.action = EA_APPROVE, .target = "0000000000000000000000000000a001", .reason = "ok", .who = &tester};
+
+	seed(f, "0000000000000000000000000000a001", "disk", "disk/" FP1, "queued", 0, now - 5, 0, 0, 0);
+	seed(f, "0000000000000000000000000000a002", "disk", "disk/" FP2, "awaiting_approval", 1, now - 5, 0, 0, 0);
+	seed(f, "0000000000000000000000000000a003", "disk", "disk/" FP3, "awaiting_approval", 1, now - 5, 0, 0, 0);
+	start(f, pbs, 0, 0);
+	/* the waiting jobs are unfinished: resumed into the runner */
+	assert_int_equal(count_calls("schedule"), 3);
+
+	assert_int_equal(engine_act(f->e, &a, &rp), ENGINE_CONFLICT);
+	assert_non_null(strstr(rp.message, "queued"));
+	a.target = "0000000000000000000000000000a002";
+	a.who = &scoped;
+	assert_int_equal(engine_act(f->e, &a, &rp), ENGINE_FORBIDDEN);
+	a.who = &tester;
+	fake_store_fail_commits(f->store, 1);
+	assert_int_equal(engine_act(f->e, &a, &rp), ENGINE_UNAVAILABLE);
+	assert_int_equal(count_calls("approve"), 0);
+	assert_int_equal(engine_act(f->e, &a, &rp), ENGINE_DONE);
+	assert_string_equal(str(rp.body, "state"), "queued");
+	cJSON_Delete(rp.body);
+	assert_int_equal(count_calls("approve"), 1);
+
+	/* reject needs a reason; it is a cancel marked as a rejection */
+	struct engine_act rj = {.action = EA_REJECT, .target = "0000000000000000000000000000a003", .who = &tester};
+	assert_int_equal(engine_act(f->e, &rj, &rp), ENGINE_INVALID);
+	rj.reason = "wrong subject";
+	assert_int_equal(engine_act(f->e, &rj, &rp), ENGINE_DONE);
+	assert_string_equal(str(rp.body, "state"), "cancelled");
+	cJSON_Delete(rp.body);
+	assert_int_equal(count_calls("cancel"), 1);
+	cJSON *au = fake_store_ops(f->store, "audit", NULL);
+	assert_int_equal(cJSON_GetArraySize(au), 2);
+	assert_string_equal(str(cJSON_GetArrayItem(au, 0), "action"), "approve");
+	assert_string_equal(str(cJSON_GetArrayItem(au, 1), "action"), "reject");
+	assert_string_equal(str(cJSON_GetArrayItem(au, 1), "reason"), "wrong subject");
+	cJSON_Delete(au);
+}
+
 static void test_queue_full_is_503(void **state)
 {
 	struct fx *f = *state;
@@ -1070,6 +1193,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_repeated_alert_coalesces, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cooldown_survives_a_restart, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_budget_exhausted_is_recorded_and_escalated, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pause_holds_alerts_across_a_restart, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_approve_and_reject, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_queue_full_is_503, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_resolved_alert_cancels_its_job, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_journal_failure_acknowledges_nothing, setup, teardown),

@@ -28,6 +28,14 @@ struct watchdog;
 struct map;
 struct admit;
 
+/* Wake the loop when a pause runs out, to set the gauge (any thread). Set
+ * alarms are listed so that engine_free frees those that never rang. */
+struct pause_alarm {
+	struct engine *e;
+	double when; /* wall clock */
+	struct pause_alarm *next;
+};
+
 struct engine {
 	pthread_mutex_t mu;
 	pthread_cond_t ended;       /* broadcast whenever a job ends */
@@ -48,6 +56,7 @@ struct engine {
 	char *broken_error;         /* [mu] */
 	int broken_escalated;       /* [mu] */
 	struct pause *pauses;       /* [mu] in force or expired, journaled */
+	struct pause_alarm *alarms; /* [mu] timers set for the end of a pause */
 };
 
 /* A pause: of one playbook, or of everything (scope "*"). */
@@ -317,6 +326,11 @@ void engine_free(struct engine *e)
 		struct pause *p = e->pauses;
 		e->pauses = p->next;
 		pause_free(p);
+	}
+	while (e->alarms) { /* the loop is gone: they never rang */
+		struct pause_alarm *pa = e->alarms;
+		e->alarms = pa->next;
+		free(pa);
 	}
 	free(e->broken_file);
 	free(e->broken_error);
@@ -902,6 +916,10 @@ void engine_submit_async(struct engine *e, const struct payload *p, const struct
 			struct playbook *pb = set->v[k];
 			if (playbook ? strcmp(pb->name, playbook) != 0 : !matcher_set_matches(pb->match, &a->labels))
 				continue;
+			/* A principal limited to some playbooks reaches only those,
+			 * through /webhook too. */
+			if (o->who && !actor_may_playbook(o->who, pb->name))
+				continue;
 			matched = 1;
 			if (admit_one(e, set, pb, p, a, o, sb->now, b, sb->jobs, &sb->fresh, &sb->cancels,
 			              &sb->final, &sb->notes) < 0)
@@ -1182,30 +1200,36 @@ static enum engine_result act_job(struct engine *e, const struct engine_act *a, 
 
 static void pause_expired(struct loop *l, long long id, void *arg);
 
-/* Wake the loop when a pause runs out, to set the gauge (any thread). */
-struct pause_alarm {
-	struct engine *e;
-	double when; /* wall clock */
-};
-
 static void pause_alarm_set(void *arg)
 {
 	struct pause_alarm *pa = arg;
+	struct engine *e = pa->e;
 	double in = pa->when - rd_now();
 
-	if (runner_timer(pa->e->runner, rd_mono() + (in > 0 ? in : 0) + 0.01, pause_expired, pa) < 0)
+	pthread_mutex_lock(&e->mu);
+	if (runner_timer(e->runner, rd_mono() + (in > 0 ? in : 0) + 0.01, pause_expired, pa) < 0) {
 		free(pa);
+	} else {
+		pa->next = e->alarms;
+		e->alarms = pa;
+	}
+	pthread_mutex_unlock(&e->mu);
 }
 
 static void pause_expired(struct loop *l, long long id, void *arg)
 {
-	struct pause_alarm *pa = arg;
+	struct pause_alarm *pa = arg, **pp;
+	struct engine *e = pa->e;
 
 	(void)l;
 	(void)id;
-	pthread_mutex_lock(&pa->e->mu);
-	pause_gauges(pa->e);
-	pthread_mutex_unlock(&pa->e->mu);
+	pthread_mutex_lock(&e->mu);
+	for (pp = &e->alarms; *pp && *pp != pa; pp = &(*pp)->next)
+		;
+	if (*pp)
+		*pp = pa->next;
+	pause_gauges(e);
+	pthread_mutex_unlock(&e->mu);
 	log_kv(LOG_INFO, NULL, "a pause ran out", NULL);
 	free(pa);
 }
@@ -1433,7 +1457,8 @@ static void replay_row(const struct job_row *r, void *arg)
 			job_set_state(&e->counts, j, JS_FAILED);
 			j->outcome = OUT_POISONED;
 			j->ended_at = rp->now;
-		} else if (pb->idempotent) {
+		} else if (pb->idempotent || j->approval == AP_PENDING) {
+			/* a plan attempt only read: safe to make again */
 			job_set_state(&e->counts, j, JS_QUEUED);
 			j->attempts = r->attempts > 0 ? r->attempts - 1 : 0;
 		} else {

@@ -407,6 +407,7 @@ cJSON *escalate_slack_body(const cJSON *rec, const char *kind, const char *reaso
 		mrk_raw(&m, reason && strcmp(reason, "recovered") == 0  ? "): recovered by a later recovery job"
 		            : reason && strcmp(reason, "approved") == 0 ? "): the plan was approved; the recovery runs"
 		            : reason && strcmp(reason, "rejected") == 0 ? "): the plan was rejected; nothing is done"
+		            : reason && strcmp(reason, "cancelled") == 0 ? "): the plan was cancelled; nothing is done"
 		                                                        : "): the alert resolved");
 	} else if (strcmp(kind, "notice") == 0) {
 		mrk_raw(&m, " (playbook ");

@@ -1490,7 +1490,7 @@ static enum MHD_Result prepare(struct http *h, struct MHD_Connection *c, struct 
 		              MHD_HTTP_HEADER_ALLOW, ri->allow, "%s is not allowed here; use %s",
 		              rq->method, ri->allow);
 	if (rq->bad_arg) {
-		if (rq->route == R_TRIGGER)
+		if (rq->route == R_TRIGGER || rq->route == R_PB_PAUSE || rq->route == R_PB_RESUME)
 			return REJECTED(rq, MHD_HTTP_NOT_FOUND, "unknown_playbook", NULL, NULL,
 			              NULL, "no such playbook");
 		return REJECTED(rq, MHD_HTTP_NOT_FOUND, "not_found", NULL, NULL, NULL,

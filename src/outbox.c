@@ -41,6 +41,7 @@ static const char *const reason_names[] = {
 	[ER_APPROVAL_TIMEOUT] = "approval_timeout",
 	[ER_APPROVED] = "approved",
 	[ER_REJECTED] = "rejected",
+	[ER_CANCELLED] = "cancelled",
 };
 
 static const struct {
@@ -205,11 +206,15 @@ void outbox_job_ended(struct outbox *ob, struct outbox_notes *ns, const struct j
 		/* A human decided: the approval page is answered. */
 		outbox_close_incident(ob, ns, j->key, ER_REJECTED);
 		return;
+	case OUT_CANCELLED:
+		/* A cancelled plan page is answered too; a resolve closed it already. */
+		if (j->approval == AP_PENDING && j->plan_attempts > 0)
+			outbox_close_incident(ob, ns, j->key, ER_CANCELLED);
+		return;
 	case OUT_PAUSED:           /* escalated at admission */
 	case OUT_NONE:
 	case OUT_SUCCEEDED:
 	case OUT_DRY_RUN_SUCCEEDED:
-	case OUT_CANCELLED:
 	case OUT_POISONED:         /* escalated by replay, where it ends */
 	case OUT_BUDGET_EXHAUSTED: /* escalated at admission */
 	case OUT_COUNT:

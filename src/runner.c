@@ -956,8 +956,9 @@ static void attempt_end(struct runner *r, struct job *j, enum attempt_result res
 			set_str(&j->error, j->cancel_reason);
 		final = 1;
 	} else if (result == AR_INTERRUPTED) {
-		/* Drain ran out of time: DESIGN.md §5 crash rules, applied now. */
-		if (j->pb->idempotent) {
+		/* Drain ran out of time: DESIGN.md §5 crash rules, applied now
+		 * (a plan attempt only read: it may run again). */
+		if (j->pb->idempotent || j->planning) {
 			job_set_state(r->o.counts, j, JS_QUEUED);
 			j->attempts--;
 		} else {

@@ -34,6 +34,7 @@ enum esc_reason {
 	ER_APPROVAL_TIMEOUT,  /* nobody approved in time */
 	ER_APPROVED,          /* resolve: the approval page is answered */
 	ER_REJECTED,          /* resolve: a human rejected the plan */
+	ER_CANCELLED,         /* resolve: a waiting plan was cancelled */
 };
 
 /* Sinks as bits of a set. */

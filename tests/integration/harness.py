@@ -526,6 +526,21 @@ class Recoveryd:
                 raise AssertionError("no matching log line within %.0fs\n%s" % (timeout, self.log_tail()))
             time.sleep(0.05)
 
+    def sanitizer_reports(self):
+        """ASan/LSan/UBSan reports in the daemon's stderr, all runs."""
+        try:
+            with open(self.stderr_path, errors="replace") as f:
+                text = f.read()
+        except OSError:
+            return []
+        out = []
+        lines = text.splitlines()
+        for i, line in enumerate(lines):
+            if ("ERROR: AddressSanitizer" in line or "ERROR: LeakSanitizer" in line
+                    or "runtime error:" in line):
+                out.append("\n".join(lines[i:i + 25]))
+        return out
+
     # -- HTTP ------------------------------------------------------------
     @property
     def url(self):
@@ -729,11 +744,17 @@ class RecoverydTestCase(unittest.TestCase):
         self.addCleanup(self._stop_daemons)
 
     def _stop_daemons(self):
+        reports = []
         for d in self._daemons:
             try:
                 d.stop(grace=5)
             except Exception:  # cleanup must not mask the test's own failure
                 pass
+            reports += d.sanitizer_reports()
+        # A sanitizer report of the daemon (a leak at exit, a use after free
+        # that did not crash) fails the test that ran it.
+        if reports:
+            raise AssertionError("the daemon's sanitizer reported:\n" + "\n".join(reports)[:6000])
 
     def fake(self, **kw):
         rec = Recorder(**kw).start()

@@ -15,6 +15,7 @@ SETTINGS = 'alertname="SettingsSyncJobFailure"'
 
 # Reads run in the plan; the write is only planned there.
 RUN = '''
+if ctx.settings.slow then recovery.sleep(ctx.settings.slow) end
 must(recovery.http{method = "GET", url = FAKE .. "/state"})
 local path = ctx.dry_run and "/rollback" or (ctx.settings.real_path or "/rollback")
 must(recovery.http{method = "POST", url = FAKE .. path, json = {job = ctx.job.id}})
@@ -26,11 +27,12 @@ def with_field(src, name, value):
     return src.replace(marker, marker + "  %s = %s,\n" % (name, lua_value(value)), 1)
 
 
-def gated(fake, timeout=900, real_path=None):
+def gated(fake, timeout=900, real_path=None, slow=None):
     src = playbook("gated", RUN, fake=fake, match=[SETTINGS], cooldown=0, budget={"runs": 0, "per": 60})
     src = with_field(src, "approval", {"required": True, "timeout": timeout})
-    if real_path:
-        src = with_field(src, "settings", {"real_path": real_path})
+    settings = {k: v for k, v in (("real_path", real_path), ("slow", slow)) if v}
+    if settings:
+        src = with_field(src, "settings", settings)
     return src
 
 
@@ -159,6 +161,36 @@ class ApprovalTest(EscalationTestCase):
         rec = d.wait_job(job2)
         self.assertEqual((rec["state"], rec["outcome"]), ("cancelled", "cancelled"), rec)
         self.assertEqual(fake.count("POST", "/rollback"), 1)
+
+    def test_a_cancelled_plan_answers_its_page(self):
+        fake, pd = self.fake(), self.pagerduty()
+        d = self.start(fake, pd=pd)
+        job, _ = self.held(d)
+        self.wait_states(d, job, {"pagerduty": "delivered"})
+        st, _, doc = d.api("POST", "/api/v1/jobs/%s/cancel" % job, {"reason": "handled by hand"}, token="olga")
+        self.assertStatus(st, 200, d, doc)
+        self.assertEqual(doc["state"], "cancelled")
+        rec = d.wait_job(job)
+        self.assertEqual((rec["state"], rec["outcome"], rec["cancelled_by"]), ("cancelled", "cancelled", "olga"))
+        pd.wait_for(lambda reqs: [r for r in reqs if (r.event or {}).get("event_action") == "resolve"], timeout=5)
+        self.assertEqual(fake.count("POST", "/rollback"), 0)
+
+    def test_a_plan_cut_by_kill_9_is_made_again(self):
+        """A plan attempt only reads: unlike a real attempt of a playbook
+        that is not idempotent, it runs again after a crash."""
+        fake = self.fake()
+        d = self.start(fake, slow=1.5)
+        job = d.webhook("firing-single.json")["jobs"][0]["id"]
+        d.wait_job(job, {"running"}, timeout=5)
+        d.kill(signal.SIGKILL)
+        d.wait_exit(10)
+        d.start()
+        rec = d.wait_job(job, {"awaiting_approval"}, timeout=10)
+        # the interrupted attempt does not count (its row is reused), as for
+        # an idempotent playbook
+        self.assertEqual([a["result"] for a in rec["attempts"]], ["succeeded"])
+        self.assertEqual(rec["approval"]["plan_attempt"], 1)
+        self.assertEqual(fake.count("POST", "/rollback"), 0)
 
     def test_dry_run_jobs_need_no_approval(self):
         fake = self.fake()

@@ -118,6 +118,12 @@ class RoleMatrixTest(RecoverydTestCase):
         self.assertError(d.api("POST", "/api/v1/playbooks/beta/pause", {"reason": "x"}, token="sam"),
                          403, "forbidden")
         self.assertError(d.api("POST", "/api/v1/pause", {"reason": "x"}, token="sam"), 403, "forbidden")
+        # through /webhook too: an alert of beta is unmatched for sam
+        doc = unmatched_payload()
+        doc["alerts"][0]["labels"]["alertname"] = "Beta"
+        st, _, ans = d.post("/webhook", doc, token="sam")
+        self.assertStatus(st, 202, d, ans)
+        self.assertEqual((ans["jobs"], ans["unmatched"]), ([], 1))
         st, _, doc = d.trigger("beta", manual(), token="olga")
         self.assertStatus(st, 202, d, doc)
         beta_job = doc["jobs"][0]["id"]

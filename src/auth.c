@@ -348,6 +348,9 @@ int auth_find(const struct auth *a, const char *tok, size_t n, struct actor *out
 	}
 	if (hit == (size_t)-1)
 		return -1;
-	*out = a->v[hit].who;
+	/* the address is the caller's (the client's), not the table's "" */
+	memcpy(out->name, a->v[hit].who.name, sizeof(out->name));
+	out->role = a->v[hit].who.role;
+	memcpy(out->scope, a->v[hit].who.scope, sizeof(out->scope));
 	return 0;
 }

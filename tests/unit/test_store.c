@@ -894,6 +894,352 @@ static void test_open_errors(void **state)
 	store_close(NULL);
 }
 
+/* ---- audit trail ---- */
+
+static void audit_add(struct store *s, double ts, const char *principal, const char *role,
+                      const char *action, const char *job_id, const char *playbook,
+                      const char *reason, const char *detail)
+{
+	struct audit_row a = { .ts = ts, .principal = principal, .role = role,
+		               .address = "192.0.2.10", .action = action, .job_id = job_id,
+		               .playbook = playbook, .reason = reason, .detail = detail };
+	struct store_batch *b = store_batch_new();
+
+	assert_non_null(b);
+	assert_int_equal(store_batch_audit(b, &a), 0);
+	assert_int_equal(store_commit(s, b, 1), RD_OK);
+}
+
+static cJSON *audit(struct store *s, const struct audit_query *q)
+{
+	cJSON *out = NULL;
+
+	assert_int_equal(store_audit_json(s, q, &out), RD_OK);
+	assert_non_null(out);
+	assert_true(cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(out, "entries")));
+	return out;
+}
+
+/* The ids of a page, newest first, into ids; returns how many. */
+static int page_ids(const cJSON *page, long long *ids, int max)
+{
+	const cJSON *e;
+	int n = 0;
+
+	cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(page, "entries")) {
+		assert_true(n < max);
+		ids[n++] = (long long)num(e, "id");
+	}
+	return n;
+}
+
+static void check_audit(struct store *s, const struct audit_query *q, const long long *want, int nwant)
+{
+	cJSON *page = audit(s, q);
+	long long got[16];
+	int n = page_ids(page, got, 16);
+
+	if (n != nwant)
+		fail_msg("%d entries, want %d", n, nwant);
+	for (int i = 0; i < n; i++)
+		if (got[i] != want[i])
+			fail_msg("entry %d: id %lld, want %lld", i, got[i], want[i]);
+	cJSON_Delete(page);
+}
+
+/* Seven rows: ids 1..7 at T0+10 .. T0+70. */
+static void audit_seven(struct store *s)
+{
+	audit_add(s, T0 + 10, "olga", "operator", "trigger", "j1", "pb1", "disk full", "{\"force\":false}");
+	audit_add(s, T0 + 20, "olga", "operator", "cancel", "j1", "pb1", "wrong one", NULL);
+	audit_add(s, T0 + 30, "root", "admin", "pause", NULL, "*", "maintenance", NULL);
+	audit_add(s, T0 + 40, "root", "admin", "resume", NULL, "*", NULL, NULL);
+	audit_add(s, T0 + 50, "olga", "operator", "trigger", "j2", "pb2", "again", NULL);
+	audit_add(s, T0 + 60, "vic", "viewer", "reload", NULL, NULL, NULL, "{\"playbooks\":3}");
+	audit_add(s, T0 + 70, "olga", "operator", "approve", "j2", "pb2", "looks right", NULL);
+}
+
+static void test_audit_rows(void **state)
+{
+	struct fix *f = *state;
+	struct store *s = open_ok(f->db);
+	struct audit_query q = { .limit = 100 };
+	const cJSON *e, *d;
+	cJSON *page;
+
+	audit_seven(s);
+	page = audit(s, &q);
+	assert_true(has_null(page, "next"));
+	assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(page, "entries")), 7);
+	/* newest first: the last row written heads the list */
+	e = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(page, "entries"), 0);
+	assert_int_equal((int)num(e, "id"), 7);
+	assert_string_equal(str(e, "ts"), "2023-11-14T22:14:30.000Z");
+	assert_string_equal(str(e, "principal"), "olga");
+	assert_string_equal(str(e, "role"), "operator");
+	assert_string_equal(str(e, "address"), "192.0.2.10");
+	assert_string_equal(str(e, "action"), "approve");
+	assert_string_equal(str(e, "job_id"), "j2");
+	assert_string_equal(str(e, "playbook"), "pb2");
+	assert_string_equal(str(e, "reason"), "looks right");
+	assert_true(has_null(e, "detail"));
+	/* what is not set reads null; detail is an object, not text */
+	e = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(page, "entries"), 1);
+	assert_string_equal(str(e, "action"), "reload");
+	assert_true(has_null(e, "job_id"));
+	assert_true(has_null(e, "playbook"));
+	assert_true(has_null(e, "reason"));
+	d = cJSON_GetObjectItemCaseSensitive(e, "detail");
+	assert_true(cJSON_IsObject(d));
+	assert_int_equal((int)num(d, "playbooks"), 3);
+	e = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(page, "entries"), 4);
+	assert_string_equal(str(e, "action"), "pause");
+	assert_string_equal(str(e, "playbook"), "*");
+	e = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(page, "entries"), 6);
+	assert_int_equal((int)num(e, "id"), 1);
+	assert_true(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(e, "detail"),
+	                                                            "force")));
+	cJSON_Delete(page);
+	store_close(s);
+
+	/* the trail outlives the process */
+	s = open_ok(f->db);
+	check_audit(s, &q, (const long long[]){ 7, 6, 5, 4, 3, 2, 1 }, 7);
+
+	/* a detail that is not an object is refused with its batch */
+	{
+		struct audit_row bad = { .ts = T0, .principal = "x", .action = "trigger", .detail = "[1]" };
+		struct store_batch *b = store_batch_new();
+		assert_int_equal(store_batch_audit(b, &bad), 0);
+		assert_int_equal(store_commit(s, b, 1), RD_ERR);
+	}
+	check_audit(s, &q, (const long long[]){ 7, 6, 5, 4, 3, 2, 1 }, 7);
+	store_close(s);
+}
+
+static void test_audit_filters(void **state)
+{
+	struct fix *f = *state;
+	struct store *s = open_ok(f->db);
+	struct audit_query q;
+
+	audit_seven(s);
+	q = (struct audit_query){ .principal = "olga", .limit = 100 };
+	check_audit(s, &q, (const long long[]){ 7, 5, 2, 1 }, 4);
+	q = (struct audit_query){ .principal = "nobody", .limit = 100 };
+	check_audit(s, &q, NULL, 0);
+	q = (struct audit_query){ .action = "trigger", .limit = 100 };
+	check_audit(s, &q, (const long long[]){ 5, 1 }, 2);
+	q = (struct audit_query){ .principal = "root", .action = "pause", .limit = 100 };
+	check_audit(s, &q, (const long long[]){ 3 }, 1);
+	q = (struct audit_query){ .principal = "olga", .action = "pause", .limit = 100 };
+	check_audit(s, &q, NULL, 0);
+	/* since and until are inclusive */
+	q = (struct audit_query){ .since = T0 + 50, .limit = 100 };
+	check_audit(s, &q, (const long long[]){ 7, 6, 5 }, 3);
+	q = (struct audit_query){ .until = T0 + 20, .limit = 100 };
+	check_audit(s, &q, (const long long[]){ 2, 1 }, 2);
+	q = (struct audit_query){ .since = T0 + 25, .until = T0 + 55, .limit = 100 };
+	check_audit(s, &q, (const long long[]){ 5, 4, 3 }, 3);
+	q = (struct audit_query){ .since = T0 + 71, .limit = 100 };
+	check_audit(s, &q, NULL, 0);
+	q = (struct audit_query){ .principal = "olga", .action = "trigger", .since = T0 + 11,
+		                  .until = T0 + 70, .limit = 100 };
+	check_audit(s, &q, (const long long[]){ 5 }, 1);
+	/* the cursor alone: rows older than it */
+	q = (struct audit_query){ .before = 4, .limit = 100 };
+	check_audit(s, &q, (const long long[]){ 3, 2, 1 }, 3);
+	q = (struct audit_query){ .before = 1, .limit = 100 };
+	check_audit(s, &q, NULL, 0);
+	/* a limit out of range is the default page, not an error */
+	q = (struct audit_query){ .limit = 0 };
+	check_audit(s, &q, (const long long[]){ 7, 6, 5, 4, 3, 2, 1 }, 7);
+	q = (struct audit_query){ .limit = 1000000 };
+	check_audit(s, &q, (const long long[]){ 7, 6, 5, 4, 3, 2, 1 }, 7);
+	store_close(s);
+}
+
+/* Pages through q (its before is overwritten) and returns every id seen,
+ * in order; each page's next is the cursor of the one after. */
+static int audit_pages(struct store *s, struct audit_query q, long long *ids, int max, int *pages)
+{
+	int n = 0;
+
+	*pages = 0;
+	for (;;) {
+		cJSON *page = audit(s, &q);
+		const cJSON *next = cJSON_GetObjectItemCaseSensitive(page, "next");
+		int k = page_ids(page, ids + n, max - n);
+
+		(*pages)++;
+		assert_true(*pages <= 10);
+		assert_true(k <= q.limit);
+		n += k;
+		if (cJSON_IsNull(next)) {
+			cJSON_Delete(page);
+			return n;
+		}
+		/* a full page points past its own last row */
+		assert_true(cJSON_IsString(next));
+		assert_int_equal(k, q.limit);
+		q.before = atoll(next->valuestring);
+		assert_int_equal(q.before, ids[n - 1]);
+		cJSON_Delete(page);
+	}
+}
+
+static void test_audit_paging(void **state)
+{
+	struct fix *f = *state;
+	struct store *s = open_ok(f->db);
+	struct audit_query q = { .limit = 3 };
+	long long ids[16];
+	int n, pages;
+
+	audit_seven(s);
+	/* 3 + 3 + 1 */
+	n = audit_pages(s, q, ids, 16, &pages);
+	assert_int_equal(pages, 3);
+	assert_int_equal(n, 7);
+	for (int i = 0; i < n; i++)
+		assert_int_equal(ids[i], 7 - i);
+
+	/* filters hold across pages: olga's 7, 5 | 2, 1 */
+	q = (struct audit_query){ .principal = "olga", .limit = 2 };
+	n = audit_pages(s, q, ids, 16, &pages);
+	assert_int_equal(n, 4);
+	assert_int_equal(pages, 2);
+	assert_int_equal(ids[0], 7);
+	assert_int_equal(ids[1], 5);
+	assert_int_equal(ids[2], 2);
+	assert_int_equal(ids[3], 1);
+
+	/* a trail that fills its pages exactly: the last full page is the
+	 * last page */
+	q = (struct audit_query){ .limit = 7 };
+	n = audit_pages(s, q, ids, 16, &pages);
+	assert_int_equal(n, 7);
+	assert_int_equal(pages, 1);
+	q = (struct audit_query){ .since = T0 + 30, .limit = 5 };
+	n = audit_pages(s, q, ids, 16, &pages);
+	assert_int_equal(n, 5);
+	assert_int_equal(pages, 1);
+	q = (struct audit_query){ .action = "trigger", .limit = 1 };
+	n = audit_pages(s, q, ids, 16, &pages);
+	assert_int_equal(n, 2);
+	assert_int_equal(pages, 2);
+	store_close(s);
+}
+
+/* ---- pauses ---- */
+
+struct pauses_seen {
+	int n;
+	char scope[4][32], principal[4][32], reason[4][32];
+	double since[4], until[4];
+};
+
+static void pause_cb(const struct pause_row *p, void *arg)
+{
+	struct pauses_seen *ps = arg;
+
+	assert_true(ps->n < 4);
+	snprintf(ps->scope[ps->n], 32, "%s", p->scope);
+	snprintf(ps->principal[ps->n], 32, "%s", p->principal ? p->principal : "(null)");
+	snprintf(ps->reason[ps->n], 32, "%s", p->reason ? p->reason : "(null)");
+	ps->since[ps->n] = p->since;
+	ps->until[ps->n] = p->until;
+	ps->n++;
+}
+
+static struct pauses_seen scan_pauses(struct store *s)
+{
+	struct pauses_seen ps;
+
+	memset(&ps, 0, sizeof(ps));
+	assert_int_equal(store_scan_pauses(s, pause_cb, &ps), RD_OK);
+	return ps;
+}
+
+static void pause_set(struct store *s, const char *scope, const char *who, const char *why,
+                      double since, double until)
+{
+	struct pause_row p = { .scope = scope, .principal = who, .reason = why, .since = since,
+		               .until = until };
+	struct store_batch *b = store_batch_new();
+
+	assert_int_equal(store_batch_pause(b, &p), 0);
+	assert_int_equal(store_commit(s, b, 1), RD_OK);
+}
+
+static void pause_clear(struct store *s, const char *scope)
+{
+	struct store_batch *b = store_batch_new();
+
+	assert_int_equal(store_batch_unpause(b, scope), 0);
+	assert_int_equal(store_commit(s, b, 1), RD_OK);
+}
+
+static void test_pauses(void **state)
+{
+	struct fix *f = *state;
+	struct store *s = open_ok(f->db);
+	struct pauses_seen ps;
+
+	ps = scan_pauses(s);
+	assert_int_equal(ps.n, 0);
+
+	pause_set(s, "pb1", "olga", "DB migration", T0, T0 + 3600);
+	pause_set(s, "*", "root", "freeze", T0 + 5, 0);
+	ps = scan_pauses(s);
+	assert_int_equal(ps.n, 2);
+	/* by scope: "*" sorts first */
+	assert_string_equal(ps.scope[0], "*");
+	assert_string_equal(ps.principal[0], "root");
+	assert_string_equal(ps.reason[0], "freeze");
+	assert_true(ps.since[0] == T0 + 5);
+	assert_true(ps.until[0] == 0); /* until resumed */
+	assert_string_equal(ps.scope[1], "pb1");
+	assert_string_equal(ps.principal[1], "olga");
+	assert_string_equal(ps.reason[1], "DB migration");
+	assert_true(ps.since[1] == T0);
+	assert_true(ps.until[1] == T0 + 3600);
+
+	/* a second pause of a scope replaces the first */
+	pause_set(s, "pb1", "root", "longer", T0 + 10, T0 + 7200);
+	ps = scan_pauses(s);
+	assert_int_equal(ps.n, 2);
+	assert_string_equal(ps.scope[1], "pb1");
+	assert_string_equal(ps.principal[1], "root");
+	assert_string_equal(ps.reason[1], "longer");
+	assert_true(ps.since[1] == T0 + 10);
+	assert_true(ps.until[1] == T0 + 7200);
+	store_close(s);
+
+	/* pauses outlive the process */
+	s = open_ok(f->db);
+	ps = scan_pauses(s);
+	assert_int_equal(ps.n, 2);
+	pause_clear(s, "pb1");
+	ps = scan_pauses(s);
+	assert_int_equal(ps.n, 1);
+	assert_string_equal(ps.scope[0], "*");
+	/* clearing what is not paused is no error and changes nothing */
+	pause_clear(s, "pb1");
+	pause_clear(s, "never");
+	ps = scan_pauses(s);
+	assert_int_equal(ps.n, 1);
+	pause_clear(s, "*");
+	ps = scan_pauses(s);
+	assert_int_equal(ps.n, 0);
+	/* a pause with no reason keeps it NULL */
+	pause_set(s, "pb2", "root", NULL, T0, 0);
+	ps = scan_pauses(s);
+	assert_int_equal(ps.n, 1);
+	assert_string_equal(ps.reason[0], "(null)");
+	store_close(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -909,6 +1255,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_reopen, setup, teardown),
 		cmocka_unit_test(test_memory),
 		cmocka_unit_test_setup_teardown(test_open_errors, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_audit_rows, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_audit_filters, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_audit_paging, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pauses, setup, teardown),
 	};
 	int null_fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
 

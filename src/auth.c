@@ -303,13 +303,14 @@ int auth_load_file(struct auth *a, const char *path, char *err, size_t errlen)
 		return -1;
 	}
 	for (line = buf; line && rc == 0; line = next) {
-		char *f[5], *hash = strchr(line, '#'), *fs = NULL, *t;
+		char *f[5], *hash, *fs = NULL, *t;
 		char why[256];
 		int nf = 0;
 		if ((next = strchr(line, '\n')))
 			*next++ = '\0';
 		lineno++;
-		if (hash)
+		/* only once the line is cut: a '#' further on is another line's */
+		if ((hash = strchr(line, '#')))
 			*hash = '\0';
 		for (t = strtok_r(line, " \t\r", &fs); t && nf < 5; t = strtok_r(NULL, " \t\r", &fs))
 			f[nf++] = t;
@@ -347,6 +348,9 @@ int auth_find(const struct auth *a, const char *tok, size_t n, struct actor *out
 	}
 	if (hit == (size_t)-1)
 		return -1;
-	*out = a->v[hit].who;
+	/* the address is the caller's (the client's), not the table's "" */
+	memcpy(out->name, a->v[hit].who.name, sizeof(out->name));
+	out->role = a->v[hit].who.role;
+	memcpy(out->scope, a->v[hit].who.scope, sizeof(out->scope));
 	return 0;
 }

@@ -266,40 +266,73 @@ int rd_label_name_valid(const char *s)
 	return 1;
 }
 
+/* n decimal digits at s into *v: 0, or -1 (a NUL is no digit, so this
+ * never reads past the string). */
+static int parse_digits(const char *s, int n, int *v)
+{
+	*v = 0;
+	for (int i = 0; i < n; i++) {
+		if (!isdigit((unsigned char)s[i]))
+			return -1;
+		*v = *v * 10 + (s[i] - '0');
+	}
+	return 0;
+}
+
 int rd_parse_time(const char *s, double *out)
 {
+	static const int mdays[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
 	struct tm tm;
 	const char *p;
 	char *end;
 	double frac = 0, v;
 	long off = 0;
+	int y, mo, d, h, mi, sec, oh, om;
+	size_t n;
 	time_t t;
 
 	if (!s || !*s)
 		return -1;
 	if (!strchr(s, '-')) {
-		/* epoch seconds */
+		/* epoch seconds: digits and maybe a fraction; strtod alone would
+		 * also take hex, exponents and blanks */
+		n = strspn(s, "0123456789");
+		if (n == 0 || (s[n] && (s[n] != '.' || s[n + 1 + strspn(s + n + 1, "0123456789")])))
+			return -1;
 		errno = 0;
 		v = strtod(s, &end);
-		if (errno || *end || v < 0 || !isdigit((unsigned char)*s))
+		if (errno || *end)
 			return -1;
 		*out = v;
 		return 0;
 	}
-	memset(&tm, 0, sizeof(tm));
-	p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
-	if (!p)
+	/* YYYY-MM-DDTHH:MM:SS, each field its exact width (strptime takes
+	 * blanks and short fields) */
+	if (parse_digits(s, 4, &y) || s[4] != '-' || parse_digits(s + 5, 2, &mo) || s[7] != '-' ||
+	    parse_digits(s + 8, 2, &d) || (s[10] != 'T' && s[10] != 't') ||
+	    parse_digits(s + 11, 2, &h) || s[13] != ':' || parse_digits(s + 14, 2, &mi) ||
+	    s[16] != ':' || parse_digits(s + 17, 2, &sec))
 		return -1;
+	/* timegm would roll 2026-02-30 over into March; 60 is a leap second */
+	if (mo < 1 || mo > 12 || d < 1 ||
+	    d > mdays[mo - 1] + (mo == 2 && y % 4 == 0 && (y % 100 != 0 || y % 400 == 0)) ||
+	    h > 23 || mi > 59 || sec > 60)
+		return -1;
+	p = s + 19;
 	if (*p == '.') {
+		n = strspn(p + 1, "0123456789");
+		if (n == 0)
+			return -1;
 		frac = strtod(p, &end);
-		p = end;
+		p += 1 + n;
+		if (end != p) /* an exponent */
+			return -1;
 	}
 	if (*p == 'Z' || *p == 'z') {
 		p++;
-	} else if ((*p == '+' || *p == '-') && isdigit((unsigned char)p[1]) &&
-	           isdigit((unsigned char)p[2]) && p[3] == ':' && isdigit((unsigned char)p[4]) &&
-	           isdigit((unsigned char)p[5])) {
-		off = ((p[1] - '0') * 10 + (p[2] - '0')) * 3600L + ((p[4] - '0') * 10 + (p[5] - '0')) * 60L;
+	} else if ((*p == '+' || *p == '-') && !parse_digits(p + 1, 2, &oh) && p[3] == ':' &&
+	           !parse_digits(p + 4, 2, &om) && oh <= 23 && om <= 59) {
+		off = oh * 3600L + om * 60L;
 		if (*p == '-')
 			off = -off;
 		p += 6;
@@ -308,6 +341,13 @@ int rd_parse_time(const char *s, double *out)
 	}
 	if (*p)
 		return -1;
+	memset(&tm, 0, sizeof(tm));
+	tm.tm_year = y - 1900;
+	tm.tm_mon = mo - 1;
+	tm.tm_mday = d;
+	tm.tm_hour = h;
+	tm.tm_min = mi;
+	tm.tm_sec = sec;
 	t = timegm(&tm);
 	if (t == (time_t)-1)
 		return -1;

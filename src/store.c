@@ -1785,7 +1785,7 @@ enum rd_status store_audit_json(struct store *s, const struct audit_query *q, cJ
 	cJSON *o = cJSON_CreateObject(), *arr = o ? cJSON_AddArrayToObject(o, "entries") : NULL;
 	enum rd_status r = RD_ERR;
 	long long last = 0;
-	int rc, n = 0, bad = !arr, limit = q->limit > 0 && q->limit <= LIST_MAX ? q->limit : 100;
+	int rc, n = 0, more = 0, bad = !arr, limit = q->limit > 0 && q->limit <= LIST_MAX ? q->limit : 100;
 
 	*out = NULL;
 	if (bad) {
@@ -1804,9 +1804,16 @@ enum rd_status store_audit_json(struct store *s, const struct audit_query *q, cJ
 		sqlite3_bind_int64(st, 5, q->before);
 	else
 		sqlite3_bind_null(st, 5);
-	sqlite3_bind_int(st, 6, limit);
+	/* One row more than the page tells whether there is a next one. */
+	sqlite3_bind_int(st, 6, limit + 1);
 	while (!bad && (rc = step_retry(st)) == SQLITE_ROW) {
-		cJSON *e = cJSON_CreateObject();
+		cJSON *e;
+		if (n == limit) {
+			more = 1;
+			rc = SQLITE_DONE;
+			break;
+		}
+		e = cJSON_CreateObject();
 		if (!e || !cJSON_AddItemToArray(arr, e)) {
 			cJSON_Delete(e);
 			bad = 1;
@@ -1834,11 +1841,9 @@ enum rd_status store_audit_json(struct store *s, const struct audit_query *q, cJ
 		bad = 1;
 	stmt_done(st);
 	if (!bad) {
-		/* A full page may have more behind it: the cursor for the next. */
 		char cur[24];
 		snprintf(cur, sizeof(cur), "%lld", last);
-		bad |= !(n == limit && last > 1 ? cJSON_AddStringToObject(o, "next", cur)
-		                                : cJSON_AddNullToObject(o, "next"));
+		bad |= !(more ? cJSON_AddStringToObject(o, "next", cur) : cJSON_AddNullToObject(o, "next"));
 	}
 	if (!bad) {
 		*out = o;

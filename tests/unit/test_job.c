@@ -84,6 +84,9 @@ static void test_outcome_names(void **state)
 	assert_string_equal(job_outcome_name(OUT_INTERRUPTED), "interrupted");
 	assert_string_equal(job_outcome_name(OUT_POISONED), "poisoned");
 	assert_string_equal(job_outcome_name(OUT_BUDGET_EXHAUSTED), "budget_exhausted");
+	assert_string_equal(job_outcome_name(OUT_PAUSED), "paused");
+	assert_string_equal(job_outcome_name(OUT_REJECTED), "rejected");
+	assert_string_equal(job_outcome_name(OUT_APPROVAL_TIMEOUT), "approval_timeout");
 	assert_string_equal(job_outcome_name(OUT_COUNT), "unknown");
 	/* an outcome that ends a job in a state of the same name reads the
 	 * same in both columns */
@@ -91,7 +94,8 @@ static void test_outcome_names(void **state)
 		enum job_outcome o;
 		enum job_state s;
 	} same[] = {{OUT_SUCCEEDED, JS_SUCCEEDED}, {OUT_FAILED, JS_FAILED},
-	            {OUT_CANCELLED, JS_CANCELLED}, {OUT_BUDGET_EXHAUSTED, JS_BUDGET_EXHAUSTED}};
+	            {OUT_CANCELLED, JS_CANCELLED}, {OUT_BUDGET_EXHAUSTED, JS_BUDGET_EXHAUSTED},
+	            {OUT_PAUSED, JS_PAUSED}};
 	for (size_t i = 0; i < sizeof(same) / sizeof(same[0]); i++)
 		assert_string_equal(job_outcome_name(same[i].o), job_state_name(same[i].s));
 }
@@ -103,11 +107,63 @@ static void test_state_names(void **state)
 		for (int k = 0; k < s; k++)
 			assert_string_not_equal(job_state_name((enum job_state)s),
 			                        job_state_name((enum job_state)k));
+	/* the journal, the API and the state label spell them so */
+	static const char *const want[JS_COUNT] = {
+		"queued", "running", "retry_wait", "succeeded", "failed", "cancelled",
+		"budget_exhausted", "paused", "awaiting_approval",
+	};
+	for (int s = 0; s < JS_COUNT; s++)
+		assert_string_equal(job_state_name((enum job_state)s), want[s]);
 	enum job_state got = JS_RUNNING;
 	assert_int_equal(job_state_parse("", &got), -1);
 	assert_int_equal(job_state_parse("QUEUED", &got), -1); /* names are exact */
 	assert_int_equal(job_state_parse("dry_run_failed", &got), -1); /* an outcome, not a state */
+	assert_int_equal(job_state_parse("approval_timeout", &got), -1);
 	assert_int_equal(got, JS_RUNNING);
+}
+
+/* The journal's jobs.approval: NULL when not required. */
+static void test_approval_names(void **state)
+{
+	enum approval a;
+
+	(void)state;
+	assert_null(approval_name(AP_NONE));
+	assert_string_equal(approval_name(AP_PENDING), "pending");
+	assert_string_equal(approval_name(AP_APPROVED), "approved");
+	assert_null(approval_name(AP_COUNT));
+	for (int i = AP_PENDING; i < AP_COUNT; i++) {
+		a = AP_NONE;
+		assert_int_equal(approval_parse(approval_name((enum approval)i), &a), 0);
+		assert_int_equal(a, i);
+	}
+	/* a NULL column is a job that needs no approval */
+	a = AP_APPROVED;
+	assert_int_equal(approval_parse(NULL, &a), 0);
+	assert_int_equal(a, AP_NONE);
+	assert_int_equal(approval_parse("rejected", &a), -1);
+	assert_int_equal(approval_parse("Approved", &a), -1);
+	assert_int_equal(approval_parse("", &a), -1);
+}
+
+/* Writes are only planned in a dry run and in an approval plan. */
+static void test_plans_only(void **state)
+{
+	struct job j;
+
+	(void)state;
+	memset(&j, 0, sizeof(j));
+	assert_false(job_plans_only(&j));
+	j.dry_run = 1;
+	assert_true(job_plans_only(&j));
+	j.dry_run = 0;
+	j.planning = 1;
+	assert_true(job_plans_only(&j));
+	/* approved: the next attempt is real */
+	j.planning = 0;
+	j.approval = AP_APPROVED;
+	j.plan_attempts = 1;
+	assert_false(job_plans_only(&j));
 }
 
 /* The row the journal writes converts the enums to the store's strings. */
@@ -129,6 +185,27 @@ static void test_row_of(void **state)
 	job_row_of(&j, &row);
 	assert_string_equal(row.state, "failed");
 	assert_string_equal(row.outcome, "dry_run_failed");
+	/* who and approval */
+	assert_null(row.triggered_by);
+	assert_null(row.approval);
+	assert_int_equal(row.plan_attempts, 0);
+	j.triggered_by = "olga";
+	j.cancelled_by = "vic";
+	j.approval = AP_PENDING;
+	j.plan_attempts = 2;
+	job_row_of(&j, &row);
+	assert_string_equal(row.triggered_by, "olga");
+	assert_string_equal(row.cancelled_by, "vic");
+	assert_string_equal(row.approval, "pending");
+	assert_null(row.approved_by);
+	assert_int_equal(row.plan_attempts, 2);
+	j.approval = AP_APPROVED;
+	j.approved_by = "root";
+	j.state = JS_AWAITING_APPROVAL;
+	job_row_of(&j, &row);
+	assert_string_equal(row.approval, "approved");
+	assert_string_equal(row.approved_by, "root");
+	assert_string_equal(row.state, "awaiting_approval");
 	for (int o = OUT_NONE + 1; o < OUT_COUNT; o++) {
 		j.outcome = (enum job_outcome)o;
 		job_row_of(&j, &row);
@@ -260,6 +337,8 @@ int main(void)
 		cmocka_unit_test(test_attempt_result_names),
 		cmocka_unit_test(test_attempt_error_names),
 		cmocka_unit_test(test_outcome_names),
+		cmocka_unit_test(test_approval_names),
+		cmocka_unit_test(test_plans_only),
 		cmocka_unit_test(test_row_of),
 		cmocka_unit_test(test_transition_table),
 		cmocka_unit_test(test_lifecycle_counts),

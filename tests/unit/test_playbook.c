@@ -392,6 +392,35 @@ static const struct bad_case bad_cases[] = {
 	  { "sleep.lua:1:", "sleep" } },
 	{ "io at load time", "io.lua", "io.open('x')\nreturn { name = 'i'," GOOD_FNS " }\n",
 	  { "io.lua:1:", "nil" } },
+	{ "approval not a table", "appr.lua", "return { name = 'a', approval = true," GOOD_FNS " }\n",
+	  { "approval:", "expected a table" } },
+	{ "approval.required not a boolean", "apreq.lua",
+	  "return { name = 'a', approval = { required = 'yes' }," GOOD_FNS " }\n",
+	  { "approval.required:", "expected a boolean", "string" } },
+	{ "approval.required a number", "apreq1.lua",
+	  "return { name = 'a', approval = { required = 1 }," GOOD_FNS " }\n",
+	  { "approval.required:", "boolean", "number" } },
+	{ "approval.timeout not a number", "aptime.lua",
+	  "return { name = 'a', approval = { required = true, timeout = '15m' }," GOOD_FNS " }\n",
+	  { "approval.timeout:", "expected a number", "string" } },
+	{ "approval.timeout zero", "aptime0.lua",
+	  "return { name = 'a', approval = { timeout = 0 }," GOOD_FNS " }\n",
+	  { "approval.timeout:", ">= 1" } },
+	{ "approval.timeout below a second", "aptimeh.lua",
+	  "return { name = 'a', approval = { timeout = 0.5 }," GOOD_FNS " }\n",
+	  { "approval.timeout:", ">= 1" } },
+	{ "approval.timeout negative", "aptimen.lua",
+	  "return { name = 'a', approval = { timeout = -60 }," GOOD_FNS " }\n",
+	  { "approval.timeout:" } },
+	{ "approval.timeout infinite", "aptimei.lua",
+	  "return { name = 'a', approval = { timeout = math.huge }," GOOD_FNS " }\n",
+	  { "approval.timeout:" } },
+	{ "approval misspelt key", "aptypo.lua",
+	  "return { name = 'a', approval = { requried = true }," GOOD_FNS " }\n",
+	  { "approval.requried:", "unknown", "required, timeout" } },
+	{ "approval list entry", "aplist.lua",
+	  "return { name = 'a', approval = { true }," GOOD_FNS " }\n",
+	  { "approval.", "unknown" } },
 	{ "memory bomb", "mem.lua",
 	  "local t = {} while true do t[#t + 1] = string.rep('x', 1e5) end\n",
 	  { "not enough memory" } },
@@ -632,6 +661,129 @@ static const char *str(const cJSON *o, const char *k)
 	return v->valuestring;
 }
 
+/* approval = { required, timeout }: attempts are plans until a human
+ * approves, for at most timeout seconds. */
+static void test_load_approval(void **state)
+{
+	static const struct {
+		const char *field;  /* the approval field as written, or "" */
+		int required;
+		double timeout;
+	} cases[] = {
+		{ "", 0, 900 },
+		{ "approval = {},", 0, 900 },
+		{ "approval = { required = true },", 1, 900 },
+		{ "approval = { required = false },", 0, 900 },
+		{ "approval = { timeout = 60 },", 0, 60 },
+		{ "approval = { required = true, timeout = 1 },", 1, 1 },
+		{ "approval = { required = true, timeout = 86400.5 },", 1, 86400.5 },
+	};
+
+	(void)state;
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		struct playbook_set *set = NULL;
+		char err[512], text[512];
+		struct pdir d;
+
+		pdir_new(&d);
+		snprintf(text, sizeof(text), "return { name = 'a', %s" GOOD_FNS " }\n", cases[i].field);
+		pdir_write(&d, "a.lua", text);
+		if (load(&d, &set, err, sizeof(err)) != RD_OK)
+			fail_msg("'%s': %s", cases[i].field, err);
+		if (set->v[0]->approval_required != cases[i].required ||
+		    set->v[0]->approval_timeout != cases[i].timeout)
+			fail_msg("'%s': required %d timeout %g, want %d %g", cases[i].field,
+			         set->v[0]->approval_required, set->v[0]->approval_timeout, cases[i].required,
+			         cases[i].timeout);
+		playbook_set_unref(set);
+		pdir_free(&d);
+	}
+}
+
+/* Load the directory with these overrides; RD_OK with *set, or the error. */
+static enum rd_status load_over(const struct pdir *d, const char *json, struct playbook_set **set,
+                                char *err, size_t errlen)
+{
+	struct playbook_load_opts o = { .dir = d->path, .mem_max = MEM_MAX, .overrides_json = json };
+
+	err[0] = '\0';
+	*set = NULL;
+	return playbook_set_load(&o, set, err, errlen);
+}
+
+/* The deployment may require approval where the playbook does not, or
+ * lift it, or change the timeout; what it leaves out stays. */
+static void test_load_approval_overrides(void **state)
+{
+	static const struct {
+		const char *json;
+		int required;
+		double timeout;
+	} good[] = {
+		{ "{\"p\":{\"approval\":{\"required\":true,\"timeout\":60}}}", 1, 60 },
+		{ "{\"p\":{\"approval\":{\"required\":true}}}", 1, 900 },
+		{ "{\"p\":{\"approval\":{\"timeout\":5}}}", 0, 5 },
+		{ "{\"p\":{\"approval\":{}}}", 0, 900 },
+		{ "{\"other\":{\"approval\":{\"required\":true}}}", 0, 900 },
+	};
+	static const struct {
+		const char *json;
+		const char *want[3];
+	} bad[] = {
+		{ "{\"p\":{\"approval\":true}}", { "playbook_overrides[\"p\"].approval:", "expected a table" } },
+		{ "{\"p\":{\"approval\":{\"required\":\"yes\"}}}",
+		  { "playbook_overrides[\"p\"].approval.required:", "expected a boolean" } },
+		{ "{\"p\":{\"approval\":{\"required\":1}}}", { "approval.required:", "boolean" } },
+		{ "{\"p\":{\"approval\":{\"timeout\":0}}}", { "playbook_overrides[\"p\"].approval.timeout:", ">= 1" } },
+		{ "{\"p\":{\"approval\":{\"timeout\":\"1h\"}}}", { "approval.timeout:", "expected a number" } },
+		{ "{\"p\":{\"approval\":{\"needed\":true}}}", { "approval.needed:", "unknown" } },
+	};
+	struct playbook_set *set;
+	char err[512];
+	struct pdir d;
+
+	(void)state;
+	pdir_new(&d);
+	pdir_write(&d, "p.lua", "return { name = 'p'," GOOD_FNS " }\n");
+	for (size_t i = 0; i < ARRAY_SIZE(good); i++) {
+		if (load_over(&d, good[i].json, &set, err, sizeof(err)) != RD_OK)
+			fail_msg("%s: %s", good[i].json, err);
+		if (set->v[0]->approval_required != good[i].required ||
+		    set->v[0]->approval_timeout != good[i].timeout)
+			fail_msg("%s: required %d timeout %g, want %d %g", good[i].json,
+			         set->v[0]->approval_required, set->v[0]->approval_timeout, good[i].required,
+			         good[i].timeout);
+		playbook_set_unref(set);
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		if (load_over(&d, bad[i].json, &set, err, sizeof(err)) == RD_OK)
+			fail_msg("%s: loaded, want an error", bad[i].json);
+		assert_null(set);
+		for (size_t k = 0; k < ARRAY_SIZE(bad[i].want) && bad[i].want[k]; k++)
+			if (!strstr(err, bad[i].want[k]))
+				fail_msg("%s: error '%s' does not contain '%s'", bad[i].json, err, bad[i].want[k]);
+	}
+
+	/* over a playbook that requires approval: lifted, or only retimed */
+	pdir_write(&d, "p.lua",
+	           "return { name = 'p', approval = { required = true, timeout = 120 }," GOOD_FNS " }\n");
+	assert_int_equal(load_over(&d, "{\"p\":{\"approval\":{\"required\":false}}}", &set, err, sizeof(err)),
+	                 RD_OK);
+	assert_int_equal(set->v[0]->approval_required, 0);
+	assert_near(set->v[0]->approval_timeout, 120, 0);
+	playbook_set_unref(set);
+	assert_int_equal(load_over(&d, "{\"p\":{\"approval\":{\"timeout\":30}}}", &set, err, sizeof(err)), RD_OK);
+	assert_int_equal(set->v[0]->approval_required, 1);
+	assert_near(set->v[0]->approval_timeout, 30, 0);
+	playbook_set_unref(set);
+	/* and overrides without approval leave it alone */
+	assert_int_equal(load_over(&d, "{\"p\":{\"retries\":0}}", &set, err, sizeof(err)), RD_OK);
+	assert_int_equal(set->v[0]->approval_required, 1);
+	assert_near(set->v[0]->approval_timeout, 120, 0);
+	playbook_set_unref(set);
+	pdir_free(&d);
+}
+
 /* Deployment overrides of the limits (config key playbook_overrides). */
 static void test_load_overrides(void **state)
 {
@@ -722,6 +874,11 @@ static void test_json(void **state)
 	assert_string_equal(cJSON_GetArrayItem(a, 0)->valuestring, "slack");
 	assert_string_equal(cJSON_GetArrayItem(a, 1)->valuestring, "pagerduty");
 	assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "idempotent")));
+	/* approval, not asked for: its defaults */
+	b = cJSON_GetObjectItemCaseSensitive(j, "approval");
+	assert_true(cJSON_IsObject(b));
+	assert_true(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(b, "required")));
+	assert_near(num(b, "timeout"), 900, 0);
 	/* no code, no source in the public description */
 	assert_null(cJSON_GetObjectItemCaseSensitive(j, "source"));
 	assert_null(cJSON_GetObjectItemCaseSensitive(j, "run"));
@@ -752,6 +909,39 @@ static void test_json(void **state)
 	pdir_free(&d);
 }
 
+static void test_json_approval(void **state)
+{
+	struct playbook_set *set = NULL;
+	struct playbook_load_opts o = { .mem_max = MEM_MAX };
+	char err[512];
+	struct pdir d;
+	cJSON *j, *ap;
+
+	(void)state;
+	pdir_new(&d);
+	pdir_write(&d, "a.lua", "return { name = 'a', approval = { required = true, timeout = 45 }," GOOD_FNS " }\n");
+	pdir_write(&d, "b.lua", "return { name = 'b'," GOOD_FNS " }\n");
+	o.dir = d.path;
+	/* b's requirement comes from the deployment */
+	o.overrides_json = "{\"b\":{\"approval\":{\"required\":true,\"timeout\":60}}}";
+	if (playbook_set_load(&o, &set, err, sizeof(err)) != RD_OK)
+		fail_msg("load failed: %s", err);
+	j = playbook_json(playbook_set_find(set, "a"));
+	ap = cJSON_GetObjectItemCaseSensitive(j, "approval");
+	assert_true(cJSON_IsObject(ap));
+	assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(ap, "required")));
+	assert_near(num(ap, "timeout"), 45, 0);
+	assert_int_equal(cJSON_GetArraySize(ap), 2);
+	cJSON_Delete(j);
+	j = playbook_json(playbook_set_find(set, "b"));
+	ap = cJSON_GetObjectItemCaseSensitive(j, "approval");
+	assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(ap, "required")));
+	assert_near(num(ap, "timeout"), 60, 0);
+	cJSON_Delete(j);
+	playbook_set_unref(set);
+	pdir_free(&d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -770,7 +960,10 @@ int main(void)
 		cmocka_unit_test(test_load_empty_and_ignored),
 		cmocka_unit_test(test_load_missing_dir),
 		cmocka_unit_test(test_load_overrides),
+		cmocka_unit_test(test_load_approval),
+		cmocka_unit_test(test_load_approval_overrides),
 		cmocka_unit_test(test_json),
+		cmocka_unit_test(test_json_approval),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -894,6 +894,822 @@ static void test_open_errors(void **state)
 	store_close(NULL);
 }
 
+/* ---- audit trail ---- */
+
+static void audit_add(struct store *s, double ts, const char *principal, const char *role,
+                      const char *action, const char *job_id, const char *playbook,
+                      const char *reason, const char *detail)
+{
+	struct audit_row a = { .ts = ts, .principal = principal, .role = role,
+		               .address = "192.0.2.10", .action = action, .job_id = job_id,
+		               .playbook = playbook, .reason = reason, .detail = detail };
+	struct store_batch *b = store_batch_new();
+
+	assert_non_null(b);
+	assert_int_equal(store_batch_audit(b, &a), 0);
+	assert_int_equal(store_commit(s, b, 1), RD_OK);
+}
+
+static cJSON *audit(struct store *s, const struct audit_query *q)
+{
+	cJSON *out = NULL;
+
+	assert_int_equal(store_audit_json(s, q, &out), RD_OK);
+	assert_non_null(out);
+	assert_true(cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(out, "entries")));
+	return out;
+}
+
+/* The ids of a page, newest first, into ids; returns how many. */
+static int page_ids(const cJSON *page, long long *ids, int max)
+{
+	const cJSON *e;
+	int n = 0;
+
+	cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(page, "entries")) {
+		assert_true(n < max);
+		ids[n++] = (long long)num(e, "id");
+	}
+	return n;
+}
+
+static void check_audit(struct store *s, const struct audit_query *q, const long long *want, int nwant)
+{
+	cJSON *page = audit(s, q);
+	long long got[16];
+	int n = page_ids(page, got, 16);
+
+	if (n != nwant)
+		fail_msg("%d entries, want %d", n, nwant);
+	for (int i = 0; i < n; i++)
+		if (got[i] != want[i])
+			fail_msg("entry %d: id %lld, want %lld", i, got[i], want[i]);
+	cJSON_Delete(page);
+}
+
+/* Seven rows: ids 1..7 at T0+10 .. T0+70. */
+static void audit_seven(struct store *s)
+{
+	audit_add(s, T0 + 10, "olga", "operator", "trigger", "j1", "pb1", "disk full", "{\"force\":false}");
+	audit_add(s, T0 + 20, "olga", "operator", "cancel", "j1", "pb1", "wrong one", NULL);
+	audit_add(s, T0 + 30, "root", "admin", "pause", NULL, "*", "maintenance", NULL);
+	audit_add(s, T0 + 40, "root", "admin", "resume", NULL, "*", NULL, NULL);
+	audit_add(s, T0 + 50, "olga", "operator", "trigger", "j2", "pb2", "again", NULL);
+	audit_add(s, T0 + 60, "vic", "viewer", "reload", NULL, NULL, NULL, "{\"playbooks\":3}");
+	audit_add(s, T0 + 70, "olga", "operator", "approve", "j2", "pb2", "looks right", NULL);
+}
+
+static void test_audit_rows(void **state)
+{
+	struct fix *f = *state;
+	struct store *s = open_ok(f->db);
+	struct audit_query q = { .limit = 100 };
+	const cJSON *e, *d;
+	cJSON *page;
+
+	audit_seven(s);
+	page = audit(s, &q);
+	assert_true(has_null(page, "next"));
+	assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(page, "entries")), 7);
+	/* newest first: the last row written heads the list */
+	e = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(page, "entries"), 0);
+	assert_int_equal((int)num(e, "id"), 7);
+	assert_string_equal(str(e, "ts"), "2023-11-14T22:14:30.000Z");
+	assert_string_equal(str(e, "principal"), "olga");
+	assert_string_equal(str(e, "role"), "operator");
+	assert_string_equal(str(e, "address"), "192.0.2.10");
+	assert_string_equal(str(e, "action"), "approve");
+	assert_string_equal(str(e, "job_id"), "j2");
+	assert_string_equal(str(e, "playbook"), "pb2");
+	assert_string_equal(str(e, "reason"), "looks right");
+	assert_true(has_null(e, "detail"));
+	/* what is not set reads null; detail is an object, not text */
+	e = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(page, "entries"), 1);
+	assert_string_equal(str(e, "action"), "reload");
+	assert_true(has_null(e, "job_id"));
+	assert_true(has_null(e, "playbook"));
+	assert_true(has_null(e, "reason"));
+	d = cJSON_GetObjectItemCaseSensitive(e, "detail");
+	assert_true(cJSON_IsObject(d));
+	assert_int_equal((int)num(d, "playbooks"), 3);
+	e = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(page, "entries"), 4);
+	assert_string_equal(str(e, "action"), "pause");
+	assert_string_equal(str(e, "playbook"), "*");
+	e = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(page, "entries"), 6);
+	assert_int_equal((int)num(e, "id"), 1);
+	assert_true(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(e, "detail"),
+	                                                            "force")));
+	cJSON_Delete(page);
+	store_close(s);
+
+	/* the trail outlives the process */
+	s = open_ok(f->db);
+	check_audit(s, &q, (const long long[]){ 7, 6, 5, 4, 3, 2, 1 }, 7);
+
+	/* a detail that is not an object is refused with its batch */
+	{
+		struct audit_row bad = { .ts = T0, .principal = "x", .action = "trigger", .detail = "[1]" };
+		struct store_batch *b = store_batch_new();
+		assert_int_equal(store_batch_audit(b, &bad), 0);
+		assert_int_equal(store_commit(s, b, 1), RD_ERR);
+	}
+	check_audit(s, &q, (const long long[]){ 7, 6, 5, 4, 3, 2, 1 }, 7);
+	store_close(s);
+}
+
+static void test_audit_filters(void **state)
+{
+	struct fix *f = *state;
+	struct store *s = open_ok(f->db);
+	struct audit_query q;
+
+	audit_seven(s);
+	q = (struct audit_query){ .principal = "olga", .limit = 100 };
+	check_audit(s, &q, (const long long[]){ 7, 5, 2, 1 }, 4);
+	q = (struct audit_query){ .principal = "nobody", .limit = 100 };
+	check_audit(s, &q, NULL, 0);
+	q = (struct audit_query){ .action = "trigger", .limit = 100 };
+	check_audit(s, &q, (const long long[]){ 5, 1 }, 2);
+	q = (struct audit_query){ .principal = "root", .action = "pause", .limit = 100 };
+	check_audit(s, &q, (const long long[]){ 3 }, 1);
+	q = (struct audit_query){ .principal = "olga", .action = "pause", .limit = 100 };
+	check_audit(s, &q, NULL, 0);
+	/* since and until are inclusive */
+	q = (struct audit_query){ .since = T0 + 50, .limit = 100 };
+	check_audit(s, &q, (const long long[]){ 7, 6, 5 }, 3);
+	q = (struct audit_query){ .until = T0 + 20, .limit = 100 };
+	check_audit(s, &q, (const long long[]){ 2, 1 }, 2);
+	q = (struct audit_query){ .since = T0 + 25, .until = T0 + 55, .limit = 100 };
+	check_audit(s, &q, (const long long[]){ 5, 4, 3 }, 3);
+	q = (struct audit_query){ .since = T0 + 71, .limit = 100 };
+	check_audit(s, &q, NULL, 0);
+	q = (struct audit_query){ .principal = "olga", .action = "trigger", .since = T0 + 11,
+		                  .until = T0 + 70, .limit = 100 };
+	check_audit(s, &q, (const long long[]){ 5 }, 1);
+	/* the cursor alone: rows older than it */
+	q = (struct audit_query){ .before = 4, .limit = 100 };
+	check_audit(s, &q, (const long long[]){ 3, 2, 1 }, 3);
+	q = (struct audit_query){ .before = 1, .limit = 100 };
+	check_audit(s, &q, NULL, 0);
+	/* a limit out of range is the default page, not an error */
+	q = (struct audit_query){ .limit = 0 };
+	check_audit(s, &q, (const long long[]){ 7, 6, 5, 4, 3, 2, 1 }, 7);
+	q = (struct audit_query){ .limit = 1000000 };
+	check_audit(s, &q, (const long long[]){ 7, 6, 5, 4, 3, 2, 1 }, 7);
+	store_close(s);
+}
+
+/* Pages through q (its before is overwritten) and returns every id seen,
+ * in order; each page's next is the cursor of the one after. */
+static int audit_pages(struct store *s, struct audit_query q, long long *ids, int max, int *pages)
+{
+	int n = 0;
+
+	*pages = 0;
+	for (;;) {
+		cJSON *page = audit(s, &q);
+		const cJSON *next = cJSON_GetObjectItemCaseSensitive(page, "next");
+		int k = page_ids(page, ids + n, max - n);
+
+		(*pages)++;
+		assert_true(*pages <= 10);
+		assert_true(k <= q.limit);
+		n += k;
+		if (cJSON_IsNull(next)) {
+			cJSON_Delete(page);
+			return n;
+		}
+		/* a full page points past its own last row */
+		assert_true(cJSON_IsString(next));
+		assert_int_equal(k, q.limit);
+		q.before = atoll(next->valuestring);
+		assert_int_equal(q.before, ids[n - 1]);
+		cJSON_Delete(page);
+	}
+}
+
+static void test_audit_paging(void **state)
+{
+	struct fix *f = *state;
+	struct store *s = open_ok(f->db);
+	struct audit_query q = { .limit = 3 };
+	long long ids[16];
+	int n, pages;
+
+	audit_seven(s);
+	/* 3 + 3 + 1 */
+	n = audit_pages(s, q, ids, 16, &pages);
+	assert_int_equal(pages, 3);
+	assert_int_equal(n, 7);
+	for (int i = 0; i < n; i++)
+		assert_int_equal(ids[i], 7 - i);
+
+	/* filters hold across pages: olga's 7, 5 | 2, 1 */
+	q = (struct audit_query){ .principal = "olga", .limit = 2 };
+	n = audit_pages(s, q, ids, 16, &pages);
+	assert_int_equal(n, 4);
+	assert_int_equal(pages, 2);
+	assert_int_equal(ids[0], 7);
+	assert_int_equal(ids[1], 5);
+	assert_int_equal(ids[2], 2);
+	assert_int_equal(ids[3], 1);
+
+	/* a trail that fills its pages exactly: the last full page is the
+	 * last page */
+	q = (struct audit_query){ .limit = 7 };
+	n = audit_pages(s, q, ids, 16, &pages);
+	assert_int_equal(n, 7);
+	assert_int_equal(pages, 1);
+	q = (struct audit_query){ .since = T0 + 30, .limit = 5 };
+	n = audit_pages(s, q, ids, 16, &pages);
+	assert_int_equal(n, 5);
+	assert_int_equal(pages, 1);
+	q = (struct audit_query){ .action = "trigger", .limit = 1 };
+	n = audit_pages(s, q, ids, 16, &pages);
+	assert_int_equal(n, 2);
+	assert_int_equal(pages, 2);
+	store_close(s);
+}
+
+/* ---- pauses ---- */
+
+struct pauses_seen {
+	int n;
+	char scope[4][32], principal[4][32], reason[4][32];
+	double since[4], until[4];
+};
+
+static void pause_cb(const struct pause_row *p, void *arg)
+{
+	struct pauses_seen *ps = arg;
+
+	assert_true(ps->n < 4);
+	snprintf(ps->scope[ps->n], 32, "%s", p->scope);
+	snprintf(ps->principal[ps->n], 32, "%s", p->principal ? p->principal : "(null)");
+	snprintf(ps->reason[ps->n], 32, "%s", p->reason ? p->reason : "(null)");
+	ps->since[ps->n] = p->since;
+	ps->until[ps->n] = p->until;
+	ps->n++;
+}
+
+static struct pauses_seen scan_pauses(struct store *s)
+{
+	struct pauses_seen ps;
+
+	memset(&ps, 0, sizeof(ps));
+	assert_int_equal(store_scan_pauses(s, pause_cb, &ps), RD_OK);
+	return ps;
+}
+
+static void pause_set(struct store *s, const char *scope, const char *who, const char *why,
+                      double since, double until)
+{
+	struct pause_row p = { .scope = scope, .principal = who, .reason = why, .since = since,
+		               .until = until };
+	struct store_batch *b = store_batch_new();
+
+	assert_int_equal(store_batch_pause(b, &p), 0);
+	assert_int_equal(store_commit(s, b, 1), RD_OK);
+}
+
+static void pause_clear(struct store *s, const char *scope)
+{
+	struct store_batch *b = store_batch_new();
+
+	assert_int_equal(store_batch_unpause(b, scope), 0);
+	assert_int_equal(store_commit(s, b, 1), RD_OK);
+}
+
+static void test_pauses(void **state)
+{
+	struct fix *f = *state;
+	struct store *s = open_ok(f->db);
+	struct pauses_seen ps;
+
+	ps = scan_pauses(s);
+	assert_int_equal(ps.n, 0);
+
+	pause_set(s, "pb1", "olga", "DB migration", T0, T0 + 3600);
+	pause_set(s, "*", "root", "freeze", T0 + 5, 0);
+	ps = scan_pauses(s);
+	assert_int_equal(ps.n, 2);
+	/* by scope: "*" sorts first */
+	assert_string_equal(ps.scope[0], "*");
+	assert_string_equal(ps.principal[0], "root");
+	assert_string_equal(ps.reason[0], "freeze");
+	assert_true(ps.since[0] == T0 + 5);
+	assert_true(ps.until[0] == 0); /* until resumed */
+	assert_string_equal(ps.scope[1], "pb1");
+	assert_string_equal(ps.principal[1], "olga");
+	assert_string_equal(ps.reason[1], "DB migration");
+	assert_true(ps.since[1] == T0);
+	assert_true(ps.until[1] == T0 + 3600);
+
+	/* a second pause of a scope replaces the first */
+	pause_set(s, "pb1", "root", "longer", T0 + 10, T0 + 7200);
+	ps = scan_pauses(s);
+	assert_int_equal(ps.n, 2);
+	assert_string_equal(ps.scope[1], "pb1");
+	assert_string_equal(ps.principal[1], "root");
+	assert_string_equal(ps.reason[1], "longer");
+	assert_true(ps.since[1] == T0 + 10);
+	assert_true(ps.until[1] == T0 + 7200);
+	store_close(s);
+
+	/* pauses outlive the process */
+	s = open_ok(f->db);
+	ps = scan_pauses(s);
+	assert_int_equal(ps.n, 2);
+	pause_clear(s, "pb1");
+	ps = scan_pauses(s);
+	assert_int_equal(ps.n, 1);
+	assert_string_equal(ps.scope[0], "*");
+	/* clearing what is not paused is no error and changes nothing */
+	pause_clear(s, "pb1");
+	pause_clear(s, "never");
+	ps = scan_pauses(s);
+	assert_int_equal(ps.n, 1);
+	pause_clear(s, "*");
+	ps = scan_pauses(s);
+	assert_int_equal(ps.n, 0);
+	/* a pause with no reason keeps it NULL */
+	pause_set(s, "pb2", "root", NULL, T0, 0);
+	ps = scan_pauses(s);
+	assert_int_equal(ps.n, 1);
+	assert_string_equal(ps.reason[0], "(null)");
+	store_close(s);
+}
+
+/* ---- schema v1 journals ---- */
+
+/* The jobs table of schema version 1 (before principals and approval). */
+static const char v1_schema[] =
+	"CREATE TABLE jobs ("
+	" seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+	" id TEXT UNIQUE NOT NULL,"
+	" playbook TEXT, key TEXT, trigger TEXT, reason TEXT,"
+	" alert_json TEXT CHECK (alert_json IS NULL OR json_valid(alert_json)),"
+	" dry_run INTEGER NOT NULL DEFAULT 0,"
+	" state TEXT, outcome TEXT, error TEXT,"
+	" attempts INTEGER NOT NULL DEFAULT 0,"
+	" max_attempts INTEGER NOT NULL DEFAULT 0,"
+	" notifications INTEGER NOT NULL DEFAULT 0,"
+	" created_at REAL, updated_at REAL, started_at REAL, ended_at REAL,"
+	" next_run_at REAL);"
+	"CREATE INDEX jobs_key ON jobs(key);"
+	"CREATE INDEX jobs_state ON jobs(state);"
+	"CREATE INDEX jobs_playbook ON jobs(playbook);"
+	"CREATE TABLE attempts ("
+	" job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,"
+	" n INTEGER NOT NULL,"
+	" started_at REAL, ended_at REAL, result TEXT, error TEXT,"
+	" verify_ok INTEGER, verify_reason TEXT,"
+	" PRIMARY KEY (job_id, n));"
+	"CREATE TABLE events ("
+	" seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+	" job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,"
+	" ts REAL, attempt INTEGER, type TEXT NOT NULL,"
+	" detail TEXT NOT NULL CHECK (json_type(detail) = 'object'),"
+	" planned INTEGER NOT NULL DEFAULT 0);"
+	"CREATE TABLE escalations ("
+	" seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+	" id TEXT UNIQUE NOT NULL,"
+	" job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,"
+	" incident_key TEXT, sink TEXT NOT NULL, kind TEXT NOT NULL, reason TEXT,"
+	" state TEXT, attempts INTEGER NOT NULL DEFAULT 0, last_answer TEXT,"
+	" created_at REAL, updated_at REAL, next_attempt_at REAL, delivered_at REAL,"
+	" payload TEXT);"
+	"PRAGMA user_version = 1;";
+
+static void exec_sql(const char *path, const char *sql)
+{
+	sqlite3 *db = NULL;
+	char *msg = NULL;
+
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK)
+		fail_msg("%s", msg);
+	sqlite3_close(db);
+}
+
+static int user_version(const char *path)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	int v;
+
+	assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+	v = sqlite3_column_int(st, 0);
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return v;
+}
+
+struct one_row {
+	int n;
+	char id[40], state[40];
+	int null_triggered_by, null_cancelled_by, null_approval, null_approved_by;
+	int plan_attempts, stalls, max_attempts;
+};
+
+static void one_row_cb(const struct job_row *j, void *arg)
+{
+	struct one_row *r = arg;
+
+	r->n++;
+	snprintf(r->id, sizeof(r->id), "%s", j->id);
+	snprintf(r->state, sizeof(r->state), "%s", j->state);
+	r->null_triggered_by = j->triggered_by == NULL;
+	r->null_cancelled_by = j->cancelled_by == NULL;
+	r->null_approval = j->approval == NULL;
+	r->null_approved_by = j->approved_by == NULL;
+	r->plan_attempts = j->plan_attempts;
+	r->stalls = j->stalls;
+	r->max_attempts = j->max_attempts;
+}
+
+/* A journal of the previous release opens: the jobs table gains the new
+ * columns (NULL, 0 for its rows), audit and pauses are created, and the
+ * old rows read back as they were. */
+static void test_migrate_v1(void **state)
+{
+	struct fix *f = *state;
+	struct store *s;
+	struct one_row row = { 0 };
+	struct job_row j;
+	struct store_batch *b;
+	cJSON *rec;
+	const cJSON *a;
+
+	exec_sql(f->db, v1_schema);
+	exec_sql(f->db,
+	         "INSERT INTO jobs (id, playbook, key, trigger, alert_json, state, attempts, "
+	         "max_attempts, created_at, updated_at, started_at, next_run_at) VALUES "
+	         "('old-1', 'pb', 'pb/fp', 'webhook', '{\"labels\":{\"alertname\":\"X\"}}', "
+	         "'retry_wait', 1, 3, 1700000000, 1700000010, 1700000001, 1700000060);"
+	         "INSERT INTO attempts (job_id, n, started_at, ended_at, result, error) VALUES "
+	         "('old-1', 1, 1700000001, 1700000009, 'failed', 'boom');"
+	         "INSERT INTO events (job_id, ts, attempt, type, detail, planned) VALUES "
+	         "('old-1', 1700000002, 1, 'action', '{\"kind\":\"http\",\"method\":\"POST\"}', 0);");
+	assert_int_equal(user_version(f->db), 1);
+
+	s = open_ok(f->db);
+	assert_int_equal(user_version(f->db), 2);
+	rec = record(s, "old-1");
+	assert_string_equal(str(rec, "state"), "retry_wait");
+	assert_string_equal(str(rec, "key"), "pb/fp");
+	assert_int_equal((int)num(rec, "attempts_made"), 1);
+	assert_string_equal(str(rec, "next_attempt_at"), "2023-11-14T22:14:20.000Z");
+	assert_true(has_null(rec, "triggered_by"));
+	assert_true(has_null(rec, "cancelled_by"));
+	assert_true(has_null(rec, "approval"));
+	assert_null(cJSON_GetObjectItemCaseSensitive(rec, "plan"));
+	a = cJSON_GetArrayItem(arr(rec, "attempts"), 0);
+	assert_string_equal(str(a, "error"), "boom");
+	assert_int_equal(cJSON_GetArraySize(arr(rec, "actions")), 1);
+	cJSON_Delete(rec);
+
+	/* an unfinished job of the old journal is replayed */
+	assert_int_equal(store_scan_jobs(s, T0 + 1e6, one_row_cb, &row), RD_OK);
+	assert_int_equal(row.n, 1);
+	assert_string_equal(row.id, "old-1");
+	assert_string_equal(row.state, "retry_wait");
+	assert_int_equal(row.max_attempts, 3);
+	assert_true(row.null_triggered_by && row.null_cancelled_by && row.null_approval &&
+	            row.null_approved_by);
+	assert_int_equal(row.plan_attempts, 0);
+	assert_int_equal(row.stalls, 0);
+
+	/* the new columns and tables take writes */
+	j = job("old-1", "pb", "cancelled", T0);
+	j.key = "pb/fp";
+	j.cancelled_by = "olga";
+	j.ended_at = T0 + 100;
+	b = store_batch_new();
+	assert_int_equal(store_batch_update_job(b, &j), 0);
+	assert_int_equal(store_commit(s, b, 1), RD_OK);
+	audit_add(s, T0, "olga", "operator", "cancel", "old-1", "pb", NULL, NULL);
+	pause_set(s, "pb", "olga", "after the cancel", T0, 0);
+	store_close(s);
+
+	/* a second open does not migrate again */
+	s = open_ok(f->db);
+	assert_int_equal(user_version(f->db), 2);
+	rec = record(s, "old-1");
+	assert_string_equal(str(rec, "cancelled_by"), "olga");
+	cJSON_Delete(rec);
+	{
+		struct audit_query q = { .limit = 10 };
+		check_audit(s, &q, (const long long[]){ 1 }, 1);
+	}
+	assert_int_equal(scan_pauses(s).n, 1);
+	store_close(s);
+}
+
+/* A journal of a newer release is not opened (nor changed). */
+static void test_newer_schema_refused(void **state)
+{
+	struct fix *f = *state;
+	struct store *s = (struct store *)1;
+	char err[512] = "";
+
+	exec_sql(f->db, "CREATE TABLE future (x); PRAGMA user_version = 3;");
+	assert_int_equal(store_open(f->db, &s, err, sizeof(err)), RD_ERR);
+	assert_null(s);
+	assert_non_null(strstr(err, "schema version 3 is newer than supported 2"));
+	assert_int_equal(user_version(f->db), 3);
+}
+
+/* ---- principals and approval in the job record ---- */
+
+static void event(struct store *s, const char *id, int attempt, int planned, const char *detail)
+{
+	struct store_batch *b = store_batch_new();
+
+	assert_int_equal(store_batch_event(b, id, attempt, "action", detail, planned, T0 + attempt), 0);
+	assert_int_equal(store_commit(s, b, 1), RD_OK);
+}
+
+static void test_record_principals(void **state)
+{
+	struct fix *f = *state;
+	struct store *s = open_ok(f->db);
+	struct job_row j = job("p-1", "pb", "queued", T0);
+	struct store_batch *b;
+	cJSON *rec, *list = NULL;
+	const cJSON *ap;
+
+	j.trigger = "manual";
+	j.triggered_by = "olga";
+	insert(s, &j);
+	rec = record(s, "p-1");
+	assert_string_equal(str(rec, "triggered_by"), "olga");
+	assert_true(has_null(rec, "cancelled_by"));
+	/* no approval required: null, and no plan */
+	assert_true(has_null(rec, "approval"));
+	assert_null(cJSON_GetObjectItemCaseSensitive(rec, "plan"));
+	assert_null(cJSON_GetObjectItemCaseSensitive(rec, "plan_diff"));
+	cJSON_Delete(rec);
+
+	/* the plan is made and waits */
+	j.state = "awaiting_approval";
+	j.approval = "pending";
+	j.attempts = 1;
+	j.plan_attempts = 1;
+	b = store_batch_new();
+	assert_int_equal(store_batch_update_job(b, &j), 0);
+	assert_int_equal(store_commit(s, b, 1), RD_OK);
+	rec = record(s, "p-1");
+	assert_string_equal(str(rec, "state"), "awaiting_approval");
+	ap = cJSON_GetObjectItemCaseSensitive(rec, "approval");
+	assert_true(cJSON_IsObject(ap));
+	assert_string_equal(str(ap, "state"), "pending");
+	assert_true(has_null(ap, "approved_by"));
+	assert_int_equal((int)num(ap, "plan_attempt"), 1);
+	/* a plan with no writes is an empty plan, not none */
+	assert_int_equal(cJSON_GetArraySize(arr(rec, "plan")), 0);
+	assert_null(cJSON_GetObjectItemCaseSensitive(rec, "plan_diff"));
+	cJSON_Delete(rec);
+
+	/* approved, then cancelled by someone else */
+	j.approval = "approved";
+	j.approved_by = "root";
+	j.state = "cancelled";
+	j.cancelled_by = "vic";
+	b = store_batch_new();
+	assert_int_equal(store_batch_update_job(b, &j), 0);
+	assert_int_equal(store_commit(s, b, 1), RD_OK);
+	rec = record(s, "p-1");
+	assert_string_equal(str(rec, "triggered_by"), "olga");
+	assert_string_equal(str(rec, "cancelled_by"), "vic");
+	ap = cJSON_GetObjectItemCaseSensitive(rec, "approval");
+	assert_string_equal(str(ap, "state"), "approved");
+	assert_string_equal(str(ap, "approved_by"), "root");
+	cJSON_Delete(rec);
+
+	/* the list shows the same scalars */
+	assert_int_equal(store_jobs_json(s, "cancelled", NULL, 10, &list), RD_OK);
+	assert_int_equal(cJSON_GetArraySize(list), 1);
+	ap = cJSON_GetArrayItem(list, 0);
+	assert_string_equal(str(ap, "cancelled_by"), "vic");
+	assert_string_equal(str(cJSON_GetObjectItemCaseSensitive(ap, "approval"), "approved_by"), "root");
+	cJSON_Delete(list);
+	store_close(s);
+}
+
+#define READ_HEALTH "{\"kind\":\"http\",\"method\":\"GET\",\"url\":\"http://svc/health\",\"mutates\":false}"
+#define POST_RESTART "{\"kind\":\"http\",\"method\":\"POST\",\"url\":\"http://svc/restart\",\"body_bytes\":2}"
+#define EXEC_ROLLOUT "{\"kind\":\"exec\",\"argv\":[\"/usr/bin/kubectl\",\"rollout\",\"restart\",\"deploy/x\"]}"
+#define EXEC_OTHER "{\"kind\":\"exec\",\"argv\":[\"/usr/bin/kubectl\",\"delete\",\"pod\",\"x-1\"]}"
+#define EXEC_READ "{\"kind\":\"exec\",\"argv\":[\"/usr/bin/kubectl\",\"get\",\"pods\"],\"mutates\":false}"
+#define SLEEP "{\"kind\":\"sleep\",\"seconds\":5}"
+#define SIG_POST "http POST http://svc/restart"
+#define SIG_ROLLOUT "exec [\"/usr/bin/kubectl\",\"rollout\",\"restart\",\"deploy/x\"]"
+#define SIG_OTHER "exec [\"/usr/bin/kubectl\",\"delete\",\"pod\",\"x-1\"]"
+
+/* An approved job: plan_attempts plans, then attempts up to `attempts`. */
+static void approved_job(struct store *s, const char *id, int plan_attempts, int attempts)
+{
+	struct job_row j = job(id, "pb", "succeeded", T0);
+
+	j.approval = "approved";
+	j.approved_by = "root";
+	j.plan_attempts = plan_attempts;
+	j.attempts = attempts;
+	insert(s, &j);
+}
+
+static void assert_strings(const cJSON *a, const char *const *want, int n)
+{
+	if (cJSON_GetArraySize(a) != n)
+		fail_msg("%d strings, want %d", cJSON_GetArraySize(a), n);
+	for (int i = 0; i < n; i++) {
+		const cJSON *v = cJSON_GetArrayItem(a, i);
+		if (!cJSON_IsString(v) || strcmp(v->valuestring, want[i]) != 0)
+			fail_msg("string %d: %s, want %s", i, cJSON_IsString(v) ? v->valuestring : "(not a string)",
+			         want[i]);
+	}
+}
+
+/* The in_plan marks of the actions, in order: 1 true, 0 false, -1 absent. */
+static void assert_in_plan(const cJSON *rec, const int *want, int n)
+{
+	const cJSON *acts = arr(rec, "actions");
+
+	assert_int_equal(cJSON_GetArraySize(acts), n);
+	for (int i = 0; i < n; i++) {
+		const cJSON *v = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(acts, i), "in_plan");
+		int got = v ? cJSON_IsTrue(v) : -1;
+		if (v && !cJSON_IsBool(v))
+			fail_msg("action %d: in_plan is not a boolean", i);
+		if (got != want[i])
+			fail_msg("action %d: in_plan %d, want %d", i, got, want[i]);
+	}
+}
+
+static void test_plan_matches(void **state)
+{
+	struct fix *f = *state;
+	struct store *s = open_ok(f->db);
+	const cJSON *d;
+	cJSON *rec;
+
+	approved_job(s, "m", 1, 2);
+	/* the plan: a read, two writes, a sleep */
+	event(s, "m", 1, 0, READ_HEALTH);
+	event(s, "m", 1, 1, POST_RESTART);
+	event(s, "m", 1, 0, SLEEP);
+	event(s, "m", 1, 1, EXEC_ROLLOUT);
+	/* the run: the same writes in another order, reads around them */
+	event(s, "m", 2, 0, READ_HEALTH);
+	event(s, "m", 2, 0, EXEC_ROLLOUT);
+	event(s, "m", 2, 0, EXEC_READ);
+	event(s, "m", 2, 0, POST_RESTART);
+	rec = record(s, "m");
+	assert_strings(arr(rec, "plan"), (const char *const[]){ SIG_POST, SIG_ROLLOUT }, 2);
+	d = cJSON_GetObjectItemCaseSensitive(rec, "plan_diff");
+	assert_true(cJSON_IsObject(d));
+	assert_int_equal((int)num(d, "run_attempt"), 2);
+	assert_int_equal(cJSON_GetArraySize(arr(d, "unplanned")), 0);
+	assert_int_equal(cJSON_GetArraySize(arr(d, "not_run")), 0);
+	assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(d, "matches")));
+	/* only the writes of the run are marked */
+	assert_in_plan(rec, (const int[]){ -1, -1, -1, -1, -1, 1, -1, 1 }, 8);
+	cJSON_Delete(rec);
+	store_close(s);
+}
+
+static void test_plan_differs(void **state)
+{
+	struct fix *f = *state;
+	struct store *s = open_ok(f->db);
+	const cJSON *d;
+	cJSON *rec;
+
+	approved_job(s, "d", 1, 2);
+	event(s, "d", 1, 1, POST_RESTART);
+	event(s, "d", 1, 1, EXEC_ROLLOUT);
+	/* the run restarts, then deletes a pod instead of the rollout, and
+	 * posts the restart a second time */
+	event(s, "d", 2, 0, POST_RESTART);
+	event(s, "d", 2, 0, EXEC_OTHER);
+	event(s, "d", 2, 0, POST_RESTART);
+	rec = record(s, "d");
+	assert_strings(arr(rec, "plan"), (const char *const[]){ SIG_POST, SIG_ROLLOUT }, 2);
+	d = cJSON_GetObjectItemCaseSensitive(rec, "plan_diff");
+	assert_int_equal((int)num(d, "run_attempt"), 2);
+	/* each planned write covers one write of the run */
+	assert_strings(arr(d, "unplanned"), (const char *const[]){ SIG_OTHER, SIG_POST }, 2);
+	assert_strings(arr(d, "not_run"), (const char *const[]){ SIG_ROLLOUT }, 1);
+	assert_true(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(d, "matches")));
+	assert_in_plan(rec, (const int[]){ -1, -1, 1, 0, 0 }, 5);
+	cJSON_Delete(rec);
+
+	/* a run that does less: nothing unplanned, but not a match */
+	approved_job(s, "less", 1, 2);
+	event(s, "less", 1, 1, POST_RESTART);
+	event(s, "less", 1, 1, EXEC_ROLLOUT);
+	event(s, "less", 2, 0, EXEC_ROLLOUT);
+	rec = record(s, "less");
+	d = cJSON_GetObjectItemCaseSensitive(rec, "plan_diff");
+	assert_int_equal(cJSON_GetArraySize(arr(d, "unplanned")), 0);
+	assert_strings(arr(d, "not_run"), (const char *const[]){ SIG_POST }, 1);
+	assert_true(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(d, "matches")));
+	cJSON_Delete(rec);
+
+	/* a write made a read: the run is compared on its writes only */
+	approved_job(s, "r", 1, 2);
+	event(s, "r", 1, 1, POST_RESTART);
+	event(s, "r", 2, 0, READ_HEALTH);
+	rec = record(s, "r");
+	d = cJSON_GetObjectItemCaseSensitive(rec, "plan_diff");
+	assert_int_equal(cJSON_GetArraySize(arr(d, "unplanned")), 0);
+	assert_strings(arr(d, "not_run"), (const char *const[]){ SIG_POST }, 1);
+	assert_true(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(d, "matches")));
+	assert_in_plan(rec, (const int[]){ -1, -1 }, 2);
+	cJSON_Delete(rec);
+	store_close(s);
+}
+
+/* The plan is that of attempt plan_attempt (the last plan, when it was
+ * made again); the run compared is the newest attempt after it. */
+static void test_plan_attempts(void **state)
+{
+	struct fix *f = *state;
+	struct store *s = open_ok(f->db);
+	const cJSON *d;
+	cJSON *rec;
+
+	approved_job(s, "again", 2, 4);
+	event(s, "again", 1, 1, EXEC_OTHER);   /* an older plan */
+	event(s, "again", 2, 1, POST_RESTART); /* the plan approved */
+	event(s, "again", 3, 0, EXEC_OTHER);   /* a failed run */
+	event(s, "again", 4, 0, POST_RESTART); /* its retry */
+	rec = record(s, "again");
+	assert_strings(arr(rec, "plan"), (const char *const[]){ SIG_POST }, 1);
+	d = cJSON_GetObjectItemCaseSensitive(rec, "plan_diff");
+	assert_int_equal((int)num(d, "run_attempt"), 4);
+	assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(d, "matches")));
+	assert_in_plan(rec, (const int[]){ -1, -1, -1, 1 }, 4);
+	cJSON_Delete(rec);
+
+	/* approved but not run yet: a plan, no diff */
+	approved_job(s, "waiting", 1, 1);
+	event(s, "waiting", 1, 1, POST_RESTART);
+	event(s, "waiting", 1, 1, EXEC_ROLLOUT);
+	rec = record(s, "waiting");
+	assert_strings(arr(rec, "plan"), (const char *const[]){ SIG_POST, SIG_ROLLOUT }, 2);
+	assert_null(cJSON_GetObjectItemCaseSensitive(rec, "plan_diff"));
+	assert_in_plan(rec, (const int[]){ -1, -1 }, 2);
+	cJSON_Delete(rec);
+	store_close(s);
+}
+
+/* Replay: jobs awaiting approval are unfinished; stalls counts the
+ * watchdog events of each job. */
+static void test_scan_approval_and_stalls(void **state)
+{
+	struct fix *f = *state;
+	struct store *s = open_ok(f->db);
+	double now = rd_now();
+	struct job_row j;
+	struct store_batch *b;
+	struct one_row row = { 0 };
+
+	j = job("held", "pb", "awaiting_approval", now - 9000);
+	j.approval = "pending";
+	j.plan_attempts = 1;
+	j.attempts = 1;
+	j.started_at = now - 9000;
+	j.triggered_by = "olga";
+	insert(s, &j);
+	/* a paused job is final: an old one is not replayed */
+	j = job("paused-old", "pb", "paused", now - 9000);
+	insert(s, &j);
+	b = store_batch_new();
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(store_batch_event(b, "held", 1, "watchdog", "{\"action\":\"interrupted\"}", 0,
+		                                   now - 8000 + i),
+		                 0);
+	/* other events are no stall */
+	assert_int_equal(store_batch_event(b, "held", 1, "log", "{\"msg\":\"watchdog\"}", 0, now - 7000), 0);
+	assert_int_equal(store_commit(s, b, 1), RD_OK);
+
+	assert_int_equal(store_scan_jobs(s, now - 3600, one_row_cb, &row), RD_OK);
+	assert_int_equal(row.n, 1);
+	assert_string_equal(row.id, "held");
+	assert_string_equal(row.state, "awaiting_approval");
+	assert_int_equal(row.stalls, 3);
+	assert_int_equal(row.plan_attempts, 1);
+	assert_false(row.null_approval);
+	assert_false(row.null_triggered_by);
+	assert_true(row.null_approved_by);
+	assert_int_equal(row.max_attempts, 3);
+	store_close(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -909,6 +1725,17 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_reopen, setup, teardown),
 		cmocka_unit_test(test_memory),
 		cmocka_unit_test_setup_teardown(test_open_errors, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_audit_rows, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_audit_filters, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_audit_paging, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pauses, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_migrate_v1, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_newer_schema_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_record_principals, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_plan_matches, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_plan_differs, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_plan_attempts, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_scan_approval_and_stalls, setup, teardown),
 	};
 	int null_fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
 

@@ -254,6 +254,15 @@ static int parse_line(struct auth *a, char **f, int nf, char *why, size_t len)
 		}
 		p.digest[i] = (unsigned char)(hi << 4 | lo);
 	}
+	/* What `echo -n "$UNSET" | sha256sum` gives: nobody can log in with an
+	 * empty token, so the line is a mistake. */
+	static const unsigned char empty[32] = {
+		0xe3, 0xb0, 0xc4, 0x42, 0x98, 0xfc, 0x1c, 0x14, 0x9a, 0xfb, 0xf4, 0xc8, 0x99, 0x6f, 0xb9, 0x24,
+		0x27, 0xae, 0x41, 0xe4, 0x64, 0x9b, 0x93, 0x4c, 0xa4, 0x95, 0x99, 0x1b, 0x78, 0x52, 0xb8, 0x55};
+	if (memcmp(p.digest, empty, 32) == 0) {
+		snprintf(why, len, "that is the SHA-256 of an empty token (was the token variable unset?)");
+		return -1;
+	}
 	actor_init(&p.who, f[0], role, NULL);
 	if (nf == 4 && strcmp(f[3], "*") != 0) {
 		char *save = NULL, *tok;

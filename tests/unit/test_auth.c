@@ -263,6 +263,9 @@ static const struct bad_file bad_files[] = {
 	{ "digest not hex", "\n\n\nalice admin "
 	  "g850123315d21ab90f4f7236408a52ef6dbd6a02a6550e5c10dc73f4d993680e\n", 4, "64 hex digits" },
 	{ "the token, not its digest", "alice admin admin-token\n", 1, "64 hex digits" },
+	/* `echo -n "$UNSET" | sha256sum`: a principal nobody could log in as */
+	{ "digest of an empty token", "alice admin "
+	  "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\n", 1, "empty token" },
 	{ "empty playbook list", GOOD_LINE "alice operator " OPERATOR_SHA " ,\n", 2,
 	  "empty playbook list" },
 	{ "bad playbook name", GOOD_LINE "alice operator " OPERATOR_SHA " ok,no/slash\n", 2,

@@ -339,6 +339,17 @@ int auth_load_file(struct auth *a, const char *path, char *err, size_t errlen)
 	return rc;
 }
 
+int auth_scope(const struct auth *a, const char *name, char *out, size_t len)
+{
+	for (size_t i = 0; a && i < a->n; i++)
+		if (strcmp(a->v[i].who.name, name) == 0) {
+			snprintf(out, len, "%s", a->v[i].who.scope);
+			return 0;
+		}
+	snprintf(out, len, ",");
+	return -1;
+}
+
 int auth_find(const struct auth *a, const char *tok, size_t n, struct actor *out)
 {
 	unsigned char d[32];

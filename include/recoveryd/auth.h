@@ -50,6 +50,10 @@ size_t auth_count(const struct auth *a);
  * over the token's digest, whatever matches. */
 int auth_find(const struct auth *a, const char *tok, size_t n, struct actor *out);
 
+/* The playbook list of principal name into out (len >= ACTOR_SCOPE_MAX + 1,
+ * "" = every playbook): 0, or -1 when there is no such principal (out is
+ * then a list that names no playbook). */
+int auth_scope(const struct auth *a, const char *name, char *out, size_t len);
 /* May this role use what needs `need`? */
 int auth_role_admits(enum role have, enum role need);
 /* May the actor act on this playbook (its scope)? */

@@ -1,5 +1,5 @@
--- recoveryd configuration for the Kubernetes deployment (k8s/deployment.yaml
--- mounts this file as /etc/recoveryd/config.lua).
+-- recoveryd configuration for the Kubernetes deployment
+-- (k8s/base/deployment.yaml mounts this file as /etc/recoveryd/config.lua).
 --
 -- EXAMPLE VALUES: the names, namespaces and URLs below describe an example
 -- cluster. Adjust them to yours before deploying.

@@ -29,11 +29,16 @@ MONITORING = os.path.join(K8S, "monitoring")
 TOP = "k8s/kustomization.yaml"                   # `kubectl apply -k k8s/`: the base as it is
 BASE = "k8s/base/kustomization.yaml"
 MON = "k8s/monitoring/kustomization.yaml"
-KUSTOMIZATIONS = (TOP, BASE, MON)
+PRODUCTION = "k8s/overlays/production/kustomization.yaml"
+STAGING = "k8s/overlays/staging/kustomization.yaml"
+KUSTOMIZATIONS = (TOP, BASE, MON, PRODUCTION, STAGING)
+OVERLAYS = (PRODUCTION, STAGING)
 
 # The config each way of deploying recoveryd ends up with.
 CONFIGS = {
     "base": "k8s/base/config/config.lua",
+    "production": "k8s/overlays/production/config.lua",
+    "staging": "k8s/overlays/staging/config.lua",
 }
 
 PACKAGES = {"promtool": "prometheus", "amtool": "prometheus-alertmanager", "yamllint": "yamllint",

@@ -1,14 +1,16 @@
 """The Kubernetes kit in k8s/: the kustomizations (k8s/ itself, the base
-k8s/base/ and k8s/monitoring/) are complete and
+k8s/base/, k8s/monitoring/ and the overlays k8s/overlays/*) are complete and
 consistent, the copies of the playbooks and the Lua library match their
 sources, the Deployment follows the rules of docs/operations.md (one replica,
 Recreate, non-root, probes, grace > drain timeout, only real flags), the RBAC
-is namespaced and bound to recoveryd's ServiceAccount, and the shipped config
-passes the real binary's --check-config with the Deployment's own flags.
+is namespaced and bound to recoveryd's ServiceAccount, and the config of the
+base and of each overlay passes the real binary's --check-config with the
+Deployment's own flags.
 
 kubectl/kustomize are not needed (CI has neither): the kustomizations are
 checked structurally. When kubectl happens to be installed, a `kubectl
-kustomize` build runs as well.
+kustomize` build runs as well. What the overlays change is checked in
+test_deploy_overlays.py.
 """
 
 import filecmp
@@ -263,7 +265,8 @@ class DeploymentTest(unittest.TestCase):
                      "secrets-dir", "exec-allow", "external-url"):
             self.assertIn(need, args, "--%s is missing from the Deployment's args" % need)
         self.assertNotIn("insecure-no-auth", args)
-        self.assertNotIn("dry-run", args, "production runs real recoveries (staging: an overlay adds --dry-run)")
+        self.assertNotIn("dry-run", args, "the config decides dry_run (staging's sets it): a flag would win over "
+                                          "every overlay's config")
         self.assertEqual(args["listen"], ["0.0.0.0:9095"])
         self.assertEqual(args["exec-allow"], ["/usr/local/bin/deck"])
 
@@ -417,8 +420,8 @@ class ConfigTest(unittest.TestCase):
 
 
 class CheckConfigTest(unittest.TestCase):
-    """The real binary accepts the shipped config with the Deployment's own
-    flags (the pod's paths replaced by local ones:
+    """The real binary accepts the config of the base and of each overlay
+    with the Deployment's own flags (the pod's paths replaced by local ones:
     deploy_support.local_argv) and the tokens file of the Secret template
     with its placeholders filled in."""
 

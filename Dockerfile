@@ -55,5 +55,5 @@ ENTRYPOINT ["/usr/local/bin/recoveryd"]
 # replace this CMD; give at least --listen 0.0.0.0:9095, --playbooks
 # /etc/recoveryd/playbooks-default, --lua-path /usr/share/recoveryd/lua,
 # --state /var/lib/recoveryd/journal.db and the two token files (mounted).
-# Kubernetes sets them with the Deployment's args (k8s/deployment.yaml).
+# Kubernetes sets them with the Deployment's args (k8s/base/deployment.yaml).
 CMD ["--help"]

@@ -140,7 +140,7 @@ class DockerfileTest(unittest.TestCase):
     def test_paths_match_the_manifests(self):
         """The Deployment's --exec-allow program and --lua-path exist in the image."""
         self.assertIn("/usr/local/bin/deck", self.text)
-        dep = ds.read("k8s", "deployment.yaml")
+        dep = ds.read("k8s", "base", "deployment.yaml")
         self.assertIn("--exec-allow=/usr/local/bin/deck", dep)
         self.assertIn("--lua-path=/usr/share/recoveryd/lua", dep)
 

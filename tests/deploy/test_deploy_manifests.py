@@ -1,13 +1,16 @@
-"""The Kubernetes base in k8s/: the kustomizations are complete and
+"""The Kubernetes kit in k8s/: the kustomizations (k8s/ itself, the base
+k8s/base/, k8s/monitoring/ and the overlays k8s/overlays/*) are complete and
 consistent, the copies of the playbooks and the Lua library match their
 sources, the Deployment follows the rules of docs/operations.md (one replica,
 Recreate, non-root, probes, grace > drain timeout, only real flags), the RBAC
-is namespaced and bound to recoveryd's ServiceAccount, and the shipped config
-passes the real binary's --check-config.
+is namespaced and bound to recoveryd's ServiceAccount, and the config of the
+base and of each overlay passes the real binary's --check-config with the
+Deployment's own flags.
 
-kubectl/kustomize are not needed (CI has neither): the kustomization is
+kubectl/kustomize are not needed (CI has neither): the kustomizations are
 checked structurally. When kubectl happens to be installed, a `kubectl
-kustomize` build runs as well.
+kustomize` build runs as well. What the overlays change is checked in
+test_deploy_overlays.py.
 """
 
 import filecmp
@@ -19,8 +22,8 @@ import unittest
 
 import deploy_support as ds
 
-BASE = "k8s/kustomization.yaml"
-MON = "k8s/monitoring/kustomization.yaml"
+BASE = ds.BASE
+KUSTOMIZATIONS = ds.KUSTOMIZATIONS
 
 # Files under k8s/ that are not loaded by a kustomization, and why.
 NOT_KUSTOMIZE = {
@@ -31,16 +34,31 @@ NOT_KUSTOMIZE = {
 
 
 def kustomization_files(kfile):
-    """(resources, generator files) of a kustomization, relative to the repo."""
+    """(kustomization, resource files, resource directories, generator
+    files) of a kustomization, relative to the repo. A resource that is a
+    directory is another kustomization (a base)."""
     k = ds.load_yaml(kfile)
-    base = os.path.dirname(kfile)
-    resources = [os.path.normpath(os.path.join(base, r)) for r in k.get("resources") or []]
+    here = os.path.dirname(kfile)
+    files, dirs = [], []
+    for r in k.get("resources") or []:
+        r = os.path.normpath(os.path.join(here, r))
+        (dirs if os.path.isdir(ds.path(r)) else files).append(r)
     generated = []
     for gen in (k.get("configMapGenerator") or []) + (k.get("secretGenerator") or []):
         for f in gen.get("files") or []:
             f = f.split("=", 1)[-1]  # key=path
-            generated.append(os.path.normpath(os.path.join(base, f)))
-    return k, resources, generated
+            generated.append(os.path.normpath(os.path.join(here, f)))
+    return k, files, dirs, generated
+
+
+def bases(kfile):
+    """The kustomization files of kfile's directory resources, recursively."""
+    _, _, dirs, _ = kustomization_files(kfile)
+    out = []
+    for d in dirs:
+        sub = os.path.join(d, "kustomization.yaml")
+        out += [sub] + bases(sub)
+    return out
 
 
 def objects(files):
@@ -51,24 +69,48 @@ def objects(files):
     return out
 
 
+def resource_objects(kfile):
+    """(file, object) of every resource file of kfile and of its bases."""
+    out = []
+    for kf in [kfile] + bases(kfile):
+        _, files, _, _ = kustomization_files(kf)
+        out += objects(files)
+    return out
+
+
+def outside(f, kfile):
+    return os.path.relpath(f, os.path.dirname(kfile)).startswith("..")
+
+
 class KustomizationTest(unittest.TestCase):
 
     def test_every_listed_file_exists(self):
-        for kfile in (BASE, MON):
-            k, resources, generated = kustomization_files(kfile)
+        for kfile in KUSTOMIZATIONS:
+            k, files, dirs, generated = kustomization_files(kfile)
             self.assertEqual(k.get("kind"), "Kustomization", kfile)
-            for f in resources + generated:
+            for f in files + generated:
                 self.assertTrue(os.path.isfile(ds.path(f)), "%s lists %s, which does not exist" % (kfile, f))
-                self.assertFalse(f.startswith(".."), "%s: %s is outside the base (kustomize refuses it)" % (kfile, f))
+                # kustomize loads files only from inside the kustomization's directory
+                self.assertFalse(outside(f, kfile), "%s: %s is outside its directory (kustomize refuses it)"
+                                 % (kfile, f))
+            for d in dirs:
+                # A directory is another kustomization (an overlay's base), which may be
+                # outside, but not above: kustomize refuses a base that contains the
+                # kustomization using it ("cycle detected").
+                self.assertTrue(os.path.isfile(ds.path(d, "kustomization.yaml")),
+                                "%s lists the directory %s, which has no kustomization.yaml" % (kfile, d))
+                self.assertTrue(os.path.relpath(os.path.dirname(kfile), d).startswith(".."),
+                                "%s: its base %s contains it (kustomize: cycle detected)" % (kfile, d))
+                self.assertFalse(os.path.relpath(d, "k8s").startswith(".."), "%s: %s is outside k8s/" % (kfile, d))
 
     def test_every_file_is_listed(self):
         listed = set()
-        for kfile in (BASE, MON):
-            _, resources, generated = kustomization_files(kfile)
-            for f in resources + generated:
+        for kfile in KUSTOMIZATIONS:
+            _, files, _, generated = kustomization_files(kfile)
+            for f in files + generated:
                 self.assertNotIn(f, listed, "%s is listed twice" % f)
                 listed.add(f)
-        listed |= {BASE, MON}
+        listed |= set(KUSTOMIZATIONS)
         missing = []
         for dirpath, _, names in os.walk(ds.K8S):
             for n in names:
@@ -80,10 +122,22 @@ class KustomizationTest(unittest.TestCase):
         for f in NOT_KUSTOMIZE:
             self.assertTrue(os.path.isfile(ds.path(f)), f)
 
+    def test_every_kustomization_is_known(self):
+        found = set()
+        for dirpath, _, names in os.walk(ds.K8S):
+            if "kustomization.yaml" in names:
+                found.add(os.path.relpath(os.path.join(dirpath, "kustomization.yaml"), ds.ROOT))
+        self.assertEqual(found, set(KUSTOMIZATIONS), "list every kustomization in deploy_support.KUSTOMIZATIONS")
+
+    def test_top_level_is_the_base(self):
+        """`kubectl apply -k k8s/` deploys the base as it is, as it always did."""
+        k, files, dirs, generated = kustomization_files(ds.TOP)
+        self.assertEqual((files, dirs, generated), ([], ["k8s/base"], []))
+        self.assertEqual(set(k) - {"apiVersion", "kind", "resources"}, set(), "k8s/kustomization.yaml changes nothing")
+
     def test_resources_are_kubernetes_objects(self):
-        for kfile in (BASE, MON):
-            _, resources, _ = kustomization_files(kfile)
-            for f, doc in objects(resources):
+        for kfile in KUSTOMIZATIONS:
+            for f, doc in resource_objects(kfile):
                 self.assertIn("apiVersion", doc, f)
                 self.assertIn("kind", doc, f)
                 self.assertTrue(doc.get("metadata", {}).get("name"), "%s: %s without a name" % (f, doc.get("kind")))
@@ -93,17 +147,36 @@ class KustomizationTest(unittest.TestCase):
                                     % (f, doc["kind"], doc["metadata"]["name"]))
 
     def test_generated_configmaps_have_a_namespace(self):
-        for kfile in (BASE, MON):
-            k, _, _ = kustomization_files(kfile)
+        for kfile in KUSTOMIZATIONS:
+            k, _, _, _ = kustomization_files(kfile)
             for gen in k.get("configMapGenerator") or []:
                 self.assertTrue(gen.get("namespace"), "%s: configMapGenerator %s without namespace" % (kfile, gen["name"]))
 
+    def test_overlay_generators_replace_a_base_generator(self):
+        """`behavior: replace` or `merge` only works on a generator of the same
+        name and namespace in a base; a new one (`create`, the default) must
+        not reuse such a name."""
+        for kfile in KUSTOMIZATIONS:
+            k, _, _, _ = kustomization_files(kfile)
+            below = set()
+            for b in bases(kfile):
+                for gen in ds.load_yaml(b).get("configMapGenerator") or []:
+                    below.add((gen["name"], gen.get("namespace")))
+            for gen in k.get("configMapGenerator") or []:
+                key = (gen["name"], gen.get("namespace"))
+                if gen.get("behavior", "create") in ("replace", "merge"):
+                    self.assertIn(key, below, "%s: configMapGenerator %s/%s has behavior %s but no base generates it"
+                                  % (kfile, key[1], key[0], gen["behavior"]))
+                else:
+                    self.assertNotIn(key, below, "%s: %s/%s is generated by a base too: say behavior: replace"
+                                     % (kfile, key[1], key[0]))
+
     def test_copies_match_their_sources(self):
-        pairs = [("playbooks", "k8s/playbooks"), ("lua/recovery", "k8s/lua/recovery")]
+        pairs = [("playbooks", "k8s/base/playbooks"), ("lua/recovery", "k8s/base/lua/recovery")]
         for src, dst in pairs:
             want = sorted(n for n in os.listdir(ds.path(src)) if n.endswith(".lua"))
             have = sorted(n for n in os.listdir(ds.path(dst)) if n.endswith(".lua"))
-            fix = "cp %s/*.lua %s/ (and list new files in k8s/kustomization.yaml)" % (src, dst)
+            fix = "cp %s/*.lua %s/ (and list new files in k8s/base/kustomization.yaml)" % (src, dst)
             self.assertEqual(have, want, "%s must hold exactly the files of %s: %s" % (dst, src, fix))
             for n in want:
                 self.assertTrue(filecmp.cmp(ds.path(src, n), ds.path(dst, n), shallow=False),
@@ -111,7 +184,7 @@ class KustomizationTest(unittest.TestCase):
 
     @unittest.skipUnless(shutil.which("kubectl"), "kubectl not installed (optional check)")
     def test_kubectl_kustomize_builds(self):
-        for d in ("k8s", "k8s/monitoring"):
+        for d in (os.path.dirname(k) for k in KUSTOMIZATIONS):
             p = ds.run(["kubectl", "kustomize", d], timeout=120)
             self.assertEqual(p.returncode, 0, "kubectl kustomize %s:\n%s" % (d, p.stderr))
             self.assertIn("kind:", p.stdout)
@@ -121,8 +194,7 @@ class DeploymentTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        _, resources, _ = kustomization_files(BASE)
-        cls.objs = [doc for _, doc in objects(resources)]
+        cls.objs = [doc for _, doc in resource_objects(BASE)]
         cls.k = ds.load_yaml(BASE)
 
     def one(self, kind, name=None):
@@ -189,11 +261,12 @@ class DeploymentTest(unittest.TestCase):
         for name in args:
             self.assertIn(name, flags, "--%s is not a recoveryd flag (src/config.c)" % name)
         for need in ("config", "listen", "playbooks", "lua-path", "state", "webhook-token-file",
-                     "operator-token-file", "slack-webhook-url-file", "pagerduty-routing-key-file",
+                     "operator-token-file", "tokens-file", "slack-webhook-url-file", "pagerduty-routing-key-file",
                      "secrets-dir", "exec-allow", "external-url"):
             self.assertIn(need, args, "--%s is missing from the Deployment's args" % need)
         self.assertNotIn("insecure-no-auth", args)
-        self.assertNotIn("dry-run", args, "production runs real recoveries (staging: an overlay adds --dry-run)")
+        self.assertNotIn("dry-run", args, "the config decides dry_run (staging's sets it): a flag would win over "
+                                          "every overlay's config")
         self.assertEqual(args["listen"], ["0.0.0.0:9095"])
         self.assertEqual(args["exec-allow"], ["/usr/local/bin/deck"])
 
@@ -205,7 +278,7 @@ class DeploymentTest(unittest.TestCase):
         for m in mounts:
             self.assertIn(m["name"], volumes, "volumeMount %s has no volume" % m["name"])
         args = self.args()
-        for flag in ("config", "playbooks", "state", "webhook-token-file", "operator-token-file",
+        for flag in ("config", "playbooks", "state", "webhook-token-file", "operator-token-file", "tokens-file",
                      "slack-webhook-url-file", "pagerduty-routing-key-file", "secrets-dir"):
             p = args[flag][0]
             covering = [m for m in mounts if p == m["mountPath"] or p.startswith(m["mountPath"].rstrip("/") + "/")]
@@ -214,7 +287,7 @@ class DeploymentTest(unittest.TestCase):
         self.assertIn(args["lua-path"][0] + "/recovery", [m["mountPath"] for m in mounts])
         # secret files named in args exist as keys of the mounted Secret
         secrets = {o["metadata"]["name"]: o for o in self.objs if o["kind"] == "Secret"}
-        for flag in ("webhook-token-file", "operator-token-file", "slack-webhook-url-file",
+        for flag in ("webhook-token-file", "operator-token-file", "tokens-file", "slack-webhook-url-file",
                      "pagerduty-routing-key-file"):
             p = args[flag][0]
             m = [m for m in mounts if p.startswith(m["mountPath"].rstrip("/") + "/")][0]
@@ -288,7 +361,7 @@ class DeploymentTest(unittest.TestCase):
                 ("batch", "jobs", "create"), ("batch", "jobs", "get")}               # job_from_cronjob / wait_job
         self.assertEqual(need - grants, set())
         self.assertEqual(grants - need, set(), "grants beyond what the playbook calls")
-        cfg = ds.read("k8s", "config", "config.lua")
+        cfg = ds.read("k8s", "base", "config", "config.lua")
         m = re.search(r'\["settings-sync-recovery"\]\s*=\s*\{.*?target_namespace\s*=\s*"([^"]+)"', cfg, re.S)
         self.assertTrue(m, "config.lua sets target_namespace for settings-sync-recovery")
         self.assertEqual(role["metadata"]["namespace"], m.group(1),
@@ -309,8 +382,8 @@ def lua_table_keys(block):
 
 
 def config_playbook_settings():
-    """{playbook: set of keys} of playbook_settings in k8s/config/config.lua."""
-    cfg = ds.read("k8s", "config", "config.lua")
+    """{playbook: set of keys} of playbook_settings in k8s/base/config/config.lua."""
+    cfg = ds.read("k8s", "base", "config", "config.lua")
     out = {}
     for m in re.finditer(r'\["([A-Za-z0-9_.-]+)"\]\s*=\s*\{(.*?)\n\s*\},', cfg, re.S):
         out[m.group(1)] = lua_table_keys(m.group(2))
@@ -339,47 +412,62 @@ class ConfigTest(unittest.TestCase):
 
     def test_secret_names_in_settings_exist(self):
         """*_secret settings name keys of the recoveryd-playbook-secrets template."""
-        cfg = ds.read("k8s", "config", "config.lua")
-        secrets = [o for o in ds.load_yaml_all("k8s/secrets.yaml")
+        cfg = ds.read("k8s", "base", "config", "config.lua")
+        secrets = [o for o in ds.load_yaml_all("k8s/base/secrets.yaml")
                    if o["metadata"]["name"] == "recoveryd-playbook-secrets"][0]["stringData"]
         for m in re.finditer(r'_secret\s*=\s*"([^"]+)"', cfg):
             self.assertIn(m.group(1), secrets)
 
 
 class CheckConfigTest(unittest.TestCase):
-    """The real binary accepts k8s/config/config.lua with the deployed
-    playbooks and library (paths of the pod replaced by temporary ones)."""
+    """The real binary accepts the config of the base and of each overlay
+    with the Deployment's own flags (the pod's paths replaced by local ones:
+    deploy_support.local_argv) and the tokens file of the Secret template
+    with its placeholders filled in."""
 
-    def test_check_config(self):
+    @classmethod
+    def setUpClass(cls):
+        objs = [doc for _, doc in resource_objects(BASE)]
+        dep = [o for o in objs if o["kind"] == "Deployment"][0]
+        cls.args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+
+    def check_config(self, config, tokens_text):
         b = ds.binary()
         if not b:
             self.skipTest("RECOVERYD_BIN is not set (run through ctest)")
         with tempfile.TemporaryDirectory() as tmp:
-            files = {}
-            for name, value in (("webhook-token", "w" * 32), ("operator-token", "o" * 32),
-                                ("slack-webhook-url", "https://hooks.slack.com/services/T0/B0/x"),
-                                ("pagerduty-routing-key", "k" * 32)):
-                files[name] = os.path.join(tmp, name)
-                with open(files[name], "w") as f:
-                    f.write(value + "\n")
-            secrets = os.path.join(tmp, "secrets")
-            os.mkdir(secrets)
-            deck = os.path.join(tmp, "deck")
-            with open(deck, "w") as f:
-                f.write("#!/bin/sh\nexit 0\n")
-            os.chmod(deck, 0o755)
-            argv = [b, "--check-config", "--config", ds.path("k8s", "config", "config.lua"),
-                    "--playbooks", ds.path("k8s", "playbooks"), "--lua-path", ds.path("k8s", "lua"),
-                    "--state", os.path.join(tmp, "journal.db"),
-                    "--webhook-token-file", files["webhook-token"], "--operator-token-file", files["operator-token"],
-                    "--slack-webhook-url-file", files["slack-webhook-url"],
-                    "--pagerduty-routing-key-file", files["pagerduty-routing-key"],
-                    "--secrets-dir", secrets, "--exec-allow", deck]
-            p = ds.run(argv, cwd=tmp, timeout=60)
-            self.assertEqual(p.returncode, 0, "recoveryd --check-config:\n%s%s" % (p.stdout, p.stderr))
-            self.assertIn("config ok", p.stdout + p.stderr)
-            for name in sorted(os.listdir(ds.path("k8s", "playbooks"))):
-                self.assertIn(name[:-4], p.stdout + p.stderr, "playbook %s not loaded" % name)
+            argv = [b, "--check-config"] + ds.local_argv(self.args, tmp, config, tokens_text)
+            return ds.run(argv, cwd=tmp, timeout=60)
+
+    def test_check_config(self):
+        tokens, _ = ds.fill_tokens(ds.tokens_template())
+        for env, config in ds.CONFIGS.items():
+            with self.subTest(env=env):
+                p = self.check_config(config, tokens)
+                self.assertEqual(p.returncode, 0, "%s: recoveryd --check-config:\n%s%s" % (config, p.stdout, p.stderr))
+                self.assertIn("config ok", p.stdout + p.stderr)
+                for name in sorted(os.listdir(ds.path("k8s", "base", "playbooks"))):
+                    self.assertIn(name[:-4], p.stdout + p.stderr, "playbook %s not loaded" % name)
+
+    def test_tokens_template(self):
+        """Names, roles and playbook lists of the template are valid; the names
+        of the legacy files' principals are not reused; and the template as
+        shipped is refused (a REPLACE-ME digest admits nobody)."""
+        text = ds.tokens_template()
+        lines = [l.split("#", 1)[0].split() for l in text.splitlines()]
+        lines = [f for f in lines if f]
+        self.assertTrue(lines, "the tokens template lists no principal")
+        playbooks = {n[:-4] for n in os.listdir(ds.path("k8s", "base", "playbooks"))}
+        for f in lines:
+            self.assertIn(len(f), (3, 4), f)
+            self.assertNotIn(f[0], ("alertmanager", "operator"), "the legacy token files' principals")
+            self.assertIn(f[1], ("alertmanager", "viewer", "operator", "admin"), f)
+            self.assertTrue(f[2].startswith("REPLACE-ME"), "the template holds placeholders, not digests: %s" % f)
+            if len(f) == 4:
+                self.assertEqual(set(f[3].split(",")) - playbooks, set(), "unknown playbook in %s" % f)
+        p = self.check_config(ds.CONFIGS["base"], text)
+        self.assertNotEqual(p.returncode, 0, "the unfilled template must be refused")
+        self.assertIn("64 hex digits", p.stderr)
 
 
 if __name__ == "__main__":

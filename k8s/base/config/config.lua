@@ -1,5 +1,9 @@
--- recoveryd configuration for the Kubernetes deployment (k8s/deployment.yaml
--- mounts this file as /etc/recoveryd/config.lua).
+-- recoveryd configuration for the Kubernetes deployment
+-- (k8s/base/deployment.yaml mounts this file as /etc/recoveryd/config.lua).
+-- The overlays replace it with their own copy plus their settings:
+-- k8s/overlays/production/config.lua (approval) and
+-- k8s/overlays/staging/config.lua (dry_run). Change the three together (CI
+-- compares them: tests/deploy/test_deploy_overlays.py).
 --
 -- EXAMPLE VALUES: the names, namespaces and URLs below describe an example
 -- cluster. Adjust them to yours before deploying.

@@ -1,0 +1,110 @@
+/* What store.c (batches, the writer thread, the job record JSON) shares
+ * with the backends that speak SQL to a database (store_sqlite.c,
+ * store_pg.c). A backend knows statements by id and runs them with bound
+ * values; it never sees a batch, a job or JSON. */
+#ifndef RECOVERYD_STORE_IMPL_H
+#define RECOVERYD_STORE_IMPL_H
+
+#include <pthread.h>
+
+#include "recoveryd/store.h"
+
+/* Writer statements. A backend has the SQL of each, with parameters bound
+ * by position (1-based, as listed in store.c where each is run). */
+enum wstmt {
+	W_BEGIN, W_COMMIT, W_ROLLBACK, W_SAVEPOINT, W_RELEASE, W_ROLLBACK_TO,
+	W_INSERT_JOB, W_UPDATE_JOB, W_ATTEMPT, W_EVENT, W_ESC_INSERT, W_ESC_UPDATE,
+	W_AUDIT, W_PAUSE, W_UNPAUSE, W__COUNT
+};
+
+/* Reader statements; their columns are listed in store.c. */
+enum rstmt {
+	Q_JOB, Q_ATTEMPTS, Q_EVENTS, Q_ESCALATIONS, Q_SCAN, Q_LIST, Q_LIST_STATE, Q_LIST_PLAYBOOK,
+	Q_LIST_BOTH, Q_PAUSES, Q_AUDIT, Q_OUTBOX, Q_OPEN_INCIDENTS, Q__COUNT
+};
+
+/* Job columns in struct job_row order, as every job statement binds and
+ * every job query returns them. */
+#define STORE_JOB_COLS                                                                       \
+	"id, playbook, key, trigger, reason, alert_json, dry_run, state, outcome, error, "   \
+	"attempts, max_attempts, notifications, created_at, updated_at, started_at, "        \
+	"ended_at, next_run_at, triggered_by, cancelled_by, approval, approved_by, "            \
+	"plan_attempts"
+enum job_col {
+	JC_ID, JC_PLAYBOOK, JC_KEY, JC_TRIGGER, JC_REASON, JC_ALERT, JC_DRY_RUN, JC_STATE,
+	JC_OUTCOME, JC_ERROR, JC_ATTEMPTS, JC_MAX_ATTEMPTS, JC_NOTIFICATIONS, JC_CREATED,
+	JC_UPDATED, JC_STARTED, JC_ENDED, JC_NEXT_RUN, JC_TRIGGERED_BY, JC_CANCELLED_BY,
+	JC_APPROVAL, JC_APPROVED_BY, JC_PLAN_ATTEMPTS, JC__COUNT
+};
+
+#define STORE_ESC_COLS                                                                        \
+	"id, job_id, incident_key, sink, kind, reason, state, attempts, last_answer, created_at, " \
+	"updated_at, next_attempt_at, delivered_at, payload"
+
+/* A value to bind. Times are SV_REAL; 0 times are bound as SV_NULL by the
+ * caller (sv_time). */
+enum sv_type { SV_NULL, SV_TEXT, SV_REAL, SV_INT };
+struct sval {
+	enum sv_type t;
+	const char *s;
+	double d;
+	long long i;
+};
+
+/* One row of a query, valid during the row callback only. */
+struct srow;
+/* Return 0 to go on, -1 to stop (the query then fails). */
+typedef int (*srow_fn)(const struct srow *r, void *arg);
+
+struct store_backend {
+	const char *name;
+	/* Connect (writer and reader), create or migrate the schema (a newer
+	 * schema is refused). 0, or -1 with err. */
+	int (*open)(struct store *s, char *err, size_t errlen);
+	void (*close)(struct store *s);
+	/* Writer connection (the writer thread only). 0, or -1 with err (may
+	 * be NULL); *changes, if given, receives the rows the statement changed. */
+	int (*exec)(struct store *s, enum wstmt id, const struct sval *v, int n, long long *changes,
+	            char *err, size_t errlen);
+	/* After a failed statement: 1 when the database ended the whole
+	 * transaction (nothing of it survives), 0 when it is still open. */
+	int (*txn_lost)(struct store *s);
+	/* Reader connection (callers hold s->rmu): a snapshot over several
+	 * queries, then a query with a callback per row. */
+	int (*read_begin)(struct store *s);
+	void (*read_end)(struct store *s);
+	int (*query)(struct store *s, enum rstmt id, const struct sval *v, int n, srow_fn fn, void *arg);
+	/* Columns of the row; NULL reads as NULL text, 0. */
+	const char *(*text)(const struct srow *r, int col);
+	double (*real)(const struct srow *r, int col);
+	long long (*integer)(const struct srow *r, int col);
+	int (*is_null)(const struct srow *r, int col);
+};
+
+extern const struct store_backend store_sqlite_backend;
+extern const struct store_backend store_pg_backend;
+
+struct store_batch;
+
+struct store {
+	char *path;                    /* as given, for messages (a URL without its password) */
+	const struct store_backend *be;
+	void *db;                      /* the backend's own state */
+
+	pthread_mutex_t mu;            /* queue, results, stats, healthy */
+	pthread_cond_t work_cv;        /* writer: batches queued or stopping */
+	pthread_cond_t done_cv;        /* committers: results are in */
+	struct store_batch *qhead, *qtail;
+	int stopping;
+	int healthy;
+	unsigned long txns, batches;
+	pthread_t writer;
+	int writer_started;
+	unsigned group_max;            /* batches per transaction; 0 = all queued */
+
+	pthread_mutex_t rmu;           /* the read connection */
+};
+
+#define STORE_SCHEMA_VERSION 2
+
+#endif

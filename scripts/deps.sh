@@ -2,7 +2,9 @@
 # Install the Debian 12 packages recoveryd builds and tests with.
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libmicrohttpd-dev libcjson-dev libcurl4-openssl-dev
-      liblua5.4-dev lua5.4 libsqlite3-dev libre2-dev libcmocka-dev python3 curl prometheus
+      liblua5.4-dev lua5.4 libsqlite3-dev libpq-dev libre2-dev libcmocka-dev python3 curl prometheus
+      # the PostgreSQL journal's tests start a private cluster (scripts/pg.sh)
+      postgresql-15
       prometheus-alertmanager yamllint python3-yaml
       # fuzz/: clang, and libFuzzer's runtime (libclang_rt.fuzzer-x86_64.a),
       # which only libclang-rt-14-dev ships (clang merely recommends it).

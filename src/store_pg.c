@@ -1,23 +1,528 @@
-/* The PostgreSQL backend of the journal: placeholder until its
- * implementation lands; --state postgres://... is refused with a clear
- * error. */
+/* The PostgreSQL backend of the journal (--state postgres://...): the
+ * shared journal of several replicas. A write connection for the writer
+ * thread and a read connection, each with every statement prepared once;
+ * parameters go as text with declared types, results come back as text.
+ * The password comes from a file (PGPASSFILE, or passfile= in the URL),
+ * never from the URL itself. A connection that broke is reset at the next
+ * transaction or read, and its statements are prepared again. */
 #include "store_impl.h"
 
+#include <libpq-fe.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
-static int pg_open(struct store *s, char *err, size_t errlen)
+#include "recoveryd/log.h"
+
+/* Parameter types of a statement, one letter per $n: T text, R float8,
+ * I int8. A NULL value is sent with its declared type, so a statement may
+ * leave a parameter unused. */
+struct pg_sql {
+	const char *sql;
+	const char *types;
+};
+
+#define T_JOB "TTTTTTITTTIIIRRRRRTTTTI"
+
+static const char schema_sql[] =
+	"CREATE TABLE IF NOT EXISTS jobs ("
+	" seq BIGSERIAL PRIMARY KEY,"
+	" id TEXT UNIQUE NOT NULL,"
+	" playbook TEXT, key TEXT, trigger TEXT, reason TEXT,"
+	" alert_json TEXT CHECK (alert_json IS NULL OR alert_json::json IS NOT NULL),"
+	" dry_run INTEGER NOT NULL DEFAULT 0,"
+	" state TEXT, outcome TEXT, error TEXT,"
+	" attempts INTEGER NOT NULL DEFAULT 0,"
+	" max_attempts INTEGER NOT NULL DEFAULT 0,"
+	" notifications INTEGER NOT NULL DEFAULT 0,"
+	" created_at DOUBLE PRECISION, updated_at DOUBLE PRECISION, started_at DOUBLE PRECISION,"
+	" ended_at DOUBLE PRECISION, next_run_at DOUBLE PRECISION, triggered_by TEXT,"
+	" cancelled_by TEXT, approval TEXT, approved_by TEXT,"
+	" plan_attempts INTEGER NOT NULL DEFAULT 0);"
+	"CREATE INDEX IF NOT EXISTS jobs_key ON jobs(key);"
+	"CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);"
+	"CREATE INDEX IF NOT EXISTS jobs_playbook ON jobs(playbook);"
+	"CREATE TABLE IF NOT EXISTS attempts ("
+	" job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,"
+	" n INTEGER NOT NULL,"
+	" started_at DOUBLE PRECISION, ended_at DOUBLE PRECISION, result TEXT, error TEXT,"
+	" verify_ok INTEGER, verify_reason TEXT,"
+	" PRIMARY KEY (job_id, n));"
+	"CREATE TABLE IF NOT EXISTS events ("
+	" seq BIGSERIAL PRIMARY KEY,"
+	" job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,"
+	" ts DOUBLE PRECISION, attempt INTEGER, type TEXT NOT NULL,"
+	" detail TEXT NOT NULL CHECK (json_typeof(detail::json) = 'object'),"
+	" planned INTEGER NOT NULL DEFAULT 0);"
+	"CREATE INDEX IF NOT EXISTS events_job ON events(job_id);"
+	"CREATE TABLE IF NOT EXISTS escalations ("
+	" seq BIGSERIAL PRIMARY KEY,"
+	" id TEXT UNIQUE NOT NULL,"
+	" job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,"
+	" incident_key TEXT, sink TEXT NOT NULL, kind TEXT NOT NULL, reason TEXT,"
+	" state TEXT, attempts INTEGER NOT NULL DEFAULT 0, last_answer TEXT,"
+	" created_at DOUBLE PRECISION, updated_at DOUBLE PRECISION,"
+	" next_attempt_at DOUBLE PRECISION, delivered_at DOUBLE PRECISION, payload TEXT);"
+	"CREATE INDEX IF NOT EXISTS escalations_job ON escalations(job_id);"
+	"CREATE INDEX IF NOT EXISTS escalations_state ON escalations(state);"
+	"CREATE INDEX IF NOT EXISTS escalations_incident ON escalations(incident_key);"
+	"CREATE TABLE IF NOT EXISTS audit ("
+	" seq BIGSERIAL PRIMARY KEY,"
+	" ts DOUBLE PRECISION NOT NULL, principal TEXT NOT NULL, role TEXT, address TEXT,"
+	" action TEXT NOT NULL, job_id TEXT, playbook TEXT, reason TEXT,"
+	" detail TEXT CHECK (detail IS NULL OR json_typeof(detail::json) = 'object'));"
+	"CREATE INDEX IF NOT EXISTS audit_principal ON audit(principal);"
+	"CREATE INDEX IF NOT EXISTS audit_action ON audit(action);"
+	"CREATE INDEX IF NOT EXISTS audit_ts ON audit(ts);"
+	"CREATE TABLE IF NOT EXISTS pauses ("
+	" scope TEXT PRIMARY KEY, principal TEXT, reason TEXT, since DOUBLE PRECISION,"
+	" until DOUBLE PRECISION);";
+
+static const struct pg_sql wsql[W__COUNT] = {
+	[W_BEGIN] = {"BEGIN", ""},
+	[W_COMMIT] = {"COMMIT", ""},
+	[W_ROLLBACK] = {"ROLLBACK", ""},
+	[W_SAVEPOINT] = {"SAVEPOINT batch", ""},
+	[W_RELEASE] = {"RELEASE SAVEPOINT batch", ""},
+	[W_ROLLBACK_TO] = {"ROLLBACK TO SAVEPOINT batch", ""},
+	[W_INSERT_JOB] = {"INSERT INTO jobs (" STORE_JOB_COLS ") VALUES "
+	                  "($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,"
+	                  "$21,$22,$23)", T_JOB},
+	[W_UPDATE_JOB] = {"UPDATE jobs SET state=$8, outcome=$9, error=$10, attempts=$11, "
+	                  "max_attempts=$12, notifications=$13, created_at=$14, updated_at=$15, "
+	                  "started_at=$16, ended_at=$17, next_run_at=$18, cancelled_by=$20, "
+	                  "approval=$21, approved_by=$22, plan_attempts=$23 WHERE id=$1", T_JOB},
+	[W_ATTEMPT] = {"INSERT INTO attempts (job_id, n, started_at, ended_at, result, error, "
+	               "verify_ok, verify_reason) VALUES ($1,$2,$3,$4,$5,$6,$7,$8) "
+	               "ON CONFLICT (job_id, n) DO UPDATE SET started_at=excluded.started_at, "
+	               "ended_at=excluded.ended_at, result=excluded.result, error=excluded.error, "
+	               "verify_ok=excluded.verify_ok, verify_reason=excluded.verify_reason", "TIRRTTIT"},
+	[W_EVENT] = {"INSERT INTO events (job_id, ts, attempt, type, detail, planned) "
+	             "VALUES ($1,$2,$3,$4,$5,$6)", "TRITTI"},
+	[W_ESC_INSERT] = {"INSERT INTO escalations (" STORE_ESC_COLS ") VALUES "
+	                  "($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)", "TTTTTTTITRRRRT"},
+	[W_ESC_UPDATE] = {"UPDATE escalations SET state=$7, attempts=$8, last_answer=$9, updated_at=$11, "
+	                  "next_attempt_at=$12, delivered_at=$13 WHERE id=$1", "TTTTTTTITRRRRT"},
+	[W_AUDIT] = {"INSERT INTO audit (ts, principal, role, address, action, job_id, playbook, "
+	             "reason, detail) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)", "RTTTTTTTT"},
+	[W_PAUSE] = {"INSERT INTO pauses (scope, principal, reason, since, until) VALUES ($1,$2,$3,$4,$5) "
+	             "ON CONFLICT (scope) DO UPDATE SET principal=excluded.principal, "
+	             "reason=excluded.reason, since=excluded.since, until=excluded.until", "TTTRR"},
+	[W_UNPAUSE] = {"DELETE FROM pauses WHERE scope = $1", "T"},
+};
+
+static const struct pg_sql rsql[Q__COUNT] = {
+	[Q_JOB] = {"SELECT " STORE_JOB_COLS " FROM jobs WHERE id = $1", "T"},
+	[Q_ATTEMPTS] = {"SELECT n, started_at, ended_at, result, error, verify_ok, verify_reason "
+	                "FROM attempts WHERE job_id = $1 ORDER BY n", "T"},
+	/* Newest $2 rows, returned oldest first. */
+	[Q_EVENTS] = {"SELECT ts, attempt, type, detail, planned FROM "
+	              "(SELECT seq, ts, attempt, type, detail, planned FROM events "
+	              " WHERE job_id = $1 ORDER BY seq DESC LIMIT $2) AS newest ORDER BY seq", "TI"},
+	[Q_ESCALATIONS] = {"SELECT sink, state, attempts, last_answer, created_at, updated_at, "
+	                   "id, kind, reason, delivered_at, next_attempt_at "
+	                   "FROM escalations WHERE job_id = $1 ORDER BY seq", "T"},
+	[Q_SCAN] = {"SELECT " STORE_JOB_COLS ", (SELECT count(*) FROM events WHERE events.job_id = jobs.id "
+	            "AND events.type = 'watchdog') FROM jobs WHERE state IN ('queued','running','retry_wait',"
+	            "'awaiting_approval') OR started_at >= $1 OR ended_at >= $1 ORDER BY seq", "R"},
+	[Q_LIST] = {"SELECT " STORE_JOB_COLS " FROM jobs ORDER BY seq DESC LIMIT $3", "TTI"},
+	[Q_LIST_STATE] = {"SELECT " STORE_JOB_COLS " FROM jobs WHERE state = $1 ORDER BY seq DESC LIMIT $3",
+	                  "TTI"},
+	[Q_LIST_PLAYBOOK] = {"SELECT " STORE_JOB_COLS " FROM jobs WHERE playbook = $2 "
+	                     "ORDER BY seq DESC LIMIT $3", "TTI"},
+	[Q_LIST_BOTH] = {"SELECT " STORE_JOB_COLS " FROM jobs WHERE state = $1 AND playbook = $2 "
+	                 "ORDER BY seq DESC LIMIT $3", "TTI"},
+	[Q_PAUSES] = {"SELECT scope, principal, reason, since, until FROM pauses ORDER BY scope", ""},
+	[Q_AUDIT] = {"SELECT seq, ts, principal, role, address, action, job_id, playbook, reason, "
+	             "detail FROM audit WHERE ($1::text IS NULL OR principal = $1) "
+	             "AND ($2::text IS NULL OR action = $2) AND ($3::float8 IS NULL OR ts >= $3) "
+	             "AND ($4::float8 IS NULL OR ts <= $4) AND ($5::int8 IS NULL OR seq < $5) "
+	             "ORDER BY seq DESC LIMIT $6", "TTRRII"},
+	[Q_OUTBOX] = {"SELECT " STORE_ESC_COLS " FROM escalations WHERE state IN ('pending','retrying') "
+	              "ORDER BY seq", ""},
+	[Q_OPEN_INCIDENTS] = {"SELECT " STORE_ESC_COLS " FROM escalations t WHERE t.kind = 'trigger' "
+	                      "AND t.state IN ('pending','retrying','delivered') AND NOT EXISTS ("
+	                      " SELECT 1 FROM escalations r WHERE r.kind = 'resolve' "
+	                      " AND r.incident_key = t.incident_key AND r.sink = t.sink AND r.seq > t.seq) "
+	                      "ORDER BY t.seq", ""},
+};
+
+#define PG_PARAMS_MAX 24
+#define OID_TEXT 25
+#define OID_FLOAT8 701
+#define OID_INT8 20
+
+struct pg {
+	char *conninfo;          /* the URL as given */
+	PGconn *w, *r;           /* writer, reader */
+	int w_ready, r_ready;    /* statements prepared on this connection */
+};
+
+struct srow {
+	PGresult *res;
+	int row;
+};
+
+static struct pg *pg_of(struct store *s)
 {
-	snprintf(err, errlen, "journal %s: the PostgreSQL backend is not built yet", s->path);
+	return s->db;
+}
+
+/* libpq's message, one line, without the trailing newline. */
+static void pg_msg(char *err, size_t errlen, const char *msg)
+{
+	size_t n;
+
+	if (!err || !errlen)
+		return;
+	snprintf(err, errlen, "%s", msg && *msg ? msg : "unknown error");
+	n = strlen(err);
+	while (n > 0 && (err[n - 1] == '\n' || err[n - 1] == ' '))
+		err[--n] = '\0';
+	for (char *p = err; *p; p++)
+		if (*p == '\n')
+			*p = ' ';
+}
+
+static Oid oid_of(char t)
+{
+	return t == 'R' ? OID_FLOAT8 : t == 'I' ? OID_INT8 : OID_TEXT;
+}
+
+static int prepare_all(PGconn *c, const struct pg_sql *v, int n, char prefix, char *err, size_t errlen)
+{
+	for (int i = 0; i < n; i++) {
+		Oid types[PG_PARAMS_MAX];
+		int np = (int)strlen(v[i].types);
+		char name[16];
+		PGresult *res;
+		int ok;
+
+		for (int k = 0; k < np; k++)
+			types[k] = oid_of(v[i].types[k]);
+		snprintf(name, sizeof(name), "%c%d", prefix, i);
+		res = PQprepare(c, name, v[i].sql, np, types);
+		ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+		if (!ok)
+			pg_msg(err, errlen, PQresultErrorMessage(res));
+		PQclear(res);
+		if (!ok)
+			return -1;
+	}
+	return 0;
+}
+
+/* A usable connection with its statements prepared, reconnecting when it
+ * broke. 0, or -1 with err. */
+static int ready(struct store *s, PGconn **c, int *prepared, const struct pg_sql *v, int n, char prefix,
+                 char *err, size_t errlen)
+{
+	if (*c && PQstatus(*c) == CONNECTION_OK && *prepared)
+		return 0;
+	if (*c && PQstatus(*c) != CONNECTION_OK) {
+		PQreset(*c);
+		*prepared = 0;
+		if (PQstatus(*c) == CONNECTION_OK)
+			log_kv(LOG_WARN, NULL, "journal: reconnected to PostgreSQL", "path", s->path, NULL);
+	}
+	if (!*c || PQstatus(*c) != CONNECTION_OK) {
+		pg_msg(err, errlen, *c ? PQerrorMessage(*c) : "no connection");
+		return -1;
+	}
+	if (prepare_all(*c, v, n, prefix, err, errlen) < 0)
+		return -1;
+	*prepared = 1;
+	return 0;
+}
+
+static int params(const struct sval *v, int n, const char *types, char bufs[][32], const char **out)
+{
+	if (n > PG_PARAMS_MAX || n != (int)strlen(types))
+		return -1;
+	for (int i = 0; i < n; i++) {
+		switch (v[i].t) {
+		case SV_NULL:
+			out[i] = NULL;
+			break;
+		case SV_TEXT:
+			out[i] = v[i].s;
+			break;
+		case SV_REAL:
+			snprintf(bufs[i], 32, "%.17g", v[i].d);
+			out[i] = bufs[i];
+			break;
+		case SV_INT:
+			snprintf(bufs[i], 32, "%lld", v[i].i);
+			out[i] = bufs[i];
+			break;
+		}
+	}
+	return 0;
+}
+
+static int pg_exec(struct store *s, enum wstmt id, const struct sval *v, int n, long long *changes,
+                   char *err, size_t errlen)
+{
+	struct pg *p = pg_of(s);
+	char bufs[PG_PARAMS_MAX][32], name[16], tmp[256];
+	const char *vals[PG_PARAMS_MAX];
+	PGresult *res;
+	ExecStatusType st;
+
+	/* A connection is only reset between transactions. */
+	if (id == W_BEGIN && ready(s, &p->w, &p->w_ready, wsql, W__COUNT, 'w', err ? err : tmp,
+	                           err ? errlen : sizeof(tmp)) < 0)
+		return -1;
+	if (params(v, n, wsql[id].types, bufs, vals) < 0) {
+		pg_msg(err, errlen, "internal: wrong parameter count");
+		return -1;
+	}
+	snprintf(name, sizeof(name), "w%d", (int)id);
+	res = PQexecPrepared(p->w, name, n, vals, NULL, NULL, 0);
+	st = PQresultStatus(res);
+	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+		pg_msg(err, errlen, PQresultErrorMessage(res)[0] ? PQresultErrorMessage(res) : PQerrorMessage(p->w));
+		PQclear(res);
+		return -1;
+	}
+	if (changes)
+		*changes = atoll(PQcmdTuples(res));
+	PQclear(res);
+	return 0;
+}
+
+/* In a failed transaction PostgreSQL waits for ROLLBACK TO SAVEPOINT; a
+ * broken connection or an ended transaction leaves nothing to save. */
+static int pg_txn_lost(struct store *s)
+{
+	struct pg *p = pg_of(s);
+
+	return PQstatus(p->w) != CONNECTION_OK || PQtransactionStatus(p->w) == PQTRANS_IDLE ||
+	       PQtransactionStatus(p->w) == PQTRANS_UNKNOWN;
+}
+
+static int simple(PGconn *c, const char *sql, char *err, size_t errlen)
+{
+	PGresult *res = PQexec(c, sql);
+	int ok = PQresultStatus(res) == PGRES_COMMAND_OK || PQresultStatus(res) == PGRES_TUPLES_OK;
+
+	if (!ok)
+		pg_msg(err, errlen, PQresultErrorMessage(res)[0] ? PQresultErrorMessage(res) : PQerrorMessage(c));
+	PQclear(res);
+	return ok ? 0 : -1;
+}
+
+/* Several queries of one record see one snapshot. */
+static int pg_read_begin(struct store *s)
+{
+	struct pg *p = pg_of(s);
+	char err[256];
+
+	if (ready(s, &p->r, &p->r_ready, rsql, Q__COUNT, 'q', err, sizeof(err)) < 0 ||
+	    simple(p->r, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", err, sizeof(err)) < 0) {
+		log_kv(LOG_ERROR, NULL, "journal: cannot read", "path", s->path, "error", err, NULL);
+		return -1;
+	}
+	return 0;
+}
+
+static void pg_read_end(struct store *s)
+{
+	struct pg *p = pg_of(s);
+
+	if (p->r && PQstatus(p->r) == CONNECTION_OK && PQtransactionStatus(p->r) != PQTRANS_IDLE)
+		simple(p->r, "ROLLBACK", NULL, 0); /* read only: nothing to keep */
+}
+
+static int pg_query(struct store *s, enum rstmt id, const struct sval *v, int n, srow_fn fn, void *arg)
+{
+	struct pg *p = pg_of(s);
+	char bufs[PG_PARAMS_MAX][32], name[16], err[256];
+	const char *vals[PG_PARAMS_MAX];
+	struct srow row;
+	PGresult *res;
+	int rc = 0;
+
+	if (ready(s, &p->r, &p->r_ready, rsql, Q__COUNT, 'q', err, sizeof(err)) < 0) {
+		log_kv(LOG_ERROR, NULL, "journal: cannot read", "path", s->path, "error", err, NULL);
+		return -1;
+	}
+	if (params(v, n, rsql[id].types, bufs, vals) < 0)
+		return -1;
+	snprintf(name, sizeof(name), "q%d", (int)id);
+	res = PQexecPrepared(p->r, name, n, vals, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		pg_msg(err, sizeof(err), PQresultErrorMessage(res));
+		log_kv(LOG_ERROR, NULL, "journal: query failed", "path", s->path, "error", err, NULL);
+		PQclear(res);
+		return -1;
+	}
+	row.res = res;
+	for (row.row = 0; row.row < PQntuples(res) && rc == 0; row.row++)
+		rc = fn(&row, arg);
+	PQclear(res);
+	return rc;
+}
+
+static const char *pg_text(const struct srow *r, int col)
+{
+	return PQgetisnull(r->res, r->row, col) ? NULL : PQgetvalue(r->res, r->row, col);
+}
+
+static double pg_real(const struct srow *r, int col)
+{
+	return PQgetisnull(r->res, r->row, col) ? 0 : strtod(PQgetvalue(r->res, r->row, col), NULL);
+}
+
+static long long pg_integer(const struct srow *r, int col)
+{
+	return PQgetisnull(r->res, r->row, col) ? 0 : strtoll(PQgetvalue(r->res, r->row, col), NULL, 10);
+}
+
+static int pg_is_null(const struct srow *r, int col)
+{
+	return PQgetisnull(r->res, r->row, col);
+}
+
+/* ---- open / close ---- */
+
+/* A password in the URL would reach the process list, the logs and every
+ * error message: refuse it. */
+static int url_has_password(const char *url)
+{
+	const char *p = strstr(url, "://"), *at, *colon;
+
+	if (!p)
+		return 0;
+	p += 3;
+	at = strchr(p, '@');
+	if (!at || (strchr(p, '/') && strchr(p, '/') < at))
+		return 0;
+	colon = memchr(p, ':', (size_t)(at - p));
+	return colon != NULL;
+}
+
+static PGconn *connect_one(struct store *s, const char *conninfo, char *err, size_t errlen)
+{
+	/* application_name shows which process holds a connection. */
+	const char *keys[] = {"dbname", "application_name", "connect_timeout", NULL};
+	const char *vals[] = {conninfo, "recoveryd", "10", NULL};
+	PGconn *c = PQconnectdbParams(keys, vals, 1);
+
+	if (!c || PQstatus(c) != CONNECTION_OK) {
+		char msg[512];
+		pg_msg(msg, sizeof(msg), c ? PQerrorMessage(c) : "out of memory");
+		snprintf(err, errlen, "journal %s: %s", s->path, msg);
+		PQfinish(c);
+		return NULL;
+	}
+	return c;
+}
+
+/* The schema, created once under a transaction-level advisory lock, so
+ * replicas starting together do not race; a newer version is refused. */
+static int setup_schema(struct store *s, PGconn *c, char *err, size_t errlen)
+{
+	char msg[512], sql[128];
+	PGresult *res;
+	int version = 0;
+
+	if (simple(c, "BEGIN", msg, sizeof(msg)) < 0 ||
+	    simple(c, "SELECT pg_advisory_xact_lock(7236040513042)", msg, sizeof(msg)) < 0 ||
+	    simple(c, "CREATE TABLE IF NOT EXISTS recoveryd_schema (version INTEGER NOT NULL)", msg,
+	           sizeof(msg)) < 0)
+		goto fail;
+	res = PQexec(c, "SELECT max(version) FROM recoveryd_schema");
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		pg_msg(msg, sizeof(msg), PQresultErrorMessage(res));
+		PQclear(res);
+		goto fail;
+	}
+	if (!PQgetisnull(res, 0, 0))
+		version = atoi(PQgetvalue(res, 0, 0));
+	PQclear(res);
+	if (version > STORE_SCHEMA_VERSION) {
+		simple(c, "ROLLBACK", NULL, 0);
+		snprintf(err, errlen, "journal %s: schema version %d is newer than supported %d", s->path,
+		         version, STORE_SCHEMA_VERSION);
+		return -1;
+	}
+	if (simple(c, schema_sql, msg, sizeof(msg)) < 0)
+		goto fail;
+	if (version < STORE_SCHEMA_VERSION) {
+		snprintf(sql, sizeof(sql), "DELETE FROM recoveryd_schema; INSERT INTO recoveryd_schema VALUES (%d)",
+		         STORE_SCHEMA_VERSION);
+		if (simple(c, sql, msg, sizeof(msg)) < 0)
+			goto fail;
+	}
+	if (simple(c, "COMMIT", msg, sizeof(msg)) < 0)
+		goto fail;
+	return 0;
+fail:
+	simple(c, "ROLLBACK", NULL, 0);
+	snprintf(err, errlen, "journal %s: %s", s->path, msg);
 	return -1;
 }
 
 static void pg_close(struct store *s)
 {
-	(void)s;
+	struct pg *p = pg_of(s);
+
+	if (!p)
+		return;
+	PQfinish(p->r);
+	PQfinish(p->w);
+	free(p->conninfo);
+	free(p);
+	s->db = NULL;
+}
+
+static int pg_open(struct store *s, char *err, size_t errlen)
+{
+	struct pg *p;
+	char msg[512];
+
+	if (url_has_password(s->path)) {
+		/* Keep the password out of every message: user:****@host. */
+		const char *user = strstr(s->path, "://") + 3;
+		const char *colon = strchr(user, ':'), *at = strchr(user, '@');
+		snprintf(err, errlen, "journal %.*s:****%s: a password in the URL is refused; put it in a "
+		         "file (PGPASSFILE, or passfile=FILE in the URL)", (int)(colon - s->path), s->path, at);
+		return -1;
+	}
+	p = calloc(1, sizeof(*p));
+	if (!p || !(p->conninfo = strdup(s->path))) {
+		free(p);
+		snprintf(err, errlen, "journal %s: out of memory", s->path);
+		return -1;
+	}
+	s->db = p;
+	if (!(p->w = connect_one(s, p->conninfo, err, errlen)) || setup_schema(s, p->w, err, errlen) < 0 ||
+	    !(p->r = connect_one(s, p->conninfo, err, errlen)))
+		goto fail;
+	if (prepare_all(p->w, wsql, W__COUNT, 'w', msg, sizeof(msg)) < 0 ||
+	    prepare_all(p->r, rsql, Q__COUNT, 'q', msg, sizeof(msg)) < 0) {
+		snprintf(err, errlen, "journal %s: %s", s->path, msg);
+		goto fail;
+	}
+	p->w_ready = p->r_ready = 1;
+	return 0;
+fail:
+	pg_close(s);
+	return -1;
 }
 
 const struct store_backend store_pg_backend = {
 	.name = "postgres",
 	.open = pg_open,
 	.close = pg_close,
+	.exec = pg_exec,
+	.txn_lost = pg_txn_lost,
+	.read_begin = pg_read_begin,
+	.read_end = pg_read_end,
+	.query = pg_query,
+	.text = pg_text,
+	.real = pg_real,
+	.integer = pg_integer,
+	.is_null = pg_is_null,
 };

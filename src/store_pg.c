@@ -280,6 +280,16 @@ static int pg_exec(struct store *s, enum wstmt id, const struct sval *v, int n, 
 	snprintf(name, sizeof(name), "w%d", (int)id);
 	res = PQexecPrepared(p->w, name, n, vals, NULL, NULL, 0);
 	st = PQresultStatus(res);
+	/* libpq notices a connection cut while idle (a server restart) only on
+	 * its next use: then BEGIN is tried once more on a new connection. */
+	if (id == W_BEGIN && st != PGRES_COMMAND_OK && PQstatus(p->w) != CONNECTION_OK) {
+		PQclear(res);
+		if (ready(s, &p->w, &p->w_ready, wsql, W__COUNT, 'w', err ? err : tmp,
+		          err ? errlen : sizeof(tmp)) < 0)
+			return -1;
+		res = PQexecPrepared(p->w, name, n, vals, NULL, NULL, 0);
+		st = PQresultStatus(res);
+	}
 	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
 		pg_msg(err, errlen, PQresultErrorMessage(res)[0] ? PQresultErrorMessage(res) : PQerrorMessage(p->w));
 		PQclear(res);
@@ -318,12 +328,16 @@ static int pg_read_begin(struct store *s)
 	struct pg *p = pg_of(s);
 	char err[256];
 
-	if (ready(s, &p->r, &p->r_ready, rsql, Q__COUNT, 'q', err, sizeof(err)) < 0 ||
-	    simple(p->r, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", err, sizeof(err)) < 0) {
-		log_kv(LOG_ERROR, NULL, "journal: cannot read", "path", s->path, "error", err, NULL);
-		return -1;
+	for (int round = 0; round < 2; round++) {
+		if (ready(s, &p->r, &p->r_ready, rsql, Q__COUNT, 'q', err, sizeof(err)) < 0)
+			break;
+		if (simple(p->r, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", err, sizeof(err)) == 0)
+			return 0;
+		if (PQstatus(p->r) == CONNECTION_OK)
+			break; /* not a cut connection: trying again will not help */
 	}
-	return 0;
+	log_kv(LOG_ERROR, NULL, "journal: cannot read", "path", s->path, "error", err, NULL);
+	return -1;
 }
 
 static void pg_read_end(struct store *s)
@@ -341,7 +355,7 @@ static int pg_query(struct store *s, enum rstmt id, const struct sval *v, int n,
 	const char *vals[PG_PARAMS_MAX];
 	struct srow row;
 	PGresult *res;
-	int rc = 0;
+	int rc = 0, in_snapshot;
 
 	if (ready(s, &p->r, &p->r_ready, rsql, Q__COUNT, 'q', err, sizeof(err)) < 0) {
 		log_kv(LOG_ERROR, NULL, "journal: cannot read", "path", s->path, "error", err, NULL);
@@ -350,7 +364,15 @@ static int pg_query(struct store *s, enum rstmt id, const struct sval *v, int n,
 	if (params(v, n, rsql[id].types, bufs, vals) < 0)
 		return -1;
 	snprintf(name, sizeof(name), "q%d", (int)id);
+	in_snapshot = PQtransactionStatus(p->r) != PQTRANS_IDLE;
 	res = PQexecPrepared(p->r, name, n, vals, NULL, NULL, 0);
+	/* Outside a snapshot, a query on a connection that was cut meanwhile
+	 * is tried once more on a new one. */
+	if (PQresultStatus(res) != PGRES_TUPLES_OK && PQstatus(p->r) != CONNECTION_OK && !in_snapshot &&
+	    ready(s, &p->r, &p->r_ready, rsql, Q__COUNT, 'q', err, sizeof(err)) == 0) {
+		PQclear(res);
+		res = PQexecPrepared(p->r, name, n, vals, NULL, NULL, 0);
+	}
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
 		pg_msg(err, sizeof(err), PQresultErrorMessage(res));
 		log_kv(LOG_ERROR, NULL, "journal: query failed", "path", s->path, "error", err, NULL);

@@ -287,6 +287,11 @@ class Recoveryd:
         self.playbooks_dir = os.path.join(tmpdir, "playbooks")
         self.secrets_dir = os.path.join(tmpdir, "secrets")
         self.journal = os.path.join(tmpdir, "journal.db")
+        # RECOVERYD_TEST_PG_URL (a role that may create databases): each
+        # daemon journals to a fresh PostgreSQL database instead.
+        pg = os.environ.get("RECOVERYD_TEST_PG_URL")
+        if pg:
+            self.journal = _pg_database(pg)
         self.stderr_path = os.path.join(tmpdir, "stderr.log")
         self.stdout_path = os.path.join(tmpdir, "stdout.log")
         self.extra_args = list(extra_args)
@@ -685,6 +690,22 @@ class Recoveryd:
         returns CompletedProcess with text stdout/stderr."""
         return subprocess.run([self.bin] + list(args), stdin=subprocess.DEVNULL, capture_output=True,
                               timeout=timeout, cwd=self.tmpdir, text=True, errors="replace")
+
+
+def _pg_database(url):
+    """A new, empty database on the server of url; its URL."""
+    name = "it_" + _secrets.token_hex(6)
+    subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", url, "-c", "CREATE DATABASE " + name],
+                   check=True, capture_output=True, timeout=30)
+    base = url.rsplit("/", 1)[0]
+    query = ""
+    if "?" in url.rsplit("/", 1)[1]:
+        query = "?" + url.split("?", 1)[1]
+    return base + "/" + name + query
+
+
+def pg_mode():
+    return bool(os.environ.get("RECOVERYD_TEST_PG_URL"))
 
 
 def _die_with_parent():

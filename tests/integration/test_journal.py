@@ -2,14 +2,45 @@
 Alertmanager retries), nothing half-admitted is left behind, and recoveryd
 recovers once the journal is writable again."""
 
+import contextlib
 import os
 import sqlite3
+import subprocess
 import time
 import unittest
 
-from harness import RecoverydTestCase, fixture_bytes, playbook
+from harness import RecoverydTestCase, fixture_bytes, pg_mode, playbook
 
 SETTINGS = 'alertname="SettingsSyncJobFailure"'
+
+
+@contextlib.contextmanager
+def journal_refuses_writes(d):
+    """SQLite: another process holds the write lock longer than the busy
+    timeout. PostgreSQL: the database takes no connections, and recoveryd's
+    are cut (as when the server restarts)."""
+    if not pg_mode():
+        lock = sqlite3.connect(os.path.join(d.tmpdir, "journal.db"), isolation_level=None, timeout=1)
+        lock.execute("BEGIN EXCLUSIVE")
+        try:
+            yield
+        finally:
+            lock.execute("ROLLBACK")
+            lock.close()
+        return
+
+    admin = os.environ["RECOVERYD_TEST_PG_URL"]
+    db = d.journal.rsplit("/", 1)[1].split("?")[0]
+
+    def psql(sql):
+        subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", admin, "-c", sql], check=True,
+                       capture_output=True, timeout=30)
+    psql("ALTER DATABASE %s ALLOW_CONNECTIONS false" % db)
+    psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '%s'" % db)
+    try:
+        yield
+    finally:
+        psql("ALTER DATABASE %s ALLOW_CONNECTIONS true" % db)
 
 
 class JournalFailureTest(RecoverydTestCase):
@@ -18,10 +49,7 @@ class JournalFailureTest(RecoverydTestCase):
         fake = self.fake()
         d = self.daemon({"p": playbook("p", 'must(recovery.http{method = "POST", url = FAKE .. "/restart"})',
                                        match=[SETTINGS], fake=fake)})
-        # Another process holds the write lock longer than the busy timeout.
-        lock = sqlite3.connect(os.path.join(d.tmpdir, "journal.db"), isolation_level=None, timeout=1)
-        lock.execute("BEGIN EXCLUSIVE")
-        try:
+        with journal_refuses_writes(d):
             t0 = time.time()
             st, headers, doc = d.post("/webhook", fixture_bytes("firing-single.json"))
             self.assertEqual(st, 503, doc)
@@ -34,9 +62,6 @@ class JournalFailureTest(RecoverydTestCase):
             self.assertEqual(st, 503, doc)
             self.assertEqual(d.metric("recoveryd_requests_rejected_total", {"reason": "journal_error"}), 1)
             self.assertIn("journal commit failed", d.log_text())
-        finally:
-            lock.execute("ROLLBACK")
-            lock.close()
 
         # Nothing was admitted: the same alert is queued anew, not coalesced.
         doc = d.webhook("firing-single.json")

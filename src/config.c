@@ -75,7 +75,8 @@ static const struct opt opts[] = {
 void config_usage(FILE *f)
 {
 	fprintf(f, "usage: recoveryd [OPTIONS]\n"
-	           "       recoveryd run PLAYBOOK --alert FILE [--dry-run] [OPTIONS]\n\n");
+	           "       recoveryd run PLAYBOOK --alert FILE [--dry-run] [OPTIONS]\n"
+	           "       recoveryd migrate --state PATH|postgres://... [--config F]\n\n");
 	for (size_t i = 0; i < NOPTS; i++) {
 		char left[64];
 		snprintf(left, sizeof(left), "--%s%s%s", opts[i].name, opts[i].arg ? " " : "",

@@ -470,10 +470,15 @@ int main(int argc, char **argv)
 	struct http *h = NULL;
 	char err[1024];
 	const char *run_playbook = NULL;
-	int args_from = 1, rc = 1;
+	int args_from = 1, rc = 1, migrate = 0;
 	sigset_t sigs;
 
-	if (argc >= 2 && strcmp(argv[1], "run") == 0) {
+	if (argc >= 2 && strcmp(argv[1], "migrate") == 0) {
+		/* Create or bring the journal's schema up to this version, then
+		 * exit: the step before rolling out a new version to replicas. */
+		migrate = 1;
+		args_from = 2;
+	} else if (argc >= 2 && strcmp(argv[1], "run") == 0) {
 		if (argc < 3 || argv[2][0] == '-') {
 			fprintf(stderr, "usage: recoveryd run PLAYBOOK --alert FILE [--dry-run] [OPTIONS]\n");
 			return 2;
@@ -498,6 +503,17 @@ int main(int argc, char **argv)
 	}
 	log_set_level(level_of(cfg.log_level));
 	metrics_init();
+	if (migrate) {
+		if (store_open(cfg.state, &st, err, sizeof(err)) != RD_OK) {
+			fprintf(stderr, "recoveryd migrate: %s\n", err);
+			config_free(&cfg);
+			return 1;
+		}
+		store_close(st);
+		printf("journal schema at version %d\n", store_schema_version());
+		config_free(&cfg);
+		return 0;
+	}
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	configure_lua(&cfg);
 

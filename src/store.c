@@ -693,6 +693,8 @@ enum rd_status store_commit_cb(struct store *s, struct store_batch *b, store_don
 	return commit(s, b, 0, done, arg);
 }
 
+#define PING_EVERY 1.0 /* seconds a ping's answer is reused (readiness probes) */
+
 int store_healthy(struct store *s)
 {
 	int h;
@@ -702,6 +704,16 @@ int store_healthy(struct store *s)
 	pthread_mutex_lock(&s->mu);
 	h = s->healthy;
 	pthread_mutex_unlock(&s->mu);
+	if (h && s->be->ping) {
+		/* A database server can go away while nothing is written. */
+		pthread_mutex_lock(&s->rmu);
+		if (rd_mono() - s->pinged >= PING_EVERY) {
+			s->ping_ok = s->be->ping(s) == 0;
+			s->pinged = rd_mono();
+		}
+		h = s->ping_ok;
+		pthread_mutex_unlock(&s->rmu);
+	}
 	return h;
 }
 
@@ -722,6 +734,11 @@ void store_stats(struct store *s, unsigned long *txns, unsigned long *batches)
 }
 
 /* ---- open / close ---- */
+
+int store_schema_version(void)
+{
+	return STORE_SCHEMA_VERSION;
+}
 
 static int is_pg_url(const char *path)
 {

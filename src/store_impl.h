@@ -79,6 +79,9 @@ struct store_backend {
 	double (*real)(const struct srow *r, int col);
 	long long (*integer)(const struct srow *r, int col);
 	int (*is_null)(const struct srow *r, int col);
+	/* Optional: can the database be reached now (a server that may go away
+	 * while nothing is written)? 0, or -1. Reader connection, s->rmu held. */
+	int (*ping)(struct store *s);
 };
 
 extern const struct store_backend store_sqlite_backend;
@@ -103,6 +106,8 @@ struct store {
 	unsigned group_max;            /* batches per transaction; 0 = all queued */
 
 	pthread_mutex_t rmu;           /* the read connection */
+	double pinged;                 /* [rmu] rd_mono() of the last ping */
+	int ping_ok;                   /* [rmu] its answer */
 };
 
 #define STORE_SCHEMA_VERSION 2

@@ -180,7 +180,7 @@ static void pg_msg(char *err, size_t errlen, const char *msg)
 	while (n > 0 && (err[n - 1] == '\n' || err[n - 1] == ' '))
 		err[--n] = '\0';
 	for (char *p = err; *p; p++)
-		if (*p == '\n')
+		if (*p == '\n' || *p == '\t')
 			*p = ' ';
 }
 
@@ -406,6 +406,22 @@ static int pg_is_null(const struct srow *r, int col)
 	return PQgetisnull(r->res, r->row, col);
 }
 
+static int pg_ping(struct store *s)
+{
+	struct pg *p = pg_of(s);
+	char err[256];
+
+	for (int round = 0; round < 2; round++) {
+		if (ready(s, &p->r, &p->r_ready, rsql, Q__COUNT, 'q', err, sizeof(err)) < 0)
+			break;
+		if (simple(p->r, "SELECT 1", err, sizeof(err)) == 0)
+			return 0;
+		if (PQstatus(p->r) == CONNECTION_OK)
+			break;
+	}
+	return -1;
+}
+
 /* ---- open / close ---- */
 
 /* A password in the URL would reach the process list, the logs and every
@@ -424,6 +440,14 @@ static int url_has_password(const char *url)
 	return colon != NULL;
 }
 
+/* The server's notices ("relation already exists, skipping") are not
+ * ours to print on stderr. */
+static void no_notices(void *arg, const char *message)
+{
+	(void)arg;
+	(void)message;
+}
+
 static PGconn *connect_one(struct store *s, const char *conninfo, char *err, size_t errlen)
 {
 	/* application_name shows which process holds a connection. */
@@ -438,6 +462,7 @@ static PGconn *connect_one(struct store *s, const char *conninfo, char *err, siz
 		PQfinish(c);
 		return NULL;
 	}
+	PQsetNoticeProcessor(c, no_notices, NULL);
 	return c;
 }
 
@@ -469,9 +494,9 @@ static int setup_schema(struct store *s, PGconn *c, char *err, size_t errlen)
 		         version, STORE_SCHEMA_VERSION);
 		return -1;
 	}
-	if (simple(c, schema_sql, msg, sizeof(msg)) < 0)
-		goto fail;
 	if (version < STORE_SCHEMA_VERSION) {
+		if (simple(c, schema_sql, msg, sizeof(msg)) < 0)
+			goto fail;
 		snprintf(sql, sizeof(sql), "DELETE FROM recoveryd_schema; INSERT INTO recoveryd_schema VALUES (%d)",
 		         STORE_SCHEMA_VERSION);
 		if (simple(c, sql, msg, sizeof(msg)) < 0)
@@ -547,4 +572,5 @@ const struct store_backend store_pg_backend = {
 	.real = pg_real,
 	.integer = pg_integer,
 	.is_null = pg_is_null,
+	.ping = pg_ping,
 };

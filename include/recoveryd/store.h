@@ -96,6 +96,9 @@ struct escalation_row {
 /* Open (creating if needed) the journal at path; ":memory:" works for the
  * foreground `run` command and tests. */
 enum rd_status store_open(const char *path, struct store **out, char *err, size_t errlen);
+/* The schema version this build creates and migrates to; a journal with a
+ * newer one is refused at open. */
+int store_schema_version(void);
 /* Commit whatever is queued, stop the writer, close. NULL is fine. */
 void store_close(struct store *s);
 

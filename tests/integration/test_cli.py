@@ -4,9 +4,10 @@
 import json
 import os
 import time
+import subprocess
 import unittest
 
-from harness import LUA_PATH, RecoverydTestCase, fixture, playbook
+from harness import LUA_PATH, RecoverydTestCase, fixture, pg_mode, playbook
 
 SETTINGS = 'alertname="SettingsSyncJobFailure"'
 
@@ -149,6 +150,40 @@ class CliTest(RecoverydTestCase):
         p = self.check_config(d)
         self.assertNotEqual(p.returncode, 0, p.stdout + p.stderr)
         self.assertIn("same", p.stdout + p.stderr)
+
+    def test_migrate_creates_the_schema_and_refuses_a_newer_one(self):
+        """`recoveryd migrate` brings the journal (a file, or PostgreSQL when
+        the suite runs against it) to this build's schema and says so; a
+        journal written by a newer build is refused, by migrate and daemon."""
+        d = self.daemon({}, start=False)
+        p = d.run_cli(["migrate", "--state", d.journal], timeout=30)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stdout.strip(), "journal schema at version 2")
+        self.assertEqual(p.stderr, "")
+        p = d.run_cli(["migrate", "--state", d.journal], timeout=30)  # again: nothing to do
+        self.assertEqual((p.returncode, p.stdout.strip()), (0, "journal schema at version 2"), p.stderr)
+        if pg_mode():
+            subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", d.journal, "-c",
+                            "UPDATE recoveryd_schema SET version = 99"], check=True, capture_output=True)
+        else:
+            import sqlite3
+            db = sqlite3.connect(d.journal)
+            db.execute("PRAGMA user_version = 99")
+            db.close()
+        p = d.run_cli(["migrate", "--state", d.journal], timeout=30)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("schema version 99 is newer than supported 2", p.stderr)
+        p = d.run_cli(d.base_args() + ["--insecure-no-auth"], timeout=30)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("schema version 99 is newer than supported 2", p.stderr)
+
+    def test_migrate_refuses_a_password_in_the_url(self):
+        d = self.daemon({}, start=False)
+        p = d.run_cli(["migrate", "--state", "postgres://alice:s3cr3t-pw@127.0.0.1:1/recoveryd"], timeout=30)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("a password in the URL is refused", p.stderr)
+        self.assertIn("alice:****@127.0.0.1", p.stderr)
+        self.assertNotIn("s3cr3t-pw", p.stderr)
 
     def test_version_and_help(self):
         d = self.setup_dirs({})

@@ -73,5 +73,26 @@ class JournalFailureTest(RecoverydTestCase):
         self.assertEqual(len(d.jobs()), 1)
 
 
+class DatabaseGoneTest(RecoverydTestCase):
+
+    @unittest.skipUnless(pg_mode(), "a database server that goes away: PostgreSQL only")
+    def test_readyz_fails_while_the_database_is_unreachable(self):
+        """Nothing is written meanwhile: readiness asks the server itself."""
+        d = self.daemon({"p": playbook("p", "return", match=[SETTINGS])})
+        self.assertEqual(d.get("/readyz", token=None)[0], 200)
+        with journal_refuses_writes(d):
+            deadline = time.monotonic() + 5
+            while d.get("/readyz", token=None)[0] != 503:
+                self.assertLess(time.monotonic(), deadline, "still ready with the database gone")
+                time.sleep(0.2)
+            st, _, doc = d.get("/readyz", token=None)
+            self.assertIn("journal", doc["message"])
+        deadline = time.monotonic() + 5
+        while d.get("/readyz", token=None)[0] != 200:
+            self.assertLess(time.monotonic(), deadline, "not ready again with the database back")
+            time.sleep(0.2)
+        self.assertEqual(d.webhook("firing-single.json")["jobs"][0]["state"], "queued")
+
+
 if __name__ == "__main__":
     unittest.main()

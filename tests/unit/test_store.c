@@ -1,20 +1,34 @@
-/* Unit tests of the SQLite job journal: schema and WAL on disk, the job
- * record JSON, list and scan queries, group commit with per-batch
- * isolation, durability across reopen, ":memory:" and open errors. */
+/* Unit tests of the job journal: the job record JSON, list and scan
+ * queries, audit and pauses, plans, group commit with per-batch isolation,
+ * durability across reopen, concurrent readers and open errors.
+ *
+ * One binary, two backends. By default each test opens a SQLite file in a
+ * temporary directory. With RECOVERYD_TEST_PG_URL set (ctest's
+ * pg.test_store, against the cluster of scripts/pg.sh; its password in
+ * PGPASSFILE) the same tests open that PostgreSQL database, emptied before
+ * each test (DROP SCHEMA public CASCADE). Tests of what only SQLite has (the
+ * file, WAL, ":memory:", the v1 migration, raw sqlite3 checks) skip under
+ * PostgreSQL, and the test_pg_* tests, which skip under SQLite, cover the
+ * same ground there: schema and version table, a newer schema refused, open
+ * errors, a lost connection. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <libpq-fe.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -61,24 +75,168 @@ double metrics_get(enum metric_id id, const char *l1, const char *l2)
 /* 2023-11-14T22:13:20Z */
 #define T0 1700000000.0
 
+/* The PostgreSQL database under test (RECOVERYD_TEST_PG_URL), or NULL for
+ * SQLite. */
+static const char *pg_url;
+
+/* A test of what only one backend has skips under the other. */
+#define SQLITE_ONLY() do { if (pg_url) skip(); } while (0)
+#define PG_ONLY() do { if (!pg_url) skip(); } while (0)
+
+/* ---- PostgreSQL, directly (libpq) ---- */
+
+static void pg_quiet(void *arg, const char *msg)
+{
+	(void)arg;
+	(void)msg;
+}
+
+/* A connection of our own to the database under test, or NULL with the
+ * reason in err. */
+static PGconn *pg_try_connect(char *err, size_t errlen)
+{
+	PGconn *c = PQconnectdb(pg_url);
+
+	if (!c || PQstatus(c) != CONNECTION_OK) {
+		snprintf(err, errlen, "%s", c ? PQerrorMessage(c) : "out of memory");
+		PQfinish(c);
+		return NULL;
+	}
+	/* DROP ... CASCADE lists what it drops as notices */
+	PQsetNoticeProcessor(c, pg_quiet, NULL);
+	return c;
+}
+
+/* The connections a test opened with pg_connect: a test that fails
+ * leaves them to teardown. */
+static PGconn *pg_conns[4];
+
+static PGconn *pg_connect(void)
+{
+	char err[512];
+	PGconn *c = pg_try_connect(err, sizeof(err));
+
+	if (!c)
+		fail_msg("connect to %s: %s", pg_url, err);
+	for (size_t i = 0; i < sizeof(pg_conns) / sizeof(pg_conns[0]); i++) {
+		if (!pg_conns[i]) {
+			pg_conns[i] = c;
+			return c;
+		}
+	}
+	PQfinish(c);
+	fail_msg("pg_connect: too many connections");
+	return NULL;
+}
+
+/* c, or every connection of the test when NULL. */
+static void pg_close(PGconn *c)
+{
+	for (size_t i = 0; i < sizeof(pg_conns) / sizeof(pg_conns[0]); i++) {
+		if (pg_conns[i] && (!c || pg_conns[i] == c)) {
+			PQfinish(pg_conns[i]);
+			pg_conns[i] = NULL;
+		}
+	}
+}
+
+/* Runs sql (statements separated by ;); 0, or -1 with the error in err. */
+static int pg_try_exec(PGconn *c, const char *sql, char *err, size_t errlen)
+{
+	PGresult *r = PQexec(c, sql);
+	ExecStatusType st = PQresultStatus(r);
+	int ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+
+	if (!ok)
+		snprintf(err, errlen, "%s", PQerrorMessage(c));
+	PQclear(r);
+	return ok ? 0 : -1;
+}
+
+static void pg_exec(PGconn *c, const char *sql)
+{
+	char err[512];
+
+	if (pg_try_exec(c, sql, err, sizeof(err)) < 0)
+		fail_msg("%s: %s", sql, err);
+}
+
+/* The first column of the one row sql returns, as text (NULL for NULL),
+ * into buf. */
+static const char *pg_value(PGconn *c, const char *sql, char *buf, size_t len)
+{
+	PGresult *r = PQexec(c, sql);
+
+	if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+		char e[512];
+
+		snprintf(e, sizeof(e), "%s",
+		         PQresultStatus(r) == PGRES_TUPLES_OK ? "not one row" : PQerrorMessage(c));
+		PQclear(r);
+		fail_msg("%s: %s", sql, e);
+	}
+	if (PQgetisnull(r, 0, 0)) {
+		PQclear(r);
+		return NULL;
+	}
+	snprintf(buf, len, "%s", PQgetvalue(r, 0, 0));
+	PQclear(r);
+	return buf;
+}
+
+static long long pg_int(PGconn *c, const char *sql)
+{
+	char buf[64];
+	const char *v = pg_value(c, sql, buf, sizeof(buf));
+
+	if (!v)
+		fail_msg("%s: NULL", sql);
+	return atoll(v);
+}
+
+/* An empty database: whatever a test (or the journal) made is dropped. */
+static const char pg_reset_sql[] = "DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public;";
+
+static int pg_reset(char *err, size_t errlen)
+{
+	PGconn *c = pg_try_connect(err, errlen);
+	int rc;
+
+	if (!c)
+		return -1;
+	rc = pg_try_exec(c, pg_reset_sql, err, errlen);
+	PQfinish(c);
+	return rc;
+}
+
+/* ---- fixture ---- */
+
 struct fix {
 	char dir[256];
-	char db[300];
+	char db[300];  /* the journal: a SQLite file in dir, or pg_url */
 };
 
 static int setup(void **state)
 {
 	struct fix *f = calloc(1, sizeof(*f));
 	const char *tmp = getenv("TMPDIR");
+	char err[512];
 
 	if (!f)
 		return -1;
+	if (pg_url && pg_reset(err, sizeof(err)) < 0) {
+		print_error("cannot empty %s: %s\n", pg_url, err);
+		free(f);
+		return -1;
+	}
 	snprintf(f->dir, sizeof(f->dir), "%s/recoveryd-store-XXXXXX", tmp && *tmp ? tmp : "/tmp");
 	if (!mkdtemp(f->dir)) {
 		free(f);
 		return -1;
 	}
 	snprintf(f->db, sizeof(f->db), "%s/journal.db", f->dir);
+	if (pg_url)
+		snprintf(f->db, sizeof(f->db), "%s", pg_url);
 	*state = f;
 	return 0;
 }
@@ -100,6 +258,7 @@ static int teardown(void **state)
 		closedir(d);
 	rmdir(f->dir);
 	free(f);
+	pg_close(NULL);
 	return 0;
 }
 
@@ -198,16 +357,19 @@ static void sleep_ms(long ms)
 
 /* ---- tests ---- */
 
+/* SQLite only; test_pg_schema is its PostgreSQL counterpart. */
 static void test_open_wal_schema(void **state)
 {
 	struct fix *f = *state;
-	struct store *s = open_ok(f->db);
+	struct store *s;
 	struct job_row j = job("w1", "pb", "queued", T0);
 	sqlite3 *db = NULL;
 	sqlite3_stmt *st = NULL;
 	char wal[320];
 	int n = 0;
 
+	SQLITE_ONLY();
+	s = open_ok(f->db);
 	insert(s, &j);
 	assert_int_equal(store_healthy(s), 1);
 	/* A WAL journal keeps its -wal file next to the database. */
@@ -600,6 +762,38 @@ struct one_commit {
 	enum rd_status r;
 };
 
+/* Another connection holding the journal's write lock, so that the
+ * writer waits: SQLite's BEGIN IMMEDIATE, or PostgreSQL's lock on the jobs
+ * table (reads go on, writes to jobs wait). */
+struct outside_lock {
+	sqlite3 *db;
+	PGconn *pg;
+};
+
+static void lock_writes(const struct fix *f, struct outside_lock *l)
+{
+	memset(l, 0, sizeof(*l));
+	if (pg_url) {
+		l->pg = pg_connect();
+		pg_exec(l->pg, "BEGIN; LOCK TABLE jobs IN EXCLUSIVE MODE");
+		return;
+	}
+	assert_int_equal(sqlite3_open_v2(f->db, &l->db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(l->db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+}
+
+static void unlock_writes(struct outside_lock *l, const char *how)
+{
+	if (l->pg) {
+		pg_exec(l->pg, how);
+		pg_close(l->pg);
+	} else {
+		assert_int_equal(sqlite3_exec(l->db, how, NULL, NULL, NULL), SQLITE_OK);
+		sqlite3_close(l->db);
+	}
+	memset(l, 0, sizeof(*l));
+}
+
 static void *commit_thread(void *p)
 {
 	struct one_commit *c = p;
@@ -620,15 +814,15 @@ static void test_bad_batch_isolated(void **state)
 	struct store_batch *pilot;
 	pthread_t tb, tg;
 	unsigned long t0, b0, t1, b1;
-	sqlite3 *db = NULL;
+	struct outside_lock lock;
 	cJSON *rec;
 
 	insert(s, &dup);
-	assert_int_equal(sqlite3_open_v2(f->db, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
-	assert_int_equal(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+	lock_writes(f, &lock);
 	store_stats(s, &t0, &b0);
 
-	/* The writer takes the pilot and waits for the lock in BEGIN. */
+	/* The writer takes the pilot and waits for the lock (in BEGIN with
+	 * SQLite, in the pilot's insert with PostgreSQL). */
 	pilot = store_batch_new();
 	j = job("pilot", "pb", "queued", T0);
 	assert_int_equal(store_batch_insert_job(pilot, &j), 0);
@@ -646,10 +840,9 @@ static void test_bad_batch_isolated(void **state)
 	assert_int_equal(pthread_create(&tb, NULL, commit_thread, &bad), 0);
 	assert_int_equal(pthread_create(&tg, NULL, commit_thread, &good), 0);
 	sleep_ms(200);
-	assert_int_equal(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+	unlock_writes(&lock, "COMMIT");
 	pthread_join(tb, NULL);
 	pthread_join(tg, NULL);
-	sqlite3_close(db);
 
 	assert_int_equal(bad.r, RD_ERR);
 	assert_int_equal(good.r, RD_OK);
@@ -715,20 +908,23 @@ static void test_bad_batches(void **state)
 
 /* A transaction that cannot start (the lock is held past busy_timeout)
  * fails every batch in it and makes the journal unhealthy until the next
- * transaction commits. */
+ * transaction commits. SQLite only: with PostgreSQL a transaction always
+ * starts (a lock is waited for by a statement, inside it);
+ * test_pg_connection_lost is its counterpart. */
 static void test_unhealthy_when_locked(void **state)
 {
 	struct fix *f = *state;
-	struct store *s = open_ok(f->db);
+	struct store *s;
 	struct job_row j = job("h1", "pb", "queued", T0);
 	struct store_batch *b;
-	sqlite3 *db = NULL;
+	struct outside_lock lock;
 	unsigned long t0, b0, t1, b1;
 
+	SQLITE_ONLY();
+	s = open_ok(f->db);
 	insert(s, &j);
 	assert_int_equal(store_healthy(s), 1);
-	assert_int_equal(sqlite3_open_v2(f->db, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
-	assert_int_equal(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+	lock_writes(f, &lock);
 	store_stats(s, &t0, &b0);
 	b = store_batch_new();
 	j.id = "h2";
@@ -738,8 +934,7 @@ static void test_unhealthy_when_locked(void **state)
 	store_stats(s, &t1, &b1);
 	assert_int_equal(t1, t0);
 	assert_int_equal(b1, b0);
-	assert_int_equal(sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
-	sqlite3_close(db);
+	unlock_writes(&lock, "ROLLBACK");
 
 	assert_false(exists(s, "h2"));
 	insert(s, &j);
@@ -821,16 +1016,22 @@ static void *mem_writer_thread(void *p)
 	return NULL;
 }
 
+/* SQLite only; test_concurrent_readers is the same contention on the
+ * journal under test. */
 static void test_memory(void **state)
 {
-	struct store *s1 = open_ok(":memory:"), *s2 = open_ok(":memory:");
+	struct store *s1, *s2;
 	struct job_row j = job("mem-1", "pb", "queued", T0);
-	struct mem_writer w = { .s = s1 };
+	struct mem_writer w = { 0 };
 	cJSON *rec = NULL, *list = NULL;
 	pthread_t th;
 	int reads = 0;
 
 	(void)state;
+	SQLITE_ONLY();
+	s1 = open_ok(":memory:");
+	s2 = open_ok(":memory:");
+	w.s = s1;
 	insert(s1, &j);
 	rec = record(s1, "mem-1");
 	assert_string_equal(str(rec, "state"), "queued");
@@ -860,6 +1061,53 @@ static void test_memory(void **state)
 	store_close(s2);
 }
 
+/* Reads while the writer commits: every read succeeds and sees whole
+ * batches (a job with its event), never fewer jobs than the read before;
+ * nothing is lost. */
+static void test_concurrent_readers(void **state)
+{
+	struct fix *f = *state;
+	struct store *s = open_ok(f->db);
+	struct job_row j = job("mem-1", "pb", "queued", T0);
+	struct mem_writer w = { .s = s };
+	cJSON *rec = NULL, *list = NULL;
+	pthread_t th;
+	int reads = 0, last = 0;
+
+	insert(s, &j);
+	assert_int_equal(pthread_create(&th, NULL, mem_writer_thread, &w), 0);
+	while (!atomic_load(&w.done)) {
+		int n;
+
+		assert_int_equal(store_jobs_json(s, "queued", "mem", 1000, &list), RD_OK);
+		n = cJSON_GetArraySize(list);
+		assert_true(n >= last && n <= 200);
+		last = n;
+		if (n > 0) {
+			rec = record(s, str(cJSON_GetArrayItem(list, 0), "id"));
+			assert_int_equal(cJSON_GetArraySize(arr(rec, "log")), 1);
+			cJSON_Delete(rec);
+		}
+		cJSON_Delete(list);
+		assert_int_equal(store_job_json(s, "mem-1", &rec), RD_OK);
+		assert_non_null(rec);
+		cJSON_Delete(rec);
+		reads++;
+	}
+	pthread_join(th, NULL);
+	assert_int_equal(atomic_load(&w.failures), 0);
+	assert_true(reads > 0);
+	assert_int_equal(store_jobs_json(s, NULL, "mem", 1000, &list), RD_OK);
+	assert_int_equal(cJSON_GetArraySize(list), 200);
+	cJSON_Delete(list);
+	rec = record(s, "m-199");
+	assert_int_equal(cJSON_GetArraySize(arr(rec, "log")), 1);
+	cJSON_Delete(rec);
+	assert_int_equal(store_healthy(s), 1);
+	store_close(s);
+}
+
+/* SQLite only; test_pg_open_errors is its PostgreSQL counterpart. */
 static void test_open_errors(void **state)
 {
 	struct fix *f = *state;
@@ -867,6 +1115,7 @@ static void test_open_errors(void **state)
 	char path[400], notdir[320], err[512];
 	int fd;
 
+	SQLITE_ONLY();
 	/* A path below a regular file cannot be created, even by root. */
 	snprintf(notdir, sizeof(notdir), "%s/plain-file", f->dir);
 	fd = open(notdir, O_CREAT | O_WRONLY, 0600);
@@ -1286,6 +1535,8 @@ static void exec_sql(const char *path, const char *sql)
 	sqlite3 *db = NULL;
 	char *msg = NULL;
 
+	if (pg_url)
+		fail_msg("exec_sql: a SQLite file in a PostgreSQL run");
 	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
 	if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK)
 		fail_msg("%s", msg);
@@ -1298,6 +1549,8 @@ static int user_version(const char *path)
 	sqlite3_stmt *st = NULL;
 	int v;
 
+	if (pg_url)
+		fail_msg("user_version: a SQLite file in a PostgreSQL run");
 	assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
 	assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
 	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
@@ -1332,7 +1585,8 @@ static void one_row_cb(const struct job_row *j, void *arg)
 
 /* A journal of the previous release opens: the jobs table gains the new
  * columns (NULL, 0 for its rows), audit and pauses are created, and the
- * old rows read back as they were. */
+ * old rows read back as they were. SQLite only: PostgreSQL journals begin
+ * at version 2 (test_pg_schema: a second open changes nothing). */
 static void test_migrate_v1(void **state)
 {
 	struct fix *f = *state;
@@ -1343,6 +1597,7 @@ static void test_migrate_v1(void **state)
 	cJSON *rec;
 	const cJSON *a;
 
+	SQLITE_ONLY();
 	exec_sql(f->db, v1_schema);
 	exec_sql(f->db,
 	         "INSERT INTO jobs (id, playbook, key, trigger, alert_json, state, attempts, "
@@ -1408,13 +1663,15 @@ static void test_migrate_v1(void **state)
 	store_close(s);
 }
 
-/* A journal of a newer release is not opened (nor changed). */
+/* A journal of a newer release is not opened (nor changed). SQLite only;
+ * test_pg_newer_schema_refused is its PostgreSQL counterpart. */
 static void test_newer_schema_refused(void **state)
 {
 	struct fix *f = *state;
 	struct store *s = (struct store *)1;
 	char err[512] = "";
 
+	SQLITE_ONLY();
 	exec_sql(f->db, "CREATE TABLE future (x); PRAGMA user_version = 3;");
 	assert_int_equal(store_open(f->db, &s, err, sizeof(err)), RD_ERR);
 	assert_null(s);
@@ -1710,6 +1967,259 @@ static void test_scan_approval_and_stalls(void **state)
 	store_close(s);
 }
 
+/* ---- PostgreSQL only ---- */
+
+/* The schema is made in the database the URL names, its version in
+ * recoveryd_schema (one row); rows committed are another connection's to
+ * read; a second open changes nothing; postgresql:// is the same. */
+static void test_pg_schema(void **state)
+{
+	struct fix *f = *state;
+	struct store *s;
+	struct job_row j = job("w1", "pb", "queued", T0);
+	char url[320], buf[64];
+	const char *v;
+	PGconn *c;
+
+	PG_ONLY();
+	s = open_ok(f->db);
+	insert(s, &j);
+	assert_int_equal(store_healthy(s), 1);
+	c = pg_connect();
+	assert_int_equal(pg_int(c, "SELECT count(*) FROM unnest(ARRAY['jobs', 'attempts', 'events', "
+	                           "'escalations', 'audit', 'pauses', 'recoveryd_schema']) AS t(name) "
+	                           "WHERE to_regclass(name) IS NOT NULL"),
+	                 7);
+	assert_int_equal(pg_int(c, "SELECT count(*) FROM recoveryd_schema"), 1);
+	assert_int_equal(pg_int(c, "SELECT version FROM recoveryd_schema"), 2);
+	v = pg_value(c, "SELECT state FROM jobs WHERE id = 'w1'", buf, sizeof(buf));
+	assert_non_null(v);
+	assert_string_equal(v, "queued");
+	store_close(s);
+
+	s = open_ok(f->db);
+	assert_true(exists(s, "w1"));
+	assert_int_equal(pg_int(c, "SELECT count(*) FROM recoveryd_schema"), 1);
+	assert_int_equal(pg_int(c, "SELECT version FROM recoveryd_schema"), 2);
+	store_close(s);
+
+	if (strncmp(pg_url, "postgres://", 11) == 0)
+		snprintf(url, sizeof(url), "postgresql://%s", pg_url + 11);
+	else
+		snprintf(url, sizeof(url), "postgres://%s", pg_url + strlen("postgresql://"));
+	s = open_ok(url);
+	assert_true(exists(s, "w1"));
+	store_close(s);
+	pg_close(c);
+}
+
+static void pg_refused(const char *url, const char *want)
+{
+	struct store *s = (struct store *)1;
+	char err[512] = "";
+
+	assert_int_equal(store_open(url, &s, err, sizeof(err)), RD_ERR);
+	assert_null(s);
+	if (!strstr(err, want))
+		fail_msg("error \"%s\" does not say \"%s\"", err, want);
+}
+
+/* A journal of a newer release is not opened, nor changed: made so by
+ * hand, or by this release and then marked newer. */
+static void test_pg_newer_schema_refused(void **state)
+{
+	struct fix *f = *state;
+	struct store *s;
+	PGconn *c;
+
+	PG_ONLY();
+	c = pg_connect();
+	pg_exec(c, "CREATE TABLE future (x integer);"
+	           "CREATE TABLE recoveryd_schema (version INTEGER NOT NULL);"
+	           "INSERT INTO recoveryd_schema VALUES (3);");
+	pg_refused(f->db, "schema version 3 is newer than supported 2");
+	assert_int_equal(pg_int(c, "SELECT count(*) FROM recoveryd_schema"), 1);
+	assert_int_equal(pg_int(c, "SELECT version FROM recoveryd_schema"), 3);
+	assert_int_equal(pg_int(c, "SELECT count(*) FROM unnest(ARRAY['jobs', 'attempts', 'events', "
+	                           "'escalations', 'audit', 'pauses']) AS t(name) "
+	                           "WHERE to_regclass(name) IS NOT NULL"),
+	                 0);
+
+	pg_exec(c, pg_reset_sql);
+	s = open_ok(f->db);
+	store_close(s);
+	pg_exec(c, "UPDATE recoveryd_schema SET version = 3");
+	pg_refused(f->db, "schema version 3 is newer than supported 2");
+	assert_int_equal(pg_int(c, "SELECT version FROM recoveryd_schema"), 3);
+	pg_close(c);
+}
+
+/* The password of the pgpass line for the URL's port, or NULL. */
+static const char *pgpass_password(const char *port, char *buf, size_t len)
+{
+	const char *path = getenv("PGPASSFILE");
+	char line[512];
+	FILE *fp;
+	const char *pw = NULL;
+
+	if (!path || !(fp = fopen(path, "r")))
+		return NULL;
+	while (!pw && fgets(line, sizeof(line), fp)) {
+		char host[128], prt[16], db[128], user[128], pass[256];
+
+		if (sscanf(line, "%127[^:]:%15[^:]:%127[^:]:%127[^:]:%255[^\n]", host, prt, db, user,
+		           pass) == 5 &&
+		    strcmp(prt, port) == 0) {
+			snprintf(buf, len, "%s", pass);
+			pw = buf;
+		}
+	}
+	fclose(fp);
+	return pw;
+}
+
+/* A port on 127.0.0.1 where nobody listens (bound, so nobody else takes
+ * it, but not listening: a connection is refused at once). */
+static int closed_port(int *fd)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET };
+	socklen_t len = sizeof(a);
+
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	*fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(*fd >= 0);
+	assert_int_equal(bind(*fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(getsockname(*fd, (struct sockaddr *)&a, &len), 0);
+	return ntohs(a.sin_port);
+}
+
+/* Errors say which journal (host, port, database) and why, but never its
+ * password. */
+static void test_pg_open_errors(void **state)
+{
+	struct store *s = (struct store *)1;
+	char user[128], host[128], port[16], db[128], url[600], where[400], err[512], pwbuf[256];
+	const char *pw;
+	double t;
+	int fd, closed;
+
+	(void)state;
+	PG_ONLY();
+	if (sscanf(strstr(pg_url, "://") ? strstr(pg_url, "://") + 3 : "",
+	           "%127[^@:/]@%127[^:/]:%15[0-9]/%127[^?]", user, host, port, db) != 4)
+		fail_msg("RECOVERYD_TEST_PG_URL %s: want postgres://USER@HOST:PORT/DB", pg_url);
+
+	/* a wrong password (the URL's wins over the password file) */
+	snprintf(url, sizeof(url), "postgres://%s:Wrong-Pass-1234@%s:%s/%s", user, host, port, db);
+	snprintf(where, sizeof(where), "%s:%s/%s", host, port, db);
+	err[0] = '\0';
+	assert_int_equal(store_open(url, &s, err, sizeof(err)), RD_ERR);
+	assert_null(s);
+	print_message("wrong password: %s\n", err);
+	assert_non_null(strstr(err, "journal "));
+	assert_non_null(strstr(err, where));
+	assert_non_null(strstr(err, "password authentication failed"));
+	assert_null(strstr(err, "Wrong-Pass-1234"));
+
+	/* the right password, a database that does not exist */
+	pw = pgpass_password(port, pwbuf, sizeof(pwbuf));
+	if (pw) {
+		snprintf(url, sizeof(url), "postgresql://%s:%s@%s:%s/no_such_db", user, pw, host, port);
+		snprintf(where, sizeof(where), "%s:%s/no_such_db", host, port);
+		err[0] = '\0';
+		assert_int_equal(store_open(url, &s, err, sizeof(err)), RD_ERR);
+		assert_null(s);
+		print_message("no such database: %s\n", err);
+		assert_non_null(strstr(err, where));
+		assert_null(strstr(err, pw));
+	}
+
+	/* nobody listens: refused at once, not waited for */
+	closed = closed_port(&fd);
+	snprintf(url, sizeof(url), "postgres://%s@127.0.0.1:%d/%s", user, closed, db);
+	snprintf(where, sizeof(where), "127.0.0.1:%d/%s", closed, db);
+	err[0] = '\0';
+	t = rd_now();
+	assert_int_equal(store_open(url, &s, err, sizeof(err)), RD_ERR);
+	close(fd);
+	assert_null(s);
+	print_message("nobody listens: %s\n", err);
+	assert_true(rd_now() - t < 10);
+	assert_non_null(strstr(err, "journal "));
+	assert_non_null(strstr(err, where));
+	store_close(NULL);
+}
+
+static enum rd_status commit_job(struct store *s, const char *id)
+{
+	struct job_row j = job(id, "pb", "queued", T0);
+	struct store_batch *b = store_batch_new();
+
+	assert_int_equal(store_batch_insert_job(b, &j), 0);
+	return store_commit(s, b, 1);
+}
+
+/* The server drops the journal's connections (a restart, a failover): a
+ * transaction that finds its connection gone fails as a whole and the
+ * journal is unhealthy, until the journal connects again and a
+ * transaction commits; then it reads and writes as before, and nothing of
+ * what failed is in it. */
+static void test_pg_connection_lost(void **state)
+{
+	struct fix *f = *state;
+	struct store *s;
+	char id[32];
+	enum rd_status r = RD_ERR;
+	cJSON *rec = NULL;
+	PGconn *c;
+	int failed = 0;
+
+	PG_ONLY();
+	s = open_ok(f->db);
+	assert_int_equal(commit_job(s, "before"), RD_OK);
+	assert_true(exists(s, "before"));
+	c = pg_connect();
+	/* every other client of the database as our role (the journal's
+	 * reader and writer); waits until they have ended */
+	assert_true(pg_int(c, "WITH others AS MATERIALIZED (SELECT pid FROM pg_stat_activity "
+	                      "WHERE datname = current_database() AND usename = current_user "
+	                      "AND backend_type = 'client backend' AND pid <> pg_backend_pid()) "
+	                      "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 5000)) "
+	                      "FROM others") >= 1);
+	pg_close(c);
+
+	for (int i = 0; i < 20 && r != RD_OK; i++) {
+		snprintf(id, sizeof(id), "after-%d", i);
+		r = commit_job(s, id);
+		if (r != RD_OK) {
+			failed++;
+			assert_int_equal(store_healthy(s), 0);
+			sleep_ms(250);
+		}
+	}
+	print_message("lost connections: %d commit(s) failed before one succeeded\n", failed);
+	if (r != RD_OK)
+		fail_msg("no commit in 20 tries after the connections were lost (no reconnection?)");
+	assert_int_equal(store_healthy(s), 1);
+
+	/* the read connection was dropped too */
+	for (int i = 0; i < 20 && (store_job_json(s, id, &rec) != RD_OK || !rec); i++) {
+		rec = NULL;
+		sleep_ms(250);
+	}
+	if (!rec)
+		fail_msg("%s not readable after the connections were lost", id);
+	cJSON_Delete(rec);
+	assert_true(exists(s, "before"));
+	for (int i = 0; i < failed; i++) {
+		snprintf(id, sizeof(id), "after-%d", i);
+		assert_false(exists(s, id));
+	}
+	assert_int_equal(commit_job(s, "later"), RD_OK);
+	assert_true(exists(s, "later"));
+	store_close(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1724,6 +2234,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_unhealthy_when_locked, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reopen, setup, teardown),
 		cmocka_unit_test(test_memory),
+		cmocka_unit_test_setup_teardown(test_concurrent_readers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_errors, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_audit_rows, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_audit_filters, setup, teardown),
@@ -1736,12 +2247,28 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_plan_differs, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_plan_attempts, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_scan_approval_and_stalls, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pg_schema, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pg_newer_schema_refused, setup, teardown),
+		cmocka_unit_test(test_pg_open_errors),
+		cmocka_unit_test_setup_teardown(test_pg_connection_lost, setup, teardown),
 	};
 	int null_fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+	const char *url = getenv("RECOVERYD_TEST_PG_URL");
 
+	if (url && *url) {
+		char err[512];
+
+		pg_url = url;
+		/* Can we reach it at all? Else one clear message, not one per test. */
+		if (pg_reset(err, sizeof(err)) < 0) {
+			fprintf(stderr, "test_store: RECOVERYD_TEST_PG_URL %s: %s", pg_url, err);
+			return 1;
+		}
+	}
 	metrics_init();
 	/* Expected failures are logged; keep the test output readable. */
 	if (null_fd >= 0)
 		log_set_fd(null_fd);
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	return cmocka_run_group_tests_name(pg_url ? "store (PostgreSQL)" : "store (SQLite)", tests, NULL,
+	                                   NULL);
 }

@@ -132,7 +132,7 @@ static const struct pg_sql rsql[Q__COUNT] = {
 	                     "ORDER BY seq DESC LIMIT $3", "TTI"},
 	[Q_LIST_BOTH] = {"SELECT " STORE_JOB_COLS " FROM jobs WHERE state = $1 AND playbook = $2 "
 	                 "ORDER BY seq DESC LIMIT $3", "TTI"},
-	[Q_PAUSES] = {"SELECT scope, principal, reason, since, until FROM pauses ORDER BY scope", ""},
+	[Q_PAUSES] = {"SELECT scope, principal, reason, since, until FROM pauses ORDER BY scope COLLATE \"C\"", ""},
 	[Q_AUDIT] = {"SELECT seq, ts, principal, role, address, action, job_id, playbook, reason, "
 	             "detail FROM audit WHERE ($1::text IS NULL OR principal = $1) "
 	             "AND ($2::text IS NULL OR action = $2) AND ($3::float8 IS NULL OR ts >= $3) "

@@ -2098,7 +2098,7 @@ static int closed_port(int *fd)
 static void test_pg_open_errors(void **state)
 {
 	struct store *s = (struct store *)1;
-	char user[128], host[128], port[16], db[128], url[600], where[400], err[512], pwbuf[256];
+	char user[128], host[128], port[16], db[128], url[600], where[800], err[512], pwbuf[256];
 	const char *pw;
 	double t;
 	int fd, closed;
@@ -2109,30 +2109,49 @@ static void test_pg_open_errors(void **state)
 	           "%127[^@:/]@%127[^:/]:%15[0-9]/%127[^?]", user, host, port, db) != 4)
 		fail_msg("RECOVERYD_TEST_PG_URL %s: want postgres://USER@HOST:PORT/DB", pg_url);
 
-	/* a wrong password (the URL's wins over the password file) */
+	/* a password in the URL: refused before connecting, masked */
 	snprintf(url, sizeof(url), "postgres://%s:Wrong-Pass-1234@%s:%s/%s", user, host, port, db);
-	snprintf(where, sizeof(where), "%s:%s/%s", host, port, db);
+	snprintf(where, sizeof(where), "%s:****@%s:%s/%s", user, host, port, db);
 	err[0] = '\0';
 	assert_int_equal(store_open(url, &s, err, sizeof(err)), RD_ERR);
 	assert_null(s);
-	print_message("wrong password: %s\n", err);
-	assert_non_null(strstr(err, "journal "));
+	print_message("password in the URL: %s\n", err);
 	assert_non_null(strstr(err, where));
-	assert_non_null(strstr(err, "password authentication failed"));
+	assert_non_null(strstr(err, "a password in the URL is refused"));
 	assert_null(strstr(err, "Wrong-Pass-1234"));
 
-	/* the right password, a database that does not exist */
-	pw = pgpass_password(port, pwbuf, sizeof(pwbuf));
-	if (pw) {
-		snprintf(url, sizeof(url), "postgresql://%s:%s@%s:%s/no_such_db", user, pw, host, port);
-		snprintf(where, sizeof(where), "%s:%s/no_such_db", host, port);
+	/* a wrong password, from a password file named in the URL */
+	{
+		char pf[] = "/tmp/recoveryd-pgpass-XXXXXX";
+		int pfd = mkstemp(pf);
+		assert_true(pfd >= 0);
+		dprintf(pfd, "%s:%s:%s:%s:Wrong-Pass-1234\n", host, port, db, user);
+		close(pfd);
+		snprintf(url, sizeof(url), "postgres://%s@%s:%s/%s?passfile=%s", user, host, port, db, pf);
+		snprintf(where, sizeof(where), "%s:%s/%s", host, port, db);
 		err[0] = '\0';
 		assert_int_equal(store_open(url, &s, err, sizeof(err)), RD_ERR);
+		unlink(pf);
 		assert_null(s);
-		print_message("no such database: %s\n", err);
+		print_message("wrong password: %s\n", err);
+		assert_non_null(strstr(err, "journal "));
 		assert_non_null(strstr(err, where));
-		assert_null(strstr(err, pw));
+		assert_non_null(strstr(err, "password authentication failed"));
+		assert_null(strstr(err, "Wrong-Pass-1234"));
 	}
+
+	/* the right password (PGPASSFILE), a database that does not exist */
+	pw = pgpass_password(port, pwbuf, sizeof(pwbuf));
+	snprintf(url, sizeof(url), "postgresql://%s@%s:%s/no_such_db", user, host, port);
+	snprintf(where, sizeof(where), "%s:%s/no_such_db", host, port);
+	err[0] = '\0';
+	assert_int_equal(store_open(url, &s, err, sizeof(err)), RD_ERR);
+	assert_null(s);
+	print_message("no such database: %s\n", err);
+	assert_non_null(strstr(err, where));
+	assert_non_null(strstr(err, "no_such_db"));
+	if (pw)
+		assert_null(strstr(err, pw));
 
 	/* nobody listens: refused at once, not waited for */
 	closed = closed_port(&fd);

@@ -150,7 +150,7 @@ start() {
 
 	pw=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
 	as_server "$PG_BIN/psql" -X -q -h "$data" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 \
-		-c "CREATE ROLE recoveryd LOGIN PASSWORD '$pw'" \
+		-c "CREATE ROLE recoveryd LOGIN CREATEDB PASSWORD '$pw'" \
 		-c "CREATE DATABASE recoveryd OWNER recoveryd" >/dev/null ||
 		{ stop; die "cannot create the role and the database"; }
 	(umask 077 && echo "127.0.0.1:$port:*:recoveryd:$pw" >"$dir/pgpass")

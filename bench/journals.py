@@ -1,0 +1,145 @@
+#!/usr/bin/env python3
+"""The journal backends side by side: recoveryd on SQLite and on PostgreSQL,
+alternated in one run, so the machine's noise falls on both.
+
+For each repetition and backend: a fresh journal (a new file; a new database
+on a private PostgreSQL 15 cluster that scripts/pg.sh starts for the run),
+then
+  ingest   wrk posting a new firing alert per request (bench/new_alert.lua)
+           for DURATION seconds at CONNS connections: acknowledged requests/s
+           (each 202 comes after the decision's commit);
+  backlog  BACKLOG jobs of the empty playbook posted at once (notifications
+           of 1,000 alerts): jobs completed per second until all ended.
+Prints medians and the PostgreSQL / SQLite ratios; --json writes the rows.
+
+usage: bench/journals.py BUILD/recoveryd [--reps 3] [--duration 5] [--conns 16]
+       [--backlog 2000]
+"""
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import compare  # noqa: E402
+
+SOURCE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class Cluster:
+    """A private PostgreSQL cluster (scripts/pg.sh) with a database per run."""
+
+    def __init__(self, root):
+        self.dir = os.path.join(root, "pg")
+        subprocess.run(["bash", os.path.join(SOURCE_DIR, "scripts", "pg.sh"), "start", self.dir],
+                       check=True, stdout=subprocess.DEVNULL, timeout=180)
+        with open(os.path.join(self.dir, "url")) as f:
+            self.url = f.read().strip()
+        os.environ["PGPASSFILE"] = os.path.join(self.dir, "pgpass")
+        self.n = 0
+
+    def database(self):
+        self.n += 1
+        name = "bench_%d" % self.n
+        subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", self.url, "-c", "CREATE DATABASE " + name],
+                       check=True, capture_output=True, timeout=60)
+        return self.url.rsplit("/", 1)[0] + "/" + name
+
+    def stop(self):
+        subprocess.run(["bash", os.path.join(SOURCE_DIR, "scripts", "pg.sh"), "stop", self.dir],
+                       stdout=subprocess.DEVNULL, timeout=120)
+
+
+class Daemon(compare.Recoveryd):
+    """compare.Recoveryd with the journal at state (a file or a URL)."""
+
+    def __init__(self, root, name, binary, playbooks, state):
+        super().__init__(root, name, binary, playbooks)
+        i = self.argv.index("--state")
+        self.argv[i + 1] = state
+
+
+def ingest(d, a):
+    env = {"BENCH_TAG": "j%d" % time.monotonic_ns(), "BENCH_TOKEN": d.token,
+           "BENCH_ALERTNAME": "BenchJournal"}
+    r = compare.wrk("http://127.0.0.1:%d/webhook" % d.port, "new_alert.lua", a.conns, a.duration, env)
+    acked = r["requests"] - r["errors"]["status"]
+    drained = d.wait_drained(a.drain_limit)
+    return {"rps": acked / (r["duration_us"] / 1e6), "p99_ms": r["latency_us"]["p99"] / 1000.0,
+            "errors": r["errors_total"], "drain_s": drained}
+
+
+def backlog(d, a):
+    t0 = time.monotonic()
+    for start in range(0, a.backlog, 1000):
+        body = compare.notification([compare.alert({"alertname": "BenchJournal", "instance": "b%d" % i})
+                                     for i in range(start, min(a.backlog, start + 1000))])
+        st, _ = d.post(body, timeout=120)
+        if st != 202:
+            raise RuntimeError("backlog post answered %d" % st)
+    done = d.wait_ended(a.backlog, t0, a.drain_limit, 0.02)
+    return {"jobs_per_s": a.backlog / done if done else None, "all_ended_s": done}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("binary")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=5)
+    ap.add_argument("--conns", type=int, default=16)
+    ap.add_argument("--backlog", type=int, default=2000)
+    ap.add_argument("--drain-limit", type=int, default=300)
+    ap.add_argument("--json")
+    a = ap.parse_args()
+    a.binary = os.path.abspath(a.binary)
+    for tool in ("wrk", "psql"):
+        if not shutil.which(tool):
+            sys.exit("journals.py: %s is needed (scripts/deps.sh)" % tool)
+    root = tempfile.mkdtemp(prefix="recoveryd-bench-journals-")
+    cluster = Cluster(root)
+    pb = {"bench": compare.playbook("bench", "BenchJournal")}
+    rows = []
+    try:
+        for rep in range(a.reps):
+            for backend in ("sqlite", "postgres"):
+                for part in ("ingest", "backlog"):
+                    name = "%s-%s-%d" % (backend, part, rep)
+                    state = (os.path.join(root, name + ".db") if backend == "sqlite"
+                             else cluster.database())
+                    d = Daemon(root, name, a.binary, pb, state).start()
+                    try:
+                        r = ingest(d, a) if part == "ingest" else backlog(d, a)
+                    finally:
+                        d.stop()
+                    r.update(backend=backend, part=part, rep=rep)
+                    rows.append(r)
+                    print("  %-8s %-7s rep %d: %s" % (backend, part, rep,
+                          ", ".join("%s %s" % (k, compare.fmt(v, "%.1f")) for k, v in r.items()
+                                    if k not in ("backend", "part", "rep"))), flush=True)
+    finally:
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+    def med(backend, part, key):
+        v = [r[key] for r in rows if r["backend"] == backend and r["part"] == part and r.get(key)]
+        return statistics.median(v) if v else None
+    print("\nmedians of %d repetitions (2 cores: recoveryd, wrk and PostgreSQL share them)" % a.reps)
+    print("%-34s %10s %10s %8s" % ("", "SQLite", "Postgres", "ratio"))
+    for label, part, key in (("ingest: acknowledged requests/s", "ingest", "rps"),
+                             ("ingest: p99 ms", "ingest", "p99_ms"),
+                             ("backlog: jobs completed/s", "backlog", "jobs_per_s")):
+        s, p = med("sqlite", part, key), med("postgres", part, key)
+        print("%-34s %10s %10s %8s" % (label, compare.fmt(s), compare.fmt(p),
+                                       compare.fmt(p / s if s and p else None, "%.2f")))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

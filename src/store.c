@@ -587,7 +587,7 @@ static void *writer_main(void *arg)
 
 	pthread_mutex_lock(&s->mu);
 	for (;;) {
-		struct store_batch *list, *b, *next, *detached = NULL;
+		struct store_batch *list, *b, *next, *detached = NULL, **detached_tail = &detached;
 		unsigned long nok = 0;
 		int committed;
 
@@ -632,13 +632,15 @@ static void *writer_main(void *arg)
 			s->txns++;
 			s->batches += nok;
 		}
+		/* Detached batches are reported in the order they were handed
+		 * over (store_commit_cb promises it). */
 		for (b = list; b; b = next) {
 			next = b->next; /* a woken waiter frees b */
+			b->next = NULL;
 			if (b->detached) {
-				b->next = detached;
-				detached = b;
+				*detached_tail = b;
+				detached_tail = &b->next;
 			} else {
-				b->next = NULL;
 				b->done = 1;
 			}
 		}

@@ -805,6 +805,63 @@ static void *commit_thread(void *p)
 /* A batch that violates a constraint fails alone: it shares a transaction
  * with a good batch, which commits. To make them share one, an outside
  * connection holds the write lock while both are queued. */
+/* store_commit_cb's callbacks come in the order the batches were handed
+ * over, also when one transaction commits several. */
+struct order_log {
+	pthread_mutex_t mu;
+	char seen[16];
+	int n;
+};
+
+struct order_arg {
+	struct order_log *log;
+	char name;
+};
+
+static void order_done(enum rd_status r, void *arg)
+{
+	struct order_arg *a = arg;
+
+	assert_int_equal(r, RD_OK);
+	pthread_mutex_lock(&a->log->mu);
+	a->log->seen[a->log->n++] = a->name;
+	pthread_mutex_unlock(&a->log->mu);
+}
+
+static void test_callbacks_in_order(void **state)
+{
+	struct fix *f = *state;
+	struct store *s = open_ok(f->db);
+	struct order_log log = {.mu = PTHREAD_MUTEX_INITIALIZER};
+	struct order_arg args[5];
+	struct outside_lock lock;
+	struct store_batch *pilot;
+	struct job_row j;
+	char id[8];
+
+	lock_writes(f, &lock);
+	/* The writer takes the pilot and waits for the lock; the five that
+	 * follow queue up and go in one transaction. */
+	pilot = store_batch_new();
+	j = job("pilot", "pb", "queued", T0);
+	assert_int_equal(store_batch_insert_job(pilot, &j), 0);
+	assert_int_equal(store_commit(s, pilot, 0), RD_OK);
+	sleep_ms(100);
+	for (int i = 0; i < 5; i++) {
+		struct store_batch *b = store_batch_new();
+		snprintf(id, sizeof(id), "o%d", i);
+		j = job(id, "pb", "queued", T0);
+		assert_int_equal(store_batch_insert_job(b, &j), 0);
+		args[i] = (struct order_arg){&log, (char)('A' + i)};
+		assert_int_equal(store_commit_cb(s, b, order_done, &args[i]), RD_OK);
+	}
+	sleep_ms(100);
+	unlock_writes(&lock, "COMMIT");
+	store_close(s); /* commits what is queued, reports it */
+	assert_int_equal(log.n, 5);
+	assert_memory_equal(log.seen, "ABCDE", 5);
+}
+
 static void test_bad_batch_isolated(void **state)
 {
 	struct fix *f = *state;
@@ -2249,6 +2306,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_scan, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_batch_isolated, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_callbacks_in_order, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_batches, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unhealthy_when_locked, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reopen, setup, teardown),

@@ -8,6 +8,9 @@
 #                                     datadir  where the cluster lives (for stop)
 #                                     port
 #        scripts/pg.sh stop DIR     stop it (fast) and remove its data; no cluster is fine
+#        scripts/pg.sh restart DIR [DOWN]
+#                                   stop the server (connections cut), keep it down
+#                                   DOWN seconds, start it again: same port, same data
 #
 # The cluster: initdb + pg_ctl of Debian's postgresql-15 (PG_BIN to use
 # others) in a temporary data directory, listening on 127.0.0.1 only on a
@@ -30,15 +33,16 @@ die() {
 }
 
 usage() {
-	echo "usage: $0 start|stop DIR" >&2
+	echo "usage: $0 start|stop DIR, or $0 restart DIR [SECONDS_DOWN]" >&2
 	exit 2
 }
 
-[ $# -eq 2 ] || usage
+[ $# -eq 2 ] || { [ $# -eq 3 ] && [ "$1" = restart ]; } || usage
 cmd=$1
 case "$cmd" in
 start) mkdir -p "$2" ;;
 stop) [ -d "$2" ] || exit 0 ;;
+restart) [ -f "$2/datadir" ] || die "$2: no cluster started there" ;;
 *) usage ;;
 esac
 dir=$(cd "$2" && pwd)
@@ -162,8 +166,22 @@ start() {
 	cat "$dir/url"
 }
 
+# Stop the server (fast: connections are cut), keep it down for DOWN
+# seconds, start it again on the same port with the same data: what a
+# database restart or failover looks like to recoveryd.
+restart() {
+	local data port down=${1:-0}
+	data=$(cat "$dir/datadir")
+	port=$(cat "$dir/port")
+	as_server "$PG_BIN/pg_ctl" -D "$data" -m fast -w -t 30 stop >/dev/null || die "the server did not stop"
+	sleep "$down"
+	as_server "$PG_BIN/pg_ctl" -D "$data" -l "$data/server.log" -o "-p $port" -w -t "$START_TIMEOUT" \
+		start >/dev/null || die "the server did not start again"
+}
+
 case "$cmd" in
 start) start ;;
 stop) stop ;;
+restart) restart "${3:-0}" ;;
 *) usage ;;
 esac

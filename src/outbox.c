@@ -338,6 +338,7 @@ static void delivery_update(struct outbox *ob, struct delivery *d, const char *s
 	                           .next_attempt_at = next_at, .delivered_at = delivered_at};
 	struct store_batch *b = store_batch_new();
 
+	store_batch_keep(b); /* a delivery's state must not be lost to a database restart */
 	if (b && store_batch_escalation_update(b, &e) == 0)
 		store_commit(ob->o.store, b, 0); /* no wait: failures are logged and counted */
 	else
@@ -651,6 +652,7 @@ void outbox_send(struct outbox *ob, struct outbox_notes *ns)
 		return;
 	}
 	b = store_batch_new();
+	store_batch_keep(b); /* escalations are never dropped for a database restart */
 	set = calloc(1, sizeof(*set));
 	if (!b || !set) {
 		for (n = ns->head; n; n = n->next)

@@ -232,8 +232,11 @@ static struct job *ready_pop(struct runner *r)
 
 static struct store_batch *turn_batch(struct runner *r)
 {
-	if (!r->batch)
-		r->batch = store_batch_new();
+	/* The runner's writes wait out a journal that is away (its jobs
+	 * pause on their continuations meanwhile): a lost attempt end would
+	 * leave a job "running" in the journal. */
+	if (!r->batch && (r->batch = store_batch_new()))
+		store_batch_keep(r->batch);
 	return r->batch;
 }
 

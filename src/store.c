@@ -13,9 +13,11 @@
 #include "recoveryd/metrics.h"
 
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define LIST_MAX 1000
 /* A looping playbook can log without end; the record shows the newest. */
@@ -49,6 +51,7 @@ struct store_batch {
 	struct write_op *head, *tail;
 	struct store_batch *next;      /* queue link */
 	int detached;                  /* wait == 0: the writer frees it */
+	int keep;                      /* store_batch_keep: retried while the journal is away */
 	int done;
 	store_done_fn on_done;         /* store_commit_cb: called by the writer */
 	void *on_done_arg;
@@ -256,6 +259,12 @@ static void job_from_row(const struct store *s, const struct srow *r, struct job
 }
 
 /* ---- batches ---- */
+
+void store_batch_keep(struct store_batch *b)
+{
+	if (b)
+		b->keep = 1;
+}
 
 struct store_batch *store_batch_new(void)
 {
@@ -581,6 +590,60 @@ static const char *batch_job(const struct store_batch *b)
 	return op->kind == WK_INSERT_JOB || op->kind == WK_UPDATE_JOB ? op->job.id : op->job_id;
 }
 
+#define KEEP_RETRY_FIRST 0.1  /* seconds before a kept batch is tried again */
+#define KEEP_RETRY_MAX 1.0
+#define KEEP_TRIES_STOPPING 3 /* at close, a journal still away loses them */
+#define AWAY_LOG_EVERY 10.0   /* seconds between "still away" lines */
+
+/* Put the kept batches of a failed round back at the head of the queue, in
+ * their order; the others are reported failed. s->mu held. Returns how many
+ * were kept. */
+static size_t requeue_kept(struct store *s, struct store_batch **list)
+{
+	struct store_batch *keep = NULL, **ktail = &keep, *rest = NULL, **rtail = &rest, *b, *next;
+	size_t n = 0;
+
+	for (b = *list; b; b = next) {
+		next = b->next;
+		b->next = NULL;
+		if (b->keep && (!s->stopping || s->keep_tries < KEEP_TRIES_STOPPING)) {
+			b->err[0] = '\0';
+			b->result = RD_OK;
+			*ktail = b;
+			ktail = &b->next;
+			n++;
+		} else {
+			*rtail = b;
+			rtail = &b->next;
+		}
+	}
+	if (keep) {
+		*ktail = s->qhead;
+		s->qhead = keep;
+		if (!s->qtail)
+			s->qtail = (struct store_batch *)((char *)ktail - offsetof(struct store_batch, next));
+	}
+	*list = rest;
+	return n;
+}
+
+static void wait_until(struct store *s, double mono)
+{
+	struct timespec ts;
+	double left = mono - rd_mono();
+
+	if (left <= 0)
+		return;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += (time_t)left;
+	ts.tv_nsec += (long)((left - (double)(time_t)left) * 1e9);
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_cond_timedwait(&s->work_cv, &s->mu, &ts);
+}
+
 static void *writer_main(void *arg)
 {
 	struct store *s = arg;
@@ -590,11 +653,19 @@ static void *writer_main(void *arg)
 		struct store_batch *list, *b, *next, *detached = NULL, **detached_tail = &detached;
 		unsigned long nok = 0;
 		int committed;
+		size_t kept = 0;
 
 		while (!s->qhead && !s->stopping)
 			pthread_cond_wait(&s->work_cv, &s->mu);
 		if (!s->qhead)
 			break; /* stopping and drained */
+		/* The journal was away: a pause before the next try (new work
+		 * that arrives meanwhile waits with the kept batches). */
+		if (s->retry_at > rd_mono()) {
+			wait_until(s, s->retry_at);
+			if (s->retry_at > rd_mono() && !s->stopping)
+				continue;
+		}
 		list = s->qhead;
 		if (s->group_max) {
 			/* Bounded group: cut the queue after group_max batches. */
@@ -611,9 +682,39 @@ static void *writer_main(void *arg)
 		pthread_mutex_unlock(&s->mu);
 
 		committed = run_txn(s, list) == RD_OK;
-		if (!committed)
-			log_kv(LOG_ERROR, batch_job(list), "journal transaction failed", "path", s->path,
-			       "error", list->err, NULL);
+		if (!committed) {
+			/* The journal is away (a database restart, a lost connection):
+			 * what must not be lost waits for it; the rest fails now. */
+			pthread_mutex_lock(&s->mu);
+			s->keep_tries += s->stopping;
+			kept = requeue_kept(s, &list);
+			if (kept) {
+				s->retry_wait = s->retry_wait > 0 ? s->retry_wait * 2 : KEEP_RETRY_FIRST;
+				if (s->retry_wait > KEEP_RETRY_MAX)
+					s->retry_wait = KEEP_RETRY_MAX;
+				s->retry_at = rd_mono() + s->retry_wait;
+			}
+			pthread_mutex_unlock(&s->mu);
+			if (!s->away_since || rd_mono() - s->away_logged >= AWAY_LOG_EVERY) {
+				char n[24];
+				snprintf(n, sizeof(n), "%zu", kept);
+				log_kv(LOG_ERROR, list ? batch_job(list) : NULL, "journal transaction failed", "path",
+				       s->path, "error", list ? list->err : "", "kept_batches", n, NULL);
+				if (!s->away_since)
+					s->away_since = rd_mono();
+				s->away_logged = rd_mono();
+			}
+		} else if (s->away_since) {
+			char secs[24];
+			snprintf(secs, sizeof(secs), "%.1f", rd_mono() - s->away_since);
+			log_kv(LOG_WARN, NULL, "journal back: kept batches committed", "path", s->path, "away_seconds",
+			       secs, NULL);
+			s->away_since = 0;
+			pthread_mutex_lock(&s->mu);
+			s->retry_wait = 0;
+			s->retry_at = 0;
+			pthread_mutex_unlock(&s->mu);
+		}
 		/* Nobody else reads a detached batch: report it before the
 		 * waiters are woken, so a later wait=1 commit sees the count. */
 		for (b = list; b; b = b->next) {

@@ -104,6 +104,9 @@ struct store {
 	pthread_t writer;
 	int writer_started;
 	unsigned group_max;            /* batches per transaction; 0 = all queued */
+	double retry_at, retry_wait;   /* [mu] the journal is away: kept batches wait */
+	int keep_tries;                /* [mu] failed rounds since close began */
+	double away_since, away_logged; /* [writer] for the log */
 
 	pthread_mutex_t rmu;           /* the read connection */
 	double pinged;                 /* [rmu] rd_mono() of the last ping */

@@ -125,6 +125,15 @@ int store_batch_unpause(struct store_batch *b, const char *scope);
 int store_batch_escalation(struct store_batch *b, const struct escalation_row *e);
 int store_batch_escalation_update(struct store_batch *b, const struct escalation_row *e);
 
+/* This batch must not be lost to a journal that is away for a while (a
+ * database restart, a lost connection): when its transaction fails as a
+ * whole, the writer tries it again (after 0.1 s, doubling up to 1 s) until
+ * it commits, and only then reports it; batches not kept fail at once
+ * meanwhile (their callers answer 503). Its own errors (a constraint)
+ * still fail it. At store_close a journal still away loses it after three
+ * more tries (logged). */
+void store_batch_keep(struct store_batch *b);
+
 /* Hand the batch to the writer. wait != 0: block until it is committed and
  * return RD_OK or RD_ERR. wait == 0: return RD_OK at once (errors are logged
  * and counted in recoveryd_journal_errors_total). */

@@ -673,11 +673,26 @@ static int trigger_query(struct MHD_Connection *c, struct request *rq, char *msg
 	return 0;
 }
 
+/* ?limit= of a list into rq->q_limit (kept when absent); 0, or -1. */
+static int limit_query(struct MHD_Connection *c, struct request *rq, char *msg, size_t len)
+{
+	const char *v;
+	long l;
+
+	if (query_arg(c, "limit", &v)) {
+		if (parse_long(v, 1, LIMIT_MAX, &l) < 0) {
+			snprintf(msg, len, "limit must be a whole number from 1 to %d", LIMIT_MAX);
+			return -1;
+		}
+		rq->q_limit = (int)l;
+	}
+	return 0;
+}
+
 /* Filters of GET /api/v1/jobs into rq; 0, or -1 with msg filled on a bad value. */
 static int jobs_query(struct MHD_Connection *c, struct request *rq, char *msg, size_t len)
 {
 	const char *v;
-	long l;
 	int known = 0;
 
 	rq->q_state[0] = '\0';
@@ -701,21 +716,13 @@ static int jobs_query(struct MHD_Connection *c, struct request *rq, char *msg, s
 		}
 		snprintf(rq->q_playbook, sizeof(rq->q_playbook), "%s", v);
 	}
-	if (query_arg(c, "limit", &v)) {
-		if (parse_long(v, 1, LIMIT_MAX, &l) < 0) {
-			snprintf(msg, len, "limit must be a whole number from 1 to %d", LIMIT_MAX);
-			return -1;
-		}
-		rq->q_limit = (int)l;
-	}
-	return 0;
+	return limit_query(c, rq, msg, len);
 }
 
 /* Filters of GET /api/v1/audit; 0, or -1 with msg filled. */
 static int audit_query(struct MHD_Connection *c, struct request *rq, char *msg, size_t len)
 {
 	const char *v;
-	long l;
 	char *end;
 
 	rq->q_limit = LIMIT_DEFAULT;
@@ -749,14 +756,7 @@ static int audit_query(struct MHD_Connection *c, struct request *rq, char *msg, 
 			return -1;
 		}
 	}
-	if (query_arg(c, "limit", &v)) {
-		if (parse_long(v, 1, LIMIT_MAX, &l) < 0) {
-			snprintf(msg, len, "limit must be a whole number from 1 to %d", LIMIT_MAX);
-			return -1;
-		}
-		rq->q_limit = (int)l;
-	}
-	return 0;
+	return limit_query(c, rq, msg, len);
 }
 
 /* ---- handlers (body complete; an answer goes into rq->ans) ---- */

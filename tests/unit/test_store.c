@@ -383,7 +383,7 @@ static void test_open_wal_schema(void **state)
 	sqlite3_finalize(st);
 	assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
 	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-	assert_int_equal(sqlite3_column_int(st, 0), 2);
+	assert_int_equal(sqlite3_column_int(st, 0), 3);
 	sqlite3_finalize(st);
 	assert_int_equal(sqlite3_prepare_v2(db,
 	                                    "SELECT count(*) FROM sqlite_schema WHERE type='table' AND "
@@ -1585,8 +1585,9 @@ static void one_row_cb(const struct job_row *j, void *arg)
 
 /* A journal of the previous release opens: the jobs table gains the new
  * columns (NULL, 0 for its rows), audit and pauses are created, and the
- * old rows read back as they were. SQLite only: PostgreSQL journals begin
- * at version 2 (test_pg_schema: a second open changes nothing). */
+ * old rows read back as they were; it goes on to version 3 (leases) at
+ * once. SQLite only: PostgreSQL journals begin at version 2
+ * (test_pg_schema). */
 static void test_migrate_v1(void **state)
 {
 	struct fix *f = *state;
@@ -1611,7 +1612,7 @@ static void test_migrate_v1(void **state)
 	assert_int_equal(user_version(f->db), 1);
 
 	s = open_ok(f->db);
-	assert_int_equal(user_version(f->db), 2);
+	assert_int_equal(user_version(f->db), 3);
 	rec = record(s, "old-1");
 	assert_string_equal(str(rec, "state"), "retry_wait");
 	assert_string_equal(str(rec, "key"), "pb/fp");
@@ -1651,7 +1652,7 @@ static void test_migrate_v1(void **state)
 
 	/* a second open does not migrate again */
 	s = open_ok(f->db);
-	assert_int_equal(user_version(f->db), 2);
+	assert_int_equal(user_version(f->db), 3);
 	rec = record(s, "old-1");
 	assert_string_equal(str(rec, "cancelled_by"), "olga");
 	cJSON_Delete(rec);
@@ -1672,11 +1673,11 @@ static void test_newer_schema_refused(void **state)
 	char err[512] = "";
 
 	SQLITE_ONLY();
-	exec_sql(f->db, "CREATE TABLE future (x); PRAGMA user_version = 3;");
+	exec_sql(f->db, "CREATE TABLE future (x); PRAGMA user_version = 4;");
 	assert_int_equal(store_open(f->db, &s, err, sizeof(err)), RD_ERR);
 	assert_null(s);
-	assert_non_null(strstr(err, "schema version 3 is newer than supported 2"));
-	assert_int_equal(user_version(f->db), 3);
+	assert_non_null(strstr(err, "schema version 4 is newer than supported 3"));
+	assert_int_equal(user_version(f->db), 4);
 }
 
 /* ---- principals and approval in the job record ---- */
@@ -1991,7 +1992,7 @@ static void test_pg_schema(void **state)
 	                           "WHERE to_regclass(name) IS NOT NULL"),
 	                 7);
 	assert_int_equal(pg_int(c, "SELECT count(*) FROM recoveryd_schema"), 1);
-	assert_int_equal(pg_int(c, "SELECT version FROM recoveryd_schema"), 2);
+	assert_int_equal(pg_int(c, "SELECT version FROM recoveryd_schema"), 3);
 	v = pg_value(c, "SELECT state FROM jobs WHERE id = 'w1'", buf, sizeof(buf));
 	assert_non_null(v);
 	assert_string_equal(v, "queued");
@@ -2000,7 +2001,7 @@ static void test_pg_schema(void **state)
 	s = open_ok(f->db);
 	assert_true(exists(s, "w1"));
 	assert_int_equal(pg_int(c, "SELECT count(*) FROM recoveryd_schema"), 1);
-	assert_int_equal(pg_int(c, "SELECT version FROM recoveryd_schema"), 2);
+	assert_int_equal(pg_int(c, "SELECT version FROM recoveryd_schema"), 3);
 	store_close(s);
 
 	if (strncmp(pg_url, "postgres://", 11) == 0)
@@ -2036,10 +2037,10 @@ static void test_pg_newer_schema_refused(void **state)
 	c = pg_connect();
 	pg_exec(c, "CREATE TABLE future (x integer);"
 	           "CREATE TABLE recoveryd_schema (version INTEGER NOT NULL);"
-	           "INSERT INTO recoveryd_schema VALUES (3);");
-	pg_refused(f->db, "schema version 3 is newer than supported 2");
+	           "INSERT INTO recoveryd_schema VALUES (4);");
+	pg_refused(f->db, "schema version 4 is newer than supported 3");
 	assert_int_equal(pg_int(c, "SELECT count(*) FROM recoveryd_schema"), 1);
-	assert_int_equal(pg_int(c, "SELECT version FROM recoveryd_schema"), 3);
+	assert_int_equal(pg_int(c, "SELECT version FROM recoveryd_schema"), 4);
 	assert_int_equal(pg_int(c, "SELECT count(*) FROM unnest(ARRAY['jobs', 'attempts', 'events', "
 	                           "'escalations', 'audit', 'pauses']) AS t(name) "
 	                           "WHERE to_regclass(name) IS NOT NULL"),
@@ -2048,9 +2049,9 @@ static void test_pg_newer_schema_refused(void **state)
 	pg_exec(c, pg_reset_sql);
 	s = open_ok(f->db);
 	store_close(s);
-	pg_exec(c, "UPDATE recoveryd_schema SET version = 3");
-	pg_refused(f->db, "schema version 3 is newer than supported 2");
-	assert_int_equal(pg_int(c, "SELECT version FROM recoveryd_schema"), 3);
+	pg_exec(c, "UPDATE recoveryd_schema SET version = 4");
+	pg_refused(f->db, "schema version 4 is newer than supported 3");
+	assert_int_equal(pg_int(c, "SELECT version FROM recoveryd_schema"), 4);
 	pg_close(c);
 }
 

@@ -6,7 +6,13 @@
  * the writer takes every queued batch at once, opens one transaction and
  * applies each batch inside its own SAVEPOINT, so one bad batch is rolled
  * back alone while the others share the single sync of the COMMIT. Reads
- * use a second connection behind a mutex. */
+ * use a second connection behind a mutex.
+ *
+ * Leases are batch operations too: a claim or renewal keeps the rows it
+ * got with its batch, and the writer hands them to their callbacks once
+ * the transaction has committed. A fenced write fails its batch as
+ * RD_FENCED (apply_op's OP_FENCED), rolled back to its savepoint like any
+ * failing batch. */
 #include "store_impl.h"
 
 #include "recoveryd/log.h"
@@ -26,7 +32,17 @@
 
 enum write_kind {
 	WK_INSERT_JOB, WK_UPDATE_JOB, WK_ATTEMPT, WK_EVENT, WK_ESC_INSERT, WK_ESC_UPDATE,
-	WK_AUDIT, WK_PAUSE, WK_UNPAUSE
+	WK_AUDIT, WK_PAUSE, WK_UNPAUSE, WK_FENCE, WK_CLAIM_JOBS, WK_CLAIM_ESC, WK_RENEW
+};
+
+/* What apply_op answers besides 0 and -1: the batch was fenced. */
+#define OP_FENCED (-2)
+
+/* A row a claim or renew got, kept (owned) until the commit hands it on. */
+struct got {
+	struct job_row job;            /* WK_CLAIM_JOBS; WK_RENEW: id and lease_token */
+	struct escalation_row esc;     /* WK_CLAIM_ESC */
+	char *prev_owner;              /* claims: the owner before (expired), or NULL */
 };
 
 /* The text fields of an audit or pause row, owned. */
@@ -43,8 +59,20 @@ struct write_op {
 	int attempt, planned;
 	double ts;
 	struct escalation_row esc;     /* WK_ESC_INSERT, WK_ESC_UPDATE */
-	char *strs[ROW_STRS];          /* WK_AUDIT, WK_PAUSE, WK_UNPAUSE: bound as text */
-	double t1, t2;                 /* WK_AUDIT ts; WK_PAUSE since, until */
+	char *strs[ROW_STRS];          /* WK_AUDIT, WK_PAUSE, WK_UNPAUSE: bound as text;
+	                                  claims, WK_RENEW: strs[0] the owner */
+	double t1, t2;                 /* WK_AUDIT ts; WK_PAUSE since, until;
+	                                  claims: now, until; WK_RENEW: t2 until */
+	long long token;               /* WK_FENCE */
+	int max;                       /* claims */
+	union {                        /* claims, WK_RENEW: called after the commit */
+		store_claim_job_fn job;
+		store_claim_esc_fn esc;
+		store_renew_fn renew;
+	} cb;
+	void *cb_arg;
+	struct got *got;               /* what the op got, for cb */
+	size_t n_got, cap_got;
 };
 
 struct store_batch {
@@ -88,6 +116,7 @@ static void job_strings_free(struct job_row *j)
 	free((char *)j->cancelled_by);
 	free((char *)j->approval);
 	free((char *)j->approved_by);
+	free((char *)j->owner);
 }
 
 /* Deep copy: dst's strings are owned afterwards (freed on failure too). */
@@ -109,6 +138,7 @@ static int job_copy(struct job_row *dst, const struct job_row *src)
 	dst->cancelled_by = dup_or_null(src->cancelled_by, &fail);
 	dst->approval = dup_or_null(src->approval, &fail);
 	dst->approved_by = dup_or_null(src->approved_by, &fail);
+	dst->owner = dup_or_null(src->owner, &fail);
 	if (fail) {
 		job_strings_free(dst);
 		memset(dst, 0, sizeof(*dst));
@@ -128,6 +158,7 @@ static void esc_strings_free(struct escalation_row *e)
 	free((char *)e->state);
 	free((char *)e->last_answer);
 	free((char *)e->payload);
+	free((char *)e->owner);
 }
 
 static int esc_copy(struct escalation_row *d, const struct escalation_row *src)
@@ -144,6 +175,7 @@ static int esc_copy(struct escalation_row *d, const struct escalation_row *src)
 	d->state = dup_or_null(src->state, &fail);
 	d->last_answer = dup_or_null(src->last_answer, &fail);
 	d->payload = dup_or_null(src->payload, &fail);
+	d->owner = dup_or_null(src->owner, &fail);
 	if (fail) {
 		esc_strings_free(d);
 		memset(d, 0, sizeof(*d));
@@ -164,6 +196,12 @@ static void write_op_free(struct write_op *op)
 	esc_strings_free(&op->esc);
 	for (int i = 0; i < ROW_STRS; i++)
 		free(op->strs[i]);
+	for (size_t i = 0; i < op->n_got; i++) {
+		job_strings_free(&op->got[i].job);
+		esc_strings_free(&op->got[i].esc);
+		free(op->got[i].prev_owner);
+	}
+	free(op->got);
 	free(op);
 }
 
@@ -210,6 +248,30 @@ static void job_values(struct sval v[JC__COUNT], const struct job_row *j)
 	v[JC_APPROVAL] = sv_text(j->approval);
 	v[JC_APPROVED_BY] = sv_text(j->approved_by);
 	v[JC_PLAN_ATTEMPTS] = sv_int(j->plan_attempts);
+	v[JC_OWNER] = sv_text(j->owner);
+	/* Nobody's lease has no expiry. */
+	v[JC_LEASE_UNTIL] = j->owner ? sv_time(j->lease_until) : (struct sval){.t = SV_NULL};
+	v[JC_LEASE_TOKEN] = sv_int(j->lease_token);
+}
+
+static void esc_values(struct sval v[EC__COUNT], const struct escalation_row *e)
+{
+	v[EC_ID] = sv_text(e->id);
+	v[EC_JOB_ID] = sv_text(e->job_id);
+	v[EC_INCIDENT_KEY] = sv_text(e->incident_key);
+	v[EC_SINK] = sv_text(e->sink);
+	v[EC_KIND] = sv_text(e->kind);
+	v[EC_REASON] = sv_text(e->reason);
+	v[EC_STATE] = sv_text(e->state);
+	v[EC_ATTEMPTS] = sv_int(e->attempts);
+	v[EC_LAST_ANSWER] = sv_text(e->last_answer);
+	v[EC_CREATED] = sv_time(e->created_at);
+	v[EC_UPDATED] = sv_time(e->updated_at);
+	v[EC_NEXT_ATTEMPT] = sv_time(e->next_attempt_at);
+	v[EC_DELIVERED] = sv_time(e->delivered_at);
+	v[EC_PAYLOAD] = sv_text(e->payload);
+	v[EC_OWNER] = sv_text(e->owner);
+	v[EC_LEASE_UNTIL] = e->owner ? sv_time(e->lease_until) : (struct sval){.t = SV_NULL};
 }
 
 /* ---- rows ---- */
@@ -227,6 +289,11 @@ static double col_real(const struct store *s, const struct srow *r, int col)
 static int col_int(const struct store *s, const struct srow *r, int col)
 {
 	return (int)s->be->integer(r, col);
+}
+
+static long long col_ll(const struct store *s, const struct srow *r, int col)
+{
+	return s->be->integer(r, col);
 }
 
 /* A view of a job row; its strings live until the next row. */
@@ -255,7 +322,32 @@ static void job_from_row(const struct store *s, const struct srow *r, struct job
 	j->approval = col_text(s, r, JC_APPROVAL);
 	j->approved_by = col_text(s, r, JC_APPROVED_BY);
 	j->plan_attempts = col_int(s, r, JC_PLAN_ATTEMPTS);
+	j->owner = col_text(s, r, JC_OWNER);
+	j->lease_until = col_real(s, r, JC_LEASE_UNTIL);
+	j->lease_token = col_ll(s, r, JC_LEASE_TOKEN);
 	j->stalls = 0;
+}
+
+/* A view of an escalation row (STORE_ESC_COLS); its strings live until the
+ * next row. */
+static void esc_from_row(const struct store *s, const struct srow *r, struct escalation_row *e)
+{
+	e->id = col_text(s, r, EC_ID);
+	e->job_id = col_text(s, r, EC_JOB_ID);
+	e->incident_key = col_text(s, r, EC_INCIDENT_KEY);
+	e->sink = col_text(s, r, EC_SINK);
+	e->kind = col_text(s, r, EC_KIND);
+	e->reason = col_text(s, r, EC_REASON);
+	e->state = col_text(s, r, EC_STATE);
+	e->attempts = col_int(s, r, EC_ATTEMPTS);
+	e->last_answer = col_text(s, r, EC_LAST_ANSWER);
+	e->created_at = col_real(s, r, EC_CREATED);
+	e->updated_at = col_real(s, r, EC_UPDATED);
+	e->next_attempt_at = col_real(s, r, EC_NEXT_ATTEMPT);
+	e->delivered_at = col_real(s, r, EC_DELIVERED);
+	e->payload = col_text(s, r, EC_PAYLOAD);
+	e->owner = col_text(s, r, EC_OWNER);
+	e->lease_until = col_real(s, r, EC_LEASE_UNTIL);
 }
 
 /* ---- batches ---- */
@@ -428,6 +520,85 @@ int store_batch_escalation_update(struct store_batch *b, const struct escalation
 	return batch_add_esc(b, WK_ESC_UPDATE, e);
 }
 
+int store_batch_fence(struct store_batch *b, const char *job_id, long long token)
+{
+	struct write_op *op;
+	int fail = 0;
+
+	if (!b || !job_id || !(op = calloc(1, sizeof(*op))))
+		return -1;
+	op->kind = WK_FENCE;
+	op->job_id = dup_or_null(job_id, &fail);
+	op->token = token;
+	if (fail) {
+		write_op_free(op);
+		return -1;
+	}
+	batch_push(b, op);
+	return 0;
+}
+
+/* At most this many rows per claim. */
+#define CLAIM_MAX 1000
+
+/* A claim or renew op of owner; NULL on a bad argument or no memory. */
+static struct write_op *lease_op(enum write_kind kind, const char *owner, double now, double until,
+                                 int max, void *arg)
+{
+	struct write_op *op;
+	int fail = 0;
+
+	if (!owner || !*owner || until < now || max < 1 || !(op = calloc(1, sizeof(*op))))
+		return NULL;
+	op->kind = kind;
+	op->strs[0] = dup_or_null(owner, &fail);
+	op->t1 = now;
+	op->t2 = until;
+	op->max = max < CLAIM_MAX ? max : CLAIM_MAX;
+	op->cb_arg = arg;
+	if (fail) {
+		write_op_free(op);
+		return NULL;
+	}
+	return op;
+}
+
+int store_batch_claim_jobs(struct store_batch *b, const char *owner, double now, double until,
+                           int max, store_claim_job_fn cb, void *arg)
+{
+	struct write_op *op = b ? lease_op(WK_CLAIM_JOBS, owner, now, until, max, arg) : NULL;
+
+	if (!op)
+		return -1;
+	op->cb.job = cb;
+	batch_push(b, op);
+	return 0;
+}
+
+int store_batch_claim_outbox(struct store_batch *b, const char *owner, double now, double until,
+                             int max, store_claim_esc_fn cb, void *arg)
+{
+	struct write_op *op = b ? lease_op(WK_CLAIM_ESC, owner, now, until, max, arg) : NULL;
+
+	if (!op)
+		return -1;
+	op->cb.esc = cb;
+	batch_push(b, op);
+	return 0;
+}
+
+int store_batch_renew(struct store_batch *b, const char *owner, double until, store_renew_fn cb,
+                      void *arg)
+{
+	struct write_op *op = b ? lease_op(WK_RENEW, owner, until, until, 1, arg) : NULL;
+
+	if (!op)
+		return -1;
+	op->cb.renew = cb;
+	batch_push(b, op);
+	return 0;
+}
+
 /* ---- the writer ---- */
 
 /* Run a writer statement: 0, or -1 with the database's message in err. */
@@ -436,26 +607,225 @@ static int wexec(struct store *s, enum wstmt id, const struct sval *v, int n, ch
 	return s->be->exec(s, id, v, n, NULL, err, errlen);
 }
 
+/* The next free slot of op's rows, zeroed; NULL when out of memory. */
+static struct got *got_next(struct write_op *op)
+{
+	if (op->n_got == op->cap_got) {
+		size_t ncap = op->cap_got ? op->cap_got * 2 : 8;
+		struct got *nv = realloc(op->got, ncap * sizeof(*nv));
+		if (!nv)
+			return NULL;
+		op->got = nv;
+		op->cap_got = ncap;
+	}
+	memset(&op->got[op->n_got], 0, sizeof(op->got[0]));
+	return &op->got[op->n_got];
+}
+
+/* A writer query's rows into an op. */
+struct grab {
+	struct store *s;
+	struct write_op *op;
+};
+
+/* W_CLAIM_JOBS: the job as it is, its owner kept as prev_owner. */
+static int grab_job(const struct srow *r, void *arg)
+{
+	struct grab *g = arg;
+	struct got *dst = got_next(g->op);
+	struct job_row view;
+
+	if (!dst)
+		return -1;
+	job_from_row(g->s, r, &view);
+	if (job_copy(&dst->job, &view) < 0)
+		return -1;
+	dst->prev_owner = (char *)dst->job.owner;
+	dst->job.owner = NULL;
+	g->op->n_got++;
+	return 0;
+}
+
+static int grab_esc(const struct srow *r, void *arg)
+{
+	struct grab *g = arg;
+	struct got *dst = got_next(g->op);
+	struct escalation_row view;
+
+	if (!dst)
+		return -1;
+	esc_from_row(g->s, r, &view);
+	if (esc_copy(&dst->esc, &view) < 0)
+		return -1;
+	dst->prev_owner = (char *)dst->esc.owner;
+	dst->esc.owner = NULL;
+	g->op->n_got++;
+	return 0;
+}
+
+/* W_RENEW_JOBS: id, lease_token. */
+static int grab_renewed(const struct srow *r, void *arg)
+{
+	struct grab *g = arg;
+	struct got *dst;
+	int fail = 0;
+
+	if (!g->op->cb.renew)
+		return 0; /* nobody asks which */
+	if (!(dst = got_next(g->op)))
+		return -1;
+	dst->job.id = dup_or_null(col_text(g->s, r, 0), &fail);
+	dst->job.lease_token = col_ll(g->s, r, 1);
+	if (fail)
+		return -1;
+	g->op->n_got++;
+	return 0;
+}
+
+/* Who holds a row: W_JOB_LEASE (owner, lease_token), W_ESC_OWNER (owner). */
+struct lease {
+	const struct store *s;
+	int found;
+	long long token;
+	char owner[128];
+};
+
+static int owner_row(const struct srow *r, void *arg)
+{
+	struct lease *l = arg;
+	const char *o = col_text(l->s, r, 0);
+
+	l->found = 1;
+	snprintf(l->owner, sizeof(l->owner), "%s", o ? o : "");
+	return 0;
+}
+
+static int lease_row(const struct srow *r, void *arg)
+{
+	struct lease *l = arg;
+
+	l->token = col_ll(l->s, r, 1);
+	return owner_row(r, arg);
+}
+
+/* Is job id still held with token? 0 yes; OP_FENCED (err says by whom)
+ * no; -1 with err: no such job (what: the operation), or the database's
+ * error. */
+static int check_lease(struct store *s, const char *what, const char *id, long long token, char *err,
+                       size_t errlen)
+{
+	struct sval v[1] = {sv_text(id)};
+	struct lease l = {.s = s};
+
+	if (s->be->wquery(s, W_JOB_LEASE, v, 1, lease_row, &l, err, errlen) < 0)
+		return -1;
+	if (!l.found) {
+		snprintf(err, errlen, "%s of unknown job %s", what, id ? id : "(null)");
+		return -1;
+	}
+	if (l.token == token)
+		return 0;
+	snprintf(err, errlen, "fenced: job %s is held by %s (lease token %lld; this write holds %lld)",
+	         id, l.owner[0] ? l.owner : "nobody", l.token, token);
+	return OP_FENCED;
+}
+
+/* The claimed rows take owner and the new lease. */
+static int claim_jobs(struct store *s, struct write_op *op, char *err, size_t errlen)
+{
+	struct sval v[5] = {{.t = SV_REAL, .d = op->t1}, sv_int(op->max)};
+	struct grab g = {s, op};
+	long long changes = 0;
+
+	if (s->be->wquery(s, W_CLAIM_JOBS, v, 2, grab_job, &g, err, errlen) < 0)
+		return -1;
+	for (size_t i = 0; i < op->n_got; i++) {
+		struct job_row *j = &op->got[i].job;
+		int fail = 0;
+
+		v[0] = sv_text(j->id);
+		v[1] = sv_text(op->strs[0]);
+		v[2] = (struct sval){.t = SV_REAL, .d = op->t2};
+		v[3] = sv_int(j->lease_token + 1);
+		v[4] = sv_int(j->lease_token);
+		if (s->be->exec(s, W_CLAIM_JOB, v, 5, &changes, err, errlen) < 0)
+			return -1;
+		if (changes != 1) {
+			snprintf(err, errlen, "claim of job %s: its row changed meanwhile", j->id);
+			return -1;
+		}
+		j->owner = dup_or_null(op->strs[0], &fail);
+		if (fail) {
+			snprintf(err, errlen, "out of memory");
+			return -1;
+		}
+		j->lease_until = op->t2;
+		j->lease_token++;
+	}
+	return 0;
+}
+
+static int claim_escs(struct store *s, struct write_op *op, char *err, size_t errlen)
+{
+	struct sval v[3] = {{.t = SV_REAL, .d = op->t1}, sv_int(op->max)};
+	struct grab g = {s, op};
+	long long changes = 0;
+
+	if (s->be->wquery(s, W_CLAIM_ESCS, v, 2, grab_esc, &g, err, errlen) < 0)
+		return -1;
+	for (size_t i = 0; i < op->n_got; i++) {
+		struct escalation_row *e = &op->got[i].esc;
+		int fail = 0;
+
+		v[0] = sv_text(e->id);
+		v[1] = sv_text(op->strs[0]);
+		v[2] = (struct sval){.t = SV_REAL, .d = op->t2};
+		if (s->be->exec(s, W_CLAIM_ESC, v, 3, &changes, err, errlen) < 0)
+			return -1;
+		if (changes != 1) {
+			snprintf(err, errlen, "claim of escalation %s: its row changed meanwhile", e->id);
+			return -1;
+		}
+		e->owner = dup_or_null(op->strs[0], &fail);
+		if (fail) {
+			snprintf(err, errlen, "out of memory");
+			return -1;
+		}
+		e->lease_until = op->t2;
+	}
+	return 0;
+}
+
+/* 0, -1 with err, or OP_FENCED with err. */
 static int apply_op(struct store *s, struct write_op *op, char *err, size_t errlen)
 {
-	struct sval v[JC__COUNT];
+	struct sval v[(int)JC__COUNT > (int)EC__COUNT ? (int)JC__COUNT : (int)EC__COUNT];
 	long long changes = 0;
 	const struct escalation_row *e = &op->esc;
 
 	switch (op->kind) {
 	case WK_INSERT_JOB:
+		job_values(v, &op->job);
+		return wexec(s, W_INSERT_JOB, v, JC__COUNT, err, errlen);
 	case WK_UPDATE_JOB:
 		job_values(v, &op->job);
-		if (s->be->exec(s, op->kind == WK_INSERT_JOB ? W_INSERT_JOB : W_UPDATE_JOB, v, JC__COUNT,
-		                &changes, err, errlen) < 0)
+		if (s->be->exec(s, W_UPDATE_JOB, v, JC__COUNT, &changes, err, errlen) < 0)
 			return -1;
-		/* An update of an unknown job is a caller bug; failing the batch
-		 * beats silently journaling nothing. */
-		if (op->kind == WK_UPDATE_JOB && changes == 0) {
-			snprintf(err, errlen, "update of unknown job %s", op->job.id ? op->job.id : "(null)");
+		if (changes > 0)
+			return 0;
+		/* Another claim's token, or an unknown job: a caller bug that is
+		 * better failed than silently journaling nothing. */
+		if (op->job.lease_token != 0) {
+			int rc = check_lease(s, "update", op->job.id, op->job.lease_token, err, errlen);
+			if (rc != 0)
+				return rc;
+			snprintf(err, errlen, "update of job %s changed nothing", op->job.id);
 			return -1;
 		}
-		return 0;
+		snprintf(err, errlen, "update of unknown job %s", op->job.id ? op->job.id : "(null)");
+		return -1;
+	case WK_FENCE:
+		return op->token ? check_lease(s, "fence", op->job_id, op->token, err, errlen) : 0;
 	case WK_ATTEMPT:
 		v[0] = sv_text(op->job_id);
 		v[1] = sv_int(op->att.n);
@@ -475,24 +845,26 @@ static int apply_op(struct store *s, struct write_op *op, char *err, size_t errl
 		v[5] = sv_int(op->planned);
 		return wexec(s, W_EVENT, v, 6, err, errlen);
 	case WK_ESC_INSERT:
-	case WK_ESC_UPDATE:
-		/* One layout for both: the update binds what it sets (7..9, 11..13)
-		 * and the id; the rest is bound and unused. */
+		/* One layout for both: the update binds what it sets and the id
+		 * and owner; the rest is bound and unused. */
+		esc_values(v, e);
+		return wexec(s, W_ESC_INSERT, v, EC__COUNT, err, errlen);
+	case WK_ESC_UPDATE: {
+		struct lease l = {.s = s};
+		esc_values(v, e);
+		if (s->be->exec(s, W_ESC_UPDATE, v, EC__COUNT, &changes, err, errlen) < 0)
+			return -1;
+		if (changes > 0)
+			return 0;
 		v[0] = sv_text(e->id);
-		v[1] = sv_text(e->job_id);
-		v[2] = sv_text(e->incident_key);
-		v[3] = sv_text(e->sink);
-		v[4] = sv_text(e->kind);
-		v[5] = sv_text(e->reason);
-		v[6] = sv_text(e->state);
-		v[7] = sv_int(e->attempts);
-		v[8] = sv_text(e->last_answer);
-		v[9] = sv_time(e->created_at);
-		v[10] = sv_time(e->updated_at);
-		v[11] = sv_time(e->next_attempt_at);
-		v[12] = sv_time(e->delivered_at);
-		v[13] = sv_text(e->payload);
-		return wexec(s, op->kind == WK_ESC_INSERT ? W_ESC_INSERT : W_ESC_UPDATE, v, 14, err, errlen);
+		if (s->be->wquery(s, W_ESC_OWNER, v, 1, owner_row, &l, err, errlen) < 0)
+			return -1;
+		if (!l.found)
+			return 0; /* an unknown id: nothing to update, as ever */
+		snprintf(err, errlen, "fenced: escalation %s is held by %s, not %s", e->id,
+		         l.owner[0] ? l.owner : "nobody", e->owner ? e->owner : "nobody");
+		return OP_FENCED;
+	}
 	case WK_AUDIT:
 		v[0] = (struct sval){.t = SV_REAL, .d = op->t1};
 		for (int i = 0; i < 8; i++)
@@ -507,18 +879,49 @@ static int apply_op(struct store *s, struct write_op *op, char *err, size_t errl
 	case WK_UNPAUSE:
 		v[0] = sv_text(op->strs[0]);
 		return wexec(s, W_UNPAUSE, v, 1, err, errlen);
+	case WK_CLAIM_JOBS:
+		return claim_jobs(s, op, err, errlen);
+	case WK_CLAIM_ESC:
+		return claim_escs(s, op, err, errlen);
+	case WK_RENEW: {
+		struct grab g = {s, op};
+		v[0] = sv_text(op->strs[0]);
+		v[1] = (struct sval){.t = SV_REAL, .d = op->t2};
+		if (s->be->wquery(s, W_RENEW_JOBS, v, 2, grab_renewed, &g, err, errlen) < 0)
+			return -1;
+		return wexec(s, W_RENEW_ESCS, v, 2, err, errlen);
+	}
 	}
 	snprintf(err, errlen, "unknown journal operation");
 	return -1;
 }
 
+/* After the commit, on the writer thread: what the claims and renewals of
+ * a committed batch got goes to their callbacks. */
+static void deliver(struct store_batch *b)
+{
+	for (struct write_op *op = b->head; op; op = op->next) {
+		for (size_t i = 0; i < op->n_got; i++) {
+			const struct got *g = &op->got[i];
+			if (op->kind == WK_CLAIM_JOBS && op->cb.job)
+				op->cb.job(&g->job, g->prev_owner, op->cb_arg);
+			else if (op->kind == WK_CLAIM_ESC && op->cb.esc)
+				op->cb.esc(&g->esc, g->prev_owner, op->cb_arg);
+			else if (op->kind == WK_RENEW && op->cb.renew)
+				op->cb.renew(g->job.id, g->job.lease_token, op->cb_arg);
+		}
+	}
+}
+
 static void fail_all(struct store_batch *list, const char *why)
 {
-	/* A batch that failed on its own keeps its own message. */
+	/* A batch that failed on its own keeps its own message, and a fenced
+	 * one its result: nothing of it would have been committed anyway. */
 	for (struct store_batch *b = list; b; b = b->next) {
 		if (b->result == RD_OK || !b->err[0])
 			snprintf(b->err, sizeof(b->err), "%s", why);
-		b->result = RD_ERR;
+		if (b->result != RD_FENCED)
+			b->result = RD_ERR;
 	}
 }
 
@@ -540,19 +943,19 @@ static enum rd_status run_txn(struct store *s, struct store_batch *list)
 		return RD_ERR;
 	}
 	for (b = list; b; b = b->next) {
-		int ok = alone || wexec(s, W_SAVEPOINT, NULL, 0, err, sizeof(err)) == 0;
+		int rc = 0;
 
-		if (!ok)
+		if (!alone && wexec(s, W_SAVEPOINT, NULL, 0, err, sizeof(err)) < 0)
 			goto abort;
-		for (struct write_op *op = b->head; op && ok; op = op->next)
-			ok = apply_op(s, op, b->err, sizeof(b->err)) == 0;
-		if (ok) {
+		for (struct write_op *op = b->head; op && rc == 0; op = op->next)
+			rc = apply_op(s, op, b->err, sizeof(b->err));
+		if (rc == 0) {
 			b->result = RD_OK;
 			if (!alone && wexec(s, W_RELEASE, NULL, 0, err, sizeof(err)) < 0)
 				goto abort;
 			continue;
 		}
-		b->result = RD_ERR;
+		b->result = rc == OP_FENCED ? RD_FENCED : RD_ERR;
 		if (alone) {
 			/* The batch failed, not the journal (unless the database
 			 * ended the transaction itself): still healthy. */
@@ -716,10 +1119,17 @@ static void *writer_main(void *arg)
 			pthread_mutex_unlock(&s->mu);
 		}
 		/* Nobody else reads a detached batch: report it before the
-		 * waiters are woken, so a later wait=1 commit sees the count. */
+		 * waiters are woken, so a later wait=1 commit sees the count.
+		 * What the claims got goes out before anyone learns the batch
+		 * committed. */
 		for (b = list; b; b = b->next) {
 			if (b->result == RD_OK) {
 				nok++;
+				deliver(b);
+			} else if (b->detached && b->result == RD_FENCED) {
+				/* a lease lost, not a journal failure */
+				log_kv(LOG_WARN, batch_job(b), "journal batch fenced", "error", b->err,
+				       NULL);
 			} else if (b->detached) {
 				log_kv(LOG_ERROR, batch_job(b), "journal batch failed", "error", b->err,
 				       NULL);
@@ -1439,25 +1849,11 @@ void store_set_group_max(struct store *s, unsigned n)
 static int scan_esc_row(const struct srow *r, void *arg)
 {
 	struct copied *c = arg;
-	const struct store *s = c->s;
 	struct escalation_row v = {0}, *dst = copied_next(c);
 
 	if (!dst)
 		return -1;
-	v.id = col_text(s, r, 0);
-	v.job_id = col_text(s, r, 1);
-	v.incident_key = col_text(s, r, 2);
-	v.sink = col_text(s, r, 3);
-	v.kind = col_text(s, r, 4);
-	v.reason = col_text(s, r, 5);
-	v.state = col_text(s, r, 6);
-	v.attempts = col_int(s, r, 7);
-	v.last_answer = col_text(s, r, 8);
-	v.created_at = col_real(s, r, 9);
-	v.updated_at = col_real(s, r, 10);
-	v.next_attempt_at = col_real(s, r, 11);
-	v.delivered_at = col_real(s, r, 12);
-	v.payload = col_text(s, r, 13);
+	esc_from_row(c->s, r, &v);
 	if (esc_copy(dst, &v) < 0)
 		return -1;
 	c->n++;

@@ -14,7 +14,17 @@
 enum wstmt {
 	W_BEGIN, W_COMMIT, W_ROLLBACK, W_SAVEPOINT, W_RELEASE, W_ROLLBACK_TO,
 	W_INSERT_JOB, W_UPDATE_JOB, W_ATTEMPT, W_EVENT, W_ESC_INSERT, W_ESC_UPDATE,
-	W_AUDIT, W_PAUSE, W_UNPAUSE, W__COUNT
+	W_AUDIT, W_PAUSE, W_UNPAUSE,
+	/* Leases. Those that return rows run with wquery. */
+	W_JOB_LEASE,      /* rows: owner, lease_token of job ?1 (PostgreSQL: FOR SHARE) */
+	W_CLAIM_JOBS,     /* rows: STORE_JOB_COLS of up to ?2 claimable jobs at time ?1, by seq */
+	W_CLAIM_JOB,      /* job ?1: owner ?2, lease_until ?3, token ?4 where the token is ?5 */
+	W_CLAIM_ESCS,     /* rows: STORE_ESC_COLS of up to ?2 claimable escalations at ?1 */
+	W_CLAIM_ESC,      /* escalation ?1: owner ?2, lease_until ?3 */
+	W_RENEW_JOBS,     /* rows: id, lease_token of the jobs of owner ?1 renewed to ?2 */
+	W_RENEW_ESCS,     /* the escalations of owner ?1 renewed to ?2 */
+	W_ESC_OWNER,      /* rows: owner of escalation ?1 */
+	W__COUNT
 };
 
 /* Reader statements; their columns are listed in store.c. */
@@ -29,17 +39,24 @@ enum rstmt {
 	"id, playbook, key, trigger, reason, alert_json, dry_run, state, outcome, error, "   \
 	"attempts, max_attempts, notifications, created_at, updated_at, started_at, "        \
 	"ended_at, next_run_at, triggered_by, cancelled_by, approval, approved_by, "            \
-	"plan_attempts"
+	"plan_attempts, owner, lease_until, lease_token"
 enum job_col {
 	JC_ID, JC_PLAYBOOK, JC_KEY, JC_TRIGGER, JC_REASON, JC_ALERT, JC_DRY_RUN, JC_STATE,
 	JC_OUTCOME, JC_ERROR, JC_ATTEMPTS, JC_MAX_ATTEMPTS, JC_NOTIFICATIONS, JC_CREATED,
 	JC_UPDATED, JC_STARTED, JC_ENDED, JC_NEXT_RUN, JC_TRIGGERED_BY, JC_CANCELLED_BY,
-	JC_APPROVAL, JC_APPROVED_BY, JC_PLAN_ATTEMPTS, JC__COUNT
+	JC_APPROVAL, JC_APPROVED_BY, JC_PLAN_ATTEMPTS, JC_OWNER, JC_LEASE_UNTIL, JC_LEASE_TOKEN,
+	JC__COUNT
 };
 
+/* Escalation columns in struct escalation_row order, likewise. */
 #define STORE_ESC_COLS                                                                        \
 	"id, job_id, incident_key, sink, kind, reason, state, attempts, last_answer, created_at, " \
-	"updated_at, next_attempt_at, delivered_at, payload"
+	"updated_at, next_attempt_at, delivered_at, payload, owner, lease_until"
+enum esc_col {
+	EC_ID, EC_JOB_ID, EC_INCIDENT_KEY, EC_SINK, EC_KIND, EC_REASON, EC_STATE, EC_ATTEMPTS,
+	EC_LAST_ANSWER, EC_CREATED, EC_UPDATED, EC_NEXT_ATTEMPT, EC_DELIVERED, EC_PAYLOAD, EC_OWNER,
+	EC_LEASE_UNTIL, EC__COUNT
+};
 
 /* A value to bind. Times are SV_REAL; 0 times are bound as SV_NULL by the
  * caller (sv_time). */
@@ -66,6 +83,11 @@ struct store_backend {
 	 * be NULL); *changes, if given, receives the rows the statement changed. */
 	int (*exec)(struct store *s, enum wstmt id, const struct sval *v, int n, long long *changes,
 	            char *err, size_t errlen);
+	/* A writer statement that returns rows (the writer thread only, in
+	 * the writer's transaction): fn per row, as query. 0, or -1 with err
+	 * (fn's -1 stops it and fails it). */
+	int (*wquery)(struct store *s, enum wstmt id, const struct sval *v, int n, srow_fn fn, void *arg,
+	              char *err, size_t errlen);
 	/* After a failed statement: 1 when the database ended the whole
 	 * transaction (nothing of it survives), 0 when it is still open. */
 	int (*txn_lost)(struct store *s);
@@ -113,6 +135,8 @@ struct store {
 	int ping_ok;                   /* [rmu] its answer */
 };
 
-#define STORE_SCHEMA_VERSION 2
+/* 3: leases (jobs: owner, lease_until, lease_token; escalations: owner,
+ * lease_until). */
+#define STORE_SCHEMA_VERSION 3
 
 #endif

@@ -22,7 +22,8 @@ struct pg_sql {
 	const char *types;
 };
 
-#define T_JOB "TTTTTTITTTIIIRRRRRTTTTI"
+#define T_JOB "TTTTTTITTTIIIRRRRRTTTTITRI"
+#define T_ESC "TTTTTTTITRRRRTTR"
 
 static const char schema_sql[] =
 	"CREATE TABLE IF NOT EXISTS jobs ("
@@ -38,8 +39,10 @@ static const char schema_sql[] =
 	" created_at DOUBLE PRECISION, updated_at DOUBLE PRECISION, started_at DOUBLE PRECISION,"
 	" ended_at DOUBLE PRECISION, next_run_at DOUBLE PRECISION, triggered_by TEXT,"
 	" cancelled_by TEXT, approval TEXT, approved_by TEXT,"
-	" plan_attempts INTEGER NOT NULL DEFAULT 0);"
+	" plan_attempts INTEGER NOT NULL DEFAULT 0,"
+	" owner TEXT, lease_until DOUBLE PRECISION, lease_token BIGINT NOT NULL DEFAULT 0);"
 	"CREATE INDEX IF NOT EXISTS jobs_key ON jobs(key);"
+	"CREATE INDEX IF NOT EXISTS jobs_owner ON jobs(owner);"
 	"CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);"
 	"CREATE INDEX IF NOT EXISTS jobs_playbook ON jobs(playbook);"
 	"CREATE TABLE IF NOT EXISTS attempts ("
@@ -62,7 +65,8 @@ static const char schema_sql[] =
 	" incident_key TEXT, sink TEXT NOT NULL, kind TEXT NOT NULL, reason TEXT,"
 	" state TEXT, attempts INTEGER NOT NULL DEFAULT 0, last_answer TEXT,"
 	" created_at DOUBLE PRECISION, updated_at DOUBLE PRECISION,"
-	" next_attempt_at DOUBLE PRECISION, delivered_at DOUBLE PRECISION, payload TEXT);"
+	" next_attempt_at DOUBLE PRECISION, delivered_at DOUBLE PRECISION, payload TEXT,"
+	" owner TEXT, lease_until DOUBLE PRECISION);"
 	"CREATE INDEX IF NOT EXISTS escalations_job ON escalations(job_id);"
 	"CREATE INDEX IF NOT EXISTS escalations_state ON escalations(state);"
 	"CREATE INDEX IF NOT EXISTS escalations_incident ON escalations(incident_key);"
@@ -78,6 +82,20 @@ static const char schema_sql[] =
 	" scope TEXT PRIMARY KEY, principal TEXT, reason TEXT, since DOUBLE PRECISION,"
 	" until DOUBLE PRECISION);";
 
+/* Version 2 journals gain the leases (nobody holds their jobs). */
+static const char migrate_v3_sql[] =
+	"ALTER TABLE jobs ADD COLUMN IF NOT EXISTS owner TEXT,"
+	" ADD COLUMN IF NOT EXISTS lease_until DOUBLE PRECISION,"
+	" ADD COLUMN IF NOT EXISTS lease_token BIGINT NOT NULL DEFAULT 0;"
+	"ALTER TABLE escalations ADD COLUMN IF NOT EXISTS owner TEXT,"
+	" ADD COLUMN IF NOT EXISTS lease_until DOUBLE PRECISION;";
+
+/* Where a job may be claimed at time $1 (store.h, store_batch_claim_jobs). */
+#define CLAIMABLE_JOB                                                                          \
+	"state IN ('queued','retry_wait','running','awaiting_approval') "                        \
+	"AND (owner IS NULL OR coalesce(lease_until, 0) < $1) "                                 \
+	"AND (state <> 'retry_wait' OR coalesce(next_run_at, 0) <= $1 OR owner IS NOT NULL)"
+
 static const struct pg_sql wsql[W__COUNT] = {
 	[W_BEGIN] = {"BEGIN", ""},
 	[W_COMMIT] = {"COMMIT", ""},
@@ -87,11 +105,17 @@ static const struct pg_sql wsql[W__COUNT] = {
 	[W_ROLLBACK_TO] = {"ROLLBACK TO SAVEPOINT batch", ""},
 	[W_INSERT_JOB] = {"INSERT INTO jobs (" STORE_JOB_COLS ") VALUES "
 	                  "($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,"
-	                  "$21,$22,$23)", T_JOB},
+	                  "$21,$22,$23,$24,$25,$26)", T_JOB},
+	/* Fenced by the token $26 (0: unfenced). The right-hand sides see the
+	 * row as it was: the same owner keeps the later expiry, no owner
+	 * releases. A row a claim holds is waited for, then read again. */
 	[W_UPDATE_JOB] = {"UPDATE jobs SET state=$8, outcome=$9, error=$10, attempts=$11, "
 	                  "max_attempts=$12, notifications=$13, created_at=$14, updated_at=$15, "
 	                  "started_at=$16, ended_at=$17, next_run_at=$18, cancelled_by=$20, "
-	                  "approval=$21, approved_by=$22, plan_attempts=$23 WHERE id=$1", T_JOB},
+	                  "approval=$21, approved_by=$22, plan_attempts=$23, "
+	                  "lease_until=CASE WHEN $24 IS NULL THEN NULL WHEN owner IS NOT DISTINCT FROM $24 "
+	                  "THEN GREATEST(lease_until, $25) ELSE $25 END, "
+	                  "owner=$24 WHERE id=$1 AND ($26 = 0 OR lease_token = $26)", T_JOB},
 	[W_ATTEMPT] = {"INSERT INTO attempts (job_id, n, started_at, ended_at, result, error, "
 	               "verify_ok, verify_reason) VALUES ($1,$2,$3,$4,$5,$6,$7,$8) "
 	               "ON CONFLICT (job_id, n) DO UPDATE SET started_at=excluded.started_at, "
@@ -100,15 +124,42 @@ static const struct pg_sql wsql[W__COUNT] = {
 	[W_EVENT] = {"INSERT INTO events (job_id, ts, attempt, type, detail, planned) "
 	             "VALUES ($1,$2,$3,$4,$5,$6)", "TRITTI"},
 	[W_ESC_INSERT] = {"INSERT INTO escalations (" STORE_ESC_COLS ") VALUES "
-	                  "($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)", "TTTTTTTITRRRRT"},
+	                  "($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16)", T_ESC},
+	/* Fenced by the owner $15 (NULL: a row nobody holds); releases. */
 	[W_ESC_UPDATE] = {"UPDATE escalations SET state=$7, attempts=$8, last_answer=$9, updated_at=$11, "
-	                  "next_attempt_at=$12, delivered_at=$13 WHERE id=$1", "TTTTTTTITRRRRT"},
+	                  "next_attempt_at=$12, delivered_at=$13, owner=NULL, lease_until=NULL "
+	                  "WHERE id=$1 AND owner IS NOT DISTINCT FROM $15", T_ESC},
 	[W_AUDIT] = {"INSERT INTO audit (ts, principal, role, address, action, job_id, playbook, "
 	             "reason, detail) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)", "RTTTTTTTT"},
 	[W_PAUSE] = {"INSERT INTO pauses (scope, principal, reason, since, until) VALUES ($1,$2,$3,$4,$5) "
 	             "ON CONFLICT (scope) DO UPDATE SET principal=excluded.principal, "
 	             "reason=excluded.reason, since=excluded.since, until=excluded.until", "TTTRR"},
 	[W_UNPAUSE] = {"DELETE FROM pauses WHERE scope = $1", "T"},
+	/* Locked until the commit: a claim skips the row, and a claim that
+	 * holds it is waited for (then its token is read). */
+	[W_JOB_LEASE] = {"SELECT owner, lease_token FROM jobs WHERE id = $1 FOR SHARE", "T"},
+	/* Replicas claiming at once take different rows: each skips the rows
+	 * another has locked (claiming, or writing them). */
+	[W_CLAIM_JOBS] = {"SELECT " STORE_JOB_COLS " FROM jobs WHERE " CLAIMABLE_JOB
+	                  " ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED", "RI"},
+	[W_CLAIM_JOB] = {"UPDATE jobs SET owner=$2, lease_until=$3, lease_token=$4 "
+	                 "WHERE id=$1 AND lease_token=$5", "TTRII"},
+	[W_CLAIM_ESCS] = {"SELECT " STORE_ESC_COLS " FROM escalations WHERE state IN ('pending','retrying') "
+	                  "AND (next_attempt_at IS NULL OR next_attempt_at <= $1) "
+	                  "AND (owner IS NULL OR coalesce(lease_until, 0) < $1) ORDER BY seq LIMIT $2 "
+	                  "FOR UPDATE SKIP LOCKED", "RI"},
+	[W_CLAIM_ESC] = {"UPDATE escalations SET owner=$2, lease_until=$3 WHERE id=$1", "TTR"},
+	/* A row another replica has locked is skipped (it is being claimed:
+	 * its lease expired); so renewals never wait for claims and two
+	 * replicas' rounds cannot deadlock over them. */
+	[W_RENEW_JOBS] = {"UPDATE jobs SET lease_until=GREATEST(lease_until, $2) WHERE id IN ("
+	                  "SELECT id FROM jobs WHERE owner = $1 "
+	                  "AND state IN ('queued','running','retry_wait','awaiting_approval') "
+	                  "FOR UPDATE SKIP LOCKED) RETURNING id, lease_token", "TR"},
+	[W_RENEW_ESCS] = {"UPDATE escalations SET lease_until=GREATEST(lease_until, $2) WHERE id IN ("
+	                  "SELECT id FROM escalations WHERE owner = $1 AND state IN ('pending','retrying') "
+	                  "FOR UPDATE SKIP LOCKED)", "TR"},
+	[W_ESC_OWNER] = {"SELECT owner FROM escalations WHERE id = $1", "T"},
 };
 
 static const struct pg_sql rsql[Q__COUNT] = {
@@ -147,7 +198,7 @@ static const struct pg_sql rsql[Q__COUNT] = {
 	                      "ORDER BY t.seq", ""},
 };
 
-#define PG_PARAMS_MAX 24
+#define PG_PARAMS_MAX 32
 #define OID_TEXT 25
 #define OID_FLOAT8 701
 #define OID_INT8 20
@@ -260,8 +311,9 @@ static int params(const struct sval *v, int n, const char *types, char bufs[][32
 	return 0;
 }
 
-static int pg_exec(struct store *s, enum wstmt id, const struct sval *v, int n, long long *changes,
-                   char *err, size_t errlen)
+/* A writer statement: its result (the caller's to clear), or NULL with err. */
+static PGresult *pg_wrun(struct store *s, enum wstmt id, const struct sval *v, int n, char *err,
+                         size_t errlen)
 {
 	struct pg *p = pg_of(s);
 	char bufs[PG_PARAMS_MAX][32], name[16], tmp[256];
@@ -272,10 +324,10 @@ static int pg_exec(struct store *s, enum wstmt id, const struct sval *v, int n, 
 	/* A connection is only reset between transactions. */
 	if (id == W_BEGIN && ready(s, &p->w, &p->w_ready, wsql, W__COUNT, 'w', err ? err : tmp,
 	                           err ? errlen : sizeof(tmp)) < 0)
-		return -1;
+		return NULL;
 	if (params(v, n, wsql[id].types, bufs, vals) < 0) {
 		pg_msg(err, errlen, "internal: wrong parameter count");
-		return -1;
+		return NULL;
 	}
 	snprintf(name, sizeof(name), "w%d", (int)id);
 	res = PQexecPrepared(p->w, name, n, vals, NULL, NULL, 0);
@@ -286,19 +338,46 @@ static int pg_exec(struct store *s, enum wstmt id, const struct sval *v, int n, 
 		PQclear(res);
 		if (ready(s, &p->w, &p->w_ready, wsql, W__COUNT, 'w', err ? err : tmp,
 		          err ? errlen : sizeof(tmp)) < 0)
-			return -1;
+			return NULL;
 		res = PQexecPrepared(p->w, name, n, vals, NULL, NULL, 0);
 		st = PQresultStatus(res);
 	}
 	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
 		pg_msg(err, errlen, PQresultErrorMessage(res)[0] ? PQresultErrorMessage(res) : PQerrorMessage(p->w));
 		PQclear(res);
-		return -1;
+		return NULL;
 	}
+	return res;
+}
+
+static int pg_exec(struct store *s, enum wstmt id, const struct sval *v, int n, long long *changes,
+                   char *err, size_t errlen)
+{
+	PGresult *res = pg_wrun(s, id, v, n, err, errlen);
+
+	if (!res)
+		return -1;
 	if (changes)
 		*changes = atoll(PQcmdTuples(res));
 	PQclear(res);
 	return 0;
+}
+
+static int pg_wquery(struct store *s, enum wstmt id, const struct sval *v, int n, srow_fn fn, void *arg,
+                     char *err, size_t errlen)
+{
+	PGresult *res = pg_wrun(s, id, v, n, err, errlen);
+	struct srow row = {.res = res};
+	int rc = 0;
+
+	if (!res)
+		return -1;
+	for (row.row = 0; row.row < PQntuples(res) && rc == 0; row.row++)
+		rc = fn(&row, arg);
+	PQclear(res);
+	if (rc < 0)
+		pg_msg(err, errlen, "out of memory");
+	return rc < 0 ? -1 : 0;
 }
 
 /* In a failed transaction PostgreSQL waits for ROLLBACK TO SAVEPOINT; a
@@ -495,6 +574,10 @@ static int setup_schema(struct store *s, PGconn *c, char *err, size_t errlen)
 		return -1;
 	}
 	if (version < STORE_SCHEMA_VERSION) {
+		/* 2 -> 3: the new columns first, then whatever schema_sql adds
+		 * (the index on owner). 0: a new database. */
+		if (version == 2 && simple(c, migrate_v3_sql, msg, sizeof(msg)) < 0)
+			goto fail;
 		if (simple(c, schema_sql, msg, sizeof(msg)) < 0)
 			goto fail;
 		snprintf(sql, sizeof(sql), "DELETE FROM recoveryd_schema; INSERT INTO recoveryd_schema VALUES (%d)",
@@ -564,6 +647,7 @@ const struct store_backend store_pg_backend = {
 	.open = pg_open,
 	.close = pg_close,
 	.exec = pg_exec,
+	.wquery = pg_wquery,
 	.txn_lost = pg_txn_lost,
 	.read_begin = pg_read_begin,
 	.read_end = pg_read_end,

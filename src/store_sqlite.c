@@ -32,8 +32,10 @@ static const char schema_sql[] =
 	" notifications INTEGER NOT NULL DEFAULT 0,"
 	" created_at REAL, updated_at REAL, started_at REAL, ended_at REAL,"
 	" next_run_at REAL, triggered_by TEXT, cancelled_by TEXT, approval TEXT,"
-	" approved_by TEXT, plan_attempts INTEGER NOT NULL DEFAULT 0);"
+	" approved_by TEXT, plan_attempts INTEGER NOT NULL DEFAULT 0,"
+	" owner TEXT, lease_until REAL, lease_token INTEGER NOT NULL DEFAULT 0);"
 	"CREATE INDEX IF NOT EXISTS jobs_key ON jobs(key);"
+	"CREATE INDEX IF NOT EXISTS jobs_owner ON jobs(owner);"
 	"CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);"
 	"CREATE INDEX IF NOT EXISTS jobs_playbook ON jobs(playbook);"
 	"CREATE TABLE IF NOT EXISTS attempts ("
@@ -58,7 +60,7 @@ static const char schema_sql[] =
 	" incident_key TEXT, sink TEXT NOT NULL, kind TEXT NOT NULL, reason TEXT,"
 	" state TEXT, attempts INTEGER NOT NULL DEFAULT 0, last_answer TEXT,"
 	" created_at REAL, updated_at REAL, next_attempt_at REAL, delivered_at REAL,"
-	" payload TEXT);"
+	" payload TEXT, owner TEXT, lease_until REAL);"
 	"CREATE INDEX IF NOT EXISTS escalations_job ON escalations(job_id);"
 	"CREATE INDEX IF NOT EXISTS escalations_state ON escalations(state);"
 	"CREATE INDEX IF NOT EXISTS escalations_incident ON escalations(incident_key);"
@@ -83,6 +85,20 @@ static const char migrate_v2_sql[] =
 	"ALTER TABLE jobs ADD COLUMN approved_by TEXT;"
 	"ALTER TABLE jobs ADD COLUMN plan_attempts INTEGER NOT NULL DEFAULT 0;";
 
+/* Version 2 journals gain the leases (nobody holds their jobs). */
+static const char migrate_v3_sql[] =
+	"ALTER TABLE jobs ADD COLUMN owner TEXT;"
+	"ALTER TABLE jobs ADD COLUMN lease_until REAL;"
+	"ALTER TABLE jobs ADD COLUMN lease_token INTEGER NOT NULL DEFAULT 0;"
+	"ALTER TABLE escalations ADD COLUMN owner TEXT;"
+	"ALTER TABLE escalations ADD COLUMN lease_until REAL;";
+
+/* Where a job may be claimed at time ?1 (store.h, store_batch_claim_jobs). */
+#define CLAIMABLE_JOB                                                                          \
+	"state IN ('queued','retry_wait','running','awaiting_approval') "                        \
+	"AND (owner IS NULL OR coalesce(lease_until, 0) < ?1) "                                 \
+	"AND (state <> 'retry_wait' OR coalesce(next_run_at, 0) <= ?1 OR owner IS NOT NULL)"
+
 static const char *const wsql[W__COUNT] = {
 	[W_BEGIN] = "BEGIN IMMEDIATE",
 	[W_COMMIT] = "COMMIT",
@@ -92,11 +108,17 @@ static const char *const wsql[W__COUNT] = {
 	[W_ROLLBACK_TO] = "ROLLBACK TO batch",
 	[W_INSERT_JOB] = "INSERT INTO jobs (" STORE_JOB_COLS ") VALUES "
 	                 "(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,"
-	                 "?21,?22,?23)",
+	                 "?21,?22,?23,?24,?25,?26)",
+	/* Fenced by the token ?26 (0: unfenced). The right-hand sides see the
+	 * row as it was: the same owner keeps the later expiry, no owner
+	 * releases. */
 	[W_UPDATE_JOB] = "UPDATE jobs SET state=?8, outcome=?9, error=?10, attempts=?11, "
 	                 "max_attempts=?12, notifications=?13, created_at=?14, updated_at=?15, "
 	                 "started_at=?16, ended_at=?17, next_run_at=?18, cancelled_by=?20, "
-	                 "approval=?21, approved_by=?22, plan_attempts=?23 WHERE id=?1",
+	                 "approval=?21, approved_by=?22, plan_attempts=?23, "
+	                 "lease_until=CASE WHEN ?24 IS NULL THEN NULL WHEN owner IS ?24 THEN "
+	                 "max(coalesce(lease_until, ?25), coalesce(?25, lease_until)) ELSE ?25 END, "
+	                 "owner=?24 WHERE id=?1 AND (?26 = 0 OR lease_token = ?26)",
 	[W_ATTEMPT] = "INSERT INTO attempts (job_id, n, started_at, ended_at, result, error, "
 	              "verify_ok, verify_reason) VALUES (?1,?2,?3,?4,?5,?6,?7,?8) "
 	              "ON CONFLICT (job_id, n) DO UPDATE SET started_at=excluded.started_at, "
@@ -105,14 +127,32 @@ static const char *const wsql[W__COUNT] = {
 	[W_EVENT] = "INSERT INTO events (job_id, ts, attempt, type, detail, planned) "
 	            "VALUES (?1,?2,?3,?4,?5,?6)",
 	[W_ESC_INSERT] = "INSERT INTO escalations (" STORE_ESC_COLS ") VALUES "
-	                 "(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14)",
+	                 "(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)",
+	/* Fenced by the owner ?15 (NULL: a row nobody holds); releases. */
 	[W_ESC_UPDATE] = "UPDATE escalations SET state=?7, attempts=?8, last_answer=?9, updated_at=?11, "
-	                 "next_attempt_at=?12, delivered_at=?13 WHERE id=?1",
+	                 "next_attempt_at=?12, delivered_at=?13, owner=NULL, lease_until=NULL "
+	                 "WHERE id=?1 AND owner IS ?15",
 	[W_AUDIT] = "INSERT INTO audit (ts, principal, role, address, action, job_id, playbook, "
 	            "reason, detail) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)",
 	[W_PAUSE] = "INSERT OR REPLACE INTO pauses (scope, principal, reason, since, until) "
 	            "VALUES (?1,?2,?3,?4,?5)",
 	[W_UNPAUSE] = "DELETE FROM pauses WHERE scope = ?1",
+	[W_JOB_LEASE] = "SELECT owner, lease_token FROM jobs WHERE id = ?1",
+	/* One writer at a time: what is read here is still so at the update. */
+	[W_CLAIM_JOBS] = "SELECT " STORE_JOB_COLS " FROM jobs WHERE " CLAIMABLE_JOB
+	                 " ORDER BY seq LIMIT ?2",
+	[W_CLAIM_JOB] = "UPDATE jobs SET owner=?2, lease_until=?3, lease_token=?4 "
+	                "WHERE id=?1 AND lease_token=?5",
+	[W_CLAIM_ESCS] = "SELECT " STORE_ESC_COLS " FROM escalations WHERE state IN ('pending','retrying') "
+	                 "AND (next_attempt_at IS NULL OR next_attempt_at <= ?1) "
+	                 "AND (owner IS NULL OR coalesce(lease_until, 0) < ?1) ORDER BY seq LIMIT ?2",
+	[W_CLAIM_ESC] = "UPDATE escalations SET owner=?2, lease_until=?3 WHERE id=?1",
+	[W_RENEW_JOBS] = "UPDATE jobs SET lease_until=max(coalesce(lease_until, ?2), ?2) WHERE owner = ?1 "
+	                 "AND state IN ('queued','running','retry_wait','awaiting_approval') "
+	                 "RETURNING id, lease_token",
+	[W_RENEW_ESCS] = "UPDATE escalations SET lease_until=max(coalesce(lease_until, ?2), ?2) "
+	                 "WHERE owner = ?1 AND state IN ('pending','retrying')",
+	[W_ESC_OWNER] = "SELECT owner FROM escalations WHERE id = ?1",
 };
 
 static const char *const rsql[Q__COUNT] = {
@@ -218,8 +258,10 @@ static void bind_all(sqlite3_stmt *st, const struct sval *v, int n)
 	}
 }
 
-static int sq_exec(struct store *s, enum wstmt id, const struct sval *v, int n, long long *changes,
-                   char *err, size_t errlen)
+/* A writer statement, each row of it handed to fn (NULL: rows are
+ * ignored; a statement that changes rows is stepped to its end anyway). */
+static int sq_wrun(struct store *s, enum wstmt id, const struct sval *v, int n, long long *changes,
+                   srow_fn fn, void *arg, char *err, size_t errlen)
 {
 	struct sq *q = sq_of(s);
 	sqlite3_stmt *st = q->w[id];
@@ -227,7 +269,16 @@ static int sq_exec(struct store *s, enum wstmt id, const struct sval *v, int n, 
 
 	bind_all(st, v, n);
 	rc = step_retry(st);
-	if (rc == SQLITE_ROW || rc == SQLITE_DONE) {
+	while (rc == SQLITE_ROW) {
+		if (fn && fn((const struct srow *)st, arg) < 0) {
+			if (err)
+				snprintf(err, errlen, "out of memory");
+			stmt_done(st);
+			return -1;
+		}
+		rc = sqlite3_step(st);
+	}
+	if (rc == SQLITE_DONE) {
 		rc = SQLITE_OK;
 		if (changes)
 			*changes = sqlite3_changes(q->wdb);
@@ -236,6 +287,18 @@ static int sq_exec(struct store *s, enum wstmt id, const struct sval *v, int n, 
 	}
 	stmt_done(st);
 	return rc == SQLITE_OK ? 0 : -1;
+}
+
+static int sq_exec(struct store *s, enum wstmt id, const struct sval *v, int n, long long *changes,
+                   char *err, size_t errlen)
+{
+	return sq_wrun(s, id, v, n, changes, NULL, NULL, err, errlen);
+}
+
+static int sq_wquery(struct store *s, enum wstmt id, const struct sval *v, int n, srow_fn fn,
+                     void *arg, char *err, size_t errlen)
+{
+	return sq_wrun(s, id, v, n, NULL, fn, arg, err, errlen);
 }
 
 /* Some errors (I/O, a full disk) make SQLite roll back the whole
@@ -366,6 +429,8 @@ static int setup_writer(struct store *s, struct sq *q, char *err, size_t errlen)
 	rc = sqlite3_exec(q->wdb, what, NULL, NULL, NULL);
 	if (rc == SQLITE_OK && version == 1)
 		rc = sqlite3_exec(q->wdb, migrate_v2_sql, NULL, NULL, NULL);
+	if (rc == SQLITE_OK && (version == 1 || version == 2))
+		rc = sqlite3_exec(q->wdb, migrate_v3_sql, NULL, NULL, NULL);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_exec(q->wdb, schema_sql, NULL, NULL, NULL);
 	snprintf(pragma, sizeof(pragma), "PRAGMA user_version = %d", STORE_SCHEMA_VERSION);
@@ -470,6 +535,7 @@ const struct store_backend store_sqlite_backend = {
 	.open = sq_open,
 	.close = sq_close,
 	.exec = sq_exec,
+	.wquery = sq_wquery,
 	.txn_lost = sq_txn_lost,
 	.read_begin = sq_read_begin,
 	.read_end = sq_read_end,

@@ -12,7 +12,8 @@ enum rd_status {
 	RD_AGAIN,   /* not finished yet: come back later */
 	RD_TIMEOUT, /* a deadline passed */
 	RD_NOMEM,   /* an allocation or a size cap failed */
-	RD_ERR      /* anything else; the message says what */
+	RD_ERR,     /* anything else; the message says what */
+	RD_FENCED   /* refused: the lease it relied on is another owner's now */
 };
 
 /* Wall-clock seconds since the epoch, with sub-second precision. */

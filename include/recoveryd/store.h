@@ -1,6 +1,15 @@
-/* The job journal: SQLite in WAL mode. One writer thread applies queued
- * batches many at a time in one transaction (group commit); readers use
- * their own connection. A batch is either fully committed or not at all.
+/* The job journal: SQLite in WAL mode, or PostgreSQL shared by several
+ * replicas. One writer thread applies queued batches many at a time in one
+ * transaction (group commit); readers use their own connection. A batch is
+ * either fully committed or not at all.
+ *
+ * Leases (several replicas on one journal): a replica, named by an owner
+ * string, claims jobs ready to run and undelivered escalation rows for a
+ * while (the lease, until an epoch time it renews). Claiming a job raises
+ * its lease token; a write that carries the token of an older claim is
+ * refused (fenced), so a replica whose lease was taken over cannot change
+ * the job any more. Times of leases are the callers' wall clocks: the
+ * replicas' clocks must agree to well within a lease.
  *
  * Ownership: store_commit takes the batch; every string handed to a
  * store_batch_* function is copied. JSON returned by reads is the caller's. */
@@ -37,6 +46,12 @@ struct job_row {
 	const char *approval;     /* NULL (not required), "pending", "approved" */
 	const char *approved_by;
 	int plan_attempts;        /* attempts that were approval plans */
+	/* The lease. owner NULL: nobody holds the job (lease_until is then
+	 * stored NULL). lease_token counts the claims of the job; a write
+	 * carrying it is fenced (store_batch_update_job), 0 = unfenced. */
+	const char *owner;
+	double lease_until;
+	long long lease_token;
 };
 
 /* One row of the audit trail: who did what, from where, when and why. */
@@ -91,6 +106,10 @@ struct escalation_row {
 	const char *last_answer;
 	double created_at, updated_at, next_attempt_at, delivered_at;
 	const char *payload;
+	/* The replica that claimed the row to send it (store_batch_claim_outbox)
+	 * and until when; NULL, 0: nobody. */
+	const char *owner;
+	double lease_until;
 };
 
 /* Open (creating if needed) the journal at path; ":memory:" works for the
@@ -105,9 +124,26 @@ void store_close(struct store *s);
 struct store_batch *store_batch_new(void);
 void store_batch_free(struct store_batch *b);
 /* Queue operations; return 0, or -1 on allocation failure. */
+/* Insert job j; owner, lease_until and lease_token are written as given
+ * (a job may be inserted already claimed by its first owner). */
 int store_batch_insert_job(struct store_batch *b, const struct job_row *j);
-/* Update every mutable column (state .. next_run_at) of job j->id. */
+/* Update every mutable column (state .. plan_attempts, owner, lease_until)
+ * of job j->id; the fencing and the lease as follows.
+ * Fencing: with j->lease_token != 0 the update only applies while the job's
+ * token is still j->lease_token; otherwise the batch fails as RD_FENCED
+ * ("fenced: job ... is held by ...") and nothing of it is committed.
+ * j->lease_token == 0 is unfenced (a single replica).
+ * The lease: j->owner NULL releases the job (owner and lease_until become
+ * NULL: do so when it ends or goes back to queued). An update naming the
+ * job's current owner never shortens its lease: the later of j->lease_until
+ * and the journal's stays (a renewal committed since the row was made is
+ * kept; 0 keeps the journal's). The token itself only changes by a claim. */
 int store_batch_update_job(struct store_batch *b, const struct job_row *j);
+/* Refuse the whole batch (RD_FENCED) unless job job_id's lease token is
+ * still token; put it ahead of the attempt and event writes of a job whose
+ * batch has no job update. token 0: no check. On PostgreSQL the job's row
+ * stays locked until the commit, so no claim can slip in between. */
+int store_batch_fence(struct store_batch *b, const char *job_id, long long token);
 /* Insert or replace attempt a->n of job_id. */
 int store_batch_attempt(struct store_batch *b, const char *job_id, const struct attempt_row *a);
 /* Append an event: type is "action", "log" or "admission" (others allowed);
@@ -123,6 +159,10 @@ int store_batch_unpause(struct store_batch *b, const char *scope);
 
 /* Insert an escalation row; update its state .. delivered_at by id. */
 int store_batch_escalation(struct store_batch *b, const struct escalation_row *e);
+/* The update is fenced by owner: it only applies while the row's owner is
+ * e->owner (NULL: the row has no owner); otherwise the batch fails as
+ * RD_FENCED. It releases the claim (owner and lease_until become NULL):
+ * one claim, one send. An update of an unknown id changes nothing. */
 int store_batch_escalation_update(struct store_batch *b, const struct escalation_row *e);
 
 /* This batch must not be lost to a journal that is away for a while (a
@@ -134,14 +174,73 @@ int store_batch_escalation_update(struct store_batch *b, const struct escalation
  * more tries (logged). */
 void store_batch_keep(struct store_batch *b);
 
+/* ---- claims and leases ----
+ *
+ * A claim is an operation of a batch: it runs in the writer's transaction,
+ * at its place in the batch, and hands what it claimed to cb only once the
+ * transaction has committed: on the writer thread, one call per row,
+ * before the batch's done callback runs or its store_commit(wait=1)
+ * returns. A batch that fails (or is fenced) claims nothing and calls no
+ * cb. cb's rows are valid during the call only; like a done callback, cb
+ * must be quick and never wait for a commit. Renewals report likewise.
+ * now is the caller's wall clock (a lease is live while now <= lease_until);
+ * until is the new lease's expiry; max is capped at 1000. Leases compare
+ * the clocks of different replicas. Return 0, or -1 on allocation failure
+ * or a bad argument (owner NULL or empty, max < 1, until < now). */
+
+/* j: the job as claimed, its owner, lease_until and new lease_token
+ * (the old + 1) set; j->state is unchanged (the state it was left in).
+ * prev_owner: the owner whose lease expired (a takeover: the job was
+ * another claim's, apply the crash rules to a running one) or NULL (the
+ * job was free). */
+typedef void (*store_claim_job_fn)(const struct job_row *j, const char *prev_owner, void *arg);
+/* Claim up to max jobs for owner, oldest first. Claimable is a job whose
+ * lease is free (no owner, or lease_until < now) and that is
+ *  - queued, or
+ *  - retry_wait with next_run_at <= now, or with an expired owner, or
+ *  - running or awaiting_approval (with an expired owner, or none: a
+ *    journal written without leases; crash rules apply).
+ * A live lease is never claimed. PostgreSQL: SELECT ... FOR UPDATE SKIP
+ * LOCKED, so replicas claiming at once take different jobs; SQLite has one
+ * writer at a time. */
+int store_batch_claim_jobs(struct store_batch *b, const char *owner, double now, double until,
+                           int max, store_claim_job_fn cb, void *arg);
+
+/* Claim up to max escalation rows to send, oldest first: pending or
+ * retrying, next_attempt_at NULL or <= now, lease free (no owner, or
+ * lease_until < now). e: the row as claimed (owner, lease_until set);
+ * prev_owner as for jobs (its send may or may not have gone out). Send,
+ * then store_batch_escalation_update with e->owner. */
+typedef void (*store_claim_esc_fn)(const struct escalation_row *e, const char *prev_owner, void *arg);
+int store_batch_claim_outbox(struct store_batch *b, const char *owner, double now, double until,
+                             int max, store_claim_esc_fn cb, void *arg);
+
+/* Renew every lease owner still holds: its unfinished jobs and its
+ * pending or retrying escalation rows get lease_until = until (never
+ * earlier than it was). A lease that expired but nobody claimed since is
+ * renewed too (nobody else wrote the job: its token is unchanged); one
+ * that was taken over is not, as its owner changed. On PostgreSQL a row
+ * another replica's transaction holds at that moment (a claim taking it
+ * over) is skipped, so renewals never wait for claims. cb, if not NULL,
+ * gets each renewed job's id and token after the commit (as for claims).
+ * A job the owner holds that is not among them was taken over, released,
+ * or skipped: its lease is as it was, so an owner should act on a job only
+ * while the last expiry it learnt (from the claim or a renewal) is ahead. */
+typedef void (*store_renew_fn)(const char *job_id, long long lease_token, void *arg);
+int store_batch_renew(struct store_batch *b, const char *owner, double until, store_renew_fn cb,
+                      void *arg);
+
 /* Hand the batch to the writer. wait != 0: block until it is committed and
- * return RD_OK or RD_ERR. wait == 0: return RD_OK at once (errors are logged
- * and counted in recoveryd_journal_errors_total). */
+ * return RD_OK, RD_FENCED (a fenced write refused it; nothing of it was
+ * committed) or RD_ERR. wait == 0: return RD_OK at once (errors are logged
+ * and counted in recoveryd_journal_errors_total; a fenced batch is logged
+ * as a warning and not counted). */
 enum rd_status store_commit(struct store *s, struct store_batch *b, int wait);
 
 /* Hand the batch to the writer without waiting: done(result, arg) is
  * called on the writer thread once the batch's transaction has committed
- * (RD_OK) or failed (RD_ERR; the failure is the callback's to report), in
+ * (RD_OK) or failed (RD_ERR, or RD_FENCED when a fenced write refused
+ * the batch; the failure is the callback's to report), in
  * the order batches were handed over. done must be quick; it may read and
  * hand over new batches (they commit in a later transaction) but never
  * wait for a commit. Returns RD_ERR at once, without calling done, when

@@ -158,10 +158,10 @@ class CliTest(RecoverydTestCase):
         d = self.daemon({}, start=False)
         p = d.run_cli(["migrate", "--state", d.journal], timeout=30)
         self.assertEqual(p.returncode, 0, p.stderr)
-        self.assertEqual(p.stdout.strip(), "journal schema at version 2")
+        self.assertEqual(p.stdout.strip(), "journal schema at version 3")
         self.assertEqual(p.stderr, "")
         p = d.run_cli(["migrate", "--state", d.journal], timeout=30)  # again: nothing to do
-        self.assertEqual((p.returncode, p.stdout.strip()), (0, "journal schema at version 2"), p.stderr)
+        self.assertEqual((p.returncode, p.stdout.strip()), (0, "journal schema at version 3"), p.stderr)
         if pg_mode():
             subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", d.journal, "-c",
                             "UPDATE recoveryd_schema SET version = 99"], check=True, capture_output=True)
@@ -172,10 +172,10 @@ class CliTest(RecoverydTestCase):
             db.close()
         p = d.run_cli(["migrate", "--state", d.journal], timeout=30)
         self.assertEqual(p.returncode, 1)
-        self.assertIn("schema version 99 is newer than supported 2", p.stderr)
+        self.assertIn("schema version 99 is newer than supported 3", p.stderr)
         p = d.run_cli(d.base_args() + ["--insecure-no-auth"], timeout=30)
         self.assertNotEqual(p.returncode, 0)
-        self.assertIn("schema version 99 is newer than supported 2", p.stderr)
+        self.assertIn("schema version 99 is newer than supported 3", p.stderr)
 
     def test_migrate_refuses_a_password_in_the_url(self):
         d = self.daemon({}, start=False)

@@ -1,6 +1,9 @@
 /* Unit tests of the job journal: the job record JSON, list and scan
  * queries, audit and pauses, plans, group commit with per-batch isolation,
- * durability across reopen, concurrent readers and open errors.
+ * durability across reopen, concurrent readers and open errors, and the
+ * leases of several replicas (claims, takeovers, fencing, renewals,
+ * releases, the outbox claimed once, two journal handles racing, the v2
+ * migration) on both backends.
  *
  * One binary, two backends. By default each test opens a SQLite file in a
  * temporary directory. With RECOVERYD_TEST_PG_URL set (ctest's
@@ -383,7 +386,7 @@ static void test_open_wal_schema(void **state)
 	sqlite3_finalize(st);
 	assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
 	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-	assert_int_equal(sqlite3_column_int(st, 0), 2);
+	assert_int_equal(sqlite3_column_int(st, 0), 3);
 	sqlite3_finalize(st);
 	assert_int_equal(sqlite3_prepare_v2(db,
 	                                    "SELECT count(*) FROM sqlite_schema WHERE type='table' AND "
@@ -1642,8 +1645,9 @@ static void one_row_cb(const struct job_row *j, void *arg)
 
 /* A journal of the previous release opens: the jobs table gains the new
  * columns (NULL, 0 for its rows), audit and pauses are created, and the
- * old rows read back as they were. SQLite only: PostgreSQL journals begin
- * at version 2 (test_pg_schema: a second open changes nothing). */
+ * old rows read back as they were; it goes on to version 3 (leases) at
+ * once. SQLite only: PostgreSQL journals begin at version 2
+ * (test_migrate_v2 covers both). */
 static void test_migrate_v1(void **state)
 {
 	struct fix *f = *state;
@@ -1668,7 +1672,7 @@ static void test_migrate_v1(void **state)
 	assert_int_equal(user_version(f->db), 1);
 
 	s = open_ok(f->db);
-	assert_int_equal(user_version(f->db), 2);
+	assert_int_equal(user_version(f->db), 3);
 	rec = record(s, "old-1");
 	assert_string_equal(str(rec, "state"), "retry_wait");
 	assert_string_equal(str(rec, "key"), "pb/fp");
@@ -1708,7 +1712,7 @@ static void test_migrate_v1(void **state)
 
 	/* a second open does not migrate again */
 	s = open_ok(f->db);
-	assert_int_equal(user_version(f->db), 2);
+	assert_int_equal(user_version(f->db), 3);
 	rec = record(s, "old-1");
 	assert_string_equal(str(rec, "cancelled_by"), "olga");
 	cJSON_Delete(rec);
@@ -1729,11 +1733,11 @@ static void test_newer_schema_refused(void **state)
 	char err[512] = "";
 
 	SQLITE_ONLY();
-	exec_sql(f->db, "CREATE TABLE future (x); PRAGMA user_version = 3;");
+	exec_sql(f->db, "CREATE TABLE future (x); PRAGMA user_version = 4;");
 	assert_int_equal(store_open(f->db, &s, err, sizeof(err)), RD_ERR);
 	assert_null(s);
-	assert_non_null(strstr(err, "schema version 3 is newer than supported 2"));
-	assert_int_equal(user_version(f->db), 3);
+	assert_non_null(strstr(err, "schema version 4 is newer than supported 3"));
+	assert_int_equal(user_version(f->db), 4);
 }
 
 /* ---- principals and approval in the job record ---- */
@@ -2024,6 +2028,1007 @@ static void test_scan_approval_and_stalls(void **state)
 	store_close(s);
 }
 
+/* ---- leases: claims, fencing, renewals ---- */
+
+#define CLAIMS_MAX 512
+#define LEASE 60.0
+
+/* What a claim handed over (copied on the writer thread). */
+struct claimed_row {
+	char id[40], state[24], owner[40], prev[40];
+	int takeover;
+	long long token;
+	double until;
+};
+
+struct claims {
+	int n, overflow;
+	struct claimed_row v[CLAIMS_MAX];
+};
+
+static struct claimed_row *claims_next(struct claims *c)
+{
+	if (c->n >= CLAIMS_MAX) {
+		c->overflow = 1;
+		return NULL;
+	}
+	return &c->v[c->n++];
+}
+
+static void claim_job_cb(const struct job_row *j, const char *prev_owner, void *arg)
+{
+	struct claimed_row *d = claims_next(arg);
+
+	if (!d)
+		return;
+	snprintf(d->id, sizeof(d->id), "%s", j->id);
+	snprintf(d->state, sizeof(d->state), "%s", j->state ? j->state : "");
+	snprintf(d->owner, sizeof(d->owner), "%s", j->owner ? j->owner : "");
+	snprintf(d->prev, sizeof(d->prev), "%s", prev_owner ? prev_owner : "");
+	d->takeover = prev_owner != NULL;
+	d->token = j->lease_token;
+	d->until = j->lease_until;
+}
+
+static void claim_esc_cb(const struct escalation_row *e, const char *prev_owner, void *arg)
+{
+	struct claimed_row *d = claims_next(arg);
+
+	if (!d)
+		return;
+	snprintf(d->id, sizeof(d->id), "%s", e->id);
+	snprintf(d->state, sizeof(d->state), "%s", e->state ? e->state : "");
+	snprintf(d->owner, sizeof(d->owner), "%s", e->owner ? e->owner : "");
+	snprintf(d->prev, sizeof(d->prev), "%s", prev_owner ? prev_owner : "");
+	d->takeover = prev_owner != NULL;
+	d->until = e->lease_until;
+}
+
+/* Claim up to max jobs (or escalation rows) for owner at now, for LEASE
+ * seconds: the batch's result; c gets what was claimed. */
+static enum rd_status claim(struct store *s, const char *owner, double now, int max, struct claims *c)
+{
+	struct store_batch *b = store_batch_new();
+
+	assert_non_null(b);
+	assert_int_equal(store_batch_claim_jobs(b, owner, now, now + LEASE, max, claim_job_cb, c), 0);
+	return store_commit(s, b, 1);
+}
+
+static enum rd_status claim_outbox(struct store *s, const char *owner, double now, int max,
+                                   struct claims *c)
+{
+	struct store_batch *b = store_batch_new();
+
+	assert_non_null(b);
+	assert_int_equal(store_batch_claim_outbox(b, owner, now, now + LEASE, max, claim_esc_cb, c), 0);
+	return store_commit(s, b, 1);
+}
+
+static const struct claimed_row *claimed(const struct claims *c, const char *id)
+{
+	for (int i = 0; i < c->n; i++)
+		if (strcmp(c->v[i].id, id) == 0)
+			return &c->v[i];
+	return NULL;
+}
+
+/* The claimed ids, in order, are want[0..n). */
+static void claimed_are(const struct claims *c, const char *const *want, int n)
+{
+	assert_false(c->overflow);
+	if (c->n != n)
+		fail_msg("claimed %d rows, want %d (first: %s)", c->n, n, c->n ? c->v[0].id : "-");
+	for (int i = 0; i < n; i++)
+		assert_string_equal(c->v[i].id, want[i]);
+}
+
+/* A job's row as the journal has it now (store_scan_jobs). */
+struct lease_seen {
+	const char *want;
+	int found;
+	char state[24], owner[40];
+	double until;
+	long long token;
+};
+
+static void lease_seen_cb(const struct job_row *j, void *arg)
+{
+	struct lease_seen *r = arg;
+
+	if (strcmp(j->id, r->want) != 0)
+		return;
+	r->found = 1;
+	snprintf(r->state, sizeof(r->state), "%s", j->state ? j->state : "");
+	snprintf(r->owner, sizeof(r->owner), "%s", j->owner ? j->owner : "");
+	r->until = j->lease_until;
+	r->token = j->lease_token;
+}
+
+static struct lease_seen lease_of(struct store *s, const char *id)
+{
+	struct lease_seen r = {.want = id};
+
+	/* since 0: every job that started or ended, and the unfinished */
+	assert_int_equal(store_scan_jobs(s, 0, lease_seen_cb, &r), RD_OK);
+	if (!r.found)
+		fail_msg("job %s not in the scan", id);
+	return r;
+}
+
+static struct job_row held(const char *id, const char *state, const char *owner, double until,
+                           long long token)
+{
+	struct job_row j = job(id, "pb", state, T0 - 100);
+
+	j.owner = owner;
+	j.lease_until = until;
+	j.lease_token = token;
+	return j;
+}
+
+static enum rd_status commit_update(struct store *s, const struct job_row *j)
+{
+	struct store_batch *b = store_batch_new();
+
+	assert_int_equal(store_batch_update_job(b, j), 0);
+	return store_commit(s, b, 1);
+}
+
+/* Ready jobs are claimed oldest first, at most max, with token 1; live
+ * leases, final jobs and retries not yet due are left alone; what a claim
+ * wrote reads back; bad arguments are refused. */
+static void test_claim_ready(void **state)
+{
+	struct fix *f = *state;
+	struct store *s = open_ok(f->db);
+	struct job_row j;
+	struct claims c = {0}, c2 = {0}, none = {0};
+	struct store_batch *b;
+	struct lease_seen r;
+
+	j = job("q1", "pb", "queued", T0 - 50);
+	insert(s, &j);
+	j = held("b-queued", "queued", "B", T0 + 30, 1); /* inserted already claimed */
+	insert(s, &j);
+	j = job("q2", "pb", "queued", T0 - 40);
+	insert(s, &j);
+	j = job("rw-due", "pb", "retry_wait", T0 - 30);
+	j.next_run_at = T0 - 1;
+	insert(s, &j);
+	j = job("rw-later", "pb", "retry_wait", T0 - 30);
+	j.next_run_at = T0 + 100;
+	insert(s, &j);
+	j = job("legacy", "pb", "running", T0 - 20); /* written without leases */
+	j.started_at = T0 - 20;
+	insert(s, &j);
+	j = job("done", "pb", "succeeded", T0 - 10);
+	j.ended_at = T0 - 5;
+	insert(s, &j);
+	j = held("b-approval", "awaiting_approval", "B", T0 + 30, 4);
+	insert(s, &j);
+	j = held("b-running", "running", "B", T0, 2); /* lease_until == now: still live */
+	insert(s, &j);
+	j = held("b-retry", "retry_wait", "B", T0 + 30, 1);
+	j.next_run_at = T0 - 1; /* due, but held */
+	insert(s, &j);
+
+	assert_int_equal(claim(s, "A", T0, 2, &c), RD_OK);
+	claimed_are(&c, (const char *const[]){"q1", "q2"}, 2);
+	for (int i = 0; i < c.n; i++) {
+		assert_string_equal(c.v[i].owner, "A");
+		assert_string_equal(c.v[i].state, "queued");
+		assert_int_equal(c.v[i].token, 1);
+		assert_true(c.v[i].until == T0 + LEASE);
+		assert_false(c.v[i].takeover);
+	}
+	assert_int_equal(claim(s, "A", T0, 100, &c2), RD_OK);
+	claimed_are(&c2, (const char *const[]){"rw-due", "legacy"}, 2);
+	assert_string_equal(claimed(&c2, "legacy")->state, "running");
+	assert_false(claimed(&c2, "legacy")->takeover);
+	assert_string_equal(claimed(&c2, "rw-due")->state, "retry_wait");
+
+	/* everything left is held, finished or not due */
+	assert_int_equal(claim(s, "B", T0, 100, &none), RD_OK);
+	assert_int_equal(none.n, 0);
+
+	r = lease_of(s, "q1");
+	assert_string_equal(r.owner, "A");
+	assert_true(r.until == T0 + LEASE);
+	assert_int_equal(r.token, 1);
+	assert_string_equal(r.state, "queued");
+	r = lease_of(s, "b-approval");
+	assert_string_equal(r.owner, "B");
+	assert_true(r.until == T0 + 30);
+	assert_int_equal(r.token, 4);
+	r = lease_of(s, "rw-later");
+	assert_string_equal(r.owner, "");
+	assert_true(r.until == 0);
+	assert_int_equal(r.token, 0);
+
+	/* a claim without a callback */
+	b = store_batch_new();
+	assert_int_equal(store_batch_claim_jobs(b, "A", T0 + 200, T0 + 260, 100, NULL, NULL), 0);
+	assert_int_equal(store_commit(s, b, 1), RD_OK);
+	assert_string_equal(lease_of(s, "rw-later").owner, "A"); /* due at T0 + 100 */
+
+	b = store_batch_new();
+	assert_int_equal(store_batch_claim_jobs(b, NULL, T0, T0 + 1, 1, claim_job_cb, &none), -1);
+	assert_int_equal(store_batch_claim_jobs(b, "", T0, T0 + 1, 1, claim_job_cb, &none), -1);
+	assert_int_equal(store_batch_claim_jobs(b, "A", T0, T0 + 1, 0, claim_job_cb, &none), -1);
+	assert_int_equal(store_batch_claim_jobs(b, "A", T0, T0 - 1, 1, claim_job_cb, &none), -1);
+	assert_int_equal(store_batch_claim_outbox(b, "A", T0, T0 + 1, 0, claim_esc_cb, &none), -1);
+	assert_int_equal(store_batch_renew(b, NULL, T0, NULL, NULL), -1);
+	assert_int_equal(store_batch_claim_jobs(NULL, "A", T0, T0 + 1, 1, claim_job_cb, &none), -1);
+	store_batch_free(b);
+	store_close(s);
+}
+
+/* An expired lease is taken over: the token goes up by one, the claim
+ * says whose it was and leaves the state as it was; a lease is live up to
+ * and including lease_until. A retry not yet due is taken over from an
+ * expired owner but not claimed when free. */
+static void test_claim_takeover(void **state)
+{
+	struct fix *f = *state;
+	struct store *s = open_ok(f->db);
+	struct job_row j;
+	struct claims c = {0}, none = {0};
+	const struct claimed_row *r;
+
+	j = held("run", "running", "A", T0 + 10, 3);
+	insert(s, &j);
+	j = held("aw", "awaiting_approval", "A", T0 + 10, 1);
+	insert(s, &j);
+	j = held("rw", "retry_wait", "A", T0 + 10, 2);
+	j.next_run_at = T0 + 1000;
+	insert(s, &j);
+	j = job("rw-free", "pb", "retry_wait", T0);
+	j.next_run_at = T0 + 1000;
+	insert(s, &j);
+	j = held("q", "queued", "A", T0 + 10, 5);
+	insert(s, &j);
+
+	assert_int_equal(claim(s, "B", T0 + 5, 100, &none), RD_OK);
+	assert_int_equal(none.n, 0);
+	assert_int_equal(claim(s, "B", T0 + 10, 100, &none), RD_OK);
+	assert_int_equal(none.n, 0);
+
+	assert_int_equal(claim(s, "B", T0 + 10.5, 100, &c), RD_OK);
+	claimed_are(&c, (const char *const[]){"run", "aw", "rw", "q"}, 4);
+	for (int i = 0; i < c.n; i++) {
+		assert_true(c.v[i].takeover);
+		assert_string_equal(c.v[i].prev, "A");
+		assert_string_equal(c.v[i].owner, "B");
+		assert_true(c.v[i].until == T0 + 10.5 + LEASE);
+	}
+	r = claimed(&c, "run");
+	assert_int_equal(r->token, 4);
+	assert_string_equal(r->state, "running");
+	assert_int_equal(claimed(&c, "aw")->token, 2);
+	assert_string_equal(claimed(&c, "aw")->state, "awaiting_approval");
+	assert_int_equal(claimed(&c, "rw")->token, 3);
+	assert_int_equal(claimed(&c, "q")->token, 6);
+	assert_int_equal(lease_of(s, "run").token, 4);
+	assert_string_equal(lease_of(s, "run").owner, "B");
+	assert_string_equal(lease_of(s, "run").state, "running");
+
+	/* B's leases are live now */
+	assert_int_equal(claim(s, "A", T0 + 20, 100, &none), RD_OK);
+	assert_int_equal(none.n, 0);
+	store_close(s);
+}
+
+static atomic_int done_fenced, done_ok, done_other;
+
+static void count_done(enum rd_status r, void *arg)
+{
+	(void)arg;
+	if (r == RD_FENCED)
+		atomic_fetch_add(&done_fenced, 1);
+	else if (r == RD_OK)
+		atomic_fetch_add(&done_ok, 1);
+	else
+		atomic_fetch_add(&done_other, 1);
+}
+
+static int log_fd_null = -1;
+
+/* A write with a token older than the job's is refused as RD_FENCED and
+ * changes nothing, the rest of its batch included; the current token and
+ * an unfenced write (0) apply; store_batch_fence guards attempt and event
+ * writes; an unknown job is an error, not fencing; a fenced batch nobody
+ * waits for is logged ("fenced: ... held by ...") and not counted as a
+ * journal error. */
+static void test_fenced_update(void **state)
+{
+	struct fix *f = *state;
+	struct store *s = open_ok(f->db);
+	struct job_row j = job("j", "pb", "queued", T0), stale;
+	struct attempt_row a = {.n = 1, .started_at = T0 + 1, .verify_ok = -1};
+	struct claims c = {0};
+	struct store_batch *b;
+	struct lease_seen r;
+	cJSON *rec;
+	double errs0;
+	char logpath[320], buf[4096];
+	int fd;
+	ssize_t n;
+
+	insert(s, &j);
+	assert_int_equal(claim(s, "A", T0, 1, &c), RD_OK);
+	assert_int_equal(c.v[0].token, 1);
+	/* A is late: its lease expired and B took the job over */
+	assert_int_equal(claim(s, "B", T0 + LEASE + 1, 1, &c), RD_OK);
+	assert_int_equal(c.n, 2);
+	assert_int_equal(c.v[1].token, 2);
+
+	stale = held("j", "running", "A", T0 + LEASE, 1);
+	stale.attempts = 1;
+	stale.started_at = T0 + 1;
+	b = store_batch_new();
+	assert_int_equal(store_batch_update_job(b, &stale), 0);
+	assert_int_equal(store_batch_attempt(b, "j", &a), 0);
+	assert_int_equal(store_commit(s, b, 1), RD_FENCED);
+	r = lease_of(s, "j");
+	assert_string_equal(r.state, "queued");
+	assert_string_equal(r.owner, "B");
+	assert_int_equal(r.token, 2);
+	rec = record(s, "j");
+	assert_int_equal(cJSON_GetArraySize(arr(rec, "attempts")), 0);
+	cJSON_Delete(rec);
+
+	/* attempts and events behind a fence */
+	b = store_batch_new();
+	assert_int_equal(store_batch_fence(b, "j", 1), 0);
+	assert_int_equal(store_batch_attempt(b, "j", &a), 0);
+	assert_int_equal(store_batch_event(b, "j", 1, "log", "{\"msg\":\"late\"}", 0, T0 + 2), 0);
+	assert_int_equal(store_commit(s, b, 1), RD_FENCED);
+	b = store_batch_new();
+	assert_int_equal(store_batch_fence(b, "j", 2), 0);
+	assert_int_equal(store_batch_event(b, "j", 0, "log", "{\"msg\":\"b holds it\"}", 0, T0 + 2), 0);
+	assert_int_equal(store_commit(s, b, 1), RD_OK);
+	b = store_batch_new();
+	assert_int_equal(store_batch_fence(b, "j", 0), 0); /* no check */
+	assert_int_equal(store_commit(s, b, 1), RD_OK);
+	rec = record(s, "j");
+	assert_int_equal(cJSON_GetArraySize(arr(rec, "attempts")), 0);
+	assert_int_equal(cJSON_GetArraySize(arr(rec, "log")), 1);
+	cJSON_Delete(rec);
+
+	/* the holder writes */
+	j = held("j", "running", "B", T0 + LEASE + 1 + LEASE, 2);
+	j.attempts = 1;
+	j.started_at = T0 + LEASE + 2;
+	b = store_batch_new();
+	assert_int_equal(store_batch_update_job(b, &j), 0);
+	assert_int_equal(store_batch_attempt(b, "j", &a), 0);
+	assert_int_equal(store_commit(s, b, 1), RD_OK);
+	r = lease_of(s, "j");
+	assert_string_equal(r.state, "running");
+	assert_string_equal(r.owner, "B");
+
+	/* unknown jobs are errors, whatever the token */
+	stale.id = "ghost";
+	assert_int_equal(commit_update(s, &stale), RD_ERR);
+	b = store_batch_new();
+	assert_int_equal(store_batch_fence(b, "ghost", 1), 0);
+	assert_int_equal(store_commit(s, b, 1), RD_ERR);
+	stale.id = "j";
+
+	/* nobody waits: logged as fenced, not counted; done says RD_FENCED */
+	errs0 = metrics_get(M_JOURNAL_ERRORS, NULL, NULL);
+	snprintf(logpath, sizeof(logpath), "%s/log", f->dir);
+	fd = open(logpath, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	assert_true(fd >= 0);
+	log_set_fd(fd);
+	b = store_batch_new();
+	assert_int_equal(store_batch_update_job(b, &stale), 0);
+	assert_int_equal(store_commit(s, b, 0), RD_OK);
+	atomic_store(&done_fenced, 0);
+	atomic_store(&done_ok, 0);
+	atomic_store(&done_other, 0);
+	b = store_batch_new();
+	assert_int_equal(store_batch_update_job(b, &stale), 0);
+	assert_int_equal(store_commit_cb(s, b, count_done, NULL), RD_OK);
+	b = store_batch_new();
+	assert_int_equal(store_batch_event(b, "j", 1, "log", "{\"msg\":\"next\"}", 0, T0 + 3), 0);
+	assert_int_equal(store_commit_cb(s, b, count_done, NULL), RD_OK);
+	for (int i = 0; i < 500 && atomic_load(&done_fenced) + atomic_load(&done_ok) < 2; i++)
+		sleep_ms(10);
+	log_set_fd(log_fd_null);
+	assert_int_equal(atomic_load(&done_fenced), 1);
+	assert_int_equal(atomic_load(&done_ok), 1);
+	assert_int_equal(atomic_load(&done_other), 0);
+	assert_true(metrics_get(M_JOURNAL_ERRORS, NULL, NULL) == errs0);
+	n = pread(fd, buf, sizeof(buf) - 1, 0);
+	close(fd);
+	assert_true(n > 0);
+	buf[n] = '\0';
+	if (!strstr(buf, "journal batch fenced") || !strstr(buf, "fenced: job j is held by B"))
+		fail_msg("log: %s", buf);
+
+	/* unfenced (a single replica): applies, and releases */
+	j = job("j", "pb", "queued", T0);
+	assert_int_equal(commit_update(s, &j), RD_OK);
+	r = lease_of(s, "j");
+	assert_string_equal(r.owner, "");
+	assert_true(r.until == 0);
+	assert_int_equal(r.token, 2);
+	store_close(s);
+}
+
+struct renewed {
+	int n;
+	char id[8][40];
+	long long token[8];
+};
+
+static void renew_cb(const char *job_id, long long token, void *arg)
+{
+	struct renewed *r = arg;
+
+	if (r->n < 8) {
+		snprintf(r->id[r->n], sizeof(r->id[0]), "%s", job_id);
+		r->token[r->n++] = token;
+	}
+}
+
+static enum rd_status renew(struct store *s, const char *owner, double until, struct renewed *r)
+{
+	struct store_batch *b = store_batch_new();
+
+	memset(r, 0, sizeof(*r));
+	assert_int_equal(store_batch_renew(b, owner, until, renew_cb, r), 0);
+	return store_commit(s, b, 1);
+}
+
+static void esc_insert(struct store *s, const char *id, const char *job_id, const char *st, double next,
+                       const char *owner, double until)
+{
+	struct escalation_row e = {
+		.id = id, .job_id = job_id, .incident_key = "pb/fp", .sink = "slack", .kind = "trigger",
+		.reason = "failed", .state = st, .created_at = T0 - 100, .updated_at = T0 - 100,
+		.next_attempt_at = next, .payload = "{}", .owner = owner, .lease_until = until,
+	};
+	struct store_batch *b = store_batch_new();
+
+	assert_int_equal(store_batch_escalation(b, &e), 0);
+	assert_int_equal(store_commit(s, b, 1), RD_OK);
+}
+
+/* A renewal keeps a lease past its first expiry, never shortens it, and
+ * tells which jobs it renewed; a lease taken over is not renewed. A lease
+ * that expired with nobody claiming it is renewed. Escalation rows are
+ * renewed too. */
+static void test_renew(void **state)
+{
+	struct fix *f = *state;
+	struct store *s = open_ok(f->db);
+	struct job_row j;
+	struct claims c = {0}, none = {0}, e = {0};
+	struct renewed rn;
+
+	j = job("a", "pb", "queued", T0);
+	insert(s, &j);
+	j = job("b", "pb", "queued", T0);
+	insert(s, &j);
+	j = job("other", "pb", "queued", T0);
+	j.owner = "B";
+	j.lease_until = T0 + 1000;
+	insert(s, &j);
+	esc_insert(s, "e1", "a", "pending", 0, NULL, 0);
+	assert_int_equal(claim(s, "A", T0, 2, &c), RD_OK);
+	assert_int_equal(c.n, 2);
+	assert_int_equal(claim_outbox(s, "A", T0, 10, &e), RD_OK);
+	assert_int_equal(e.n, 1);
+
+	assert_int_equal(renew(s, "A", T0 + 120, &rn), RD_OK);
+	assert_int_equal(rn.n, 2);
+	assert_true((strcmp(rn.id[0], "a") == 0 && strcmp(rn.id[1], "b") == 0) ||
+	            (strcmp(rn.id[0], "b") == 0 && strcmp(rn.id[1], "a") == 0));
+	assert_int_equal(rn.token[0], 1);
+	assert_int_equal(rn.token[1], 1);
+	assert_true(lease_of(s, "a").until == T0 + 120);
+	assert_true(lease_of(s, "other").until == T0 + 1000);
+	/* past the first expiry, still A's */
+	assert_int_equal(claim(s, "B", T0 + 90, 10, &none), RD_OK);
+	assert_int_equal(claim_outbox(s, "B", T0 + 90, 10, &none), RD_OK);
+	assert_int_equal(none.n, 0);
+
+	/* never shorter */
+	assert_int_equal(renew(s, "A", T0 + 100, &rn), RD_OK);
+	assert_int_equal(rn.n, 2);
+	assert_true(lease_of(s, "a").until == T0 + 120);
+
+	/* b is ended (released), a is taken over: nothing left to renew */
+	j = held("b", "succeeded", NULL, 0, 1);
+	j.ended_at = T0 + 100;
+	assert_int_equal(commit_update(s, &j), RD_OK);
+	assert_int_equal(claim(s, "B", T0 + 121, 10, &c), RD_OK);
+	assert_int_equal(c.n, 3);
+	assert_string_equal(c.v[2].id, "a");
+	assert_string_equal(c.v[2].prev, "A");
+	assert_int_equal(c.v[2].token, 2);
+	assert_int_equal(renew(s, "A", T0 + 300, &rn), RD_OK);
+	assert_int_equal(rn.n, 0);
+	assert_string_equal(lease_of(s, "a").owner, "B");
+	assert_true(lease_of(s, "a").until == T0 + 121 + LEASE);
+
+	/* expired, not taken over: renewed, token unchanged */
+	assert_int_equal(renew(s, "B", T0 + 5000, &rn), RD_OK);
+	assert_int_equal(rn.n, 2); /* a, other */
+	assert_true(lease_of(s, "other").until == T0 + 5000);
+	assert_int_equal(lease_of(s, "a").token, 2);
+
+	/* a renewal without a callback */
+	{
+		struct store_batch *b = store_batch_new();
+		assert_int_equal(store_batch_renew(b, "B", T0 + 6000, NULL, NULL), 0);
+		assert_int_equal(store_commit(s, b, 1), RD_OK);
+	}
+	assert_true(lease_of(s, "a").until == T0 + 6000);
+	store_close(s);
+}
+
+/* The final update releases a job (no owner, no expiry; the token stays);
+ * so does going back to queued, and the next claim is no takeover but
+ * raises the token, which fences the old holder. An update by the holder
+ * keeps a renewal that committed after its row was made. */
+static void test_release(void **state)
+{
+	struct fix *f = *state;
+	struct store *s = open_ok(f->db);
+	struct job_row j = job("j", "pb", "queued", T0);
+	struct claims c = {0}, none = {0};
+	struct renewed rn;
+	struct lease_seen r;
+
+	insert(s, &j);
+	j = job("k", "pb", "queued", T0);
+	insert(s, &j);
+	assert_int_equal(claim(s, "A", T0, 10, &c), RD_OK);
+	assert_int_equal(c.n, 2);
+
+	j = held("j", "running", "A", T0 + LEASE, 1);
+	j.started_at = T0 + 1;
+	assert_int_equal(commit_update(s, &j), RD_OK);
+	assert_int_equal(renew(s, "A", T0 + 200, &rn), RD_OK);
+	/* a row made before the renewal: the later expiry stays */
+	j.attempts = 1;
+	assert_int_equal(commit_update(s, &j), RD_OK);
+	r = lease_of(s, "j");
+	assert_true(r.until == T0 + 200);
+	assert_string_equal(r.owner, "A");
+	/* and a later one is taken */
+	j.lease_until = T0 + 300;
+	assert_int_equal(commit_update(s, &j), RD_OK);
+	assert_true(lease_of(s, "j").until == T0 + 300);
+	/* and 0 keeps it */
+	j.lease_until = 0;
+	assert_int_equal(commit_update(s, &j), RD_OK);
+	assert_true(lease_of(s, "j").until == T0 + 300);
+
+	j = held("j", "succeeded", NULL, 0, 1);
+	j.started_at = T0 + 1;
+	j.ended_at = T0 + 10;
+	j.outcome = "succeeded";
+	assert_int_equal(commit_update(s, &j), RD_OK);
+	r = lease_of(s, "j");
+	assert_string_equal(r.state, "succeeded");
+	assert_string_equal(r.owner, "");
+	assert_true(r.until == 0);
+	assert_int_equal(r.token, 1);
+
+	/* back to queued: released, claimed afresh */
+	j = held("k", "queued", NULL, T0 + LEASE, 1);
+	assert_int_equal(commit_update(s, &j), RD_OK);
+	r = lease_of(s, "k");
+	assert_string_equal(r.owner, "");
+	assert_true(r.until == 0);
+	memset(&c, 0, sizeof(c));
+	assert_int_equal(claim(s, "B", T0 + 1, 10, &c), RD_OK);
+	claimed_are(&c, (const char *const[]){"k"}, 1);
+	assert_false(c.v[0].takeover);
+	assert_int_equal(c.v[0].token, 2);
+	j = held("k", "running", "A", T0 + LEASE, 1);
+	assert_int_equal(commit_update(s, &j), RD_FENCED);
+	assert_int_equal(claim(s, "C", T0 + 2, 10, &none), RD_OK);
+	assert_int_equal(none.n, 0);
+	store_close(s);
+}
+
+/* Two replicas (two journal handles on one database) claiming at once. */
+#define RACE_ROWS 300
+
+struct racer {
+	struct store *s;
+	const char *owner;
+	int outbox;
+	int failures, rounds;
+	struct claims got;
+};
+
+static void *race_thread(void *p)
+{
+	struct racer *r = p;
+
+	for (r->rounds = 0; r->rounds < RACE_ROWS; r->rounds++) {
+		struct store_batch *b = store_batch_new();
+		int before = r->got.n, rc;
+
+		if (!b) {
+			r->failures++;
+			break;
+		}
+		if (r->outbox)
+			rc = store_batch_claim_outbox(b, r->owner, T0, T0 + LEASE, 7, claim_esc_cb, &r->got);
+		else
+			rc = store_batch_claim_jobs(b, r->owner, T0, T0 + LEASE, 7, claim_job_cb, &r->got);
+		if (rc < 0 || store_commit(r->s, b, 1) != RD_OK) {
+			r->failures++;
+			break;
+		}
+		if (r->got.n == before)
+			break; /* nothing left for this one */
+		sleep_ms(1); /* let the other in: SQLite's busy wait is a sleep */
+	}
+	return NULL;
+}
+
+/* Each of RACE_ROWS rows was claimed by exactly one of the racers. */
+static void race(const char *db, int outbox)
+{
+	struct store *s1 = open_ok(db), *s2 = open_ok(db), *s3;
+	struct racer *r = calloc(2, sizeof(*r));
+	unsigned char *seen_rows = calloc(RACE_ROWS, 1);
+	struct claims none = {0};
+	pthread_t t[2];
+	struct store_batch *b = store_batch_new();
+	char id[32];
+
+	assert_non_null(r);
+	assert_non_null(seen_rows);
+	if (outbox) {
+		struct job_row j = job("j", "pb", "failed", T0);
+		j.ended_at = T0;
+		insert(s1, &j);
+	}
+	for (int i = 0; i < RACE_ROWS; i++) {
+		snprintf(id, sizeof(id), "r-%03d", i);
+		if (outbox) {
+			struct escalation_row e = {.id = id, .job_id = "j", .sink = "pagerduty", .kind = "trigger",
+			                           .state = i % 2 ? "pending" : "retrying", .payload = "{}",
+			                           .next_attempt_at = i % 3 ? 0 : T0 - 1};
+			assert_int_equal(store_batch_escalation(b, &e), 0);
+		} else {
+			struct job_row j = job(id, "pb", "queued", T0 + i);
+			assert_int_equal(store_batch_insert_job(b, &j), 0);
+		}
+	}
+	assert_int_equal(store_commit(s1, b, 1), RD_OK);
+
+	r[0] = (struct racer){.s = s1, .owner = "A", .outbox = outbox};
+	r[1] = (struct racer){.s = s2, .owner = "B", .outbox = outbox};
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(pthread_create(&t[i], NULL, race_thread, &r[i]), 0);
+	for (int i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	print_message("%s race: A claimed %d, B %d\n", outbox ? "outbox" : "jobs", r[0].got.n, r[1].got.n);
+	for (int k = 0; k < 2; k++) {
+		assert_int_equal(r[k].failures, 0);
+		assert_false(r[k].got.overflow);
+		for (int i = 0; i < r[k].got.n; i++) {
+			int n = atoi(r[k].got.v[i].id + 2);
+			assert_true(n >= 0 && n < RACE_ROWS);
+			if (seen_rows[n])
+				fail_msg("%s claimed twice", r[k].got.v[i].id);
+			seen_rows[n] = 1;
+			assert_string_equal(r[k].got.v[i].owner, r[k].owner);
+			assert_false(r[k].got.v[i].takeover);
+		}
+	}
+	assert_int_equal(r[0].got.n + r[1].got.n, RACE_ROWS);
+	s3 = open_ok(db);
+	if (outbox)
+		assert_int_equal(claim_outbox(s3, "C", T0, 1000, &none), RD_OK);
+	else
+		assert_int_equal(claim(s3, "C", T0, 1000, &none), RD_OK);
+	assert_int_equal(none.n, 0);
+	store_close(s3);
+	store_close(s2);
+	store_close(s1);
+	free(seen_rows);
+	free(r);
+}
+
+static void test_claim_concurrent(void **state)
+{
+	struct fix *f = *state;
+
+	race(f->db, 0);
+}
+
+/* Escalation rows due to be sent are claimed once: pending or retrying,
+ * due, not held; an expired claim is taken over. Updates are fenced by
+ * owner and release the claim; an unknown id changes nothing, as before. */
+static void test_outbox_claim(void **state)
+{
+	struct fix *f = *state;
+	struct store *s = open_ok(f->db);
+	struct job_row j = job("j", "pb", "failed", T0);
+	struct claims c = {0}, none = {0}, again = {0};
+	struct escalation_row u = {.id = "e1", .state = "delivered", .attempts = 1, .last_answer = "200",
+	                           .updated_at = T0 + 1, .delivered_at = T0 + 1};
+	struct store_batch *b;
+
+	j.ended_at = T0;
+	insert(s, &j);
+	esc_insert(s, "e1", "j", "pending", 0, NULL, 0);
+	esc_insert(s, "e2", "j", "retrying", T0 - 5, NULL, 0);
+	esc_insert(s, "e3", "j", "retrying", T0 + 100, NULL, 0); /* not due */
+	esc_insert(s, "e4", "j", "delivered", 0, NULL, 0);
+	esc_insert(s, "e5", "j", "pending", 0, "B", T0 + 30);    /* held */
+	esc_insert(s, "e6", "j", "pending", 0, "B", T0 - 1);     /* expired */
+
+	assert_int_equal(claim_outbox(s, "A", T0, 10, &c), RD_OK);
+	claimed_are(&c, (const char *const[]){"e1", "e2", "e6"}, 3);
+	assert_false(claimed(&c, "e1")->takeover);
+	assert_true(claimed(&c, "e6")->takeover);
+	assert_string_equal(claimed(&c, "e6")->prev, "B");
+	for (int i = 0; i < c.n; i++) {
+		assert_string_equal(c.v[i].owner, "A");
+		assert_true(c.v[i].until == T0 + LEASE);
+	}
+	assert_int_equal(claim_outbox(s, "B", T0 + 1, 10, &none), RD_OK);
+	assert_int_equal(none.n, 0);
+
+	/* not A's: refused */
+	u.owner = "B";
+	b = store_batch_new();
+	assert_int_equal(store_batch_escalation_update(b, &u), 0);
+	assert_int_equal(store_commit(s, b, 1), RD_FENCED);
+	u.owner = NULL;
+	b = store_batch_new();
+	assert_int_equal(store_batch_escalation_update(b, &u), 0);
+	assert_int_equal(store_commit(s, b, 1), RD_FENCED);
+	/* A's: applied, released */
+	u.owner = "A";
+	b = store_batch_new();
+	assert_int_equal(store_batch_escalation_update(b, &u), 0);
+	assert_int_equal(store_commit(s, b, 1), RD_OK);
+	u = (struct escalation_row){.id = "e2", .state = "retrying", .attempts = 2, .owner = "A",
+	                            .updated_at = T0 + 1, .next_attempt_at = T0 + 30};
+	b = store_batch_new();
+	assert_int_equal(store_batch_escalation_update(b, &u), 0);
+	u.id = "nope"; /* unknown: nothing, as ever */
+	assert_int_equal(store_batch_escalation_update(b, &u), 0);
+	assert_int_equal(store_commit(s, b, 1), RD_OK);
+	/* A's stale update after the release: refused */
+	u.id = "e1";
+	b = store_batch_new();
+	assert_int_equal(store_batch_escalation_update(b, &u), 0);
+	assert_int_equal(store_commit(s, b, 1), RD_FENCED);
+
+	/* e2 is due again at T0 + 30, free: no takeover */
+	assert_int_equal(claim_outbox(s, "B", T0 + 31, 10, &again), RD_OK);
+	claimed_are(&again, (const char *const[]){"e2", "e5"}, 2); /* e5's claim expired at T0 + 30 */
+	assert_false(again.v[0].takeover);
+	assert_true(again.v[1].takeover);
+	{
+		cJSON *rec = record(s, "j");
+		const cJSON *e;
+		int delivered = 0;
+		cJSON_ArrayForEach(e, arr(rec, "escalations")) {
+			if (strcmp(str(e, "id"), "e1") == 0) {
+				assert_string_equal(str(e, "state"), "delivered");
+				delivered = 1;
+			}
+		}
+		assert_true(delivered);
+		cJSON_Delete(rec);
+	}
+	store_close(s);
+}
+
+struct outbox_seen {
+	int n;
+	char id[8][40], owner[8][40];
+	double until[8];
+};
+
+static void outbox_cb(const struct escalation_row *e, void *arg)
+{
+	struct outbox_seen *o = arg;
+
+	if (o->n < 8) {
+		snprintf(o->id[o->n], sizeof(o->id[0]), "%s", e->id);
+		snprintf(o->owner[o->n], sizeof(o->owner[0]), "%s", e->owner ? e->owner : "");
+		o->until[o->n++] = e->lease_until;
+	}
+}
+
+/* The outbox scan shows who holds a row. */
+static void test_outbox_scan_owner(void **state)
+{
+	struct fix *f = *state;
+	struct store *s = open_ok(f->db);
+	struct job_row j = job("j", "pb", "failed", T0);
+	struct claims c = {0};
+	struct outbox_seen o = {0};
+
+	insert(s, &j);
+	esc_insert(s, "e1", "j", "pending", 0, NULL, 0);
+	esc_insert(s, "e2", "j", "pending", 0, NULL, 0);
+	assert_int_equal(claim_outbox(s, "A", T0, 1, &c), RD_OK);
+	assert_int_equal(store_scan_outbox(s, outbox_cb, &o), RD_OK);
+	assert_int_equal(o.n, 2);
+	assert_string_equal(o.id[0], "e1");
+	assert_string_equal(o.owner[0], "A");
+	assert_true(o.until[0] == T0 + LEASE);
+	assert_string_equal(o.owner[1], "");
+	assert_true(o.until[1] == 0);
+	store_close(s);
+}
+
+static void test_outbox_claim_concurrent(void **state)
+{
+	struct fix *f = *state;
+
+	race(f->db, 1);
+}
+
+/* ---- schema v2 journals ---- */
+
+/* What a version 2 journal adds to version 1 (SQLite). */
+static const char v2_sqlite_sql[] =
+	"ALTER TABLE jobs ADD COLUMN triggered_by TEXT;"
+	"ALTER TABLE jobs ADD COLUMN cancelled_by TEXT;"
+	"ALTER TABLE jobs ADD COLUMN approval TEXT;"
+	"ALTER TABLE jobs ADD COLUMN approved_by TEXT;"
+	"ALTER TABLE jobs ADD COLUMN plan_attempts INTEGER NOT NULL DEFAULT 0;"
+	"CREATE TABLE audit ("
+	" seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+	" ts REAL NOT NULL, principal TEXT NOT NULL, role TEXT, address TEXT,"
+	" action TEXT NOT NULL, job_id TEXT, playbook TEXT, reason TEXT,"
+	" detail TEXT CHECK (detail IS NULL OR json_type(detail) = 'object'));"
+	"CREATE TABLE pauses ("
+	" scope TEXT PRIMARY KEY, principal TEXT, reason TEXT, since REAL, until REAL);"
+	"PRAGMA user_version = 2;";
+
+/* A version 2 journal on PostgreSQL, as the previous release made it. */
+static const char v2_pg_sql[] =
+	"CREATE TABLE jobs ("
+	" seq BIGSERIAL PRIMARY KEY,"
+	" id TEXT UNIQUE NOT NULL,"
+	" playbook TEXT, key TEXT, trigger TEXT, reason TEXT,"
+	" alert_json TEXT CHECK (alert_json IS NULL OR alert_json::json IS NOT NULL),"
+	" dry_run INTEGER NOT NULL DEFAULT 0,"
+	" state TEXT, outcome TEXT, error TEXT,"
+	" attempts INTEGER NOT NULL DEFAULT 0,"
+	" max_attempts INTEGER NOT NULL DEFAULT 0,"
+	" notifications INTEGER NOT NULL DEFAULT 0,"
+	" created_at DOUBLE PRECISION, updated_at DOUBLE PRECISION, started_at DOUBLE PRECISION,"
+	" ended_at DOUBLE PRECISION, next_run_at DOUBLE PRECISION, triggered_by TEXT,"
+	" cancelled_by TEXT, approval TEXT, approved_by TEXT,"
+	" plan_attempts INTEGER NOT NULL DEFAULT 0);"
+	"CREATE INDEX jobs_key ON jobs(key);"
+	"CREATE INDEX jobs_state ON jobs(state);"
+	"CREATE INDEX jobs_playbook ON jobs(playbook);"
+	"CREATE TABLE attempts ("
+	" job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,"
+	" n INTEGER NOT NULL,"
+	" started_at DOUBLE PRECISION, ended_at DOUBLE PRECISION, result TEXT, error TEXT,"
+	" verify_ok INTEGER, verify_reason TEXT,"
+	" PRIMARY KEY (job_id, n));"
+	"CREATE TABLE events ("
+	" seq BIGSERIAL PRIMARY KEY,"
+	" job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,"
+	" ts DOUBLE PRECISION, attempt INTEGER, type TEXT NOT NULL,"
+	" detail TEXT NOT NULL CHECK (json_typeof(detail::json) = 'object'),"
+	" planned INTEGER NOT NULL DEFAULT 0);"
+	"CREATE TABLE escalations ("
+	" seq BIGSERIAL PRIMARY KEY,"
+	" id TEXT UNIQUE NOT NULL,"
+	" job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,"
+	" incident_key TEXT, sink TEXT NOT NULL, kind TEXT NOT NULL, reason TEXT,"
+	" state TEXT, attempts INTEGER NOT NULL DEFAULT 0, last_answer TEXT,"
+	" created_at DOUBLE PRECISION, updated_at DOUBLE PRECISION,"
+	" next_attempt_at DOUBLE PRECISION, delivered_at DOUBLE PRECISION, payload TEXT);"
+	"CREATE TABLE audit ("
+	" seq BIGSERIAL PRIMARY KEY,"
+	" ts DOUBLE PRECISION NOT NULL, principal TEXT NOT NULL, role TEXT, address TEXT,"
+	" action TEXT NOT NULL, job_id TEXT, playbook TEXT, reason TEXT,"
+	" detail TEXT CHECK (detail IS NULL OR json_typeof(detail::json) = 'object'));"
+	"CREATE TABLE pauses ("
+	" scope TEXT PRIMARY KEY, principal TEXT, reason TEXT, since DOUBLE PRECISION,"
+	" until DOUBLE PRECISION);"
+	"CREATE TABLE recoveryd_schema (version INTEGER NOT NULL);"
+	"INSERT INTO recoveryd_schema VALUES (2);";
+
+/* Rows of the previous release, the same text on both. */
+static const char v2_rows_sql[] =
+	"INSERT INTO jobs (id, playbook, key, trigger, alert_json, state, attempts, max_attempts, "
+	"created_at, updated_at, started_at, triggered_by) VALUES "
+	"('old-run', 'pb', 'pb/fp', 'webhook', '{}', 'running', 1, 3, 1700000000, 1700000001, "
+	"1700000001, 'am');"
+	"INSERT INTO jobs (id, playbook, key, trigger, alert_json, state, attempts, max_attempts, "
+	"created_at, updated_at, ended_at) VALUES "
+	"('old-done', 'pb', 'pb/fp2', 'webhook', '{}', 'failed', 1, 1, 1700000000, 1700000009, 1700000009);"
+	"INSERT INTO escalations (id, job_id, incident_key, sink, kind, reason, state, attempts, "
+	"created_at, updated_at, payload) VALUES "
+	"('old-esc', 'old-done', 'pb/fp2', 'slack', 'trigger', 'failed', 'pending', 0, "
+	"1700000009, 1700000009, '{}');";
+
+/* A version 2 journal opens at version 3: its jobs and escalation rows
+ * are nobody's (token 0), and they are claimed, fenced and read as new
+ * ones; a second open changes nothing. SQLite: a file made by hand;
+ * PostgreSQL: a schema made by hand. */
+static void test_migrate_v2(void **state)
+{
+	struct fix *f = *state;
+	struct store *s;
+	struct claims c = {0}, e = {0};
+	struct job_row j;
+	struct lease_seen r;
+	PGconn *pc = NULL;
+
+	if (pg_url) {
+		pc = pg_connect();
+		pg_exec(pc, v2_pg_sql);
+		pg_exec(pc, v2_rows_sql);
+	} else {
+		exec_sql(f->db, v1_schema);
+		exec_sql(f->db, v2_sqlite_sql);
+		exec_sql(f->db, v2_rows_sql);
+		assert_int_equal(user_version(f->db), 2);
+	}
+
+	s = open_ok(f->db);
+	if (pg_url)
+		assert_int_equal(pg_int(pc, "SELECT version FROM recoveryd_schema"), 3);
+	else
+		assert_int_equal(user_version(f->db), 3);
+	r = lease_of(s, "old-run");
+	assert_string_equal(r.state, "running");
+	assert_string_equal(r.owner, "");
+	assert_int_equal(r.token, 0);
+	{
+		cJSON *rec = record(s, "old-run");
+		assert_string_equal(str(rec, "triggered_by"), "am");
+		cJSON_Delete(rec);
+	}
+
+	assert_int_equal(claim(s, "A", T0 + 10, 10, &c), RD_OK);
+	claimed_are(&c, (const char *const[]){"old-run"}, 1);
+	assert_false(c.v[0].takeover);
+	assert_int_equal(c.v[0].token, 1);
+	assert_int_equal(claim_outbox(s, "A", T0 + 10, 10, &e), RD_OK);
+	claimed_are(&e, (const char *const[]){"old-esc"}, 1);
+	j = held("old-run", "failed", NULL, 0, 7);
+	j.ended_at = T0 + 20;
+	assert_int_equal(commit_update(s, &j), RD_FENCED);
+	j.lease_token = 1;
+	assert_int_equal(commit_update(s, &j), RD_OK);
+	store_close(s);
+
+	s = open_ok(f->db);
+	if (pg_url) {
+		assert_int_equal(pg_int(pc, "SELECT version FROM recoveryd_schema"), 3);
+		assert_int_equal(pg_int(pc, "SELECT count(*) FROM recoveryd_schema"), 1);
+		assert_int_equal(pg_int(pc, "SELECT lease_token FROM jobs WHERE id = 'old-run'"), 1);
+		assert_int_equal(pg_int(pc, "SELECT count(*) FROM pg_indexes WHERE indexname = 'jobs_owner'"), 1);
+	} else {
+		assert_int_equal(user_version(f->db), 3);
+	}
+	r = lease_of(s, "old-run");
+	assert_string_equal(r.state, "failed");
+	assert_int_equal(r.token, 1);
+	store_close(s);
+	if (pc)
+		pg_close(pc);
+}
+
 /* ---- PostgreSQL only ---- */
 
 /* The schema is made in the database the URL names, its version in
@@ -2048,7 +3053,7 @@ static void test_pg_schema(void **state)
 	                           "WHERE to_regclass(name) IS NOT NULL"),
 	                 7);
 	assert_int_equal(pg_int(c, "SELECT count(*) FROM recoveryd_schema"), 1);
-	assert_int_equal(pg_int(c, "SELECT version FROM recoveryd_schema"), 2);
+	assert_int_equal(pg_int(c, "SELECT version FROM recoveryd_schema"), 3);
 	v = pg_value(c, "SELECT state FROM jobs WHERE id = 'w1'", buf, sizeof(buf));
 	assert_non_null(v);
 	assert_string_equal(v, "queued");
@@ -2057,7 +3062,7 @@ static void test_pg_schema(void **state)
 	s = open_ok(f->db);
 	assert_true(exists(s, "w1"));
 	assert_int_equal(pg_int(c, "SELECT count(*) FROM recoveryd_schema"), 1);
-	assert_int_equal(pg_int(c, "SELECT version FROM recoveryd_schema"), 2);
+	assert_int_equal(pg_int(c, "SELECT version FROM recoveryd_schema"), 3);
 	store_close(s);
 
 	if (strncmp(pg_url, "postgres://", 11) == 0)
@@ -2093,10 +3098,10 @@ static void test_pg_newer_schema_refused(void **state)
 	c = pg_connect();
 	pg_exec(c, "CREATE TABLE future (x integer);"
 	           "CREATE TABLE recoveryd_schema (version INTEGER NOT NULL);"
-	           "INSERT INTO recoveryd_schema VALUES (3);");
-	pg_refused(f->db, "schema version 3 is newer than supported 2");
+	           "INSERT INTO recoveryd_schema VALUES (4);");
+	pg_refused(f->db, "schema version 4 is newer than supported 3");
 	assert_int_equal(pg_int(c, "SELECT count(*) FROM recoveryd_schema"), 1);
-	assert_int_equal(pg_int(c, "SELECT version FROM recoveryd_schema"), 3);
+	assert_int_equal(pg_int(c, "SELECT version FROM recoveryd_schema"), 4);
 	assert_int_equal(pg_int(c, "SELECT count(*) FROM unnest(ARRAY['jobs', 'attempts', 'events', "
 	                           "'escalations', 'audit', 'pauses']) AS t(name) "
 	                           "WHERE to_regclass(name) IS NOT NULL"),
@@ -2105,9 +3110,9 @@ static void test_pg_newer_schema_refused(void **state)
 	pg_exec(c, pg_reset_sql);
 	s = open_ok(f->db);
 	store_close(s);
-	pg_exec(c, "UPDATE recoveryd_schema SET version = 3");
-	pg_refused(f->db, "schema version 3 is newer than supported 2");
-	assert_int_equal(pg_int(c, "SELECT version FROM recoveryd_schema"), 3);
+	pg_exec(c, "UPDATE recoveryd_schema SET version = 4");
+	pg_refused(f->db, "schema version 4 is newer than supported 3");
+	assert_int_equal(pg_int(c, "SELECT version FROM recoveryd_schema"), 4);
 	pg_close(c);
 }
 
@@ -2324,12 +3329,21 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_plan_differs, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_plan_attempts, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_scan_approval_and_stalls, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_claim_ready, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_claim_takeover, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fenced_update, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_renew, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_release, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_claim_concurrent, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_outbox_claim, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_outbox_scan_owner, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_outbox_claim_concurrent, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_migrate_v2, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pg_schema, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pg_newer_schema_refused, setup, teardown),
 		cmocka_unit_test(test_pg_open_errors),
 		cmocka_unit_test_setup_teardown(test_pg_connection_lost, setup, teardown),
 	};
-	int null_fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
 	const char *url = getenv("RECOVERYD_TEST_PG_URL");
 
 	if (url && *url) {
@@ -2344,8 +3358,9 @@ int main(void)
 	}
 	metrics_init();
 	/* Expected failures are logged; keep the test output readable. */
-	if (null_fd >= 0)
-		log_set_fd(null_fd);
+	log_fd_null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+	if (log_fd_null >= 0)
+		log_set_fd(log_fd_null);
 	return cmocka_run_group_tests_name(pg_url ? "store (PostgreSQL)" : "store (SQLite)", tests, NULL,
 	                                   NULL);
 }

@@ -27,6 +27,17 @@ double rd_mono(void)
 	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+void rd_timespec_in(clockid_t clock, double secs, struct timespec *ts)
+{
+	clock_gettime(clock, ts);
+	ts->tv_sec += (time_t)secs;
+	ts->tv_nsec += (long)((secs - (double)(time_t)secs) * 1e9);
+	if (ts->tv_nsec >= 1000000000L) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000L;
+	}
+}
+
 void rd_time_format(double epoch, char *buf, size_t len)
 {
 	time_t secs = (time_t)epoch;

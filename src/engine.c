@@ -1034,13 +1034,7 @@ int engine_wait(struct engine *e, const char *id, double timeout)
 			pthread_mutex_unlock(&e->mu);
 			return 0;
 		}
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		ts.tv_sec += (time_t)left;
-		ts.tv_nsec += (long)((left - (double)(time_t)left) * 1e9);
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
+		rd_timespec_in(CLOCK_MONOTONIC, left, &ts);
 		pthread_cond_timedwait(&e->ended, &e->mu, &ts);
 	}
 	pthread_mutex_unlock(&e->mu);

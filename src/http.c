@@ -206,6 +206,7 @@ struct request {
 	 * small enough for malloc's fast bins. */
 	char who_name[ACTOR_NAME_MAX + 1];
 	enum role who_role;
+	int who_scoped;              /* its tokens-file entry names playbooks */
 	int force;                   /* /trigger?force=1 */
 	double q_since, q_until;     /* GET /api/v1/audit filters; principal and action
 	                              * go into q_playbook and q_state */
@@ -564,6 +565,7 @@ static void authenticate(struct http *h, struct MHD_Connection *c, struct reques
 	pthread_mutex_unlock(&h->lock);
 	memcpy(rq->who_name, a.name, sizeof(rq->who_name));
 	rq->who_role = a.role;
+	rq->who_scoped = a.scope[0] != '\0';
 	if (tok && !found) {
 		metrics_add(M_AUTH_FAILURES, "invalid_token", NULL, 1);
 		log_kv(LOG_WARN, NULL, "authentication failed: the bearer token matches no principal",
@@ -581,15 +583,17 @@ static enum auth_verdict authorize(enum role need, enum role have)
 	return have == ROLE_NONE ? AUTH_UNAUTHORIZED : AUTH_FORBIDDEN;
 }
 
-/* The request's principal as the engine records it, with its playbook
- * list as the principals are now (a principal a reload removed meanwhile
- * may act on no playbook). */
+/* The request's principal as the engine records it. A scoped one gets its
+ * playbook list as the principals are now (a principal a reload removed
+ * meanwhile may act on no playbook); the rest (every webhook of the
+ * alertmanager principal) skip the look-up. */
 static void request_actor(struct http *h, const struct request *rq, struct actor *a)
 {
 	actor_init(a, rq->who_name, rq->who_role, rq->ip);
+	if (!rq->who_scoped)
+		return;
 	pthread_mutex_lock(&h->lock);
-	if (auth_count(h->auth) > 0)
-		auth_scope(h->auth, rq->who_name, a->scope, sizeof(a->scope));
+	auth_scope(h->auth, rq->who_name, a->scope, sizeof(a->scope));
 	pthread_mutex_unlock(&h->lock);
 }
 
@@ -930,7 +934,7 @@ static int action_body(struct request *rq, char *reason, size_t rlen, double *un
                        size_t mlen)
 {
 	cJSON *o, *it;
-	int rc = 0;
+	int rc = 0, pause = rq->route == R_PAUSE || rq->route == R_PB_PAUSE;
 
 	reason[0] = '\0';
 	*until = 0;
@@ -951,14 +955,13 @@ static int action_body(struct request *rq, char *reason, size_t rlen, double *un
 				break;
 			}
 			snprintf(reason, rlen, "%s", it->valuestring);
-		} else if (strcmp(it->string, "until") == 0 && rq->route != R_CANCEL &&
-		           (rq->route == R_PAUSE || rq->route == R_PB_PAUSE)) {
+		} else if (strcmp(it->string, "until") == 0 && pause) {
 			if (!cJSON_IsString(it) || rd_parse_time(it->valuestring, until) < 0) {
 				snprintf(msg, mlen, "until must be an RFC 3339 time, e.g. \"2026-12-02T18:00:00Z\"");
 				rc = -1;
 				break;
 			}
-		} else if (strcmp(it->string, "for") == 0 && (rq->route == R_PAUSE || rq->route == R_PB_PAUSE)) {
+		} else if (strcmp(it->string, "for") == 0 && pause) {
 			if (!cJSON_IsNumber(it) || it->valuedouble <= 0 || it->valuedouble > 366 * 86400.0) {
 				snprintf(msg, mlen, "for must be a number of seconds from 1 to a year");
 				rc = -1;
@@ -967,7 +970,7 @@ static int action_body(struct request *rq, char *reason, size_t rlen, double *un
 			*until = rd_now() + it->valuedouble;
 		} else {
 			snprintf(msg, mlen, "unknown field \"%.64s\" (allowed: reason%s)", it->string,
-			         rq->route == R_PAUSE || rq->route == R_PB_PAUSE ? ", until, for" : "");
+			         pause ? ", until, for" : "");
 			rc = -1;
 			break;
 		}
@@ -1455,12 +1458,7 @@ static void *sweeper_main(void *arg)
 			linger_drain(h, t);
 			continue;
 		}
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		ts.tv_nsec += (long)(t * 1e9);
-		while (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
+		rd_timespec_in(CLOCK_MONOTONIC, t, &ts);
 		pthread_cond_timedwait(&h->conn_cond, &h->conn_lock, &ts);
 	}
 	linger_drain(h, 0); /* closes them all */

@@ -1037,13 +1037,7 @@ static void wait_until(struct store *s, double mono)
 
 	if (left <= 0)
 		return;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += (time_t)left;
-	ts.tv_nsec += (long)((left - (double)(time_t)left) * 1e9);
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
+	rd_timespec_in(CLOCK_REALTIME, left, &ts); /* work_cv keeps the default clock */
 	pthread_cond_timedwait(&s->work_cv, &s->mu, &ts);
 }
 

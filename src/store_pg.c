@@ -401,20 +401,30 @@ static int simple(PGconn *c, const char *sql, char *err, size_t errlen)
 	return ok ? 0 : -1;
 }
 
+/* A statement on the read connection, tried once more on a new one when
+ * the connection was found cut. 0, or -1 with err. */
+static int reader_simple(struct store *s, const char *sql, char *err, size_t errlen)
+{
+	struct pg *p = pg_of(s);
+
+	for (int round = 0; round < 2; round++) {
+		if (ready(s, &p->r, &p->r_ready, rsql, Q__COUNT, 'q', err, errlen) < 0)
+			return -1;
+		if (simple(p->r, sql, err, errlen) == 0)
+			return 0;
+		if (PQstatus(p->r) == CONNECTION_OK)
+			return -1; /* not a cut connection: trying again will not help */
+	}
+	return -1;
+}
+
 /* Several queries of one record see one snapshot. */
 static int pg_read_begin(struct store *s)
 {
-	struct pg *p = pg_of(s);
 	char err[256];
 
-	for (int round = 0; round < 2; round++) {
-		if (ready(s, &p->r, &p->r_ready, rsql, Q__COUNT, 'q', err, sizeof(err)) < 0)
-			break;
-		if (simple(p->r, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", err, sizeof(err)) == 0)
-			return 0;
-		if (PQstatus(p->r) == CONNECTION_OK)
-			break; /* not a cut connection: trying again will not help */
-	}
+	if (reader_simple(s, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", err, sizeof(err)) == 0)
+		return 0;
 	log_kv(LOG_ERROR, NULL, "journal: cannot read", "path", s->path, "error", err, NULL);
 	return -1;
 }
@@ -487,18 +497,9 @@ static int pg_is_null(const struct srow *r, int col)
 
 static int pg_ping(struct store *s)
 {
-	struct pg *p = pg_of(s);
 	char err[256];
 
-	for (int round = 0; round < 2; round++) {
-		if (ready(s, &p->r, &p->r_ready, rsql, Q__COUNT, 'q', err, sizeof(err)) < 0)
-			break;
-		if (simple(p->r, "SELECT 1", err, sizeof(err)) == 0)
-			return 0;
-		if (PQstatus(p->r) == CONNECTION_OK)
-			break;
-	}
-	return -1;
+	return reader_simple(s, "SELECT 1", err, sizeof(err));
 }
 
 /* ---- open / close ---- */

@@ -3,6 +3,7 @@
 #define RECOVERYD_COMMON_H
 
 #include <stddef.h>
+#include <time.h>
 
 #define RECOVERYD_VERSION "0.1.0"
 
@@ -20,6 +21,9 @@ enum rd_status {
 double rd_now(void);
 /* Monotonic seconds, for deadlines and durations. */
 double rd_mono(void);
+/* The absolute time secs (>= 0) from now on clock, for
+ * pthread_cond_timedwait (the clock the condition variable uses). */
+void rd_timespec_in(clockid_t clock, double secs, struct timespec *ts);
 /* Format an epoch time as RFC 3339 UTC with milliseconds into buf (>= 32 bytes). */
 void rd_time_format(double epoch, char *buf, size_t len);
 /* An RFC 3339 time ("2026-12-02T10:00:00Z", offsets and fractions allowed)

@@ -33,7 +33,10 @@ static const struct opt opts[] = {
 	{"listen", O_STR, OFF(listen), 1, "ADDR:PORT", "HTTP listen address (default 127.0.0.1:9095; port 0 = any)"},
 	{"playbooks", O_STR, OFF(playbooks), 1, "DIR", "playbook directory"},
 	{"lua-path", O_STR, OFF(lua_path), 1, "DIR", "helper library directory for require"},
-	{"state", O_STR, OFF(state), 1, "PATH", "SQLite job journal (default recoveryd.db)"},
+	{"state", O_STR, OFF(state), 1, "PATH|URL", "job journal: SQLite file (default recoveryd.db) or postgres://USER@HOST:PORT/DB, shared by replicas"},
+	{"replica-id", O_STR, OFF(replica_id), 1, "NAME", "this replica's name in leases on a shared journal (default HOSTNAME-PID)"},
+	{"lease-timeout", O_NUM, OFF(lease_timeout), 1, "SECONDS", "lease of a job or escalation on a shared journal; failover time (default 15)"},
+	{"poll-interval", O_NUM, OFF(poll_interval), 1, "SECONDS", "how often a replica looks for free work on a shared journal (default 2)"},
 	{"dry-run", O_BOOL, OFF(dry_run), 1, NULL, "every job is a dry-run: reads run, writes are planned"},
 	{"tokens-file", O_STR, OFF(tokens_file), 1, "F", "named principals: NAME ROLE SHA256 [PLAYBOOKS] per line"},
 	{"webhook-token-file", O_STR, OFF(webhook_token_file), 1, "F", "token of an alertmanager principal (POST /webhook)"},
@@ -307,6 +310,8 @@ static void defaults(struct config *c)
 	c->max_jobs = 16;
 	c->queue_max = 10000;
 	c->drain_timeout = 30;
+	c->lease_timeout = 15;
+	c->poll_interval = 2;
 	c->watchdog_unhealthy = 5;
 	c->watchdog_exit = 30;
 	c->lua_memory = 64 * 1024 * 1024;
@@ -390,6 +395,19 @@ int config_load(struct config *c, int argc, char **argv, char *err, size_t errle
 	if (c->request_timeout < 1 || c->conn_limit < 1) {
 		snprintf(err, errlen, "--request-timeout and --conn-limit must be at least 1");
 		return -1;
+	}
+	if (c->lease_timeout < 1 || c->poll_interval <= 0 || c->poll_interval > c->lease_timeout) {
+		snprintf(err, errlen, "--lease-timeout must be at least 1 second and --poll-interval between 0 and it");
+		return -1;
+	}
+	if (c->replica_id) {
+		size_t n = strlen(c->replica_id);
+		/* application_name holds "recoveryd/" and it: 63 bytes at most */
+		if (n < 1 || n > 48 || strspn(c->replica_id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+		                                              "0123456789._-") != n) {
+			snprintf(err, errlen, "--replica-id: 1 to 48 of A-Z a-z 0-9 . _ -");
+			return -1;
+		}
 	}
 	if (c->lua_memory < 1024 * 1024) {
 		snprintf(err, errlen, "--lua-memory: at least 1048576 bytes");

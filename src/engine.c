@@ -57,6 +57,11 @@ struct engine {
 	int broken_escalated;       /* [mu] */
 	struct pause *pauses;       /* [mu] in force or expired, journaled */
 	struct pause_alarm *alarms; /* [mu] timers set for the end of a pause */
+	char *replica;              /* shared journal: this replica's name; NULL: alone */
+	double lease;
+	int claiming;               /* [mu] a claim of jobs is on its way */
+	size_t claims_out;          /* [mu] claims not finished (engine_free waits) */
+	pthread_cond_t claims_cv;   /* [mu] claims_out reached 0 */
 };
 
 /* A pause: of one playbook, or of everything (scope "*"). */
@@ -258,6 +263,8 @@ static void on_loop_expired(void *ud, const char *job_id, const char *playbook, 
 
 static void job_released(void *owner, struct job *j);
 static void job_held(void *owner, struct job *j);
+static void job_lost(void *owner, struct job *j);
+static void engine_poll(void *owner, size_t slots);
 
 /* The runner's job_find (e->mu held). */
 static struct job *job_find(void *owner, const char *id)
@@ -274,7 +281,9 @@ struct engine *engine_new(const struct engine_opts *o)
 	                         .lua_path = o->lua_path, .store = o->store, .mu = &e->mu,
 	                         .counts = &e->counts, .job_done = job_released, .job_find = job_find,
 	                         .job_held = job_held,
-	                         .owner = e};
+	                         .owner = e,
+	                         .replica = o->replica, .lease = o->lease, .poll = o->poll,
+	                         .job_lost = job_lost, .poll_fn = engine_poll};
 	struct watchdog_opts wo = {o->watchdog_unhealthy, o->watchdog_exit, on_loop_expired, e};
 
 	if (!e)
@@ -284,6 +293,18 @@ struct engine *engine_new(const struct engine_opts *o)
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&e->ended, &ca);
 	pthread_condattr_destroy(&ca);
+	pthread_cond_init(&e->claims_cv, NULL);
+	if (o->replica && !(e->replica = strdup(o->replica))) {
+		pthread_cond_destroy(&e->claims_cv);
+		pthread_cond_destroy(&e->ended);
+		pthread_mutex_destroy(&e->mu);
+		free(e);
+		return NULL;
+	}
+	e->lease = o->lease > 0 ? o->lease : 15;
+	ro.replica = e->replica;
+	ro.lease = e->lease;
+	ro.poll = o->poll > 0 ? o->poll : 2;
 	e->store = o->store;
 	e->set = o->set;
 	e->global_dry_run = o->dry_run;
@@ -296,7 +317,8 @@ struct engine *engine_new(const struct engine_opts *o)
 	e->runner = e->wd ? runner_new(&ro) : NULL;
 	if (e->runner) {
 		struct outbox_opts oo = {.store = o->store, .runner = e->runner,
-		                         .disabled = o->no_escalation};
+		                         .disabled = o->no_escalation, .replica = e->replica,
+		                         .lease = e->lease};
 		e->outbox = outbox_new(&oo);
 	}
 	if (!e->active_by_id || !e->active_by_key || !e->outbox || !e->admit || !e->runner) {
@@ -316,6 +338,11 @@ void engine_free(struct engine *e)
 {
 	if (!e)
 		return;
+	/* Claims report to the runner and the outbox: let them finish. */
+	pthread_mutex_lock(&e->mu);
+	while (e->claims_out)
+		pthread_cond_wait(&e->claims_cv, &e->mu);
+	pthread_mutex_unlock(&e->mu);
 	outbox_quiesce(e->outbox); /* its journal reports reach the runner */
 	runner_free(e->runner);
 	watchdog_free(e->wd);
@@ -336,6 +363,8 @@ void engine_free(struct engine *e)
 	free(e->broken_error);
 	playbook_set_unref(e->set);
 	admit_free(e->admit);
+	free(e->replica);
+	pthread_cond_destroy(&e->claims_cv);
 	pthread_cond_destroy(&e->ended);
 	pthread_mutex_destroy(&e->mu);
 	free(e);
@@ -631,6 +660,12 @@ static int admit_one(struct engine *e, struct playbook_set *set, struct playbook
 	            now);
 	if (!j)
 		return -1;
+	if (e->replica) {
+		/* Journaled claimed by this replica, which runs it. */
+		j->owner = e->replica;
+		j->lease_token = 1;
+		j->lease_until = now + e->lease;
+	}
 	if (pz) {
 		/* Paused: a visible record, escalated, and no run. It spends
 		 * neither budget nor cooldown: after the resume it runs. */
@@ -1007,6 +1042,23 @@ static void job_released(void *owner, struct job *j)
 	outbox_send(e->outbox, &notes);
 }
 
+/* The runner's job_lost: another replica may hold j now; it leaves our
+ * books unfinished, nothing escalated (its new owner goes on with it). */
+static void job_lost(void *owner, struct job *j)
+{
+	struct engine *e = owner;
+
+	pthread_mutex_lock(&e->mu);
+	if (map_get(e->active_by_id, j->id) == j)
+		map_del(e->active_by_id, j->id);
+	if (map_get(e->active_by_key, j->key) == j)
+		map_del(e->active_by_key, j->key);
+	job_leave(&e->counts, j);
+	pthread_cond_broadcast(&e->ended);
+	pthread_mutex_unlock(&e->mu);
+	job_free(j);
+}
+
 /* The runner's job_held: j's plan is made and its wait for approval is
  * committed: ask the sinks for a human (the body carries the plan). */
 static void job_held(void *owner, struct job *j)
@@ -1359,6 +1411,10 @@ struct replay {
 	struct pending resume;
 	size_t resumed, interrupted, orphaned;
 	double now;
+	/* A claim on a shared journal: the rows are this replica's now
+	 * (prev_owner: the replica whose lease ran out, or NULL). */
+	int claim;
+	const char *prev_owner;
 };
 
 static void replay_row(const struct job_row *r, void *arg)
@@ -1380,12 +1436,22 @@ static void replay_row(const struct job_row *r, void *arg)
 			admit_started(e->admit, r->playbook, r->created_at);
 		return;
 	}
-	admit_started(e->admit, r->playbook, r->created_at);
+	if (!rp->claim)
+		admit_started(e->admit, r->playbook, r->created_at);
+	/* A shared journal: unfinished jobs are claimed (engine_poll), not
+	 * taken at start-up; other replicas may hold them. */
+	if (e->replica && !rp->claim)
+		return;
 	pb = playbook_set_find(e->set, r->playbook);
 	j = calloc(1, sizeof(*j));
 	if (!j)
 		return;
 	snprintf(j->id, sizeof(j->id), "%s", r->id);
+	if (rp->claim) {
+		j->owner = e->replica;
+		j->lease_token = r->lease_token;
+		j->lease_until = r->lease_until;
+	}
 	j->playbook_name = strdup(r->playbook);
 	j->key = strdup(r->key);
 	j->trigger = strdup(r->trigger ? r->trigger : "webhook");
@@ -1432,6 +1498,18 @@ static void replay_row(const struct job_row *r, void *arg)
 	j->set_unref = playbook_set_unref;
 	j->pb = pb;
 	playbook_set_ref(e->set);
+	if (rp->prev_owner) {
+		/* Its replica stopped renewing the lease: ours now, under the
+		 * crash rules. */
+		cJSON *d = cJSON_CreateObject();
+		cJSON_AddStringToObject(d, "from", rp->prev_owner);
+		cJSON_AddStringToObject(d, "by", e->replica);
+		cJSON_AddStringToObject(d, "state", r->state);
+		add_event(rp->b, j->id, "takeover", d, rp->now);
+		metrics_add(M_TAKEOVERS, "job", NULL, 1);
+		log_kv(LOG_WARN, j->id, "job taken over", "from", rp->prev_owner, "playbook", j->playbook_name,
+		       "state", r->state, NULL);
+	}
 	if (st == JS_RUNNING) {
 		/* The process died mid-attempt: DESIGN.md §5. A job that held the
 		 * event loop until the watchdog ended the process twice would
@@ -1439,6 +1517,7 @@ static void replay_row(const struct job_row *r, void *arg)
 		int poison = r->stalls >= POISON_STALLS;
 		const char *why = poison ? POISON_ERROR
 		                  : r->stalls ? "interrupted: the watchdog restarted recoveryd during the attempt"
+		                  : rp->prev_owner ? "interrupted: the replica running it stopped holding its lease"
 		                              : "interrupted: recoveryd stopped during the attempt";
 		struct attempt_row a = {.n = r->attempts, .started_at = r->updated_at, .ended_at = rp->now,
 		                        .result = attempt_result_name(AR_INTERRUPTED), .error = why,
@@ -1548,4 +1627,107 @@ enum rd_status engine_start(struct engine *e)
 		log_kv(LOG_ERROR, NULL, "journal: cannot read the escalation outbox", NULL);
 	outbox_send(e->outbox, &rp.notes); /* after the load: its rows are new */
 	return runner_start(e->runner);
+}
+
+/* ---------- claims (a journal shared by several replicas) ---------- */
+
+static void claim_finish(struct replay *rp)
+{
+	struct engine *e = rp->e;
+
+	pthread_mutex_lock(&e->mu);
+	e->claiming = 0;
+	if (--e->claims_out == 0)
+		pthread_cond_broadcast(&e->claims_cv);
+	pthread_mutex_unlock(&e->mu);
+	free(rp->resume.v);
+	free(rp);
+}
+
+/* Writer thread: the crash rules of the claimed jobs are committed (or
+ * not: a job whose writes were fenced is lost again by the runner). */
+static void takeover_committed(enum rd_status res, void *arg)
+{
+	struct replay *rp = arg;
+
+	if (res == RD_OK)
+		outbox_send(rp->e->outbox, &rp->notes);
+	else
+		outbox_abandon(rp->e->outbox, &rp->notes);
+	runner_schedule(rp->e->runner, rp->resume.v, rp->resume.n);
+	claim_finish(rp);
+}
+
+/* Writer thread, after the claim committed: one call per claimed job. */
+static void claim_got(const struct job_row *r, const char *prev_owner, void *arg)
+{
+	struct replay *rp = arg;
+	struct engine *e = rp->e;
+
+	rp->now = rd_now();
+	rp->prev_owner = prev_owner;
+	pthread_mutex_lock(&e->mu);
+	replay_row(r, rp);
+	pthread_mutex_unlock(&e->mu);
+	rp->prev_owner = NULL;
+}
+
+static void claim_done(enum rd_status res, void *arg)
+{
+	struct replay *rp = arg;
+	struct store_batch *b = rp->b;
+
+	(void)res; /* a failed claim got nothing: the next poll tries again */
+	rp->b = NULL;
+	if (store_batch_empty(b)) {
+		store_batch_free(b);
+		takeover_committed(RD_OK, rp);
+	} else if (store_commit_cb(rp->e->store, b, takeover_committed, rp) != RD_OK) {
+		takeover_committed(RD_ERR, rp);
+	}
+}
+
+/* The runner's poll (loop thread): claim up to slots free jobs, and the
+ * outbox's free rows. */
+static void engine_poll(void *owner, size_t slots)
+{
+	struct engine *e = owner;
+	struct replay *rp;
+	struct store_batch *b;
+	double now = rd_now();
+
+	outbox_poll(e->outbox);
+	if (!slots)
+		return;
+	pthread_mutex_lock(&e->mu);
+	if (e->claiming || e->draining) {
+		pthread_mutex_unlock(&e->mu);
+		return;
+	}
+	e->claiming = 1;
+	e->claims_out++;
+	pthread_mutex_unlock(&e->mu);
+	rp = calloc(1, sizeof(*rp));
+	b = store_batch_new();
+	if (rp && (rp->b = store_batch_new()))
+		store_batch_keep(rp->b); /* the crash rules must not be lost to a database restart */
+	if (!rp || !b || !rp->b ||
+	    store_batch_claim_jobs(b, e->replica, now, now + e->lease, (int)(slots < 1000 ? slots : 1000),
+	                           claim_got, rp) < 0) {
+		store_batch_free(b);
+		if (rp) {
+			store_batch_free(rp->b);
+			free(rp);
+		}
+		pthread_mutex_lock(&e->mu);
+		e->claiming = 0;
+		if (--e->claims_out == 0)
+			pthread_cond_broadcast(&e->claims_cv);
+		pthread_mutex_unlock(&e->mu);
+		return;
+	}
+	rp->e = e;
+	rp->claim = 1;
+	if (store_commit_cb(e->store, b, claim_done, rp) != RD_OK)
+		claim_done(RD_ERR, rp);
 }

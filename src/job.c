@@ -158,6 +158,11 @@ int job_set_state(struct job_counts *c, struct job *j, enum job_state to)
 	return 0;
 }
 
+void job_leave(struct job_counts *c, struct job *j)
+{
+	count(c, j->state, -1);
+}
+
 void job_row_of(const struct job *j, struct job_row *row)
 {
 	memset(row, 0, sizeof(*row));
@@ -183,6 +188,10 @@ void job_row_of(const struct job *j, struct job_row *row)
 	row->approval = approval_name(j->approval);
 	row->approved_by = j->approved_by;
 	row->plan_attempts = j->plan_attempts;
+	/* An ended job lets go of its lease; the token fences the write. */
+	row->owner = job_state_final(j->state) ? NULL : j->owner;
+	row->lease_until = row->owner ? j->lease_until : 0;
+	row->lease_token = j->owner ? j->lease_token : 0;
 }
 
 void job_free(struct job *j)

@@ -325,7 +325,7 @@ static int cmd_run(const char *playbook, struct config *c, struct playbook_set *
 		goto out;
 	}
 	struct engine_opts eo = {st, set, c->dry_run, (size_t)c->queue_max, 1, (size_t)c->lua_memory,
-	                         c->lua_path, 1, c->watchdog_unhealthy, c->watchdog_exit};
+	                         c->lua_path, 1, c->watchdog_unhealthy, c->watchdog_exit, NULL, 0, 0};
 	e = engine_new(&eo);
 	if (!e || engine_start(e) != RD_OK) {
 		fprintf(stderr, "recoveryd run: cannot start the engine\n");
@@ -468,7 +468,7 @@ int main(int argc, char **argv)
 	struct store *st = NULL;
 	struct engine *e = NULL;
 	struct http *h = NULL;
-	char err[1024];
+	char err[1024], replica[64] = "", state_url[2048];
 	const char *run_playbook = NULL;
 	int args_from = 1, rc = 1, migrate = 0;
 	sigset_t sigs;
@@ -571,7 +571,23 @@ int main(int argc, char **argv)
 		       "error", err, NULL);
 	if (check_playbook_settings(&cfg, set, err, sizeof(err)) < 0)
 		log_kv(LOG_WARN, NULL, "config", "error", err, NULL);
-	if (store_open(cfg.state, &st, err, sizeof(err)) != RD_OK) {
+	if (store_is_shared(cfg.state)) {
+		/* Several replicas: each needs a name of its own in the leases,
+		 * and its connections carry it (pg_stat_activity). */
+		if (!cfg.replica_id) {
+			char host[64] = "recoveryd";
+			gethostname(host, sizeof(host) - 1);
+			host[strcspn(host, ".")] = '\0';
+			snprintf(replica, sizeof(replica), "%.40s-%ld", host, (long)getpid());
+		} else {
+			snprintf(replica, sizeof(replica), "%s", cfg.replica_id);
+		}
+		snprintf(state_url, sizeof(state_url), "%s%sapplication_name=recoveryd/%s", cfg.state,
+		         strchr(cfg.state, '?') ? "&" : "?", replica);
+	} else {
+		snprintf(state_url, sizeof(state_url), "%s", cfg.state);
+	}
+	if (store_open(state_url, &st, err, sizeof(err)) != RD_OK) {
 		fprintf(stderr, "recoveryd: %s\n", err);
 		goto out;
 	}
@@ -585,7 +601,10 @@ int main(int argc, char **argv)
 	                         cfg.lua_path,
 	                         0,
 	                         cfg.watchdog_unhealthy,
-	                         cfg.watchdog_exit};
+	                         cfg.watchdog_exit,
+	                         replica[0] ? replica : NULL,
+	                         cfg.lease_timeout,
+	                         cfg.poll_interval};
 	e = engine_new(&eo);
 	set = NULL;
 	if (!e || engine_start(e) != RD_OK) {

@@ -101,6 +101,18 @@ static const struct family_def defs[M__COUNT] = {
 	[M_PAUSED] = { "recoveryd_paused",
 		"1 while the playbook is paused (by its own pause or a pause of everything).",
 		MT_GAUGE, 1, { "playbook", NULL }, NULL, 0 },
+	[M_LEASES_HELD] = { "recoveryd_leases_held",
+		"Jobs this replica holds the lease of (a journal shared by several replicas).",
+		MT_GAUGE, 0, { NULL, NULL }, NULL, 0 },
+	[M_TAKEOVERS] = { "recoveryd_takeovers_total",
+		"Jobs and escalations this replica claimed after another replica's lease ran out, by kind.",
+		MT_COUNTER, 1, { "kind", NULL }, NULL, 0 },
+	[M_LEASES_LOST] = { "recoveryd_leases_lost_total",
+		"Jobs this replica gave up because their lease ran out or a write of theirs was fenced.",
+		MT_COUNTER, 0, { NULL, NULL }, NULL, 0 },
+	[M_STORE_ERRORS] = { "recoveryd_store_errors_total",
+		"Journal transactions that failed as a whole (the database unreachable or failing).",
+		MT_COUNTER, 0, { NULL, NULL }, NULL, 0 },
 };
 
 struct series {

@@ -117,6 +117,7 @@ struct outbox {
 	pthread_cond_t journaled_cv; /* [mu] journaling reached 0 */
 	struct delivery *deliveries; /* [loop] */
 	size_t n_deliveries;      /* [loop] */
+	int claiming;             /* [loop] a claim is on its way */
 };
 
 /* ---------- notes and incidents ---------- */
@@ -176,6 +177,13 @@ unsigned outbox_playbook_sinks(const struct playbook *pb)
 	return bits;
 }
 
+static void incident_open(struct outbox *ob, const char *key, const char *job_id, unsigned bits);
+
+static void load_incident(const struct escalation_row *r, void *arg)
+{
+	incident_open(arg, r->incident_key, r->job_id, sink_bit(r->sink));
+}
+
 void outbox_close_incident(struct outbox *ob, struct outbox_notes *ns, const char *key,
                            enum esc_reason reason)
 {
@@ -184,6 +192,12 @@ void outbox_close_incident(struct outbox *ob, struct outbox_notes *ns, const cha
 	pthread_mutex_lock(&ob->mu);
 	inc = map_del(ob->incidents, key);
 	pthread_mutex_unlock(&ob->mu);
+	/* Another replica may have opened it: the journal knows. */
+	if (!inc && ob->o.replica && store_scan_open_incidents(ob->o.store, key, load_incident, ob) == RD_OK) {
+		pthread_mutex_lock(&ob->mu);
+		inc = map_del(ob->incidents, key);
+		pthread_mutex_unlock(&ob->mu);
+	}
 	if (!inc)
 		return;
 	outbox_note(ns, inc->job_id, key, EK_RESOLVE, reason, inc->sinks, 0);
@@ -335,7 +349,8 @@ static void delivery_update(struct outbox *ob, struct delivery *d, const char *s
 {
 	struct escalation_row e = {.id = d->id, .state = state, .attempts = d->attempts,
 	                           .last_answer = answer, .updated_at = rd_now(),
-	                           .next_attempt_at = next_at, .delivered_at = delivered_at};
+	                           .next_attempt_at = next_at, .delivered_at = delivered_at,
+	                           .owner = ob->o.replica};
 	struct store_batch *b = store_batch_new();
 
 	store_batch_keep(b); /* a delivery's state must not be lost to a database restart */
@@ -433,7 +448,12 @@ static void delivery_done(struct loop *l, CURL *easy, CURLcode cc, void *arg)
 		log_kv(LOG_WARN, d->job_id, "escalation will be retried", "sink", d->sink, "kind", d->kind,
 		       "answer", answer, "retry_in_seconds", dl, NULL);
 		delivery_update(ob, d, "retrying", answer, rd_now() + delay, 0);
-		delivery_later(d, delay);
+		/* The update let go of the row: on a shared journal, whoever
+		 * claims it when it is due sends it (one claim, one send). */
+		if (ob->o.replica)
+			delivery_forget(ob, d);
+		else
+			delivery_later(d, delay);
 		break;
 	}
 	}
@@ -614,6 +634,11 @@ static void journal_note(struct outbox *ob, struct outbox_note *n, struct store_
 			.state = n->dry_run ? "planned" : configured ? "pending" : "failed",
 			.last_answer = configured || n->dry_run ? NULL : "sink not configured",
 			.created_at = now, .updated_at = now, .payload = payload};
+		/* Journaled claimed by this replica, which sends it. */
+		if (ob->o.replica && !n->dry_run && configured) {
+			row.owner = ob->o.replica;
+			row.lease_until = now + ob->o.lease;
+		}
 		if (n->dry_run)
 			metrics_add(M_ESCALATIONS, sink, "planned", 1);
 		else if (!configured) {
@@ -688,11 +713,6 @@ void outbox_send(struct outbox *ob, struct outbox_notes *ns)
 
 /* ---------- start-up ---------- */
 
-static void load_incident(const struct escalation_row *r, void *arg)
-{
-	incident_open(arg, r->incident_key, r->job_id, sink_bit(r->sink));
-}
-
 static void load_row(const struct escalation_row *r, void *arg)
 {
 	struct sendset *set = arg;
@@ -710,8 +730,8 @@ enum rd_status outbox_load(struct outbox *ob)
 	if (!set)
 		return RD_NOMEM;
 	set->ob = ob;
-	rc = store_scan_open_incidents(ob->o.store, load_incident, ob);
-	if (rc == RD_OK)
+	rc = store_scan_open_incidents(ob->o.store, NULL, load_incident, ob);
+	if (rc == RD_OK && !ob->o.replica)
 		rc = store_scan_outbox(ob->o.store, load_row, set);
 	if (!set->ready) {
 		free(set);
@@ -721,6 +741,80 @@ enum rd_status outbox_load(struct outbox *ob)
 		runner_call(ob->o.runner, deliver_set, drop_set, set);
 	}
 	return rc;
+}
+
+/* ---------- claims (a shared journal) ---------- */
+
+#define CLAIM_MAX 32
+
+static void claimed_row(const struct escalation_row *e, const char *prev_owner, void *arg)
+{
+	struct sendset *set = arg;
+	struct delivery *d = delivery_of(set->ob, e);
+
+	if (prev_owner) {
+		metrics_add(M_TAKEOVERS, "escalation", NULL, 1);
+		log_kv(LOG_WARN, e->job_id, "escalation taken over", "from", prev_owner, "sink", e->sink, "kind",
+		       e->kind, NULL);
+	}
+	if (d)
+		set_append(set, d);
+}
+
+/* Loop thread: the claim has reported. */
+static void claim_reported(void *arg)
+{
+	struct sendset *set = arg;
+
+	set->ob->claiming = 0;
+	deliver_set(set);
+}
+
+static void claim_dropped(void *arg)
+{
+	sendset_free(arg);
+}
+
+static void claim_done(enum rd_status result, void *arg)
+{
+	struct sendset *set = arg;
+
+	(void)result; /* a failed claim got nothing; the next poll tries again */
+	runner_call(set->ob->o.runner, claim_reported, claim_dropped, set);
+	pthread_mutex_lock(&set->ob->mu);
+	if (--set->ob->journaling == 0)
+		pthread_cond_broadcast(&set->ob->journaled_cv);
+	pthread_mutex_unlock(&set->ob->mu);
+}
+
+void outbox_poll(struct outbox *ob)
+{
+	struct sendset *set;
+	struct store_batch *b;
+	double now = rd_now();
+
+	if (!ob || !ob->o.replica || ob->o.disabled || ob->claiming)
+		return;
+	set = calloc(1, sizeof(*set));
+	b = store_batch_new();
+	if (!set || !b ||
+	    store_batch_claim_outbox(b, ob->o.replica, now, now + ob->o.lease, CLAIM_MAX, claimed_row, set) < 0) {
+		free(set);
+		store_batch_free(b);
+		return;
+	}
+	set->ob = ob;
+	ob->claiming = 1;
+	pthread_mutex_lock(&ob->mu);
+	ob->journaling++;
+	pthread_mutex_unlock(&ob->mu);
+	if (store_commit_cb(ob->o.store, b, claim_done, set) != RD_OK) {
+		ob->claiming = 0;
+		pthread_mutex_lock(&ob->mu);
+		ob->journaling--;
+		pthread_mutex_unlock(&ob->mu);
+		free(set);
+	}
 }
 
 /* ---------- life ---------- */

@@ -82,6 +82,7 @@ struct cont {
 struct committed {
 	struct msg msg;         /* preallocated: the writer's callback cannot fail */
 	struct runner *r;
+	struct job *job;        /* shared journal: the one job of the batch */
 	enum rd_status result;
 	size_t n;
 	struct cont v[];
@@ -116,6 +117,16 @@ struct runner {
 	struct cont *conts;
 	size_t n_conts, cap_conts;
 	size_t commits_pending;   /* batches whose continuations have not run */
+	/* Shared journal: the jobs with writes this turn (one batch each, so
+	 * that a fenced write refuses only its own job's), every job held,
+	 * and the lease timers. */
+	struct job **tjobs;
+	size_t n_tjobs, cap_tjobs;
+	struct job *held;
+	size_t n_held;
+	int renewing;             /* a renewal is on its way */
+	int poke;                 /* [mu] runner_poke: poll at this turn */
+	double next_renew, next_poll; /* rd_mono() */
 	size_t callbacks_out;     /* [mu] batches the writer has not reported */
 	pthread_cond_t callbacks_cv; /* [mu] callbacks_out reached 0 */
 };
@@ -230,18 +241,72 @@ static struct job *ready_pop(struct runner *r)
 
 /* ---------- journal: one batch per loop turn ---------- */
 
-static struct store_batch *turn_batch(struct runner *r)
+static void held_remove(struct runner *r, struct job *j)
 {
+	if (!j->hprev && r->held != j)
+		return; /* not held (never scheduled) */
+	if (j->hprev)
+		j->hprev->hnext = j->hnext;
+	else
+		r->held = j->hnext;
+	if (j->hnext)
+		j->hnext->hprev = j->hprev;
+	j->hprev = j->hnext = NULL;
+	r->n_held--;
+	if (r->o.replica)
+		metrics_set(M_LEASES_HELD, NULL, NULL, (double)r->n_held);
+}
+
+static void held_add(struct runner *r, struct job *j)
+{
+	j->hprev = NULL;
+	j->hnext = r->held;
+	if (r->held)
+		r->held->hprev = j;
+	r->held = j;
+	r->n_held++;
+	if (r->o.replica)
+		metrics_set(M_LEASES_HELD, NULL, NULL, (double)r->n_held);
+}
+
+static struct store_batch *turn_batch(struct runner *r, struct job *j)
+{
+	struct store_batch **slot = r->o.replica ? &j->tb : &r->batch;
+
 	/* The runner's writes wait out a journal that is away (its jobs
 	 * pause on their continuations meanwhile): a lost attempt end would
 	 * leave a job "running" in the journal. */
-	if (!r->batch && (r->batch = store_batch_new()))
-		store_batch_keep(r->batch);
-	return r->batch;
+	if (*slot)
+		return *slot;
+	if (!(*slot = store_batch_new()))
+		return NULL;
+	store_batch_keep(*slot);
+	if (r->o.replica) {
+		if (r->n_tjobs == r->cap_tjobs) {
+			size_t ncap = r->cap_tjobs ? 2 * r->cap_tjobs : 64;
+			struct job **nv = realloc(r->tjobs, ncap * sizeof(*nv));
+			if (!nv) {
+				store_batch_free(*slot);
+				return *slot = NULL;
+			}
+			r->tjobs = nv;
+			r->cap_tjobs = ncap;
+		}
+		r->tjobs[r->n_tjobs++] = j;
+		/* Its attempt and event rows too are refused once another
+		 * replica holds the job. */
+		if (store_batch_fence(*slot, j->id, j->lease_token) < 0) {
+			r->n_tjobs--;
+			store_batch_free(*slot);
+			return *slot = NULL;
+		}
+	}
+	return *slot;
 }
 
 static void job_done(struct runner *r, struct job *j)
 {
+	held_remove(r, j);
 	r->o.job_done(r->o.owner, j);
 }
 
@@ -259,7 +324,7 @@ static void runner_record(struct job *j, const char *type, cJSON *detail, int pl
 	cJSON_Delete(detail);
 	if (!txt || !r)
 		goto out;
-	if (!(b = turn_batch(r)) || store_batch_event(b, j->id, attempt, type, txt, planned, rd_now()) < 0)
+	if (!(b = turn_batch(r, j)) || store_batch_event(b, j->id, attempt, type, txt, planned, rd_now()) < 0)
 		log_kv(LOG_ERROR, j->id, "journal: cannot record an event: out of memory", "type", type, NULL);
 out:
 	free(txt);
@@ -267,6 +332,12 @@ out:
 
 static int cont_push(struct runner *r, struct job *j, enum cont_kind kind)
 {
+	if (r->o.replica) {
+		if (j->n_tconts == (int)(sizeof(j->tconts) / sizeof(j->tconts[0])))
+			return -1;
+		j->tconts[j->n_tconts++] = kind;
+		return 0;
+	}
 	if (r->n_conts == r->cap_conts) {
 		size_t ncap = r->cap_conts ? 2 * r->cap_conts : 64;
 		struct cont *nc = realloc(r->conts, ncap * sizeof(*nc));
@@ -286,7 +357,7 @@ static int cont_push(struct runner *r, struct job *j, enum cont_kind kind)
 static enum rd_status commit_job(struct runner *r, struct job *j, const struct attempt_row *a,
                                  int cont, enum cont_kind kind)
 {
-	struct store_batch *b = turn_batch(r);
+	struct store_batch *b = turn_batch(r, j);
 	struct job_row row;
 	int fail;
 
@@ -326,12 +397,20 @@ static void on_committed(enum rd_status result, void *arg)
 
 static void conts_run(struct runner *r, enum rd_status result, const struct cont *v, size_t n);
 
-/* Hand this turn's writes to the journal writer as one batch. */
+static void flush_job(struct runner *r, struct job *j);
+static void conts_run_job(struct runner *r, struct job *j, enum rd_status res, const struct cont *v,
+                          size_t n);
+
+/* Hand this turn's writes to the journal writer as one batch (a batch per
+ * job on a shared journal). */
 static void flush_batch(struct runner *r)
 {
 	struct committed *c;
 	struct store_batch *b = r->batch;
 
+	for (size_t i = 0; i < r->n_tjobs; i++)
+		flush_job(r, r->tjobs[i]);
+	r->n_tjobs = 0;
 	if (!b)
 		return;
 	r->batch = NULL;
@@ -369,6 +448,49 @@ static void flush_batch(struct runner *r)
 		pthread_mutex_unlock(&r->mu);
 		r->commits_pending--;
 		conts_run(r, RD_ERR, c->v, c->n);
+		free(c);
+	}
+}
+
+/* Shared journal: j's writes of this turn, with its continuations. Even
+ * without any, the batch reports back: a fenced one means the lease is
+ * gone. */
+static void flush_job(struct runner *r, struct job *j)
+{
+	struct store_batch *b = j->tb;
+	struct committed *c = malloc(sizeof(*c) + sizeof(c->v[0]) * (size_t)j->n_tconts);
+
+	j->tb = NULL;
+	if (!c) {
+		/* No memory to go on later: wait for this batch instead. */
+		struct cont v[2];
+		int n = j->n_tconts;
+		for (int i = 0; i < n; i++)
+			v[i] = (struct cont){j, (enum cont_kind)j->tconts[i]};
+		j->n_tconts = 0;
+		j->commits++;
+		r->commits_pending++;
+		conts_run_job(r, j, store_commit(r->o.store, b, 1), v, (size_t)n);
+		return;
+	}
+	memset(&c->msg, 0, sizeof(c->msg));
+	c->r = r;
+	c->job = j;
+	c->result = RD_ERR;
+	c->n = (size_t)j->n_tconts;
+	for (int i = 0; i < j->n_tconts; i++)
+		c->v[i] = (struct cont){j, (enum cont_kind)j->tconts[i]};
+	j->n_tconts = 0;
+	j->commits++;
+	r->commits_pending++;
+	pthread_mutex_lock(&r->mu);
+	r->callbacks_out++;
+	pthread_mutex_unlock(&r->mu);
+	if (store_commit_cb(r->o.store, b, on_committed, c) != RD_OK) {
+		pthread_mutex_lock(&r->mu);
+		r->callbacks_out--;
+		pthread_mutex_unlock(&r->mu);
+		conts_run_job(r, j, RD_ERR, c->v, c->n);
 		free(c);
 	}
 }
@@ -886,6 +1008,44 @@ static void resume(struct runner *r, struct job *j, int nargs)
 	free(vreason);
 }
 
+/* Stop j's attempt where it is: abort what it waits on (killing a
+ * process, dropping a transfer), close its Lua state, free the slot. a, if
+ * given, gets the attempt's number and start. */
+static void rt_close(struct runner *r, struct job *j, struct attempt_row *a)
+{
+	struct attempt_rt *rt = j->rt;
+
+	if (!rt)
+		return;
+	if (rt->op) {
+		op_abort(r, rt->op);
+		op_free(rt->op);
+		rt->op = NULL;
+	}
+	timers_drop_job(r, j, T_DEADLINE);
+	timers_drop_job(r, j, T_RESUME);
+	if (rt->L) {
+		/* lua_close runs pending finalizers, with hooks off */
+		watchdog_enter(r->o.wd, j->id, j->playbook_name);
+		lua_close(rt->L);
+		watchdog_leave(r->o.wd);
+	}
+	if (a) {
+		a->n = rt->n;
+		a->started_at = rt->started_wall;
+	}
+	metrics_observe(M_JOB_DURATION, j->playbook_name, rd_mono() - rt->started);
+	if (rt->prev)
+		rt->prev->next = rt->next;
+	else
+		r->rts = rt->next;
+	if (rt->next)
+		rt->next->prev = rt->prev;
+	free(rt);
+	j->rt = NULL;
+	r->in_flight--;
+}
+
 /* The attempt ended with result; why is the cause that
  * recoveryd_playbook_errors_total counts (AE_NONE: none), known to the
  * caller from where it ended, never guessed from the error text. */
@@ -902,33 +1062,7 @@ static void attempt_end(struct runner *r, struct job *j, enum attempt_result res
 
 	if (rt && j->state != JS_RUNNING)
 		mark_running(r, j); /* ended before its start was committed */
-	if (rt) {
-		if (rt->op) {
-			op_abort(r, rt->op);
-			op_free(rt->op);
-			rt->op = NULL;
-		}
-		timers_drop_job(r, j, T_DEADLINE);
-		timers_drop_job(r, j, T_RESUME);
-		if (rt->L) {
-			/* lua_close runs pending finalizers, with hooks off */
-			watchdog_enter(r->o.wd, j->id, j->playbook_name);
-			lua_close(rt->L);
-			watchdog_leave(r->o.wd);
-		}
-		a.n = rt->n;
-		a.started_at = rt->started_wall;
-		metrics_observe(M_JOB_DURATION, j->playbook_name, rd_mono() - rt->started);
-		if (rt->prev)
-			rt->prev->next = rt->next;
-		else
-			r->rts = rt->next;
-		if (rt->next)
-			rt->next->prev = rt->prev;
-		free(rt);
-		j->rt = NULL;
-		r->in_flight--;
-		}
+	rt_close(r, j, &a);
 	a.ended_at = rd_now();
 	a.result = attempt_result_name(result);
 	a.error = err_copy;
@@ -1128,6 +1262,218 @@ static void conts_run(struct runner *r, enum rd_status result, const struct cont
 	}
 }
 
+/* ---------- leases (a journal shared by several replicas) ---------- */
+
+static void lose_finish(struct runner *r, struct job *j)
+{
+	held_remove(r, j);
+	r->o.job_lost(r->o.owner, j);
+}
+
+/* j's lease is gone (expired unrenewed, or a write was fenced): another
+ * replica may hold it now, so nothing more of it is done or written here.
+ * Its running attempt stops at once (processes killed, transfers
+ * dropped); the job is handed back once its batches have reported. */
+static void job_lose(struct runner *r, struct job *j, const char *why)
+{
+	if (j->lost)
+		return;
+	j->lost = 1;
+	log_kv(LOG_WARN, j->id, j->rt ? "lease lost: attempt aborted" : "lease lost: job left to another replica",
+	       "playbook", j->playbook_name, "reason", why, NULL);
+	metrics_add(M_LEASES_LOST, NULL, NULL, 1);
+	rt_close(r, j, NULL);
+	ready_remove(r, j);
+	timers_drop_job(r, j, -1);
+	if (j->tb) {
+		for (size_t i = 0; i < r->n_tjobs; i++)
+			if (r->tjobs[i] == j) {
+				r->tjobs[i] = r->tjobs[--r->n_tjobs];
+				break;
+			}
+		store_batch_free(j->tb);
+		j->tb = NULL;
+		j->n_tconts = 0;
+	}
+	if (j->commits == 0)
+		lose_finish(r, j);
+}
+
+/* Shared journal: the batch of j's writes reported back. */
+static void conts_run_job(struct runner *r, struct job *j, enum rd_status res, const struct cont *v,
+                          size_t n)
+{
+	r->commits_pending--;
+	j->commits--;
+	if (res == RD_FENCED)
+		job_lose(r, j, "a write was fenced: another replica holds the job");
+	if (j->lost) {
+		if (j->commits == 0)
+			lose_finish(r, j);
+		return;
+	}
+	conts_run(r, res, v, n);
+}
+
+/* A renewal of every lease of this replica, on its way to the journal. */
+struct renewal {
+	struct runner *r;
+	double until;
+	size_t n, cap;
+	struct renewed {
+		char id[33];
+		long long token;
+	} *v;
+};
+
+static void renewal_got(const char *job_id, long long token, void *arg)
+{
+	struct renewal *rn = arg;
+
+	if (rn->n == rn->cap) {
+		size_t ncap = rn->cap ? 2 * rn->cap : 64;
+		struct renewed *nv = realloc(rn->v, ncap * sizeof(*nv));
+		if (!nv)
+			return; /* not extended here: its lease runs out, then it is lost */
+		rn->v = nv;
+		rn->cap = ncap;
+	}
+	snprintf(rn->v[rn->n].id, sizeof(rn->v[0].id), "%s", job_id);
+	rn->v[rn->n++].token = token;
+}
+
+static void renewal_free(void *arg)
+{
+	struct renewal *rn = arg;
+
+	free(rn->v);
+	free(rn);
+}
+
+/* Loop thread: the renewed leases are good until rn->until. */
+static void renewal_apply(void *arg)
+{
+	struct renewal *rn = arg;
+	struct runner *r = rn->r;
+
+	r->renewing = 0;
+	for (size_t i = 0; i < rn->n; i++) {
+		struct job *j;
+		pthread_mutex_lock(r->o.mu);
+		j = r->o.job_find(r->o.owner, rn->v[i].id);
+		pthread_mutex_unlock(r->o.mu);
+		if (j && j->owner && j->lease_token == rn->v[i].token && rn->until > j->lease_until)
+			j->lease_until = rn->until;
+	}
+	renewal_free(rn);
+}
+
+static void renewal_done(enum rd_status res, void *arg)
+{
+	struct renewal *rn = arg;
+	struct runner *r = rn->r;
+
+	if (res != RD_OK)
+		rn->n = 0; /* nothing renewed: the leases run out as they were */
+	runner_call(r, renewal_apply, renewal_free, rn);
+	pthread_mutex_lock(&r->mu);
+	if (--r->callbacks_out == 0)
+		pthread_cond_broadcast(&r->callbacks_cv);
+	pthread_mutex_unlock(&r->mu);
+}
+
+static void renew_leases(struct runner *r)
+{
+	struct renewal *rn = calloc(1, sizeof(*rn));
+	struct store_batch *b = store_batch_new();
+
+	if (!rn || !b)
+		goto fail;
+	rn->r = r;
+	rn->until = rd_now() + r->o.lease;
+	if (store_batch_renew(b, r->o.replica, rn->until, renewal_got, rn) < 0)
+		goto fail;
+	r->renewing = 1;
+	pthread_mutex_lock(&r->mu);
+	r->callbacks_out++;
+	pthread_mutex_unlock(&r->mu);
+	if (store_commit_cb(r->o.store, b, renewal_done, rn) != RD_OK) {
+		pthread_mutex_lock(&r->mu);
+		r->callbacks_out--;
+		pthread_mutex_unlock(&r->mu);
+		r->renewing = 0;
+		free(rn);
+	}
+	return;
+fail:
+	store_batch_free(b);
+	free(rn);
+}
+
+/* Before its lease runs out, a job this replica could not renew is given
+ * up: the margin keeps this replica's last act ahead of another's claim
+ * (clocks agreeing to well within it). */
+static void leases_check(struct runner *r)
+{
+	double now = rd_now(), margin = r->o.lease / 5;
+	struct job *j, *next;
+
+	for (j = r->held; j; j = next) {
+		next = j->hnext;
+		if (j->owner && !j->lost && now >= j->lease_until - margin)
+			job_lose(r, j, "the lease ran out: it could not be renewed in time");
+	}
+}
+
+/* Each loop turn: renew, check, and poll for free work when due. */
+static void leases_turn(struct runner *r)
+{
+	double mono = rd_mono();
+	int poke;
+	size_t ready = 0, slots;
+
+	if (!r->o.replica)
+		return;
+	if (mono >= r->next_renew && !r->renewing) {
+		r->next_renew = mono + r->o.lease / 3;
+		renew_leases(r);
+	}
+	leases_check(r);
+	pthread_mutex_lock(&r->mu);
+	poke = r->poke;
+	r->poke = 0;
+	pthread_mutex_unlock(&r->mu);
+	if ((poke || mono >= r->next_poll) && !r->draining_now && r->o.poll_fn) {
+		r->next_poll = mono + r->o.poll;
+		for (struct job *j = r->ready; j; j = j->next)
+			ready++;
+		slots = r->in_flight + ready < r->o.max_in_flight ? r->o.max_in_flight - r->in_flight - ready : 0;
+		r->o.poll_fn(r->o.owner, slots);
+	}
+}
+
+void runner_poke(struct runner *r)
+{
+	pthread_mutex_lock(&r->mu);
+	r->poke = 1;
+	pthread_mutex_unlock(&r->mu);
+	loop_wakeup(r->loop);
+}
+
+/* A job handed over by runner_schedule: it is ours from now on. */
+static void schedule_job(struct runner *r, struct job *j)
+{
+	double delay = j->next_run_at - rd_now();
+
+	held_add(r, j);
+	if (j->state == JS_AWAITING_APPROVAL) /* replayed: waits until the journaled deadline */
+		timer_add(r, j, T_APPROVAL, rd_mono() + (delay > 0 ? delay : 0));
+	else if (j->state == JS_RETRY_WAIT)
+		timer_add(r, j, T_RETRY, rd_mono() + (delay > 0 ? delay : 0));
+	else
+		ready_push(r, j);
+}
+
 static void drain_inbox(struct runner *r)
 {
 	struct msg *m;
@@ -1141,8 +1487,12 @@ static void drain_inbox(struct runner *r)
 		struct job *j = m->job;
 		if (m->done) {
 			struct committed *c = m->done;
-			r->commits_pending--;
-			conts_run(r, c->result, c->v, c->n);
+			if (c->job) {
+				conts_run_job(r, c->job, c->result, c->v, c->n);
+			} else {
+				r->commits_pending--;
+				conts_run(r, c->result, c->v, c->n);
+			}
 			free(c);
 			m = next;
 			continue;
@@ -1156,15 +1506,8 @@ static void drain_inbox(struct runner *r)
 			pthread_mutex_unlock(r->o.mu);
 			if (j)
 				m->approve ? approve_job(r, j) : cancel_job(r, j);
-		} else if (j->state == JS_AWAITING_APPROVAL) {
-			/* replayed: its wait goes on until the journaled deadline */
-			double delay = j->next_run_at - rd_now();
-			timer_add(r, j, T_APPROVAL, rd_mono() + (delay > 0 ? delay : 0));
-		} else if (j->state == JS_RETRY_WAIT) {
-			double delay = j->next_run_at - rd_now();
-			timer_add(r, j, T_RETRY, rd_mono() + (delay > 0 ? delay : 0));
 		} else {
-			ready_push(r, j);
+			schedule_job(r, j);
 		}
 		free(m);
 		m = next;
@@ -1233,6 +1576,7 @@ static void before_wait(struct loop *l, void *arg)
 
 	watchdog_beat(r->o.wd);
 	drain_inbox(r);
+	leases_turn(r);
 	pthread_mutex_lock(&r->mu);
 	r->draining_now = r->draining;
 	stop = r->stop;
@@ -1266,8 +1610,12 @@ static void *runner_main(void *arg)
 
 	watchdog_start(r->o.wd);
 	while (!r->exit_now) {
-		/* Waits are bounded so that a drain's deadline is seen. */
-		if (loop_run_once(r->loop, r->draining_now ? 0.1 : MAX_WAIT_MS / 1000.0) < 0 && errno != EINTR) {
+		/* Waits are bounded so that a drain's deadline is seen, and a
+		 * lease running out well within its margin. */
+		double wait = r->draining_now ? 0.1 : MAX_WAIT_MS / 1000.0;
+		if (r->o.replica && r->o.lease / 10 < wait)
+			wait = r->o.lease / 10;
+		if (loop_run_once(r->loop, wait) < 0 && errno != EINTR) {
 			log_kv(LOG_ERROR, NULL, "runner: event loop failed", "error", strerror(errno), NULL);
 			usleep(10000); /* do not spin */
 		}
@@ -1405,6 +1753,7 @@ void runner_free(struct runner *r)
 	pthread_mutex_unlock(&r->mu);
 	store_batch_free(r->batch); /* the loop never ran */
 	free(r->conts);
+	free(r->tjobs);
 	/* Jobs still queued or waiting stay in the journal; free their memory. */
 	while (r->n_procs)
 		op_abort(r, r->procs[0]); /* kills and reaps; op_abort forgets it */

@@ -363,6 +363,11 @@ struct store_batch *store_batch_new(void)
 	return calloc(1, sizeof(struct store_batch));
 }
 
+int store_batch_empty(const struct store_batch *b)
+{
+	return !b || !b->head;
+}
+
 void store_batch_free(struct store_batch *b)
 {
 	struct write_op *op, *next;
@@ -1080,6 +1085,7 @@ static void *writer_main(void *arg)
 
 		committed = run_txn(s, list) == RD_OK;
 		if (!committed) {
+			metrics_add(M_STORE_ERRORS, NULL, NULL, 1);
 			/* The journal is away (a database restart, a lost connection):
 			 * what must not be lost waits for it; the rest fails now. */
 			pthread_mutex_lock(&s->mu);
@@ -1265,6 +1271,11 @@ static int is_pg_url(const char *path)
 	return strncmp(path, "postgres://", 11) == 0 || strncmp(path, "postgresql://", 13) == 0;
 }
 
+int store_is_shared(const char *path)
+{
+	return path && is_pg_url(path);
+}
+
 enum rd_status store_open(const char *path, struct store **out, char *err, size_t errlen)
 {
 	struct store *s = NULL;
@@ -1398,6 +1409,8 @@ static cJSON *job_scalars(const struct store *s, const struct srow *r)
 	bad |= add_time_col(s, o, "next_attempt_at", r, JC_NEXT_RUN);
 	bad |= add_text(s, o, "triggered_by", r, JC_TRIGGERED_BY);
 	bad |= add_text(s, o, "cancelled_by", r, JC_CANCELLED_BY);
+	/* The replica holding its lease (a shared journal), else null. */
+	bad |= add_text(s, o, "owner", r, JC_OWNER);
 	if (!s->be->is_null(r, JC_APPROVAL)) {
 		cJSON *ap = cJSON_AddObjectToObject(o, "approval");
 		bad |= !ap || add_text(s, ap, "state", r, JC_APPROVAL) ||
@@ -1856,9 +1869,10 @@ static int scan_esc_row(const struct srow *r, void *arg)
 
 /* Escalation rows of query id, handed to cb after the read connection is
  * released. */
-static enum rd_status scan_esc(struct store *s, enum rstmt id,
+static enum rd_status scan_esc(struct store *s, enum rstmt id, const char *key,
                                void (*cb)(const struct escalation_row *e, void *arg), void *arg)
 {
+	struct sval v[1] = {sv_text(key)};
 	struct copied c = {.s = s, .size = sizeof(struct escalation_row)};
 	struct escalation_row *rows;
 	int rc;
@@ -1866,7 +1880,7 @@ static enum rd_status scan_esc(struct store *s, enum rstmt id,
 	if (!s || !cb)
 		return RD_ERR;
 	pthread_mutex_lock(&s->rmu);
-	rc = s->be->query(s, id, NULL, 0, scan_esc_row, &c);
+	rc = s->be->query(s, id, v, key ? 1 : 0, scan_esc_row, &c);
 	pthread_mutex_unlock(&s->rmu);
 	rows = c.v;
 	if (rc == 0)
@@ -1881,14 +1895,14 @@ static enum rd_status scan_esc(struct store *s, enum rstmt id,
 enum rd_status store_scan_outbox(struct store *s,
                                  void (*cb)(const struct escalation_row *e, void *arg), void *arg)
 {
-	return scan_esc(s, Q_OUTBOX, cb, arg);
+	return scan_esc(s, Q_OUTBOX, NULL, cb, arg);
 }
 
-enum rd_status store_scan_open_incidents(struct store *s,
+enum rd_status store_scan_open_incidents(struct store *s, const char *key,
                                          void (*cb)(const struct escalation_row *e, void *arg),
                                          void *arg)
 {
-	return scan_esc(s, Q_OPEN_INCIDENTS, cb, arg);
+	return key ? scan_esc(s, Q_OPEN_INCIDENT_KEY, key, cb, arg) : scan_esc(s, Q_OPEN_INCIDENTS, NULL, cb, arg);
 }
 
 struct pause_scan {

@@ -30,7 +30,7 @@ enum wstmt {
 /* Reader statements; their columns are listed in store.c. */
 enum rstmt {
 	Q_JOB, Q_ATTEMPTS, Q_EVENTS, Q_ESCALATIONS, Q_SCAN, Q_LIST, Q_LIST_STATE, Q_LIST_PLAYBOOK,
-	Q_LIST_BOTH, Q_PAUSES, Q_AUDIT, Q_OUTBOX, Q_OPEN_INCIDENTS, Q__COUNT
+	Q_LIST_BOTH, Q_PAUSES, Q_AUDIT, Q_OUTBOX, Q_OPEN_INCIDENTS, Q_OPEN_INCIDENT_KEY, Q__COUNT
 };
 
 /* Job columns in struct job_row order, as every job statement binds and

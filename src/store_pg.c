@@ -196,6 +196,11 @@ static const struct pg_sql rsql[Q__COUNT] = {
 	                      " SELECT 1 FROM escalations r WHERE r.kind = 'resolve' "
 	                      " AND r.incident_key = t.incident_key AND r.sink = t.sink AND r.seq > t.seq) "
 	                      "ORDER BY t.seq", ""},
+	[Q_OPEN_INCIDENT_KEY] = {"SELECT " STORE_ESC_COLS " FROM escalations t WHERE t.incident_key = $1 "
+	                         "AND t.kind = 'trigger' AND t.state IN ('pending','retrying','delivered') "
+	                         "AND NOT EXISTS (SELECT 1 FROM escalations r WHERE r.kind = 'resolve' "
+	                         " AND r.incident_key = t.incident_key AND r.sink = t.sink AND r.seq > t.seq) "
+	                         "ORDER BY t.seq", "T"},
 };
 
 #define PG_PARAMS_MAX 32

@@ -46,6 +46,9 @@ struct config {
 	double request_timeout;   /* seconds for a request's headers and body */
 	double http_timeout;      /* recovery.http default, seconds */
 	double journal_group_max; /* batches per journal transaction; 0 = all */
+	char *replica_id;         /* shared journal: this replica's name (NULL: HOSTNAME-PID) */
+	double lease_timeout;     /* seconds */
+	double poll_interval;     /* seconds */
 	char *log_level;
 	char *alert;              /* `run`: the alert file */
 	char *playbook_settings;  /* config file only: JSON {"<playbook>": {settings}} */

@@ -26,6 +26,11 @@ struct engine_opts {
 	int no_escalation;            /* `run`: nothing is escalated */
 	double watchdog_unhealthy;    /* seconds; 0 = default (watchdog.h) */
 	double watchdog_exit;         /* seconds; 0 = default */
+	/* A journal shared by several replicas (store.h, leases): this
+	 * replica's name, the lease in seconds and the poll for free work.
+	 * NULL: the only replica (SQLite). */
+	const char *replica;
+	double lease, poll;
 };
 
 struct engine *engine_new(const struct engine_opts *o);

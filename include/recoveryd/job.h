@@ -122,6 +122,20 @@ struct job {
 	struct attempt_rt *rt;  /* [runner] the running attempt, or NULL */
 	char **secrets;         /* [runner] values to redact */
 	size_t n_secrets;
+
+	/* The lease, when several replicas share the journal (store.h): its
+	 * owner (the runner's replica id, borrowed; NULL: a single replica,
+	 * writes unfenced), the token every write carries, and until when
+	 * the last claim or renewal holds it (wall clock). */
+	const char *owner;
+	long long lease_token;
+	double lease_until;       /* [runner] */
+	struct store_batch *tb;   /* [runner] this turn's writes of the job (shared journal) */
+	int tconts[2];            /* [runner] their continuations (enum cont_kind), ... */
+	int n_tconts;             /* [runner] ... in order */
+	int commits;              /* [runner] its batches the writer has not reported */
+	int lost;                 /* [runner] the lease is gone; dropped once commits is 0 */
+	struct job *hprev, *hnext; /* [runner] every job the runner holds */
 };
 
 /* The only ways a job's state changes (caller holds the engine lock):
@@ -132,6 +146,8 @@ struct job {
  * keep recoveryd_queue_depth equal to the jobs in state queued. */
 void job_enter(struct job_counts *c, struct job *j, enum job_state st);
 int job_set_state(struct job_counts *c, struct job *j, enum job_state to);
+/* j leaves the books unfinished: its lease went to another replica. */
+void job_leave(struct job_counts *c, struct job *j);
 const char *job_state_name(enum job_state s);
 int job_state_parse(const char *s, enum job_state *out);
 int job_state_final(enum job_state s);

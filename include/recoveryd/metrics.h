@@ -26,6 +26,10 @@ enum metric_id {
 	M_CONN_DROPPED,       /* counter  recoveryd_http_connections_dropped_total{reason} */
 	M_AUTH_FAILURES,      /* counter  recoveryd_auth_failures_total{reason} */
 	M_PAUSED,             /* gauge    recoveryd_paused{playbook} */
+	M_LEASES_HELD,        /* gauge    recoveryd_leases_held */
+	M_TAKEOVERS,          /* counter  recoveryd_takeovers_total{kind} */
+	M_LEASES_LOST,        /* counter  recoveryd_leases_lost_total */
+	M_STORE_ERRORS,       /* counter  recoveryd_store_errors_total */
 	M__COUNT
 };
 

@@ -52,6 +52,13 @@ struct outbox_opts {
 	struct store *store;       /* borrowed */
 	struct runner *runner;     /* borrowed: deliveries run on its loop */
 	int disabled;              /* --no-escalation: notes are dropped */
+	/* A journal shared by several replicas: rows are claimed by replica
+	 * (journaled claimed by the one that decides them; those of a replica
+	 * whose lease ran out claimed by outbox_poll), and incidents are
+	 * looked up in the journal, where another replica may have opened
+	 * them. NULL: a single replica. */
+	const char *replica;
+	double lease;
 };
 
 struct outbox *outbox_new(const struct outbox_opts *o);
@@ -87,7 +94,10 @@ void outbox_abandon(struct outbox *ob, struct outbox_notes *ns);
 void outbox_send(struct outbox *ob, struct outbox_notes *ns);
 
 /* Start-up: the open incidents and the undelivered notifications of the
- * journal. */
+ * journal (a shared journal: the incidents; outbox_poll claims the rest). */
 enum rd_status outbox_load(struct outbox *ob);
+/* Shared journal, loop thread: claim rows ready to send that nobody holds
+ * (a retry due, a replica gone) and deliver them. */
+void outbox_poll(struct outbox *ob);
 
 #endif

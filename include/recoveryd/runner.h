@@ -38,6 +38,19 @@ struct runner_opts {
 	/* The unfinished job with this id, or NULL. Called with mu held. */
 	struct job *(*job_find)(void *owner, const char *id);
 	void *owner;
+
+	/* Several replicas on one journal (store.h, leases); replica NULL: a
+	 * single replica, nothing below is used. The runner renews the leases
+	 * of replica every lease/3 seconds; a job whose lease ran out (or whose
+	 * write was fenced) is dropped at once: its attempt is aborted with
+	 * nothing journaled, and job_lost hands it back (runner thread, mu not
+	 * held: the owner takes it out of its books and frees it). Every poll
+	 * seconds, and on runner_poke, poll(owner, free attempt slots) asks
+	 * the owner to claim free work (loop thread). */
+	const char *replica;
+	double lease, poll;
+	void (*job_lost)(void *owner, struct job *j);
+	void (*poll_fn)(void *owner, size_t free_slots);
 };
 
 struct runner *runner_new(const struct runner_opts *o);
@@ -45,6 +58,9 @@ enum rd_status runner_start(struct runner *r);
 /* Queue jobs (state queued, or retry_wait with next_run_at), waking the
  * loop once. Any thread. */
 void runner_schedule(struct runner *r, struct job *const *jobs, size_t n);
+/* Shared journal: poll for free work now (new work was announced). Any
+ * thread. */
+void runner_poke(struct runner *r);
 /* Wake the runner to act on the cancel_requested of the job with this id
  * (nothing happens when it has ended meanwhile). Any thread. */
 void runner_cancel(struct runner *r, const char *job_id);

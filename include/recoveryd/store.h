@@ -115,6 +115,8 @@ struct escalation_row {
 /* Open (creating if needed) the journal at path; ":memory:" works for the
  * foreground `run` command and tests. */
 enum rd_status store_open(const char *path, struct store **out, char *err, size_t errlen);
+/* 1 when path names a journal shared by several replicas (PostgreSQL). */
+int store_is_shared(const char *path);
 /* The schema version this build creates and migrates to; a journal with a
  * newer one is refused at open. */
 int store_schema_version(void);
@@ -123,6 +125,8 @@ void store_close(struct store *s);
 
 struct store_batch *store_batch_new(void);
 void store_batch_free(struct store_batch *b);
+/* 1 when nothing was queued on b (NULL too). */
+int store_batch_empty(const struct store_batch *b);
 /* Queue operations; return 0, or -1 on allocation failure. */
 /* Insert job j; owner, lease_until and lease_token are written as given
  * (a job may be inserted already claimed by its first owner). */
@@ -273,8 +277,9 @@ enum rd_status store_audit_json(struct store *s, const struct audit_query *q, cJ
 /* Undelivered notifications (pending, retrying), oldest first. */
 enum rd_status store_scan_outbox(struct store *s,
                                  void (*cb)(const struct escalation_row *e, void *arg), void *arg);
-/* Triggers not followed by a resolve for the same incident key and sink. */
-enum rd_status store_scan_open_incidents(struct store *s,
+/* Triggers not followed by a resolve for the same incident key and sink;
+ * of key only, unless it is NULL. */
+enum rd_status store_scan_open_incidents(struct store *s, const char *key,
                                          void (*cb)(const struct escalation_row *e, void *arg),
                                          void *arg);
 

@@ -294,6 +294,40 @@ struct store_batch *store_batch_new(void)
 	return b;
 }
 
+int store_batch_empty(const struct store_batch *b)
+{
+	return !b || cJSON_GetArraySize(b->ops) == 0;
+}
+
+/* The engine's unit tests run a single replica: nothing here is leased.
+ * Leases are tested on the real backends (tests/unit/test_store.c). */
+int store_batch_fence(struct store_batch *b, const char *job_id, long long token)
+{
+	(void)b;
+	(void)job_id;
+	return token ? -1 : 0;
+}
+
+int store_batch_claim_jobs(struct store_batch *b, const char *owner, double now, double until, int max,
+                           store_claim_job_fn cb, void *arg)
+{
+	(void)b, (void)owner, (void)now, (void)until, (void)max, (void)cb, (void)arg;
+	return -1;
+}
+
+int store_batch_claim_outbox(struct store_batch *b, const char *owner, double now, double until, int max,
+                             store_claim_esc_fn cb, void *arg)
+{
+	(void)b, (void)owner, (void)now, (void)until, (void)max, (void)cb, (void)arg;
+	return -1;
+}
+
+int store_batch_renew(struct store_batch *b, const char *owner, double until, store_renew_fn cb, void *arg)
+{
+	(void)b, (void)owner, (void)until, (void)cb, (void)arg;
+	return -1;
+}
+
 void store_batch_free(struct store_batch *b)
 {
 	if (!b)
@@ -573,7 +607,7 @@ enum rd_status store_scan_outbox(struct store *s, void (*cb)(const struct escala
 	return RD_OK;
 }
 
-enum rd_status store_scan_open_incidents(struct store *s,
+enum rd_status store_scan_open_incidents(struct store *s, const char *key,
                                          void (*cb)(const struct escalation_row *e, void *arg),
                                          void *arg)
 {
@@ -587,6 +621,8 @@ enum rd_status store_scan_open_incidents(struct store *s,
 		struct escalation_row e, r;
 		int open = 1;
 		esc_view(it, &e);
+		if (key && strcmp(e.incident_key, key) != 0)
+			continue;
 		if (strcmp(e.kind, "trigger") != 0 || !(strcmp(e.state, "pending") == 0 ||
 		                                        strcmp(e.state, "retrying") == 0 ||
 		                                        strcmp(e.state, "delivered") == 0))

@@ -103,6 +103,14 @@ void admit_started(struct admit *a, const char *playbook, double when)
 	s->n++;
 }
 
+void admit_reset_starts(struct admit *a, const char *playbook)
+{
+	struct starts *s = map_get(a->starts, playbook);
+
+	if (s)
+		s->n = 0;
+}
+
 void admit_unstart(struct admit *a, const char *playbook, double when)
 {
 	struct starts *s = map_get(a->starts, playbook);

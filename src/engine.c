@@ -565,12 +565,32 @@ static struct job *alertmanager_job(struct engine *e, const char *playbook, cons
 	return map_get(e->active_by_key, key);
 }
 
-/* Decide one (alert, playbook) pair. Called with e->mu held. */
+/* An unfinished job another replica holds, as the journal showed it. */
+struct foreign {
+	int found;
+	char id[33];
+	int dry_run;
+};
+
+/* One (alert, playbook) pair decided in the journal's transaction (a
+ * shared journal), with what the journal holds of its keys. */
+struct pair {
+	struct playbook *pb;
+	struct alert a;            /* resolved, fingerprint and raw: copies */
+	char key[256], mkey[256];
+	struct foreign act, mact;  /* the unfinished job of key, of mkey */
+	char last_id[33];          /* the job of key that ended last, and when */
+	double last_end;
+};
+
+/* Decide one (alert, playbook) pair. Called with e->mu held. f: what the
+ * journal holds of the pair's keys (a shared journal), else NULL. */
 static int admit_one(struct engine *e, struct playbook_set *set, struct playbook *pb,
                      const struct payload *p, const struct alert *a,
                      const struct engine_submit_opts *o, double now,
                      struct store_batch *b, cJSON *jobs, struct pending *fresh,
-                     struct cancel_ids *cancels, struct pending *final, struct outbox_notes *notes)
+                     struct cancel_ids *cancels, struct pending *final, struct outbox_notes *notes,
+                     const struct pair *f)
 {
 	const struct actor *who = o->who ? o->who : &system_actor;
 	/* /trigger is a person's act: audited with its decision's job. */
@@ -579,6 +599,7 @@ static int admit_one(struct engine *e, struct playbook_set *set, struct playbook
 	char key[256], mkey[256];
 	const char *trigger = p->manual ? "manual" : "webhook";
 	struct job *active;
+	const struct foreign *fa = NULL;
 	struct job_row row;
 
 	/* Manual triggers have their own keys: a notification can never cancel
@@ -587,6 +608,9 @@ static int admit_one(struct engine *e, struct playbook_set *set, struct playbook
 	job_key(key, sizeof(key), pb->name, a->fingerprint, p->manual);
 	job_key(mkey, sizeof(mkey), pb->name, a->fingerprint, 1);
 	active = map_get(e->active_by_key, key);
+	/* Another replica's job (one of ours is in the table). */
+	if (!active && f && f->act.found && !map_get(e->active_by_id, f->act.id))
+		fa = &f->act;
 
 	if (a->resolved) {
 		/* A resolved alert never starts a job; it closes its key's job
@@ -594,6 +618,14 @@ static int admit_one(struct engine *e, struct playbook_set *set, struct playbook
 		outbox_close_incident(e->outbox, notes, key, ER_ALERT_RESOLVED);
 		if (!p->manual) /* the alert itself resolved: so did a manual run's incident */
 			outbox_close_incident(e->outbox, notes, mkey, ER_ALERT_RESOLVED);
+		if (!active && fa) {
+			/* Its replica learns of the cancel from the journal. */
+			store_batch_cancel_request(b, fa->id, o->who ? o->who->name : system_actor.name);
+			add_event(b, fa->id, "admission", admission_detail("cancelled", trigger), now);
+			add_answer(jobs, fa->id, pb->name, key, "cancelled");
+			metrics_add(M_ADMISSIONS, pb->name, "cancelled", 1);
+			return 0;
+		}
 		if (!active)
 			return 0;
 		/* Flagged once the decision is durable (engine_submit): a 503
@@ -608,14 +640,17 @@ static int admit_one(struct engine *e, struct playbook_set *set, struct playbook
 
 	/* The alert fires while a human's run for it is under way: fold the
 	 * notification into that job rather than run the playbook twice. */
-	if (!active && !p->manual)
+	if (!active && !fa && !p->manual) {
 		active = map_get(e->active_by_key, mkey);
+		if (!active && f && f->mact.found && !map_get(e->active_by_id, f->mact.id))
+			fa = &f->mact;
+	}
 
 	/* Manual triggers count against cooldown and budget like any job;
 	 * only an admin's force=1 (with a reason) skips them. */
 	struct admit_policy pol = {pb->cooldown, pb->budget_runs, pb->budget_per, o->force};
 	const char *last_id = NULL;
-	enum admit_decision d = admit_firing(e->admit, pb->name, key, active != NULL, &pol, now, &last_id);
+	enum admit_decision d = admit_firing(e->admit, pb->name, key, active || fa, &pol, now, &last_id);
 	const char *dname = admit_decision_name(d);
 	struct job *j;
 
@@ -623,17 +658,27 @@ static int admit_one(struct engine *e, struct playbook_set *set, struct playbook
 	/* The playbook's file failed to load at the last reload and its alerts
 	 * keep coming: the old version runs, humans must know (once). */
 	if (e->broken_file && !e->broken_escalated && strcmp(e->broken_file, pb->file) == 0) {
-		const char *on = d == ADMIT_COALESCED ? active->id : d == ADMIT_COOLDOWN ? last_id : NULL;
+		const char *on = d == ADMIT_COALESCED ? (active ? active->id : fa->id)
+		                 : d == ADMIT_COOLDOWN ? last_id : NULL;
 		e->broken_escalated = 1;
 		if (on && *on)
-			outbox_note(notes, on, d == ADMIT_COALESCED ? active->key : key, EK_TRIGGER,
+			outbox_note(notes, on, d == ADMIT_COALESCED && active ? active->key : key, EK_TRIGGER,
 			            ER_PLAYBOOK_LOAD_FAILED, outbox_playbook_sinks(pb),
-			            d == ADMIT_COALESCED ? active->dry_run : e->global_dry_run);
+			            d == ADMIT_COALESCED ? (active ? active->dry_run : fa->dry_run) : e->global_dry_run);
 		else
 			e->broken_escalated = 2; /* attach to the job created below */
 	}
 	switch (d) {
 	case ADMIT_COALESCED:
+		if (!active) {
+			/* Into another replica's job: the notification is on its
+			 * record; the count stays its owner's. */
+			add_event(b, fa->id, "admission", admission_detail(dname, trigger), now);
+			add_answer(jobs, fa->id, pb->name, key, dname);
+			if (audit)
+				audit_add(b, who, audit, fa->id, pb->name, p->reason, now);
+			return 0;
+		}
 		active->notifications++;
 		job_row_of(active, &row);
 		row.updated_at = now;
@@ -758,10 +803,26 @@ struct submit {
 	int resolved;
 	char *group_key, *playbook;
 	char who[ACTOR_NAME_MAX + 1];  /* a resolve's cancels are by this principal */
+	/* A shared journal: the pairs routed here, decided in the transaction
+	 * (decide_call), with what the submit said. */
+	struct pair *pairs;
+	size_t n_pairs, cap_pairs;
+	struct playbook_set *set;
+	int manual, dry_run, force, has_actor;
+	char *reason;
+	struct actor actor;
 };
 
 static void submit_free(struct submit *sb)
 {
+	for (size_t i = 0; i < sb->n_pairs; i++) {
+		free(sb->pairs[i].a.fingerprint);
+		cJSON_Delete(sb->pairs[i].a.raw);
+	}
+	free(sb->pairs);
+	free(sb->reason);
+	if (sb->set)
+		playbook_set_unref(sb->set);
 	free(sb->fresh.v);
 	free(sb->cancels.v);
 	free(sb->final.v);
@@ -861,6 +922,126 @@ out:
 	submit_free(sb);
 }
 
+/* ---- a shared journal: decisions in the transaction ---- */
+
+static int pair_add(struct submit *sb, struct playbook *pb, const struct alert *a)
+{
+	struct pair *pr;
+
+	if (sb->n_pairs == sb->cap_pairs) {
+		size_t ncap = sb->cap_pairs ? 2 * sb->cap_pairs : 8;
+		struct pair *nv = realloc(sb->pairs, ncap * sizeof(*nv));
+		if (!nv)
+			return -1;
+		sb->pairs = nv;
+		sb->cap_pairs = ncap;
+	}
+	pr = &sb->pairs[sb->n_pairs];
+	memset(pr, 0, sizeof(*pr));
+	pr->pb = pb;
+	pr->a.resolved = a->resolved;
+	pr->a.fingerprint = strdup(a->fingerprint);
+	pr->a.raw = a->raw ? cJSON_Duplicate(a->raw, 1) : NULL;
+	sb->n_pairs++;
+	if (!pr->a.fingerprint || (a->raw && !pr->a.raw))
+		return -1;
+	return 0;
+}
+
+static void fact_active(const struct job_row *j, void *arg)
+{
+	struct foreign *f = arg;
+
+	if (f->found || !j->id)
+		return; /* the oldest */
+	f->found = 1;
+	snprintf(f->id, sizeof(f->id), "%s", j->id);
+	f->dry_run = j->dry_run;
+}
+
+static void fact_ended(const struct job_row *j, void *arg)
+{
+	struct pair *pr = arg;
+
+	snprintf(pr->last_id, sizeof(pr->last_id), "%s", j->id ? j->id : "");
+	pr->last_end = j->ended_at;
+}
+
+struct starts_fact {
+	struct engine *e;
+	const char *playbook;
+};
+
+static void fact_start(const struct job_row *j, void *arg)
+{
+	struct starts_fact *sf = arg;
+
+	admit_started(sf->e->admit, sf->playbook, j->created_at);
+}
+
+static void fact_pause(const struct pause_row *p, void *arg)
+{
+	struct engine *e = arg;
+
+	if (pause_put(e, p->scope, p->principal ? p->principal : "unknown", p->reason, p->since, p->until) < 0)
+		log_kv(LOG_ERROR, NULL, "out of memory loading a pause", "scope", p->scope, NULL);
+}
+
+/* Writer thread, in the transaction: read what the journal holds of the
+ * pairs' keys, playbooks and the pauses (another replica may have changed
+ * any), then decide as a single replica would. */
+static int decide_call(struct store_txn *t, struct store_batch *more, void *arg)
+{
+	struct submit *sb = arg;
+	struct engine *e = sb->e;
+	struct payload pp = {.manual = sb->manual, .reason = sb->reason ? sb->reason : ""};
+	struct engine_submit_opts o = {.playbook = sb->playbook, .dry_run = sb->dry_run, .force = sb->force,
+	                               .who = sb->has_actor ? &sb->actor : NULL};
+	int rc = 0;
+
+	for (size_t i = 0; i < sb->n_pairs && rc == 0; i++) {
+		struct pair *pr = &sb->pairs[i];
+		job_key(pr->key, sizeof(pr->key), pr->pb->name, pr->a.fingerprint, sb->manual);
+		job_key(pr->mkey, sizeof(pr->mkey), pr->pb->name, pr->a.fingerprint, 1);
+		rc = store_txn_jobs(t, STR_ACTIVE, pr->key, 0, fact_active, &pr->act);
+		if (rc == 0 && !sb->manual)
+			rc = store_txn_jobs(t, STR_ACTIVE, pr->mkey, 0, fact_active, &pr->mact);
+		if (rc == 0 && !pr->a.resolved)
+			rc = store_txn_jobs(t, STR_LAST_ENDED, pr->key, 0, fact_ended, pr);
+	}
+	if (rc < 0)
+		return -1;
+	pthread_mutex_lock(&e->mu);
+	/* The journal's pauses and budget starts replace ours. */
+	while (e->pauses) {
+		struct pause *pz = e->pauses;
+		e->pauses = pz->next;
+		pause_free(pz);
+	}
+	rc = store_txn_pauses(t, fact_pause, e);
+	for (size_t i = 0; i < sb->n_pairs && rc == 0; i++) {
+		struct playbook *pb = sb->pairs[i].pb;
+		int seen = 0;
+		for (size_t k = 0; k < i && !seen; k++)
+			seen = sb->pairs[k].pb == pb;
+		if (seen || pb->budget_runs <= 0 || sb->pairs[i].a.resolved)
+			continue;
+		struct starts_fact sf = {e, pb->name};
+		admit_reset_starts(e->admit, pb->name);
+		rc = store_txn_jobs(t, STR_STARTS, pb->name, sb->now - pb->budget_per, fact_start, &sf);
+	}
+	for (size_t i = 0; i < sb->n_pairs && rc == 0; i++) {
+		struct pair *pr = &sb->pairs[i];
+		if (pr->last_id[0])
+			admit_ended(e->admit, pr->key, pr->last_id, pr->last_end);
+		rc = admit_one(e, sb->set, pr->pb, &pp, &pr->a, &o, sb->now, more, sb->jobs, &sb->fresh,
+		               &sb->cancels, &sb->final, &sb->notes, pr);
+	}
+	pause_gauges(e);
+	pthread_mutex_unlock(&e->mu);
+	return rc;
+}
+
 void engine_submit_async(struct engine *e, const struct payload *p, const struct engine_submit_opts *o,
                          engine_submit_fn *done, void *arg)
 {
@@ -956,11 +1137,27 @@ void engine_submit_async(struct engine *e, const struct payload *p, const struct
 			if (o->who && !actor_may_playbook(o->who, pb->name))
 				continue;
 			matched = 1;
-			if (admit_one(e, set, pb, p, a, o, sb->now, b, sb->jobs, &sb->fresh, &sb->cancels,
-			              &sb->final, &sb->notes) < 0)
+			if (e->replica ? pair_add(sb, pb, a) < 0
+			               : admit_one(e, set, pb, p, a, o, sb->now, b, sb->jobs, &sb->fresh,
+			                           &sb->cancels, &sb->final, &sb->notes, NULL) < 0)
 				failed = 1;
 		}
 		sb->unmatched += !matched;
+	}
+	if (e->replica && !failed) {
+		/* Decided in the transaction, under the admission lock every
+		 * replica takes: exact across replicas. */
+		sb->set = set;
+		playbook_set_ref(set);
+		sb->manual = p->manual;
+		sb->dry_run = o->dry_run;
+		sb->force = o->force;
+		if (o->who) {
+			sb->actor = *o->who;
+			sb->has_actor = 1;
+		}
+		if ((p->reason && !(sb->reason = strdup(p->reason))) || store_batch_call(b, decide_call, sb) < 0)
+			failed = 1;
 	}
 decided:
 	pthread_mutex_unlock(&e->mu);
@@ -1591,6 +1788,12 @@ enum rd_status engine_start(struct engine *e)
 	rp.b = store_batch_new();
 	if (!rp.b)
 		return RD_NOMEM;
+	/* What this replica held before a restart is free now: claimed at
+	 * the first poll (by whoever comes first) under the crash rules. */
+	if (e->replica && store_batch_expire(rp.b, e->replica) < 0) {
+		store_batch_free(rp.b);
+		return RD_NOMEM;
+	}
 	/* Pauses survive restarts: in force before any alert is admitted. */
 	if (store_scan_pauses(e->store, pause_row_load, e) != RD_OK) {
 		store_batch_free(rp.b);
@@ -1687,8 +1890,41 @@ static void claim_done(enum rd_status res, void *arg)
 	}
 }
 
-/* The runner's poll (loop thread): claim up to slots free jobs, and the
- * outbox's free rows. */
+/* Another replica asked to cancel a job of ours (a resolved alert it
+ * admitted): as if the resolve had come here. Writer thread. */
+static void cancel_asked(const char *job_id, const char *by, void *arg)
+{
+	struct engine *e = arg;
+	struct job *j;
+	int wake = 0;
+
+	pthread_mutex_lock(&e->mu);
+	j = map_get(e->active_by_id, job_id);
+	if (j && !j->cancel_requested) {
+		j->cancel_requested = 1;
+		free(j->cancel_reason);
+		j->cancel_reason = strdup("alert resolved");
+		free(j->cancelled_by);
+		j->cancelled_by = strdup(by);
+		wake = 1;
+	}
+	pthread_mutex_unlock(&e->mu);
+	if (wake) {
+		log_kv(LOG_INFO, job_id, "cancel asked by another replica", "by", by, NULL);
+		runner_cancel(e->runner, job_id);
+	}
+}
+
+static int cancels_call(struct store_txn *t, struct store_batch *more, void *arg)
+{
+	struct engine *e = arg;
+
+	(void)more;
+	return store_txn_cancel_requests(t, e->replica, cancel_asked, e);
+}
+
+/* The runner's poll (loop thread): claim up to slots free jobs, the
+ * outbox's free rows, and look for cancels other replicas asked for. */
 static void engine_poll(void *owner, size_t slots)
 {
 	struct engine *e = owner;
@@ -1697,6 +1933,10 @@ static void engine_poll(void *owner, size_t slots)
 	double now = rd_now();
 
 	outbox_poll(e->outbox);
+	if ((b = store_batch_new()) && store_batch_call(b, cancels_call, e) == 0)
+		store_commit(e->store, b, 0);
+	else
+		store_batch_free(b);
 	if (!slots)
 		return;
 	pthread_mutex_lock(&e->mu);

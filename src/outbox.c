@@ -353,6 +353,9 @@ static void delivery_update(struct outbox *ob, struct delivery *d, const char *s
 	                           .owner = ob->o.replica};
 	struct store_batch *b = store_batch_new();
 
+	/* A retry stays this replica's (renewed with its other leases). */
+	if (ob->o.replica && next_at)
+		e.lease_until = rd_now() + ob->o.lease;
 	store_batch_keep(b); /* a delivery's state must not be lost to a database restart */
 	if (b && store_batch_escalation_update(b, &e) == 0)
 		store_commit(ob->o.store, b, 0); /* no wait: failures are logged and counted */
@@ -448,12 +451,7 @@ static void delivery_done(struct loop *l, CURL *easy, CURLcode cc, void *arg)
 		log_kv(LOG_WARN, d->job_id, "escalation will be retried", "sink", d->sink, "kind", d->kind,
 		       "answer", answer, "retry_in_seconds", dl, NULL);
 		delivery_update(ob, d, "retrying", answer, rd_now() + delay, 0);
-		/* The update let go of the row: on a shared journal, whoever
-		 * claims it when it is due sends it (one claim, one send). */
-		if (ob->o.replica)
-			delivery_forget(ob, d);
-		else
-			delivery_later(d, delay);
+		delivery_later(d, delay);
 		break;
 	}
 	}
@@ -778,13 +776,14 @@ static void claim_dropped(void *arg)
 static void claim_done(enum rd_status result, void *arg)
 {
 	struct sendset *set = arg;
+	struct outbox *ob = set->ob; /* set is the loop's once handed over */
 
 	(void)result; /* a failed claim got nothing; the next poll tries again */
-	runner_call(set->ob->o.runner, claim_reported, claim_dropped, set);
-	pthread_mutex_lock(&set->ob->mu);
-	if (--set->ob->journaling == 0)
-		pthread_cond_broadcast(&set->ob->journaled_cv);
-	pthread_mutex_unlock(&set->ob->mu);
+	runner_call(ob->o.runner, claim_reported, claim_dropped, set);
+	pthread_mutex_lock(&ob->mu);
+	if (--ob->journaling == 0)
+		pthread_cond_broadcast(&ob->journaled_cv);
+	pthread_mutex_unlock(&ob->mu);
 }
 
 void outbox_poll(struct outbox *ob)

@@ -124,9 +124,16 @@ struct runner {
 	size_t n_tjobs, cap_tjobs;
 	struct job *held;
 	size_t n_held;
-	int renewing;             /* a renewal is on its way */
+	int renewing;             /* [mu] a renewal is on its way */
 	int poke;                 /* [mu] runner_poke: poll at this turn */
-	double next_renew, next_poll; /* rd_mono() */
+	double next_poll;         /* rd_mono() */
+	/* Renewals have a thread of their own: a playbook holding the loop
+	 * (up to hold_max per attempt, one after another) must not cost the
+	 * replica its leases while it is alive. */
+	pthread_t renew_thr;
+	int renew_started;
+	int renew_stop;           /* [mu] */
+	pthread_cond_t renew_cv;  /* [mu] renew_stop set */
 	size_t callbacks_out;     /* [mu] batches the writer has not reported */
 	pthread_cond_t callbacks_cv; /* [mu] callbacks_out reached 0 */
 };
@@ -433,6 +440,7 @@ static void flush_batch(struct runner *r)
 	}
 	memset(&c->msg, 0, sizeof(c->msg));
 	c->r = r;
+	c->job = NULL;
 	c->result = RD_ERR;
 	c->n = r->n_conts;
 	memcpy(c->v, r->conts, r->n_conts * sizeof(c->v[0]));
@@ -1356,7 +1364,6 @@ static void renewal_apply(void *arg)
 	struct renewal *rn = arg;
 	struct runner *r = rn->r;
 
-	r->renewing = 0;
 	for (size_t i = 0; i < rn->n; i++) {
 		struct job *j;
 		pthread_mutex_lock(r->o.mu);
@@ -1377,6 +1384,7 @@ static void renewal_done(enum rd_status res, void *arg)
 		rn->n = 0; /* nothing renewed: the leases run out as they were */
 	runner_call(r, renewal_apply, renewal_free, rn);
 	pthread_mutex_lock(&r->mu);
+	r->renewing = 0;
 	if (--r->callbacks_out == 0)
 		pthread_cond_broadcast(&r->callbacks_cv);
 	pthread_mutex_unlock(&r->mu);
@@ -1393,21 +1401,40 @@ static void renew_leases(struct runner *r)
 	rn->until = rd_now() + r->o.lease;
 	if (store_batch_renew(b, r->o.replica, rn->until, renewal_got, rn) < 0)
 		goto fail;
-	r->renewing = 1;
 	pthread_mutex_lock(&r->mu);
+	r->renewing = 1;
 	r->callbacks_out++;
 	pthread_mutex_unlock(&r->mu);
 	if (store_commit_cb(r->o.store, b, renewal_done, rn) != RD_OK) {
 		pthread_mutex_lock(&r->mu);
 		r->callbacks_out--;
-		pthread_mutex_unlock(&r->mu);
 		r->renewing = 0;
+		pthread_mutex_unlock(&r->mu);
 		free(rn);
 	}
 	return;
 fail:
 	store_batch_free(b);
 	free(rn);
+}
+
+static void *renew_main(void *arg)
+{
+	struct runner *r = arg;
+	struct timespec ts;
+
+	pthread_mutex_lock(&r->mu);
+	while (!r->renew_stop) {
+		if (!r->renewing) {
+			pthread_mutex_unlock(&r->mu);
+			renew_leases(r);
+			pthread_mutex_lock(&r->mu);
+		}
+		rd_timespec_in(CLOCK_REALTIME, r->o.lease / 3, &ts);
+		pthread_cond_timedwait(&r->renew_cv, &r->mu, &ts);
+	}
+	pthread_mutex_unlock(&r->mu);
+	return NULL;
 }
 
 /* Before its lease runs out, a job this replica could not renew is given
@@ -1434,10 +1461,6 @@ static void leases_turn(struct runner *r)
 
 	if (!r->o.replica)
 		return;
-	if (mono >= r->next_renew && !r->renewing) {
-		r->next_renew = mono + r->o.lease / 3;
-		renew_leases(r);
-	}
 	leases_check(r);
 	pthread_mutex_lock(&r->mu);
 	poke = r->poke;
@@ -1640,11 +1663,13 @@ struct runner *runner_new(const struct runner_opts *o)
 	r->driver = sandbox_compile(DRIVER, sizeof(DRIVER) - 1, "=driver", &r->driver_len, err, sizeof(err));
 	pthread_mutex_init(&r->mu, NULL);
 	pthread_cond_init(&r->callbacks_cv, NULL);
+	pthread_cond_init(&r->renew_cv, NULL);
 	r->loop = loop_new();
 	if (r->loop)
 		loop_set_before_wait(r->loop, before_wait, r);
 	if (!r->loop || !r->driver) {
 		loop_free(r->loop);
+		pthread_cond_destroy(&r->renew_cv);
 		pthread_cond_destroy(&r->callbacks_cv);
 		pthread_mutex_destroy(&r->mu);
 		free(r->driver);
@@ -1660,6 +1685,11 @@ enum rd_status runner_start(struct runner *r)
 	if (pthread_create(&r->thr, NULL, runner_main, r) != 0)
 		return RD_ERR;
 	r->started = 1;
+	if (r->o.replica) {
+		if (pthread_create(&r->renew_thr, NULL, renew_main, r) != 0)
+			return RD_ERR;
+		r->renew_started = 1;
+	}
 	return RD_OK;
 }
 
@@ -1745,6 +1775,13 @@ void runner_free(struct runner *r)
 		loop_wakeup(r->loop);
 		pthread_join(r->thr, NULL);
 	}
+	if (r->renew_started) {
+		pthread_mutex_lock(&r->mu);
+		r->renew_stop = 1;
+		pthread_cond_broadcast(&r->renew_cv);
+		pthread_mutex_unlock(&r->mu);
+		pthread_join(r->renew_thr, NULL);
+	}
 	/* The writer still reports batches handed over: wait for them, so that
 	 * no callback touches a freed runner. Their jobs stay the owner's. */
 	pthread_mutex_lock(&r->mu);
@@ -1772,6 +1809,7 @@ void runner_free(struct runner *r)
 	/* Transfers still in flight belong to their owners (the outbox frees
 	 * its own after this): the loop lets go of them, and of its timers. */
 	loop_free(r->loop);
+	pthread_cond_destroy(&r->renew_cv);
 	pthread_cond_destroy(&r->callbacks_cv);
 	pthread_mutex_destroy(&r->mu);
 	free(r->driver);

@@ -32,7 +32,8 @@
 
 enum write_kind {
 	WK_INSERT_JOB, WK_UPDATE_JOB, WK_ATTEMPT, WK_EVENT, WK_ESC_INSERT, WK_ESC_UPDATE,
-	WK_AUDIT, WK_PAUSE, WK_UNPAUSE, WK_FENCE, WK_CLAIM_JOBS, WK_CLAIM_ESC, WK_RENEW
+	WK_AUDIT, WK_PAUSE, WK_UNPAUSE, WK_FENCE, WK_CLAIM_JOBS, WK_CLAIM_ESC, WK_RENEW, WK_EXPIRE,
+	WK_CALL, WK_CANCEL_REQ
 };
 
 /* What apply_op answers besides 0 and -1: the batch was fenced. */
@@ -69,6 +70,7 @@ struct write_op {
 		store_claim_job_fn job;
 		store_claim_esc_fn esc;
 		store_renew_fn renew;
+		store_call_fn call;
 	} cb;
 	void *cb_arg;
 	struct got *got;               /* what the op got, for cb */
@@ -80,6 +82,7 @@ struct store_batch {
 	struct store_batch *next;      /* queue link */
 	int detached;                  /* wait == 0: the writer frees it */
 	int keep;                      /* store_batch_keep: retried while the journal is away */
+	int calls;                     /* store_batch_call: its transaction takes the admission lock */
 	int done;
 	store_done_fn on_done;         /* store_commit_cb: called by the writer */
 	void *on_done_arg;
@@ -592,6 +595,146 @@ int store_batch_claim_outbox(struct store_batch *b, const char *owner, double no
 	return 0;
 }
 
+int store_batch_call(struct store_batch *b, store_call_fn fn, void *arg)
+{
+	struct write_op *op = b && fn ? calloc(1, sizeof(*op)) : NULL;
+
+	if (!op)
+		return -1;
+	op->kind = WK_CALL;
+	op->cb.call = fn;
+	op->cb_arg = arg;
+	b->calls = 1;
+	batch_push(b, op);
+	return 0;
+}
+
+/* What a call reads through: the writer's connection, in its transaction. */
+struct store_txn {
+	struct store *s;
+	char *err;
+	size_t errlen;
+};
+
+struct txn_rows {
+	struct store *s;
+	void (*job)(const struct job_row *j, void *arg);
+	void (*pause)(const struct pause_row *p, void *arg);
+	void *arg;
+};
+
+static int txn_job_row(const struct srow *r, void *arg)
+{
+	struct txn_rows *t = arg;
+	struct job_row j;
+
+	job_from_row(t->s, r, &j);
+	t->job(&j, t->arg);
+	return 0;
+}
+
+static int txn_pause_row(const struct srow *r, void *arg)
+{
+	struct txn_rows *t = arg;
+	struct pause_row p = {
+		.scope = col_text(t->s, r, 0),
+		.principal = col_text(t->s, r, 1),
+		.reason = col_text(t->s, r, 2),
+		.since = col_real(t->s, r, 3),
+		.until = col_real(t->s, r, 4),
+	};
+
+	if (p.scope)
+		t->pause(&p, t->arg);
+	return 0;
+}
+
+int store_txn_jobs(struct store_txn *t, enum store_txn_read q, const char *name, double since,
+                   void (*cb)(const struct job_row *j, void *arg), void *arg)
+{
+	static const enum wstmt ids[] = {[STR_ACTIVE] = W_ACTIVE_KEY, [STR_LAST_ENDED] = W_LAST_ENDED,
+	                                 [STR_STARTS] = W_STARTS};
+	struct sval v[2] = {sv_text(name), {.t = SV_REAL, .d = since}};
+	struct txn_rows rows = {.s = t->s, .job = cb, .arg = arg};
+
+	if ((unsigned)q >= sizeof(ids) / sizeof(ids[0]) || !name)
+		return -1;
+	return t->s->be->wquery(t->s, ids[q], v, q == STR_STARTS ? 2 : 1, txn_job_row, &rows, t->err,
+	                        t->errlen);
+}
+
+int store_txn_pauses(struct store_txn *t, void (*cb)(const struct pause_row *p, void *arg), void *arg)
+{
+	struct txn_rows rows = {.s = t->s, .pause = cb, .arg = arg};
+
+	return t->s->be->wquery(t->s, W_PAUSES, NULL, 0, txn_pause_row, &rows, t->err, t->errlen);
+}
+
+static int apply_op(struct store *s, struct write_op *op, char *err, size_t errlen);
+
+/* A call decides in the transaction; what it queues runs right after. */
+static int apply_call(struct store *s, struct write_op *op, char *err, size_t errlen)
+{
+	struct store_txn t = {s, err, errlen};
+	struct store_batch *more = store_batch_new();
+	int rc;
+
+	if (!more) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	err[0] = '\0';
+	rc = op->cb.call(&t, more, op->cb_arg);
+	if (rc < 0 && !err[0])
+		snprintf(err, errlen, "the decision failed");
+	for (struct write_op *m = more->head; m && rc == 0; m = m->next)
+		rc = apply_op(s, m, err, errlen);
+	store_batch_free(more);
+	return rc;
+}
+
+int store_batch_cancel_request(struct store_batch *b, const char *job_id, const char *by)
+{
+	const char *v[2] = {job_id, by};
+
+	return batch_add_strs(b, WK_CANCEL_REQ, v, 2, 0, 0);
+}
+
+struct txn_cancels {
+	struct store *s;
+	void (*cb)(const char *job_id, const char *by, void *arg);
+	void *arg;
+};
+
+static int txn_cancel_row(const struct srow *r, void *arg)
+{
+	struct txn_cancels *c = arg;
+	const char *id = col_text(c->s, r, 0), *by = col_text(c->s, r, 1);
+
+	if (id && by)
+		c->cb(id, by, c->arg);
+	return 0;
+}
+
+int store_txn_cancel_requests(struct store_txn *t, const char *owner,
+                              void (*cb)(const char *job_id, const char *by, void *arg), void *arg)
+{
+	struct sval v[1] = {sv_text(owner)};
+	struct txn_cancels c = {t->s, cb, arg};
+
+	return t->s->be->wquery(t->s, W_CANCEL_REQS, v, 1, txn_cancel_row, &c, t->err, t->errlen);
+}
+
+int store_batch_expire(struct store_batch *b, const char *owner)
+{
+	struct write_op *op = b ? lease_op(WK_EXPIRE, owner, 0, 0, 1, NULL) : NULL;
+
+	if (!op)
+		return -1;
+	batch_push(b, op);
+	return 0;
+}
+
 int store_batch_renew(struct store_batch *b, const char *owner, double until, store_renew_fn cb,
                       void *arg)
 {
@@ -643,6 +786,7 @@ static int grab_job(const struct srow *r, void *arg)
 	if (!dst)
 		return -1;
 	job_from_row(g->s, r, &view);
+	view.stalls = col_int(g->s, r, JC__COUNT); /* the poison rule at a takeover */
 	if (job_copy(&dst->job, &view) < 0)
 		return -1;
 	dst->prev_owner = (char *)dst->job.owner;
@@ -888,6 +1032,17 @@ static int apply_op(struct store *s, struct write_op *op, char *err, size_t errl
 		return claim_jobs(s, op, err, errlen);
 	case WK_CLAIM_ESC:
 		return claim_escs(s, op, err, errlen);
+	case WK_CALL:
+		return apply_call(s, op, err, errlen);
+	case WK_CANCEL_REQ:
+		v[0] = sv_text(op->strs[0]);
+		v[1] = sv_text(op->strs[1]);
+		return wexec(s, W_CANCEL_REQ, v, 2, err, errlen);
+	case WK_EXPIRE:
+		v[0] = sv_text(op->strs[0]);
+		if (wexec(s, W_EXPIRE_JOBS, v, 1, err, errlen) < 0)
+			return -1;
+		return wexec(s, W_EXPIRE_ESCS, v, 1, err, errlen);
 	case WK_RENEW: {
 		struct grab g = {s, op};
 		v[0] = sv_text(op->strs[0]);
@@ -930,6 +1085,13 @@ static void fail_all(struct store_batch *list, const char *why)
 	}
 }
 
+static int ignore_row(const struct srow *r, void *arg)
+{
+	(void)r;
+	(void)arg;
+	return 0;
+}
+
 /* Apply every batch of list in one transaction. Sets each batch's result;
  * returns RD_OK when the journal worked (the transaction committed, or a
  * batch alone failed on its own and was rolled back), else RD_ERR. */
@@ -947,6 +1109,14 @@ static enum rd_status run_txn(struct store *s, struct store_batch *list)
 		fail_all(list, err);
 		return RD_ERR;
 	}
+	/* Admissions of all replicas take turns, from the start of the
+	 * transaction: it holds no row lock yet that another's could wait on. */
+	for (b = list; b; b = b->next)
+		if (b->calls) {
+			if (s->be->wquery(s, W_ADMIT_LOCK, NULL, 0, ignore_row, NULL, err, sizeof(err)) < 0)
+				goto abort;
+			break;
+		}
 	for (b = list; b; b = b->next) {
 		int rc = 0;
 

@@ -17,13 +17,26 @@ enum wstmt {
 	W_AUDIT, W_PAUSE, W_UNPAUSE,
 	/* Leases. Those that return rows run with wquery. */
 	W_JOB_LEASE,      /* rows: owner, lease_token of job ?1 (PostgreSQL: FOR SHARE) */
-	W_CLAIM_JOBS,     /* rows: STORE_JOB_COLS of up to ?2 claimable jobs at time ?1, by seq */
+	W_CLAIM_JOBS,     /* rows: STORE_JOB_COLS and the stalls of up to ?2 claimable jobs at
+	                     time ?1, by seq */
 	W_CLAIM_JOB,      /* job ?1: owner ?2, lease_until ?3, token ?4 where the token is ?5 */
 	W_CLAIM_ESCS,     /* rows: STORE_ESC_COLS of up to ?2 claimable escalations at ?1 */
 	W_CLAIM_ESC,      /* escalation ?1: owner ?2, lease_until ?3 */
 	W_RENEW_JOBS,     /* rows: id, lease_token of the jobs of owner ?1 renewed to ?2 */
 	W_RENEW_ESCS,     /* the escalations of owner ?1 renewed to ?2 */
 	W_ESC_OWNER,      /* rows: owner of escalation ?1 */
+	W_EXPIRE_JOBS,    /* the leases of owner ?1 on jobs end now */
+	W_EXPIRE_ESCS,    /* ... and on escalations */
+	/* Admission (store_batch_call): the lock every replica's admission
+	 * takes first, and what it reads. */
+	W_ADMIT_LOCK,     /* rows: none that matter */
+	W_ACTIVE_KEY,     /* rows: STORE_JOB_COLS of the unfinished jobs of key ?1 */
+	W_LAST_ENDED,     /* rows: STORE_JOB_COLS of the job of key ?1 that ended last (not paused) */
+	W_STARTS,         /* rows: STORE_JOB_COLS of the jobs of playbook ?1 created after ?2
+	                     that started or will (not paused, not budget_exhausted) */
+	W_PAUSES,         /* rows: scope, principal, reason, since, until */
+	W_CANCEL_REQ,     /* ask the holder of job ?1 to cancel it (cancelled_by ?2) */
+	W_CANCEL_REQS,    /* rows: id, cancelled_by of the unfinished jobs of owner ?1 asked to */
 	W__COUNT
 };
 

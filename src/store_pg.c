@@ -111,7 +111,7 @@ static const struct pg_sql wsql[W__COUNT] = {
 	 * releases. A row a claim holds is waited for, then read again. */
 	[W_UPDATE_JOB] = {"UPDATE jobs SET state=$8, outcome=$9, error=$10, attempts=$11, "
 	                  "max_attempts=$12, notifications=$13, created_at=$14, updated_at=$15, "
-	                  "started_at=$16, ended_at=$17, next_run_at=$18, cancelled_by=$20, "
+	                  "started_at=$16, ended_at=$17, next_run_at=$18, cancelled_by=COALESCE($20, cancelled_by), "
 	                  "approval=$21, approved_by=$22, plan_attempts=$23, "
 	                  "lease_until=CASE WHEN $24 IS NULL THEN NULL WHEN owner IS NOT DISTINCT FROM $24 "
 	                  "THEN GREATEST(lease_until, $25) ELSE $25 END, "
@@ -127,7 +127,8 @@ static const struct pg_sql wsql[W__COUNT] = {
 	                  "($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16)", T_ESC},
 	/* Fenced by the owner $15 (NULL: a row nobody holds); releases. */
 	[W_ESC_UPDATE] = {"UPDATE escalations SET state=$7, attempts=$8, last_answer=$9, updated_at=$11, "
-	                  "next_attempt_at=$12, delivered_at=$13, owner=NULL, lease_until=NULL "
+	                  "next_attempt_at=$12, delivered_at=$13, "
+	                  "owner=CASE WHEN $16::float8 IS NULL THEN NULL ELSE owner END, lease_until=$16 "
 	                  "WHERE id=$1 AND owner IS NOT DISTINCT FROM $15", T_ESC},
 	[W_AUDIT] = {"INSERT INTO audit (ts, principal, role, address, action, job_id, playbook, "
 	             "reason, detail) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)", "RTTTTTTTT"},
@@ -140,7 +141,8 @@ static const struct pg_sql wsql[W__COUNT] = {
 	[W_JOB_LEASE] = {"SELECT owner, lease_token FROM jobs WHERE id = $1 FOR SHARE", "T"},
 	/* Replicas claiming at once take different rows: each skips the rows
 	 * another has locked (claiming, or writing them). */
-	[W_CLAIM_JOBS] = {"SELECT " STORE_JOB_COLS " FROM jobs WHERE " CLAIMABLE_JOB
+	[W_CLAIM_JOBS] = {"SELECT " STORE_JOB_COLS ", (SELECT count(*) FROM events WHERE "
+	                  "events.job_id = jobs.id AND events.type = 'watchdog') FROM jobs WHERE " CLAIMABLE_JOB
 	                  " ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED", "RI"},
 	[W_CLAIM_JOB] = {"UPDATE jobs SET owner=$2, lease_until=$3, lease_token=$4 "
 	                 "WHERE id=$1 AND lease_token=$5", "TTRII"},
@@ -160,6 +162,22 @@ static const struct pg_sql wsql[W__COUNT] = {
 	                  "SELECT id FROM escalations WHERE owner = $1 AND state IN ('pending','retrying') "
 	                  "FOR UPDATE SKIP LOCKED)", "TR"},
 	[W_ESC_OWNER] = {"SELECT owner FROM escalations WHERE id = $1", "T"},
+	[W_EXPIRE_JOBS] = {"UPDATE jobs SET owner = NULL, lease_until = NULL WHERE owner = $1", "T"},
+	[W_EXPIRE_ESCS] = {"UPDATE escalations SET owner = NULL, lease_until = NULL WHERE owner = $1", "T"},
+	/* Admission of every replica in turn: one transaction at a time
+	 * decides, so coalescing, cooldown and budget hold across replicas. */
+	[W_ADMIT_LOCK] = {"SELECT pg_advisory_xact_lock(7262730)", ""},
+	[W_ACTIVE_KEY] = {"SELECT " STORE_JOB_COLS " FROM jobs WHERE key = $1 AND state IN "
+	                  "('queued','running','retry_wait','awaiting_approval') ORDER BY seq", "T"},
+	[W_LAST_ENDED] = {"SELECT " STORE_JOB_COLS " FROM jobs WHERE key = $1 AND ended_at IS NOT NULL "
+	                  "AND state <> 'paused' ORDER BY ended_at DESC LIMIT 1", "T"},
+	[W_STARTS] = {"SELECT " STORE_JOB_COLS " FROM jobs WHERE playbook = $1 AND created_at > $2 "
+	              "AND state NOT IN ('paused','budget_exhausted') ORDER BY created_at", "TR"},
+	[W_PAUSES] = {"SELECT scope, principal, reason, since, until FROM pauses", ""},
+	[W_CANCEL_REQ] = {"UPDATE jobs SET cancelled_by = COALESCE(cancelled_by, $2) WHERE id = $1 "
+	                  "AND state IN ('queued','running','retry_wait','awaiting_approval')", "TT"},
+	[W_CANCEL_REQS] = {"SELECT id, cancelled_by FROM jobs WHERE owner = $1 AND cancelled_by IS NOT NULL "
+	                   "AND state IN ('queued','running','retry_wait','awaiting_approval')", "T"},
 };
 
 static const struct pg_sql rsql[Q__COUNT] = {
@@ -535,9 +553,10 @@ static void no_notices(void *arg, const char *message)
 
 static PGconn *connect_one(struct store *s, const char *conninfo, char *err, size_t errlen)
 {
-	/* application_name shows which process holds a connection. */
-	const char *keys[] = {"dbname", "application_name", "connect_timeout", NULL};
-	const char *vals[] = {conninfo, "recoveryd", "10", NULL};
+	/* application_name shows which process holds a connection; one in
+	 * the URL (a replica's name) comes later and wins. */
+	const char *keys[] = {"application_name", "dbname", "connect_timeout", NULL};
+	const char *vals[] = {"recoveryd", conninfo, "10", NULL};
 	PGconn *c = PQconnectdbParams(keys, vals, 1);
 
 	if (!c || PQstatus(c) != CONNECTION_OK) {

@@ -114,7 +114,7 @@ static const char *const wsql[W__COUNT] = {
 	 * releases. */
 	[W_UPDATE_JOB] = "UPDATE jobs SET state=?8, outcome=?9, error=?10, attempts=?11, "
 	                 "max_attempts=?12, notifications=?13, created_at=?14, updated_at=?15, "
-	                 "started_at=?16, ended_at=?17, next_run_at=?18, cancelled_by=?20, "
+	                 "started_at=?16, ended_at=?17, next_run_at=?18, cancelled_by=coalesce(?20, cancelled_by), "
 	                 "approval=?21, approved_by=?22, plan_attempts=?23, "
 	                 "lease_until=CASE WHEN ?24 IS NULL THEN NULL WHEN owner IS ?24 THEN "
 	                 "max(coalesce(lease_until, ?25), coalesce(?25, lease_until)) ELSE ?25 END, "
@@ -130,7 +130,8 @@ static const char *const wsql[W__COUNT] = {
 	                 "(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)",
 	/* Fenced by the owner ?15 (NULL: a row nobody holds); releases. */
 	[W_ESC_UPDATE] = "UPDATE escalations SET state=?7, attempts=?8, last_answer=?9, updated_at=?11, "
-	                 "next_attempt_at=?12, delivered_at=?13, owner=NULL, lease_until=NULL "
+	                 "next_attempt_at=?12, delivered_at=?13, "
+	                 "owner=CASE WHEN ?16 IS NULL THEN NULL ELSE owner END, lease_until=?16 "
 	                 "WHERE id=?1 AND owner IS ?15",
 	[W_AUDIT] = "INSERT INTO audit (ts, principal, role, address, action, job_id, playbook, "
 	            "reason, detail) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)",
@@ -139,7 +140,8 @@ static const char *const wsql[W__COUNT] = {
 	[W_UNPAUSE] = "DELETE FROM pauses WHERE scope = ?1",
 	[W_JOB_LEASE] = "SELECT owner, lease_token FROM jobs WHERE id = ?1",
 	/* One writer at a time: what is read here is still so at the update. */
-	[W_CLAIM_JOBS] = "SELECT " STORE_JOB_COLS " FROM jobs WHERE " CLAIMABLE_JOB
+	[W_CLAIM_JOBS] = "SELECT " STORE_JOB_COLS ", (SELECT count(*) FROM events WHERE "
+	                 "events.job_id = jobs.id AND events.type = 'watchdog') FROM jobs WHERE " CLAIMABLE_JOB
 	                 " ORDER BY seq LIMIT ?2",
 	[W_CLAIM_JOB] = "UPDATE jobs SET owner=?2, lease_until=?3, lease_token=?4 "
 	                "WHERE id=?1 AND lease_token=?5",
@@ -153,6 +155,20 @@ static const char *const wsql[W__COUNT] = {
 	[W_RENEW_ESCS] = "UPDATE escalations SET lease_until=max(coalesce(lease_until, ?2), ?2) "
 	                 "WHERE owner = ?1 AND state IN ('pending','retrying')",
 	[W_ESC_OWNER] = "SELECT owner FROM escalations WHERE id = ?1",
+	[W_EXPIRE_JOBS] = "UPDATE jobs SET owner = NULL, lease_until = NULL WHERE owner = ?1",
+	[W_EXPIRE_ESCS] = "UPDATE escalations SET owner = NULL, lease_until = NULL WHERE owner = ?1",
+	[W_ADMIT_LOCK] = "SELECT 1", /* one writer at a time already */
+	[W_ACTIVE_KEY] = "SELECT " STORE_JOB_COLS " FROM jobs WHERE key = ?1 AND state IN "
+	                 "('queued','running','retry_wait','awaiting_approval') ORDER BY seq",
+	[W_LAST_ENDED] = "SELECT " STORE_JOB_COLS " FROM jobs WHERE key = ?1 AND ended_at IS NOT NULL "
+	                 "AND state <> 'paused' ORDER BY ended_at DESC LIMIT 1",
+	[W_STARTS] = "SELECT " STORE_JOB_COLS " FROM jobs WHERE playbook = ?1 AND created_at > ?2 "
+	             "AND state NOT IN ('paused','budget_exhausted') ORDER BY created_at",
+	[W_PAUSES] = "SELECT scope, principal, reason, since, until FROM pauses",
+	[W_CANCEL_REQ] = "UPDATE jobs SET cancelled_by = coalesce(cancelled_by, ?2) WHERE id = ?1 "
+	                 "AND state IN ('queued','running','retry_wait','awaiting_approval')",
+	[W_CANCEL_REQS] = "SELECT id, cancelled_by FROM jobs WHERE owner = ?1 AND cancelled_by IS NOT NULL "
+	                  "AND state IN ('queued','running','retry_wait','awaiting_approval')",
 };
 
 static const char *const rsql[Q__COUNT] = {

@@ -32,6 +32,9 @@ enum admit_decision admit_firing(struct admit *a, const char *playbook, const ch
                                  const struct admit_policy *p, double now, const char **last_id);
 /* Undo the budget count of a start whose commit failed. */
 void admit_unstart(struct admit *a, const char *playbook, double when);
+/* Forget the starts of playbook (a shared journal: the journal's are
+ * counted again with admit_started before each decision). */
+void admit_reset_starts(struct admit *a, const char *playbook);
 /* Count a start found in the journal at start-up. */
 void admit_started(struct admit *a, const char *playbook, double when);
 /* The job of key ended at when (start of its cooldown). */

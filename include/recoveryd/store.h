@@ -40,7 +40,7 @@ struct job_row {
 	int max_attempts;        /* 1 + retries */
 	int notifications;       /* notifications folded into this job */
 	double created_at, updated_at, started_at, ended_at, next_run_at;
-	int stalls;              /* store_scan_jobs only: "watchdog" events of the job */
+	int stalls;              /* store_scan_jobs and claims only: "watchdog" events of the job */
 	const char *triggered_by; /* principal that posted it */
 	const char *cancelled_by;
 	const char *approval;     /* NULL (not required), "pending", "approved" */
@@ -166,7 +166,9 @@ int store_batch_escalation(struct store_batch *b, const struct escalation_row *e
 /* The update is fenced by owner: it only applies while the row's owner is
  * e->owner (NULL: the row has no owner); otherwise the batch fails as
  * RD_FENCED. It releases the claim (owner and lease_until become NULL):
- * one claim, one send. An update of an unknown id changes nothing. */
+ * one claim, one send; unless e->lease_until is set: the owner keeps the
+ * row until then (a retry it will send itself). An update of an unknown id
+ * changes nothing. */
 int store_batch_escalation_update(struct store_batch *b, const struct escalation_row *e);
 
 /* This batch must not be lost to a journal that is away for a while (a
@@ -177,6 +179,39 @@ int store_batch_escalation_update(struct store_batch *b, const struct escalation
  * still fail it. At store_close a journal still away loses it after three
  * more tries (logged). */
 void store_batch_keep(struct store_batch *b);
+
+/* ---- decisions inside the transaction ----
+ *
+ * A call runs fn on the writer thread inside the transaction, at its place
+ * in the batch: fn reads through t what the journal holds now (including
+ * what earlier batches of the same transaction wrote) and queues writes on
+ * more, which are applied right after it in the same transaction. fn's -1
+ * fails the batch (with t's message, if fn set none: "the decision
+ * failed"). A transaction holding a call first takes the admission lock
+ * (PostgreSQL: a transaction-level advisory lock), so the calls of every
+ * replica on one journal decide one transaction at a time. fn must not
+ * wait on anything but the journal. */
+struct store_txn;
+typedef int (*store_call_fn)(struct store_txn *t, struct store_batch *more, void *arg);
+int store_batch_call(struct store_batch *b, store_call_fn fn, void *arg);
+
+enum store_txn_read {
+	STR_ACTIVE,     /* the unfinished jobs of key name, oldest first */
+	STR_LAST_ENDED, /* the job of key name that ended last (paused ones aside) */
+	STR_STARTS,     /* the jobs of playbook name created after since that count
+	                   against its budget (not paused, not budget_exhausted) */
+};
+/* cb per row (valid during the call only). 0, or -1 (the call should fail). */
+int store_txn_jobs(struct store_txn *t, enum store_txn_read q, const char *name, double since,
+                   void (*cb)(const struct job_row *j, void *arg), void *arg);
+int store_txn_pauses(struct store_txn *t, void (*cb)(const struct pause_row *p, void *arg), void *arg);
+/* The unfinished jobs of owner that another replica asked to cancel
+ * (store_batch_cancel_request), with who asked. */
+int store_txn_cancel_requests(struct store_txn *t, const char *owner,
+                              void (*cb)(const char *job_id, const char *by, void *arg), void *arg);
+/* Ask whoever holds the unfinished job job_id to cancel it: its
+ * cancelled_by becomes by unless set (an update of the job keeps it). */
+int store_batch_cancel_request(struct store_batch *b, const char *job_id, const char *by);
 
 /* ---- claims and leases ----
  *
@@ -230,6 +265,13 @@ int store_batch_claim_outbox(struct store_batch *b, const char *owner, double no
  * A job the owner holds that is not among them was taken over, released,
  * or skipped: its lease is as it was, so an owner should act on a job only
  * while the last expiry it learnt (from the claim or a renewal) is ahead. */
+/* Let go of every lease owner holds: its jobs and escalation rows become
+ * free, claimable at once (prev_owner NULL; the crash rules still apply to
+ * a running job). A replica starting again under its old name does so
+ * first: its previous life is gone, and its renewals must not keep those
+ * leases alive. */
+int store_batch_expire(struct store_batch *b, const char *owner);
+
 typedef void (*store_renew_fn)(const char *job_id, long long lease_token, void *arg);
 int store_batch_renew(struct store_batch *b, const char *owner, double until, store_renew_fn cb,
                       void *arg);

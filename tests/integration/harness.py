@@ -387,7 +387,12 @@ class Recoveryd:
         return args
 
     def argv(self):
-        return [self.bin] + self.base_args() + self.extra_args
+        args = [self.bin] + self.base_args()
+        if _is_pg_url(self.journal) and "--replica-id" not in self.extra_args:
+            # One name across restarts: a restarted replica takes back at
+            # once what its previous life held.
+            args += ["--replica-id", "t%d-%s" % (os.getpid(), os.path.basename(self.tmpdir)[-12:])]
+        return args + self.extra_args
 
     # -- process ---------------------------------------------------------
     def start(self, timeout=START_TIMEOUT):
@@ -702,6 +707,10 @@ def _pg_database(url):
     if "?" in url.rsplit("/", 1)[1]:
         query = "?" + url.split("?", 1)[1]
     return base + "/" + name + query
+
+
+def _is_pg_url(s):
+    return s.startswith("postgres://") or s.startswith("postgresql://")
 
 
 def pg_mode():

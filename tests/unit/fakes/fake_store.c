@@ -322,6 +322,44 @@ int store_batch_claim_outbox(struct store_batch *b, const char *owner, double no
 	return -1;
 }
 
+int store_batch_call(struct store_batch *b, store_call_fn fn, void *arg)
+{
+	(void)b, (void)fn, (void)arg;
+	return -1;
+}
+
+int store_batch_cancel_request(struct store_batch *b, const char *job_id, const char *by)
+{
+	(void)b, (void)job_id, (void)by;
+	return -1;
+}
+
+int store_txn_jobs(struct store_txn *t, enum store_txn_read q, const char *name, double since,
+                   void (*cb)(const struct job_row *j, void *arg), void *arg)
+{
+	(void)t, (void)q, (void)name, (void)since, (void)cb, (void)arg;
+	return -1;
+}
+
+int store_txn_pauses(struct store_txn *t, void (*cb)(const struct pause_row *p, void *arg), void *arg)
+{
+	(void)t, (void)cb, (void)arg;
+	return -1;
+}
+
+int store_txn_cancel_requests(struct store_txn *t, const char *owner,
+                              void (*cb)(const char *job_id, const char *by, void *arg), void *arg)
+{
+	(void)t, (void)owner, (void)cb, (void)arg;
+	return -1;
+}
+
+int store_batch_expire(struct store_batch *b, const char *owner)
+{
+	(void)b, (void)owner;
+	return -1;
+}
+
 int store_batch_renew(struct store_batch *b, const char *owner, double until, store_renew_fn cb, void *arg)
 {
 	(void)b, (void)owner, (void)until, (void)cb, (void)arg;

@@ -31,7 +31,10 @@ BASE = "k8s/base/kustomization.yaml"
 MON = "k8s/monitoring/kustomization.yaml"
 PRODUCTION = "k8s/overlays/production/kustomization.yaml"
 STAGING = "k8s/overlays/staging/kustomization.yaml"
-KUSTOMIZATIONS = (TOP, BASE, MON, PRODUCTION, STAGING)
+HA = "k8s/overlays/ha/kustomization.yaml"        # several replicas on PostgreSQL (shared mode)
+KUSTOMIZATIONS = (TOP, BASE, MON, PRODUCTION, STAGING, HA)
+# The overlays that replace only the config (test_deploy_overlays.py); the ha
+# overlay changes the Deployment and is checked on its own there.
 OVERLAYS = (PRODUCTION, STAGING)
 
 # The config each way of deploying recoveryd ends up with.

@@ -31,7 +31,10 @@ BASE = "k8s/base/kustomization.yaml"
 MON = "k8s/monitoring/kustomization.yaml"
 PRODUCTION = "k8s/overlays/production/kustomization.yaml"
 STAGING = "k8s/overlays/staging/kustomization.yaml"
-KUSTOMIZATIONS = (TOP, BASE, MON, PRODUCTION, STAGING)
+HA = "k8s/overlays/ha/kustomization.yaml"        # several replicas on PostgreSQL (shared mode)
+KUSTOMIZATIONS = (TOP, BASE, MON, PRODUCTION, STAGING, HA)
+# The overlays that replace only the config (test_deploy_overlays.py); the ha
+# overlay changes the Deployment and is checked on its own there.
 OVERLAYS = (PRODUCTION, STAGING)
 
 # The config each way of deploying recoveryd ends up with.
@@ -201,12 +204,13 @@ def write(p, text, mode=0o600):
     return p
 
 
-def local_argv(args, tmp, config, tokens_text):
+def local_argv(args, tmp, config, tokens_text, keep=()):
     """The Deployment's container args with every path of the pod replaced by
     a local one in tmp: the given config file, the base's playbook and
     library copies, placeholder secrets (tokens_text for the tokens file), a
     stand-in decK. args: the container's args list (--flag=value). Sinks
-    point at a closed local port, so nothing leaves the machine."""
+    point at a closed local port, so nothing leaves the machine. Flags named
+    in keep keep their value (--state as a postgres:// URL)."""
     secrets = os.path.join(tmp, "secrets")
     os.makedirs(secrets, exist_ok=True)
     deck = write(os.path.join(tmp, "deck"), "#!/bin/sh\nexit 0\n", 0o755)
@@ -229,7 +233,9 @@ def local_argv(args, tmp, config, tokens_text):
         if not (a.startswith("--") and "=" in a):
             raise AssertionError("write args as --flag=value: %r" % a)
         k, v = a[2:].split("=", 1)
-        if k in files:
+        if k in keep:
+            seen.add(k)
+        elif k in files:
             v = files[k]
             seen.add(k)
         elif v.startswith("/"):

@@ -30,6 +30,7 @@ NOT_KUSTOMIZE = {
     "k8s/monitoring/alert-rules.yml": "Prometheus rule file, source of prometheusrule.yaml",
     "k8s/monitoring/alert-rules.test.yml": "promtool unit tests",
     "k8s/monitoring/alertmanager.yml": "Alertmanager configuration file",
+    "k8s/overlays/ha/postgres-cnpg.example.yaml": "example database, needs the CloudNativePG operator",
 }
 
 
@@ -49,6 +50,14 @@ def kustomization_files(kfile):
             f = f.split("=", 1)[-1]  # key=path
             generated.append(os.path.normpath(os.path.join(here, f)))
     return k, files, dirs, generated
+
+
+def patch_files(kfile):
+    """The files named by `patches: - path:` of a kustomization, relative to
+    the repo (inline patches name none)."""
+    here = os.path.dirname(kfile)
+    return [os.path.normpath(os.path.join(here, p["path"]))
+            for p in ds.load_yaml(kfile).get("patches") or [] if p.get("path")]
 
 
 def bases(kfile):
@@ -88,7 +97,7 @@ class KustomizationTest(unittest.TestCase):
         for kfile in KUSTOMIZATIONS:
             k, files, dirs, generated = kustomization_files(kfile)
             self.assertEqual(k.get("kind"), "Kustomization", kfile)
-            for f in files + generated:
+            for f in files + generated + patch_files(kfile):
                 self.assertTrue(os.path.isfile(ds.path(f)), "%s lists %s, which does not exist" % (kfile, f))
                 # kustomize loads files only from inside the kustomization's directory
                 self.assertFalse(outside(f, kfile), "%s: %s is outside its directory (kustomize refuses it)"
@@ -107,7 +116,7 @@ class KustomizationTest(unittest.TestCase):
         listed = set()
         for kfile in KUSTOMIZATIONS:
             _, files, _, generated = kustomization_files(kfile)
-            for f in files + generated:
+            for f in files + generated + patch_files(kfile):
                 self.assertNotIn(f, listed, "%s is listed twice" % f)
                 listed.add(f)
         listed |= set(KUSTOMIZATIONS)
@@ -118,7 +127,8 @@ class KustomizationTest(unittest.TestCase):
                 if rel not in listed and rel not in NOT_KUSTOMIZE:
                     missing.append(rel)
         self.assertEqual(missing, [], "files under k8s/ that no kustomization.yaml lists (add them to "
-                                      "resources or configMapGenerator, or to NOT_KUSTOMIZE in this test)")
+                                      "resources, patches or configMapGenerator, or to NOT_KUSTOMIZE in "
+                                      "this test)")
         for f in NOT_KUSTOMIZE:
             self.assertTrue(os.path.isfile(ds.path(f)), f)
 

@@ -2,8 +2,10 @@
  * queries, audit and pauses, plans, group commit with per-batch isolation,
  * durability across reopen, concurrent readers and open errors, and the
  * leases of several replicas (claims, takeovers, fencing, renewals,
- * releases, the outbox claimed once, two journal handles racing, the v2
- * migration) on both backends.
+ * releases, the outbox claimed once, two journal handles racing, ending a
+ * replica's leases, the v2 migration), and decisions inside the writer's
+ * transaction (store_batch_call: what a call reads, what it queues, a call
+ * that fails) on both backends.
  *
  * One binary, two backends. By default each test opens a SQLite file in a
  * temporary directory. With RECOVERYD_TEST_PG_URL set (ctest's
@@ -13,7 +15,8 @@
  * file, WAL, ":memory:", the v1 migration, raw sqlite3 checks) skip under
  * PostgreSQL, and the test_pg_* tests, which skip under SQLite, cover the
  * same ground there: schema and version table, a newer schema refused, open
- * errors, a lost connection. */
+ * errors, a lost connection; test_pg_admission_serialized (the admission
+ * lock of two journal handles) is PostgreSQL's alone. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -2878,6 +2881,851 @@ static void test_outbox_claim_concurrent(void **state)
 	race(f->db, 1);
 }
 
+/* ---- decisions inside the transaction (store_batch_call) ---- */
+
+#define SEEN_MAX 16
+
+/* The rows one read of a call got, copied in fn. fn runs on the writer
+ * thread: it records, and the test asserts once the commit is back. */
+struct txn_seen {
+	int n, overflow;
+	char id[SEEN_MAX][40], state[SEEN_MAX][24], key[SEEN_MAX][24], playbook[SEEN_MAX][24];
+	double created[SEEN_MAX], ended[SEEN_MAX];
+};
+
+static void txn_seen_cb(const struct job_row *j, void *arg)
+{
+	struct txn_seen *t = arg;
+	int i = t->n;
+
+	if (i >= SEEN_MAX) {
+		t->overflow = 1;
+		return;
+	}
+	snprintf(t->id[i], sizeof(t->id[i]), "%s", j->id ? j->id : "(null)");
+	snprintf(t->state[i], sizeof(t->state[i]), "%s", j->state ? j->state : "(null)");
+	snprintf(t->key[i], sizeof(t->key[i]), "%s", j->key ? j->key : "(null)");
+	snprintf(t->playbook[i], sizeof(t->playbook[i]), "%s", j->playbook ? j->playbook : "(null)");
+	t->created[i] = j->created_at;
+	t->ended[i] = j->ended_at;
+	t->n++;
+}
+
+/* One store_txn_jobs of a call, and what it answered. */
+struct txn_read {
+	enum store_txn_read q;
+	const char *name;
+	double since;
+	int rc;
+	struct txn_seen seen;
+};
+
+/* What a call does: its reads in order, then (if only_if_none, only when
+ * the first read found nothing) the writes it queues on more: a job and
+ * an admission event of it; then it answers ret. */
+struct call_plan {
+	int calls;                    /* times fn ran */
+	int n;
+	struct txn_read r[6];
+	int only_if_none;
+	const struct job_row *insert; /* queued on more; NULL: none */
+	int queued;                   /* fn queued its writes */
+	int more_rc;                  /* what queueing them answered */
+	int more_was_empty;           /* more was empty when fn got it */
+	int ret;                      /* fn's answer: 0 or -1 */
+	/* store_txn_pauses, when read_pauses is set */
+	int read_pauses, pauses_rc;
+	struct pauses_seen pauses;
+	int pauses_overflow;
+	double sleep_ms_after_reads;  /* test_pg_admission_serialized */
+	double entered, left;         /* monotonic times fn began and ended */
+};
+
+static double now_mono(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* store_txn_pauses' rows; no asserts on the writer thread. */
+static void txn_pause_cb(const struct pause_row *p, void *arg)
+{
+	struct call_plan *c = arg;
+	struct pauses_seen *ps = &c->pauses;
+
+	if (ps->n >= 4) {
+		c->pauses_overflow = 1;
+		return;
+	}
+	snprintf(ps->scope[ps->n], 32, "%s", p->scope);
+	snprintf(ps->principal[ps->n], 32, "%s", p->principal ? p->principal : "(null)");
+	snprintf(ps->reason[ps->n], 32, "%s", p->reason ? p->reason : "(null)");
+	ps->since[ps->n] = p->since;
+	ps->until[ps->n] = p->until;
+	ps->n++;
+}
+
+static int call_fn(struct store_txn *t, struct store_batch *more, void *arg)
+{
+	struct call_plan *p = arg;
+
+	p->entered = now_mono();
+	p->calls++;
+	p->more_was_empty = store_batch_empty(more);
+	for (int i = 0; i < p->n; i++) {
+		memset(&p->r[i].seen, 0, sizeof(p->r[i].seen));
+		p->r[i].rc = store_txn_jobs(t, p->r[i].q, p->r[i].name, p->r[i].since, txn_seen_cb,
+		                            &p->r[i].seen);
+	}
+	if (p->read_pauses) {
+		memset(&p->pauses, 0, sizeof(p->pauses));
+		p->pauses_rc = store_txn_pauses(t, txn_pause_cb, p);
+	}
+	if (p->sleep_ms_after_reads > 0)
+		usleep((useconds_t)(p->sleep_ms_after_reads * 1000));
+	if (p->insert && (!p->only_if_none || (p->n > 0 && p->r[0].rc == 0 && p->r[0].seen.n == 0))) {
+		p->more_rc |= store_batch_insert_job(more, p->insert);
+		p->more_rc |= store_batch_event(more, p->insert->id, 0, "admission",
+		                                "{\"decision\":\"queued\"}", 0, p->insert->created_at);
+		p->queued = 1;
+	}
+	p->left = now_mono();
+	return p->ret;
+}
+
+/* A read of a call got exactly the jobs want[0..n), in that order. */
+static void seen_are(const struct txn_read *r, const char *const *want, int n)
+{
+	char got[512] = "", exp[512] = "";
+	int same = r->seen.n == n && !r->seen.overflow;
+
+	for (int i = 0; i < r->seen.n; i++) {
+		strncat(got, r->seen.id[i], sizeof(got) - strlen(got) - 2);
+		strcat(got, " ");
+		if (i < n && strcmp(r->seen.id[i], want[i]) != 0)
+			same = 0;
+	}
+	for (int i = 0; i < n; i++) {
+		strncat(exp, want[i], sizeof(exp) - strlen(exp) - 2);
+		strcat(exp, " ");
+	}
+	if (r->rc != 0)
+		fail_msg("read %d of %s answered %d", (int)r->q, r->name ? r->name : "(null)", r->rc);
+	if (!same)
+		fail_msg("read %d of %s: got [%s], want [%s]%s", (int)r->q, r->name ? r->name : "(null)", got,
+		         exp, r->seen.overflow ? " (overflow)" : "");
+}
+
+/* The same, in any order (a read whose order the API leaves open). */
+static void seen_set_is(const struct txn_read *r, const char *const *want, int n)
+{
+	int ok = r->rc == 0 && !r->seen.overflow && r->seen.n == n;
+
+	for (int i = 0; ok && i < n; i++) {
+		int found = 0;
+		for (int g = 0; g < r->seen.n; g++)
+			found += strcmp(r->seen.id[g], want[i]) == 0;
+		ok = found == 1;
+	}
+	if (!ok)
+		seen_are(r, want, n); /* fails, listing what was read */
+}
+
+/* The index of id in a read's rows, or fails. */
+static int seen_at(const struct txn_read *r, const char *id)
+{
+	for (int i = 0; i < r->seen.n; i++)
+		if (strcmp(r->seen.id[i], id) == 0)
+			return i;
+	fail_msg("%s not among the rows read", id);
+	return -1;
+}
+
+static struct job_row keyed(const char *id, const char *playbook, const char *key, const char *state,
+                            double created, double ended)
+{
+	struct job_row j = job(id, playbook, state, created);
+
+	j.key = key;
+	j.ended_at = ended;
+	return j;
+}
+
+/* A call sees the journal as its transaction has it: jobs committed by
+ * earlier batches and the job an earlier op of its own batch inserted.
+ * STR_ACTIVE: the unfinished jobs of the key (queued, running, retry_wait,
+ * awaiting_approval), oldest first; STR_LAST_ENDED: the one of the key
+ * with the greatest ended_at, a paused one never; STR_STARTS: the jobs of
+ * the playbook created after since, paused and budget_exhausted aside. */
+static void test_call_reads(void **state)
+{
+	struct fix *f = *state;
+	struct store *s = open_ok(f->db);
+	struct job_row j;
+	struct store_batch *b;
+	struct call_plan p = {
+		.n = 6,
+		.r = {
+			{.q = STR_ACTIVE, .name = "K"},
+			{.q = STR_LAST_ENDED, .name = "K"},
+			{.q = STR_STARTS, .name = "pb", .since = T0 - 75},
+			{.q = STR_LAST_ENDED, .name = "O"},
+			{.q = STR_ACTIVE, .name = "nokey"},
+			{.q = STR_LAST_ENDED, .name = "X"},
+		},
+	};
+	struct call_plan late = {
+		.n = 3,
+		.r = {
+			{.q = STR_STARTS, .name = "pb", .since = T0},
+			{.q = STR_STARTS, .name = "pb2", .since = 0},
+			{.q = STR_ACTIVE, .name = "K"},
+		},
+	};
+	const struct txn_read *r;
+	int i;
+
+	/* committed before, one batch each; seq order = created order */
+	j = keyed("k-done", "pb", "K", "succeeded", T0 - 100, T0 - 50);
+	insert(s, &j);
+	j = keyed("k-q", "pb", "K", "queued", T0 - 90, 0);
+	insert(s, &j);
+	j = keyed("k-run", "pb", "K", "running", T0 - 80, 0);
+	j.started_at = T0 - 79;
+	j.owner = "A";
+	j.lease_until = T0 + 1000;
+	j.lease_token = 1;
+	insert(s, &j);
+	j = keyed("k-failed", "pb", "K", "failed", T0 - 75, T0 - 20); /* created exactly at since */
+	insert(s, &j);
+	j = keyed("k-paused", "pb", "K", "paused", T0 - 70, T0 - 10); /* ended last, but paused */
+	insert(s, &j);
+	j = keyed("k-rw", "pb", "K", "retry_wait", T0 - 65, 0);
+	j.next_run_at = T0 + 30;
+	insert(s, &j);
+	j = keyed("k-budget", "pb", "K", "budget_exhausted", T0 - 60, T0 - 60);
+	insert(s, &j);
+	j = keyed("k-aw", "pb", "K", "awaiting_approval", T0 - 55, 0);
+	j.approval = "pending";
+	insert(s, &j);
+	j = keyed("k-cancel", "pb", "K", "cancelled", T0 - 50, T0 - 30);
+	insert(s, &j);
+	j = keyed("o-q", "pb", "O", "queued", T0 - 45, 0);
+	insert(s, &j);
+	j = keyed("o-done", "pb", "O", "succeeded", T0 - 44, T0 - 1); /* ended last of all */
+	insert(s, &j);
+	j = keyed("x-q", "pb2", "X", "queued", T0 - 40, 0);
+	insert(s, &j);
+	j = keyed("x-paused", "pb2", "X", "paused", T0 - 39, T0 - 39); /* X's only ended job */
+	insert(s, &j);
+
+	/* an earlier op of the same batch, then the call */
+	b = store_batch_new();
+	assert_non_null(b);
+	j = keyed("k-new", "pb", "K", "queued", T0 - 5, 0);
+	assert_int_equal(store_batch_insert_job(b, &j), 0);
+	assert_int_equal(store_batch_call(b, call_fn, &p), 0);
+	assert_int_equal(store_batch_empty(b), 0);
+	assert_int_equal(store_commit(s, b, 1), RD_OK);
+
+	assert_int_equal(p.calls, 1);
+	assert_int_equal(p.more_was_empty, 1);
+	r = &p.r[0];
+	seen_are(r, (const char *const[]){"k-q", "k-run", "k-rw", "k-aw", "k-new"}, 5);
+	{
+		static const char *const st[] = {"queued", "running", "retry_wait", "awaiting_approval",
+		                                 "queued"};
+		for (i = 0; i < 5; i++) {
+			assert_string_equal(r->seen.state[i], st[i]);
+			assert_string_equal(r->seen.key[i], "K");
+			assert_string_equal(r->seen.playbook[i], "pb");
+		}
+	}
+	assert_true(r->seen.created[4] == T0 - 5);
+	r = &p.r[1];
+	seen_are(r, (const char *const[]){"k-failed"}, 1);
+	assert_string_equal(r->seen.state[0], "failed");
+	assert_true(r->seen.ended[0] == T0 - 20);
+	r = &p.r[2];
+	seen_set_is(r, (const char *const[]){"k-rw", "k-aw", "k-cancel", "o-q", "o-done", "k-new"}, 6);
+	assert_true(r->seen.created[seen_at(r, "k-new")] == T0 - 5);
+	assert_string_equal(r->seen.playbook[seen_at(r, "o-q")], "pb");
+	seen_are(&p.r[3], (const char *const[]){"o-done"}, 1);
+	seen_are(&p.r[4], NULL, 0);
+	seen_are(&p.r[5], NULL, 0); /* a paused job is never the last ended */
+	assert_true(exists(s, "k-new"));
+
+	/* nothing created after T0; another playbook; a later transaction
+	 * sees the same active list */
+	b = store_batch_new();
+	assert_int_equal(store_batch_call(b, call_fn, &late), 0);
+	assert_int_equal(store_commit(s, b, 1), RD_OK);
+	assert_int_equal(late.calls, 1);
+	seen_are(&late.r[0], NULL, 0);
+	seen_set_is(&late.r[1], (const char *const[]){"x-q"}, 1);
+	seen_are(&late.r[2], (const char *const[]){"k-q", "k-run", "k-rw", "k-aw", "k-new"}, 5);
+	store_close(s);
+}
+
+/* What a call queues on more is applied right after it, in the same
+ * transaction: the batch's next op (an event of the job it inserted) and
+ * the next call already see it, and it is committed with the batch. */
+static void test_call_writes(void **state)
+{
+	struct fix *f = *state;
+	struct store *s = open_ok(f->db);
+	struct job_row made = keyed("made", "pb", "K2", "queued", T0, 0);
+	struct job_row made2 = keyed("made-2", "pb", "K2", "queued", T0 + 1, 0);
+	struct job_row made3 = keyed("made-3", "pb", "K2", "queued", T0 + 2, 0);
+	struct call_plan p1 = {.n = 1, .r = {{.q = STR_ACTIVE, .name = "K2"}}, .only_if_none = 1,
+	                       .insert = &made};
+	struct call_plan p2 = {.n = 1, .r = {{.q = STR_ACTIVE, .name = "K2"}}, .only_if_none = 1,
+	                       .insert = &made2};
+	struct call_plan p3 = {.n = 1, .r = {{.q = STR_ACTIVE, .name = "K2"}}, .only_if_none = 1,
+	                       .insert = &made3};
+	struct store_batch *b = store_batch_new();
+	const cJSON *ev, *lg;
+	cJSON *rec;
+
+	assert_int_equal(store_batch_call(b, call_fn, &p1), 0);
+	/* the batch's own op after the call: the job must exist by then
+	 * (events reference jobs) */
+	assert_int_equal(store_batch_event(b, "made", 0, "log", "{\"msg\":\"after\"}", 0, T0 + 1), 0);
+	assert_int_equal(store_batch_call(b, call_fn, &p2), 0);
+	assert_int_equal(store_commit(s, b, 1), RD_OK);
+
+	assert_int_equal(p1.calls, 1);
+	seen_are(&p1.r[0], NULL, 0);
+	assert_int_equal(p1.queued, 1);
+	assert_int_equal(p1.more_rc, 0);
+	assert_int_equal(p2.calls, 1);
+	seen_are(&p2.r[0], (const char *const[]){"made"}, 1);
+	assert_string_equal(p2.r[0].seen.state[0], "queued");
+	assert_int_equal(p2.queued, 0);
+
+	rec = record(s, "made");
+	assert_string_equal(str(rec, "id"), "made");
+	assert_string_equal(str(rec, "key"), "K2");
+	assert_string_equal(str(rec, "playbook"), "pb");
+	assert_string_equal(str(rec, "state"), "queued");
+	ev = arr(rec, "events");
+	assert_int_equal(cJSON_GetArraySize(ev), 1);
+	assert_string_equal(str(cJSON_GetArrayItem(ev, 0), "type"), "admission");
+	assert_string_equal(str(cJSON_GetArrayItem(ev, 0), "decision"), "queued");
+	lg = arr(rec, "log");
+	assert_int_equal(cJSON_GetArraySize(lg), 1);
+	assert_string_equal(str(cJSON_GetArrayItem(lg, 0), "msg"), "after");
+	cJSON_Delete(rec);
+	assert_false(exists(s, "made-2"));
+
+	/* a later transaction's call sees it committed */
+	b = store_batch_new();
+	assert_int_equal(store_batch_call(b, call_fn, &p3), 0);
+	assert_int_equal(store_commit(s, b, 1), RD_OK);
+	seen_are(&p3.r[0], (const char *const[]){"made"}, 1);
+	assert_int_equal(p3.queued, 0);
+	assert_false(exists(s, "made-3"));
+	store_close(s);
+
+	/* and it is durable */
+	s = open_ok(f->db);
+	assert_true(exists(s, "made"));
+	store_close(s);
+}
+
+struct done_log {
+	atomic_int n;
+	enum rd_status r[4];
+};
+
+struct done_slot {
+	struct done_log *log;
+	int i;
+};
+
+static void done_record(enum rd_status r, void *arg)
+{
+	struct done_slot *d = arg;
+
+	d->log->r[d->i] = r;
+	atomic_fetch_add(&d->log->n, 1);
+}
+
+/* fn's -1 fails its batch as a whole: the ops before the call and what it
+ * queued on more are rolled back, store_commit says RD_ERR, a batch nobody
+ * waits for is logged with "the decision failed" and counted. The journal
+ * stays healthy. In a group, the batches before and after it commit; the
+ * call saw the earlier batch's job (same transaction), and a later call
+ * does not see what the failed batch wrote. */
+static void test_call_fails(void **state)
+{
+	struct fix *f = *state;
+	struct store *s = open_ok(f->db);
+	struct job_row early = keyed("early", "pb", "KF", "queued", T0, 0);
+	struct job_row from_more = keyed("from-more", "pb", "KF", "queued", T0 + 1, 0);
+	struct job_row gb = keyed("g-before", "pb", "KG", "queued", T0, 0);
+	struct job_row bad_early = keyed("bad-early", "pb", "KG", "queued", T0 + 1, 0);
+	struct job_row bad_more = keyed("bad-more", "pb", "KG", "queued", T0 + 2, 0);
+	struct job_row g_after = keyed("g-after", "pb", "KG", "queued", T0 + 3, 0);
+	struct job_row j;
+	struct call_plan p = {.n = 1, .r = {{.q = STR_ACTIVE, .name = "KF"}}, .insert = &from_more,
+	                      .ret = -1};
+	struct call_plan pb = {.n = 1, .r = {{.q = STR_ACTIVE, .name = "KG"}}, .insert = &bad_more,
+	                       .ret = -1};
+	struct call_plan pc = {.n = 1, .r = {{.q = STR_ACTIVE, .name = "KG"}}, .insert = &g_after};
+	struct done_log dl = {0};
+	struct done_slot slots[3] = {{&dl, 0}, {&dl, 1}, {&dl, 2}};
+	struct outside_lock lock;
+	struct store_batch *b, *pilot;
+	unsigned long t0, b0, t1, b1;
+	double errs0;
+	char logpath[320], buf[4096];
+	int fd;
+	ssize_t n;
+
+	/* alone */
+	b = store_batch_new();
+	assert_int_equal(store_batch_insert_job(b, &early), 0);
+	assert_int_equal(store_batch_call(b, call_fn, &p), 0);
+	assert_int_equal(store_commit(s, b, 1), RD_ERR);
+	assert_int_equal(p.calls, 1);
+	seen_are(&p.r[0], (const char *const[]){"early"}, 1);
+	assert_int_equal(p.queued, 1);
+	assert_int_equal(p.more_rc, 0);
+	assert_false(exists(s, "early"));
+	assert_false(exists(s, "from-more"));
+	assert_int_equal(store_healthy(s), 1);
+
+	/* nobody waits: logged and counted */
+	errs0 = metrics_get(M_JOURNAL_ERRORS, NULL, NULL);
+	snprintf(logpath, sizeof(logpath), "%s/log", f->dir);
+	fd = open(logpath, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	assert_true(fd >= 0);
+	log_set_fd(fd);
+	memset(&p, 0, sizeof(p));
+	p.ret = -1;
+	b = store_batch_new();
+	assert_int_equal(store_batch_insert_job(b, &early), 0);
+	assert_int_equal(store_batch_call(b, call_fn, &p), 0);
+	assert_int_equal(store_commit(s, b, 0), RD_OK);
+	b = store_batch_new(); /* behind it: when this one is back, it was reported */
+	j = keyed("marker", "pb", "KM", "queued", T0, 0);
+	assert_int_equal(store_batch_insert_job(b, &j), 0);
+	assert_int_equal(store_commit(s, b, 1), RD_OK);
+	log_set_fd(log_fd_null);
+	n = pread(fd, buf, sizeof(buf) - 1, 0);
+	close(fd);
+	assert_int_equal(p.calls, 1);
+	assert_true(metrics_get(M_JOURNAL_ERRORS, NULL, NULL) == errs0 + 1);
+	assert_true(n > 0);
+	buf[n] = '\0';
+	if (!strstr(buf, "journal batch failed") || !strstr(buf, "the decision failed"))
+		fail_msg("log: %s", buf);
+	assert_false(exists(s, "early"));
+	assert_true(exists(s, "marker"));
+
+	/* the same batch with fn answering 0 commits both */
+	memset(&p, 0, sizeof(p));
+	p.insert = &from_more;
+	b = store_batch_new();
+	assert_int_equal(store_batch_insert_job(b, &early), 0);
+	assert_int_equal(store_batch_call(b, call_fn, &p), 0);
+	assert_int_equal(store_commit(s, b, 1), RD_OK);
+	assert_true(exists(s, "early"));
+	assert_true(exists(s, "from-more"));
+
+	/* in a group: three batches queued while an outside connection holds
+	 * the write lock commit in one transaction after the pilot */
+	lock_writes(f, &lock);
+	store_stats(s, &t0, &b0);
+	pilot = store_batch_new();
+	j = job("pilot", "pb", "queued", T0);
+	assert_int_equal(store_batch_insert_job(pilot, &j), 0);
+	assert_int_equal(store_commit(s, pilot, 0), RD_OK);
+	sleep_ms(100);
+	b = store_batch_new();
+	assert_int_equal(store_batch_insert_job(b, &gb), 0);
+	assert_int_equal(store_commit_cb(s, b, done_record, &slots[0]), RD_OK);
+	b = store_batch_new();
+	assert_int_equal(store_batch_insert_job(b, &bad_early), 0);
+	assert_int_equal(store_batch_call(b, call_fn, &pb), 0);
+	assert_int_equal(store_commit_cb(s, b, done_record, &slots[1]), RD_OK);
+	b = store_batch_new();
+	assert_int_equal(store_batch_call(b, call_fn, &pc), 0);
+	assert_int_equal(store_commit_cb(s, b, done_record, &slots[2]), RD_OK);
+	sleep_ms(100);
+	unlock_writes(&lock, "COMMIT");
+	for (int i = 0; i < 500 && atomic_load(&dl.n) < 3; i++)
+		sleep_ms(10);
+	assert_int_equal(atomic_load(&dl.n), 3);
+	assert_int_equal(dl.r[0], RD_OK);
+	assert_int_equal(dl.r[1], RD_ERR);
+	assert_int_equal(dl.r[2], RD_OK);
+	store_stats(s, &t1, &b1);
+	/* pilot alone, then the three in one transaction (two committed) */
+	assert_int_equal(t1 - t0, 2);
+	assert_int_equal(b1 - b0, 3);
+	assert_int_equal(store_healthy(s), 1);
+
+	assert_int_equal(pb.calls, 1);
+	seen_are(&pb.r[0], (const char *const[]){"g-before", "bad-early"}, 2);
+	assert_int_equal(pc.calls, 1);
+	seen_are(&pc.r[0], (const char *const[]){"g-before"}, 1);
+	assert_true(exists(s, "pilot"));
+	assert_true(exists(s, "g-before"));
+	assert_true(exists(s, "g-after"));
+	assert_false(exists(s, "bad-early"));
+	assert_false(exists(s, "bad-more"));
+	store_close(s);
+}
+
+/* struct pauses_seen sorted by scope (store_txn_pauses' order is open). */
+static void pauses_sort(struct pauses_seen *ps)
+{
+	for (int i = 1; i < ps->n; i++) {
+		for (int k = i; k > 0 && strcmp(ps->scope[k - 1], ps->scope[k]) > 0; k--) {
+			struct pauses_seen t;
+
+			memcpy(t.scope[0], ps->scope[k], 32);
+			memcpy(t.principal[0], ps->principal[k], 32);
+			memcpy(t.reason[0], ps->reason[k], 32);
+			t.since[0] = ps->since[k];
+			t.until[0] = ps->until[k];
+			memcpy(ps->scope[k], ps->scope[k - 1], 32);
+			memcpy(ps->principal[k], ps->principal[k - 1], 32);
+			memcpy(ps->reason[k], ps->reason[k - 1], 32);
+			ps->since[k] = ps->since[k - 1];
+			ps->until[k] = ps->until[k - 1];
+			memcpy(ps->scope[k - 1], t.scope[0], 32);
+			memcpy(ps->principal[k - 1], t.principal[0], 32);
+			memcpy(ps->reason[k - 1], t.reason[0], 32);
+			ps->since[k - 1] = t.since[0];
+			ps->until[k - 1] = t.until[0];
+		}
+	}
+}
+
+/* store_txn_pauses gives the pauses as the transaction has them: those
+ * committed before, those set or cleared by earlier ops of the batch. */
+static void test_call_pauses(void **state)
+{
+	struct fix *f = *state;
+	struct store *s = open_ok(f->db);
+	struct call_plan p = {.read_pauses = 1}, none = {.read_pauses = 1}, later = {.read_pauses = 1};
+	struct pause_row star = {.scope = "*", .principal = "root", .reason = NULL, .since = T0 + 5};
+	struct pause_row longer = {.scope = "pb1", .principal = "root", .reason = "longer",
+	                           .since = T0 + 10, .until = T0 + 7200};
+	struct store_batch *b;
+	struct pauses_seen ps;
+
+	/* none yet */
+	b = store_batch_new();
+	assert_int_equal(store_batch_call(b, call_fn, &none), 0);
+	assert_int_equal(store_commit(s, b, 1), RD_OK);
+	assert_int_equal(none.calls, 1);
+	assert_int_equal(none.pauses_rc, 0);
+	assert_int_equal(none.pauses.n, 0);
+
+	pause_set(s, "pb1", "olga", "DB migration", T0, T0 + 3600);
+	pause_set(s, "old", "root", "gone soon", T0, 0);
+	pause_set(s, "pb3", "ivan", "kept", T0 + 1, T0 + 60);
+
+	b = store_batch_new();
+	assert_int_equal(store_batch_pause(b, &star), 0);
+	assert_int_equal(store_batch_unpause(b, "old"), 0);
+	assert_int_equal(store_batch_pause(b, &longer), 0); /* replaces pb1's */
+	assert_int_equal(store_batch_call(b, call_fn, &p), 0);
+	assert_int_equal(store_commit(s, b, 1), RD_OK);
+	assert_int_equal(p.calls, 1);
+	assert_int_equal(p.pauses_rc, 0);
+	assert_false(p.pauses_overflow);
+	pauses_sort(&p.pauses);
+	assert_int_equal(p.pauses.n, 3);
+	assert_string_equal(p.pauses.scope[0], "*");
+	assert_string_equal(p.pauses.principal[0], "root");
+	assert_string_equal(p.pauses.reason[0], "(null)");
+	assert_true(p.pauses.since[0] == T0 + 5);
+	assert_true(p.pauses.until[0] == 0);
+	assert_string_equal(p.pauses.scope[1], "pb1");
+	assert_string_equal(p.pauses.principal[1], "root");
+	assert_string_equal(p.pauses.reason[1], "longer");
+	assert_true(p.pauses.since[1] == T0 + 10);
+	assert_true(p.pauses.until[1] == T0 + 7200);
+	assert_string_equal(p.pauses.scope[2], "pb3");
+	assert_string_equal(p.pauses.principal[2], "ivan");
+	assert_string_equal(p.pauses.reason[2], "kept");
+	assert_true(p.pauses.since[2] == T0 + 1);
+	assert_true(p.pauses.until[2] == T0 + 60);
+
+	/* committed as read; a later call reads the same */
+	ps = scan_pauses(s);
+	assert_int_equal(ps.n, 3);
+	b = store_batch_new();
+	assert_int_equal(store_batch_call(b, call_fn, &later), 0);
+	assert_int_equal(store_commit(s, b, 1), RD_OK);
+	pauses_sort(&later.pauses);
+	assert_int_equal(later.pauses.n, 3);
+	assert_string_equal(later.pauses.scope[0], "*");
+	assert_string_equal(later.pauses.scope[1], "pb1");
+	assert_string_equal(later.pauses.reason[1], "longer");
+	assert_string_equal(later.pauses.scope[2], "pb3");
+	store_close(s);
+}
+
+/* ---- ending a replica's leases (store_batch_expire) ---- */
+
+/* After store_batch_expire(owner) commits, owner holds nothing: its jobs
+ * (queued, running, awaiting_approval; a retry once due) and its
+ * escalation rows are free, claimed at once by another owner or by owner
+ * itself with prev_owner NULL and the token raised, so owner's old writes
+ * are fenced and its renewals renew nothing. The rows of other owners keep
+ * their live leases. */
+static void test_expire(void **state)
+{
+	struct fix *f = *state;
+	struct store *s = open_ok(f->db);
+	struct job_row j;
+	struct claims c = {0}, e = {0}, none = {0}, due = {0}, self = {0}, self_e = {0};
+	struct store_batch *b;
+	struct lease_seen r;
+	struct renewed rn;
+
+	j = held("a-q", "queued", "A", T0 + 1000, 1);
+	insert(s, &j);
+	j = held("a-run", "running", "A", T0 + 1000, 3);
+	j.started_at = T0 - 90;
+	insert(s, &j);
+	j = held("b-run", "running", "B", T0 + 1000, 2);
+	insert(s, &j);
+	j = held("a-rw", "retry_wait", "A", T0 + 1000, 2);
+	j.next_run_at = T0 + 30; /* not due yet */
+	insert(s, &j);
+	j = held("a-aw", "awaiting_approval", "A", T0 + 1000, 1);
+	insert(s, &j);
+	j = held("b-q", "queued", "B", T0 + 1000, 1);
+	insert(s, &j);
+	j = held("a-done", "succeeded", NULL, 0, 4); /* ended and released */
+	j.ended_at = T0 - 50;
+	insert(s, &j);
+	esc_insert(s, "ea1", "a-done", "pending", 0, "A", T0 + 1000);
+	esc_insert(s, "eb1", "a-done", "pending", 0, "B", T0 + 1000);
+	esc_insert(s, "ea2", "a-done", "retrying", T0 - 5, "A", T0 + 1000);
+
+	/* all live */
+	assert_int_equal(claim(s, "C", T0, 100, &none), RD_OK);
+	assert_int_equal(claim_outbox(s, "C", T0, 100, &none), RD_OK);
+	assert_int_equal(none.n, 0);
+
+	b = store_batch_new();
+	assert_int_equal(store_batch_expire(b, "A"), 0);
+	assert_int_equal(store_batch_empty(b), 0);
+	assert_int_equal(store_commit(s, b, 1), RD_OK);
+	/* A's are free now, their state and token as they were */
+	r = lease_of(s, "a-run");
+	assert_string_equal(r.owner, "");
+	assert_true(r.until == 0);
+	assert_int_equal(r.token, 3);
+	assert_string_equal(r.state, "running");
+	r = lease_of(s, "b-run");
+	assert_string_equal(r.owner, "B");
+	assert_true(r.until == T0 + 1000);
+	assert_int_equal(r.token, 2);
+	/* A's old life renews nothing */
+	assert_int_equal(renew(s, "A", T0 + 2000, &rn), RD_OK);
+	assert_int_equal(rn.n, 0);
+	assert_string_equal(lease_of(s, "a-q").owner, "");
+
+	assert_int_equal(claim(s, "C", T0, 100, &c), RD_OK);
+	claimed_are(&c, (const char *const[]){"a-q", "a-run", "a-aw"}, 3);
+	for (int i = 0; i < c.n; i++) {
+		assert_false(c.v[i].takeover);
+		assert_string_equal(c.v[i].prev, "");
+		assert_string_equal(c.v[i].owner, "C");
+		assert_true(c.v[i].until == T0 + LEASE);
+	}
+	assert_string_equal(claimed(&c, "a-run")->state, "running");
+	assert_int_equal(claimed(&c, "a-run")->token, 4);
+	assert_int_equal(claimed(&c, "a-q")->token, 2);
+	assert_string_equal(claimed(&c, "a-aw")->state, "awaiting_approval");
+	assert_int_equal(claimed(&c, "a-aw")->token, 2);
+	assert_int_equal(claim_outbox(s, "C", T0, 100, &e), RD_OK);
+	claimed_are(&e, (const char *const[]){"ea1", "ea2"}, 2);
+	for (int i = 0; i < e.n; i++) {
+		assert_false(e.v[i].takeover);
+		assert_string_equal(e.v[i].owner, "C");
+		assert_true(e.v[i].until == T0 + LEASE);
+	}
+	/* A's old write is fenced */
+	j = held("a-run", "failed", NULL, 0, 3);
+	j.ended_at = T0 + 1;
+	assert_int_equal(commit_update(s, &j), RD_FENCED);
+	assert_string_equal(lease_of(s, "a-run").state, "running");
+
+	/* B's rows untouched: live, not claimable; the free retry waits for
+	 * its time */
+	r = lease_of(s, "b-q");
+	assert_string_equal(r.owner, "B");
+	assert_true(r.until == T0 + 1000);
+	assert_int_equal(r.token, 1);
+	assert_int_equal(claim(s, "D", T0 + 1, 100, &none), RD_OK);
+	assert_int_equal(claim_outbox(s, "D", T0 + 1, 100, &none), RD_OK);
+	assert_int_equal(none.n, 0);
+	r = lease_of(s, "a-rw");
+	assert_string_equal(r.owner, "");
+	assert_int_equal(r.token, 2);
+	assert_int_equal(claim(s, "D", T0 + 30, 100, &due), RD_OK); /* C's still live */
+	claimed_are(&due, (const char *const[]){"a-rw"}, 1);
+	assert_false(due.v[0].takeover);
+	assert_int_equal(due.v[0].token, 3);
+	assert_string_equal(due.v[0].state, "retry_wait");
+
+	/* an owner with nothing: no error, nothing changes */
+	b = store_batch_new();
+	assert_int_equal(store_batch_expire(b, "nobody"), 0);
+	assert_int_equal(store_commit(s, b, 1), RD_OK);
+	memset(&none, 0, sizeof(none));
+	assert_int_equal(claim(s, "D", T0 + 2, 100, &none), RD_OK);
+	assert_int_equal(claim_outbox(s, "D", T0 + 2, 100, &none), RD_OK);
+	assert_int_equal(none.n, 0);
+
+	/* B starting again under its name: expire first, then claim, in one
+	 * batch; it gets its own back */
+	b = store_batch_new();
+	assert_int_equal(store_batch_expire(b, "B"), 0);
+	assert_int_equal(store_batch_claim_jobs(b, "B", T0 + 3, T0 + 3 + LEASE, 100, claim_job_cb, &self), 0);
+	assert_int_equal(store_batch_claim_outbox(b, "B", T0 + 3, T0 + 3 + LEASE, 100, claim_esc_cb, &self_e),
+	                 0);
+	assert_int_equal(store_commit(s, b, 1), RD_OK);
+	claimed_are(&self, (const char *const[]){"b-run", "b-q"}, 2);
+	for (int i = 0; i < self.n; i++) {
+		assert_false(self.v[i].takeover);
+		assert_string_equal(self.v[i].owner, "B");
+		assert_true(self.v[i].until == T0 + 3 + LEASE);
+	}
+	assert_int_equal(claimed(&self, "b-run")->token, 3);
+	assert_string_equal(claimed(&self, "b-run")->state, "running");
+	assert_int_equal(claimed(&self, "b-q")->token, 2);
+	claimed_are(&self_e, (const char *const[]){"eb1"}, 1);
+	assert_false(self_e.v[0].takeover);
+	/* C's and D's leases, taken a moment ago, are live and theirs */
+	r = lease_of(s, "a-run");
+	assert_string_equal(r.owner, "C");
+	assert_true(r.until == T0 + LEASE);
+	assert_string_equal(lease_of(s, "a-rw").owner, "D");
+
+	b = store_batch_new();
+	assert_int_equal(store_batch_expire(b, NULL), -1);
+	assert_int_equal(store_batch_expire(b, ""), -1);
+	assert_int_equal(store_batch_empty(b), 1);
+	store_batch_free(b);
+	assert_int_equal(store_batch_expire(NULL, "A"), -1);
+	store_close(s);
+}
+
+/* PostgreSQL: the calls of two journal handles (two replicas) decide one
+ * transaction at a time. Each reads the active jobs of K, waits 300 ms,
+ * and inserts a job of K if there was none: the second, held at the
+ * admission lock until the first committed, sees its job and inserts
+ * nothing. */
+#define ADMIT_SLEEP_MS 300
+
+struct admitter {
+	struct store *s;
+	struct job_row j;
+	struct call_plan p;
+	pthread_barrier_t *go;
+	enum rd_status r;
+	atomic_int done;
+};
+
+static void *admit_thread(void *arg)
+{
+	struct admitter *a = arg;
+	struct store_batch *b = store_batch_new();
+
+	a->r = RD_ERR;
+	pthread_barrier_wait(a->go);
+	if (b && store_batch_call(b, call_fn, &a->p) == 0)
+		a->r = store_commit(a->s, b, 1);
+	else
+		store_batch_free(b);
+	atomic_store(&a->done, 1);
+	return NULL;
+}
+
+static void test_pg_admission_serialized(void **state)
+{
+	struct fix *f = *state;
+	struct admitter *a;
+	pthread_barrier_t go;
+	pthread_t t[2];
+	PGconn *c;
+	double t_start, elapsed;
+	int first, second;
+
+	PG_ONLY();
+	/* heap, not stack: on a timeout the threads outlive this frame */
+	a = calloc(2, sizeof(*a));
+	assert_non_null(a);
+	assert_int_equal(pthread_barrier_init(&go, NULL, 3), 0);
+	for (int i = 0; i < 2; i++) {
+		a[i].s = open_ok(f->db);
+		a[i].j = keyed(i ? "adm-B" : "adm-A", "pb", "K", "queued", T0 + i, 0);
+		a[i].p = (struct call_plan){.n = 1, .r = {{.q = STR_ACTIVE, .name = "K"}}, .only_if_none = 1,
+		                            .sleep_ms_after_reads = ADMIT_SLEEP_MS};
+		a[i].p.insert = &a[i].j;
+		a[i].go = &go;
+	}
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(pthread_create(&t[i], NULL, admit_thread, &a[i]), 0);
+	t_start = now_mono();
+	pthread_barrier_wait(&go);
+	/* bounded: 10 s for what takes 0.6 s */
+	for (int i = 0; i < 1000 && !(atomic_load(&a[0].done) && atomic_load(&a[1].done)); i++)
+		sleep_ms(10);
+	if (!(atomic_load(&a[0].done) && atomic_load(&a[1].done)))
+		fail_msg("the two admissions did not commit within 10 s");
+	elapsed = now_mono() - t_start;
+	for (int i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	pthread_barrier_destroy(&go);
+
+	assert_int_equal(a[0].r, RD_OK);
+	assert_int_equal(a[1].r, RD_OK);
+	assert_int_equal(a[0].p.calls, 1);
+	assert_int_equal(a[1].p.calls, 1);
+	assert_int_equal(a[0].p.r[0].rc, 0);
+	assert_int_equal(a[1].p.r[0].rc, 0);
+	first = a[0].p.entered <= a[1].p.entered ? 0 : 1;
+	second = 1 - first;
+	print_message("admission: first %s, second entered %.0f ms after the first left; %.0f ms in all\n",
+	              a[first].j.id, (a[second].p.entered - a[first].p.left) * 1000, elapsed * 1000);
+	/* the first saw nothing and inserted; the second saw its job */
+	seen_are(&a[first].p.r[0], NULL, 0);
+	assert_int_equal(a[first].p.queued, 1);
+	assert_int_equal(a[first].p.more_rc, 0);
+	seen_are(&a[second].p.r[0], (const char *const[]){a[first].j.id}, 1);
+	assert_int_equal(a[second].p.queued, 0);
+	/* one after the other: the second decided after the first had left fn */
+	assert_true(a[second].p.entered >= a[first].p.left);
+	assert_true(elapsed >= 2 * ADMIT_SLEEP_MS / 1000.0);
+
+	c = pg_connect();
+	assert_int_equal(pg_int(c, "SELECT count(*) FROM jobs WHERE key = 'K'"), 1);
+	{
+		char q[128];
+		snprintf(q, sizeof(q), "SELECT count(*) FROM jobs WHERE id = '%s' AND key = 'K'",
+		         a[first].j.id);
+		assert_int_equal(pg_int(c, q), 1);
+	}
+	pg_close(c);
+	store_close(a[0].s);
+	store_close(a[1].s);
+	free(a);
+}
+
 /* ---- schema v2 journals ---- */
 
 /* What a version 2 journal adds to version 1 (SQLite). */
@@ -3338,6 +4186,12 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_outbox_claim, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_outbox_scan_owner, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_outbox_claim_concurrent, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_call_reads, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_call_writes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_call_fails, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_call_pauses, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_expire, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pg_admission_serialized, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_migrate_v2, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pg_schema, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pg_newer_schema_refused, setup, teardown),

@@ -305,6 +305,8 @@ class Recoveryd:
         self.stderr_path = os.path.join(tmpdir, "stderr.log")
         self.stdout_path = os.path.join(tmpdir, "stdout.log")
         self.extra_args = list(extra_args)
+        if replica_id is not None:
+            self.extra_args = ["--replica-id", replica_id] + self.extra_args
         self.env = env
         os.makedirs(self.playbooks_dir, exist_ok=True)
         os.makedirs(self.secrets_dir, exist_ok=True)
@@ -398,8 +400,7 @@ class Recoveryd:
         return args
 
     def argv(self):
-        replica = ["--replica-id", self.replica_id] if self.replica_id is not None else []
-        return [self.bin] + self.base_args() + replica + self.extra_args
+        return [self.bin] + self.base_args() + self.extra_args
 
     # -- process ---------------------------------------------------------
     def start(self, timeout=START_TIMEOUT):

@@ -5,6 +5,10 @@ Environment (set by ctest, see tests/CMakeLists.txt):
   RECOVERYD_BIN         path of the built binary (tests are skipped when unset)
   RECOVERYD_SOURCE_DIR  repository root (default: two levels above this file)
   RECOVERYD_KEEP_TMP=1  keep each test's temporary directory for inspection
+  RECOVERYD_TEST_PG_URL a PostgreSQL role that may create databases: each daemon
+                        journals to a fresh database of that server (pg.integration.*)
+  RECOVERYD_TEST_PG_DIR the directory of scripts/pg.sh's cluster (datadir, port):
+                        pg_superuser() reaches it as its superuser
 """
 
 import http.client
@@ -279,7 +283,10 @@ class Recoveryd:
     means: no such flag), False = pass no token flags at all."""
 
     def __init__(self, tmpdir, playbooks=None, extra_args=(), tokens=None, secrets=None,
-                 start=True, env=None):
+                 start=True, env=None, journal=None, replica_id=None):
+        """journal: the --state to use as it is (a PostgreSQL URL that other
+        daemons share, or a SQLite path) instead of a journal of its own.
+        replica_id: passed as --replica-id (shared mode)."""
         self.bin = binary()
         if not self.bin:
             raise unittest.SkipTest("RECOVERYD_BIN is not set (run through ctest)")
@@ -290,11 +297,16 @@ class Recoveryd:
         # RECOVERYD_TEST_PG_URL (a role that may create databases): each
         # daemon journals to a fresh PostgreSQL database instead.
         pg = os.environ.get("RECOVERYD_TEST_PG_URL")
-        if pg:
+        if journal is not None:
+            self.journal = journal
+        elif pg:
             self.journal = _pg_database(pg)
+        self.replica_id = replica_id
         self.stderr_path = os.path.join(tmpdir, "stderr.log")
         self.stdout_path = os.path.join(tmpdir, "stdout.log")
         self.extra_args = list(extra_args)
+        if replica_id is not None:
+            self.extra_args = ["--replica-id", replica_id] + self.extra_args
         self.env = env
         os.makedirs(self.playbooks_dir, exist_ok=True)
         os.makedirs(self.secrets_dir, exist_ok=True)
@@ -320,6 +332,7 @@ class Recoveryd:
             self.token_files[kind] = path
 
         self.proc = None
+        self._stderr_reader = None
         self.port = None
         self.generation = 0
         self._lines = []          # (generation, raw line) of stderr, all runs
@@ -396,7 +409,16 @@ class Recoveryd:
 
     # -- process ---------------------------------------------------------
     def start(self, timeout=START_TIMEOUT):
-        """Start the daemon and wait for its "listening" log line."""
+        """Start the daemon and wait for its "listening" log line.
+
+        Call it from the thread that outlives the daemon (the test's own):
+        the child gets SIGKILL when the thread that started it ends
+        (PR_SET_PDEATHSIG is per thread)."""
+        self.spawn()
+        return self.wait_listening(timeout)
+
+    def spawn(self):
+        """Start the process without waiting for it (see start)."""
         if self.proc is not None and self.proc.poll() is None:
             raise RuntimeError("recoveryd already running")
         self.generation += 1
@@ -414,13 +436,18 @@ class Recoveryd:
         t1.start()
         t2.start()
         self._threads += [t1, t2]
+        self._stderr_reader = t1
+        return self
+
+    def wait_listening(self, timeout=START_TIMEOUT):
+        """Wait for the "listening" line of the process spawn() started."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._listening.wait(0.05):
                 return self
             if self.proc.poll() is not None:
                 # let the reader drain what is left
-                t1.join(timeout=1)
+                self._stderr_reader.join(timeout=1)
                 raise StartError("recoveryd exited with %s before listening\n%s"
                                  % (self.proc.returncode, self.log_tail()))
         self._force_kill()
@@ -717,6 +744,57 @@ def pg_mode():
     return bool(os.environ.get("RECOVERYD_TEST_PG_URL"))
 
 
+def create_pg_database():
+    """A new, empty database on the server of RECOVERYD_TEST_PG_URL, made by
+    that role; its URL. For daemons that share one journal (shared mode):
+    pass it to each as journal=. Skips the test outside PostgreSQL mode."""
+    url = os.environ.get("RECOVERYD_TEST_PG_URL")
+    if not url:
+        raise unittest.SkipTest("RECOVERYD_TEST_PG_URL is not set: PostgreSQL only")
+    return _pg_database(url)
+
+
+def pg_url_parts(url):
+    """(user, host:port, database, query) of a postgres:// URL."""
+    split = urllib.parse.urlsplit(url)
+    user, _, hostport = split.netloc.rpartition("@")
+    return user, hostport, split.path.lstrip("/"), split.query
+
+
+def pg_url_with_user(url, user):
+    """url with its role replaced by user (no password: it comes from a
+    password file, PGPASSFILE)."""
+    split = urllib.parse.urlsplit(url)
+    hostport = split.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit((split.scheme, user + "@" + hostport, split.path, split.query, ""))
+
+
+def pg_superuser_available():
+    d = os.environ.get("RECOVERYD_TEST_PG_DIR")
+    return bool(d) and os.path.isfile(os.path.join(d, "datadir")) and os.path.isfile(os.path.join(d, "port"))
+
+
+def pg_superuser(sql, database="postgres", timeout=30):
+    """Run sql with psql as the superuser of scripts/pg.sh's cluster (over
+    its unix socket in the data directory, where `postgres` is trusted).
+    Returns psql's unaligned, tuples-only output, stripped. Needs
+    RECOVERYD_TEST_PG_DIR; raises SkipTest without it. Cluster-wide
+    changes (roles, terminated backends) want RUN_SERIAL in ctest."""
+    if not pg_superuser_available():
+        raise unittest.SkipTest("RECOVERYD_TEST_PG_DIR (scripts/pg.sh's cluster) is not set")
+    d = os.environ["RECOVERYD_TEST_PG_DIR"]
+    with open(os.path.join(d, "datadir")) as f:
+        datadir = f.read().strip()
+    with open(os.path.join(d, "port")) as f:
+        port = f.read().strip()
+    r = subprocess.run(["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", datadir, "-p", port,
+                        "-U", "postgres", "-d", database, "-c", sql],
+                       capture_output=True, text=True, timeout=timeout)
+    if r.returncode != 0:
+        raise AssertionError("psql as superuser failed (%s): %s\n%s" % (r.returncode, sql, r.stderr))
+    return r.stdout.strip()
+
+
 def _die_with_parent():
     """In the child before exec: get SIGKILL when the test runner dies (a
     ctest timeout), so no daemon outlives the suite. Linux only; harmless
@@ -759,6 +837,17 @@ def _decode(raw):
         return text
 
 
+def start_all(daemons, timeout=START_TIMEOUT):
+    """Start the daemons at the same time (all spawned, then each awaited),
+    from the calling thread (see Recoveryd.start)."""
+    for d in daemons:
+        d.spawn()
+    deadline = time.monotonic() + timeout
+    for d in daemons:
+        d.wait_listening(max(0.1, deadline - time.monotonic()))
+    return daemons
+
+
 # ---------------------------------------------------------------- test base
 
 class RecoverydTestCase(unittest.TestCase):
@@ -791,14 +880,49 @@ class RecoverydTestCase(unittest.TestCase):
         self.addCleanup(rec.stop)
         return rec
 
-    def daemon(self, playbooks=None, extra_args=(), tokens=None, secrets=None, start=True, subdir=None):
+    def daemon(self, playbooks=None, extra_args=(), tokens=None, secrets=None, start=True, subdir=None,
+               journal=None, replica_id=None, env=None):
         d_dir = self.tmpdir if subdir is None else os.path.join(self.tmpdir, subdir)
         os.makedirs(d_dir, exist_ok=True)
-        d = Recoveryd(d_dir, playbooks, extra_args, tokens, secrets, start=False)
+        d = Recoveryd(d_dir, playbooks, extra_args, tokens, secrets, start=False, env=env, journal=journal,
+                      replica_id=replica_id)
         self._daemons.append(d)
         if start:
             d.start()
         return d
+
+    def replicas(self, n, playbooks=None, extra_args=(), ids=None, journal=None, tokens=None, env=None,
+                 start=True):
+        """n daemons in shared mode: ONE PostgreSQL database (a new one unless
+        journal, a URL, is given) for all, each with its own --replica-id,
+        port and directory (tmpdir/<replica id>), the same playbooks and the
+        same tokens. ids: the replica ids (default: rep1..repN plus a suffix
+        unique to this set, as application_name is cluster-wide). Each
+        daemon's environment has RECOVERYD_REPLICA_ID=<its id> (for
+        playbooks, with --env-allow RECOVERYD_REPLICA_ID). extra_args: a list
+        for all, or a function (replica id, directory) -> list. start: the
+        daemons are started together (concurrent schema set-up included).
+        Skips the test outside PostgreSQL mode. Returns the list."""
+        if journal is None:
+            journal = create_pg_database()
+        if ids is None:
+            tag = _secrets.token_hex(3)
+            ids = ["rep%d-%s" % (i + 1, tag) for i in range(n)]
+        if len(ids) != n or len(set(ids)) != n:
+            raise ValueError("need %d distinct replica ids, got %r" % (n, ids))
+        if tokens is None:
+            tokens = {"webhook": _secrets.token_urlsafe(32), "operator": _secrets.token_urlsafe(32)}
+        out = []
+        for rid in ids:
+            d_dir = os.path.join(self.tmpdir, rid)
+            args = extra_args(rid, d_dir) if callable(extra_args) else extra_args
+            d_env = {"RECOVERYD_REPLICA_ID": rid}
+            d_env.update(env or {})
+            out.append(self.daemon(playbooks, extra_args=args, tokens=tokens, start=False, subdir=rid,
+                                   journal=journal, replica_id=rid, env=d_env))
+        if start:
+            start_all(out)
+        return out
 
     # assertions that show the daemon's log on failure
     def assertStatus(self, got, want, d=None, doc=None):

@@ -671,8 +671,8 @@ static int admit_one(struct engine *e, struct playbook_set *set, struct playbook
 	switch (d) {
 	case ADMIT_COALESCED:
 		if (!active) {
-			/* Into another replica's job: the notification is on its
-			 * record; the count stays its owner's. */
+			/* Into another replica's job, counted in the journal. */
+			store_batch_notified(b, fa->id);
 			add_event(b, fa->id, "admission", admission_detail(dname, trigger), now);
 			add_answer(jobs, fa->id, pb->name, key, dname);
 			if (audit)

@@ -125,6 +125,7 @@ struct runner {
 	struct job *held;
 	size_t n_held;
 	int renewing;             /* [mu] a renewal is on its way */
+	double renewed_until;     /* [mu] the expiry the last renewal set (every lease of ours) */
 	int poke;                 /* [mu] runner_poke: poll at this turn */
 	double next_poll;         /* rd_mono() */
 	/* Renewals have a thread of their own: a playbook holding the loop
@@ -1358,31 +1359,26 @@ static void renewal_free(void *arg)
 	free(rn);
 }
 
-/* Loop thread: the renewed leases are good until rn->until. */
-static void renewal_apply(void *arg)
-{
-	struct renewal *rn = arg;
-	struct runner *r = rn->r;
-
-	for (size_t i = 0; i < rn->n; i++) {
-		struct job *j;
-		pthread_mutex_lock(r->o.mu);
-		j = r->o.job_find(r->o.owner, rn->v[i].id);
-		pthread_mutex_unlock(r->o.mu);
-		if (j && j->owner && j->lease_token == rn->v[i].token && rn->until > j->lease_until)
-			j->lease_until = rn->until;
-	}
-	renewal_free(rn);
-}
-
+/* Writer thread: the renewed leases are good until rn->until. Set here,
+ * under the owner's lock, not on the loop: a loop turn held by playbooks
+ * must see the renewals made meanwhile. */
 static void renewal_done(enum rd_status res, void *arg)
 {
 	struct renewal *rn = arg;
 	struct runner *r = rn->r;
 
-	if (res != RD_OK)
-		rn->n = 0; /* nothing renewed: the leases run out as they were */
-	runner_call(r, renewal_apply, renewal_free, rn);
+	pthread_mutex_lock(r->o.mu);
+	for (size_t i = 0; res == RD_OK && i < rn->n; i++) {
+		struct job *j = r->o.job_find(r->o.owner, rn->v[i].id);
+		if (j && j->owner && j->lease_token == rn->v[i].token && rn->until > j->lease_until)
+			j->lease_until = rn->until;
+	}
+	pthread_mutex_unlock(r->o.mu);
+	pthread_mutex_lock(&r->mu);
+	if (res == RD_OK && rn->until > r->renewed_until)
+		r->renewed_until = rn->until;
+	pthread_mutex_unlock(&r->mu);
+	renewal_free(rn);
 	pthread_mutex_lock(&r->mu);
 	r->renewing = 0;
 	if (--r->callbacks_out == 0)
@@ -1442,12 +1438,21 @@ static void *renew_main(void *arg)
  * (clocks agreeing to well within it). */
 static void leases_check(struct runner *r)
 {
-	double now = rd_now(), margin = r->o.lease / 5;
+	double now = rd_now(), margin = r->o.lease / 5, renewed;
 	struct job *j, *next;
+	int out;
 
+	/* A renewal extends every lease this replica holds in the journal; a
+	 * job taken over meanwhile is found by the fencing of its next write. */
+	pthread_mutex_lock(&r->mu);
+	renewed = r->renewed_until;
+	pthread_mutex_unlock(&r->mu);
 	for (j = r->held; j; j = next) {
 		next = j->hnext;
-		if (j->owner && !j->lost && now >= j->lease_until - margin)
+		pthread_mutex_lock(r->o.mu);
+		out = j->owner && !j->lost && now >= (renewed > j->lease_until ? renewed : j->lease_until) - margin;
+		pthread_mutex_unlock(r->o.mu);
+		if (out)
 			job_lose(r, j, "the lease ran out: it could not be renewed in time");
 	}
 }

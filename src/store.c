@@ -33,7 +33,7 @@
 enum write_kind {
 	WK_INSERT_JOB, WK_UPDATE_JOB, WK_ATTEMPT, WK_EVENT, WK_ESC_INSERT, WK_ESC_UPDATE,
 	WK_AUDIT, WK_PAUSE, WK_UNPAUSE, WK_FENCE, WK_CLAIM_JOBS, WK_CLAIM_ESC, WK_RENEW, WK_EXPIRE,
-	WK_CALL, WK_CANCEL_REQ
+	WK_CALL, WK_CANCEL_REQ, WK_NOTIFIED
 };
 
 /* What apply_op answers besides 0 and -1: the batch was fenced. */
@@ -693,6 +693,13 @@ static int apply_call(struct store *s, struct write_op *op, char *err, size_t er
 	return rc;
 }
 
+int store_batch_notified(struct store_batch *b, const char *job_id)
+{
+	const char *v[1] = {job_id};
+
+	return batch_add_strs(b, WK_NOTIFIED, v, 1, 0, 0);
+}
+
 int store_batch_cancel_request(struct store_batch *b, const char *job_id, const char *by)
 {
 	const char *v[2] = {job_id, by};
@@ -1034,6 +1041,9 @@ static int apply_op(struct store *s, struct write_op *op, char *err, size_t errl
 		return claim_escs(s, op, err, errlen);
 	case WK_CALL:
 		return apply_call(s, op, err, errlen);
+	case WK_NOTIFIED:
+		v[0] = sv_text(op->strs[0]);
+		return wexec(s, W_NOTIFIED, v, 1, err, errlen);
 	case WK_CANCEL_REQ:
 		v[0] = sv_text(op->strs[0]);
 		v[1] = sv_text(op->strs[1]);

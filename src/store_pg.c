@@ -110,7 +110,7 @@ static const struct pg_sql wsql[W__COUNT] = {
 	 * row as it was: the same owner keeps the later expiry, no owner
 	 * releases. A row a claim holds is waited for, then read again. */
 	[W_UPDATE_JOB] = {"UPDATE jobs SET state=$8, outcome=$9, error=$10, attempts=$11, "
-	                  "max_attempts=$12, notifications=$13, created_at=$14, updated_at=$15, "
+	                  "max_attempts=$12, notifications=GREATEST(notifications, $13), created_at=$14, updated_at=$15, "
 	                  "started_at=$16, ended_at=$17, next_run_at=$18, cancelled_by=COALESCE($20, cancelled_by), "
 	                  "approval=$21, approved_by=$22, plan_attempts=$23, "
 	                  "lease_until=CASE WHEN $24 IS NULL THEN NULL WHEN owner IS NOT DISTINCT FROM $24 "
@@ -174,6 +174,7 @@ static const struct pg_sql wsql[W__COUNT] = {
 	[W_STARTS] = {"SELECT " STORE_JOB_COLS " FROM jobs WHERE playbook = $1 AND created_at > $2 "
 	              "AND state NOT IN ('paused','budget_exhausted') ORDER BY created_at", "TR"},
 	[W_PAUSES] = {"SELECT scope, principal, reason, since, until FROM pauses", ""},
+	[W_NOTIFIED] = {"UPDATE jobs SET notifications = notifications + 1 WHERE id = $1", "T"},
 	[W_CANCEL_REQ] = {"UPDATE jobs SET cancelled_by = COALESCE(cancelled_by, $2) WHERE id = $1 "
 	                  "AND state IN ('queued','running','retry_wait','awaiting_approval')", "TT"},
 	[W_CANCEL_REQS] = {"SELECT id, cancelled_by FROM jobs WHERE owner = $1 AND cancelled_by IS NOT NULL "

@@ -129,7 +129,7 @@ struct job {
 	 * the last claim or renewal holds it (wall clock). */
 	const char *owner;
 	long long lease_token;
-	double lease_until;       /* [runner] */
+	double lease_until;       /* [engine lock] renewals set it from the journal's thread */
 	struct store_batch *tb;   /* [runner] this turn's writes of the job (shared journal) */
 	int tconts[2];            /* [runner] their continuations (enum cont_kind), ... */
 	int n_tconts;             /* [runner] ... in order */

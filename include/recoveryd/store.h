@@ -132,7 +132,9 @@ int store_batch_empty(const struct store_batch *b);
  * (a job may be inserted already claimed by its first owner). */
 int store_batch_insert_job(struct store_batch *b, const struct job_row *j);
 /* Update every mutable column (state .. plan_attempts, owner, lease_until)
- * of job j->id; the fencing and the lease as follows.
+ * of job j->id (notifications never go down, and a cancelled_by already
+ * set stays: other replicas may have written them); the fencing and the
+ * lease as follows.
  * Fencing: with j->lease_token != 0 the update only applies while the job's
  * token is still j->lease_token; otherwise the batch fails as RD_FENCED
  * ("fenced: job ... is held by ...") and nothing of it is committed.
@@ -209,6 +211,9 @@ int store_txn_pauses(struct store_txn *t, void (*cb)(const struct pause_row *p, 
  * (store_batch_cancel_request), with who asked. */
 int store_txn_cancel_requests(struct store_txn *t, const char *owner,
                               void (*cb)(const char *job_id, const char *by, void *arg), void *arg);
+/* One more notification was folded into job job_id (held by another
+ * replica: an update of the job never lowers the count). */
+int store_batch_notified(struct store_batch *b, const char *job_id);
 /* Ask whoever holds the unfinished job job_id to cancel it: its
  * cancelled_by becomes by unless set (an update of the job keeps it). */
 int store_batch_cancel_request(struct store_batch *b, const char *job_id, const char *by);

@@ -865,9 +865,17 @@ static void submit_committed(enum rd_status committed, void *arg)
 		runner_schedule(e->runner, sb->fresh.v, sb->fresh.n);
 		for (size_t i = 0; i < sb->cancels.n; i++)
 			runner_cancel(e->runner, sb->cancels.v[i]);
+		const char **rel = sb->final.n ? calloc(sb->final.n, sizeof(*rel)) : NULL;
+		char (*rel_ids)[33] = sb->final.n ? calloc(sb->final.n, sizeof(*rel_ids)) : NULL;
+		size_t n_rel = 0;
 		for (size_t i = 0; i < sb->final.n; i++) {
 			struct job *j = sb->final.v[i];
 			int held = j->state == JS_PAUSED;
+			if (rel && rel_ids) {
+				snprintf(rel_ids[n_rel], sizeof(rel_ids[0]), "%s", j->id);
+				rel[n_rel] = rel_ids[n_rel];
+				n_rel++;
+			}
 			log_kv(LOG_WARN, j->id, held ? "paused: job not started" : "run budget exhausted: job not started",
 			       "playbook", j->playbook_name, "key", j->key, "error", j->error ? j->error : "", NULL);
 			metrics_add(M_JOBS, j->playbook_name, job_outcome_name(j->outcome), 1);
@@ -892,7 +900,11 @@ static void submit_committed(enum rd_status committed, void *arg)
 		}
 		r.body = sb->answer;
 		res = ENGINE_ACCEPTED;
-		outbox_send(e->outbox, &sb->notes);
+		/* Jobs that ended at admission keep their lease until their
+		 * escalation is journaled: released with it. */
+		outbox_send_release(e->outbox, &sb->notes, rel, n_rel);
+		free(rel);
+		free(rel_ids);
 		goto out;
 	}
 	/* Not committed: resolves must stay possible later. */
@@ -1235,8 +1247,14 @@ static void job_released(void *owner, struct job *j)
 	       "job ended", "playbook", j->playbook_name, "key", j->key, "outcome",
 	       outcome ? outcome : "", "error", j->error ? j->error : "", "seconds", d,
 	       "dry_run", j->dry_run ? "true" : "false", NULL);
-	job_free(j);
-	outbox_send(e->outbox, &notes);
+	{
+		/* Its escalation and the release of its lease, in one batch. */
+		char id[33];
+		const char *ids[1] = {id};
+		snprintf(id, sizeof(id), "%s", j->id);
+		job_free(j);
+		outbox_send_release(e->outbox, &notes, ids, 1);
+	}
 }
 
 /* The runner's job_lost: another replica may hold j now; it leaves our
@@ -1612,7 +1630,54 @@ struct replay {
 	 * (prev_owner: the replica whose lease ran out, or NULL). */
 	int claim;
 	const char *prev_owner;
+	char (*rel)[33];         /* claimed jobs that ended: released with their escalation */
+	size_t n_rel, cap_rel;
 };
+
+static void release_add(struct replay *rp, const char *id)
+{
+	if (rp->n_rel == rp->cap_rel) {
+		size_t ncap = rp->cap_rel ? 2 * rp->cap_rel : 8;
+		char (*nv)[33] = realloc(rp->rel, ncap * sizeof(*nv));
+		if (!nv)
+			return; /* its lease runs out again; the next claim escalates */
+		rp->rel = nv;
+		rp->cap_rel = ncap;
+	}
+	snprintf(rp->rel[rp->n_rel++], sizeof(rp->rel[0]), "%s", id);
+}
+
+/* A claimed job had ended, but its replica went before what the end
+ * causes was journaled (the job kept its lease until then): escalate it
+ * here, as job_released would have. e->mu held. */
+static void claim_ended(struct replay *rp, const struct job_row *r, enum job_state st)
+{
+	struct engine *e = rp->e;
+	struct job tmp;
+
+	memset(&tmp, 0, sizeof(tmp));
+	snprintf(tmp.id, sizeof(tmp.id), "%s", r->id);
+	tmp.key = (char *)(r->key ? r->key : "");
+	tmp.state = st;
+	job_outcome_parse(r->outcome, &tmp.outcome);
+	tmp.dry_run = r->dry_run;
+	approval_parse(r->approval, &tmp.approval);
+	tmp.plan_attempts = r->plan_attempts;
+	tmp.pb = playbook_set_find(e->set, r->playbook);
+	log_kv(LOG_WARN, r->id, "ended job taken over: escalating what its end causes", "from",
+	       rp->prev_owner ? rp->prev_owner : "", "outcome", r->outcome ? r->outcome : "", NULL);
+	if (rp->prev_owner)
+		metrics_add(M_TAKEOVERS, "job", NULL, 1);
+	if (tmp.outcome == OUT_PAUSED || tmp.outcome == OUT_BUDGET_EXHAUSTED)
+		outbox_note(&rp->notes, tmp.id, tmp.key, EK_TRIGGER,
+		            tmp.outcome == OUT_PAUSED ? ER_PAUSED : ER_BUDGET_EXHAUSTED,
+		            tmp.pb ? outbox_playbook_sinks(tmp.pb) : outbox_default_sinks(), tmp.dry_run);
+	else if (tmp.pb)
+		outbox_job_ended(e->outbox, &rp->notes, &tmp);
+	else if (st == JS_FAILED)
+		outbox_note(&rp->notes, tmp.id, tmp.key, EK_TRIGGER, ER_FAILED, outbox_default_sinks(), tmp.dry_run);
+	release_add(rp, r->id);
+}
 
 static void replay_row(const struct job_row *r, void *arg)
 {
@@ -1625,6 +1690,10 @@ static void replay_row(const struct job_row *r, void *arg)
 
 	if (job_state_parse(r->state, &st) < 0)
 		return;
+	if (rp->claim && job_state_final(st)) {
+		claim_ended(rp, r, st);
+		return;
+	}
 	if (job_state_final(st)) {
 		if (st == JS_PAUSED)
 			return; /* spent neither budget nor cooldown */
@@ -1688,6 +1757,8 @@ static void replay_row(const struct job_row *r, void *arg)
 		outbox_note(&rp->notes, j->id, j->key, EK_TRIGGER, ER_PLAYBOOK_REMOVED, outbox_default_sinks(),
 		            j->dry_run);
 		rp->orphaned++;
+		if (rp->claim)
+			release_add(rp, j->id);
 		job_free(j);
 		return;
 	}
@@ -1747,6 +1818,8 @@ static void replay_row(const struct job_row *r, void *arg)
 			outbox_note(&rp->notes, j->id, j->key, EK_TRIGGER, reason, outbox_playbook_sinks(pb),
 			            j->dry_run);
 			admit_ended(e->admit, j->key, j->id, rp->now);
+			if (rp->claim)
+				release_add(rp, j->id);
 			job_free(j);
 			return;
 		}
@@ -1844,6 +1917,7 @@ static void claim_finish(struct replay *rp)
 		pthread_cond_broadcast(&e->claims_cv);
 	pthread_mutex_unlock(&e->mu);
 	free(rp->resume.v);
+	free(rp->rel);
 	free(rp);
 }
 
@@ -1852,11 +1926,15 @@ static void claim_finish(struct replay *rp)
 static void takeover_committed(enum rd_status res, void *arg)
 {
 	struct replay *rp = arg;
+	const char **ids = rp->n_rel ? calloc(rp->n_rel, sizeof(*ids)) : NULL;
 
+	for (size_t i = 0; ids && i < rp->n_rel; i++)
+		ids[i] = rp->rel[i];
 	if (res == RD_OK)
-		outbox_send(rp->e->outbox, &rp->notes);
+		outbox_send_release(rp->e->outbox, &rp->notes, ids, ids ? rp->n_rel : 0);
 	else
 		outbox_abandon(rp->e->outbox, &rp->notes);
+	free(ids);
 	runner_schedule(rp->e->runner, rp->resume.v, rp->resume.n);
 	claim_finish(rp);
 }

@@ -74,6 +74,17 @@ const char *job_outcome_name(enum job_outcome o)
 	return (unsigned)o < OUT_COUNT ? outcome_names[o] : "unknown";
 }
 
+int job_outcome_parse(const char *s, enum job_outcome *out)
+{
+	*out = OUT_NONE;
+	for (int o = OUT_NONE + 1; s && o < OUT_COUNT; o++)
+		if (outcome_names[o] && strcmp(s, outcome_names[o]) == 0) {
+			*out = (enum job_outcome)o;
+			return 0;
+		}
+	return -1;
+}
+
 int job_state_final(enum job_state s)
 {
 	return s == JS_SUCCEEDED || s == JS_FAILED || s == JS_CANCELLED || s == JS_BUDGET_EXHAUSTED ||
@@ -188,8 +199,10 @@ void job_row_of(const struct job *j, struct job_row *row)
 	row->approval = approval_name(j->approval);
 	row->approved_by = j->approved_by;
 	row->plan_attempts = j->plan_attempts;
-	/* An ended job lets go of its lease; the token fences the write. */
-	row->owner = job_state_final(j->state) ? NULL : j->owner;
+	/* An ended job keeps its lease (no longer renewed) until what its
+	 * end causes is journaled (store_batch_release): if its replica dies
+	 * in between, another claims it to escalate. The token fences. */
+	row->owner = j->owner;
 	row->lease_until = row->owner ? j->lease_until : 0;
 	row->lease_token = j->owner ? j->lease_token : 0;
 }

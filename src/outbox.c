@@ -663,17 +663,23 @@ static void journal_note(struct outbox *ob, struct outbox_note *n, struct store_
 
 void outbox_send(struct outbox *ob, struct outbox_notes *ns)
 {
+	outbox_send_release(ob, ns, NULL, 0);
+}
+
+void outbox_send_release(struct outbox *ob, struct outbox_notes *ns, const char *const *ids, size_t n_ids)
+{
 	struct outbox_note *n, *next;
 	struct store_batch *b;
 	struct sendset *set;
 
-	if (!ns->head)
-		return;
+	if (!ob->o.replica)
+		n_ids = 0; /* nothing is leased */
 	if (ob->o.disabled) {
 		notes_free(ns->head);
 		ns->head = NULL;
-		return;
 	}
+	if (!ns->head && !n_ids)
+		return;
 	b = store_batch_new();
 	store_batch_keep(b); /* escalations are never dropped for a database restart */
 	set = calloc(1, sizeof(*set));
@@ -702,6 +708,9 @@ void outbox_send(struct outbox *ob, struct outbox_notes *ns)
 		}
 	}
 	ns->head = NULL;
+	for (size_t i = 0; i < n_ids; i++)
+		if (store_batch_release(b, ids[i], ob->o.replica) < 0)
+			log_kv(LOG_ERROR, ids[i], "journal: cannot release the job: out of memory", NULL);
 	pthread_mutex_lock(&ob->mu);
 	ob->journaling++;
 	pthread_mutex_unlock(&ob->mu);

@@ -33,7 +33,7 @@
 enum write_kind {
 	WK_INSERT_JOB, WK_UPDATE_JOB, WK_ATTEMPT, WK_EVENT, WK_ESC_INSERT, WK_ESC_UPDATE,
 	WK_AUDIT, WK_PAUSE, WK_UNPAUSE, WK_FENCE, WK_CLAIM_JOBS, WK_CLAIM_ESC, WK_RENEW, WK_EXPIRE,
-	WK_CALL, WK_CANCEL_REQ, WK_NOTIFIED
+	WK_CALL, WK_CANCEL_REQ, WK_NOTIFIED, WK_RELEASE
 };
 
 /* What apply_op answers besides 0 and -1: the batch was fenced. */
@@ -693,6 +693,13 @@ static int apply_call(struct store *s, struct write_op *op, char *err, size_t er
 	return rc;
 }
 
+int store_batch_release(struct store_batch *b, const char *job_id, const char *owner)
+{
+	const char *v[2] = {job_id, owner};
+
+	return batch_add_strs(b, WK_RELEASE, v, 2, 0, 0);
+}
+
 int store_batch_notified(struct store_batch *b, const char *job_id)
 {
 	const char *v[1] = {job_id};
@@ -1041,6 +1048,10 @@ static int apply_op(struct store *s, struct write_op *op, char *err, size_t errl
 		return claim_escs(s, op, err, errlen);
 	case WK_CALL:
 		return apply_call(s, op, err, errlen);
+	case WK_RELEASE:
+		v[0] = sv_text(op->strs[0]);
+		v[1] = sv_text(op->strs[1]);
+		return wexec(s, W_RELEASE_JOB, v, 2, err, errlen);
 	case WK_NOTIFIED:
 		v[0] = sv_text(op->strs[0]);
 		return wexec(s, W_NOTIFIED, v, 1, err, errlen);

@@ -27,6 +27,7 @@ enum wstmt {
 	W_ESC_OWNER,      /* rows: owner of escalation ?1 */
 	W_EXPIRE_JOBS,    /* the leases of owner ?1 on jobs end now */
 	W_EXPIRE_ESCS,    /* ... and on escalations */
+	W_RELEASE_JOB,    /* job ?1 is nobody's, if owner ?2 held it */
 	/* Admission (store_batch_call): the lock every replica's admission
 	 * takes first, and what it reads. */
 	W_ADMIT_LOCK,     /* rows: none that matter */

@@ -92,9 +92,11 @@ static const char migrate_v3_sql[] =
 
 /* Where a job may be claimed at time $1 (store.h, store_batch_claim_jobs). */
 #define CLAIMABLE_JOB                                                                          \
-	"state IN ('queued','retry_wait','running','awaiting_approval') "                        \
+	"((state IN ('queued','retry_wait','running','awaiting_approval') "                      \
 	"AND (owner IS NULL OR coalesce(lease_until, 0) < $1) "                                 \
-	"AND (state <> 'retry_wait' OR coalesce(next_run_at, 0) <= $1 OR owner IS NOT NULL)"
+	"AND (state <> 'retry_wait' OR coalesce(next_run_at, 0) <= $1 OR owner IS NOT NULL)) "  \
+	"OR (owner IS NOT NULL AND coalesce(lease_until, 0) < $1 AND state IN "                 \
+	"('succeeded','failed','cancelled','budget_exhausted','paused')))"
 
 static const struct pg_sql wsql[W__COUNT] = {
 	[W_BEGIN] = {"BEGIN", ""},
@@ -162,7 +164,10 @@ static const struct pg_sql wsql[W__COUNT] = {
 	                  "SELECT id FROM escalations WHERE owner = $1 AND state IN ('pending','retrying') "
 	                  "FOR UPDATE SKIP LOCKED)", "TR"},
 	[W_ESC_OWNER] = {"SELECT owner FROM escalations WHERE id = $1", "T"},
-	[W_EXPIRE_JOBS] = {"UPDATE jobs SET owner = NULL, lease_until = NULL WHERE owner = $1", "T"},
+	/* An ended job keeps its owner, expired: what its end causes is owed. */
+	[W_EXPIRE_JOBS] = {"UPDATE jobs SET lease_until = CASE WHEN state IN ('succeeded','failed','cancelled','budget_exhausted','paused') THEN 0 END, "
+	                   "owner = CASE WHEN state IN ('succeeded','failed','cancelled','budget_exhausted','paused') THEN owner END WHERE owner = $1", "T"},
+	[W_RELEASE_JOB] = {"UPDATE jobs SET owner = NULL, lease_until = NULL WHERE id = $1 AND owner = $2", "TT"},
 	[W_EXPIRE_ESCS] = {"UPDATE escalations SET owner = NULL, lease_until = NULL WHERE owner = $1", "T"},
 	/* Admission of every replica in turn: one transaction at a time
 	 * decides, so coalescing, cooldown and budget hold across replicas. */

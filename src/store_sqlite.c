@@ -95,9 +95,11 @@ static const char migrate_v3_sql[] =
 
 /* Where a job may be claimed at time ?1 (store.h, store_batch_claim_jobs). */
 #define CLAIMABLE_JOB                                                                          \
-	"state IN ('queued','retry_wait','running','awaiting_approval') "                        \
+	"((state IN ('queued','retry_wait','running','awaiting_approval') "                      \
 	"AND (owner IS NULL OR coalesce(lease_until, 0) < ?1) "                                 \
-	"AND (state <> 'retry_wait' OR coalesce(next_run_at, 0) <= ?1 OR owner IS NOT NULL)"
+	"AND (state <> 'retry_wait' OR coalesce(next_run_at, 0) <= ?1 OR owner IS NOT NULL)) "  \
+	"OR (owner IS NOT NULL AND coalesce(lease_until, 0) < ?1 AND state IN "                 \
+	"('succeeded','failed','cancelled','budget_exhausted','paused')))"
 
 static const char *const wsql[W__COUNT] = {
 	[W_BEGIN] = "BEGIN IMMEDIATE",
@@ -155,7 +157,9 @@ static const char *const wsql[W__COUNT] = {
 	[W_RENEW_ESCS] = "UPDATE escalations SET lease_until=max(coalesce(lease_until, ?2), ?2) "
 	                 "WHERE owner = ?1 AND state IN ('pending','retrying')",
 	[W_ESC_OWNER] = "SELECT owner FROM escalations WHERE id = ?1",
-	[W_EXPIRE_JOBS] = "UPDATE jobs SET owner = NULL, lease_until = NULL WHERE owner = ?1",
+	[W_EXPIRE_JOBS] = "UPDATE jobs SET lease_until = CASE WHEN state IN ('succeeded','failed','cancelled','budget_exhausted','paused') THEN 0 END, "
+	                  "owner = CASE WHEN state IN ('succeeded','failed','cancelled','budget_exhausted','paused') THEN owner END WHERE owner = ?1",
+	[W_RELEASE_JOB] = "UPDATE jobs SET owner = NULL, lease_until = NULL WHERE id = ?1 AND owner = ?2",
 	[W_EXPIRE_ESCS] = "UPDATE escalations SET owner = NULL, lease_until = NULL WHERE owner = ?1",
 	[W_ADMIT_LOCK] = "SELECT 1", /* one writer at a time already */
 	[W_ACTIVE_KEY] = "SELECT " STORE_JOB_COLS " FROM jobs WHERE key = ?1 AND state IN "

@@ -161,6 +161,7 @@ const char *attempt_error_name(enum attempt_error e);
 const char *job_outcome_name(enum job_outcome o);
 const char *approval_name(enum approval a);
 int approval_parse(const char *s, enum approval *out);
+int job_outcome_parse(const char *s, enum job_outcome *out);
 /* Writes of this job's running attempt are only planned (dry-run or plan). */
 int job_plans_only(const struct job *j);
 /* A job_row view of j (pointers into j; valid while j lives). */

@@ -92,6 +92,10 @@ void outbox_abandon(struct outbox *ob, struct outbox_notes *ns);
  * record) and deliver the rows once they are committed. Never waits for the
  * journal: callable from the event loop. Consumes ns. */
 void outbox_send(struct outbox *ob, struct outbox_notes *ns);
+/* The same, releasing the n ended jobs ids in the same batch (a shared
+ * journal: they kept their lease until now, see store_batch_release); a
+ * batch is written even without notes. */
+void outbox_send_release(struct outbox *ob, struct outbox_notes *ns, const char *const *ids, size_t n);
 
 /* Start-up: the open incidents and the undelivered notifications of the
  * journal (a shared journal: the incidents; outbox_poll claims the rest). */

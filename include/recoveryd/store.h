@@ -211,6 +211,11 @@ int store_txn_pauses(struct store_txn *t, void (*cb)(const struct pause_row *p, 
  * (store_batch_cancel_request), with who asked. */
 int store_txn_cancel_requests(struct store_txn *t, const char *owner,
                               void (*cb)(const char *job_id, const char *by, void *arg), void *arg);
+/* Job job_id is nobody's from now on, if owner held it. An ended job keeps
+ * its owner (its lease no longer renewed) until what its end causes is
+ * journaled with this in the same batch; an ended job whose lease ran out
+ * is claimable (a claim of it reports its final state: escalate it). */
+int store_batch_release(struct store_batch *b, const char *job_id, const char *owner);
 /* One more notification was folded into job job_id (held by another
  * replica: an update of the job never lowers the count). */
 int store_batch_notified(struct store_batch *b, const char *job_id);

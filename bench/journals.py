@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""The journal backends side by side: recoveryd on SQLite and on PostgreSQL,
-alternated in one run, so the machine's noise falls on both.
+"""The journal backends side by side: recoveryd on SQLite, on PostgreSQL, and
+three replicas sharing one PostgreSQL journal, alternated in one run, so the
+machine's noise falls on all.
 
 For each repetition and backend: a fresh journal (a new file; a new database
 on a private PostgreSQL 15 cluster that scripts/pg.sh starts for the run),
@@ -10,7 +11,9 @@ then
            (each 202 comes after the decision's commit);
   backlog  BACKLOG jobs of the empty playbook posted at once (notifications
            of 1,000 alerts): jobs completed per second until all ended.
-Prints medians and the PostgreSQL / SQLite ratios; --json writes the rows.
+With three replicas the load is spread over them (a wrk per replica, CONNS
+split between them; backlog notifications round-robin) and their counts are
+summed. Prints medians and the ratios to SQLite; --json writes the rows.
 
 usage: bench/journals.py BUILD/recoveryd [--reps 3] [--duration 5] [--conns 16]
        [--backlog 2000]
@@ -23,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -64,25 +68,54 @@ class Daemon(compare.Recoveryd):
         self.argv[i + 1] = state
 
 
-def ingest(d, a):
-    env = {"BENCH_TAG": "j%d" % time.monotonic_ns(), "BENCH_TOKEN": d.token,
-           "BENCH_ALERTNAME": "BenchJournal"}
-    r = compare.wrk("http://127.0.0.1:%d/webhook" % d.port, "new_alert.lua", a.conns, a.duration, env)
-    acked = r["requests"] - r["errors"]["status"]
-    drained = d.wait_drained(a.drain_limit)
-    return {"rps": acked / (r["duration_us"] / 1e6), "p99_ms": r["latency_us"]["p99"] / 1000.0,
-            "errors": r["errors_total"], "drain_s": drained}
+class Replicas:
+    """Daemons sharing one journal, counted together."""
+
+    def __init__(self, ds):
+        self.ds = ds
+
+    def counts(self):
+        c = [d.counts() for d in self.ds]
+        return sum(x[0] for x in c), sum(x[1] for x in c), None
+
+    wait_ended = compare.Recoveryd.wait_ended
+    wait_drained = compare.Recoveryd.wait_drained
+
+    def stop(self):
+        for d in self.ds:
+            d.stop()
 
 
-def backlog(d, a):
+def ingest(ds, a):
+    """A wrk per daemon at once, the connections split between them."""
+    res = [None] * len(ds)
+    tag = "j%d" % time.monotonic_ns()
+
+    def load(i):
+        env = {"BENCH_TAG": "%s-%d" % (tag, i), "BENCH_TOKEN": ds[i].token, "BENCH_ALERTNAME": "BenchJournal"}
+        res[i] = compare.wrk("http://127.0.0.1:%d/webhook" % ds[i].port, "new_alert.lua",
+                             max(1, a.conns // len(ds)), a.duration, env)
+    threads = [threading.Thread(target=load, args=(i,)) for i in range(len(ds))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    acked = sum(r["requests"] - r["errors"]["status"] for r in res)
+    secs = max(r["duration_us"] for r in res) / 1e6
+    drained = Replicas(ds).wait_drained(a.drain_limit)
+    return {"rps": acked / secs, "p99_ms": max(r["latency_us"]["p99"] for r in res) / 1000.0,
+            "errors": sum(r["errors_total"] for r in res), "drain_s": drained}
+
+
+def backlog(ds, a):
     t0 = time.monotonic()
-    for start in range(0, a.backlog, 1000):
+    for k, start in enumerate(range(0, a.backlog, 1000)):
         body = compare.notification([compare.alert({"alertname": "BenchJournal", "instance": "b%d" % i})
                                      for i in range(start, min(a.backlog, start + 1000))])
-        st, _ = d.post(body, timeout=120)
+        st, _ = ds[k % len(ds)].post(body, timeout=120)
         if st != 202:
             raise RuntimeError("backlog post answered %d" % st)
-    done = d.wait_ended(a.backlog, t0, a.drain_limit, 0.02)
+    done = Replicas(ds).wait_ended(a.backlog, t0, a.drain_limit, 0.02)
     return {"jobs_per_s": a.backlog / done if done else None, "all_ended_s": done}
 
 
@@ -106,16 +139,22 @@ def main():
     rows = []
     try:
         for rep in range(a.reps):
-            for backend in ("sqlite", "postgres"):
+            for backend in ("sqlite", "postgres", "postgres-3"):
                 for part in ("ingest", "backlog"):
                     name = "%s-%s-%d" % (backend, part, rep)
                     state = (os.path.join(root, name + ".db") if backend == "sqlite"
                              else cluster.database())
-                    d = Daemon(root, name, a.binary, pb, state).start()
+                    n = 3 if backend == "postgres-3" else 1
+                    ds = []
                     try:
-                        r = ingest(d, a) if part == "ingest" else backlog(d, a)
+                        for i in range(n):
+                            d = Daemon(root, "%s-r%d" % (name, i), a.binary, pb, state)
+                            if backend != "sqlite":
+                                d.argv += ["--replica-id", "%s-r%d" % (name, i)]
+                            ds.append(d.start())
+                        r = ingest(ds, a) if part == "ingest" else backlog(ds, a)
                     finally:
-                        d.stop()
+                        Replicas(ds).stop()
                     r.update(backend=backend, part=part, rep=rep)
                     rows.append(r)
                     print("  %-8s %-7s rep %d: %s" % (backend, part, rep,
@@ -129,13 +168,14 @@ def main():
         v = [r[key] for r in rows if r["backend"] == backend and r["part"] == part and r.get(key)]
         return statistics.median(v) if v else None
     print("\nmedians of %d repetitions (2 cores: recoveryd, wrk and PostgreSQL share them)" % a.reps)
-    print("%-34s %10s %10s %8s" % ("", "SQLite", "Postgres", "ratio"))
+    print("%-34s %10s %10s %10s %8s %8s" % ("", "SQLite", "PG 1", "PG 3", "PG1/SQL", "PG3/SQL"))
     for label, part, key in (("ingest: acknowledged requests/s", "ingest", "rps"),
                              ("ingest: p99 ms", "ingest", "p99_ms"),
                              ("backlog: jobs completed/s", "backlog", "jobs_per_s")):
-        s, p = med("sqlite", part, key), med("postgres", part, key)
-        print("%-34s %10s %10s %8s" % (label, compare.fmt(s), compare.fmt(p),
-                                       compare.fmt(p / s if s and p else None, "%.2f")))
+        s, p, p3 = med("sqlite", part, key), med("postgres", part, key), med("postgres-3", part, key)
+        print("%-34s %10s %10s %10s %8s %8s" % (label, compare.fmt(s), compare.fmt(p), compare.fmt(p3),
+                                                compare.fmt(p / s if s and p else None, "%.2f"),
+                                                compare.fmt(p3 / s if s and p3 else None, "%.2f")))
     if a.json:
         with open(a.json, "w") as f:
             json.dump(rows, f, indent=1)

@@ -960,23 +960,35 @@ static int pair_add(struct submit *sb, struct playbook *pb, const struct alert *
 	return 0;
 }
 
-static void fact_active(const struct job_row *j, void *arg)
+/* The oldest unfinished job of its key (one, as a rule). */
+static void fact_active(struct foreign *f, double *created, const struct job_row *j)
 {
-	struct foreign *f = arg;
-
-	if (f->found || !j->id)
-		return; /* the oldest */
+	if (!j->id || (f->found && j->created_at >= *created))
+		return;
 	f->found = 1;
+	*created = j->created_at;
 	snprintf(f->id, sizeof(f->id), "%s", j->id);
 	f->dry_run = j->dry_run;
 }
 
-static void fact_ended(const struct job_row *j, void *arg)
-{
-	struct pair *pr = arg;
+struct facts {
+	struct pair *pr;
+	double act_created, mact_created;
+};
 
-	snprintf(pr->last_id, sizeof(pr->last_id), "%s", j->id ? j->id : "");
-	pr->last_end = j->ended_at;
+static void fact_row(int ended, const struct job_row *j, void *arg)
+{
+	struct facts *f = arg;
+	struct pair *pr = f->pr;
+
+	if (ended) {
+		snprintf(pr->last_id, sizeof(pr->last_id), "%s", j->id ? j->id : "");
+		pr->last_end = j->ended_at;
+	} else if (j->key && strcmp(j->key, pr->key) == 0) {
+		fact_active(&pr->act, &f->act_created, j);
+	} else {
+		fact_active(&pr->mact, &f->mact_created, j);
+	}
 }
 
 struct starts_fact {
@@ -1015,11 +1027,8 @@ static int decide_call(struct store_txn *t, struct store_batch *more, void *arg)
 		struct pair *pr = &sb->pairs[i];
 		job_key(pr->key, sizeof(pr->key), pr->pb->name, pr->a.fingerprint, sb->manual);
 		job_key(pr->mkey, sizeof(pr->mkey), pr->pb->name, pr->a.fingerprint, 1);
-		rc = store_txn_jobs(t, STR_ACTIVE, pr->key, 0, fact_active, &pr->act);
-		if (rc == 0 && !sb->manual)
-			rc = store_txn_jobs(t, STR_ACTIVE, pr->mkey, 0, fact_active, &pr->mact);
-		if (rc == 0 && !pr->a.resolved)
-			rc = store_txn_jobs(t, STR_LAST_ENDED, pr->key, 0, fact_ended, pr);
+		struct facts f = {pr, 0, 0};
+		rc = store_txn_admission(t, pr->key, sb->manual ? NULL : pr->mkey, fact_row, &f);
 	}
 	if (rc < 0)
 		return -1;

@@ -301,13 +301,7 @@ static struct store_batch *turn_batch(struct runner *r, struct job *j)
 			r->cap_tjobs = ncap;
 		}
 		r->tjobs[r->n_tjobs++] = j;
-		/* Its attempt and event rows too are refused once another
-		 * replica holds the job. */
-		if (store_batch_fence(*slot, j->id, j->lease_token) < 0) {
-			r->n_tjobs--;
-			store_batch_free(*slot);
-			return *slot = NULL;
-		}
+		j->tb_update = 0;
 	}
 	return *slot;
 }
@@ -378,6 +372,7 @@ static enum rd_status commit_job(struct runner *r, struct job *j, const struct a
 	row.updated_at = rd_now();
 	fail = store_batch_update_job(b, &row) < 0 || (a && store_batch_attempt(b, j->id, a) < 0);
 	pthread_mutex_unlock(r->o.mu);
+	j->tb_update |= !fail;
 	if (fail || (cont && cont_push(r, j, kind) < 0))
 		return RD_NOMEM;
 	return RD_OK;
@@ -470,6 +465,12 @@ static void flush_job(struct runner *r, struct job *j)
 	struct committed *c = malloc(sizeof(*c) + sizeof(c->v[0]) * (size_t)j->n_tconts);
 
 	j->tb = NULL;
+	/* Its attempt and event rows too are refused once another replica
+	 * holds the job: the update of its row is fenced by the token; a batch
+	 * without one checks the token (anywhere in it: a batch is all or
+	 * nothing). */
+	if (!j->tb_update && store_batch_fence(b, j->id, j->lease_token) < 0)
+		log_kv(LOG_ERROR, j->id, "journal: cannot fence a write: out of memory", NULL);
 	if (!c) {
 		/* No memory to go on later: wait for this batch instead. */
 		struct cont v[2];

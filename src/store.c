@@ -663,6 +663,34 @@ int store_txn_jobs(struct store_txn *t, enum store_txn_read q, const char *name,
 	                        t->errlen);
 }
 
+struct txn_facts {
+	struct store *s;
+	void (*cb)(int ended, const struct job_row *j, void *arg);
+	void *arg;
+};
+
+static int txn_fact_row(const struct srow *r, void *arg)
+{
+	struct txn_facts *f = arg;
+	struct job_row j;
+	const char *kind = col_text(f->s, r, JC__COUNT);
+
+	job_from_row(f->s, r, &j);
+	f->cb(kind && kind[0] == 'e', &j, f->arg);
+	return 0;
+}
+
+int store_txn_admission(struct store_txn *t, const char *key, const char *mkey,
+                        void (*cb)(int ended, const struct job_row *j, void *arg), void *arg)
+{
+	struct sval v[2] = {sv_text(key), sv_text(mkey ? mkey : key)};
+	struct txn_facts f = {t->s, cb, arg};
+
+	if (!key)
+		return -1;
+	return t->s->be->wquery(t->s, W_ADMIT_FACTS, v, 2, txn_fact_row, &f, t->err, t->errlen);
+}
+
 int store_txn_pauses(struct store_txn *t, void (*cb)(const struct pause_row *p, void *arg), void *arg)
 {
 	struct txn_rows rows = {.s = t->s, .pause = cb, .arg = arg};

@@ -36,6 +36,8 @@ enum wstmt {
 	W_STARTS,         /* rows: STORE_JOB_COLS of the jobs of playbook ?1 created after ?2
 	                     that started or will (not paused, not budget_exhausted) */
 	W_PAUSES,         /* rows: scope, principal, reason, since, until */
+	W_ADMIT_FACTS,    /* rows: STORE_JOB_COLS and 'a' of the unfinished jobs of keys ?1, ?2;
+	                     and 'e' of the job of key ?1 that ended last (not paused) */
 	W_NOTIFIED,       /* one more notification folded into job ?1 */
 	W_CANCEL_REQ,     /* ask the holder of job ?1 to cancel it (cancelled_by ?2) */
 	W_CANCEL_REQS,    /* rows: id, cancelled_by of the unfinished jobs of owner ?1 asked to */

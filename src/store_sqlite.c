@@ -169,6 +169,10 @@ static const char *const wsql[W__COUNT] = {
 	[W_STARTS] = "SELECT " STORE_JOB_COLS " FROM jobs WHERE playbook = ?1 AND created_at > ?2 "
 	             "AND state NOT IN ('paused','budget_exhausted') ORDER BY created_at",
 	[W_PAUSES] = "SELECT scope, principal, reason, since, until FROM pauses",
+	[W_ADMIT_FACTS] = "SELECT * FROM (SELECT " STORE_JOB_COLS ", 'a' FROM jobs WHERE key IN (?1, ?2) "
+	                  "AND state IN ('queued','running','retry_wait','awaiting_approval')) UNION ALL "
+	                  "SELECT * FROM (SELECT " STORE_JOB_COLS ", 'e' FROM jobs WHERE key = ?1 AND "
+	                  "ended_at IS NOT NULL AND state <> 'paused' ORDER BY ended_at DESC LIMIT 1)",
 	[W_NOTIFIED] = "UPDATE jobs SET notifications = notifications + 1 WHERE id = ?1",
 	[W_CANCEL_REQ] = "UPDATE jobs SET cancelled_by = coalesce(cancelled_by, ?2) WHERE id = ?1 "
 	                 "AND state IN ('queued','running','retry_wait','awaiting_approval')",

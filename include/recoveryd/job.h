@@ -131,6 +131,7 @@ struct job {
 	long long lease_token;
 	double lease_until;       /* [engine lock] renewals set it from the journal's thread */
 	struct store_batch *tb;   /* [runner] this turn's writes of the job (shared journal) */
+	int tb_update;            /* [runner] tb updates the job row (fenced by its token) */
 	int tconts[2];            /* [runner] their continuations (enum cont_kind), ... */
 	int n_tconts;             /* [runner] ... in order */
 	int commits;              /* [runner] its batches the writer has not reported */

@@ -207,6 +207,11 @@ enum store_txn_read {
 int store_txn_jobs(struct store_txn *t, enum store_txn_read q, const char *name, double since,
                    void (*cb)(const struct job_row *j, void *arg), void *arg);
 int store_txn_pauses(struct store_txn *t, void (*cb)(const struct pause_row *p, void *arg), void *arg);
+/* What admission needs of a key in one round trip: the unfinished jobs of
+ * key and of mkey (NULL: key only), ended 0, in no given order; and the
+ * job of key that ended last (paused ones aside), ended 1. */
+int store_txn_admission(struct store_txn *t, const char *key, const char *mkey,
+                        void (*cb)(int ended, const struct job_row *j, void *arg), void *arg);
 /* The unfinished jobs of owner that another replica asked to cancel
  * (store_batch_cancel_request), with who asked. */
 int store_txn_cancel_requests(struct store_txn *t, const char *owner,

@@ -353,6 +353,13 @@ int store_txn_jobs(struct store_txn *t, enum store_txn_read q, const char *name,
 	return -1;
 }
 
+int store_txn_admission(struct store_txn *t, const char *key, const char *mkey,
+                        void (*cb)(int ended, const struct job_row *j, void *arg), void *arg)
+{
+	(void)t, (void)key, (void)mkey, (void)cb, (void)arg;
+	return -1;
+}
+
 int store_txn_pauses(struct store_txn *t, void (*cb)(const struct pause_row *p, void *arg), void *arg)
 {
 	(void)t, (void)cb, (void)arg;

@@ -72,6 +72,9 @@ struct pause {
 };
 
 #define PAUSE_ALL "*"
+/* A cancel request that is a rejection of the plan (principal names have
+ * no ':'). */
+#define REJECT_MARK "reject:"
 
 static void pause_free(struct pause *p)
 {
@@ -1385,6 +1388,56 @@ static cJSON *id_state(const char *id, const char *state)
 }
 
 /* cancel, approve, reject. */
+/* A shared journal: the job is not ours (another replica holds it, or
+ * nobody yet): the request is audited and journaled, and its holder acts
+ * on it at its next poll. */
+static enum engine_result act_elsewhere(struct engine *e, const struct engine_act *a, struct engine_reply *r)
+{
+	const char *id = a->target;
+	cJSON *rec = NULL;
+	const char *st, *pb;
+	char playbook[256], by[ACTOR_NAME_MAX + 16];
+	struct store_batch *b;
+	enum engine_result res;
+	enum job_state state;
+
+	if (store_job_json(e->store, id, &rec) != RD_OK)
+		return refuse(r, ENGINE_UNAVAILABLE, "the job journal cannot be read; retry later");
+	if (!rec)
+		return refuse(r, ENGINE_NOT_FOUND, "no such job");
+	st = cJSON_GetStringValue(cJSON_GetObjectItem(rec, "state"));
+	pb = cJSON_GetStringValue(cJSON_GetObjectItem(rec, "playbook"));
+	snprintf(playbook, sizeof(playbook), "%s", pb ? pb : "");
+	if (!st || job_state_parse(st, &state) < 0 || job_state_final(state)) {
+		refuse(r, ENGINE_CONFLICT, "job already ended (%s)", st ? st : "ended");
+		cJSON_Delete(rec);
+		return ENGINE_CONFLICT;
+	}
+	cJSON_Delete(rec);
+	if (!actor_may_playbook(a->who, playbook))
+		return refuse(r, ENGINE_FORBIDDEN, "%s may not act on playbook %s", a->who->name, playbook);
+	if (a->action != EA_CANCEL && state != JS_AWAITING_APPROVAL)
+		return refuse(r, ENGINE_CONFLICT, "job is %s; only a job awaiting approval can be %s",
+		              job_state_name(state), a->action == EA_APPROVE ? "approved" : "rejected");
+	if ((res = audit_commit(e, a, id, playbook, r)) != ENGINE_DONE)
+		return res;
+	snprintf(by, sizeof(by), "%s%s", a->action == EA_REJECT ? REJECT_MARK : "", a->who->name);
+	if (!(b = store_batch_new()) ||
+	    (a->action == EA_APPROVE ? store_batch_approve_request(b, id, a->who->name)
+	                             : store_batch_cancel_request(b, id, by)) < 0) {
+		store_batch_free(b);
+		return refuse(r, ENGINE_NOMEM, "out of memory");
+	}
+	if (store_commit(e->store, b, 1) != RD_OK)
+		return refuse(r, ENGINE_UNAVAILABLE, "the job journal cannot commit; retry later");
+	log_kv(LOG_INFO, id, "request journaled for the replica holding the job", "action", action_names[a->action],
+	       "principal", a->who->name, "address", a->who->address, "reason", a->reason ? a->reason : "", NULL);
+	r->body = id_state(id, a->action == EA_APPROVE ? "queued" : a->action == EA_REJECT ? "cancelled" : "cancelling");
+	if (!r->body)
+		return refuse(r, ENGINE_NOMEM, "out of memory");
+	return a->action == EA_CANCEL ? ENGINE_CANCEL_REQUESTED : ENGINE_DONE;
+}
+
 static enum engine_result act_job(struct engine *e, const struct engine_act *a, struct engine_reply *r)
 {
 	const char *id = a->target, *act = action_names[a->action];
@@ -1400,7 +1453,7 @@ static enum engine_result act_job(struct engine *e, const struct engine_act *a, 
 	j = map_get(e->active_by_id, id);
 	if (!j) {
 		pthread_mutex_unlock(&e->mu);
-		return not_active(e, id, r);
+		return e->replica ? act_elsewhere(e, a, r) : not_active(e, id, r);
 	}
 	if (!actor_may_playbook(a->who, j->playbook_name)) {
 		refuse(r, ENGINE_FORBIDDEN, "%s may not act on playbook %s", a->who->name, j->playbook_name);
@@ -1641,7 +1694,24 @@ struct replay {
 	const char *prev_owner;
 	char (*rel)[33];         /* claimed jobs that ended: released with their escalation */
 	size_t n_rel, cap_rel;
+	char (*appr)[33];        /* claimed jobs approved through another replica */
+	size_t n_appr, cap_appr;
 };
+
+static int cancel_from(struct job *j, const char *cancel_by);
+
+static void approve_add(struct replay *rp, const char *id)
+{
+	if (rp->n_appr == rp->cap_appr) {
+		size_t ncap = rp->cap_appr ? 2 * rp->cap_appr : 8;
+		char (*nv)[33] = realloc(rp->appr, ncap * sizeof(*nv));
+		if (!nv)
+			return; /* its approval timer finds it approved */
+		rp->appr = nv;
+		rp->cap_appr = ncap;
+	}
+	snprintf(rp->appr[rp->n_appr++], sizeof(rp->appr[0]), "%s", id);
+}
 
 static void release_add(struct replay *rp, const char *id)
 {
@@ -1744,6 +1814,12 @@ static void replay_row(const struct job_row *r, void *arg)
 	j->cancelled_by = r->cancelled_by ? strdup(r->cancelled_by) : NULL;
 	j->approved_by = r->approved_by ? strdup(r->approved_by) : NULL;
 	approval_parse(r->approval, &j->approval);
+	if (rp->claim && r->cancelled_by) {
+		cancel_from(j, r->cancelled_by); /* asked of its previous holder */
+	} else if (rp->claim && r->approved_by && st == JS_AWAITING_APPROVAL && j->approval == AP_PENDING) {
+		j->approval = AP_APPROVED;
+		approve_add(rp, j->id);
+	}
 	j->plan_attempts = r->plan_attempts;
 	job_enter(&e->counts, j, st);
 	j->error = r->error ? strdup(r->error) : NULL;
@@ -1927,6 +2003,7 @@ static void claim_finish(struct replay *rp)
 	pthread_mutex_unlock(&e->mu);
 	free(rp->resume.v);
 	free(rp->rel);
+	free(rp->appr);
 	free(rp);
 }
 
@@ -1945,6 +2022,8 @@ static void takeover_committed(enum rd_status res, void *arg)
 		outbox_abandon(rp->e->outbox, &rp->notes);
 	free(ids);
 	runner_schedule(rp->e->runner, rp->resume.v, rp->resume.n);
+	for (size_t i = 0; i < rp->n_appr; i++)
+		runner_approve(rp->e->runner, rp->appr[i]);
 	claim_finish(rp);
 }
 
@@ -1977,27 +2056,58 @@ static void claim_done(enum rd_status res, void *arg)
 	}
 }
 
-/* Another replica asked to cancel a job of ours (a resolved alert it
- * admitted): as if the resolve had come here. Writer thread. */
-static void cancel_asked(const char *job_id, const char *by, void *arg)
+/* A cancel (or reject) asked through another replica: cancel_by names
+ * who, "reject:" ahead for a rejection. e->mu held. 1: it takes effect. */
+static int cancel_from(struct job *j, const char *cancel_by)
+{
+	int reject = strncmp(cancel_by, REJECT_MARK, strlen(REJECT_MARK)) == 0;
+	const char *who = reject ? cancel_by + strlen(REJECT_MARK) : cancel_by;
+	char reason[ACTOR_NAME_MAX + 64];
+
+	if (j->cancel_requested)
+		return 0;
+	snprintf(reason, sizeof(reason), "%s by %s through another replica", reject ? "rejected" : "cancelled", who);
+	j->cancel_requested = 1;
+	j->rejected = reject;
+	free(j->cancel_reason);
+	j->cancel_reason = strdup(reason);
+	free(j->cancelled_by);
+	j->cancelled_by = strdup(who);
+	return 1;
+}
+
+/* Another replica asked to cancel, reject or approve a job of ours (a
+ * resolved alert it admitted, a person's request): as if it had come
+ * here. Writer thread. */
+static void cancel_asked(const char *job_id, const char *cancel_by, const char *approve_by, void *arg)
 {
 	struct engine *e = arg;
+	struct outbox_notes notes = {0};
 	struct job *j;
-	int wake = 0;
+	int cancel = 0, approve = 0;
+	char key[256];
 
 	pthread_mutex_lock(&e->mu);
 	j = map_get(e->active_by_id, job_id);
-	if (j && !j->cancel_requested) {
-		j->cancel_requested = 1;
-		free(j->cancel_reason);
-		j->cancel_reason = strdup("alert resolved");
-		free(j->cancelled_by);
-		j->cancelled_by = strdup(by);
-		wake = 1;
+	if (j && approve_by && j->state == JS_AWAITING_APPROVAL && j->approval == AP_PENDING &&
+	    !j->cancel_requested) {
+		j->approval = AP_APPROVED;
+		free(j->approved_by);
+		j->approved_by = strdup(approve_by);
+		snprintf(key, sizeof(key), "%s", j->key);
+		approve = 1;
+	} else if (j && cancel_by) {
+		cancel = cancel_from(j, cancel_by);
 	}
 	pthread_mutex_unlock(&e->mu);
-	if (wake) {
-		log_kv(LOG_INFO, job_id, "cancel asked by another replica", "by", by, NULL);
+	if (approve) {
+		log_kv(LOG_INFO, job_id, "approved through another replica", "by", approve_by, NULL);
+		runner_approve(e->runner, job_id);
+		outbox_close_incident(e->outbox, &notes, key, ER_APPROVED);
+		outbox_send(e->outbox, &notes);
+	}
+	if (cancel) {
+		log_kv(LOG_INFO, job_id, "cancel asked through another replica", "by", cancel_by, NULL);
 		runner_cancel(e->runner, job_id);
 	}
 }

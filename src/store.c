@@ -33,7 +33,7 @@
 enum write_kind {
 	WK_INSERT_JOB, WK_UPDATE_JOB, WK_ATTEMPT, WK_EVENT, WK_ESC_INSERT, WK_ESC_UPDATE,
 	WK_AUDIT, WK_PAUSE, WK_UNPAUSE, WK_FENCE, WK_CLAIM_JOBS, WK_CLAIM_ESC, WK_RENEW, WK_EXPIRE,
-	WK_CALL, WK_CANCEL_REQ, WK_NOTIFIED, WK_RELEASE
+	WK_CALL, WK_CANCEL_REQ, WK_NOTIFIED, WK_RELEASE, WK_APPROVE_REQ
 };
 
 /* What apply_op answers besides 0 and -1: the batch was fenced. */
@@ -742,24 +742,33 @@ int store_batch_cancel_request(struct store_batch *b, const char *job_id, const 
 	return batch_add_strs(b, WK_CANCEL_REQ, v, 2, 0, 0);
 }
 
+int store_batch_approve_request(struct store_batch *b, const char *job_id, const char *by)
+{
+	const char *v[2] = {job_id, by};
+
+	return batch_add_strs(b, WK_APPROVE_REQ, v, 2, 0, 0);
+}
+
 struct txn_cancels {
 	struct store *s;
-	void (*cb)(const char *job_id, const char *by, void *arg);
+	void (*cb)(const char *job_id, const char *cancel_by, const char *approve_by, void *arg);
 	void *arg;
 };
 
 static int txn_cancel_row(const struct srow *r, void *arg)
 {
 	struct txn_cancels *c = arg;
-	const char *id = col_text(c->s, r, 0), *by = col_text(c->s, r, 1);
+	const char *id = col_text(c->s, r, 0);
 
-	if (id && by)
-		c->cb(id, by, c->arg);
+	if (id)
+		c->cb(id, col_text(c->s, r, 1), col_text(c->s, r, 2), c->arg);
 	return 0;
 }
 
 int store_txn_cancel_requests(struct store_txn *t, const char *owner,
-                              void (*cb)(const char *job_id, const char *by, void *arg), void *arg)
+                              void (*cb)(const char *job_id, const char *cancel_by, const char *approve_by,
+                                         void *arg),
+                              void *arg)
 {
 	struct sval v[1] = {sv_text(owner)};
 	struct txn_cancels c = {t->s, cb, arg};
@@ -1084,9 +1093,10 @@ static int apply_op(struct store *s, struct write_op *op, char *err, size_t errl
 		v[0] = sv_text(op->strs[0]);
 		return wexec(s, W_NOTIFIED, v, 1, err, errlen);
 	case WK_CANCEL_REQ:
+	case WK_APPROVE_REQ:
 		v[0] = sv_text(op->strs[0]);
 		v[1] = sv_text(op->strs[1]);
-		return wexec(s, W_CANCEL_REQ, v, 2, err, errlen);
+		return wexec(s, op->kind == WK_CANCEL_REQ ? W_CANCEL_REQ : W_APPROVE_REQ, v, 2, err, errlen);
 	case WK_EXPIRE:
 		v[0] = sv_text(op->strs[0]);
 		if (wexec(s, W_EXPIRE_JOBS, v, 1, err, errlen) < 0)

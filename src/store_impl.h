@@ -40,7 +40,9 @@ enum wstmt {
 	                     and 'e' of the job of key ?1 that ended last (not paused) */
 	W_NOTIFIED,       /* one more notification folded into job ?1 */
 	W_CANCEL_REQ,     /* ask the holder of job ?1 to cancel it (cancelled_by ?2) */
-	W_CANCEL_REQS,    /* rows: id, cancelled_by of the unfinished jobs of owner ?1 asked to */
+	W_CANCEL_REQS,    /* rows: id, cancelled_by, approved_by of the jobs of owner ?1 asked
+	                     to cancel or approve */
+	W_APPROVE_REQ,    /* ask the holder of job ?1 to approve it (approved_by ?2) */
 	W__COUNT
 };
 

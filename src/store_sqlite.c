@@ -117,7 +117,7 @@ static const char *const wsql[W__COUNT] = {
 	[W_UPDATE_JOB] = "UPDATE jobs SET state=?8, outcome=?9, error=?10, attempts=?11, "
 	                 "max_attempts=?12, notifications=max(notifications, ?13), created_at=?14, updated_at=?15, "
 	                 "started_at=?16, ended_at=?17, next_run_at=?18, cancelled_by=coalesce(?20, cancelled_by), "
-	                 "approval=?21, approved_by=?22, plan_attempts=?23, "
+	                 "approval=?21, approved_by=coalesce(?22, approved_by), plan_attempts=?23, "
 	                 "lease_until=CASE WHEN ?24 IS NULL THEN NULL WHEN owner IS ?24 THEN "
 	                 "max(coalesce(lease_until, ?25), coalesce(?25, lease_until)) ELSE ?25 END, "
 	                 "owner=?24 WHERE id=?1 AND (?26 = 0 OR lease_token = ?26)",
@@ -176,8 +176,11 @@ static const char *const wsql[W__COUNT] = {
 	[W_NOTIFIED] = "UPDATE jobs SET notifications = notifications + 1 WHERE id = ?1",
 	[W_CANCEL_REQ] = "UPDATE jobs SET cancelled_by = coalesce(cancelled_by, ?2) WHERE id = ?1 "
 	                 "AND state IN ('queued','running','retry_wait','awaiting_approval')",
-	[W_CANCEL_REQS] = "SELECT id, cancelled_by FROM jobs WHERE owner = ?1 AND cancelled_by IS NOT NULL "
-	                  "AND state IN ('queued','running','retry_wait','awaiting_approval')",
+	[W_CANCEL_REQS] = "SELECT id, cancelled_by, approved_by FROM jobs WHERE owner = ?1 AND "
+	                  "((cancelled_by IS NOT NULL AND state IN ('queued','running','retry_wait',"
+	                  "'awaiting_approval')) OR (approved_by IS NOT NULL AND state = 'awaiting_approval'))",
+	[W_APPROVE_REQ] = "UPDATE jobs SET approved_by = coalesce(approved_by, ?2) WHERE id = ?1 "
+	                  "AND state = 'awaiting_approval'",
 };
 
 static const char *const rsql[Q__COUNT] = {

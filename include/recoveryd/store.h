@@ -132,9 +132,9 @@ int store_batch_empty(const struct store_batch *b);
  * (a job may be inserted already claimed by its first owner). */
 int store_batch_insert_job(struct store_batch *b, const struct job_row *j);
 /* Update every mutable column (state .. plan_attempts, owner, lease_until)
- * of job j->id (notifications never go down, and a cancelled_by already
- * set stays: other replicas may have written them); the fencing and the
- * lease as follows.
+ * of job j->id (notifications never go down, and a cancelled_by or
+ * approved_by already set stays: other replicas may have written them);
+ * the fencing and the lease as follows.
  * Fencing: with j->lease_token != 0 the update only applies while the job's
  * token is still j->lease_token; otherwise the batch fails as RD_FENCED
  * ("fenced: job ... is held by ...") and nothing of it is committed.
@@ -212,10 +212,16 @@ int store_txn_pauses(struct store_txn *t, void (*cb)(const struct pause_row *p, 
  * job of key that ended last (paused ones aside), ended 1. */
 int store_txn_admission(struct store_txn *t, const char *key, const char *mkey,
                         void (*cb)(int ended, const struct job_row *j, void *arg), void *arg);
-/* The unfinished jobs of owner that another replica asked to cancel
- * (store_batch_cancel_request), with who asked. */
+/* The jobs of owner that another replica asked to cancel (unfinished,
+ * store_batch_cancel_request) or to approve (awaiting approval,
+ * store_batch_approve_request), with who asked (NULL: not that). */
 int store_txn_cancel_requests(struct store_txn *t, const char *owner,
-                              void (*cb)(const char *job_id, const char *by, void *arg), void *arg);
+                              void (*cb)(const char *job_id, const char *cancel_by, const char *approve_by,
+                                         void *arg),
+                              void *arg);
+/* Ask whoever holds job job_id, awaiting approval, to approve it: its
+ * approved_by becomes by unless set (an update of the job keeps it). */
+int store_batch_approve_request(struct store_batch *b, const char *job_id, const char *by);
 /* Job job_id is nobody's from now on, if owner held it. An ended job keeps
  * its owner (its lease no longer renewed) until what its end causes is
  * journaled with this in the same batch; an ended job whose lease ran out

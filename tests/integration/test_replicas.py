@@ -28,7 +28,7 @@ import threading
 import time
 import unittest
 
-from harness import (TERMINAL_STATES, fingerprint, pg_mode, pg_superuser, pg_superuser_available,
+from harness import (TERMINAL_STATES, lua_value, fingerprint, pg_mode, pg_superuser, pg_superuser_available,
                      pg_url_parts, pg_url_with_user, playbook)
 from escalation_support import EscalationTestCase
 
@@ -566,6 +566,58 @@ class FencingTest(ReplicaTestCase):
 
 
 # ---------------------------------------------------------------- 5. chaos
+
+class RequestsTest(ReplicaTestCase):
+    """Cancel, approve and reject sent to a replica that does not hold the job:
+    journaled, then done by the replica that holds it at its next poll."""
+
+    def approval_playbook(self, name, fake):
+        src = playbook(name, record_run("/" + name), match=['alertname="%s"' % name.capitalize()], fake=fake,
+                       retries=0, timeout=30, cooldown=0, budget=NOT_LIMITED, idempotent=True)
+        marker = "return {\n"
+        return src.replace(marker, marker + "  approval = %s,\n" % lua_value({"required": True, "timeout": 120}), 1)
+
+    def test_cancel_approve_reject_through_another_replica(self):
+        fake = self.fake()
+        slow = playbook("slow", "recovery.sleep(30)", match=['alertname="Slow"'], retries=0, timeout=60,
+                        cooldown=0, budget=NOT_LIMITED, idempotent=True)
+        reps = self.start_replicas(3, {"slow": slow, "gated": self.approval_playbook("gated", fake)})
+        a, b, c = reps
+
+        # cancel: the job runs on A, the operator asks B
+        jid = self.post(a, notification("Slow", 1), reps)["id"]
+        self.wait_running_on(a, jid, a.replica_id, reps)
+        st, _, doc = b.api("POST", "/api/v1/jobs/%s/cancel" % jid, {"reason": "through b"})
+        self.assertEqual((st, doc.get("state")), (200, "cancelling"), doc)
+        rec = a.wait_job(jid, timeout=LEASE + POLL + 5)
+        self.assertEqual((rec["state"], rec["outcome"]), ("cancelled", "cancelled"), short(rec))
+        self.assertIsNotNone(rec["cancelled_by"], short(rec))
+        self.assertNotIn("reject:", rec["cancelled_by"], short(rec))
+
+        # approve: the plan waits on A, the operator approves through C
+        g1 = self.post(a, notification("Gated", 2), reps)["id"]
+        rec = a.wait_job(g1, {"awaiting_approval"}, timeout=10)
+        self.assertEqual(runs_by_job(fake, "/gated").get(g1, []), [], "a plan only plans")
+        st, _, doc = c.api("POST", "/api/v1/jobs/%s/approve" % g1, {})
+        self.assertEqual((st, doc.get("state")), (200, "queued"), doc)
+        rec = a.wait_job(g1, timeout=LEASE + POLL + 10)
+        self.assertEqual(rec["state"], "succeeded", short(rec))
+        self.assertEqual(rec["approval"]["state"], "approved", short(rec))
+        self.assertEqual(len(runs_by_job(fake, "/gated").get(g1, [])), 1, "the real run ran once")
+
+        # reject: another plan waits on A, rejected through B
+        g2 = self.post(a, notification("Gated", 3), reps)["id"]
+        a.wait_job(g2, {"awaiting_approval"}, timeout=10)
+        st, _, doc = b.api("POST", "/api/v1/jobs/%s/reject" % g2, {"reason": "not now"})
+        self.assertEqual(st, 200, doc)
+        rec = a.wait_job(g2, timeout=LEASE + POLL + 5)
+        self.assertEqual((rec["state"], rec["outcome"]), ("cancelled", "rejected"), short(rec))
+        self.assertEqual(runs_by_job(fake, "/gated").get(g2, []), [], "a rejected plan never runs")
+
+        # an ended job: 409 from any replica
+        st, _, doc = c.api("POST", "/api/v1/jobs/%s/cancel" % jid, {"reason": "late"})
+        self.assertEqual(st, 409, doc)
+
 
 class ChaosTest(ReplicaTestCase):
 

@@ -366,8 +366,16 @@ int store_txn_pauses(struct store_txn *t, void (*cb)(const struct pause_row *p, 
 	return -1;
 }
 
+int store_batch_approve_request(struct store_batch *b, const char *job_id, const char *by)
+{
+	(void)b, (void)job_id, (void)by;
+	return -1;
+}
+
 int store_txn_cancel_requests(struct store_txn *t, const char *owner,
-                              void (*cb)(const char *job_id, const char *by, void *arg), void *arg)
+                              void (*cb)(const char *job_id, const char *cancel_by, const char *approve_by,
+                                         void *arg),
+                              void *arg)
 {
 	(void)t, (void)owner, (void)cb, (void)arg;
 	return -1;

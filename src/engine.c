@@ -60,6 +60,7 @@ struct engine {
 	char *replica;              /* shared journal: this replica's name; NULL: alone */
 	double lease;
 	int claiming;               /* [mu] a claim of jobs is on its way */
+	int more_work;              /* [mu] the last claim got all it asked for: more may wait */
 	size_t claims_out;          /* [mu] claims not finished (engine_free waits) */
 	pthread_cond_t claims_cv;   /* [mu] claims_out reached 0 */
 };
@@ -341,6 +342,8 @@ void engine_free(struct engine *e)
 {
 	if (!e)
 		return;
+	if (e->replica)
+		store_listen(e->store, NULL, NULL); /* it pokes the runner */
 	/* Claims report to the runner and the outbox: let them finish. */
 	pthread_mutex_lock(&e->mu);
 	while (e->claims_out)
@@ -438,6 +441,17 @@ void engine_drain(struct engine *e, double grace)
 	e->draining = 1;
 	pthread_mutex_unlock(&e->mu);
 	runner_drain(e->runner, grace);
+	if (e->replica) {
+		/* What this replica still holds (queued, waiting for a retry or
+		 * an approval) is free now, and the others are told: they take
+		 * it at once instead of after the lease. */
+		struct store_batch *b = store_batch_new();
+		if (b && store_batch_expire(b, e->replica) == 0 && store_batch_notify(b) == 0 &&
+		    store_commit(e->store, b, 1) == RD_OK)
+			log_kv(LOG_INFO, NULL, "drained: unfinished jobs left to the other replicas", NULL);
+		else if (b)
+			log_kv(LOG_WARN, NULL, "drained: cannot free the jobs held; they are taken after the lease", NULL);
+	}
 }
 
 /* ---------- job creation ---------- */
@@ -624,6 +638,7 @@ static int admit_one(struct engine *e, struct playbook_set *set, struct playbook
 		if (!active && fa) {
 			/* Its replica learns of the cancel from the journal. */
 			store_batch_cancel_request(b, fa->id, o->who ? o->who->name : system_actor.name);
+			store_batch_notify(b);
 			add_event(b, fa->id, "admission", admission_detail("cancelled", trigger), now);
 			add_answer(jobs, fa->id, pb->name, key, "cancelled");
 			metrics_add(M_ADMISSIONS, pb->name, "cancelled", 1);
@@ -1251,7 +1266,12 @@ static void job_released(void *owner, struct job *j)
 		map_del(e->active_by_key, j->key);
 	admit_ended(e->admit, j->key, j->id, j->ended_at ? j->ended_at : rd_now());
 	pthread_cond_broadcast(&e->ended);
+	/* A slot is free and the last claim filled every one: claim again
+	 * now rather than at the next poll. */
+	int more = e->replica && e->more_work;
 	pthread_mutex_unlock(&e->mu);
+	if (more)
+		runner_poke(e->runner);
 
 	metrics_add(M_JOBS, j->playbook_name, outcome ? outcome : job_state_name(j->state), 1);
 	snprintf(d, sizeof(d), "%.3f", dur);
@@ -1424,7 +1444,8 @@ static enum engine_result act_elsewhere(struct engine *e, const struct engine_ac
 	snprintf(by, sizeof(by), "%s%s", a->action == EA_REJECT ? REJECT_MARK : "", a->who->name);
 	if (!(b = store_batch_new()) ||
 	    (a->action == EA_APPROVE ? store_batch_approve_request(b, id, a->who->name)
-	                             : store_batch_cancel_request(b, id, by)) < 0) {
+	                             : store_batch_cancel_request(b, id, by)) < 0 ||
+	    store_batch_notify(b) < 0) {
 		store_batch_free(b);
 		return refuse(r, ENGINE_NOMEM, "out of memory");
 	}
@@ -1696,6 +1717,7 @@ struct replay {
 	size_t n_rel, cap_rel;
 	char (*appr)[33];        /* claimed jobs approved through another replica */
 	size_t n_appr, cap_appr;
+	size_t asked, got;       /* a claim: jobs asked for, rows it got */
 };
 
 static int cancel_from(struct job *j, const char *cancel_by);
@@ -1931,6 +1953,8 @@ static void pause_row_load(const struct pause_row *p, void *arg)
 		       p->principal ? p->principal : "", "reason", p->reason ? p->reason : "", NULL);
 }
 
+static void on_notify(void *arg);
+
 enum rd_status engine_start(struct engine *e)
 {
 	struct replay rp = {.e = e, .now = rd_now()};
@@ -1948,7 +1972,7 @@ enum rd_status engine_start(struct engine *e)
 		return RD_NOMEM;
 	/* What this replica held before a restart is free now: claimed at
 	 * the first poll (by whoever comes first) under the crash rules. */
-	if (e->replica && store_batch_expire(rp.b, e->replica) < 0) {
+	if (e->replica && (store_batch_expire(rp.b, e->replica) < 0 || store_batch_notify(rp.b) < 0)) {
 		store_batch_free(rp.b);
 		return RD_NOMEM;
 	}
@@ -1987,7 +2011,19 @@ enum rd_status engine_start(struct engine *e)
 	if (outbox_load(e->outbox) != RD_OK)
 		log_kv(LOG_ERROR, NULL, "journal: cannot read the escalation outbox", NULL);
 	outbox_send(e->outbox, &rp.notes); /* after the load: its rows are new */
-	return runner_start(e->runner);
+	rc = runner_start(e->runner);
+	/* Other replicas' requests and freed work wake the poll at once; the
+	 * slow poll stays as the fallback. */
+	if (rc == RD_OK && e->replica && store_listen(e->store, on_notify, e) < 0)
+		log_kv(LOG_WARN, NULL, "journal: cannot listen for work; polling only", NULL);
+	return rc;
+}
+
+static void on_notify(void *arg)
+{
+	struct engine *e = arg;
+
+	runner_poke(e->runner);
 }
 
 /* ---------- claims (a journal shared by several replicas) ---------- */
@@ -2035,6 +2071,7 @@ static void claim_got(const struct job_row *r, const char *prev_owner, void *arg
 
 	rp->now = rd_now();
 	rp->prev_owner = prev_owner;
+	rp->got++;
 	pthread_mutex_lock(&e->mu);
 	replay_row(r, rp);
 	pthread_mutex_unlock(&e->mu);
@@ -2048,6 +2085,9 @@ static void claim_done(enum rd_status res, void *arg)
 
 	(void)res; /* a failed claim got nothing: the next poll tries again */
 	rp->b = NULL;
+	pthread_mutex_lock(&rp->e->mu);
+	rp->e->more_work = rp->got >= rp->asked;
+	pthread_mutex_unlock(&rp->e->mu);
 	if (store_batch_empty(b)) {
 		store_batch_free(b);
 		takeover_committed(RD_OK, rp);
@@ -2165,6 +2205,7 @@ static void engine_poll(void *owner, size_t slots)
 	}
 	rp->e = e;
 	rp->claim = 1;
+	rp->asked = slots < 1000 ? slots : 1000;
 	if (store_commit_cb(e->store, b, claim_done, rp) != RD_OK)
 		claim_done(RD_ERR, rp);
 }

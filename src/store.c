@@ -33,7 +33,7 @@
 enum write_kind {
 	WK_INSERT_JOB, WK_UPDATE_JOB, WK_ATTEMPT, WK_EVENT, WK_ESC_INSERT, WK_ESC_UPDATE,
 	WK_AUDIT, WK_PAUSE, WK_UNPAUSE, WK_FENCE, WK_CLAIM_JOBS, WK_CLAIM_ESC, WK_RENEW, WK_EXPIRE,
-	WK_CALL, WK_CANCEL_REQ, WK_NOTIFIED, WK_RELEASE, WK_APPROVE_REQ
+	WK_CALL, WK_CANCEL_REQ, WK_NOTIFIED, WK_RELEASE, WK_APPROVE_REQ, WK_NOTIFY
 };
 
 /* What apply_op answers besides 0 and -1: the batch was fenced. */
@@ -700,6 +700,13 @@ int store_txn_pauses(struct store_txn *t, void (*cb)(const struct pause_row *p, 
 
 static int apply_op(struct store *s, struct write_op *op, char *err, size_t errlen);
 
+static int ignore_row(const struct srow *r, void *arg)
+{
+	(void)r;
+	(void)arg;
+	return 0;
+}
+
 /* A call decides in the transaction; what it queues runs right after. */
 static int apply_call(struct store *s, struct write_op *op, char *err, size_t errlen)
 {
@@ -740,6 +747,16 @@ int store_batch_cancel_request(struct store_batch *b, const char *job_id, const 
 	const char *v[2] = {job_id, by};
 
 	return batch_add_strs(b, WK_CANCEL_REQ, v, 2, 0, 0);
+}
+
+int store_batch_notify(struct store_batch *b)
+{
+	return batch_add_strs(b, WK_NOTIFY, NULL, 0, 0, 0);
+}
+
+int store_listen(struct store *s, void (*cb)(void *arg), void *arg)
+{
+	return s && s->be->listen ? s->be->listen(s, cb, arg) : 0;
 }
 
 int store_batch_approve_request(struct store_batch *b, const char *job_id, const char *by)
@@ -1089,6 +1106,8 @@ static int apply_op(struct store *s, struct write_op *op, char *err, size_t errl
 		v[0] = sv_text(op->strs[0]);
 		v[1] = sv_text(op->strs[1]);
 		return wexec(s, W_RELEASE_JOB, v, 2, err, errlen);
+	case WK_NOTIFY:
+		return s->be->wquery(s, W_NOTIFY, NULL, 0, ignore_row, NULL, err, errlen);
 	case WK_NOTIFIED:
 		v[0] = sv_text(op->strs[0]);
 		return wexec(s, W_NOTIFIED, v, 1, err, errlen);
@@ -1142,13 +1161,6 @@ static void fail_all(struct store_batch *list, const char *why)
 		if (b->result != RD_FENCED)
 			b->result = RD_ERR;
 	}
-}
-
-static int ignore_row(const struct srow *r, void *arg)
-{
-	(void)r;
-	(void)arg;
-	return 0;
 }
 
 /* Apply every batch of list in one transaction. Sets each batch's result;

@@ -43,6 +43,7 @@ enum wstmt {
 	W_CANCEL_REQS,    /* rows: id, cancelled_by, approved_by of the jobs of owner ?1 asked
 	                     to cancel or approve */
 	W_APPROVE_REQ,    /* ask the holder of job ?1 to approve it (approved_by ?2) */
+	W_NOTIFY,         /* wake the replicas listening (at the commit) */
 	W__COUNT
 };
 
@@ -123,6 +124,11 @@ struct store_backend {
 	/* Optional: can the database be reached now (a server that may go away
 	 * while nothing is written)? 0, or -1. Reader connection, s->rmu held. */
 	int (*ping)(struct store *s);
+	/* Optional: call cb(arg) from a thread of the backend's whenever a
+	 * committed transaction ran W_NOTIFY (of any replica), and now and
+	 * then after a lost connection (work may have been missed). 0, or -1.
+	 * Stopped by close. */
+	int (*listen)(struct store *s, void (*cb)(void *arg), void *arg);
 };
 
 extern const struct store_backend store_sqlite_backend;

@@ -7,7 +7,12 @@
  * transaction or read, and its statements are prepared again. */
 #include "store_impl.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <libpq-fe.h>
+#include <poll.h>
+#include <pthread.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -189,6 +194,7 @@ static const struct pg_sql wsql[W__COUNT] = {
 	[W_CANCEL_REQS] = {"SELECT id, cancelled_by, approved_by FROM jobs WHERE owner = $1 AND "
 	                   "((cancelled_by IS NOT NULL AND state IN ('queued','running','retry_wait',"
 	                   "'awaiting_approval')) OR (approved_by IS NOT NULL AND state = 'awaiting_approval'))", "T"},
+	[W_NOTIFY] = {"SELECT pg_notify('recoveryd_work', '')", ""},
 	[W_APPROVE_REQ] = {"UPDATE jobs SET approved_by = COALESCE(approved_by, $2) WHERE id = $1 "
 	                   "AND state = 'awaiting_approval'", "TT"},
 };
@@ -243,6 +249,13 @@ struct pg {
 	char *conninfo;          /* the URL as given */
 	PGconn *w, *r;           /* writer, reader */
 	int w_ready, r_ready;    /* statements prepared on this connection */
+	/* LISTEN recoveryd_work on a connection of its own, in a thread */
+	pthread_t listener;
+	int listening;
+	int stop_fd[2];          /* a byte on [1] stops the listener */
+	void (*on_notify)(void *arg);
+	void *notify_arg;
+	struct store *s;
 };
 
 struct srow {
@@ -632,12 +645,99 @@ fail:
 	return -1;
 }
 
+/* The listener: wait on the connection's socket (and the stop pipe);
+ * each notification, and each reconnect, calls on_notify. */
+static void *listen_main(void *arg)
+{
+	struct pg *p = arg;
+	PGconn *c = NULL;
+	char err[512];
+
+	for (;;) {
+		struct pollfd fds[2] = {{.fd = p->stop_fd[0], .events = POLLIN}, {.fd = -1, .events = POLLIN}};
+		int woke = 0;
+
+		if (!c) {
+			PGresult *res;
+			if ((c = connect_one(p->s, p->conninfo, err, sizeof(err)))) {
+				res = PQexec(c, "LISTEN recoveryd_work");
+				if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+					PQfinish(c);
+					c = NULL;
+				}
+				PQclear(res);
+			}
+			if (c)
+				p->on_notify(p->notify_arg); /* what was missed meanwhile */
+		}
+		fds[1].fd = c ? PQsocket(c) : -1;
+		if (poll(fds, 2, c ? -1 : 1000) < 0 && errno != EINTR)
+			break;
+		if (fds[0].revents)
+			break;
+		if (c && fds[1].revents) {
+			PGnotify *n;
+			if (!PQconsumeInput(c) || PQstatus(c) != CONNECTION_OK) {
+				PQfinish(c);
+				c = NULL; /* reconnect after a pause */
+				poll(fds, 1, 1000);
+				continue;
+			}
+			while ((n = PQnotifies(c))) {
+				woke = 1;
+				PQfreemem(n);
+			}
+			if (woke)
+				p->on_notify(p->notify_arg);
+		}
+	}
+	PQfinish(c);
+	return NULL;
+}
+
+static void listen_stop(struct pg *p)
+{
+	char b = 0;
+
+	if (!p->listening)
+		return;
+	if (write(p->stop_fd[1], &b, 1) < 0)
+		log_kv(LOG_ERROR, NULL, "journal: cannot stop the listener", NULL);
+	pthread_join(p->listener, NULL);
+	close(p->stop_fd[0]);
+	close(p->stop_fd[1]);
+	p->listening = 0;
+}
+
+static int pg_listen(struct store *s, void (*cb)(void *arg), void *arg)
+{
+	struct pg *p = pg_of(s);
+
+	if (p && !cb) {
+		listen_stop(p);
+		return 0;
+	}
+	if (!p || p->listening || pipe2(p->stop_fd, O_CLOEXEC) < 0)
+		return -1;
+	p->on_notify = cb;
+	p->notify_arg = arg;
+	p->s = s;
+	if (pthread_create(&p->listener, NULL, listen_main, p) != 0) {
+		close(p->stop_fd[0]);
+		close(p->stop_fd[1]);
+		return -1;
+	}
+	p->listening = 1;
+	return 0;
+}
+
 static void pg_close(struct store *s)
 {
 	struct pg *p = pg_of(s);
 
 	if (!p)
 		return;
+	listen_stop(p);
 	PQfinish(p->r);
 	PQfinish(p->w);
 	free(p->conninfo);
@@ -695,4 +795,5 @@ const struct store_backend store_pg_backend = {
 	.integer = pg_integer,
 	.is_null = pg_is_null,
 	.ping = pg_ping,
+	.listen = pg_listen,
 };

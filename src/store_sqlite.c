@@ -179,6 +179,7 @@ static const char *const wsql[W__COUNT] = {
 	[W_CANCEL_REQS] = "SELECT id, cancelled_by, approved_by FROM jobs WHERE owner = ?1 AND "
 	                  "((cancelled_by IS NOT NULL AND state IN ('queued','running','retry_wait',"
 	                  "'awaiting_approval')) OR (approved_by IS NOT NULL AND state = 'awaiting_approval'))",
+	[W_NOTIFY] = "SELECT 1", /* one process: nobody else to wake */
 	[W_APPROVE_REQ] = "UPDATE jobs SET approved_by = coalesce(approved_by, ?2) WHERE id = ?1 "
 	                  "AND state = 'awaiting_approval'",
 };

@@ -219,6 +219,14 @@ int store_txn_cancel_requests(struct store_txn *t, const char *owner,
                               void (*cb)(const char *job_id, const char *cancel_by, const char *approve_by,
                                          void *arg),
                               void *arg);
+/* Wake the replicas listening on the journal once this batch commits
+ * (PostgreSQL NOTIFY; nothing on SQLite). */
+int store_batch_notify(struct store_batch *b);
+/* Call cb(arg) from a thread of the journal's whenever a transaction with
+ * store_batch_notify commits (any replica's), and after the listening
+ * connection was lost and made again. SQLite: never (0). cb NULL: stop
+ * (returns once no call is under way). 0, or -1. */
+int store_listen(struct store *s, void (*cb)(void *arg), void *arg);
 /* Ask whoever holds job job_id, awaiting approval, to approve it: its
  * approved_by becomes by unless set (an update of the job keeps it). */
 int store_batch_approve_request(struct store_batch *b, const char *job_id, const char *by);

@@ -23,6 +23,7 @@ import os
 import random
 import re
 import secrets
+import signal
 import sys
 import threading
 import time
@@ -460,6 +461,28 @@ class FailoverTest(ReplicaTestCase):
         self.replica(reps, by).wait_metric("recoveryd_takeovers_total", {"kind": "job"}, lambda v: v >= 1,
                                            timeout=5)
 
+    def test_a_draining_replica_leaves_its_queue_to_the_others_at_once(self):
+        """SIGTERM: the jobs a replica still holds queued are freed and the
+        others told, so they run within moments, not after a 10 s lease."""
+        pb = playbook("slow", "recovery.sleep(1)", match=['alertname="Drain"'], retries=0, timeout=30,
+                      cooldown=0, budget=NOT_LIMITED, idempotent=True)
+        reps = self.start_replicas(2, {"slow": pb},
+                                   extra=["--lease-timeout", "10", "--poll-interval", "10", "--max-jobs", "1"])
+        a, b = reps
+        ids = [self.post(a, notification("Drain", 20 + n), reps)["id"] for n in range(3)]
+        self.wait_running_on(a, ids[0], a.replica_id, reps)
+        t0 = time.monotonic()
+        a.kill(signal.SIGTERM)
+        self.assertEqual(a.wait_exit(15), 0, a.log_tail())
+        for jid in ids[1:]:
+            rec = b.wait_job(jid, timeout=20, interval=0.05)
+            self.assertEqual(rec["state"], "succeeded", short(rec))
+            self.assertEqual(events(rec, "takeover"), [], "a freed job is claimed, not taken over: %s" % short(rec))
+        took = time.monotonic() - t0
+        # two 1 s jobs one after the other on B, after A's drain (up to 1 s)
+        self.assertLess(took, 6.0, "the queue of the drained replica waited for its lease\n%s" % tails(reps))
+        self.assertIn("drained: unfinished jobs left to the other replicas", [r.get("msg") for r in a.log_records()])
+
 
 # ---------------------------------------------------------------- 4. fencing
 
@@ -617,6 +640,25 @@ class RequestsTest(ReplicaTestCase):
         # an ended job: 409 from any replica
         st, _, doc = c.api("POST", "/api/v1/jobs/%s/cancel" % jid, {"reason": "late"})
         self.assertEqual(st, 409, doc)
+
+    def test_requests_wake_the_holder_at_once(self):
+        """LISTEN/NOTIFY: with a 10 s poll, a cancel through another replica
+        still ends the job within a moment (without the notification, each
+        would wait up to a poll: all three under 2 s by chance is < 1 %)."""
+        slow = playbook("slow", "recovery.sleep(60)", match=['alertname="Slow"'], retries=0, timeout=90,
+                        cooldown=0, budget=NOT_LIMITED, idempotent=True)
+        reps = self.start_replicas(2, {"slow": slow}, extra=["--lease-timeout", "10", "--poll-interval", "10"])
+        a, b = reps
+        for n in range(3):
+            jid = self.post(a, notification("Slow", 10 + n), reps)["id"]
+            self.wait_running_on(a, jid, a.replica_id, reps)
+            t0 = time.monotonic()
+            st, _, doc = b.api("POST", "/api/v1/jobs/%s/cancel" % jid, {"reason": "notify"})
+            self.assertEqual(st, 200, doc)
+            rec = a.wait_job(jid, timeout=15, interval=0.02)
+            took = time.monotonic() - t0
+            self.assertEqual(rec["state"], "cancelled", short(rec))
+            self.assertLess(took, 2.0, "cancel %d took %.2fs: the holder was not woken\n%s" % (n, took, tails(reps)))
 
 
 class ChaosTest(ReplicaTestCase):

@@ -366,6 +366,18 @@ int store_txn_pauses(struct store_txn *t, void (*cb)(const struct pause_row *p, 
 	return -1;
 }
 
+int store_batch_notify(struct store_batch *b)
+{
+	(void)b;
+	return -1;
+}
+
+int store_listen(struct store *s, void (*cb)(void *arg), void *arg)
+{
+	(void)s, (void)cb, (void)arg;
+	return 0;
+}
+
 int store_batch_approve_request(struct store_batch *b, const char *job_id, const char *by)
 {
 	(void)b, (void)job_id, (void)by;

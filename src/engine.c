@@ -2028,15 +2028,19 @@ static void on_notify(void *arg)
 
 /* ---------- claims (a journal shared by several replicas) ---------- */
 
-static void claim_finish(struct replay *rp)
+/* A claim is over: the next poll may claim again, engine_free may go on. */
+static void claim_over(struct engine *e)
 {
-	struct engine *e = rp->e;
-
 	pthread_mutex_lock(&e->mu);
 	e->claiming = 0;
 	if (--e->claims_out == 0)
 		pthread_cond_broadcast(&e->claims_cv);
 	pthread_mutex_unlock(&e->mu);
+}
+
+static void claim_finish(struct replay *rp)
+{
+	claim_over(rp->e);
 	free(rp->resume.v);
 	free(rp->rel);
 	free(rp->appr);
@@ -2196,11 +2200,7 @@ static void engine_poll(void *owner, size_t slots)
 			store_batch_free(rp->b);
 			free(rp);
 		}
-		pthread_mutex_lock(&e->mu);
-		e->claiming = 0;
-		if (--e->claims_out == 0)
-			pthread_cond_broadcast(&e->claims_cv);
-		pthread_mutex_unlock(&e->mu);
+		claim_over(e);
 		return;
 	}
 	rp->e = e;

@@ -401,6 +401,22 @@ static void on_committed(enum rd_status result, void *arg)
 static void conts_run(struct runner *r, enum rd_status result, const struct cont *v, size_t n);
 
 static void flush_job(struct runner *r, struct job *j);
+
+/* Hand b to the writer with a callback that reports to this runner,
+ * counted so that runner_free waits for it. 0, or -1 (the journal is
+ * closed; done will not be called). */
+static int hand_over(struct runner *r, struct store_batch *b, store_done_fn done, void *arg)
+{
+	pthread_mutex_lock(&r->mu);
+	r->callbacks_out++;
+	pthread_mutex_unlock(&r->mu);
+	if (store_commit_cb(r->o.store, b, done, arg) == RD_OK)
+		return 0;
+	pthread_mutex_lock(&r->mu);
+	r->callbacks_out--;
+	pthread_mutex_unlock(&r->mu);
+	return -1;
+}
 static void conts_run_job(struct runner *r, struct job *j, enum rd_status res, const struct cont *v,
                           size_t n);
 
@@ -442,14 +458,8 @@ static void flush_batch(struct runner *r)
 	memcpy(c->v, r->conts, r->n_conts * sizeof(c->v[0]));
 	r->n_conts = 0;
 	r->commits_pending++;
-	pthread_mutex_lock(&r->mu);
-	r->callbacks_out++;
-	pthread_mutex_unlock(&r->mu);
-	if (store_commit_cb(r->o.store, b, on_committed, c) != RD_OK) {
+	if (hand_over(r, b, on_committed, c) < 0) {
 		/* The journal is closed: go on with the failure, as before. */
-		pthread_mutex_lock(&r->mu);
-		r->callbacks_out--;
-		pthread_mutex_unlock(&r->mu);
 		r->commits_pending--;
 		conts_run(r, RD_ERR, c->v, c->n);
 		free(c);
@@ -493,13 +503,7 @@ static void flush_job(struct runner *r, struct job *j)
 	j->n_tconts = 0;
 	j->commits++;
 	r->commits_pending++;
-	pthread_mutex_lock(&r->mu);
-	r->callbacks_out++;
-	pthread_mutex_unlock(&r->mu);
-	if (store_commit_cb(r->o.store, b, on_committed, c) != RD_OK) {
-		pthread_mutex_lock(&r->mu);
-		r->callbacks_out--;
-		pthread_mutex_unlock(&r->mu);
+	if (hand_over(r, b, on_committed, c) < 0) {
 		conts_run_job(r, j, RD_ERR, c->v, c->n);
 		free(c);
 	}
@@ -1400,11 +1404,9 @@ static void renew_leases(struct runner *r)
 		goto fail;
 	pthread_mutex_lock(&r->mu);
 	r->renewing = 1;
-	r->callbacks_out++;
 	pthread_mutex_unlock(&r->mu);
-	if (store_commit_cb(r->o.store, b, renewal_done, rn) != RD_OK) {
+	if (hand_over(r, b, renewal_done, rn) < 0) {
 		pthread_mutex_lock(&r->mu);
-		r->callbacks_out--;
 		r->renewing = 0;
 		pthread_mutex_unlock(&r->mu);
 		free(rn);

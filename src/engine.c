@@ -61,6 +61,7 @@ struct engine {
 	double lease;
 	int claiming;               /* [mu] a claim of jobs is on its way */
 	int more_work;              /* [mu] the last claim got all it asked for: more may wait */
+	unsigned long pauses_txn;   /* [mu] the journal transaction that last read the pauses */
 	size_t claims_out;          /* [mu] claims not finished (engine_free waits) */
 	pthread_cond_t claims_cv;   /* [mu] claims_out reached 0 */
 };
@@ -1051,13 +1052,17 @@ static int decide_call(struct store_txn *t, struct store_batch *more, void *arg)
 	if (rc < 0)
 		return -1;
 	pthread_mutex_lock(&e->mu);
-	/* The journal's pauses and budget starts replace ours. */
-	while (e->pauses) {
-		struct pause *pz = e->pauses;
-		e->pauses = pz->next;
-		pause_free(pz);
+	/* The journal's pauses (once per transaction: this replica's own
+	 * changes are in e->pauses already) and budget starts replace ours. */
+	if (store_txn_seq(t) != e->pauses_txn) {
+		while (e->pauses) {
+			struct pause *pz = e->pauses;
+			e->pauses = pz->next;
+			pause_free(pz);
+		}
+		rc = store_txn_pauses(t, fact_pause, e);
+		e->pauses_txn = store_txn_seq(t);
 	}
-	rc = store_txn_pauses(t, fact_pause, e);
 	for (size_t i = 0; i < sb->n_pairs && rc == 0; i++) {
 		struct playbook *pb = sb->pairs[i].pb;
 		int seen = 0;
@@ -1364,11 +1369,12 @@ static const char *const action_names[] = {
 
 /* Commit an audit row on its own: the act is recorded before it takes
  * effect, so nothing a person did goes unrecorded. */
+/* Journal the audit row of a, with what b already holds (NULL: nothing). */
 static enum engine_result audit_commit(struct engine *e, const struct engine_act *a, const char *job_id,
-                                       const char *playbook, struct engine_reply *r)
+                                       const char *playbook, struct engine_reply *r, struct store_batch *b)
 {
-	struct store_batch *b = store_batch_new();
-
+	if (!b)
+		b = store_batch_new();
 	if (!b)
 		return refuse(r, ENGINE_NOMEM, "out of memory");
 	audit_add(b, a->who, action_names[a->action], job_id, playbook, a->reason, rd_now());
@@ -1439,8 +1445,6 @@ static enum engine_result act_elsewhere(struct engine *e, const struct engine_ac
 	if (a->action != EA_CANCEL && state != JS_AWAITING_APPROVAL)
 		return refuse(r, ENGINE_CONFLICT, "job is %s; only a job awaiting approval can be %s",
 		              job_state_name(state), a->action == EA_APPROVE ? "approved" : "rejected");
-	if ((res = audit_commit(e, a, id, playbook, r)) != ENGINE_DONE)
-		return res;
 	snprintf(by, sizeof(by), "%s%s", a->action == EA_REJECT ? REJECT_MARK : "", a->who->name);
 	if (!(b = store_batch_new()) ||
 	    (a->action == EA_APPROVE ? store_batch_approve_request(b, id, a->who->name)
@@ -1449,8 +1453,9 @@ static enum engine_result act_elsewhere(struct engine *e, const struct engine_ac
 		store_batch_free(b);
 		return refuse(r, ENGINE_NOMEM, "out of memory");
 	}
-	if (store_commit(e->store, b, 1) != RD_OK)
-		return refuse(r, ENGINE_UNAVAILABLE, "the job journal cannot commit; retry later");
+	/* The request and its audit row: one transaction. */
+	if ((res = audit_commit(e, a, id, playbook, r, b)) != ENGINE_DONE)
+		return res;
 	log_kv(LOG_INFO, id, "request journaled for the replica holding the job", "action", action_names[a->action],
 	       "principal", a->who->name, "address", a->who->address, "reason", a->reason ? a->reason : "", NULL);
 	r->body = id_state(id, a->action == EA_APPROVE ? "queued" : a->action == EA_REJECT ? "cancelled" : "cancelling");
@@ -1491,7 +1496,7 @@ static enum engine_result act_job(struct engine *e, const struct engine_act *a, 
 	snprintf(key, sizeof(key), "%s", j->key);
 	pthread_mutex_unlock(&e->mu);
 
-	if ((res = audit_commit(e, a, id, playbook, r)) != ENGINE_DONE)
+	if ((res = audit_commit(e, a, id, playbook, r, NULL)) != ENGINE_DONE)
 		return res;
 
 	/* Recorded: now it takes effect, if the job is still there. */

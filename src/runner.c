@@ -128,6 +128,7 @@ struct runner {
 	double renewed_until;     /* [mu] the expiry the last renewal set (every lease of ours) */
 	int poke;                 /* [mu] runner_poke: poll at this turn */
 	double next_poll;         /* rd_mono() */
+	double next_check;        /* rd_mono(): leases_check, a tenth of a lease apart */
 	/* Renewals have a thread of their own: a playbook holding the loop
 	 * (up to hold_max per attempt, one after another) must not cost the
 	 * replica its leases while it is alive. */
@@ -1469,7 +1470,11 @@ static void leases_turn(struct runner *r)
 
 	if (!r->o.replica)
 		return;
-	leases_check(r);
+	/* Not every turn: a busy loop turns thousands of times a second. */
+	if (mono >= r->next_check) {
+		r->next_check = mono + r->o.lease / 10;
+		leases_check(r);
+	}
 	pthread_mutex_lock(&r->mu);
 	poke = r->poke;
 	r->poke = 0;

@@ -616,6 +616,11 @@ struct store_txn {
 	size_t errlen;
 };
 
+unsigned long store_txn_seq(const struct store_txn *t)
+{
+	return t->s->txn_seq;
+}
+
 struct txn_rows {
 	struct store *s;
 	void (*job)(const struct job_row *j, void *arg);
@@ -1176,6 +1181,7 @@ static enum rd_status run_txn(struct store *s, struct store_batch *list)
 	int alone = list && !list->next;
 
 	err[0] = '\0';
+	s->txn_seq++;
 	if (wexec(s, W_BEGIN, NULL, 0, err, sizeof(err)) < 0) {
 		fail_all(list, err);
 		return RD_ERR;

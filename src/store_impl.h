@@ -154,6 +154,7 @@ struct store {
 	double retry_at, retry_wait;   /* [mu] the journal is away: kept batches wait */
 	int keep_tries;                /* [mu] failed rounds since close began */
 	double away_since, away_logged; /* [writer] for the log */
+	unsigned long txn_seq;         /* [writer] transactions begun */
 
 	pthread_mutex_t rmu;           /* the read connection */
 	double pinged;                 /* [rmu] rd_mono() of the last ping */

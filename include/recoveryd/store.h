@@ -207,6 +207,9 @@ enum store_txn_read {
 int store_txn_jobs(struct store_txn *t, enum store_txn_read q, const char *name, double since,
                    void (*cb)(const struct job_row *j, void *arg), void *arg);
 int store_txn_pauses(struct store_txn *t, void (*cb)(const struct pause_row *p, void *arg), void *arg);
+/* The number of the transaction a call runs in: calls that get the same
+ * number share one transaction (what one read, the next need not). */
+unsigned long store_txn_seq(const struct store_txn *t);
 /* What admission needs of a key in one round trip: the unfinished jobs of
  * key and of mkey (NULL: key only), ended 0, in no given order; and the
  * job of key that ended last (paused ones aside), ended 1. */

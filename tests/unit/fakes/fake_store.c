@@ -360,6 +360,12 @@ int store_txn_admission(struct store_txn *t, const char *key, const char *mkey,
 	return -1;
 }
 
+unsigned long store_txn_seq(const struct store_txn *t)
+{
+	(void)t;
+	return 0;
+}
+
 int store_txn_pauses(struct store_txn *t, void (*cb)(const struct pause_row *p, void *arg), void *arg)
 {
 	(void)t, (void)cb, (void)arg;

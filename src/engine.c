@@ -1388,18 +1388,26 @@ static enum engine_result audit_commit(struct engine *e, const struct engine_act
 
 /* The job of a cancel, approve or reject that is not active: ended or
  * unknown. */
-static enum engine_result not_active(struct engine *e, const char *id, struct engine_reply *r)
+/* A job that is not in the table has ended (or is not ours: a shared
+ * journal). The principal's playbook scope is checked first, whatever the
+ * job's state: one that may not act on it learns nothing more of it. */
+static enum engine_result not_active(struct engine *e, const struct actor *who, const char *id,
+                                     struct engine_reply *r)
 {
 	cJSON *rec = NULL;
+	const char *st, *pb;
+	enum engine_result res;
 
-	if (store_job_json(e->store, id, &rec) == RD_OK && rec) {
-		cJSON *st = cJSON_GetObjectItem(rec, "state");
-		refuse(r, ENGINE_CONFLICT, "job already ended (%s)",
-		       cJSON_IsString(st) ? st->valuestring : "ended");
-		cJSON_Delete(rec);
-		return ENGINE_CONFLICT;
-	}
-	return refuse(r, ENGINE_NOT_FOUND, "no such job");
+	if (store_job_json(e->store, id, &rec) != RD_OK || !rec)
+		return refuse(r, ENGINE_NOT_FOUND, "no such job");
+	st = cJSON_GetStringValue(cJSON_GetObjectItem(rec, "state"));
+	pb = cJSON_GetStringValue(cJSON_GetObjectItem(rec, "playbook"));
+	if (!actor_may_playbook(who, pb ? pb : ""))
+		res = refuse(r, ENGINE_FORBIDDEN, "%s may not act on playbook %s", who->name, pb ? pb : "?");
+	else
+		res = refuse(r, ENGINE_CONFLICT, "job already ended (%s)", st ? st : "ended");
+	cJSON_Delete(rec);
+	return res;
 }
 
 static cJSON *id_state(const char *id, const char *state)
@@ -1435,9 +1443,8 @@ static enum engine_result act_elsewhere(struct engine *e, const struct engine_ac
 	pb = cJSON_GetStringValue(cJSON_GetObjectItem(rec, "playbook"));
 	snprintf(playbook, sizeof(playbook), "%s", pb ? pb : "");
 	if (!st || job_state_parse(st, &state) < 0 || job_state_final(state)) {
-		refuse(r, ENGINE_CONFLICT, "job already ended (%s)", st ? st : "ended");
 		cJSON_Delete(rec);
-		return ENGINE_CONFLICT;
+		return not_active(e, a->who, id, r); /* the scope first, as for a job of ours */
 	}
 	cJSON_Delete(rec);
 	if (!actor_may_playbook(a->who, playbook))
@@ -1479,7 +1486,7 @@ static enum engine_result act_job(struct engine *e, const struct engine_act *a, 
 	j = map_get(e->active_by_id, id);
 	if (!j) {
 		pthread_mutex_unlock(&e->mu);
-		return e->replica ? act_elsewhere(e, a, r) : not_active(e, id, r);
+		return e->replica ? act_elsewhere(e, a, r) : not_active(e, a->who, id, r);
 	}
 	if (!actor_may_playbook(a->who, j->playbook_name)) {
 		refuse(r, ENGINE_FORBIDDEN, "%s may not act on playbook %s", a->who->name, j->playbook_name);
@@ -1504,7 +1511,8 @@ static enum engine_result act_job(struct engine *e, const struct engine_act *a, 
 	j = map_get(e->active_by_id, id);
 	if (!j || (a->action != EA_CANCEL && j->state != JS_AWAITING_APPROVAL)) {
 		pthread_mutex_unlock(&e->mu);
-		return j ? refuse(r, ENGINE_CONFLICT, "job is %s now", job_state_name(j->state)) : not_active(e, id, r);
+		return j ? refuse(r, ENGINE_CONFLICT, "job is %s now", job_state_name(j->state))
+		         : not_active(e, a->who, id, r);
 	}
 	switch (a->action) {
 	case EA_APPROVE:

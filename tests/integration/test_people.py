@@ -130,6 +130,20 @@ class RoleMatrixTest(RecoverydTestCase):
         self.assertError(d.api("POST", "/api/v1/jobs/%s/cancel" % beta_job, {"reason": "x"}, token="sam"),
                          403, "forbidden")
 
+    def test_the_scope_holds_for_an_ended_job_too(self):
+        # A principal limited to other playbooks gets 403 for a job of
+        # this one whatever its state: an ended job once answered 409.
+        d = people_daemon(self, {"beta": playbook("beta", "return", match=['alertname="Beta"'])})
+        st, _, doc = d.trigger("beta", manual(), token="olga")
+        self.assertStatus(st, 202, d, doc)
+        beta_job = doc["jobs"][0]["id"]
+        self.assertEqual(d.wait_job(beta_job)["state"], "succeeded")
+        self.assertError(d.api("POST", "/api/v1/jobs/%s/cancel" % beta_job, {"reason": "x"}, token="sam"),
+                         403, "forbidden")
+        # one that may act on it still learns that it ended
+        self.assertError(d.api("POST", "/api/v1/jobs/%s/cancel" % beta_job, {"reason": "x"}, token="olga"),
+                         409, "conflict")
+
     def test_tokens_file_errors_stop_the_start(self):
         d = self.daemon({}, start=False)
         with open(d.tmpdir + "/bad-tokens", "w") as f:

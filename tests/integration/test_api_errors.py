@@ -150,6 +150,8 @@ class MetricsTest(RecoverydTestCase):
         d = self.daemon(simple())
         job_id = d.webhook("firing-single.json")["jobs"][0]["id"]
         self.assertEqual(d.wait_job(job_id)["state"], "succeeded")
+        # the journal shows the end a moment before the books count it
+        d.wait_metric("recoveryd_jobs_total", {"playbook": "p", "outcome": "succeeded"}, lambda v: v >= 1)
 
         st, hdrs, text = d.get("/metrics", token=None)
         self.assertEqual(st, 200)

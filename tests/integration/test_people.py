@@ -235,7 +235,13 @@ class AuditTest(RecoverydTestCase):
         d.kill(signal.SIGHUP)
         d.wait_metric("recoveryd_config_reloads_total", {"result": "success"}, lambda v: v >= ok0 + 1)
 
-        st, _, doc = d.get("/api/v1/audit", token="vic")
+        # the reload's audit row commits a moment after the counter moves
+        deadline = time.monotonic() + 5
+        while True:
+            st, _, doc = d.get("/api/v1/audit", token="vic")
+            if st != 200 or len(doc["entries"]) >= 7 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         self.assertStatus(st, 200, d, doc)
         rows = doc["entries"]
         self.assertEqual([r["action"] for r in rows],

@@ -1061,7 +1061,8 @@ static int decide_call(struct store_txn *t, struct store_batch *more, void *arg)
 			pause_free(pz);
 		}
 		rc = store_txn_pauses(t, fact_pause, e);
-		e->pauses_txn = store_txn_seq(t);
+		if (rc == 0) /* else read again by the redo (store_batch_call) */
+			e->pauses_txn = store_txn_seq(t);
 	}
 	for (size_t i = 0; i < sb->n_pairs && rc == 0; i++) {
 		struct playbook *pb = sb->pairs[i].pb;

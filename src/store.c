@@ -75,6 +75,10 @@ struct write_op {
 	void *cb_arg;
 	struct got *got;               /* what the op got, for cb */
 	size_t n_got, cap_got;
+	/* WK_CALL: it ran in this round (called), with its answer and what it
+	 * queued, applied again when a pipelined round is redone. */
+	int called, call_rc;
+	struct store_batch *more;
 };
 
 struct store_batch {
@@ -187,6 +191,19 @@ static int esc_copy(struct escalation_row *d, const struct escalation_row *src)
 	return 0;
 }
 
+void store_batch_free(struct store_batch *b);
+
+/* Forget what a claim or renewal got (its round is redone). */
+static void got_reset(struct write_op *op)
+{
+	for (size_t i = 0; i < op->n_got; i++) {
+		job_strings_free(&op->got[i].job);
+		esc_strings_free(&op->got[i].esc);
+		free(op->got[i].prev_owner);
+	}
+	op->n_got = 0;
+}
+
 static void write_op_free(struct write_op *op)
 {
 	job_strings_free(&op->job);
@@ -199,12 +216,9 @@ static void write_op_free(struct write_op *op)
 	esc_strings_free(&op->esc);
 	for (int i = 0; i < ROW_STRS; i++)
 		free(op->strs[i]);
-	for (size_t i = 0; i < op->n_got; i++) {
-		job_strings_free(&op->got[i].job);
-		esc_strings_free(&op->got[i].esc);
-		free(op->got[i].prev_owner);
-	}
+	got_reset(op);
 	free(op->got);
+	store_batch_free(op->more);
 	free(op);
 }
 
@@ -614,7 +628,21 @@ struct store_txn {
 	struct store *s;
 	char *err;
 	size_t errlen;
+	int reads;                     /* reads that answered */
+	int first_failed;              /* the first read failed: the call decided nothing */
 };
+
+/* A read of a call: the writer's query. Pipelined, the first also answers
+ * for every statement sent before it. */
+static int txn_read(struct store_txn *t, enum wstmt id, const struct sval *v, int n, srow_fn fn, void *arg)
+{
+	if (t->s->be->wquery(t->s, id, v, n, fn, arg, t->err, t->errlen) < 0) {
+		t->first_failed = t->reads == 0;
+		return -1;
+	}
+	t->reads++;
+	return 0;
+}
 
 unsigned long store_txn_seq(const struct store_txn *t)
 {
@@ -664,8 +692,7 @@ int store_txn_jobs(struct store_txn *t, enum store_txn_read q, const char *name,
 
 	if ((unsigned)q >= sizeof(ids) / sizeof(ids[0]) || !name)
 		return -1;
-	return t->s->be->wquery(t->s, ids[q], v, q == STR_STARTS ? 2 : 1, txn_job_row, &rows, t->err,
-	                        t->errlen);
+	return txn_read(t, ids[q], v, q == STR_STARTS ? 2 : 1, txn_job_row, &rows);
 }
 
 struct txn_facts {
@@ -693,14 +720,14 @@ int store_txn_admission(struct store_txn *t, const char *key, const char *mkey,
 
 	if (!key)
 		return -1;
-	return t->s->be->wquery(t->s, W_ADMIT_FACTS, v, 2, txn_fact_row, &f, t->err, t->errlen);
+	return txn_read(t, W_ADMIT_FACTS, v, 2, txn_fact_row, &f);
 }
 
 int store_txn_pauses(struct store_txn *t, void (*cb)(const struct pause_row *p, void *arg), void *arg)
 {
 	struct txn_rows rows = {.s = t->s, .pause = cb, .arg = arg};
 
-	return t->s->be->wquery(t->s, W_PAUSES, NULL, 0, txn_pause_row, &rows, t->err, t->errlen);
+	return txn_read(t, W_PAUSES, NULL, 0, txn_pause_row, &rows);
 }
 
 static int apply_op(struct store *s, struct write_op *op, char *err, size_t errlen);
@@ -712,24 +739,40 @@ static int ignore_row(const struct srow *r, void *arg)
 	return 0;
 }
 
-/* A call decides in the transaction; what it queues runs right after. */
+/* A call decides in the transaction; what it queues runs right after.
+ * A call that decided in a pipelined round being redone is not asked
+ * again (it changed the caller's state): its answer and writes are
+ * replayed, in the same transaction and under the same admission lock, so
+ * they still hold. One whose first read failed decided nothing (an earlier
+ * statement may have failed) and is asked again. */
 static int apply_call(struct store *s, struct write_op *op, char *err, size_t errlen)
 {
-	struct store_txn t = {s, err, errlen};
-	struct store_batch *more = store_batch_new();
+	struct store_txn t = {s, err, errlen, 0, 0};
 	int rc;
 
-	if (!more) {
-		snprintf(err, errlen, "out of memory");
-		return -1;
+	if (op->called) {
+		rc = op->call_rc;
+		if (rc < 0)
+			snprintf(err, errlen, "the decision failed");
+	} else {
+		if (!op->more && !(op->more = store_batch_new())) {
+			snprintf(err, errlen, "out of memory");
+			return -1;
+		}
+		err[0] = '\0';
+		rc = op->cb.call(&t, op->more, op->cb_arg);
+		if (rc < 0 && !err[0])
+			snprintf(err, errlen, "the decision failed");
+		if (rc == 0 || !t.first_failed) {
+			op->called = 1;
+			op->call_rc = rc;
+		} else {
+			store_batch_free(op->more);
+			op->more = NULL;
+		}
 	}
-	err[0] = '\0';
-	rc = op->cb.call(&t, more, op->cb_arg);
-	if (rc < 0 && !err[0])
-		snprintf(err, errlen, "the decision failed");
-	for (struct write_op *m = more->head; m && rc == 0; m = m->next)
+	for (struct write_op *m = op->more ? op->more->head : NULL; m && rc == 0; m = m->next)
 		rc = apply_op(s, m, err, errlen);
-	store_batch_free(more);
 	return rc;
 }
 
@@ -795,7 +838,7 @@ int store_txn_cancel_requests(struct store_txn *t, const char *owner,
 	struct sval v[1] = {sv_text(owner)};
 	struct txn_cancels c = {t->s, cb, arg};
 
-	return t->s->be->wquery(t->s, W_CANCEL_REQS, v, 1, txn_cancel_row, &c, t->err, t->errlen);
+	return txn_read(t, W_CANCEL_REQS, v, 1, txn_cancel_row, &c);
 }
 
 int store_batch_expire(struct store_batch *b, const char *owner)
@@ -825,7 +868,24 @@ int store_batch_renew(struct store_batch *b, const char *owner, double until, st
 /* Run a writer statement: 0, or -1 with the database's message in err. */
 static int wexec(struct store *s, enum wstmt id, const struct sval *v, int n, char *err, size_t errlen)
 {
+	if (s->piped)
+		return s->be->send(s, id, v, n, 0, err, errlen);
 	return s->be->exec(s, id, v, n, NULL, err, errlen);
+}
+
+/* A statement that must change (or find) at least one row, or its batch
+ * fails. Pipelined: sent, and checked with the round's answers (a short
+ * one redoes the round batch by batch, which says which failed and why);
+ * else 1 when it did, 0 when it did not, -1 with err. */
+static int wexpect(struct store *s, enum wstmt id, const struct sval *v, int n, char *err, size_t errlen)
+{
+	long long changes = 0;
+
+	if (s->piped)
+		return s->be->send(s, id, v, n, 1, err, errlen) < 0 ? -1 : 1;
+	if (s->be->exec(s, id, v, n, &changes, err, errlen) < 0)
+		return -1;
+	return changes > 0;
 }
 
 /* The next free slot of op's rows, zeroed; NULL when out of memory. */
@@ -957,8 +1017,9 @@ static int claim_jobs(struct store *s, struct write_op *op, char *err, size_t er
 {
 	struct sval v[5] = {{.t = SV_REAL, .d = op->t1}, sv_int(op->max)};
 	struct grab g = {s, op};
-	long long changes = 0;
+	int rc;
 
+	got_reset(op);
 	if (s->be->wquery(s, W_CLAIM_JOBS, v, 2, grab_job, &g, err, errlen) < 0)
 		return -1;
 	for (size_t i = 0; i < op->n_got; i++) {
@@ -970,9 +1031,9 @@ static int claim_jobs(struct store *s, struct write_op *op, char *err, size_t er
 		v[2] = (struct sval){.t = SV_REAL, .d = op->t2};
 		v[3] = sv_int(j->lease_token + 1);
 		v[4] = sv_int(j->lease_token);
-		if (s->be->exec(s, W_CLAIM_JOB, v, 5, &changes, err, errlen) < 0)
+		if ((rc = wexpect(s, W_CLAIM_JOB, v, 5, err, errlen)) < 0)
 			return -1;
-		if (changes != 1) {
+		if (rc == 0) {
 			snprintf(err, errlen, "claim of job %s: its row changed meanwhile", j->id);
 			return -1;
 		}
@@ -991,8 +1052,9 @@ static int claim_escs(struct store *s, struct write_op *op, char *err, size_t er
 {
 	struct sval v[3] = {{.t = SV_REAL, .d = op->t1}, sv_int(op->max)};
 	struct grab g = {s, op};
-	long long changes = 0;
+	int rc;
 
+	got_reset(op);
 	if (s->be->wquery(s, W_CLAIM_ESCS, v, 2, grab_esc, &g, err, errlen) < 0)
 		return -1;
 	for (size_t i = 0; i < op->n_got; i++) {
@@ -1002,9 +1064,9 @@ static int claim_escs(struct store *s, struct write_op *op, char *err, size_t er
 		v[0] = sv_text(e->id);
 		v[1] = sv_text(op->strs[0]);
 		v[2] = (struct sval){.t = SV_REAL, .d = op->t2};
-		if (s->be->exec(s, W_CLAIM_ESC, v, 3, &changes, err, errlen) < 0)
+		if ((rc = wexpect(s, W_CLAIM_ESC, v, 3, err, errlen)) < 0)
 			return -1;
-		if (changes != 1) {
+		if (rc == 0) {
 			snprintf(err, errlen, "claim of escalation %s: its row changed meanwhile", e->id);
 			return -1;
 		}
@@ -1022,19 +1084,17 @@ static int claim_escs(struct store *s, struct write_op *op, char *err, size_t er
 static int apply_op(struct store *s, struct write_op *op, char *err, size_t errlen)
 {
 	struct sval v[(int)JC__COUNT > (int)EC__COUNT ? (int)JC__COUNT : (int)EC__COUNT];
-	long long changes = 0;
 	const struct escalation_row *e = &op->esc;
 
 	switch (op->kind) {
 	case WK_INSERT_JOB:
 		job_values(v, &op->job);
 		return wexec(s, W_INSERT_JOB, v, JC__COUNT, err, errlen);
-	case WK_UPDATE_JOB:
+	case WK_UPDATE_JOB: {
+		int rc;
 		job_values(v, &op->job);
-		if (s->be->exec(s, W_UPDATE_JOB, v, JC__COUNT, &changes, err, errlen) < 0)
-			return -1;
-		if (changes > 0)
-			return 0;
+		if ((rc = wexpect(s, W_UPDATE_JOB, v, JC__COUNT, err, errlen)) != 0)
+			return rc < 0 ? -1 : 0;
 		/* Another claim's token, or an unknown job: a caller bug that is
 		 * better failed than silently journaling nothing. */
 		if (op->job.lease_token != 0) {
@@ -1046,8 +1106,16 @@ static int apply_op(struct store *s, struct write_op *op, char *err, size_t errl
 		}
 		snprintf(err, errlen, "update of unknown job %s", op->job.id ? op->job.id : "(null)");
 		return -1;
+	}
 	case WK_FENCE:
-		return op->token ? check_lease(s, "fence", op->job_id, op->token, err, errlen) : 0;
+		if (!op->token)
+			return 0;
+		if (s->piped) {
+			v[0] = sv_text(op->job_id);
+			v[1] = sv_int(op->token);
+			return wexpect(s, W_FENCE_ROW, v, 2, err, errlen) < 0 ? -1 : 0;
+		}
+		return check_lease(s, "fence", op->job_id, op->token, err, errlen);
 	case WK_ATTEMPT:
 		v[0] = sv_text(op->job_id);
 		v[1] = sv_int(op->att.n);
@@ -1073,11 +1141,10 @@ static int apply_op(struct store *s, struct write_op *op, char *err, size_t errl
 		return wexec(s, W_ESC_INSERT, v, EC__COUNT, err, errlen);
 	case WK_ESC_UPDATE: {
 		struct lease l = {.s = s};
+		int rc;
 		esc_values(v, e);
-		if (s->be->exec(s, W_ESC_UPDATE, v, EC__COUNT, &changes, err, errlen) < 0)
-			return -1;
-		if (changes > 0)
-			return 0;
+		if ((rc = wexpect(s, W_ESC_UPDATE, v, EC__COUNT, err, errlen)) != 0)
+			return rc < 0 ? -1 : 0;
 		v[0] = sv_text(e->id);
 		if (s->be->wquery(s, W_ESC_OWNER, v, 1, owner_row, &l, err, errlen) < 0)
 			return -1;
@@ -1112,6 +1179,8 @@ static int apply_op(struct store *s, struct write_op *op, char *err, size_t errl
 		v[1] = sv_text(op->strs[1]);
 		return wexec(s, W_RELEASE_JOB, v, 2, err, errlen);
 	case WK_NOTIFY:
+		if (s->piped)
+			return wexec(s, W_NOTIFY, NULL, 0, err, errlen);
 		return s->be->wquery(s, W_NOTIFY, NULL, 0, ignore_row, NULL, err, errlen);
 	case WK_NOTIFIED:
 		v[0] = sv_text(op->strs[0]);
@@ -1128,6 +1197,7 @@ static int apply_op(struct store *s, struct write_op *op, char *err, size_t errl
 		return wexec(s, W_EXPIRE_ESCS, v, 1, err, errlen);
 	case WK_RENEW: {
 		struct grab g = {s, op};
+		got_reset(op);
 		v[0] = sv_text(op->strs[0]);
 		v[1] = (struct sval){.t = SV_REAL, .d = op->t2};
 		if (s->be->wquery(s, W_RENEW_JOBS, v, 2, grab_renewed, &g, err, errlen) < 0)
@@ -1168,6 +1238,75 @@ static void fail_all(struct store_batch *list, const char *why)
 	}
 }
 
+/* A new round: what a call decided in an earlier transaction is asked
+ * again (kept batches), and no batch has a result yet. */
+static void round_reset(struct store_batch *list, int calls_too)
+{
+	for (struct store_batch *b = list; b; b = b->next) {
+		b->result = RD_OK;
+		b->err[0] = '\0';
+		for (struct write_op *op = b->head; op && calls_too; op = op->next) {
+			if (op->kind != WK_CALL)
+				continue;
+			op->called = 0;
+			store_batch_free(op->more);
+			op->more = NULL;
+		}
+	}
+}
+
+static int decided(const struct store_batch *list)
+{
+	for (const struct store_batch *b = list; b; b = b->next)
+		for (const struct write_op *op = b->head; op; op = op->next)
+			if (op->kind == WK_CALL && op->called)
+				return 1;
+	return 0;
+}
+
+/* The pipelined try (a database server, where each statement waited for
+ * is a round trip): every statement sent without waiting, except where a
+ * claim or a call needs rows, and no savepoint per batch. 0: all applied,
+ * the transaction open for the commit; 1: something failed or was fenced,
+ * and the round is rolled back to its start with the transaction and the
+ * admission lock still held, to be redone batch by batch; -1 with err:
+ * the transaction is lost. */
+static int run_piped(struct store *s, struct store_batch *list, int calls, char *err, size_t errlen)
+{
+	char perr[ERR_MAX];
+	int rc;
+
+	if (s->be->pipe(s, 1, err, errlen) < 0)
+		return -1;
+	s->piped = 1;
+	rc = wexec(s, W_BEGIN, NULL, 0, err, errlen);
+	if (rc == 0 && calls)
+		rc = wexec(s, W_ADMIT_LOCK, NULL, 0, err, errlen);
+	if (rc == 0)
+		rc = wexec(s, W_SAVEPOINT_ALL, NULL, 0, err, errlen);
+	for (struct store_batch *b = list; b && rc == 0; b = b->next)
+		for (struct write_op *op = b->head; op && rc == 0; op = op->next)
+			rc = apply_op(s, op, b->err, sizeof(b->err));
+	s->piped = 0;
+	if (s->be->pipe(s, 0, perr, sizeof(perr)) < 0 && rc == 0) {
+		snprintf(err, errlen, "%s", perr);
+		rc = -1;
+	}
+	if (rc == 0)
+		return 0;
+	if (s->be->txn_lost(s)) {
+		if (!err[0])
+			snprintf(err, errlen, "transaction rolled back: %s", perr);
+		return -1;
+	}
+	if (wexec(s, W_ROLLBACK_TO_ALL, NULL, 0, err, errlen) < 0) {
+		if (!s->be->txn_lost(s))
+			wexec(s, W_ROLLBACK, NULL, 0, NULL, 0);
+		return -1;
+	}
+	return 1;
+}
+
 /* Apply every batch of list in one transaction. Sets each batch's result;
  * returns RD_OK when the journal worked (the transaction committed, or a
  * batch alone failed on its own and was rolled back), else RD_ERR. */
@@ -1178,22 +1317,36 @@ static enum rd_status run_txn(struct store *s, struct store_batch *list)
 	/* A batch alone needs no savepoint: if it fails, so does the
 	 * transaction, and nothing else is in it (two round trips fewer on a
 	 * database server). */
-	int alone = list && !list->next;
+	int alone = list && !list->next, calls = 0, redo = 0;
 
 	err[0] = '\0';
 	s->txn_seq++;
-	if (wexec(s, W_BEGIN, NULL, 0, err, sizeof(err)) < 0) {
+	round_reset(list, 1);
+	for (b = list; b; b = b->next)
+		calls |= b->calls;
+	if (s->be->send) {
+		int rc = run_piped(s, list, calls, err, sizeof(err));
+
+		if (rc == 0)
+			goto commit;
+		round_reset(list, 0);
+		if (rc < 0 && decided(list)) {
+			fail_all(list, err);
+			return RD_ERR;
+		}
+		/* Lost before anything was decided (a connection that broke while
+		 * idle): begun again, on a new connection. */
+		redo = rc > 0;
+		err[0] = '\0';
+	}
+	if (!redo && wexec(s, W_BEGIN, NULL, 0, err, sizeof(err)) < 0) {
 		fail_all(list, err);
 		return RD_ERR;
 	}
 	/* Admissions of all replicas take turns, from the start of the
 	 * transaction: it holds no row lock yet that another's could wait on. */
-	for (b = list; b; b = b->next)
-		if (b->calls) {
-			if (s->be->wquery(s, W_ADMIT_LOCK, NULL, 0, ignore_row, NULL, err, sizeof(err)) < 0)
-				goto abort;
-			break;
-		}
+	if (!redo && calls && s->be->wquery(s, W_ADMIT_LOCK, NULL, 0, ignore_row, NULL, err, sizeof(err)) < 0)
+		goto abort;
 	for (b = list; b; b = b->next) {
 		int rc = 0;
 
@@ -1227,6 +1380,7 @@ static enum rd_status run_txn(struct store *s, struct store_batch *list)
 		    wexec(s, W_RELEASE, NULL, 0, err, sizeof(err)) < 0)
 			goto abort;
 	}
+commit:
 	if (wexec(s, W_COMMIT, NULL, 0, err, sizeof(err)) == 0)
 		return RD_OK;
 abort:

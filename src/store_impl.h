@@ -44,6 +44,10 @@ enum wstmt {
 	                     to cancel or approve */
 	W_APPROVE_REQ,    /* ask the holder of job ?1 to approve it (approved_by ?2) */
 	W_NOTIFY,         /* wake the replicas listening (at the commit) */
+	/* A pipelined transaction (the backend's send): its savepoint, and the
+	 * fence as a statement that finds one row when job ?1 holds token ?2. */
+	W_SAVEPOINT_ALL, W_ROLLBACK_TO_ALL,
+	W_FENCE_ROW,      /* rows: one if job ?1 has lease token ?2 (PostgreSQL: FOR SHARE) */
 	W__COUNT
 };
 
@@ -129,10 +133,26 @@ struct store_backend {
 	 * then after a lost connection (work may have been missed). 0, or -1.
 	 * Stopped by close. */
 	int (*listen)(struct store *s, void (*cb)(void *arg), void *arg);
+	/* Optional: a pipeline on the writer connection (a server, where each
+	 * statement waited for is a round trip). pipe(s, 1) enters it; send
+	 * then queues a statement without waiting, to be answered with at
+	 * least min_rows rows changed (or returned), and exec and wquery first
+	 * collect every answer queued before theirs. pipe(s, 0) collects the
+	 * rest and leaves the pipeline. A failed or short answer anywhere
+	 * fails the next collect (0, or -1 with err); the transaction may then
+	 * hold part of what was sent. */
+	int (*pipe)(struct store *s, int on, char *err, size_t errlen);
+	int (*send)(struct store *s, enum wstmt id, const struct sval *v, int n, long long min_rows,
+	            char *err, size_t errlen);
 };
 
 extern const struct store_backend store_sqlite_backend;
 extern const struct store_backend store_pg_backend;
+
+/* For the test of the writer's plans: its session settings, and the SQL
+ * and parameter types (T text, R float8, I int8) of statement id. */
+extern const char store_pg_writer_options[];
+const char *store_pg_writer_sql(int id, const char **types);
 
 struct store_batch;
 
@@ -155,6 +175,7 @@ struct store {
 	int keep_tries;                /* [mu] failed rounds since close began */
 	double away_since, away_logged; /* [writer] for the log */
 	unsigned long txn_seq;         /* [writer] transactions begun */
+	int piped;                     /* [writer] in the backend's pipeline (be->send) */
 
 	pthread_mutex_t rmu;           /* the read connection */
 	double pinged;                 /* [rmu] rd_mono() of the last ping */

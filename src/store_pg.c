@@ -25,6 +25,10 @@
 struct pg_sql {
 	const char *sql;
 	const char *types;
+	/* Reader: planned with its values at each run, not once: a plan made
+	 * while the journal was small scans the whole table once it is not
+	 * (until an ANALYZE). Those that find their rows by id keep theirs. */
+	int fresh;
 };
 
 #define T_JOB "TTTTTTITTTIIIRRRRRTTTTITRI"
@@ -96,11 +100,17 @@ static const char migrate_v3_sql[] =
 	" ADD COLUMN IF NOT EXISTS lease_until DOUBLE PRECISION;";
 
 /* Where a job may be claimed at time $1 (store.h, store_batch_claim_jobs). */
+/* A state tested on the row, not through the state index: a statement
+ * that finds its rows by id, key or owner must use that index, and a plan
+ * made while the journal was empty cannot tell the indexes apart (the
+ * writer's plans are made once: see pg_open). */
+#define ACTIVE_ON_ROW "(state || '') IN ('queued','running','retry_wait','awaiting_approval')"
+
 #define CLAIMABLE_JOB                                                                          \
 	"((state IN ('queued','retry_wait','running','awaiting_approval') "                      \
 	"AND (owner IS NULL OR coalesce(lease_until, 0) < $1) "                                 \
 	"AND (state <> 'retry_wait' OR coalesce(next_run_at, 0) <= $1 OR owner IS NOT NULL)) "  \
-	"OR (owner IS NOT NULL AND coalesce(lease_until, 0) < $1 AND state IN "                 \
+	"OR (owner IS NOT NULL AND coalesce(lease_until, 0) < $1 AND (state || '') IN "         \
 	"('succeeded','failed','cancelled','budget_exhausted','paused')))"
 
 static const struct pg_sql wsql[W__COUNT] = {
@@ -148,9 +158,12 @@ static const struct pg_sql wsql[W__COUNT] = {
 	[W_JOB_LEASE] = {"SELECT owner, lease_token FROM jobs WHERE id = $1 FOR SHARE", "T"},
 	/* Replicas claiming at once take different rows: each skips the rows
 	 * another has locked (claiming, or writing them). */
+	/* Through the indexes, unfinished jobs by state and held ones by
+	 * owner: never the ended jobs, which are most of the journal (seq + 0:
+	 * not in the primary key's order, which reads them all). */
 	[W_CLAIM_JOBS] = {"SELECT " STORE_JOB_COLS ", (SELECT count(*) FROM events WHERE "
 	                  "events.job_id = jobs.id AND events.type = 'watchdog') FROM jobs WHERE " CLAIMABLE_JOB
-	                  " ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED", "RI"},
+	                  " ORDER BY seq + 0 LIMIT $2 FOR UPDATE SKIP LOCKED", "RI"},
 	[W_CLAIM_JOB] = {"UPDATE jobs SET owner=$2, lease_until=$3, lease_token=$4 "
 	                 "WHERE id=$1 AND lease_token=$5", "TTRII"},
 	[W_CLAIM_ESCS] = {"SELECT " STORE_ESC_COLS " FROM escalations WHERE state IN ('pending','retrying') "
@@ -172,31 +185,37 @@ static const struct pg_sql wsql[W__COUNT] = {
 	/* An ended job keeps its owner, expired: what its end causes is owed. */
 	[W_EXPIRE_JOBS] = {"UPDATE jobs SET lease_until = CASE WHEN state IN ('succeeded','failed','cancelled','budget_exhausted','paused') THEN 0 END, "
 	                   "owner = CASE WHEN state IN ('succeeded','failed','cancelled','budget_exhausted','paused') THEN owner END WHERE owner = $1", "T"},
-	[W_RELEASE_JOB] = {"UPDATE jobs SET owner = NULL, lease_until = NULL WHERE id = $1 AND owner = $2", "TT"},
-	[W_EXPIRE_ESCS] = {"UPDATE escalations SET owner = NULL, lease_until = NULL WHERE owner = $1", "T"},
+	[W_RELEASE_JOB] = {"UPDATE jobs SET owner = NULL, lease_until = NULL WHERE id = $1 "
+	                   "AND owner IS NOT DISTINCT FROM $2", "TT"}, /* by id, not owner's index */
+	/* Only a pending row is ever claimed: the state's index finds them. */
+	[W_EXPIRE_ESCS] = {"UPDATE escalations SET owner = NULL, lease_until = NULL WHERE owner = $1 "
+	                   "AND state IN ('pending','retrying')", "T"},
 	/* Admission of every replica in turn: one transaction at a time
 	 * decides, so coalescing, cooldown and budget hold across replicas. */
 	[W_ADMIT_LOCK] = {"SELECT pg_advisory_xact_lock(7262730)", ""},
-	[W_ACTIVE_KEY] = {"SELECT " STORE_JOB_COLS " FROM jobs WHERE key = $1 AND state IN "
-	                  "('queued','running','retry_wait','awaiting_approval') ORDER BY seq", "T"},
+	[W_ACTIVE_KEY] = {"SELECT " STORE_JOB_COLS " FROM jobs WHERE key = $1 AND " ACTIVE_ON_ROW
+	                  " ORDER BY seq", "T"},
 	[W_LAST_ENDED] = {"SELECT " STORE_JOB_COLS " FROM jobs WHERE key = $1 AND ended_at IS NOT NULL "
 	                  "AND state <> 'paused' ORDER BY ended_at DESC LIMIT 1", "T"},
 	[W_STARTS] = {"SELECT " STORE_JOB_COLS " FROM jobs WHERE playbook = $1 AND created_at > $2 "
 	              "AND state NOT IN ('paused','budget_exhausted') ORDER BY created_at", "TR"},
 	[W_PAUSES] = {"SELECT scope, principal, reason, since, until FROM pauses", ""},
-	[W_ADMIT_FACTS] = {"(SELECT " STORE_JOB_COLS ", 'a' FROM jobs WHERE key IN ($1, $2) AND state IN "
-	                   "('queued','running','retry_wait','awaiting_approval')) UNION ALL "
+	[W_ADMIT_FACTS] = {"(SELECT " STORE_JOB_COLS ", 'a' FROM jobs WHERE key IN ($1, $2) AND " ACTIVE_ON_ROW
+	                   ") UNION ALL "
 	                   "(SELECT " STORE_JOB_COLS ", 'e' FROM jobs WHERE key = $1 AND ended_at IS NOT NULL "
 	                   "AND state <> 'paused' ORDER BY ended_at DESC LIMIT 1)", "TT"},
 	[W_NOTIFIED] = {"UPDATE jobs SET notifications = notifications + 1 WHERE id = $1", "T"},
 	[W_CANCEL_REQ] = {"UPDATE jobs SET cancelled_by = COALESCE(cancelled_by, $2) WHERE id = $1 "
-	                  "AND state IN ('queued','running','retry_wait','awaiting_approval')", "TT"},
+	                  "AND " ACTIVE_ON_ROW, "TT"},
 	[W_CANCEL_REQS] = {"SELECT id, cancelled_by, approved_by FROM jobs WHERE owner = $1 AND "
 	                   "((cancelled_by IS NOT NULL AND state IN ('queued','running','retry_wait',"
 	                   "'awaiting_approval')) OR (approved_by IS NOT NULL AND state = 'awaiting_approval'))", "T"},
 	[W_NOTIFY] = {"SELECT pg_notify('recoveryd_work', '')", ""},
 	[W_APPROVE_REQ] = {"UPDATE jobs SET approved_by = COALESCE(approved_by, $2) WHERE id = $1 "
-	                   "AND state = 'awaiting_approval'", "TT"},
+	                   "AND (state || '') = 'awaiting_approval'", "TT"},
+	[W_SAVEPOINT_ALL] = {"SAVEPOINT round", ""},
+	[W_ROLLBACK_TO_ALL] = {"ROLLBACK TO SAVEPOINT round", ""},
+	[W_FENCE_ROW] = {"SELECT 1 FROM jobs WHERE id = $1 AND lease_token = $2 FOR SHARE", "TI"},
 };
 
 static const struct pg_sql rsql[Q__COUNT] = {
@@ -212,20 +231,20 @@ static const struct pg_sql rsql[Q__COUNT] = {
 	                   "FROM escalations WHERE job_id = $1 ORDER BY seq", "T"},
 	[Q_SCAN] = {"SELECT " STORE_JOB_COLS ", (SELECT count(*) FROM events WHERE events.job_id = jobs.id "
 	            "AND events.type = 'watchdog') FROM jobs WHERE state IN ('queued','running','retry_wait',"
-	            "'awaiting_approval') OR started_at >= $1 OR ended_at >= $1 ORDER BY seq", "R"},
+	            "'awaiting_approval') OR started_at >= $1 OR ended_at >= $1 ORDER BY seq", "R", 1},
 	[Q_LIST] = {"SELECT " STORE_JOB_COLS " FROM jobs ORDER BY seq DESC LIMIT $3", "TTI"},
 	[Q_LIST_STATE] = {"SELECT " STORE_JOB_COLS " FROM jobs WHERE state = $1 ORDER BY seq DESC LIMIT $3",
-	                  "TTI"},
+	                  "TTI", 1},
 	[Q_LIST_PLAYBOOK] = {"SELECT " STORE_JOB_COLS " FROM jobs WHERE playbook = $2 "
-	                     "ORDER BY seq DESC LIMIT $3", "TTI"},
+	                     "ORDER BY seq DESC LIMIT $3", "TTI", 1},
 	[Q_LIST_BOTH] = {"SELECT " STORE_JOB_COLS " FROM jobs WHERE state = $1 AND playbook = $2 "
-	                 "ORDER BY seq DESC LIMIT $3", "TTI"},
+	                 "ORDER BY seq DESC LIMIT $3", "TTI", 1},
 	[Q_PAUSES] = {"SELECT scope, principal, reason, since, until FROM pauses ORDER BY scope COLLATE \"C\"", ""},
 	[Q_AUDIT] = {"SELECT seq, ts, principal, role, address, action, job_id, playbook, reason, "
 	             "detail FROM audit WHERE ($1::text IS NULL OR principal = $1) "
 	             "AND ($2::text IS NULL OR action = $2) AND ($3::float8 IS NULL OR ts >= $3) "
 	             "AND ($4::float8 IS NULL OR ts <= $4) AND ($5::int8 IS NULL OR seq < $5) "
-	             "ORDER BY seq DESC LIMIT $6", "TTRRII"},
+	             "ORDER BY seq DESC LIMIT $6", "TTRRII", 1},
 	[Q_OUTBOX] = {"SELECT " STORE_ESC_COLS " FROM escalations WHERE state IN ('pending','retrying') "
 	              "ORDER BY seq", ""},
 	[Q_OPEN_INCIDENTS] = {"SELECT " STORE_ESC_COLS " FROM escalations t WHERE t.kind = 'trigger' "
@@ -237,7 +256,7 @@ static const struct pg_sql rsql[Q__COUNT] = {
 	                         "AND t.kind = 'trigger' AND t.state IN ('pending','retrying','delivered') "
 	                         "AND NOT EXISTS (SELECT 1 FROM escalations r WHERE r.kind = 'resolve' "
 	                         " AND r.incident_key = t.incident_key AND r.sink = t.sink AND r.seq > t.seq) "
-	                         "ORDER BY t.seq", "T"},
+	                         "ORDER BY t.seq", "T", 1},
 };
 
 #define PG_PARAMS_MAX 32
@@ -256,7 +275,16 @@ struct pg {
 	void (*on_notify)(void *arg);
 	void *notify_arg;
 	struct store *s;
+	/* The writer's pipeline: the least rows each answer not yet read must
+	 * show, in the order sent. */
+	int piped;
+	long long *want;
+	size_t n_want, cap_want;
 };
+
+/* Answers read back at least this often: a server whose answers nobody
+ * reads stops reading, and a client that only sends then waits forever. */
+#define PIPE_UNREAD_MAX 256
 
 struct srow {
 	PGresult *res;
@@ -298,6 +326,8 @@ static int prepare_all(PGconn *c, const struct pg_sql *v, int n, char prefix, ch
 		PGresult *res;
 		int ok;
 
+		if (v[i].fresh)
+			continue;
 		for (int k = 0; k < np; k++)
 			types[k] = oid_of(v[i].types[k]);
 		snprintf(name, sizeof(name), "%c%d", prefix, i);
@@ -360,16 +390,177 @@ static int params(const struct sval *v, int n, const char *types, char bufs[][32
 	return 0;
 }
 
+/* Run (send: queue, in the pipeline) statement q, named prefix+id once
+ * prepared, or planned afresh with its values (q->fresh). */
+static PGresult *run_stmt(PGconn *c, const struct pg_sql *q, char prefix, int id, int n, const char *const *vals,
+                          int send)
+{
+	char name[16];
+
+	if (q->fresh) {
+		Oid types[PG_PARAMS_MAX];
+		for (int k = 0; k < n; k++)
+			types[k] = oid_of(q->types[k]);
+		if (send)
+			return PQsendQueryParams(c, q->sql, n, types, vals, NULL, NULL, 0) ? (PGresult *)c : NULL;
+		return PQexecParams(c, q->sql, n, types, vals, NULL, NULL, 0);
+	}
+	snprintf(name, sizeof(name), "%c%d", prefix, id);
+	if (send)
+		return PQsendQueryPrepared(c, name, n, vals, NULL, NULL, 0) ? (PGresult *)c : NULL;
+	return PQexecPrepared(c, name, n, vals, NULL, NULL, 0);
+}
+
+/* Read the answers of what was sent, in order; the last one's result goes
+ * to *last (the caller's to clear) when asked for. 0, or -1 with err (the
+ * first failure: an error, or fewer rows than wanted). A broken
+ * connection leaves the answers unread. */
+static int collect(struct pg *p, PGresult **last, char *err, size_t errlen)
+{
+	int rc = 0;
+	size_t i;
+
+	if (last)
+		*last = NULL;
+	if (!p->n_want)
+		return 0;
+	if (!PQsendFlushRequest(p->w) || PQflush(p->w) != 0) {
+		pg_msg(err, errlen, PQerrorMessage(p->w));
+		p->n_want = 0;
+		return -1;
+	}
+	for (i = 0; i < p->n_want; i++) {
+		PGresult *res = PQgetResult(p->w), *end;
+		ExecStatusType st;
+
+		if (!res) {
+			if (rc == 0)
+				pg_msg(err, errlen, PQerrorMessage(p->w));
+			rc = -1;
+			break;
+		}
+		st = PQresultStatus(res);
+		if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+			if (rc == 0)
+				pg_msg(err, errlen, st == PGRES_PIPELINE_ABORTED ? "pipeline aborted"
+				                    : PQresultErrorMessage(res));
+			rc = -1;
+		} else if (rc == 0 && atoll(PQcmdTuples(res)) < p->want[i]) {
+			if (err && errlen)
+				snprintf(err, errlen, "a statement changed %s rows, not %lld", PQcmdTuples(res),
+				         p->want[i]);
+			rc = -1;
+		}
+		if (last && i + 1 == p->n_want && rc == 0)
+			*last = res;
+		else
+			PQclear(res);
+		/* each statement's answers end with a NULL */
+		while ((end = PQgetResult(p->w)) != NULL)
+			PQclear(end);
+	}
+	p->n_want = 0;
+	return rc;
+}
+
+static int pg_send(struct store *s, enum wstmt id, const struct sval *v, int n, long long min_rows, char *err,
+                   size_t errlen)
+{
+	struct pg *p = pg_of(s);
+	char bufs[PG_PARAMS_MAX][32];
+	const char *vals[PG_PARAMS_MAX];
+
+	if (p->n_want == p->cap_want) {
+		size_t ncap = p->cap_want ? 2 * p->cap_want : 64;
+		long long *nv = realloc(p->want, ncap * sizeof(*nv));
+		if (!nv) {
+			pg_msg(err, errlen, "out of memory");
+			return -1;
+		}
+		p->want = nv;
+		p->cap_want = ncap;
+	}
+	if (params(v, n, wsql[id].types, bufs, vals) < 0) {
+		pg_msg(err, errlen, "internal: wrong parameter count");
+		return -1;
+	}
+	if (!run_stmt(p->w, &wsql[id], 'w', (int)id, n, vals, 1)) {
+		pg_msg(err, errlen, PQerrorMessage(p->w));
+		return -1;
+	}
+	p->want[p->n_want++] = min_rows;
+	return p->n_want >= PIPE_UNREAD_MAX ? collect(p, NULL, err, errlen) : 0;
+}
+
+static int pg_pipe(struct store *s, int on, char *err, size_t errlen)
+{
+	struct pg *p = pg_of(s);
+	char tmp[256];
+	int rc;
+
+	if (!err) {
+		err = tmp;
+		errlen = sizeof(tmp);
+	}
+	if (on) {
+		/* A connection is only reset between transactions. */
+		if (ready(s, &p->w, &p->w_ready, wsql, W__COUNT, 'w', err, errlen) < 0)
+			return -1;
+		if (!PQenterPipelineMode(p->w)) {
+			pg_msg(err, errlen, PQerrorMessage(p->w));
+			return -1;
+		}
+		p->piped = 1;
+		p->n_want = 0;
+		return 0;
+	}
+	if (!p->piped)
+		return 0;
+	p->piped = 0;
+	if (!PQpipelineSync(p->w)) {
+		pg_msg(err, errlen, PQerrorMessage(p->w));
+		rc = -1;
+	} else {
+		PGresult *res;
+
+		rc = collect(p, NULL, err, errlen);
+		/* then the sync's own answer */
+		while ((res = PQgetResult(p->w)) != NULL) {
+			int sync = PQresultStatus(res) == PGRES_PIPELINE_SYNC;
+			PQclear(res);
+			if (sync)
+				break;
+		}
+	}
+	if (!PQexitPipelineMode(p->w)) {
+		/* answers left unread: the connection cannot be trusted */
+		if (rc == 0)
+			pg_msg(err, errlen, PQerrorMessage(p->w));
+		PQreset(p->w);
+		p->w_ready = 0;
+		rc = -1;
+	}
+	return rc;
+}
+
 /* A writer statement: its result (the caller's to clear), or NULL with err. */
 static PGresult *pg_wrun(struct store *s, enum wstmt id, const struct sval *v, int n, char *err,
                          size_t errlen)
 {
 	struct pg *p = pg_of(s);
-	char bufs[PG_PARAMS_MAX][32], name[16], tmp[256];
+	char bufs[PG_PARAMS_MAX][32], tmp[256];
 	const char *vals[PG_PARAMS_MAX];
 	PGresult *res;
 	ExecStatusType st;
 
+	if (p->piped) {
+		/* In the pipeline: it waits for what was sent before it. */
+		if (pg_send(s, id, v, n, 0, err, errlen) < 0 || collect(p, &res, err, errlen) < 0)
+			return NULL;
+		if (!res)
+			pg_msg(err, errlen, "no answer");
+		return res;
+	}
 	/* A connection is only reset between transactions. */
 	if (id == W_BEGIN && ready(s, &p->w, &p->w_ready, wsql, W__COUNT, 'w', err ? err : tmp,
 	                           err ? errlen : sizeof(tmp)) < 0)
@@ -378,8 +569,7 @@ static PGresult *pg_wrun(struct store *s, enum wstmt id, const struct sval *v, i
 		pg_msg(err, errlen, "internal: wrong parameter count");
 		return NULL;
 	}
-	snprintf(name, sizeof(name), "w%d", (int)id);
-	res = PQexecPrepared(p->w, name, n, vals, NULL, NULL, 0);
+	res = run_stmt(p->w, &wsql[id], 'w', (int)id, n, vals, 0);
 	st = PQresultStatus(res);
 	/* libpq notices a connection cut while idle (a server restart) only on
 	 * its next use: then BEGIN is tried once more on a new connection. */
@@ -388,7 +578,7 @@ static PGresult *pg_wrun(struct store *s, enum wstmt id, const struct sval *v, i
 		if (ready(s, &p->w, &p->w_ready, wsql, W__COUNT, 'w', err ? err : tmp,
 		          err ? errlen : sizeof(tmp)) < 0)
 			return NULL;
-		res = PQexecPrepared(p->w, name, n, vals, NULL, NULL, 0);
+		res = run_stmt(p->w, &wsql[id], 'w', (int)id, n, vals, 0);
 		st = PQresultStatus(res);
 	}
 	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
@@ -435,6 +625,8 @@ static int pg_txn_lost(struct store *s)
 {
 	struct pg *p = pg_of(s);
 
+	if (p->piped)
+		return PQstatus(p->w) != CONNECTION_OK;
 	return PQstatus(p->w) != CONNECTION_OK || PQtransactionStatus(p->w) == PQTRANS_IDLE ||
 	       PQtransactionStatus(p->w) == PQTRANS_UNKNOWN;
 }
@@ -489,7 +681,7 @@ static void pg_read_end(struct store *s)
 static int pg_query(struct store *s, enum rstmt id, const struct sval *v, int n, srow_fn fn, void *arg)
 {
 	struct pg *p = pg_of(s);
-	char bufs[PG_PARAMS_MAX][32], name[16], err[256];
+	char bufs[PG_PARAMS_MAX][32], err[256];
 	const char *vals[PG_PARAMS_MAX];
 	struct srow row;
 	PGresult *res;
@@ -501,15 +693,14 @@ static int pg_query(struct store *s, enum rstmt id, const struct sval *v, int n,
 	}
 	if (params(v, n, rsql[id].types, bufs, vals) < 0)
 		return -1;
-	snprintf(name, sizeof(name), "q%d", (int)id);
 	in_snapshot = PQtransactionStatus(p->r) != PQTRANS_IDLE;
-	res = PQexecPrepared(p->r, name, n, vals, NULL, NULL, 0);
+	res = run_stmt(p->r, &rsql[id], 'q', (int)id, n, vals, 0);
 	/* Outside a snapshot, a query on a connection that was cut meanwhile
 	 * is tried once more on a new one. */
 	if (PQresultStatus(res) != PGRES_TUPLES_OK && PQstatus(p->r) != CONNECTION_OK && !in_snapshot &&
 	    ready(s, &p->r, &p->r_ready, rsql, Q__COUNT, 'q', err, sizeof(err)) == 0) {
 		PQclear(res);
-		res = PQexecPrepared(p->r, name, n, vals, NULL, NULL, 0);
+		res = run_stmt(p->r, &rsql[id], 'q', (int)id, n, vals, 0);
 	}
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
 		pg_msg(err, sizeof(err), PQresultErrorMessage(res));
@@ -577,12 +768,14 @@ static void no_notices(void *arg, const char *message)
 	(void)message;
 }
 
-static PGconn *connect_one(struct store *s, const char *conninfo, char *err, size_t errlen)
+/* options: server settings for the connection's session, or "". */
+static PGconn *connect_one(struct store *s, const char *conninfo, const char *options, char *err,
+                           size_t errlen)
 {
 	/* application_name shows which process holds a connection; one in
 	 * the URL (a replica's name) comes later and wins. */
-	const char *keys[] = {"application_name", "dbname", "connect_timeout", NULL};
-	const char *vals[] = {"recoveryd", conninfo, "10", NULL};
+	const char *keys[] = {"application_name", "options", "dbname", "connect_timeout", NULL};
+	const char *vals[] = {"recoveryd", options, conninfo, "10", NULL};
 	PGconn *c = PQconnectdbParams(keys, vals, 1);
 
 	if (!c || PQstatus(c) != CONNECTION_OK) {
@@ -659,7 +852,7 @@ static void *listen_main(void *arg)
 
 		if (!c) {
 			PGresult *res;
-			if ((c = connect_one(p->s, p->conninfo, err, sizeof(err)))) {
+			if ((c = connect_one(p->s, p->conninfo, "", err, sizeof(err)))) {
 				res = PQexec(c, "LISTEN recoveryd_work");
 				if (PQresultStatus(res) != PGRES_COMMAND_OK) {
 					PQfinish(c);
@@ -740,6 +933,7 @@ static void pg_close(struct store *s)
 	listen_stop(p);
 	PQfinish(p->r);
 	PQfinish(p->w);
+	free(p->want);
 	free(p->conninfo);
 	free(p);
 	s->db = NULL;
@@ -765,8 +959,13 @@ static int pg_open(struct store *s, char *err, size_t errlen)
 		return -1;
 	}
 	s->db = p;
-	if (!(p->w = connect_one(s, p->conninfo, err, errlen)) || setup_schema(s, p->w, err, errlen) < 0 ||
-	    !(p->r = connect_one(s, p->conninfo, err, errlen)))
+	/* The writer touches a few rows at a time, always through an index
+	 * (by id, key, owner, state): each statement is planned once, not at
+	 * every run, and never as a scan of the whole table, which a plan
+	 * made while the journal was small would keep doing once it is not
+	 * (until an ANALYZE). */
+	if (!(p->w = connect_one(s, p->conninfo, store_pg_writer_options, err, errlen)) ||
+	    setup_schema(s, p->w, err, errlen) < 0 || !(p->r = connect_one(s, p->conninfo, "", err, errlen)))
 		goto fail;
 	if (prepare_all(p->w, wsql, W__COUNT, 'w', msg, sizeof(msg)) < 0 ||
 	    prepare_all(p->r, rsql, Q__COUNT, 'q', msg, sizeof(msg)) < 0) {
@@ -778,6 +977,16 @@ static int pg_open(struct store *s, char *err, size_t errlen)
 fail:
 	pg_close(s);
 	return -1;
+}
+
+const char store_pg_writer_options[] = "-c plan_cache_mode=force_generic_plan -c enable_seqscan=off";
+
+const char *store_pg_writer_sql(int id, const char **types)
+{
+	if (id < 0 || id >= W__COUNT)
+		return NULL;
+	*types = wsql[id].types;
+	return wsql[id].sql;
 }
 
 const struct store_backend store_pg_backend = {
@@ -796,4 +1005,6 @@ const struct store_backend store_pg_backend = {
 	.is_null = pg_is_null,
 	.ping = pg_ping,
 	.listen = pg_listen,
+	.pipe = pg_pipe,
+	.send = pg_send,
 };

@@ -160,7 +160,8 @@ static const char *const wsql[W__COUNT] = {
 	[W_EXPIRE_JOBS] = "UPDATE jobs SET lease_until = CASE WHEN state IN ('succeeded','failed','cancelled','budget_exhausted','paused') THEN 0 END, "
 	                  "owner = CASE WHEN state IN ('succeeded','failed','cancelled','budget_exhausted','paused') THEN owner END WHERE owner = ?1",
 	[W_RELEASE_JOB] = "UPDATE jobs SET owner = NULL, lease_until = NULL WHERE id = ?1 AND owner = ?2",
-	[W_EXPIRE_ESCS] = "UPDATE escalations SET owner = NULL, lease_until = NULL WHERE owner = ?1",
+	[W_EXPIRE_ESCS] = "UPDATE escalations SET owner = NULL, lease_until = NULL WHERE owner = ?1 "
+	                  "AND state IN ('pending','retrying')",
 	[W_ADMIT_LOCK] = "SELECT 1", /* one writer at a time already */
 	[W_ACTIVE_KEY] = "SELECT " STORE_JOB_COLS " FROM jobs WHERE key = ?1 AND state IN "
 	                 "('queued','running','retry_wait','awaiting_approval') ORDER BY seq",
@@ -180,6 +181,10 @@ static const char *const wsql[W__COUNT] = {
 	                  "((cancelled_by IS NOT NULL AND state IN ('queued','running','retry_wait',"
 	                  "'awaiting_approval')) OR (approved_by IS NOT NULL AND state = 'awaiting_approval'))",
 	[W_NOTIFY] = "SELECT 1", /* one process: nobody else to wake */
+	/* No pipeline here (no send): for the table's sake. */
+	[W_SAVEPOINT_ALL] = "SAVEPOINT round",
+	[W_ROLLBACK_TO_ALL] = "ROLLBACK TO round",
+	[W_FENCE_ROW] = "SELECT 1 FROM jobs WHERE id = ?1 AND lease_token = ?2",
 	[W_APPROVE_REQ] = "UPDATE jobs SET approved_by = coalesce(approved_by, ?2) WHERE id = ?1 "
 	                  "AND state = 'awaiting_approval'",
 };

@@ -192,7 +192,11 @@ void store_batch_keep(struct store_batch *b);
  * failed"). A transaction holding a call first takes the admission lock
  * (PostgreSQL: a transaction-level advisory lock), so the calls of every
  * replica on one journal decide one transaction at a time. fn must not
- * wait on anything but the journal. */
+ * wait on anything but the journal, and must change nothing before its
+ * first read answers: on a server, statements go pipelined and the first
+ * read answers for all sent before it, so a round that fails is redone
+ * batch by batch, asking again a call whose first read failed and
+ * replaying (not asking again) one that got further. */
 struct store_txn;
 typedef int (*store_call_fn)(struct store_txn *t, struct store_batch *more, void *arg);
 int store_batch_call(struct store_batch *b, store_call_fn fn, void *arg);

@@ -43,6 +43,9 @@
 #include "recoveryd/log.h"
 #include "recoveryd/metrics.h"
 #include "recoveryd/store.h"
+#include "../../src/store_impl.h"
+
+#include <cjson/cJSON.h>
 
 /* Stand-ins for a standalone build before src/log.c or src/metrics.c
  * exist; never defined in the CMake build. */
@@ -2938,7 +2941,9 @@ struct call_plan {
 	struct pauses_seen pauses;
 	int pauses_overflow;
 	double sleep_ms_after_reads;  /* test_pg_admission_serialized */
-	double entered, left;         /* monotonic times fn began and ended */
+	/* monotonic times fn began, its reads answered (on a server, the
+	 * first waits for the admission lock), and it ended */
+	double entered, answered, left;
 };
 
 static double now_mono(void)
@@ -2983,6 +2988,7 @@ static int call_fn(struct store_txn *t, struct store_batch *more, void *arg)
 		memset(&p->pauses, 0, sizeof(p->pauses));
 		p->pauses_rc = store_txn_pauses(t, txn_pause_cb, p);
 	}
+	p->answered = now_mono();
 	if (p->sleep_ms_after_reads > 0)
 		usleep((useconds_t)(p->sleep_ms_after_reads * 1000));
 	if (p->insert && (!p->only_if_none || (p->n > 0 && p->r[0].rc == 0 && p->r[0].seen.n == 0))) {
@@ -3624,6 +3630,164 @@ static void test_expire(void **state)
 	store_close(s);
 }
 
+/* ---- the writer's plans (PostgreSQL) ----
+ *
+ * The writer plans each statement once per connection (store_pg.c), so a
+ * plan made while the journal was empty must still touch only the rows
+ * the statement is about once the journal is large. Each statement is
+ * prepared and run on an empty journal as the writer would, then run
+ * again on PLAN_ENDED ended jobs and PLAN_HELD unfinished jobs this
+ * replica holds: one that finds its row by id must touch a handful of
+ * rows, the others no more than the unfinished ones (never the ended
+ * jobs, which are most of a journal). Found: the release went through
+ * the owner's index (all the jobs a replica holds, per job), and the
+ * claim through the whole table in seq order. */
+#define PLAN_ENDED 20000
+#define PLAN_HELD 300
+
+/* Rows a plan node and those below it read: returned, and removed by a
+ * filter or a recheck, times the node's loops. *seq: a whole-table scan
+ * of a journal table. */
+static double plan_rows_read(const cJSON *node, int *seq, char *why, size_t whylen)
+{
+	const cJSON *plans = cJSON_GetObjectItemCaseSensitive(node, "Plans"), *child;
+	const char *type = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(node, "Node Type"));
+	const char *rel = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(node, "Relation Name"));
+	double loops = cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(node, "Actual Loops"));
+	double n = 0;
+
+	if (type && strstr(type, "Scan") && !strstr(type, "Bitmap Index")) {
+		const char *keys[] = {"Actual Rows", "Rows Removed by Filter", "Rows Removed by Index Recheck"};
+		for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+			const cJSON *v = cJSON_GetObjectItemCaseSensitive(node, keys[i]);
+			if (cJSON_IsNumber(v))
+				n += v->valuedouble * (loops > 0 ? loops : 1);
+		}
+	}
+	if (type && strcmp(type, "Seq Scan") == 0 && rel && strcmp(rel, "pauses") != 0) {
+		*seq = 1;
+		snprintf(why, whylen, "a whole-table scan of %s", rel);
+	}
+	cJSON_ArrayForEach(child, plans)
+		n += plan_rows_read(child, seq, why, whylen);
+	return n;
+}
+
+/* Run statement id (prepared as name) in a transaction rolled back, with
+ * the values v; the rows its plan read, or -1 when it does not apply. */
+static double plan_run(PGconn *c, int id, const char *name, int n, const char *const *v, int *seq, char *why,
+                       size_t whylen)
+{
+	char sql[512];
+	size_t len;
+	PGresult *r;
+	cJSON *doc;
+	double rows;
+
+	len = (size_t)snprintf(sql, sizeof(sql), "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE %s", name);
+	for (int k = 0; k < n; k++)
+		len += (size_t)snprintf(sql + len, sizeof(sql) - len, "%s'%s'", k ? ", " : "(", v[k]);
+	if (n)
+		snprintf(sql + len, sizeof(sql) - len, ")");
+	pg_exec(c, "BEGIN");
+	r = PQexec(c, sql);
+	if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+		char e[512];
+		snprintf(e, sizeof(e), "%s", PQerrorMessage(c));
+		PQclear(r);
+		pg_exec(c, "ROLLBACK");
+		fail_msg("writer statement %d: %s: %s", id, sql, e);
+	}
+	doc = cJSON_Parse(PQgetvalue(r, 0, 0));
+	PQclear(r);
+	pg_exec(c, "ROLLBACK");
+	assert_non_null(doc);
+	rows = plan_rows_read(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(doc, 0), "Plan"), seq, why,
+	                      whylen);
+	cJSON_Delete(doc);
+	return rows;
+}
+
+static void test_pg_writer_plans(void **state)
+{
+	struct fix *f = *state;
+	const char *keys[] = {"options", "dbname", NULL};
+	const char *vals[] = {store_pg_writer_options, pg_url, NULL};
+	int prepared[W__COUNT] = {0};
+	struct store *s;
+	PGconn *c;
+	char sql[256];
+
+	PG_ONLY();
+	s = open_ok(f->db); /* the schema */
+	store_close(s);
+	c = PQconnectdbParams(keys, vals, 1);
+	if (PQstatus(c) != CONNECTION_OK) {
+		char e[512];
+		snprintf(e, sizeof(e), "%s", PQerrorMessage(c));
+		PQfinish(c);
+		fail_msg("connect with the writer's settings: %s", e);
+	}
+	for (size_t i = 0; i < sizeof(pg_conns) / sizeof(pg_conns[0]); i++)
+		if (!pg_conns[i]) {
+			pg_conns[i] = c;
+			break;
+		}
+	/* Statements that look rows up (not the inserts, not transaction
+	 * control), planned on the empty journal: text values are this
+	 * replica's name, times 1 (no lease has expired), counts 10. */
+	for (int pass = 0; pass < 2; pass++) {
+		if (pass == 1) {
+			snprintf(sql, sizeof(sql),
+			         "INSERT INTO jobs (id, playbook, key, state, created_at, ended_at) "
+			         "SELECT 'e' || g, 'pb', 'pb/e' || g, 'succeeded', g, g + 1 FROM generate_series(1, %d) g",
+			         PLAN_ENDED);
+			pg_exec(c, sql);
+			snprintf(sql, sizeof(sql),
+			         "INSERT INTO jobs (id, playbook, key, state, created_at, owner, lease_until, lease_token) "
+			         "SELECT 'h' || g, 'pb', 'pb/h' || g, 'running', g, 'r0', 1e12, 1 "
+			         "FROM generate_series(1, %d) g",
+			         PLAN_HELD);
+			pg_exec(c, sql);
+			pg_exec(c, "INSERT INTO escalations (id, job_id, sink, kind, state) "
+			           "SELECT 'x' || g, 'e' || g, 'slack', 'trigger', 'delivered' "
+			           "FROM generate_series(1, 5000) g");
+		}
+		for (int id = 0; id < W__COUNT; id++) {
+			const char *types, *q = store_pg_writer_sql(id, &types);
+			const char *v[PLAN_HELD > 32 ? 32 : PLAN_HELD];
+			char name[16], why[128] = "";
+			int n = (int)strlen(types), seq = 0;
+			double rows, limit;
+
+			if (!q || strncmp(q, "INSERT", 6) == 0 || (!n && strncmp(q, "SELECT", 6) != 0))
+				continue;
+			snprintf(name, sizeof(name), "plan%d", id);
+			if (!prepared[id]) {
+				Oid oids[32];
+				PGresult *r;
+				for (int k = 0; k < n; k++)
+					oids[k] = types[k] == 'R' ? 701 : types[k] == 'I' ? 20 : 25;
+				r = PQprepare(c, name, q, n, oids);
+				if (PQresultStatus(r) != PGRES_COMMAND_OK)
+					fail_msg("prepare %s: %s", q, PQerrorMessage(c));
+				PQclear(r);
+				prepared[id] = 1;
+			}
+			for (int k = 0; k < n; k++)
+				v[k] = types[k] == 'T' ? "r0" : types[k] == 'R' ? "1" : "10";
+			rows = plan_run(c, id, name, n, v, &seq, why, sizeof(why));
+			if (pass == 0)
+				continue;
+			limit = strstr(q, "WHERE id = $1") ? 5 : PLAN_HELD * 4;
+			if (seq || rows > limit)
+				fail_msg("writer statement %d reads %.0f rows of a journal of %d (at most %.0f)%s%s: %s", id,
+				         rows, PLAN_ENDED + PLAN_HELD, limit, seq ? ", " : "", why, q);
+		}
+	}
+	pg_close(c);
+}
+
 /* PostgreSQL: the calls of two journal handles (two replicas) decide one
  * transaction at a time. Each reads the active jobs of K, waits 300 ms,
  * and inserts a job of K if there was none: the second, held at the
@@ -3698,10 +3862,10 @@ static void test_pg_admission_serialized(void **state)
 	assert_int_equal(a[1].p.calls, 1);
 	assert_int_equal(a[0].p.r[0].rc, 0);
 	assert_int_equal(a[1].p.r[0].rc, 0);
-	first = a[0].p.entered <= a[1].p.entered ? 0 : 1;
+	first = a[0].p.answered <= a[1].p.answered ? 0 : 1;
 	second = 1 - first;
-	print_message("admission: first %s, second entered %.0f ms after the first left; %.0f ms in all\n",
-	              a[first].j.id, (a[second].p.entered - a[first].p.left) * 1000, elapsed * 1000);
+	print_message("admission: first %s, second read %.0f ms after the first left; %.0f ms in all\n",
+	              a[first].j.id, (a[second].p.answered - a[first].p.left) * 1000, elapsed * 1000);
 	/* the first saw nothing and inserted; the second saw its job */
 	seen_are(&a[first].p.r[0], NULL, 0);
 	assert_int_equal(a[first].p.queued, 1);
@@ -3709,7 +3873,7 @@ static void test_pg_admission_serialized(void **state)
 	seen_are(&a[second].p.r[0], (const char *const[]){a[first].j.id}, 1);
 	assert_int_equal(a[second].p.queued, 0);
 	/* one after the other: the second decided after the first had left fn */
-	assert_true(a[second].p.entered >= a[first].p.left);
+	assert_true(a[second].p.answered >= a[first].p.left);
 	assert_true(elapsed >= 2 * ADMIT_SLEEP_MS / 1000.0);
 
 	c = pg_connect();
@@ -4192,6 +4356,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_call_pauses, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_expire, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pg_admission_serialized, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pg_writer_plans, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_migrate_v2, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pg_schema, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pg_newer_schema_refused, setup, teardown),

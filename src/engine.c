@@ -599,6 +599,7 @@ struct pair {
 	struct foreign act, mact;  /* the unfinished job of key, of mkey */
 	char last_id[33];          /* the job of key that ended last, and when */
 	double last_end;
+	int key_seen;              /* the journal holds a job of key */
 };
 
 /* Decide one (alert, playbook) pair. Called with e->mu held. f: what the
@@ -726,6 +727,7 @@ static int admit_one(struct engine *e, struct playbook_set *set, struct playbook
 		return -1;
 	if (e->replica) {
 		/* Journaled claimed by this replica, which runs it. */
+		j->key_new = f && !f->key_seen;
 		j->owner = e->replica;
 		j->lease_token = 1;
 		j->lease_until = now + e->lease;
@@ -1000,7 +1002,9 @@ static void fact_row(int ended, const struct job_row *j, void *arg)
 	struct facts *f = arg;
 	struct pair *pr = f->pr;
 
-	if (ended) {
+	if (ended == 2) {
+		pr->key_seen = 1;
+	} else if (ended) {
 		snprintf(pr->last_id, sizeof(pr->last_id), "%s", j->id ? j->id : "");
 		pr->last_end = j->ended_at;
 	} else if (j->key && strcmp(j->key, pr->key) == 0) {
@@ -1028,6 +1032,29 @@ static void fact_pause(const struct pause_row *p, void *arg)
 
 	if (pause_put(e, p->scope, p->principal ? p->principal : "unknown", p->reason, p->since, p->until) < 0)
 		log_kv(LOG_ERROR, NULL, "out of memory loading a pause", "scope", p->scope, NULL);
+}
+
+/* What the pairs' decisions read and write, locked for the transaction:
+ * both keys of each alert (a manual run's and Alertmanager's fold into
+ * each other) and the budget of a playbook that has one. */
+static int admission_locks(const struct submit *sb, struct store_batch *b)
+{
+	char name[300];
+
+	for (size_t i = 0; i < sb->n_pairs; i++) {
+		const struct pair *pr = &sb->pairs[i];
+		job_key(name, sizeof(name), pr->pb->name, pr->a.fingerprint, 0);
+		if (store_batch_lock(b, name) < 0)
+			return -1;
+		job_key(name, sizeof(name), pr->pb->name, pr->a.fingerprint, 1);
+		if (store_batch_lock(b, name) < 0)
+			return -1;
+		/* not a job key: those all hold a '/' after the playbook's name */
+		snprintf(name, sizeof(name), "budget %s", pr->pb->name);
+		if (pr->pb->budget_runs > 0 && !pr->a.resolved && store_batch_lock(b, name) < 0)
+			return -1;
+	}
+	return 0;
 }
 
 /* Writer thread, in the transaction: read what the journal holds of the
@@ -1201,7 +1228,8 @@ void engine_submit_async(struct engine *e, const struct payload *p, const struct
 			sb->actor = *o->who;
 			sb->has_actor = 1;
 		}
-		if ((p->reason && !(sb->reason = strdup(p->reason))) || store_batch_call(b, decide_call, sb) < 0)
+		if ((p->reason && !(sb->reason = strdup(p->reason))) || admission_locks(sb, b) < 0 ||
+		    store_batch_call(b, decide_call, sb) < 0)
 			failed = 1;
 	}
 decided:

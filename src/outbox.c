@@ -184,16 +184,17 @@ static void load_incident(const struct escalation_row *r, void *arg)
 	incident_open(arg, r->incident_key, r->job_id, sink_bit(r->sink));
 }
 
-void outbox_close_incident(struct outbox *ob, struct outbox_notes *ns, const char *key,
-                           enum esc_reason reason)
+/* look: another replica may have opened it; the journal knows. */
+static void close_incident(struct outbox *ob, struct outbox_notes *ns, const char *key, enum esc_reason reason,
+                           int look)
 {
 	struct incident *inc;
 
 	pthread_mutex_lock(&ob->mu);
 	inc = map_del(ob->incidents, key);
 	pthread_mutex_unlock(&ob->mu);
-	/* Another replica may have opened it: the journal knows. */
-	if (!inc && ob->o.replica && store_scan_open_incidents(ob->o.store, key, load_incident, ob) == RD_OK) {
+	if (!inc && look && ob->o.replica &&
+	    store_scan_open_incidents(ob->o.store, key, load_incident, ob) == RD_OK) {
 		pthread_mutex_lock(&ob->mu);
 		inc = map_del(ob->incidents, key);
 		pthread_mutex_unlock(&ob->mu);
@@ -202,6 +203,12 @@ void outbox_close_incident(struct outbox *ob, struct outbox_notes *ns, const cha
 		return;
 	outbox_note(ns, inc->job_id, key, EK_RESOLVE, reason, inc->sinks, 0);
 	free(inc);
+}
+
+void outbox_close_incident(struct outbox *ob, struct outbox_notes *ns, const char *key,
+                           enum esc_reason reason)
+{
+	close_incident(ob, ns, key, reason, 1);
 }
 
 void outbox_job_ended(struct outbox *ob, struct outbox_notes *ns, const struct job *j)
@@ -237,7 +244,7 @@ void outbox_job_ended(struct outbox *ob, struct outbox_notes *ns, const struct j
 	if (j->state == JS_SUCCEEDED) {
 		unsigned bits = 0;
 		if (!j->dry_run)
-			outbox_close_incident(ob, ns, j->key, ER_RECOVERED);
+			close_incident(ob, ns, j->key, ER_RECOVERED, !j->key_new);
 		for (size_t i = 0; i < j->pb->n_notify_success; i++)
 			bits |= sink_bit(j->pb->notify_success[i]);
 		if (bits)

@@ -86,7 +86,8 @@ struct store_batch {
 	struct store_batch *next;      /* queue link */
 	int detached;                  /* wait == 0: the writer frees it */
 	int keep;                      /* store_batch_keep: retried while the journal is away */
-	int calls;                     /* store_batch_call: its transaction takes the admission lock */
+	unsigned long long *locks;     /* store_batch_lock: names' hashes, taken at the BEGIN */
+	size_t n_locks, cap_locks;
 	int done;
 	store_done_fn on_done;         /* store_commit_cb: called by the writer */
 	void *on_done_arg;
@@ -395,7 +396,28 @@ void store_batch_free(struct store_batch *b)
 		next = op->next;
 		write_op_free(op);
 	}
+	free(b->locks);
 	free(b);
+}
+
+int store_batch_lock(struct store_batch *b, const char *name)
+{
+	unsigned long long h = 1469598103934665603ULL; /* FNV-1a */
+
+	if (!b || !name)
+		return -1;
+	for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+		h = (h ^ *p) * 1099511628211ULL;
+	if (b->n_locks == b->cap_locks) {
+		size_t ncap = b->cap_locks ? 2 * b->cap_locks : 4;
+		unsigned long long *nv = realloc(b->locks, ncap * sizeof(*nv));
+		if (!nv)
+			return -1;
+		b->locks = nv;
+		b->cap_locks = ncap;
+	}
+	b->locks[b->n_locks++] = h >> 1; /* a positive bigint */
+	return 0;
 }
 
 static void batch_push(struct store_batch *b, struct write_op *op)
@@ -618,7 +640,6 @@ int store_batch_call(struct store_batch *b, store_call_fn fn, void *arg)
 	op->kind = WK_CALL;
 	op->cb.call = fn;
 	op->cb_arg = arg;
-	b->calls = 1;
 	batch_push(b, op);
 	return 0;
 }
@@ -708,7 +729,7 @@ static int txn_fact_row(const struct srow *r, void *arg)
 	const char *kind = col_text(f->s, r, JC__COUNT);
 
 	job_from_row(f->s, r, &j);
-	f->cb(kind && kind[0] == 'e', &j, f->arg);
+	f->cb(kind && kind[0] == 'e' ? 1 : kind && kind[0] == 'k' ? 2 : 0, &j, f->arg);
 	return 0;
 }
 
@@ -1264,6 +1285,45 @@ static int decided(const struct store_batch *list)
 	return 0;
 }
 
+static int cmp_lock(const void *a, const void *b)
+{
+	unsigned long long x = *(const unsigned long long *)a, y = *(const unsigned long long *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* The admission locks of every batch of list, in one order for every
+ * replica (so none waits on another in a circle): "h1,h2,...", or NULL
+ * with *fail 0 when there are none, 1 when out of memory. */
+static char *lock_list(const struct store_batch *list, int *fail)
+{
+	unsigned long long *v;
+	size_t n = 0, len = 0;
+	char *out;
+
+	*fail = 0;
+	for (const struct store_batch *b = list; b; b = b->next)
+		n += b->n_locks;
+	if (!n)
+		return NULL;
+	if (!(v = malloc(n * sizeof(*v))) || !(out = malloc(n * 21 + 1))) {
+		free(v);
+		*fail = 1;
+		return NULL;
+	}
+	n = 0;
+	for (const struct store_batch *b = list; b; b = b->next)
+		for (size_t i = 0; i < b->n_locks; i++)
+			v[n++] = b->locks[i];
+	qsort(v, n, sizeof(*v), cmp_lock);
+	out[0] = '\0';
+	for (size_t i = 0; i < n; i++)
+		if (i == 0 || v[i] != v[i - 1])
+			len += (size_t)sprintf(out + len, "%s%llu", len ? "," : "", v[i]);
+	free(v);
+	return out;
+}
+
 /* The pipelined try (a database server, where each statement waited for
  * is a round trip): every statement sent without waiting, except where a
  * claim or a call needs rows, and no savepoint per batch. 0: all applied,
@@ -1271,17 +1331,18 @@ static int decided(const struct store_batch *list)
  * and the round is rolled back to its start with the transaction and the
  * admission lock still held, to be redone batch by batch; -1 with err:
  * the transaction is lost. */
-static int run_piped(struct store *s, struct store_batch *list, int calls, char *err, size_t errlen)
+static int run_piped(struct store *s, struct store_batch *list, const char *locks, char *err, size_t errlen)
 {
 	char perr[ERR_MAX];
+	struct sval lv[1] = {sv_text(locks)};
 	int rc;
 
 	if (s->be->pipe(s, 1, err, errlen) < 0)
 		return -1;
 	s->piped = 1;
 	rc = wexec(s, W_BEGIN, NULL, 0, err, errlen);
-	if (rc == 0 && calls)
-		rc = wexec(s, W_ADMIT_LOCK, NULL, 0, err, errlen);
+	if (rc == 0 && locks)
+		rc = wexec(s, W_ADMIT_LOCK, lv, 1, err, errlen);
 	if (rc == 0)
 		rc = wexec(s, W_SAVEPOINT_ALL, NULL, 0, err, errlen);
 	for (struct store_batch *b = list; b && rc == 0; b = b->next)
@@ -1317,22 +1378,27 @@ static enum rd_status run_txn(struct store *s, struct store_batch *list)
 	/* A batch alone needs no savepoint: if it fails, so does the
 	 * transaction, and nothing else is in it (two round trips fewer on a
 	 * database server). */
-	int alone = list && !list->next, calls = 0, redo = 0;
+	int alone = list && !list->next, redo = 0, nomem;
+	char *locks = lock_list(list, &nomem);
+	struct sval lv[1] = {sv_text(locks)};
+	enum rd_status res = RD_ERR;
 
 	err[0] = '\0';
 	s->txn_seq++;
 	round_reset(list, 1);
-	for (b = list; b; b = b->next)
-		calls |= b->calls;
+	if (nomem) {
+		fail_all(list, "out of memory");
+		return RD_ERR;
+	}
 	if (s->be->send) {
-		int rc = run_piped(s, list, calls, err, sizeof(err));
+		int rc = run_piped(s, list, locks, err, sizeof(err));
 
 		if (rc == 0)
 			goto commit;
 		round_reset(list, 0);
 		if (rc < 0 && decided(list)) {
 			fail_all(list, err);
-			return RD_ERR;
+			goto out;
 		}
 		/* Lost before anything was decided (a connection that broke while
 		 * idle): begun again, on a new connection. */
@@ -1341,11 +1407,11 @@ static enum rd_status run_txn(struct store *s, struct store_batch *list)
 	}
 	if (!redo && wexec(s, W_BEGIN, NULL, 0, err, sizeof(err)) < 0) {
 		fail_all(list, err);
-		return RD_ERR;
+		goto out;
 	}
-	/* Admissions of all replicas take turns, from the start of the
-	 * transaction: it holds no row lock yet that another's could wait on. */
-	if (!redo && calls && s->be->wquery(s, W_ADMIT_LOCK, NULL, 0, ignore_row, NULL, err, sizeof(err)) < 0)
+	/* The admission locks, from the start of the transaction: it holds no
+	 * row lock yet that another's could wait on. */
+	if (!redo && locks && s->be->wquery(s, W_ADMIT_LOCK, lv, 1, ignore_row, NULL, err, sizeof(err)) < 0)
 		goto abort;
 	for (b = list; b; b = b->next) {
 		int rc = 0;
@@ -1367,27 +1433,32 @@ static enum rd_status run_txn(struct store *s, struct store_batch *list)
 			int lost = s->be->txn_lost(s);
 			if (!lost)
 				wexec(s, W_ROLLBACK, NULL, 0, NULL, 0);
-			return lost ? RD_ERR : RD_OK;
+			res = lost ? RD_ERR : RD_OK;
+			goto out;
 		}
 		/* Some errors end the whole transaction in the database (I/O, a
 		 * full disk, a lost connection): nothing of this round survives. */
 		if (s->be->txn_lost(s)) {
 			snprintf(err, sizeof(err), "transaction rolled back: %s", b->err);
 			fail_all(list, err);
-			return RD_ERR;
+			goto out;
 		}
 		if (wexec(s, W_ROLLBACK_TO, NULL, 0, err, sizeof(err)) < 0 ||
 		    wexec(s, W_RELEASE, NULL, 0, err, sizeof(err)) < 0)
 			goto abort;
 	}
 commit:
-	if (wexec(s, W_COMMIT, NULL, 0, err, sizeof(err)) == 0)
-		return RD_OK;
+	if (wexec(s, W_COMMIT, NULL, 0, err, sizeof(err)) == 0) {
+		res = RD_OK;
+		goto out;
+	}
 abort:
 	if (!s->be->txn_lost(s))
 		wexec(s, W_ROLLBACK, NULL, 0, NULL, 0);
 	fail_all(list, err[0] ? err : "transaction failed");
-	return RD_ERR;
+out:
+	free(locks);
+	return res;
 }
 
 static const char *batch_job(const struct store_batch *b)

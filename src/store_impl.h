@@ -30,14 +30,15 @@ enum wstmt {
 	W_RELEASE_JOB,    /* job ?1 is nobody's, if owner ?2 held it */
 	/* Admission (store_batch_call): the lock every replica's admission
 	 * takes first, and what it reads. */
-	W_ADMIT_LOCK,     /* rows: none that matter */
+	W_ADMIT_LOCK,     /* the locks of the names hashed ?1 ("h1,h2,..."); rows: none that matter */
 	W_ACTIVE_KEY,     /* rows: STORE_JOB_COLS of the unfinished jobs of key ?1 */
 	W_LAST_ENDED,     /* rows: STORE_JOB_COLS of the job of key ?1 that ended last (not paused) */
 	W_STARTS,         /* rows: STORE_JOB_COLS of the jobs of playbook ?1 created after ?2
 	                     that started or will (not paused, not budget_exhausted) */
 	W_PAUSES,         /* rows: scope, principal, reason, since, until */
 	W_ADMIT_FACTS,    /* rows: STORE_JOB_COLS and 'a' of the unfinished jobs of keys ?1, ?2;
-	                     and 'e' of the job of key ?1 that ended last (not paused) */
+	                     'e' of the job of key ?1 that ended last (not paused); and 'k'
+	                     of one job of key ?1, any */
 	W_NOTIFIED,       /* one more notification folded into job ?1 */
 	W_CANCEL_REQ,     /* ask the holder of job ?1 to cancel it (cancelled_by ?2) */
 	W_CANCEL_REQS,    /* rows: id, cancelled_by, approved_by of the jobs of owner ?1 asked

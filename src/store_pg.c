@@ -190,9 +190,11 @@ static const struct pg_sql wsql[W__COUNT] = {
 	/* Only a pending row is ever claimed: the state's index finds them. */
 	[W_EXPIRE_ESCS] = {"UPDATE escalations SET owner = NULL, lease_until = NULL WHERE owner = $1 "
 	                   "AND state IN ('pending','retrying')", "T"},
-	/* Admission of every replica in turn: one transaction at a time
-	 * decides, so coalescing, cooldown and budget hold across replicas. */
-	[W_ADMIT_LOCK] = {"SELECT pg_advisory_xact_lock(7262730)", ""},
+	/* The admission locks of names (store_batch_lock), in the order
+	 * given: one transaction at a time decides about a key or a budget,
+	 * so coalescing, cooldown and budget hold across replicas. */
+	[W_ADMIT_LOCK] = {"SELECT pg_advisory_xact_lock(k) FROM unnest(string_to_array($1, ',')::int8[]) AS k",
+	                  "T"},
 	[W_ACTIVE_KEY] = {"SELECT " STORE_JOB_COLS " FROM jobs WHERE key = $1 AND " ACTIVE_ON_ROW
 	                  " ORDER BY seq", "T"},
 	[W_LAST_ENDED] = {"SELECT " STORE_JOB_COLS " FROM jobs WHERE key = $1 AND ended_at IS NOT NULL "
@@ -203,7 +205,8 @@ static const struct pg_sql wsql[W__COUNT] = {
 	[W_ADMIT_FACTS] = {"(SELECT " STORE_JOB_COLS ", 'a' FROM jobs WHERE key IN ($1, $2) AND " ACTIVE_ON_ROW
 	                   ") UNION ALL "
 	                   "(SELECT " STORE_JOB_COLS ", 'e' FROM jobs WHERE key = $1 AND ended_at IS NOT NULL "
-	                   "AND state <> 'paused' ORDER BY ended_at DESC LIMIT 1)", "TT"},
+	                   "AND state <> 'paused' ORDER BY ended_at DESC LIMIT 1) UNION ALL "
+	                   "(SELECT " STORE_JOB_COLS ", 'k' FROM jobs WHERE key = $1 LIMIT 1)", "TT"},
 	[W_NOTIFIED] = {"UPDATE jobs SET notifications = notifications + 1 WHERE id = $1", "T"},
 	[W_CANCEL_REQ] = {"UPDATE jobs SET cancelled_by = COALESCE(cancelled_by, $2) WHERE id = $1 "
 	                  "AND " ACTIVE_ON_ROW, "TT"},

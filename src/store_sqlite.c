@@ -162,7 +162,7 @@ static const char *const wsql[W__COUNT] = {
 	[W_RELEASE_JOB] = "UPDATE jobs SET owner = NULL, lease_until = NULL WHERE id = ?1 AND owner = ?2",
 	[W_EXPIRE_ESCS] = "UPDATE escalations SET owner = NULL, lease_until = NULL WHERE owner = ?1 "
 	                  "AND state IN ('pending','retrying')",
-	[W_ADMIT_LOCK] = "SELECT 1", /* one writer at a time already */
+	[W_ADMIT_LOCK] = "SELECT ?1", /* one writer at a time already */
 	[W_ACTIVE_KEY] = "SELECT " STORE_JOB_COLS " FROM jobs WHERE key = ?1 AND state IN "
 	                 "('queued','running','retry_wait','awaiting_approval') ORDER BY seq",
 	[W_LAST_ENDED] = "SELECT " STORE_JOB_COLS " FROM jobs WHERE key = ?1 AND ended_at IS NOT NULL "
@@ -173,7 +173,8 @@ static const char *const wsql[W__COUNT] = {
 	[W_ADMIT_FACTS] = "SELECT * FROM (SELECT " STORE_JOB_COLS ", 'a' FROM jobs WHERE key IN (?1, ?2) "
 	                  "AND state IN ('queued','running','retry_wait','awaiting_approval')) UNION ALL "
 	                  "SELECT * FROM (SELECT " STORE_JOB_COLS ", 'e' FROM jobs WHERE key = ?1 AND "
-	                  "ended_at IS NOT NULL AND state <> 'paused' ORDER BY ended_at DESC LIMIT 1)",
+	                  "ended_at IS NOT NULL AND state <> 'paused' ORDER BY ended_at DESC LIMIT 1) UNION ALL "
+	                  "SELECT * FROM (SELECT " STORE_JOB_COLS ", 'k' FROM jobs WHERE key = ?1 LIMIT 1)",
 	[W_NOTIFIED] = "UPDATE jobs SET notifications = notifications + 1 WHERE id = ?1",
 	[W_CANCEL_REQ] = "UPDATE jobs SET cancelled_by = coalesce(cancelled_by, ?2) WHERE id = ?1 "
 	                 "AND state IN ('queued','running','retry_wait','awaiting_approval')",

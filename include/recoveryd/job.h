@@ -136,6 +136,10 @@ struct job {
 	int n_tconts;             /* [runner] ... in order */
 	int commits;              /* [runner] its batches the writer has not reported */
 	int lost;                 /* [runner] the lease is gone; dropped once commits is 0 */
+	/* Shared journal: it held no job of this key when this one was
+	 * admitted, so an incident of the key is one this replica opened (it
+	 * knows) and a recovery need not look the journal up. */
+	int key_new;
 	struct job *hprev, *hnext; /* [runner] every job the runner holds */
 };
 

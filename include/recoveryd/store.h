@@ -189,9 +189,8 @@ void store_batch_keep(struct store_batch *b);
  * what earlier batches of the same transaction wrote) and queues writes on
  * more, which are applied right after it in the same transaction. fn's -1
  * fails the batch (with t's message, if fn set none: "the decision
- * failed"). A transaction holding a call first takes the admission lock
- * (PostgreSQL: a transaction-level advisory lock), so the calls of every
- * replica on one journal decide one transaction at a time. fn must not
+ * failed"). The batch names with store_batch_lock what its call decides
+ * about. fn must not
  * wait on anything but the journal, and must change nothing before its
  * first read answers: on a server, statements go pipelined and the first
  * read answers for all sent before it, so a round that fails is redone
@@ -200,6 +199,13 @@ void store_batch_keep(struct store_batch *b);
 struct store_txn;
 typedef int (*store_call_fn)(struct store_txn *t, struct store_batch *more, void *arg);
 int store_batch_call(struct store_batch *b, store_call_fn fn, void *arg);
+/* A transaction holding b first takes the admission lock of name (a job
+ * key, a playbook's budget; PostgreSQL: a transaction-level advisory lock
+ * on its hash): the calls of every replica that decide about one name do
+ * so one transaction at a time, those about different names at once. A
+ * transaction takes all its locks at its start, in one order for every
+ * replica, so none waits on another in a circle. 0, or -1 (out of memory). */
+int store_batch_lock(struct store_batch *b, const char *name);
 
 enum store_txn_read {
 	STR_ACTIVE,     /* the unfinished jobs of key name, oldest first */
@@ -215,8 +221,9 @@ int store_txn_pauses(struct store_txn *t, void (*cb)(const struct pause_row *p, 
  * number share one transaction (what one read, the next need not). */
 unsigned long store_txn_seq(const struct store_txn *t);
 /* What admission needs of a key in one round trip: the unfinished jobs of
- * key and of mkey (NULL: key only), ended 0, in no given order; and the
- * job of key that ended last (paused ones aside), ended 1. */
+ * key and of mkey (NULL: key only), ended 0, in no given order; the job
+ * of key that ended last (paused ones aside), ended 1; and one job of key
+ * in any state, ended 2 (none: the key is new to the journal). */
 int store_txn_admission(struct store_txn *t, const char *key, const char *mkey,
                         void (*cb)(int ended, const struct job_row *j, void *arg), void *arg);
 /* The jobs of owner that another replica asked to cancel (unfinished,

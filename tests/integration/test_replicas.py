@@ -384,6 +384,36 @@ class AdmissionTest(ReplicaTestCase):
         self.assertEqual(ends, {"succeeded": 2, "budget_exhausted": 4})
 
 
+    def test_recovery_on_one_replica_resolves_the_incident_another_opened(self):
+        """A's job of the alert fails and pages; the alert fires again and
+        B's job recovers: B resolves the incident A opened, which only the
+        journal tells it (a key new to the journal needs no such look)."""
+        fake, pd, slack = self.fake(), self.pagerduty(), self.slack()
+        fake.set_responses("POST", "/flaky", [(500, {}, "down"), (200, {}, "up")])
+        run = ('local r = must(recovery.http{method = "POST", url = FAKE .. "/flaky", body = "x"})\n'
+               'if r.status ~= 200 then error("the service answered " .. r.status) end\n')
+        pb = playbook("flaky", run, match=['alertname="Flaky"'], fake=fake, retries=0, timeout=30, cooldown=0,
+                      budget=NOT_LIMITED)
+        reps = self.start_replicas(2, {"flaky": pb}, escalation=(pd, slack))
+        a, b = reps
+        j1 = self.post(a, notification("Flaky", 1), reps)["id"]
+        rec = a.wait_job(j1, timeout=20)
+        self.assertEqual(rec["state"], "failed", short(rec))
+        self.wait_states(a, j1, {"pagerduty": "delivered", "slack": "delivered"})
+        j2 = self.post(b, notification("Flaky", 1), reps)["id"]
+        self.assertNotEqual(j2, j1, "the first job ended: the alert firing again is a new job")
+        rec = b.wait_job(j2, timeout=20)
+        self.assertEqual(rec["state"], "succeeded", short(rec) + "\n" + tails(reps))
+        rows = self.wait_states(b, j1, {"pagerduty": "delivered", "slack": "delivered"}, kind="resolve",
+                                timeout=15)
+        for sink in ("pagerduty", "slack"):
+            self.assertEqual(rows[sink]["reason"], "recovered", rows)
+        res = pd.wait_count(1, action="resolve", timeout=10)[0]
+        self.assertFalse(res.dropped, "the resolve must reach the incident A opened")
+        trig = pd.requests(action="trigger")[0]
+        self.assertEqual(json.loads(res.body)["dedup_key"], json.loads(trig.body)["dedup_key"])
+
+
 # ---------------------------------------------------------------- 3. failover
 
 class FailoverTest(ReplicaTestCase):

@@ -3760,7 +3760,8 @@ static void test_pg_writer_plans(void **state)
 			int n = (int)strlen(types), seq = 0;
 			double rows, limit;
 
-			if (!q || strncmp(q, "INSERT", 6) == 0 || (!n && strncmp(q, "SELECT", 6) != 0))
+			if (!q || strncmp(q, "INSERT", 6) == 0 || (!n && strncmp(q, "SELECT", 6) != 0) ||
+			    id == W_ADMIT_LOCK)
 				continue;
 			snprintf(name, sizeof(name), "plan%d", id);
 			if (!prepared[id]) {
@@ -3797,6 +3798,7 @@ static void test_pg_writer_plans(void **state)
 
 struct admitter {
 	struct store *s;
+	const char *lock;             /* store_batch_lock's name */
 	struct job_row j;
 	struct call_plan p;
 	pthread_barrier_t *go;
@@ -3811,7 +3813,7 @@ static void *admit_thread(void *arg)
 
 	a->r = RD_ERR;
 	pthread_barrier_wait(a->go);
-	if (b && store_batch_call(b, call_fn, &a->p) == 0)
+	if (b && store_batch_lock(b, a->lock) == 0 && store_batch_call(b, call_fn, &a->p) == 0)
 		a->r = store_commit(a->s, b, 1);
 	else
 		store_batch_free(b);
@@ -3819,14 +3821,35 @@ static void *admit_thread(void *arg)
 	return NULL;
 }
 
+/* Run both admitters at once; the seconds until both committed. */
+static double admit_both(struct admitter *a, pthread_barrier_t *go)
+{
+	pthread_t t[2];
+	double t_start, elapsed;
+
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(pthread_create(&t[i], NULL, admit_thread, &a[i]), 0);
+	t_start = now_mono();
+	pthread_barrier_wait(go);
+	/* bounded: 10 s for what takes 0.6 s */
+	for (int i = 0; i < 1000 && !(atomic_load(&a[0].done) && atomic_load(&a[1].done)); i++)
+		sleep_ms(10);
+	if (!(atomic_load(&a[0].done) && atomic_load(&a[1].done)))
+		fail_msg("the two admissions did not commit within 10 s");
+	elapsed = now_mono() - t_start;
+	for (int i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	pthread_barrier_destroy(go);
+	return elapsed;
+}
+
 static void test_pg_admission_serialized(void **state)
 {
 	struct fix *f = *state;
 	struct admitter *a;
 	pthread_barrier_t go;
-	pthread_t t[2];
 	PGconn *c;
-	double t_start, elapsed;
+	double elapsed;
 	int first, second;
 
 	PG_ONLY();
@@ -3836,25 +3859,14 @@ static void test_pg_admission_serialized(void **state)
 	assert_int_equal(pthread_barrier_init(&go, NULL, 3), 0);
 	for (int i = 0; i < 2; i++) {
 		a[i].s = open_ok(f->db);
+		a[i].lock = "pb/K";
 		a[i].j = keyed(i ? "adm-B" : "adm-A", "pb", "K", "queued", T0 + i, 0);
 		a[i].p = (struct call_plan){.n = 1, .r = {{.q = STR_ACTIVE, .name = "K"}}, .only_if_none = 1,
 		                            .sleep_ms_after_reads = ADMIT_SLEEP_MS};
 		a[i].p.insert = &a[i].j;
 		a[i].go = &go;
 	}
-	for (int i = 0; i < 2; i++)
-		assert_int_equal(pthread_create(&t[i], NULL, admit_thread, &a[i]), 0);
-	t_start = now_mono();
-	pthread_barrier_wait(&go);
-	/* bounded: 10 s for what takes 0.6 s */
-	for (int i = 0; i < 1000 && !(atomic_load(&a[0].done) && atomic_load(&a[1].done)); i++)
-		sleep_ms(10);
-	if (!(atomic_load(&a[0].done) && atomic_load(&a[1].done)))
-		fail_msg("the two admissions did not commit within 10 s");
-	elapsed = now_mono() - t_start;
-	for (int i = 0; i < 2; i++)
-		pthread_join(t[i], NULL);
-	pthread_barrier_destroy(&go);
+	elapsed = admit_both(a, &go);
 
 	assert_int_equal(a[0].r, RD_OK);
 	assert_int_equal(a[1].r, RD_OK);
@@ -3884,6 +3896,43 @@ static void test_pg_admission_serialized(void **state)
 		         a[first].j.id);
 		assert_int_equal(pg_int(c, q), 1);
 	}
+	pg_close(c);
+	store_close(a[0].s);
+	store_close(a[1].s);
+	free(a);
+}
+
+/* ... while admissions about different names (two keys) decide at once:
+ * each read before the other left its call, and each inserted its job. */
+static void test_pg_admission_parallel(void **state)
+{
+	struct fix *f = *state;
+	struct admitter *a;
+	pthread_barrier_t go;
+	PGconn *c;
+
+	PG_ONLY();
+	a = calloc(2, sizeof(*a));
+	assert_non_null(a);
+	assert_int_equal(pthread_barrier_init(&go, NULL, 3), 0);
+	for (int i = 0; i < 2; i++) {
+		a[i].s = open_ok(f->db);
+		a[i].lock = i ? "pb/K2" : "pb/K1";
+		a[i].j = keyed(i ? "par-B" : "par-A", "pb", i ? "K2" : "K1", "queued", T0 + i, 0);
+		a[i].p = (struct call_plan){.n = 1, .r = {{.q = STR_ACTIVE, .name = i ? "K2" : "K1"}},
+		                            .only_if_none = 1, .sleep_ms_after_reads = ADMIT_SLEEP_MS};
+		a[i].p.insert = &a[i].j;
+		a[i].go = &go;
+	}
+	admit_both(a, &go);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(a[i].r, RD_OK);
+		assert_int_equal(a[i].p.queued, 1);
+		/* the other had read too when this one left its call */
+		assert_true(a[1 - i].p.answered < a[i].p.left);
+	}
+	c = pg_connect();
+	assert_int_equal(pg_int(c, "SELECT count(*) FROM jobs WHERE id IN ('par-A', 'par-B')"), 2);
 	pg_close(c);
 	store_close(a[0].s);
 	store_close(a[1].s);
@@ -4356,6 +4405,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_call_pauses, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_expire, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pg_admission_serialized, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pg_admission_parallel, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pg_writer_plans, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_migrate_v2, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pg_schema, setup, teardown),

@@ -328,6 +328,12 @@ int store_batch_call(struct store_batch *b, store_call_fn fn, void *arg)
 	return -1;
 }
 
+int store_batch_lock(struct store_batch *b, const char *name)
+{
+	(void)b, (void)name;
+	return -1;
+}
+
 int store_batch_release(struct store_batch *b, const char *job_id, const char *owner)
 {
 	(void)b, (void)job_id, (void)owner;

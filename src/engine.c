@@ -267,6 +267,7 @@ static void on_loop_expired(void *ud, const char *job_id, const char *playbook, 
 }
 
 static void job_released(void *owner, struct job *j);
+static int job_ends_quietly(void *owner, const struct job *j);
 static void job_held(void *owner, struct job *j);
 static void job_lost(void *owner, struct job *j);
 static void engine_poll(void *owner, size_t slots);
@@ -285,6 +286,7 @@ struct engine *engine_new(const struct engine_opts *o)
 	struct runner_opts ro = {.max_in_flight = o->max_in_flight, .mem_max = o->mem_max,
 	                         .lua_path = o->lua_path, .store = o->store, .mu = &e->mu,
 	                         .counts = &e->counts, .job_done = job_released, .job_find = job_find,
+	                         .ends_quietly = job_ends_quietly,
 	                         .job_held = job_held,
 	                         .owner = e,
 	                         .replica = o->replica, .lease = o->lease, .poll = o->poll,
@@ -1314,13 +1316,22 @@ static void job_released(void *owner, struct job *j)
 	       outcome ? outcome : "", "error", j->error ? j->error : "", "seconds", d,
 	       "dry_run", j->dry_run ? "true" : "false", NULL);
 	{
-		/* Its escalation and the release of its lease, in one batch. */
+		/* Its escalation and the release of its lease, in one batch
+		 * (released already by its final update when that said quiet). */
 		char id[33];
 		const char *ids[1] = {id};
+		size_t n = j->released_at_end ? 0 : 1;
 		snprintf(id, sizeof(id), "%s", j->id);
 		job_free(j);
-		outbox_send_release(e->outbox, &notes, ids, 1);
+		outbox_send_release(e->outbox, &notes, ids, n);
 	}
+}
+
+static int job_ends_quietly(void *owner, const struct job *j)
+{
+	struct engine *e = owner;
+
+	return outbox_success_is_quiet(e->outbox, j);
 }
 
 /* The runner's job_lost: another replica may hold j now; it leaves our

@@ -202,7 +202,7 @@ void job_row_of(const struct job *j, struct job_row *row)
 	/* An ended job keeps its lease (no longer renewed) until what its
 	 * end causes is journaled (store_batch_release): if its replica dies
 	 * in between, another claims it to escalate. The token fences. */
-	row->owner = j->owner;
+	row->owner = j->released_at_end ? NULL : j->owner;
 	row->lease_until = row->owner ? j->lease_until : 0;
 	row->lease_token = j->owner ? j->lease_token : 0;
 }

@@ -205,6 +205,22 @@ static void close_incident(struct outbox *ob, struct outbox_notes *ns, const cha
 	free(inc);
 }
 
+int outbox_success_is_quiet(struct outbox *ob, const struct job *j)
+{
+	int open;
+
+	if (j->pb->n_notify_success > 0)
+		return 0;
+	if (j->dry_run)
+		return 1; /* a dry run closes nothing */
+	if (!j->key_new)
+		return 0;
+	pthread_mutex_lock(&ob->mu);
+	open = map_get(ob->incidents, j->key) != NULL;
+	pthread_mutex_unlock(&ob->mu);
+	return !open;
+}
+
 void outbox_close_incident(struct outbox *ob, struct outbox_notes *ns, const char *key,
                            enum esc_reason reason)
 {

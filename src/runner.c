@@ -1101,6 +1101,7 @@ static void attempt_end(struct runner *r, struct job *j, enum attempt_result res
 		job_set_state(r->o.counts, j, JS_SUCCEEDED);
 		j->outcome = j->dry_run ? OUT_DRY_RUN_SUCCEEDED : OUT_SUCCEEDED;
 		final = 1;
+		j->released_at_end = r->o.replica && r->o.ends_quietly && r->o.ends_quietly(r->o.owner, j);
 	} else if (j->cancel_requested || result == AR_CANCELLED) {
 		job_set_state(r->o.counts, j, JS_CANCELLED);
 		j->outcome = OUT_CANCELLED;

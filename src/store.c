@@ -6,7 +6,10 @@
  * the writer takes every queued batch at once, opens one transaction and
  * applies each batch inside its own SAVEPOINT, so one bad batch is rolled
  * back alone while the others share the single sync of the COMMIT. Reads
- * use a second connection behind a mutex.
+ * use a second connection behind a mutex. On a database server, where
+ * every statement waited for is a round trip, the round is first sent
+ * pipelined and without savepoints (run_piped); only when something in it
+ * fails is it redone batch by batch as above.
  *
  * Leases are batch operations too: a claim or renewal keeps the rows it
  * got with its batch, and the writer hands them to their callbacks once
@@ -191,8 +194,6 @@ static int esc_copy(struct escalation_row *d, const struct escalation_row *src)
 	}
 	return 0;
 }
-
-void store_batch_free(struct store_batch *b);
 
 /* Forget what a claim or renewal got (its round is redone). */
 static void got_reset(struct write_op *op)

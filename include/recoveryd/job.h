@@ -140,6 +140,7 @@ struct job {
 	 * admitted, so an incident of the key is one this replica opened (it
 	 * knows) and a recovery need not look the journal up. */
 	int key_new;
+	int released_at_end;      /* [runner] its final update releases the lease (ends_quietly) */
 	struct job *hprev, *hnext; /* [runner] every job the runner holds */
 };
 

@@ -78,6 +78,10 @@ unsigned outbox_default_sinks(void);
 /* Add a notification to ns. */
 void outbox_note(struct outbox_notes *ns, const char *job_id, const char *key, enum esc_kind kind,
                  enum esc_reason reason, unsigned sinks, int dry_run);
+/* Does the end of j, succeeding now, cause nothing to send: no notice,
+ * and no incident of its key open (this replica's memory; the journal's
+ * too unless j->key_new)? */
+int outbox_success_is_quiet(struct outbox *ob, const struct job *j);
 /* key's incident, if one is open, is closed: its resolve is added to ns. */
 void outbox_close_incident(struct outbox *ob, struct outbox_notes *ns, const char *key,
                            enum esc_reason reason);

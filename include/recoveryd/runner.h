@@ -32,6 +32,10 @@ struct runner_opts {
 	/* A job reached a final state and that state is committed: the owner
 	 * drops and frees it. Runner thread, mu not held. */
 	void (*job_done)(void *owner, struct job *j);
+	/* Optional, shared journal: would j, succeeding now, cause nothing to
+	 * send (no resolve, no notice)? Then its final update also releases
+	 * its lease, one write fewer. Runner thread, mu held. */
+	int (*ends_quietly)(void *owner, const struct job *j);
 	/* A job's plan is made and its wait for approval committed. Runner
 	 * thread, mu not held. */
 	void (*job_held)(void *owner, struct job *j);

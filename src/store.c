@@ -1327,8 +1327,8 @@ static char *lock_list(const struct store_batch *list, int *fail)
 
 /* The pipelined try (a database server, where each statement waited for
  * is a round trip): every statement sent without waiting, except where a
- * claim or a call needs rows, and no savepoint per batch. 0: all applied,
- * the transaction open for the commit; 1: something failed or was fenced,
+ * claim or a call needs rows, with the COMMIT, and no savepoint per batch.
+ * 0: all applied and committed; 1: something failed or was fenced,
  * and the round is rolled back to its start with the transaction and the
  * admission lock still held, to be redone batch by batch; -1 with err:
  * the transaction is lost. */
@@ -1349,6 +1349,9 @@ static int run_piped(struct store *s, struct store_batch *list, const char *lock
 	for (struct store_batch *b = list; b && rc == 0; b = b->next)
 		for (struct write_op *op = b->head; op && rc == 0; op = op->next)
 			rc = apply_op(s, op, b->err, sizeof(b->err));
+	/* Skipped by the database if anything before it failed (send). */
+	if (rc == 0)
+		rc = wexec(s, W_COMMIT, NULL, 0, err, errlen);
 	s->piped = 0;
 	if (s->be->pipe(s, 0, perr, sizeof(perr)) < 0 && rc == 0) {
 		snprintf(err, errlen, "%s", perr);
@@ -1394,8 +1397,10 @@ static enum rd_status run_txn(struct store *s, struct store_batch *list)
 	if (s->be->send) {
 		int rc = run_piped(s, list, locks, err, sizeof(err));
 
-		if (rc == 0)
-			goto commit;
+		if (rc == 0) {
+			res = RD_OK;
+			goto out;
+		}
 		round_reset(list, 0);
 		if (rc < 0 && decided(list)) {
 			fail_all(list, err);
@@ -1448,7 +1453,6 @@ static enum rd_status run_txn(struct store *s, struct store_batch *list)
 		    wexec(s, W_RELEASE, NULL, 0, err, sizeof(err)) < 0)
 			goto abort;
 	}
-commit:
 	if (wexec(s, W_COMMIT, NULL, 0, err, sizeof(err)) == 0) {
 		res = RD_OK;
 		goto out;

@@ -320,27 +320,69 @@ static Oid oid_of(char t)
 	return t == 'R' ? OID_FLOAT8 : t == 'I' ? OID_INT8 : OID_TEXT;
 }
 
+/* A writer statement that must change (or find) a row, pipelined: in its
+ * strict form (prepared as x<id>) finding none is an error of the
+ * database's, so the COMMIT sent after it in the same pipeline is skipped
+ * and the transaction can go back to its savepoint. 'U': an UPDATE, 'S':
+ * a SELECT, 0: no strict form. */
+static char strict_kind(int id)
+{
+	switch (id) {
+	case W_UPDATE_JOB:
+	case W_ESC_UPDATE:
+	case W_CLAIM_JOB:
+	case W_CLAIM_ESC:
+		return 'U';
+	case W_FENCE_ROW:
+		return 'S';
+	default:
+		return 0;
+	}
+}
+
+static int prepare_one(PGconn *c, const char *name, const char *sql, const char *types_s, char *err,
+                       size_t errlen)
+{
+	Oid types[PG_PARAMS_MAX];
+	int np = (int)strlen(types_s), ok;
+	PGresult *res;
+
+	for (int k = 0; k < np; k++)
+		types[k] = oid_of(types_s[k]);
+	res = PQprepare(c, name, sql, np, types);
+	ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+	if (!ok)
+		pg_msg(err, errlen, PQresultErrorMessage(res));
+	PQclear(res);
+	return ok ? 0 : -1;
+}
+
 static int prepare_all(PGconn *c, const struct pg_sql *v, int n, char prefix, char *err, size_t errlen)
 {
 	for (int i = 0; i < n; i++) {
-		Oid types[PG_PARAMS_MAX];
-		int np = (int)strlen(v[i].types);
-		char name[16];
-		PGresult *res;
-		int ok;
+		char name[16], strict = prefix == 'w' ? strict_kind(i) : 0;
 
 		if (v[i].fresh)
 			continue;
-		for (int k = 0; k < np; k++)
-			types[k] = oid_of(v[i].types[k]);
 		snprintf(name, sizeof(name), "%c%d", prefix, i);
-		res = PQprepare(c, name, v[i].sql, np, types);
-		ok = PQresultStatus(res) == PGRES_COMMAND_OK;
-		if (!ok)
-			pg_msg(err, errlen, PQresultErrorMessage(res));
-		PQclear(res);
-		if (!ok)
+		if (prepare_one(c, name, v[i].sql, v[i].types, err, errlen) < 0)
 			return -1;
+		if (strict) {
+			size_t len = strlen(v[i].sql) + 96;
+			char *sql = malloc(len);
+			int rc;
+			if (!sql) {
+				pg_msg(err, errlen, "out of memory");
+				return -1;
+			}
+			snprintf(sql, len, strict == 'U' ? "WITH t AS (%s RETURNING 1) SELECT 1 / count(*) FROM t"
+			                                 : "SELECT 1 / count(*) FROM (%s) t", v[i].sql);
+			snprintf(name, sizeof(name), "x%d", i);
+			rc = prepare_one(c, name, sql, v[i].types, err, errlen);
+			free(sql);
+			if (rc < 0)
+				return -1;
+		}
 	}
 	return 0;
 }
@@ -472,6 +514,7 @@ static int pg_send(struct store *s, enum wstmt id, const struct sval *v, int n, 
 	struct pg *p = pg_of(s);
 	char bufs[PG_PARAMS_MAX][32];
 	const char *vals[PG_PARAMS_MAX];
+	int strict = 0;
 
 	if (p->n_want == p->cap_want) {
 		size_t ncap = p->cap_want ? 2 * p->cap_want : 64;
@@ -487,7 +530,16 @@ static int pg_send(struct store *s, enum wstmt id, const struct sval *v, int n, 
 		pg_msg(err, errlen, "internal: wrong parameter count");
 		return -1;
 	}
-	if (!run_stmt(p->w, &wsql[id], 'w', (int)id, n, vals, 1)) {
+	if (min_rows > 0) {
+		/* Checked by the server (strict_kind), before any COMMIT. */
+		if (!strict_kind(id)) {
+			pg_msg(err, errlen, "internal: a statement without a strict form");
+			return -1;
+		}
+		strict = 1;
+		min_rows = 0;
+	}
+	if (!run_stmt(p->w, &wsql[id], strict ? 'x' : 'w', (int)id, n, vals, 1)) {
 		pg_msg(err, errlen, PQerrorMessage(p->w));
 		return -1;
 	}

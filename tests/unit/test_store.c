@@ -3821,6 +3821,29 @@ static void *admit_thread(void *arg)
 	return NULL;
 }
 
+/* Two admitters (two journal handles: two replicas). Each reads the
+ * unfinished jobs of its key, waits ADMIT_SLEEP_MS and inserts its job if
+ * there was none, under the admission lock of its name. */
+static struct admitter *admitters_new(struct fix *f, pthread_barrier_t *go, const char *const lock[2],
+                                      const char *const key[2], const char *const id[2])
+{
+	/* heap, not stack: on a timeout the threads outlive the test's frame */
+	struct admitter *a = calloc(2, sizeof(*a));
+
+	assert_non_null(a);
+	assert_int_equal(pthread_barrier_init(go, NULL, 3), 0);
+	for (int i = 0; i < 2; i++) {
+		a[i].s = open_ok(f->db);
+		a[i].lock = lock[i];
+		a[i].j = keyed(id[i], "pb", key[i], "queued", T0 + i, 0);
+		a[i].p = (struct call_plan){.n = 1, .r = {{.q = STR_ACTIVE, .name = key[i]}}, .only_if_none = 1,
+		                            .sleep_ms_after_reads = ADMIT_SLEEP_MS};
+		a[i].p.insert = &a[i].j;
+		a[i].go = go;
+	}
+	return a;
+}
+
 /* Run both admitters at once; the seconds until both committed. */
 static double admit_both(struct admitter *a, pthread_barrier_t *go)
 {
@@ -3853,19 +3876,8 @@ static void test_pg_admission_serialized(void **state)
 	int first, second;
 
 	PG_ONLY();
-	/* heap, not stack: on a timeout the threads outlive this frame */
-	a = calloc(2, sizeof(*a));
-	assert_non_null(a);
-	assert_int_equal(pthread_barrier_init(&go, NULL, 3), 0);
-	for (int i = 0; i < 2; i++) {
-		a[i].s = open_ok(f->db);
-		a[i].lock = "pb/K";
-		a[i].j = keyed(i ? "adm-B" : "adm-A", "pb", "K", "queued", T0 + i, 0);
-		a[i].p = (struct call_plan){.n = 1, .r = {{.q = STR_ACTIVE, .name = "K"}}, .only_if_none = 1,
-		                            .sleep_ms_after_reads = ADMIT_SLEEP_MS};
-		a[i].p.insert = &a[i].j;
-		a[i].go = &go;
-	}
+	a = admitters_new(f, &go, (const char *const[]){"pb/K", "pb/K"}, (const char *const[]){"K", "K"},
+	                  (const char *const[]){"adm-A", "adm-B"});
 	elapsed = admit_both(a, &go);
 
 	assert_int_equal(a[0].r, RD_OK);
@@ -3912,18 +3924,8 @@ static void test_pg_admission_parallel(void **state)
 	PGconn *c;
 
 	PG_ONLY();
-	a = calloc(2, sizeof(*a));
-	assert_non_null(a);
-	assert_int_equal(pthread_barrier_init(&go, NULL, 3), 0);
-	for (int i = 0; i < 2; i++) {
-		a[i].s = open_ok(f->db);
-		a[i].lock = i ? "pb/K2" : "pb/K1";
-		a[i].j = keyed(i ? "par-B" : "par-A", "pb", i ? "K2" : "K1", "queued", T0 + i, 0);
-		a[i].p = (struct call_plan){.n = 1, .r = {{.q = STR_ACTIVE, .name = i ? "K2" : "K1"}},
-		                            .only_if_none = 1, .sleep_ms_after_reads = ADMIT_SLEEP_MS};
-		a[i].p.insert = &a[i].j;
-		a[i].go = &go;
-	}
+	a = admitters_new(f, &go, (const char *const[]){"pb/K1", "pb/K2"}, (const char *const[]){"K1", "K2"},
+	                  (const char *const[]){"par-A", "par-B"});
 	admit_both(a, &go);
 	for (int i = 0; i < 2; i++) {
 		assert_int_equal(a[i].r, RD_OK);

@@ -25,10 +25,6 @@
 struct pg_sql {
 	const char *sql;
 	const char *types;
-	/* Reader: planned with its values at each run, not once: a plan made
-	 * while the journal was small scans the whole table once it is not
-	 * (until an ANALYZE). Those that find their rows by id keep theirs. */
-	int fresh;
 };
 
 #define T_JOB "TTTTTTITTTIIIRRRRRTTTTITRI"
@@ -234,20 +230,20 @@ static const struct pg_sql rsql[Q__COUNT] = {
 	                   "FROM escalations WHERE job_id = $1 ORDER BY seq", "T"},
 	[Q_SCAN] = {"SELECT " STORE_JOB_COLS ", (SELECT count(*) FROM events WHERE events.job_id = jobs.id "
 	            "AND events.type = 'watchdog') FROM jobs WHERE state IN ('queued','running','retry_wait',"
-	            "'awaiting_approval') OR started_at >= $1 OR ended_at >= $1 ORDER BY seq", "R", 1},
+	            "'awaiting_approval') OR started_at >= $1 OR ended_at >= $1 ORDER BY seq", "R"},
 	[Q_LIST] = {"SELECT " STORE_JOB_COLS " FROM jobs ORDER BY seq DESC LIMIT $3", "TTI"},
 	[Q_LIST_STATE] = {"SELECT " STORE_JOB_COLS " FROM jobs WHERE state = $1 ORDER BY seq DESC LIMIT $3",
-	                  "TTI", 1},
+	                  "TTI"},
 	[Q_LIST_PLAYBOOK] = {"SELECT " STORE_JOB_COLS " FROM jobs WHERE playbook = $2 "
-	                     "ORDER BY seq DESC LIMIT $3", "TTI", 1},
+	                     "ORDER BY seq DESC LIMIT $3", "TTI"},
 	[Q_LIST_BOTH] = {"SELECT " STORE_JOB_COLS " FROM jobs WHERE state = $1 AND playbook = $2 "
-	                 "ORDER BY seq DESC LIMIT $3", "TTI", 1},
+	                 "ORDER BY seq DESC LIMIT $3", "TTI"},
 	[Q_PAUSES] = {"SELECT scope, principal, reason, since, until FROM pauses ORDER BY scope COLLATE \"C\"", ""},
 	[Q_AUDIT] = {"SELECT seq, ts, principal, role, address, action, job_id, playbook, reason, "
 	             "detail FROM audit WHERE ($1::text IS NULL OR principal = $1) "
 	             "AND ($2::text IS NULL OR action = $2) AND ($3::float8 IS NULL OR ts >= $3) "
 	             "AND ($4::float8 IS NULL OR ts <= $4) AND ($5::int8 IS NULL OR seq < $5) "
-	             "ORDER BY seq DESC LIMIT $6", "TTRRII", 1},
+	             "ORDER BY seq DESC LIMIT $6", "TTRRII"},
 	[Q_OUTBOX] = {"SELECT " STORE_ESC_COLS " FROM escalations WHERE state IN ('pending','retrying') "
 	              "ORDER BY seq", ""},
 	[Q_OPEN_INCIDENTS] = {"SELECT " STORE_ESC_COLS " FROM escalations t WHERE t.kind = 'trigger' "
@@ -259,7 +255,7 @@ static const struct pg_sql rsql[Q__COUNT] = {
 	                         "AND t.kind = 'trigger' AND t.state IN ('pending','retrying','delivered') "
 	                         "AND NOT EXISTS (SELECT 1 FROM escalations r WHERE r.kind = 'resolve' "
 	                         " AND r.incident_key = t.incident_key AND r.sink = t.sink AND r.seq > t.seq) "
-	                         "ORDER BY t.seq", "T", 1},
+	                         "ORDER BY t.seq", "T"},
 };
 
 #define PG_PARAMS_MAX 32
@@ -340,6 +336,24 @@ static char strict_kind(int id)
 	}
 }
 
+/* A reader query planned with its values at each run, not once: a plan
+ * made while the journal was small scans the whole table once it is not
+ * (until an ANALYZE). Those that find their rows by id keep theirs. */
+static int read_fresh(int id)
+{
+	switch (id) {
+	case Q_SCAN:
+	case Q_LIST_STATE:
+	case Q_LIST_PLAYBOOK:
+	case Q_LIST_BOTH:
+	case Q_AUDIT:
+	case Q_OPEN_INCIDENT_KEY:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
 static int prepare_one(PGconn *c, const char *name, const char *sql, const char *types_s, char *err,
                        size_t errlen)
 {
@@ -362,7 +376,7 @@ static int prepare_all(PGconn *c, const struct pg_sql *v, int n, char prefix, ch
 	for (int i = 0; i < n; i++) {
 		char name[16], strict = prefix == 'w' ? strict_kind(i) : 0;
 
-		if (v[i].fresh)
+		if (prefix == 'q' && read_fresh(i))
 			continue;
 		snprintf(name, sizeof(name), "%c%d", prefix, i);
 		if (prepare_one(c, name, v[i].sql, v[i].types, err, errlen) < 0)
@@ -435,25 +449,36 @@ static int params(const struct sval *v, int n, const char *types, char bufs[][32
 	return 0;
 }
 
-/* Run (send: queue, in the pipeline) statement q, named prefix+id once
- * prepared, or planned afresh with its values (q->fresh). */
-static PGresult *run_stmt(PGconn *c, const struct pg_sql *q, char prefix, int id, int n, const char *const *vals,
-                          int send)
+/* Run reader query id: prepared, or planned afresh (read_fresh). */
+static PGresult *run_read(PGconn *c, int id, int n, const char *const *vals)
 {
 	char name[16];
 
-	if (q->fresh) {
+	if (read_fresh(id)) {
 		Oid types[PG_PARAMS_MAX];
 		for (int k = 0; k < n; k++)
-			types[k] = oid_of(q->types[k]);
-		if (send)
-			return PQsendQueryParams(c, q->sql, n, types, vals, NULL, NULL, 0) ? (PGresult *)c : NULL;
-		return PQexecParams(c, q->sql, n, types, vals, NULL, NULL, 0);
+			types[k] = oid_of(rsql[id].types[k]);
+		return PQexecParams(c, rsql[id].sql, n, types, vals, NULL, NULL, 0);
 	}
-	snprintf(name, sizeof(name), "%c%d", prefix, id);
-	if (send)
-		return PQsendQueryPrepared(c, name, n, vals, NULL, NULL, 0) ? (PGresult *)c : NULL;
+	snprintf(name, sizeof(name), "q%d", id);
 	return PQexecPrepared(c, name, n, vals, NULL, NULL, 0);
+}
+
+/* Writer statement id, prepared as prefix+id (w, or x: strict_kind). */
+static PGresult *run_write(PGconn *c, char prefix, int id, int n, const char *const *vals)
+{
+	char name[16];
+
+	snprintf(name, sizeof(name), "%c%d", prefix, id);
+	return PQexecPrepared(c, name, n, vals, NULL, NULL, 0);
+}
+
+static int send_write(PGconn *c, char prefix, int id, int n, const char *const *vals)
+{
+	char name[16];
+
+	snprintf(name, sizeof(name), "%c%d", prefix, id);
+	return PQsendQueryPrepared(c, name, n, vals, NULL, NULL, 0);
 }
 
 /* Read the answers of what was sent, in order; the last one's result goes
@@ -539,7 +564,7 @@ static int pg_send(struct store *s, enum wstmt id, const struct sval *v, int n, 
 		strict = 1;
 		min_rows = 0;
 	}
-	if (!run_stmt(p->w, &wsql[id], strict ? 'x' : 'w', (int)id, n, vals, 1)) {
+	if (!send_write(p->w, strict ? 'x' : 'w', (int)id, n, vals)) {
 		pg_msg(err, errlen, PQerrorMessage(p->w));
 		return -1;
 	}
@@ -624,7 +649,7 @@ static PGresult *pg_wrun(struct store *s, enum wstmt id, const struct sval *v, i
 		pg_msg(err, errlen, "internal: wrong parameter count");
 		return NULL;
 	}
-	res = run_stmt(p->w, &wsql[id], 'w', (int)id, n, vals, 0);
+	res = run_write(p->w, 'w', (int)id, n, vals);
 	st = PQresultStatus(res);
 	/* libpq notices a connection cut while idle (a server restart) only on
 	 * its next use: then BEGIN is tried once more on a new connection. */
@@ -633,7 +658,7 @@ static PGresult *pg_wrun(struct store *s, enum wstmt id, const struct sval *v, i
 		if (ready(s, &p->w, &p->w_ready, wsql, W__COUNT, 'w', err ? err : tmp,
 		          err ? errlen : sizeof(tmp)) < 0)
 			return NULL;
-		res = run_stmt(p->w, &wsql[id], 'w', (int)id, n, vals, 0);
+		res = run_write(p->w, 'w', (int)id, n, vals);
 		st = PQresultStatus(res);
 	}
 	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
@@ -749,13 +774,13 @@ static int pg_query(struct store *s, enum rstmt id, const struct sval *v, int n,
 	if (params(v, n, rsql[id].types, bufs, vals) < 0)
 		return -1;
 	in_snapshot = PQtransactionStatus(p->r) != PQTRANS_IDLE;
-	res = run_stmt(p->r, &rsql[id], 'q', (int)id, n, vals, 0);
+	res = run_read(p->r, (int)id, n, vals);
 	/* Outside a snapshot, a query on a connection that was cut meanwhile
 	 * is tried once more on a new one. */
 	if (PQresultStatus(res) != PGRES_TUPLES_OK && PQstatus(p->r) != CONNECTION_OK && !in_snapshot &&
 	    ready(s, &p->r, &p->r_ready, rsql, Q__COUNT, 'q', err, sizeof(err)) == 0) {
 		PQclear(res);
-		res = run_stmt(p->r, &rsql[id], 'q', (int)id, n, vals, 0);
+		res = run_read(p->r, (int)id, n, vals);
 	}
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
 		pg_msg(err, sizeof(err), PQresultErrorMessage(res));

@@ -77,7 +77,7 @@ static const struct opt opts[] = {
 
 void config_usage(FILE *f)
 {
-	fprintf(f, "usage: recoveryd [OPTIONS]\n"
+	fprintf(f, "usage: recoveryd [OPTIONS]      (-h, help: this text; -V, version: the version)\n"
 	           "       recoveryd run PLAYBOOK --alert FILE [--dry-run] [OPTIONS]\n"
 	           "       recoveryd migrate --state PATH|postgres://... [--config F]\n\n");
 	for (size_t i = 0; i < NOPTS; i++) {

@@ -48,6 +48,7 @@ struct engine {
 	int loaded;
 	size_t queue_max;
 	struct map *active_by_id;   /* [mu] id -> job, every unfinished job */
+	struct map *escalating;     /* [mu] ended jobs whose escalation is not journaled yet */
 	struct map *active_by_key;  /* [mu] key -> job */
 	struct admit *admit;        /* [mu] cooldown and budget bookkeeping */
 	struct job_counts counts;   /* [mu] unfinished jobs per state */
@@ -317,6 +318,7 @@ struct engine *engine_new(const struct engine_opts *o)
 	e->global_dry_run = o->dry_run;
 	e->queue_max = o->queue_max ? o->queue_max : 10000;
 	e->active_by_id = map_new();
+	e->escalating = map_new();
 	e->active_by_key = map_new();
 	e->admit = admit_new();
 	e->wd = watchdog_new(&wo);
@@ -354,9 +356,11 @@ void engine_free(struct engine *e)
 	pthread_mutex_unlock(&e->mu);
 	outbox_quiesce(e->outbox); /* its journal reports reach the runner */
 	runner_free(e->runner);
+	outbox_quiesce(e->outbox); /* what jobs ended meanwhile journal calls back here */
 	watchdog_free(e->wd);
 	map_free(e->active_by_key, NULL);
 	map_free(e->active_by_id, free_job_val);
+	map_free(e->escalating, NULL);
 	outbox_free(e->outbox); /* after the runner: it let go of the transfers */
 	while (e->pauses) {
 		struct pause *p = e->pauses;
@@ -1284,6 +1288,26 @@ enum engine_result engine_submit(struct engine *e, const struct payload *p,
 	return w.res;
 }
 
+struct escalating {
+	struct engine *e;
+	char id[33];
+};
+
+/* The escalation rows of an ended job are journaled (or failed): a ?wait
+ * for it may answer now. */
+static void escalated(void *arg)
+{
+	struct escalating *es = arg;
+	struct engine *e = es->e;
+
+	pthread_mutex_lock(&e->mu);
+	if (map_get(e->escalating, es->id) == es)
+		map_del(e->escalating, es->id);
+	pthread_cond_broadcast(&e->ended);
+	pthread_mutex_unlock(&e->mu);
+	free(es);
+}
+
 /* The runner's job_done: j reached a final state and its last update is
  * committed: drop it from the tables, wake waiters, escalate, free it. */
 static void job_released(void *owner, struct job *j)
@@ -1292,10 +1316,23 @@ static void job_released(void *owner, struct job *j)
 	double dur = (j->ended_at && j->created_at) ? j->ended_at - j->created_at : 0;
 	struct outbox_notes notes = {0};
 	const char *outcome = job_outcome_name(j->outcome); /* NULL: it ended without one */
+	struct escalating *es = calloc(1, sizeof(*es));
 	char d[32];
+	int oom = 0;
 
 	outbox_job_ended(e->outbox, &notes, j);
 	pthread_mutex_lock(&e->mu);
+	/* A ?wait answer shows the escalations the end decided: it waits for
+	 * them to be journaled too (escalated). */
+	if (es) {
+		es->e = e;
+		snprintf(es->id, sizeof(es->id), "%s", j->id);
+		map_put(e->escalating, es->id, es, &oom);
+		if (oom) {
+			free(es);
+			es = NULL;
+		}
+	}
 	if (map_get(e->active_by_id, j->id) == j)
 		map_del(e->active_by_id, j->id);
 	if (map_get(e->active_by_key, j->key) == j)
@@ -1323,7 +1360,10 @@ static void job_released(void *owner, struct job *j)
 		size_t n = j->released_at_end ? 0 : 1;
 		snprintf(id, sizeof(id), "%s", j->id);
 		job_free(j);
-		outbox_send_release(e->outbox, &notes, ids, n);
+		if (es)
+			outbox_send_release_then(e->outbox, &notes, ids, n, escalated, es);
+		else
+			outbox_send_release(e->outbox, &notes, ids, n);
 	}
 }
 
@@ -1371,7 +1411,7 @@ int engine_wait(struct engine *e, const char *id, double timeout)
 	int present = 0;
 
 	pthread_mutex_lock(&e->mu);
-	while (map_get(e->active_by_id, id)) {
+	while (map_get(e->active_by_id, id) || map_get(e->escalating, id)) {
 		present = 1;
 		double left = until - rd_mono();
 		if (left <= 0) {

@@ -291,6 +291,11 @@ static void print_record(const cJSON *rec)
 	printf("outcome: %s\n", cJSON_IsString(x) ? x->valuestring : "unknown");
 }
 
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
 static int cmd_run(const char *playbook, struct config *c, struct playbook_set *set)
 {
 	struct store *st = NULL;
@@ -332,7 +337,22 @@ static int cmd_run(const char *playbook, struct config *c, struct playbook_set *
 		goto out;
 	}
 	struct playbook *pb = playbook_set_find(set, playbook);
-	if (pb && pb->approval_required && !c->dry_run) {
+	if (!pb) {
+		/* What the person could have meant. */
+		fprintf(stderr, "recoveryd run: no playbook named '%s' in %s; loaded: ", playbook,
+		        c->playbooks ? c->playbooks : "the playbook directory");
+		const char **names = calloc(set->n ? set->n : 1, sizeof(*names));
+		for (size_t i = 0; names && i < set->n; i++)
+			names[i] = set->v[i]->name;
+		if (names)
+			qsort(names, set->n, sizeof(*names), cmp_str);
+		for (size_t i = 0; names && i < set->n; i++)
+			fprintf(stderr, "%s%s", i ? ", " : "", names[i]);
+		fprintf(stderr, "%s\n", set->n ? "" : "none");
+		free(names);
+		goto out;
+	}
+	if (pb->approval_required && !c->dry_run) {
 		fprintf(stderr, "recoveryd run: playbook %s requires approval: run it through the daemon "
 		        "(POST /trigger, then /approve), or add --dry-run to see its plan\n", playbook);
 		goto out;
@@ -473,6 +493,15 @@ int main(int argc, char **argv)
 	int args_from = 1, rc = 1, migrate = 0;
 	sigset_t sigs;
 
+	/* As people type them, besides --help and --version. */
+	if (argc == 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0)) {
+		config_usage(stdout);
+		return 0;
+	}
+	if (argc == 2 && (strcmp(argv[1], "-V") == 0 || strcmp(argv[1], "version") == 0)) {
+		printf("recoveryd %s\n", RECOVERYD_VERSION);
+		return 0;
+	}
 	if (argc >= 2 && strcmp(argv[1], "migrate") == 0) {
 		/* Create or bring the journal's schema up to this version, then
 		 * exit: the step before rolling out a new version to replicas. */

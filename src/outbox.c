@@ -107,6 +107,8 @@ struct sendset {
 	struct delivery *ready;   /* the pending rows, to deliver, in the order decided */
 	struct delivery **tail;   /* where the next one goes */
 	struct outbox_note *triggers; /* open incidents once committed */
+	void (*done)(void *arg);  /* outbox_send_release_then: after the commit */
+	void *done_arg;
 };
 
 struct outbox {
@@ -608,8 +610,12 @@ static void on_journaled(enum rd_status result, void *arg)
 {
 	struct sendset *set = arg;
 	struct outbox *ob = set->ob;
+	void (*done)(void *) = set->done;
+	void *done_arg = set->done_arg;
 
-	journaled(result, set);
+	journaled(result, set); /* set is not ours after this */
+	if (done)
+		done(done_arg);
 	pthread_mutex_lock(&ob->mu);
 	if (--ob->journaling == 0)
 		pthread_cond_broadcast(&ob->journaled_cv);
@@ -691,6 +697,12 @@ void outbox_send(struct outbox *ob, struct outbox_notes *ns)
 
 void outbox_send_release(struct outbox *ob, struct outbox_notes *ns, const char *const *ids, size_t n_ids)
 {
+	outbox_send_release_then(ob, ns, ids, n_ids, NULL, NULL);
+}
+
+void outbox_send_release_then(struct outbox *ob, struct outbox_notes *ns, const char *const *ids, size_t n_ids,
+                              void (*done)(void *arg), void *arg)
+{
 	struct outbox_note *n, *next;
 	struct store_batch *b;
 	struct sendset *set;
@@ -701,8 +713,11 @@ void outbox_send_release(struct outbox *ob, struct outbox_notes *ns, const char 
 		notes_free(ns->head);
 		ns->head = NULL;
 	}
-	if (!ns->head && !n_ids)
+	if (!ns->head && !n_ids) {
+		if (done)
+			done(arg);
 		return;
+	}
 	b = store_batch_new();
 	store_batch_keep(b); /* escalations are never dropped for a database restart */
 	set = calloc(1, sizeof(*set));
@@ -714,9 +729,13 @@ void outbox_send_release(struct outbox *ob, struct outbox_notes *ns, const char 
 		free(set);
 		notes_free(ns->head);
 		ns->head = NULL;
+		if (done)
+			done(arg);
 		return;
 	}
 	set->ob = ob;
+	set->done = done;
+	set->done_arg = arg;
 	for (n = ns->head; n; n = next) {
 		unsigned opened = 0;
 		next = n->next;

@@ -100,6 +100,10 @@ void outbox_send(struct outbox *ob, struct outbox_notes *ns);
  * journal: they kept their lease until now, see store_batch_release); a
  * batch is written even without notes. */
 void outbox_send_release(struct outbox *ob, struct outbox_notes *ns, const char *const *ids, size_t n);
+/* ... and done(arg) once that is committed (or failed), or at once when
+ * there is nothing to journal: what a ?wait answer waits for. */
+void outbox_send_release_then(struct outbox *ob, struct outbox_notes *ns, const char *const *ids, size_t n,
+                              void (*done)(void *arg), void *arg);
 
 /* Start-up: the open incidents and the undelivered notifications of the
  * journal (a shared journal: the incidents; outbox_poll claims the rest). */

@@ -79,10 +79,13 @@ class CliTest(RecoverydTestCase):
         self.assertIn("/cli-restart", p.stdout)
 
     def test_run_unknown_playbook(self):
-        d = self.setup_dirs({"cli": playbook("cli", "return", match=[SETTINGS])})
+        d = self.setup_dirs({"cli": playbook("cli", "return", match=[SETTINGS]),
+                             "cli-two": playbook("cli-two", "return", match=[SETTINGS])})
         p = self.run_cmd(d, "nope", self.alert_file(fixture("firing-single.json")))
         self.assertNotEqual(p.returncode, 0)
-        self.assertIn("nope", p.stdout + p.stderr)
+        self.assertIn("nope", p.stderr)
+        # what the person could have meant: the names that are loaded
+        self.assertRegex(p.stderr, r"loaded: cli, cli-two\b", p.stderr)
 
     def check_config(self, d):
         return d.run_cli(d.base_args(listen=False) + ["--check-config"], timeout=30)
@@ -194,6 +197,16 @@ class CliTest(RecoverydTestCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         for flag in ("--listen", "--playbooks", "--check-config", "--exec-allow"):
             self.assertIn(flag, p.stdout + p.stderr)
+        # as people type them
+        for argv in (["version"], ["-V"]):
+            p = d.run_cli(argv, timeout=10)
+            self.assertEqual(p.returncode, 0, "%s: %s" % (argv, p.stderr))
+            self.assertRegex(p.stdout, r"^recoveryd \d+\.\d+\.\d+", argv)
+        for argv in (["-h"], ["help"]):
+            p = d.run_cli(argv, timeout=10)
+            self.assertEqual(p.returncode, 0, "%s: %s" % (argv, p.stderr))
+            self.assertIn("--playbooks", p.stdout, argv)
+            self.assertIn("recoveryd run PLAYBOOK", p.stdout, argv)
 
 
 if __name__ == "__main__":

@@ -148,6 +148,21 @@ class EscalationTest(EscalationTestCase):
                                             {"sink": sink}), 1, sink)
         self.assertEqual(d.metric_value(text, "recoveryd_escalation_outbox_depth"), 0)
 
+    def test_wait_answer_shows_the_escalations_of_the_end(self):
+        # The person who triggers with ?wait reads the answer: a failed job
+        # whose escalation is not in it reads as "nobody was paged".
+        pd, slack = self.pagerduty(), self.slack()
+        d = self.esc_daemon({"settings-sync": failing("settings-sync", retries=0)}, pd=pd, slack=slack)
+        for i in range(5):  # the journaling races the answer: a few tries make a miss likely
+            st, _, rec = d.trigger("settings-sync", manual({"alertname": ALERTNAME, "instance": "w%d" % i}),
+                                   "wait=30")
+            self.assertStatus(st, 200, d, rec)
+            self.assertEqual(rec["state"], "failed", rec)
+            got = sorted((e.get("sink"), e.get("kind")) for e in rec.get("escalations") or [])
+            self.assertEqual(got, [("pagerduty", "trigger"), ("slack", "trigger")],
+                             "the ?wait answer of job %s lacks the escalations its end decided: %r"
+                             % (rec.get("id"), rec.get("escalations")))
+
     def test_pagerduty_503_three_times_then_delivered_with_growing_backoff(self):
         pd = self.pagerduty()
         pd.fail(3, 503)

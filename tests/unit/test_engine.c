@@ -182,6 +182,9 @@ static int teardown(void **state)
 	struct fx *f = *state;
 	int bad = f->not_durable;
 
+	/* a test that failed while holding commits: the engine waits for them */
+	fake_store_defer(f->store, 0);
+	fake_store_flush(f->store);
 	engine_free(f->e);
 	store_close(f->store);
 	fake_runner_reset();
@@ -499,6 +502,34 @@ static void test_repeated_alert_coalesces(void **state)
 	assert_true(metrics_get(M_ADMISSIONS, "disk", "coalesced") == 1);
 	cJSON_Delete(a1.body);
 	cJSON_Delete(a2.body);
+}
+
+/* A ?wait answer shows the escalations a job's end decided: engine_wait
+ * holds until they are journaled, not only until the job left the books
+ * (the answer read "escalations": [] and a GET right after showed two). */
+static void test_wait_holds_until_the_end_is_escalated(void **state)
+{
+	struct fx *f = *state;
+	static const char *const pbs[] = { pb_disk, NULL };
+	struct answer a;
+	char id[40];
+
+	start(f, pbs, 0, 0);
+	const cJSON *j = cJSON_GetArrayItem(accepted(f, FIRING(FP1, DISK), &a), 0);
+	snprintf(id, sizeof(id), "%s", str(j, "id"));
+	cJSON_Delete(a.body);
+	assert_int_equal(engine_wait(f->e, id, 0), 0);
+
+	fake_store_defer(f->store, 1); /* the writer has not got to the escalation yet */
+	assert_int_equal(fake_runner_end(id, 1), 0);
+	assert_int_equal(engine_active(f->e), 0);
+	assert_int_equal(engine_wait(f->e, id, 0), 0);
+	assert_int_equal(fake_store_flush(f->store), 1);
+	assert_int_equal(engine_wait(f->e, id, 0), 1);
+	cJSON *rows = fake_store_ops(f->store, "escalation", id);
+	assert_int_equal(cJSON_GetArraySize(rows), 2);
+	cJSON_Delete(rows);
+	fake_store_defer(f->store, 0);
 }
 
 static void test_cooldown_survives_a_restart(void **state)
@@ -1191,6 +1222,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_alerts_routed_by_match, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_trigger_names_the_playbook, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_repeated_alert_coalesces, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_wait_holds_until_the_end_is_escalated, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cooldown_survives_a_restart, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_budget_exhausted_is_recorded_and_escalated, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_pause_holds_alerts_across_a_restart, setup, teardown),

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "recoveryd/common.h"
 #include "recoveryd/job.h"
 #include "recoveryd/runner.h"
 #include "recoveryd/store.h"
@@ -129,10 +130,22 @@ void fake_runner_set_hook(void (*hook)(const cJSON *call, void *arg), void *arg)
 
 /* ---- runner.h: the engine's half ---- */
 
+/* The runner of the last runner_new, and the jobs scheduled on it (for
+ * fake_runner_end). */
+#define SCHED_MAX 64
+static struct runner_opts last_opts;
+static struct job *sched[SCHED_MAX];
+static size_t n_sched;
+
 struct runner *runner_new(const struct runner_opts *o)
 {
 	struct runner *r = calloc(1, sizeof(*r));
 	cJSON *c = entry("new");
+
+	pthread_mutex_lock(&mu);
+	last_opts = *o;
+	n_sched = 0;
+	pthread_mutex_unlock(&mu);
 
 	cJSON_AddNumberToObject(c, "max_in_flight", (double)o->max_in_flight);
 	record(c);
@@ -160,7 +173,35 @@ void runner_schedule(struct runner *r, struct job *const *jobs, size_t n)
 		cJSON_AddNumberToObject(c, "attempts", j->attempts);
 		cJSON_AddNumberToObject(c, "next_run_at", j->next_run_at);
 		record(c);
+		pthread_mutex_lock(&mu);
+		if (n_sched < SCHED_MAX)
+			sched[n_sched++] = jobs[i];
+		pthread_mutex_unlock(&mu);
 	}
+}
+
+int fake_runner_end(const char *id, int failed)
+{
+	struct job *j = NULL;
+
+	pthread_mutex_lock(&mu);
+	for (size_t i = 0; i < n_sched && !j; i++)
+		if (strcmp(sched[i]->id, id) == 0) {
+			j = sched[i];
+			sched[i] = sched[--n_sched];
+		}
+	pthread_mutex_unlock(&mu);
+	if (!j)
+		return -1;
+	pthread_mutex_lock(last_opts.mu);
+	job_set_state(last_opts.counts, j, JS_RUNNING);
+	j->attempts++;
+	job_set_state(last_opts.counts, j, failed ? JS_FAILED : JS_SUCCEEDED);
+	j->outcome = failed ? OUT_FAILED : OUT_SUCCEEDED;
+	j->ended_at = rd_now();
+	pthread_mutex_unlock(last_opts.mu);
+	last_opts.job_done(last_opts.owner, j);
+	return 0;
 }
 
 void runner_poke(struct runner *r)

@@ -43,5 +43,9 @@ int fake_runner_complete(const char *url_part);
 /* Fire the oldest pending timer now, whatever its time: 0, or -1 when
  * there is none. */
 int fake_runner_fire(void);
+/* End scheduled job id as the runner would after one attempt: failed, or
+ * succeeded; then its job_done (the job is the engine's again). 0, or -1
+ * when no such job was scheduled. */
+int fake_runner_end(const char *id, int failed);
 
 #endif

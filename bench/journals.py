@@ -15,8 +15,12 @@ With three replicas the load is spread over them (a wrk per replica, CONNS
 split between them; backlog notifications round-robin) and their counts are
 summed. Prints medians and the ratios to SQLite; --json writes the rows.
 
+With --baseline OTHER/recoveryd, every repetition runs both binaries too
+(baseline first), and the medians are printed for each: a before/after
+measured side by side in one run.
+
 usage: bench/journals.py BUILD/recoveryd [--reps 3] [--duration 5] [--conns 16]
-       [--backlog 2000]
+       [--backlog 2000] [--baseline OTHER/recoveryd]
 """
 import argparse
 import json
@@ -127,9 +131,13 @@ def main():
     ap.add_argument("--conns", type=int, default=16)
     ap.add_argument("--backlog", type=int, default=2000)
     ap.add_argument("--drain-limit", type=int, default=300)
+    ap.add_argument("--baseline", help="a second binary, run alternately with the first")
     ap.add_argument("--json")
     a = ap.parse_args()
     a.binary = os.path.abspath(a.binary)
+    binaries = [("", a.binary)]
+    if a.baseline:
+        binaries.insert(0, ("baseline ", os.path.abspath(a.baseline)))
     for tool in ("wrk", "psql"):
         if not shutil.which(tool):
             sys.exit("journals.py: %s is needed (scripts/deps.sh)" % tool)
@@ -139,43 +147,48 @@ def main():
     rows = []
     try:
         for rep in range(a.reps):
-            for backend in ("sqlite", "postgres", "postgres-3"):
-                for part in ("ingest", "backlog"):
-                    name = "%s-%s-%d" % (backend, part, rep)
-                    state = (os.path.join(root, name + ".db") if backend == "sqlite"
-                             else cluster.database())
-                    n = 3 if backend == "postgres-3" else 1
-                    ds = []
-                    try:
-                        for i in range(n):
-                            d = Daemon(root, "%s-r%d" % (name, i), a.binary, pb, state)
-                            if backend != "sqlite":
-                                d.argv += ["--replica-id", "%s-r%d" % (name, i)]
-                            ds.append(d.start())
-                        r = ingest(ds, a) if part == "ingest" else backlog(ds, a)
-                    finally:
-                        Replicas(ds).stop()
-                    r.update(backend=backend, part=part, rep=rep)
-                    rows.append(r)
-                    print("  %-8s %-7s rep %d: %s" % (backend, part, rep,
-                          ", ".join("%s %s" % (k, compare.fmt(v, "%.1f")) for k, v in r.items()
-                                    if k not in ("backend", "part", "rep"))), flush=True)
+            for tag, binary in binaries:
+                for backend in ("sqlite", "postgres", "postgres-3"):
+                    for part in ("ingest", "backlog"):
+                        name = "%s%s-%s-%d" % (tag.strip() + "-" if tag else "", backend, part, rep)
+                        state = (os.path.join(root, name + ".db") if backend == "sqlite"
+                                 else cluster.database())
+                        n = 3 if backend == "postgres-3" else 1
+                        ds = []
+                        try:
+                            for i in range(n):
+                                d = Daemon(root, "%s-r%d" % (name, i), binary, pb, state)
+                                if backend != "sqlite":
+                                    d.argv += ["--replica-id", "%s-r%d" % (name, i)]
+                                ds.append(d.start())
+                            r = ingest(ds, a) if part == "ingest" else backlog(ds, a)
+                        finally:
+                            Replicas(ds).stop()
+                        r.update(backend=backend, part=part, rep=rep, binary=tag.strip() or "this")
+                        rows.append(r)
+                        print("  %s%-8s %-7s rep %d: %s" % (tag, backend, part, rep,
+                              ", ".join("%s %s" % (k, compare.fmt(v, "%.1f")) for k, v in r.items()
+                                        if k not in ("backend", "part", "rep", "binary"))), flush=True)
     finally:
         cluster.stop()
         shutil.rmtree(root, ignore_errors=True)
 
-    def med(backend, part, key):
-        v = [r[key] for r in rows if r["backend"] == backend and r["part"] == part and r.get(key)]
+    def med(binary, backend, part, key):
+        v = [r[key] for r in rows if r["binary"] == binary and r["backend"] == backend and r["part"] == part
+             and r.get(key)]
         return statistics.median(v) if v else None
     print("\nmedians of %d repetitions (2 cores: recoveryd, wrk and PostgreSQL share them)" % a.reps)
-    print("%-34s %10s %10s %10s %8s %8s" % ("", "SQLite", "PG 1", "PG 3", "PG1/SQL", "PG3/SQL"))
-    for label, part, key in (("ingest: acknowledged requests/s", "ingest", "rps"),
-                             ("ingest: p99 ms", "ingest", "p99_ms"),
-                             ("backlog: jobs completed/s", "backlog", "jobs_per_s")):
-        s, p, p3 = med("sqlite", part, key), med("postgres", part, key), med("postgres-3", part, key)
-        print("%-34s %10s %10s %10s %8s %8s" % (label, compare.fmt(s), compare.fmt(p), compare.fmt(p3),
-                                                compare.fmt(p / s if s and p else None, "%.2f"),
-                                                compare.fmt(p3 / s if s and p3 else None, "%.2f")))
+    print("%-45s %10s %10s %10s %8s %8s" % ("", "SQLite", "PG 1", "PG 3", "PG1/SQL", "PG3/SQL"))
+    for tag, _ in binaries:
+        for label, part, key in (("ingest: acknowledged requests/s", "ingest", "rps"),
+                                 ("ingest: p99 ms", "ingest", "p99_ms"),
+                                 ("backlog: jobs completed/s", "backlog", "jobs_per_s")):
+            b = tag.strip() or "this"
+            s, p, p3 = (med(b, "sqlite", part, key), med(b, "postgres", part, key),
+                        med(b, "postgres-3", part, key))
+            print("%-45s %10s %10s %10s %8s %8s" % (tag + label, compare.fmt(s), compare.fmt(p), compare.fmt(p3),
+                                                    compare.fmt(p / s if s and p else None, "%.2f"),
+                                                    compare.fmt(p3 / s if s and p3 else None, "%.2f")))
     if a.json:
         with open(a.json, "w") as f:
             json.dump(rows, f, indent=1)

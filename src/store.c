@@ -896,9 +896,9 @@ static int wexec(struct store *s, enum wstmt id, const struct sval *v, int n, ch
 }
 
 /* A statement that must change (or find) at least one row, or its batch
- * fails. Pipelined: sent, and checked with the round's answers (a short
- * one redoes the round batch by batch, which says which failed and why);
- * else 1 when it did, 0 when it did not, -1 with err. */
+ * fails. Pipelined: sent, and one that does not fails in the database (the
+ * round is redone batch by batch, which says which failed and why); else
+ * 1 when it did, 0 when it did not, -1 with err. */
 static int wexpect(struct store *s, enum wstmt id, const struct sval *v, int n, char *err, size_t errlen)
 {
 	long long changes = 0;

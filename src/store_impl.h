@@ -136,15 +136,15 @@ struct store_backend {
 	int (*listen)(struct store *s, void (*cb)(void *arg), void *arg);
 	/* Optional: a pipeline on the writer connection (a server, where each
 	 * statement waited for is a round trip). pipe(s, 1) enters it; send
-	 * then queues a statement without waiting, one with min_rows > 0 to
-	 * change (or find) at least that many rows, and exec and wquery first
+	 * then queues a statement without waiting, one with must_change to
+	 * change (or find) at least one row, and exec and wquery first
 	 * collect every answer queued before theirs. pipe(s, 0) collects the
 	 * rest and leaves the pipeline. A failed or short statement fails the
 	 * transaction in the database, so that nothing sent after it runs (a
 	 * COMMIT among them), and the next collect (0, or -1 with err). */
 	int (*pipe)(struct store *s, int on, char *err, size_t errlen);
-	int (*send)(struct store *s, enum wstmt id, const struct sval *v, int n, long long min_rows,
-	            char *err, size_t errlen);
+	int (*send)(struct store *s, enum wstmt id, const struct sval *v, int n, int must_change, char *err,
+	            size_t errlen);
 };
 
 extern const struct store_backend store_sqlite_backend;

@@ -274,11 +274,9 @@ struct pg {
 	void (*on_notify)(void *arg);
 	void *notify_arg;
 	struct store *s;
-	/* The writer's pipeline: the least rows each answer not yet read must
-	 * show, in the order sent. */
+	/* The writer's pipeline: statements sent whose answers are unread. */
 	int piped;
-	long long *want;
-	size_t n_want, cap_want;
+	size_t unread;
 };
 
 /* Answers read back at least this often: a server whose answers nobody
@@ -483,23 +481,21 @@ static int send_write(PGconn *c, char prefix, int id, int n, const char *const *
 
 /* Read the answers of what was sent, in order; the last one's result goes
  * to *last (the caller's to clear) when asked for. 0, or -1 with err (the
- * first failure: an error, or fewer rows than wanted). A broken
- * connection leaves the answers unread. */
+ * first failure). A broken connection leaves the answers unread. */
 static int collect(struct pg *p, PGresult **last, char *err, size_t errlen)
 {
 	int rc = 0;
-	size_t i;
 
 	if (last)
 		*last = NULL;
-	if (!p->n_want)
+	if (!p->unread)
 		return 0;
 	if (!PQsendFlushRequest(p->w) || PQflush(p->w) != 0) {
 		pg_msg(err, errlen, PQerrorMessage(p->w));
-		p->n_want = 0;
+		p->unread = 0;
 		return -1;
 	}
-	for (i = 0; i < p->n_want; i++) {
+	for (size_t i = 0; i < p->unread; i++) {
 		PGresult *res = PQgetResult(p->w), *end;
 		ExecStatusType st;
 
@@ -515,13 +511,8 @@ static int collect(struct pg *p, PGresult **last, char *err, size_t errlen)
 				pg_msg(err, errlen, st == PGRES_PIPELINE_ABORTED ? "pipeline aborted"
 				                    : PQresultErrorMessage(res));
 			rc = -1;
-		} else if (rc == 0 && atoll(PQcmdTuples(res)) < p->want[i]) {
-			if (err && errlen)
-				snprintf(err, errlen, "a statement changed %s rows, not %lld", PQcmdTuples(res),
-				         p->want[i]);
-			rc = -1;
 		}
-		if (last && i + 1 == p->n_want && rc == 0)
+		if (last && i + 1 == p->unread && rc == 0)
 			*last = res;
 		else
 			PQclear(res);
@@ -529,47 +520,32 @@ static int collect(struct pg *p, PGresult **last, char *err, size_t errlen)
 		while ((end = PQgetResult(p->w)) != NULL)
 			PQclear(end);
 	}
-	p->n_want = 0;
+	p->unread = 0;
 	return rc;
 }
 
-static int pg_send(struct store *s, enum wstmt id, const struct sval *v, int n, long long min_rows, char *err,
+static int pg_send(struct store *s, enum wstmt id, const struct sval *v, int n, int must_change, char *err,
                    size_t errlen)
 {
 	struct pg *p = pg_of(s);
 	char bufs[PG_PARAMS_MAX][32];
 	const char *vals[PG_PARAMS_MAX];
-	int strict = 0;
 
-	if (p->n_want == p->cap_want) {
-		size_t ncap = p->cap_want ? 2 * p->cap_want : 64;
-		long long *nv = realloc(p->want, ncap * sizeof(*nv));
-		if (!nv) {
-			pg_msg(err, errlen, "out of memory");
-			return -1;
-		}
-		p->want = nv;
-		p->cap_want = ncap;
-	}
 	if (params(v, n, wsql[id].types, bufs, vals) < 0) {
 		pg_msg(err, errlen, "internal: wrong parameter count");
 		return -1;
 	}
-	if (min_rows > 0) {
-		/* Checked by the server (strict_kind), before any COMMIT. */
-		if (!strict_kind(id)) {
-			pg_msg(err, errlen, "internal: a statement without a strict form");
-			return -1;
-		}
-		strict = 1;
-		min_rows = 0;
+	/* Checked by the server (strict_kind), before any COMMIT. */
+	if (must_change && !strict_kind(id)) {
+		pg_msg(err, errlen, "internal: a statement without a strict form");
+		return -1;
 	}
-	if (!send_write(p->w, strict ? 'x' : 'w', (int)id, n, vals)) {
+	if (!send_write(p->w, must_change ? 'x' : 'w', (int)id, n, vals)) {
 		pg_msg(err, errlen, PQerrorMessage(p->w));
 		return -1;
 	}
-	p->want[p->n_want++] = min_rows;
-	return p->n_want >= PIPE_UNREAD_MAX ? collect(p, NULL, err, errlen) : 0;
+	p->unread++;
+	return p->unread >= PIPE_UNREAD_MAX ? collect(p, NULL, err, errlen) : 0;
 }
 
 static int pg_pipe(struct store *s, int on, char *err, size_t errlen)
@@ -591,7 +567,7 @@ static int pg_pipe(struct store *s, int on, char *err, size_t errlen)
 			return -1;
 		}
 		p->piped = 1;
-		p->n_want = 0;
+		p->unread = 0;
 		return 0;
 	}
 	if (!p->piped)
@@ -1013,7 +989,6 @@ static void pg_close(struct store *s)
 	listen_stop(p);
 	PQfinish(p->r);
 	PQfinish(p->w);
-	free(p->want);
 	free(p->conninfo);
 	free(p);
 	s->db = NULL;

@@ -3755,7 +3755,7 @@ static void test_pg_writer_plans(void **state)
 		}
 		for (int id = 0; id < W__COUNT; id++) {
 			const char *types, *q = store_pg_writer_sql(id, &types);
-			const char *v[PLAN_HELD > 32 ? 32 : PLAN_HELD];
+			const char *v[32];
 			char name[16], why[128] = "";
 			int n = (int)strlen(types), seq = 0;
 			double rows, limit;

@@ -43,25 +43,25 @@ Library use:
     fake.requests(method="PATCH")
     fake.stop()
 
-Command line:
+Command line (tests/fakes/fakeserver.py: --port, --host, the ready line, SIGTERM):
     python3 k8s_fake.py --port N [--token-file F] [--state FILE]
 FILE is JSON: a list of objects, or {"objects": [...], "deny": [...],
 "fail_rollouts": [...], "fail_jobs": [...], "job_delay": S, "rollout_step": "get"|S}.
-Prints `listening http://127.0.0.1:N`, then one JSON line per request.
+Prints one JSON line per request after the ready line.
 """
 
-import argparse
 import base64
 import copy
 import json
 import re
-import signal
 import sys
 import threading
 import time
 import urllib.parse
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+import fakeserver
 
 USER = "system:serviceaccount:ops:recoveryd"
 MAX_BODY = 16 * 1024 * 1024
@@ -262,11 +262,13 @@ class Request:
 
 # ---------------------------------------------------------------- the fake
 
-class K8sFake:
+class K8sFake(fakeserver.FakeServer):
+    thread_name = "k8s-fake"    # handler_class: _Handler, set below its definition
+
     def __init__(self, token_file=None, seed=None, port=0, host="127.0.0.1", deny=None,
                  fail_rollouts=(), fail_jobs=(), job_delay=0.3, rollout_step="get"):
+        self._fake_init(host, port)
         self.token_file = token_file
-        self._host, self._port = host, port
         self._lock = threading.RLock()
         self._requests = []
         self._objects = {}     # (resource, ns, name) -> object
@@ -277,34 +279,9 @@ class K8sFake:
         self.fail_jobs = set(fail_jobs)           # job names or owning cronjob names
         self.job_delay = job_delay
         self.rollout_step = rollout_step          # "get" or seconds per step
-        self._server = None
-        self._thread = None
         self.on_request = None                    # callable(Request) after recording (tests)
         if seed:
             self.seed(seed)
-
-    # -- lifecycle
-    def start(self):
-        self._server = _Server((self._host, self._port), _Handler)
-        self._server.fake = self
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self):
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    @property
-    def port(self):
-        return self._server.server_address[1]
-
-    @property
-    def url(self):
-        return "http://%s:%d" % (self._host, self.port)
 
     # -- configuration
     def seed(self, seed):
@@ -849,36 +826,21 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _handle
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
+K8sFake.handler_class = _Handler
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description="Fake Kubernetes API on 127.0.0.1 (plain HTTP)")
-    ap.add_argument("--port", type=int, default=0)
-    ap.add_argument("--token-file")
+    ap = fakeserver.parser("Fake Kubernetes API (plain HTTP)")
+    ap.add_argument("--token-file", help="require Authorization: Bearer <the file's content>")
     ap.add_argument("--state", help="JSON seed: a list of objects or {objects, deny, fail_rollouts, ...}")
     a = ap.parse_args(argv)
     seed = None
     if a.state:
         with open(a.state) as f:
             seed = json.load(f)
-    fake = K8sFake(token_file=a.token_file, seed=seed, port=a.port)
-
-    def show(req):
-        print(json.dumps(req.as_dict()), flush=True)
-    fake.on_request = show
-    fake.start()
-    print("listening %s" % fake.url, flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    while not stop.wait(0.2):
-        pass
-    fake.stop()
-    return 0
+    fake = K8sFake(token_file=a.token_file, seed=seed, port=a.port, host=a.host)
+    fake.on_request = fakeserver.json_printer()
+    return fakeserver.serve(fake)
 
 
 if __name__ == "__main__":

@@ -23,17 +23,17 @@ credentials required"}. /status/ready belongs to the Status API, which has no
 RBAC: it is open unless ready_requires_auth=True.
 Anything else: 404 {"message":"Not found"}.
 
-Command line: python3 kong_admin.py --port N [--token T] [--dbless]
+Command line (tests/fakes/fakeserver.py: --port, --host, the ready line, SIGTERM):
+    python3 kong_admin.py --port N [--token T] [--dbless]
 """
 
-import argparse
 import json
-import signal
 import threading
+import sys
 import time
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from loopback import LoopbackService  # noqa: E402  (tests/fakes/loopback.py)
+from http.server import BaseHTTPRequestHandler
+import fakeserver
 
 INVALID_CREDENTIALS = "Invalid credentials. Token or User credentials required"
 
@@ -101,18 +101,12 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-
-class KongAdmin(LoopbackService):
-
-    server_class = _Server
+class KongAdmin(fakeserver.FakeServer):
     handler_class = _Handler
-    thread_name = 'kong-admin-fake'
+    thread_name = "kong-admin-fake"
+
     def __init__(self, port=0, token=None, dbless=False, host="127.0.0.1", ready_requires_auth=False):
-        self._loopback_init(host, port)
+        self._fake_init(host, port)
         self._lock = threading.Lock()
         self._requests = []
         self._script = []
@@ -181,21 +175,13 @@ class KongAdmin(LoopbackService):
         return 404, {"message": "Not found"}
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--port", type=int, default=8001)
-    ap.add_argument("--token")
-    ap.add_argument("--dbless", action="store_true")
-    args = ap.parse_args()
-    fake = KongAdmin(port=args.port, token=args.token, dbless=args.dbless).start()
-    print("kong admin fake on %s" % fake.url, flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *a: stop.set())
-    signal.signal(signal.SIGINT, lambda *a: stop.set())
-    while not stop.wait(0.5):
-        pass
-    fake.stop()
+def main(argv=None):
+    ap = fakeserver.parser("Kong Admin API health fake")
+    ap.add_argument("--token", help="require this Kong-Admin-Token")
+    ap.add_argument("--dbless", action="store_true", help="/status carries configuration_hash")
+    args = ap.parse_args(argv)
+    return fakeserver.serve(KongAdmin(port=args.port, host=args.host, token=args.token, dbless=args.dbless))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

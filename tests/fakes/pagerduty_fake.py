@@ -36,25 +36,23 @@ the open one; acknowledge marks it; ack/resolve of an unknown or closed key
 is dropped, as PagerDuty does. After a resolve, a trigger with the same key
 opens a new incident.
 
-Command line: python3 pagerduty_fake.py --port N [--routing-key K ...]
-prints one JSON line per request on stdout until SIGINT/SIGTERM.
+Command line (tests/fakes/fakeserver.py: --port, --host, the ready line, SIGTERM):
+    python3 pagerduty_fake.py --port N [--routing-key K ...]
+prints one JSON line per request after the ready line.
 """
 
-import argparse
 import json
 import os
-import signal
 import sys
 import threading
 import time
 import uuid
-from http.server import ThreadingHTTPServer
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 from recorder import _Handler as _BodyReadingHandler  # noqa: E402  (body reading, chunked included)
-from loopback import LoopbackService  # noqa: E402  (tests/fakes/loopback.py)
+import fakeserver  # noqa: E402
 
 ENQUEUE_PATH = "/v2/enqueue"
 ACTIONS = ("trigger", "acknowledge", "resolve")
@@ -273,21 +271,14 @@ class _Handler(_BodyReadingHandler):
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _handle
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
-
-
-class PagerDutyFake(LoopbackService):
+class PagerDutyFake(fakeserver.FakeServer):
     """Validating, incident-tracking, scriptable fake of /v2/enqueue."""
 
-    server_class = _Server
     handler_class = _Handler
-    thread_name = 'pagerduty-fake'
+    thread_name = "pagerduty-fake"
 
     def __init__(self, port=0, host="127.0.0.1", routing_keys=None):
-        self._loopback_init(host, port)
+        self._fake_init(host, port)
         self.routing_keys = None if routing_keys is None else set(routing_keys)
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
@@ -503,28 +494,13 @@ def _reply(status, doc):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description="PagerDuty Events API v2 fake on 127.0.0.1")
-    ap.add_argument("--port", type=int, default=0, help="port (0 = pick a free one)")
+    ap = fakeserver.parser("PagerDuty Events API v2 fake")
     ap.add_argument("--routing-key", action="append", default=None,
                     help="a known routing key (repeatable; default: every 32-character key)")
     args = ap.parse_args(argv)
-    fake = PagerDutyFake(port=args.port, routing_keys=args.routing_key)
-    lock = threading.Lock()
-
-    def printer(req):
-        with lock:
-            print(json.dumps(req.as_dict()), flush=True)
-
-    fake.on_request = printer
-    fake.start()
-    print(json.dumps({"msg": "listening", "url": fake.url, "enqueue_url": fake.enqueue_url}), flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    while not stop.wait(0.2):
-        pass
-    fake.stop()
-    return 0
+    fake = PagerDutyFake(port=args.port, host=args.host, routing_keys=args.routing_key)
+    fake.on_request = fakeserver.json_printer()
+    return fakeserver.serve(fake)   # events go to URL/v2/enqueue
 
 
 if __name__ == "__main__":

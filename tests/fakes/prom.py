@@ -31,6 +31,10 @@ result types or errors that real Prometheus makes awkward to produce.
     api.queries()               # [(expr, params dict), ...]
 
 Envelope builders: vector(), scalar(), string(), matrix(), error().
+
+Command line (tests/fakes/fakeserver.py: --port, --host, the ready line, SIGTERM):
+    python3 prom.py [exporter] --port N         # /metrics, values changed with /set
+    python3 prom.py api --port N [--answers F]  # F: JSON {expr: envelope}
 """
 
 import json
@@ -39,13 +43,16 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+import fakeserver
 
 PROMETHEUS_BIN = "/usr/bin/prometheus"
 
@@ -59,43 +66,10 @@ def free_port():
         s.close()
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-
-class _Base:
-    handler = None
-
+class _Base(fakeserver.FakeServer):
     def __init__(self, port=0, host="127.0.0.1"):
-        self._host, self._port = host, port
-        self._server = None
+        self._fake_init(host, port)
         self._lock = threading.Lock()
-
-    def start(self):
-        if self._server is None:
-            self._server = _Server((self._host, self._port), self.handler)
-            self._server.owner = self
-            threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self):
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    @property
-    def port(self):
-        return self._server.server_address[1]
-
-    @property
-    def address(self):
-        return "%s:%d" % (self._host, self.port)
-
-    @property
-    def url(self):
-        return "http://" + self.address
 
 
 class _QuietHandler(BaseHTTPRequestHandler):
@@ -136,7 +110,7 @@ def _fmt_value(v):
 
 class _ExporterHandler(_QuietHandler):
     def _handle(self):
-        exp = self.server.owner
+        exp = self.server.fake
         split = urllib.parse.urlsplit(self.path)
         self.read_body()
         if split.path == "/metrics":
@@ -161,7 +135,8 @@ class _ExporterHandler(_QuietHandler):
 
 class Exporter(_Base):
     """Serves /metrics in the text format 0.0.4 with values set by the test."""
-    handler = _ExporterHandler
+    handler_class = _ExporterHandler
+    thread_name = "exporter"
 
     def __init__(self, port=0, host="127.0.0.1"):
         super().__init__(port, host)
@@ -412,7 +387,7 @@ def error(error_type, message):
 
 class _FakeAPIHandler(_QuietHandler):
     def _handle(self):
-        api = self.server.owner
+        api = self.server.fake
         split = urllib.parse.urlsplit(self.path)
         body = self.read_body()
         params = urllib.parse.parse_qs(split.query, keep_blank_values=True)
@@ -439,7 +414,8 @@ class _FakeAPIHandler(_QuietHandler):
 class FakePromAPI(_Base):
     """Answers /api/v1/query from a table expr -> (status, envelope). Unknown
     expressions get an empty vector."""
-    handler = _FakeAPIHandler
+    handler_class = _FakeAPIHandler
+    thread_name = "prom-api"
 
     def __init__(self, port=0, host="127.0.0.1"):
         super().__init__(port, host)
@@ -470,3 +446,24 @@ class FakePromAPI(_Base):
     def requests(self):
         with self._lock:
             return list(self._log)
+
+
+def main(argv=None):
+    ap = fakeserver.parser("Prometheus exporter (default) or scripted query API fake")
+    ap.add_argument("kind", nargs="?", choices=("exporter", "api"), default="exporter")
+    ap.add_argument("--answers", help="api: JSON file {expr: envelope}; other expressions get an empty vector")
+    args = ap.parse_args(argv)
+    if args.kind == "exporter":
+        if args.answers:
+            ap.error("--answers is for api")
+        return fakeserver.serve(Exporter(port=args.port, host=args.host))
+    api = FakePromAPI(port=args.port, host=args.host)
+    if args.answers:
+        with open(args.answers) as f:
+            for expr, doc in json.load(f).items():
+                api.answer(expr, doc)
+    return fakeserver.serve(api)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -21,18 +21,18 @@ repeating. The longest matching prefix wins; method "*" matches every method.
 Unscripted requests get 200 {"ok":true}. body may be bytes, str, or any
 JSON-serialisable value (sent as application/json unless headers say otherwise).
 
-Command line: python3 recorder.py --port N [--delay S]
-prints one JSON line per request on stdout until SIGINT/SIGTERM.
+Command line (tests/fakes/fakeserver.py: --port, --host, the ready line, SIGTERM):
+    python3 recorder.py --port N [--delay S]
+prints one JSON line per request after the ready line.
 """
 
-import argparse
 import json
-import signal
 import sys
 import threading
 import time
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+import fakeserver
 
 DEFAULT_RESPONSE = (200, {"Content-Type": "application/json"}, b'{"ok":true}')
 MAX_BODY = 64 * 1024 * 1024
@@ -141,7 +141,7 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length > 0 else b""
 
     def _handle(self):
-        rec = self.server.recorder
+        rec = self.server.fake
         split = urllib.parse.urlsplit(self.path)
         # "Expect: 100-continue" (libcurl sends it for big bodies) is
         # answered by BaseHTTPRequestHandler.handle_expect_100 already.
@@ -172,64 +172,19 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _handle
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
-
-
-class Recorder:
+class Recorder(fakeserver.FakeServer):
     """Recording, scriptable HTTP fake on 127.0.0.1."""
 
+    handler_class = _Handler
+    thread_name = "recorder"
+
     def __init__(self, port=0, delay=0.0, host="127.0.0.1"):
-        self._host = host
-        self._port = port
+        self._fake_init(host, port)
         self._delay = float(delay or 0.0)
         self._lock = threading.RLock()  # re-entrant: predicates may call requests()
         self._cond = threading.Condition(self._lock)
         self._requests = []
         self._scripts = {}  # (METHOD or "*", prefix) -> [responses], consumed in order
-        self._server = None
-        self._thread = None
-
-    # -- lifecycle -----------------------------------------------------
-    def start(self):
-        if self._server is not None:
-            return self
-        self._server = _Server((self._host, self._port), _Handler)
-        self._server.recorder = self
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.05},
-                                        name="recorder", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self):
-        srv, self._server = self._server, None
-        if srv is None:
-            return
-        srv.shutdown()
-        srv.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    @property
-    def port(self):
-        if self._server is None:
-            raise RuntimeError("recorder not started")
-        return self._server.server_address[1]
-
-    @property
-    def url(self):
-        """Base URL without a trailing slash, e.g. http://127.0.0.1:41234."""
-        return "http://%s:%d" % (self._host, self.port)
 
     # -- scripting -----------------------------------------------------
     def set_responses(self, method, path, responses):
@@ -327,39 +282,19 @@ def _filter(reqs, method=None, path=None, prefix=None):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description="recording HTTP fake on 127.0.0.1")
-    ap.add_argument("--port", type=int, default=0, help="port (0 = pick a free one)")
+    ap = fakeserver.parser("recording HTTP fake")
     ap.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
     args = ap.parse_args(argv)
-
-    rec = Recorder(port=args.port, delay=args.delay)
-    printed = [0]
-    print_lock = threading.Lock()
-
-    def printer(_req):
-        # print new requests as JSON lines
-        with print_lock:
-            reqs = rec.requests()
-            for r in reqs[printed[0]:]:
-                print(json.dumps(r.as_dict()), flush=True)
-            printed[0] = len(reqs)
-
-    orig = rec._record
+    rec = Recorder(port=args.port, host=args.host, delay=args.delay)
+    show = fakeserver.json_printer()
+    record = rec._record
 
     def record_and_print(req):
-        orig(req)
-        printer(req)
+        record(req)
+        show(req)
 
     rec._record = record_and_print
-    rec.start()
-    print(json.dumps({"msg": "listening", "url": rec.url}), flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    while not stop.wait(0.2):
-        pass
-    rec.stop()
-    return 0
+    return fakeserver.serve(rec)
 
 
 if __name__ == "__main__":

@@ -46,21 +46,22 @@ Library use:
     reg.requests("POST")                    # what it received
     reg.stop()
 
-Command line: python3 schema_registry.py --port N [--seed] [--incompatible]
-prints one JSON line per request on stdout until SIGINT/SIGTERM.
+Command line (tests/fakes/fakeserver.py: --port, --host, the ready line, SIGTERM):
+    python3 schema_registry.py --port N [--seed] [--incompatible]
+prints one JSON line per request after the ready line.
 """
 
-import argparse
 import base64
 import json
 import re
 import socket
-import signal
 import sys
 import threading
 import time
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+import fakeserver
 
 CT = "application/vnd.schemaregistry.v1+json"
 
@@ -100,12 +101,14 @@ def _iso(ts):
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
-class SchemaRegistry:
+class SchemaRegistry(fakeserver.FakeServer):
     """The fake. State is guarded by one lock; every field below may be
     changed by a test between requests."""
 
+    thread_name = "schema-registry"    # handler_class: _Handler, set below its definition
+
     def __init__(self, port=0, host="127.0.0.1", auth=None):
-        self._host, self._port = host, port
+        self._fake_init(host, port)
         self.auth = auth                # None, ("user", "pass") or "Bearer token" (the full header value)
         self.compatible = True          # verdict of /compatibility (bool or callable(subject, version, body) -> bool)
         self.compatibility_messages = ["READER_FIELD_MISSING_DEFAULT_VALUE: field 'total' (fake)"]
@@ -119,36 +122,7 @@ class SchemaRegistry:
         self._next_id = 1
         self._requests = []
         self._failures = []             # [(method, path prefix, status, body, remaining count)]
-        self._server = None
-        self._thread = None
-
-    # -- lifecycle -------------------------------------------------------
-    def start(self):
-        if self._server is None:
-            self._server = _Server((self._host, self._port), _Handler)
-            self._server.registry = self
-            self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                            name="schema-registry", daemon=True)
-            self._thread.start()
-        return self
-
-    def stop(self):
-        srv, self._server = self._server, None
-        if srv is not None:
-            srv.shutdown()
-            srv.server_close()
-            if self._thread:
-                self._thread.join(timeout=5)
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    @property
-    def url(self):
-        return "http://%s:%d" % (self._host, self._server.server_address[1])
+        self.on_request = None          # callable(Request) as each request arrives (the command line prints it)
 
     # -- state -----------------------------------------------------------
     def _id_for(self, schema, schema_type, refs):
@@ -381,16 +355,15 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def _handle(self):
-        reg = self.server.registry
+        reg = self.server.fake
         split = urllib.parse.urlsplit(self.path)
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length > 0 else b""
         req = Request(time.time(), self.command, split.path, split.query, list(self.headers.items()), body)
         with reg.lock:
             reg._requests.append(req)
-        printer = getattr(self.server, "printer", None)
-        if printer:
-            printer(req)
+        if reg.on_request:
+            reg.on_request(req)
         status, doc = reg.handle(self.command, split.path, split.query, req.headers, body)
         data = json.dumps(doc).encode("utf-8")
         self.send_response(status)
@@ -406,9 +379,7 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _handle
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+SchemaRegistry.handler_class = _Handler
 
 
 # Two Avro versions of an "orders" event: v2 made a new field required.
@@ -429,31 +400,16 @@ def seed(reg, subject="orders-value", latest_age=60.0):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description="fake Confluent-compatible schema registry on 127.0.0.1")
-    ap.add_argument("--port", type=int, default=0, help="port (0 = pick a free one)")
+    ap = fakeserver.parser("fake Confluent-compatible schema registry")
     ap.add_argument("--seed", action="store_true", help="add orders-value v1 (30 days old) and v2 (60 s old)")
     ap.add_argument("--incompatible", action="store_true", help="the compatibility endpoint says false")
     args = ap.parse_args(argv)
-    reg = SchemaRegistry(port=args.port)
+    reg = SchemaRegistry(port=args.port, host=args.host)
     reg.compatible = not args.incompatible
     if args.seed:
         seed(reg)
-    lock = threading.Lock()
-
-    def printer(req):
-        with lock:
-            print(json.dumps(req.as_dict()), flush=True)
-
-    reg.start()
-    reg._server.printer = printer
-    print(json.dumps({"msg": "listening", "url": reg.url}), flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    while not stop.wait(0.2):
-        pass
-    reg.stop()
-    return 0
+    reg.on_request = fakeserver.json_printer()
+    return fakeserver.serve(reg)
 
 
 if __name__ == "__main__":

@@ -20,21 +20,18 @@ file's content (re-read on every request, white space trimmed), else 401
 {"status":401,"error":"Unauthorized"}. A missing or empty file rejects every
 request.
 
-Command line:
+Command line (tests/fakes/fakeserver.py: --port, --host, the ready line, SIGTERM):
     python3 settings_registry.py --port N [--token-file F] [--down]
-prints `listening http://127.0.0.1:N`, then one JSON line per request, until
-SIGINT/SIGTERM.
+prints one JSON line per request after the ready line.
 """
 
-import argparse
 import json
-import signal
 import sys
 import threading
 import time
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from loopback import LoopbackService  # noqa: E402  (tests/fakes/loopback.py)
+from http.server import BaseHTTPRequestHandler
+import fakeserver
 
 HEALTH_PATH = "/api/settings/health"
 
@@ -57,11 +54,6 @@ class Request:
 
     def __repr__(self):
         return "<%s %s -> %s>" % (self.method, self.path, self.status)
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -96,13 +88,12 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = _handle
 
 
-class SettingsRegistry(LoopbackService):
-
-    server_class = _Server
+class SettingsRegistry(fakeserver.FakeServer):
     handler_class = _Handler
-    thread_name = 'settings-registry-fake'
+    thread_name = "settings-registry-fake"
+
     def __init__(self, port=0, host="127.0.0.1", token_file=None, up=True):
-        self._loopback_init(host, port)
+        self._fake_init(host, port)
         self._lock = threading.Lock()
         self._requests = []
         self._script = []
@@ -169,30 +160,15 @@ class SettingsRegistry(LoopbackService):
         return 503, {"status": "DOWN"}
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--port", type=int, default=0)
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--token-file")
+def main(argv=None):
+    ap = fakeserver.parser("settings registry health fake")
+    ap.add_argument("--token-file", help="require Authorization: Bearer <the file's content>")
     ap.add_argument("--down", action="store_true", help="answer 503 DOWN")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     fake = SettingsRegistry(port=args.port, host=args.host, token_file=args.token_file, up=not args.down)
-
-    def show(req):
-        sys.stdout.write(json.dumps(req.as_dict()) + "\n")
-        sys.stdout.flush()
-
-    fake.on_request = show
-    fake.start()
-    sys.stdout.write("listening %s\n" % fake.url)
-    sys.stdout.flush()
-    done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
-    signal.signal(signal.SIGINT, lambda *_: done.set())
-    while not done.wait(0.5):
-        pass
-    fake.stop()
+    fake.on_request = fakeserver.json_printer()
+    return fakeserver.serve(fake)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

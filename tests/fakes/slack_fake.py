@@ -29,25 +29,23 @@ Library use:
     msgs[0].json()["text"]
     slack.stop()
 
-Command line: python3 slack_fake.py --port N [--path /services/...]
-prints one JSON line per request on stdout until SIGINT/SIGTERM.
+Command line (tests/fakes/fakeserver.py: --port, --host, the ready line, SIGTERM):
+    python3 slack_fake.py --port N [--path /services/...]
+prints one JSON line per request after the ready line.
 """
 
-import argparse
 import json
 import os
-import signal
 import sys
 import threading
 import time
 import urllib.parse
-from http.server import ThreadingHTTPServer
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 from recorder import _Handler as _BodyReadingHandler  # noqa: E402  (body reading, chunked included)
-from loopback import LoopbackService  # noqa: E402  (tests/fakes/loopback.py)
+import fakeserver  # noqa: E402
 
 DEFAULT_PATH = "/services/T000/B000/XXXXXXXXXXXXXXXXXXXXXXXX"
 MAX_BLOCKS = 50
@@ -252,27 +250,20 @@ class _Handler(_BodyReadingHandler):
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _handle
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
-
-
 def _plain(status, text, headers=None):
     h = {"Content-Type": "text/plain; charset=utf-8"}
     h.update(headers or {})
     return int(status), h, text.encode("utf-8")
 
 
-class SlackFake(LoopbackService):
+class SlackFake(fakeserver.FakeServer):
     """Validating, scriptable fake of one Slack incoming webhook."""
 
-    server_class = _Server
     handler_class = _Handler
-    thread_name = 'slack-fake'
+    thread_name = "slack-fake"
 
     def __init__(self, port=0, host="127.0.0.1", path=DEFAULT_PATH):
-        self._loopback_init(host, port)
+        self._fake_init(host, port)
         self.path = path
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
@@ -412,27 +403,12 @@ def _filter(reqs, status=None, forced=None):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description="Slack incoming-webhook fake on 127.0.0.1")
-    ap.add_argument("--port", type=int, default=0, help="port (0 = pick a free one)")
+    ap = fakeserver.parser("Slack incoming-webhook fake")
     ap.add_argument("--path", default=DEFAULT_PATH, help="the webhook path (default %(default)s)")
     args = ap.parse_args(argv)
-    fake = SlackFake(port=args.port, path=args.path)
-    lock = threading.Lock()
-
-    def printer(req):
-        with lock:
-            print(json.dumps(req.as_dict()), flush=True)
-
-    fake.on_request = printer
-    fake.start()
-    print(json.dumps({"msg": "listening", "url": fake.url, "webhook_url": fake.webhook_url}), flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    while not stop.wait(0.2):
-        pass
-    fake.stop()
-    return 0
+    fake = SlackFake(port=args.port, host=args.host, path=args.path)
+    fake.on_request = fakeserver.json_printer()
+    return fakeserver.serve(fake)   # the webhook URL is URL + --path
 
 
 if __name__ == "__main__":

@@ -224,6 +224,32 @@ function Deck:sync(source)
   return true, r.stdout, r.planned == true
 end
 
+-- kong.diff_summary(out) -> one line (PURE): the first change and decK's
+-- summary counts of a diff or sync output,
+-- "updating plugin rate-limiting (global) ...; created 0, updated 1, deleted 0";
+-- an output without either: the output on one line, cut to 300 bytes.
+function M.diff_summary(out)
+  out = tostring(out or "")
+  local first
+  for line in out:gmatch("[^\n]+") do
+    local l = util.trim(line)
+    if l:find("^creating ") or l:find("^updating ") or l:find("^deleting ") then
+      first = l:gsub("%s*{%s*$", "")
+      break
+    end
+  end
+  local counts = {}
+  for _, k in ipairs({ "Created", "Updated", "Deleted" }) do
+    local n = out:match(k .. ":%s*(%d+)")
+    if n then counts[#counts + 1] = k:lower() .. " " .. n end
+  end
+  local parts = {}
+  if first then parts[#parts + 1] = util.short(first, 200) .. (#counts > 0 and " ..." or "") end
+  if #counts > 0 then parts[#parts + 1] = table.concat(counts, ", ") end
+  if #parts == 0 then return util.short(out:gsub("%s+", " "), 300) end
+  return table.concat(parts, "; ")
+end
+
 -- ------------------------------------------------------------------ Admin API
 
 local Admin = {}

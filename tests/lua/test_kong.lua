@@ -110,6 +110,20 @@ t.run{
     t.ok(not ok and tostring(err):find("state file"), tostring(err))
   end,
 
+  diff_summary = function()
+    local drift = "updating plugin rate-limiting (global)  {\n   \"config\": {\n-    \"minute\": 100\n+    \"minute\": 5\n" ..
+                  "   }\n }\n\nSummary:\n  Created: 0\n  Updated: 1\n  Deleted: 0\n"
+    t.eq(kong.diff_summary(drift), "updating plugin rate-limiting (global) ...; created 0, updated 1, deleted 0")
+    t.eq(kong.diff_summary("Summary:\n  Created: 0\n  Updated: 0\n  Deleted: 0\n"), "created 0, updated 0, deleted 0")
+    t.eq(kong.diff_summary("creating service orders\n"), "creating service orders", "no counts: no ...")
+    t.eq(kong.diff_summary("  something\n  else  happened \n"), "something else happened", "neither: one line")
+    t.eq(kong.diff_summary(nil), "")
+    local long = "deleting route " .. string.rep("r", 300) .. "\nSummary:\n  Deleted: 1\n"
+    t.eq(kong.diff_summary(long), ("deleting route " .. string.rep("r", 300)):sub(1, 200) .. "... ...; deleted 1",
+         "the change is cut at 200 bytes")
+    t.eq(#kong.diff_summary(string.rep("x ", 400)), 303, "other output: cut at 300 bytes")
+  end,
+
   admin_object = function()
     local a = kong.admin{ url = "http://kong:8001/", headers = { "Kong-Admin-Token: t" } }
     t.eq(a.url, "http://kong:8001")

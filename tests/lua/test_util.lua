@@ -158,6 +158,55 @@ t.run{
     t.ok(util.rfc3339():match("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%dZ$"), "now")
   end,
 
+  short = function()
+    t.eq(util.short("  abc \n"), "abc", "trimmed")
+    t.eq(util.short(nil), ""); t.eq(util.short(false), "")
+    t.eq(util.short(42), "42")
+    t.eq(util.short(string.rep("x", 300)), string.rep("x", 300), "300 bytes kept whole by default")
+    t.eq(util.short(string.rep("x", 301)), string.rep("x", 300) .. "...", "cut at 300 by default")
+    t.eq(util.short("abcdef", 3), "abc...")
+    t.eq(util.short("abc", 3), "abc")
+  end,
+
+  opt = function()
+    for _, unset in ipairs({ false, "", recovery.json.null }) do
+      t.eq(util.opt(unset), nil, tostring(unset))
+    end
+    t.eq(util.opt(nil), nil)
+    local tbl = {}
+    t.eq(util.opt(tbl), tbl); t.eq(util.opt(0), 0, "0 is set"); t.eq(util.opt("x"), "x"); t.eq(util.opt(true), true)
+  end,
+
+  list = function()
+    for _, unset in ipairs({ false, "", recovery.json.null }) do
+      t.eq(next(util.list(unset)), nil, "not set: empty list")
+    end
+    t.eq(next(util.list(nil)), nil)
+    local one = util.list("/etc/a.yaml")
+    t.eq(#one, 1); t.eq(one[1], "/etc/a.yaml", "a single value becomes a list")
+    local l = { "a", "b" }
+    t.eq(util.list(l), l, "a list is returned as it is")
+  end,
+
+  secret = function()
+    local asked = {}
+    recovery.secret = function(name)
+      asked[#asked + 1] = name
+      if name == "kong-token" then return "s3cret" end
+      return nil, "no such file"
+    end
+    local S = { tok = "kong-token", off = false, empty = "", missing = "gone" }
+    t.eq(util.secret(S, "tok"), "s3cret")
+    t.eq(util.secret(S, "off"), nil, "false: not set")
+    t.eq(util.secret(S, "empty"), nil, "empty: not set")
+    t.eq(util.secret(S, "absent"), nil, "absent: not set")
+    t.eq(#asked, 1, "only a set name is read")
+    local ok, e = pcall(util.secret, S, "missing")
+    t.ok(not ok, "an unreadable secret raises")
+    t.ok(type(e) == "table" and e.recoveryd_final, "recovery.fail: no retries: " .. tostring(e))
+    t.eq(e.reason, "settings: missing: no such file")
+  end,
+
   errorf = function()
     local function caller() util.errorf("bad %s: %d", "thing", 7) end
     local err = raises(caller, "bad thing: 7")

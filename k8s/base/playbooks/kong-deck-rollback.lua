@@ -46,57 +46,6 @@ local settings = {
   verify_interval = 15,
 }
 
-local function opt(v)
-  if v == nil or v == false or v == "" or v == recovery.json.null then return nil end
-  return v
-end
-
-local function list(v)
-  v = opt(v)
-  if v == nil then return {} end
-  if type(v) ~= "table" then return { v } end
-  return v
-end
-
-local function secret(S, key)
-  local name = opt(S[key])
-  if not name then return nil end
-  local v, err = recovery.secret(name)
-  if not v then recovery.fail(string.format("settings: %s: %s", key, tostring(err))) end
-  return v
-end
-
-local function short(s, n)
-  s = util.trim(tostring(s or ""))
-  n = n or 400
-  if #s > n then return s:sub(1, n) .. "..." end
-  return s
-end
-
--- decK diff output in one line: the first change and the summary counts,
--- "updating plugin rate-limiting (global) ...; created 0, updated 1, deleted 0".
-local function diff_summary(out)
-  out = tostring(out or "")
-  local first
-  for line in out:gmatch("[^\n]+") do
-    local l = util.trim(line)
-    if l:find("^creating ") or l:find("^updating ") or l:find("^deleting ") then
-      first = l:gsub("%s*{%s*$", "")
-      break
-    end
-  end
-  local counts = {}
-  for _, k in ipairs({ "Created", "Updated", "Deleted" }) do
-    local n = out:match(k .. ":%s*(%d+)")
-    if n then counts[#counts + 1] = k:lower() .. " " .. n end
-  end
-  local parts = {}
-  if first then parts[#parts + 1] = short(first, 200) .. (#counts > 0 and " ..." or "") end
-  if #counts > 0 then parts[#parts + 1] = table.concat(counts, ", ") end
-  if #parts == 0 then return short(out:gsub("%s+", " "), 300) end
-  return table.concat(parts, "; ")
-end
-
 -- ------------------------------------------------------------------ SHA-256
 
 local K = {
@@ -141,10 +90,10 @@ end
 
 local function deck(S)
   local headers = {}
-  local token = secret(S, "kong_admin_token_secret")
+  local token = util.secret(S, "kong_admin_token_secret")
   if token then headers[1] = "Kong-Admin-Token:" .. token end
   local ok, d = pcall(kong.deck, { bin = S.deck_bin, kong_addr = S.kong_admin_url, headers = headers,
-                                   select_tags = list(S.deck_select_tags), env = opt(S.deck_env),
+                                   select_tags = util.list(S.deck_select_tags), env = util.opt(S.deck_env),
                                    timeout = S.deck_timeout })
   if not ok then recovery.fail("settings: " .. tostring(d)) end
   return d
@@ -152,13 +101,13 @@ end
 
 local function prom_client(S)
   local headers
-  local token = secret(S, "prometheus_token_secret")
+  local token = util.secret(S, "prometheus_token_secret")
   if token then headers = { Authorization = "Bearer " .. token } end
   return prometheus.client{ url = S.prometheus_url, headers = headers, timeout = S.prometheus_timeout }
 end
 
 local function good_files(S)
-  local files = list(S.good_state_files)
+  local files = util.list(S.good_state_files)
   if #files == 0 then recovery.fail("settings: good_state_files is empty: nothing to roll back to") end
   return files
 end
@@ -172,7 +121,7 @@ end
 
 -- Optional precondition: the last policy deploy is recent.
 local function check_deploy_window(S)
-  local q = opt(S.deploy_time_query)
+  local q = util.opt(S.deploy_time_query)
   if not q then return end
   local res, err = prom_client(S):query(q)
   if not res then error("deploy_time_query: " .. tostring(err), 0) end
@@ -216,7 +165,7 @@ local function latency_check(ctx, S)
     if #mine == 0 then return true, "alert condition cleared: " .. g.expr .. " returns no series for this alert" end
     return false, string.format("alert condition still holds: %s = %s", g.expr, tostring(mine[1].value))
   end
-  local q = opt(S.verify_query)
+  local q = util.opt(S.verify_query)
   if not q then return true, "no generatorURL expression and no verify_query: latency not checked" end
   local res, err = c:query(q)
   if not res then return nil, "cannot evaluate verify_query: " .. tostring(err) end
@@ -231,12 +180,12 @@ end
 
 local function kong_check(S)
   local headers
-  local token = secret(S, "kong_admin_token_secret")
+  local token = util.secret(S, "kong_admin_token_secret")
   if token then headers = { ["Kong-Admin-Token"] = token } end
   local a = kong.admin{ url = S.kong_admin_url, headers = headers, timeout = 10 }
   local ok, why = a:healthy()
   if not ok then return false, why end
-  local status_url = opt(S.kong_status_url)
+  local status_url = util.opt(S.kong_status_url)
   if status_url then
     local ready, rwhy = a:ready(status_url)
     if not ready then return false, "kong /status/ready: " .. rwhy end
@@ -275,7 +224,7 @@ return {
     recovery.log.info(string.format("current Kong state before the rollback: %d bytes, sha256 %s%s", #dump, digest,
       #dump > #kept and (max > 0 and string.format(" (first %d bytes below)", #kept) or "") or ""),
       { bytes = #dump, sha256 = digest, truncated = #dump > #kept, state = kept,
-        select_tags = recovery.json.array(list(S.deck_select_tags)) })
+        select_tags = recovery.json.array(util.list(S.deck_select_tags)) })
 
     -- 2. preconditions: a (recent) policy change
     local in_sync, out = d:diff(files)
@@ -288,8 +237,8 @@ return {
       recovery.fail("no policy drift: not a bad deploy (the live configuration matches " .. table.concat(files, ", ") ..
         "), not rolling back")
     end
-    recovery.log.info("drift from the known-good state: " .. diff_summary(out),
-      { files = recovery.json.array(files), diff = short(out, 4000) })
+    recovery.log.info("drift from the known-good state: " .. kong.diff_summary(out),
+      { files = recovery.json.array(files), diff = util.short(out, 4000) })
     check_deploy_window(S)
 
     -- 3. roll back
@@ -298,8 +247,8 @@ return {
     if planned then
       recovery.log.info("dry-run: would deck sync " .. table.concat(files, ", "), { files = recovery.json.array(files), planned = true })
     else
-      recovery.log.info("synced the known-good state " .. table.concat(files, ", ") .. ": " .. diff_summary(sout),
-        { files = recovery.json.array(files), output = short(sout, 4000) })
+      recovery.log.info("synced the known-good state " .. table.concat(files, ", ") .. ": " .. kong.diff_summary(sout),
+        { files = recovery.json.array(files), output = util.short(sout, 4000) })
     end
   end,
 
@@ -315,7 +264,7 @@ return {
     end
     local in_sync, out = d:diff(files)
     if in_sync == nil then return false, "deck diff failed: " .. tostring(out) end
-    if not in_sync then return false, "still drifting from the known-good state after the sync: " .. diff_summary(out) end
+    if not in_sync then return false, "still drifting from the known-good state after the sync: " .. kong.diff_summary(out) end
     local healthy, kwhy = kong_check(S)
     if not healthy then return false, "kong unhealthy: " .. kwhy end
     local ok, reason = util.wait_until(function()

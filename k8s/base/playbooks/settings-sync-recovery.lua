@@ -72,58 +72,6 @@ local settings = {
   deck_timeout = 60,
 }
 
--- false, "" and JSON null mean "not set".
-local function opt(v)
-  if v == nil or v == false or v == "" or v == recovery.json.null then return nil end
-  return v
-end
-
-local function list(v)
-  v = opt(v)
-  if v == nil then return {} end
-  if type(v) ~= "table" then return { v } end
-  return v
-end
-
-local function secret(S, key)
-  local name = opt(S[key])
-  if not name then return nil end
-  local v, err = recovery.secret(name)
-  if not v then recovery.fail(string.format("settings: %s: %s", key, tostring(err))) end
-  return v
-end
-
-local function short(s, n)
-  s = util.trim(tostring(s or ""))
-  n = n or 300
-  if #s > n then return s:sub(1, n) .. "..." end
-  return s
-end
-
--- decK diff output in one line: the first change and the summary counts,
--- "updating plugin rate-limiting (global) ...; created 0, updated 1, deleted 0".
-local function diff_summary(out)
-  out = tostring(out or "")
-  local first
-  for line in out:gmatch("[^\n]+") do
-    local l = util.trim(line)
-    if l:find("^creating ") or l:find("^updating ") or l:find("^deleting ") then
-      first = l:gsub("%s*{%s*$", "")
-      break
-    end
-  end
-  local counts = {}
-  for _, k in ipairs({ "Created", "Updated", "Deleted" }) do
-    local n = out:match(k .. ":%s*(%d+)")
-    if n then counts[#counts + 1] = k:lower() .. " " .. n end
-  end
-  local parts = {}
-  if first then parts[#parts + 1] = short(first, 200) .. (#counts > 0 and " ..." or "") end
-  if #counts > 0 then parts[#parts + 1] = table.concat(counts, ", ") end
-  if #parts == 0 then return short(out:gsub("%s+", " "), 300) end
-  return table.concat(parts, "; ")
-end
-
 local METHODS = { rollout = true, delete_pods = true, cronjob = true }
 
 local function check_settings(S)
@@ -142,20 +90,20 @@ end
 -- ------------------------------------------------------------------ target
 
 local function allowed(v, allow)
-  for _, a in ipairs(list(allow)) do if a == v then return true end end
+  for _, a in ipairs(util.list(allow)) do if a == v then return true end end
   return false
 end
 
 -- The value of an alert label that may replace a configured name: absent or
 -- empty -> the default; otherwise it must be a DNS-1123 label and allowed.
 local function from_label(ctx, S, label_key, allow_key, default, what)
-  local lname = opt(S[label_key])
+  local lname = util.opt(S[label_key])
   if not lname then return default, "settings" end
   local v = (ctx.alert.labels or {})[lname]
   if v == nil or v == "" then return default, "settings" end
   if not util.dns1123(v) then
     recovery.fail(string.format("alert label %s=%q is not a valid %s (DNS-1123 label): not acting on it",
-      lname, short(v, 80), what))
+      lname, util.short(v, 80), what))
   end
   if v ~= default and not allowed(v, S[allow_key]) then
     recovery.fail(string.format("alert label %s=%q names a %s that is not in %s: not acting on it",
@@ -172,10 +120,10 @@ end
 
 local function client(S, ns)
   local o = { namespace = ns, timeout = S.k8s_timeout }
-  o.base_url = opt(S.k8s_api_url)
-  o.token_file = opt(S.k8s_token_file)
-  o.token = secret(S, "k8s_token_secret")
-  o.ca_file = opt(S.k8s_ca_file)
+  o.base_url = util.opt(S.k8s_api_url)
+  o.token_file = util.opt(S.k8s_token_file)
+  o.token = util.secret(S, "k8s_token_secret")
+  o.ca_file = util.opt(S.k8s_ca_file)
   local ok, c = pcall(k8s.client, o)
   if not ok then recovery.fail("settings: " .. tostring(c)) end
   return c
@@ -194,7 +142,7 @@ end
 
 local function check_registry(S)
   local headers = {}
-  local token = secret(S, "registry_token_secret")
+  local token = util.secret(S, "registry_token_secret")
   if token then headers.Authorization = "Bearer " .. token end
   local resp, err = recovery.http{ url = S.registry_health_url, headers = headers, timeout = S.registry_timeout }
   if not resp then
@@ -247,7 +195,7 @@ local function restart_delete_pods(c, S, t)
   end
   local old = {}
   for _, p in ipairs(before) do old[p.metadata.uid or p.metadata.name] = true end
-  local names, info, partial = c:delete_pods(S.pod_selector, { ns = t.ns, grace = opt(S.delete_grace) })
+  local names, info, partial = c:delete_pods(S.pod_selector, { ns = t.ns, grace = util.opt(S.delete_grace) })
   if not names then
     k8s_error(string.format("deleting pods %s in %s (deleted so far: %s)", S.pod_selector, t.ns,
       table.concat(partial or {}, ", ")), info)
@@ -311,7 +259,7 @@ end
 -- One evaluation: true (cleared) / false (still holds) / nil (error), reason.
 local function alert_check(ctx, S)
   local headers
-  local token = secret(S, "prometheus_token_secret")
+  local token = util.secret(S, "prometheus_token_secret")
   if token then headers = { Authorization = "Bearer " .. token } end
   local expr
   if S.verify_use_alert_expr then
@@ -328,17 +276,17 @@ local function alert_check(ctx, S)
 end
 
 local function deck_check(S)
-  local files = list(S.deck_state_files)
+  local files = util.list(S.deck_state_files)
   if #files == 0 then return true, "no deck_state_files: gateway policies not checked" end
   local headers = {}
-  local token = secret(S, "kong_admin_token_secret")
+  local token = util.secret(S, "kong_admin_token_secret")
   if token then headers[1] = "Kong-Admin-Token:" .. token end
   local d = kong.deck{ bin = S.deck_bin, kong_addr = S.kong_admin_url, headers = headers,
-                       select_tags = list(S.deck_select_tags), env = opt(S.deck_env), timeout = S.deck_timeout }
+                       select_tags = util.list(S.deck_select_tags), env = util.opt(S.deck_env), timeout = S.deck_timeout }
   local in_sync, out = d:diff(files)
   if in_sync == nil then return false, "deck diff failed: " .. tostring(out) end
   if in_sync then return true, "gateway policies in sync (deck diff: no changes)" end
-  return false, "gateway policies drift from " .. table.concat(files, ", ") .. ": " .. diff_summary(out)
+  return false, "gateway policies drift from " .. table.concat(files, ", ") .. ": " .. kong.diff_summary(out)
 end
 
 return {

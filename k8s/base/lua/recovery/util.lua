@@ -6,6 +6,12 @@
 --   util.query(t)            "a=1&b=x%20y" with sorted keys (a list value repeats its key)
 --   util.merge(a, b)         new table: a's fields, then b's (shallow)
 --   util.trim(s)             without leading and trailing white space
+--   util.short(s[, n])       trimmed, cut to n bytes (default 300) with "..." appended
+--   util.opt(v)              nil for nil, false, "" and JSON null ("not set"), else v
+--   util.list(v)             opt(v) as a list: {} when not set, {v} for a single value
+--   util.secret(S, key)      the secret whose file name is the setting S[key]; nil when
+--                            the setting is not set; recovery.fail (no retries) with
+--                            "settings: <key>: <why>" when it cannot be read
 --   util.dns1123(s)          true when s is a valid Kubernetes name (DNS-1123 label)
 --   util.rfc3339(epoch)      "YYYY-MM-DDTHH:MM:SSZ" in UTC (default: now)
 --   util.errorf(fmt, ...)    raises string.format(fmt, ...) blaming the caller
@@ -15,8 +21,9 @@
 --                            the job fails without retries) blaming the caller's
 --                            caller: what .. ': unknown option "x" (allowed: a, b)'
 --
--- Only wait_until touches the outside world (recovery.now and recovery.sleep,
--- so call it from run/verify, not from a coroutine); the rest is pure.
+-- Only wait_until (recovery.now and recovery.sleep, so call it from
+-- run/verify, not from a coroutine) and secret (recovery.secret) touch the
+-- outside world; the rest is pure.
 local recovery = require "recovery"
 
 local M = {}
@@ -102,6 +109,38 @@ end
 
 function M.trim(s)
   return (tostring(s):gsub("^%s+", ""):gsub("%s+$", ""))
+end
+
+-- For messages and log fields: a long output must not flood the job record.
+function M.short(s, n)
+  s = M.trim(tostring(s or ""))
+  n = n or 300
+  if #s > n then return s:sub(1, n) .. "..." end
+  return s
+end
+
+-- Settings switch an optional value off with false; a config file may also
+-- give "" or a JSON null. All of them mean "not set".
+function M.opt(v)
+  if v == nil or v == false or v == "" or v == recovery.json.null then return nil end
+  return v
+end
+
+function M.list(v)
+  v = M.opt(v)
+  if v == nil then return {} end
+  if type(v) ~= "table" then return { v } end
+  return v
+end
+
+-- A secret named by a setting that cannot be read is a configuration error
+-- another attempt will not fix: the job fails at once.
+function M.secret(S, key)
+  local name = M.opt(S[key])
+  if not name then return nil end
+  local v, err = recovery.secret(name)
+  if not v then recovery.fail(string.format("settings: %s: %s", key, tostring(err))) end
+  return v
 end
 
 -- A DNS-1123 label: 1 to 63 characters of [a-z0-9-], alphanumeric at both ends.

@@ -17,6 +17,7 @@ import filecmp
 import os
 import re
 import shutil
+import sys
 import tempfile
 import unittest
 
@@ -182,15 +183,42 @@ class KustomizationTest(unittest.TestCase):
                                      % (kfile, key[1], key[0]))
 
     def test_copies_match_their_sources(self):
-        pairs = [("playbooks", "k8s/base/playbooks"), ("lua/recovery", "k8s/base/lua/recovery")]
-        for src, dst in pairs:
-            want = sorted(n for n in os.listdir(ds.path(src)) if n.endswith(".lua"))
-            have = sorted(n for n in os.listdir(ds.path(dst)) if n.endswith(".lua"))
-            fix = "cp %s/*.lua %s/ (and list new files in k8s/base/kustomization.yaml)" % (src, dst)
-            self.assertEqual(have, want, "%s must hold exactly the files of %s: %s" % (dst, src, fix))
-            for n in want:
-                self.assertTrue(filecmp.cmp(ds.path(src, n), ds.path(dst, n), shallow=False),
-                                "%s/%s differs from %s/%s: %s" % (dst, n, src, n, fix))
+        p = ds.run([sys.executable, ds.path("scripts", "gen-k8s.py"), "--check"])
+        self.assertEqual(p.returncode, 0, "scripts/gen-k8s.py --check:\n" + p.stderr)
+
+    def test_gen_k8s_names_stale_copies_and_fixes_them(self):
+        root = tempfile.mkdtemp(prefix="gen-k8s-")
+        self.addCleanup(shutil.rmtree, root)
+        for d in ("playbooks", "lua", "k8s/base"):
+            shutil.copytree(ds.path(d), os.path.join(root, d))
+        with open(os.path.join(root, "playbooks", "new-one.lua"), "w") as f:
+            f.write("return {}\n")
+        with open(os.path.join(root, "lua", "recovery", "util.lua"), "a") as f:
+            f.write("-- changed\n")
+        os.remove(os.path.join(root, "lua", "recovery", "kong.lua"))
+        script = [sys.executable, ds.path("scripts", "gen-k8s.py"), "--root", root]
+
+        p = ds.run(script + ["--check"])
+        self.assertEqual(p.returncode, 1, p.stderr)
+        for line in ("k8s/base/playbooks/new-one.lua: missing", "k8s/base/lua/recovery/util.lua: differs",
+                     "k8s/base/lua/recovery/kong.lua: has no source: stale",
+                     "k8s/base/kustomization.yaml: the ConfigMap file lists differ",
+                     "run python3 scripts/gen-k8s.py"):
+            self.assertIn(line, p.stderr)
+        self.assertTrue(os.path.exists(os.path.join(root, "k8s/base/lua/recovery/kong.lua")), "--check changes nothing")
+
+        p = ds.run(script)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(ds.run(script + ["--check"]).returncode, 0, "regenerated copies pass the check")
+        self.assertFalse(os.path.exists(os.path.join(root, "k8s/base/lua/recovery/kong.lua")), "stale copy removed")
+        for src, dst in (("playbooks/new-one.lua", "k8s/base/playbooks/new-one.lua"),
+                         ("lua/recovery/util.lua", "k8s/base/lua/recovery/util.lua")):
+            self.assertTrue(filecmp.cmp(os.path.join(root, src), os.path.join(root, dst), shallow=False), dst)
+        k = ds.load_yaml(os.path.join(root, "k8s/base/kustomization.yaml"))
+        files = {g["name"]: g["files"] for g in k["configMapGenerator"]}
+        self.assertIn("playbooks/new-one.lua", files["recoveryd-playbooks"])
+        self.assertNotIn("lua/recovery/kong.lua", files["recoveryd-lua"])
+        self.assertIn("lua/recovery/util.lua", files["recoveryd-lua"])
 
     @unittest.skipUnless(shutil.which("kubectl"), "kubectl not installed (optional check)")
     def test_kubectl_kustomize_builds(self):

@@ -46,6 +46,9 @@ static const struct opt opts[] = {
 	{"pagerduty-routing-key-file", O_STR, OFF(pagerduty_routing_key_file), 1, "F", "PagerDuty routing key"},
 	{"pagerduty-url", O_STR, OFF(pagerduty_url), 1, "URL", "PagerDuty Events API v2 endpoint"},
 	{"external-url", O_STR, OFF(external_url), 1, "URL", "base URL of recoveryd for job links in escalations"},
+	{"grafana-url", O_STR, OFF(grafana_url), 1, "URL", "Grafana base URL: every job that runs is marked there as a region (annotation)"},
+	{"grafana-token-file", O_STR, OFF(grafana_token_file), 1, "F", "Grafana service-account token"},
+	{"grafana-dashboard-uid", O_STR, OFF(grafana_dashboard_uid), 1, "UID", "put the annotations on that dashboard (default: organization-wide)"},
 	{"escalate-default", O_LIST, OFF(escalate_default), 1, "SINK", "sinks for playbooks without escalate (repeatable; default: every configured sink)"},
 	{"escalation-retry-initial", O_NUM, OFF(escalation_retry_initial), 1, "SECONDS", "first delay before re-sending a notification (default 1)"},
 	{"escalation-retry-max", O_NUM, OFF(escalation_retry_max), 1, "SECONDS", "longest delay between re-sends (default 300)"},
@@ -408,6 +411,14 @@ int config_load(struct config *c, int argc, char **argv, char *err, size_t errle
 			snprintf(err, errlen, "--replica-id: 1 to 48 of A-Z a-z 0-9 . _ -");
 			return -1;
 		}
+	}
+	if (!c->grafana_url != !c->grafana_token_file) {
+		snprintf(err, errlen, "--grafana-url and --grafana-token-file go together");
+		return -1;
+	}
+	if (c->grafana_url && strncmp(c->grafana_url, "http://", 7) != 0 && strncmp(c->grafana_url, "https://", 8) != 0) {
+		snprintf(err, errlen, "--grafana-url %s: expected an http:// or https:// URL", c->grafana_url);
+		return -1;
 	}
 	if (c->lua_memory < 1024 * 1024) {
 		snprintf(err, errlen, "--lua-memory: at least 1048576 bytes");

@@ -270,6 +270,7 @@ static void on_loop_expired(void *ud, const char *job_id, const char *playbook, 
 static void job_released(void *owner, struct job *j);
 static int job_ends_quietly(void *owner, const struct job *j);
 static void job_held(void *owner, struct job *j);
+static void job_started(void *owner, struct job *j);
 static void job_lost(void *owner, struct job *j);
 static void engine_poll(void *owner, size_t slots);
 
@@ -288,7 +289,7 @@ struct engine *engine_new(const struct engine_opts *o)
 	                         .lua_path = o->lua_path, .store = o->store, .mu = &e->mu,
 	                         .counts = &e->counts, .job_done = job_released, .job_find = job_find,
 	                         .ends_quietly = job_ends_quietly,
-	                         .job_held = job_held,
+	                         .job_held = job_held, .job_started = job_started,
 	                         .owner = e,
 	                         .replica = o->replica, .lease = o->lease, .poll = o->poll,
 	                         .job_lost = job_lost, .poll_fn = engine_poll};
@@ -1404,6 +1405,17 @@ static void job_held(void *owner, struct job *j)
 	outbox_send(e->outbox, &notes);
 }
 
+/* The runner's job_started: the first attempt's start is committed: the
+ * on_start notices and the Grafana region's start. */
+static void job_started(void *owner, struct job *j)
+{
+	struct engine *e = owner;
+	struct outbox_notes notes = {0};
+
+	outbox_job_started(e->outbox, &notes, j);
+	outbox_send(e->outbox, &notes);
+}
+
 int engine_wait(struct engine *e, const char *id, double timeout)
 {
 	struct timespec ts;
@@ -1857,6 +1869,7 @@ static void claim_ended(struct replay *rp, const struct job_row *r, enum job_sta
 	tmp.dry_run = r->dry_run;
 	approval_parse(r->approval, &tmp.approval);
 	tmp.plan_attempts = r->plan_attempts;
+	tmp.attempts = r->attempts; /* whether it ran: its Grafana region ends */
 	tmp.pb = playbook_set_find(e->set, r->playbook);
 	log_kv(LOG_WARN, r->id, "ended job taken over: escalating what its end causes", "from",
 	       rp->prev_owner ? rp->prev_owner : "", "outcome", r->outcome ? r->outcome : "", NULL);
@@ -2017,6 +2030,7 @@ static void replay_row(const struct job_row *r, void *arg)
 			metrics_add(M_JOBS, j->playbook_name, job_outcome_name(j->outcome), 1);
 			outbox_note(&rp->notes, j->id, j->key, EK_TRIGGER, reason, outbox_playbook_sinks(pb),
 			            j->dry_run);
+			outbox_region_end(&rp->notes, j);
 			admit_ended(e->admit, j->key, j->id, rp->now);
 			if (rp->claim)
 				release_add(rp, j->id);

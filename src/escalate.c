@@ -1,5 +1,6 @@
 /* Escalation messages and answer classification for Slack incoming
- * webhooks and the PagerDuty Events API v2. Everything here is pure except
+ * webhooks, the PagerDuty Events API v2 and Grafana's annotations API.
+ * Everything here is pure except
  * the settings, which SIGHUP may swap. */
 #include "recoveryd/escalate.h"
 
@@ -16,12 +17,15 @@
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct {
 	char *slack_url, *pd_key, *pd_url, *external_url;
+	char *grafana_url, *grafana_token, *grafana_uid;
 	char **defaults;
 	double retry_initial, retry_max;
 } conf = {.retry_initial = 1, .retry_max = 300};
 
 static void set(char **dst, const char *v)
 {
+	if (*dst)
+		explicit_bzero(*dst, strlen(*dst)); /* may be a secret */
 	free(*dst);
 	*dst = v ? strdup(v) : NULL;
 }
@@ -33,6 +37,9 @@ void escalate_configure(const struct escalate_conf *c)
 	set(&conf.pd_key, c->pd_routing_key);
 	set(&conf.pd_url, c->pd_url);
 	set(&conf.external_url, c->external_url);
+	set(&conf.grafana_url, c->grafana_url);
+	set(&conf.grafana_token, c->grafana_token);
+	set(&conf.grafana_uid, c->grafana_dashboard_uid);
 	for (char **p = conf.defaults; p && *p; p++)
 		free(*p);
 	free(conf.defaults);
@@ -58,6 +65,8 @@ int escalate_sink_configured(const char *sink)
 		ok = conf.slack_url != NULL;
 	else if (strcmp(sink, "pagerduty") == 0)
 		ok = conf.pd_key != NULL && conf.pd_url != NULL;
+	else if (strcmp(sink, "grafana") == 0)
+		ok = conf.grafana_url != NULL && conf.grafana_token != NULL;
 	pthread_mutex_unlock(&lock);
 	return ok;
 }
@@ -389,6 +398,8 @@ cJSON *escalate_slack_body(const cJSON *rec, const char *kind, const char *reaso
 	escalate_job_url(id ? id : "", url, sizeof(url));
 	if (strcmp(kind, "resolve") == 0) {
 		mrk_raw(&m, "RESOLVED: ");
+	} else if (strcmp(kind, "notice") == 0 && reason && strcmp(reason, "started") == 0) {
+		mrk_raw(&m, "Recovery started: ");
 	} else if (strcmp(kind, "notice") == 0) {
 		mrk_raw(&m, "Recovered automatically: ");
 	} else if (reason && strcmp(reason, "approval_needed") == 0) {
@@ -409,6 +420,14 @@ cJSON *escalate_slack_body(const cJSON *rec, const char *kind, const char *reaso
 		            : reason && strcmp(reason, "rejected") == 0 ? "): the plan was rejected; nothing is done"
 		            : reason && strcmp(reason, "cancelled") == 0 ? "): the plan was cancelled; nothing is done"
 		                                                        : "): the alert resolved");
+	} else if (strcmp(kind, "notice") == 0 && reason && strcmp(reason, "started") == 0) {
+		const cJSON *max = cJSON_GetObjectItemCaseSensitive(rec, "max_attempts");
+		int nmax = cJSON_IsNumber(max) ? max->valueint : 1;
+		mrk_raw(&m, " - recoveryd is running playbook ");
+		mrk_esc(&m, playbook ? playbook : "?", 100);
+		mrk_raw(&m, " (up to ");
+		mrk_int(&m, nmax);
+		mrk_raw(&m, nmax == 1 ? " attempt)" : " attempts)");
 	} else if (strcmp(kind, "notice") == 0) {
 		mrk_raw(&m, " (playbook ");
 		mrk_esc(&m, playbook ? playbook : "?", 100);
@@ -467,6 +486,143 @@ cJSON *escalate_slack_body(const cJSON *rec, const char *kind, const char *reaso
 	if (m.len)
 		add_section(blocks, m.buf);
 	return b;
+}
+
+/* ---------- Grafana annotations ---------- */
+
+/* A record's time field as epoch milliseconds, or 0. */
+static long long ms_of(const cJSON *rec, const char *k)
+{
+	double v;
+	return rd_parse_time(str(rec, k), &v) == 0 ? (long long)(v * 1000 + 0.5) : 0;
+}
+
+static void add_tag(cJSON *tags, const char *name, const char *value)
+{
+	char t[300];
+	if (!value)
+		return;
+	/* Grafana keeps tags whole; a cut one must stay UTF-8. */
+	if (snprintf(t, sizeof(t), "%s:%s", name, value) >= (int)sizeof(t))
+		utf8_cut_tail(t);
+	cJSON_AddItemToArray(tags, cJSON_CreateString(t));
+}
+
+cJSON *escalate_grafana_body(const cJSON *rec, const char *reason)
+{
+	char url[512];
+	const char *alertname = label(rec, "alertname"), *playbook = str(rec, "playbook");
+	const char *id = str(rec, "id"), *outcome = str(rec, "outcome"), *error = str(rec, "error");
+	int ended = reason && strcmp(reason, "ended") == 0;
+	int natt = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(rec, "attempts"));
+	long long t0 = ms_of(rec, "started_at"), t1 = ms_of(rec, "ended_at");
+	cJSON *b = cJSON_CreateObject(), *tags;
+	struct mrk m = {.len = 0};
+
+	if (!t0)
+		t0 = ms_of(rec, "created_at");
+	if (!t0)
+		t0 = (long long)(rd_now() * 1000);
+	cJSON_AddNumberToObject(b, "time", (double)t0);
+	if (ended) /* a region is an annotation with timeEnd; never before its start */
+		cJSON_AddNumberToObject(b, "timeEnd", (double)(t1 > t0 ? t1 : t0));
+	tags = cJSON_AddArrayToObject(b, "tags");
+	cJSON_AddItemToArray(tags, cJSON_CreateString("recoveryd"));
+	add_tag(tags, "playbook", playbook);
+	add_tag(tags, "alertname", alertname);
+	if (ended)
+		add_tag(tags, "outcome", outcome ? outcome : "unknown");
+
+	/* Grafana shows the text as sanitized HTML: values are escaped, the
+	 * job link is an anchor. */
+	mrk_raw(&m, ended ? "recoveryd ran playbook " : "recoveryd is running playbook ");
+	mrk_esc(&m, playbook ? playbook : "?", 100);
+	mrk_raw(&m, " for ");
+	mrk_esc(&m, alertname ? alertname : "alert", 200);
+	mrk_raw(&m, " on ");
+	mrk_esc(&m, target(rec), 200);
+	if (ended) {
+		mrk_raw(&m, ": ");
+		mrk_esc(&m, outcome ? outcome : "unknown", 50);
+		mrk_raw(&m, " after ");
+		mrk_int(&m, natt);
+		mrk_raw(&m, natt == 1 ? " attempt" : " attempts");
+		if (error && outcome && strstr(outcome, "succeeded") == NULL) {
+			mrk_raw(&m, " (");
+			mrk_esc(&m, error, 600);
+			mrk_raw(&m, ")");
+		}
+	}
+	escalate_job_url(id ? id : "", url, sizeof(url));
+	if (url[0] && !strchr(url, '"')) {
+		mrk_raw(&m, " - <a href=\"");
+		mrk_esc(&m, url, 500);
+		mrk_raw(&m, "\">job ");
+		mrk_esc(&m, id ? id : "", 64);
+		mrk_raw(&m, "</a>");
+	}
+	cJSON_AddStringToObject(b, "text", m.buf);
+	pthread_mutex_lock(&lock);
+	if (conf.grafana_uid)
+		cJSON_AddStringToObject(b, "dashboardUID", conf.grafana_uid);
+	pthread_mutex_unlock(&lock);
+	return b;
+}
+
+int escalate_grafana_id(const char *answer, char *buf, size_t len)
+{
+	cJSON *a = answer ? cJSON_Parse(answer) : NULL;
+	const cJSON *id = cJSON_GetObjectItemCaseSensitive(a, "id");
+	int rc = -1;
+
+	/* Grafana's ids are positive int64s; JSON numbers hold them exactly up to 2^53. */
+	if (cJSON_IsNumber(id) && id->valuedouble >= 1 && id->valuedouble < 9007199254740992.0 &&
+	    id->valuedouble == (double)(long long)id->valuedouble)
+		rc = snprintf(buf, len, "%lld", (long long)id->valuedouble) < (int)len ? 0 : -1;
+	cJSON_Delete(a);
+	return rc;
+}
+
+int escalate_grafana_wire(const char *payload, const char *ref, char **url, char **body, char **auth)
+{
+	cJSON *b = NULL;
+	int rc = -1;
+
+	*url = *body = *auth = NULL;
+	if (ref && (!*ref || strspn(ref, "0123456789") != strlen(ref) || strlen(ref) > 20))
+		return -1;
+	if (ref) {
+		/* PATCH takes text, tags, time and timeEnd: the region's place stays. */
+		if (!(b = cJSON_Parse(payload)))
+			return -1;
+		cJSON_DeleteItemFromObjectCaseSensitive(b, "dashboardUID");
+		cJSON_DeleteItemFromObjectCaseSensitive(b, "panelId");
+		*body = cJSON_PrintUnformatted(b);
+		cJSON_Delete(b);
+	} else {
+		*body = strdup(payload);
+	}
+	pthread_mutex_lock(&lock);
+	if (conf.grafana_url && conf.grafana_token && *body) {
+		size_t n = strlen(conf.grafana_url), ul = n + 40, al = strlen(conf.grafana_token) + 32;
+		int slash = n && conf.grafana_url[n - 1] == '/';
+		if ((*url = malloc(ul)) && (*auth = malloc(al))) {
+			snprintf(*url, ul, "%.*s/api/annotations%s%s", (int)(slash ? n - 1 : n), conf.grafana_url,
+			         ref ? "/" : "", ref ? ref : "");
+			snprintf(*auth, al, "Authorization: Bearer %s", conf.grafana_token);
+			rc = 0;
+		}
+	}
+	pthread_mutex_unlock(&lock);
+	if (rc < 0) {
+		free(*url);
+		free(*body);
+		if (*auth)
+			explicit_bzero(*auth, strlen(*auth));
+		free(*auth);
+		*url = *body = *auth = NULL;
+	}
+	return rc;
 }
 
 int escalate_wire(const char *sink, const char *payload, char **url, char **body)

@@ -29,6 +29,7 @@
 struct tokens {
 	char *webhook, *operator_;
 	char *slack_url, *pd_key; /* escalation sinks: secrets too */
+	char *grafana_token;
 	struct auth *auth;        /* the principals: tokens file and the two legacy files */
 };
 
@@ -44,6 +45,10 @@ static void tokens_free(struct tokens *t)
 		explicit_bzero(t->pd_key, strlen(t->pd_key));
 	free(t->webhook);
 	free(t->operator_);
+	if (t->grafana_token)
+		explicit_bzero(t->grafana_token, strlen(t->grafana_token));
+	free(t->grafana_token);
+	t->grafana_token = NULL;
 	free(t->slack_url);
 	free(t->pd_key);
 	t->webhook = t->operator_ = t->slack_url = t->pd_key = NULL;
@@ -70,15 +75,18 @@ static int tokens_load(const struct config *c, struct tokens *t, char *err, size
 			return -1;
 		}
 	}
-	const char *sink_files[2] = {c->slack_webhook_url_file, c->pagerduty_routing_key_file};
-	char **sink_dst[2] = {&t->slack_url, &t->pd_key};
-	for (int i = 0; i < 2; i++) {
+	const char *sink_files[3] = {c->slack_webhook_url_file, c->pagerduty_routing_key_file,
+	                             c->grafana_token_file};
+	char **sink_dst[3] = {&t->slack_url, &t->pd_key, &t->grafana_token};
+	static const char *const sink_what[3] = {"Slack webhook URL file", "PagerDuty routing key file",
+	                                         "Grafana token file"};
+	for (int i = 0; i < 3; i++) {
 		if (!sink_files[i])
 			continue;
 		*sink_dst[i] = rd_read_file(sink_files[i], TOKEN_MAX, NULL, 1);
 		if (!*sink_dst[i] || !**sink_dst[i]) {
-			snprintf(err, errlen, "%s %s: %s", i ? "PagerDuty routing key file" : "Slack webhook URL file",
-			         sink_files[i], *sink_dst[i] ? "empty" : strerror(errno));
+			snprintf(err, errlen, "%s %s: %s", sink_what[i], sink_files[i],
+			         *sink_dst[i] ? "empty" : strerror(errno));
 			return -1;
 		}
 	}
@@ -119,7 +127,8 @@ static int check_files(const struct config *c, char *err, size_t errlen)
 	struct stat st;
 
 	if (check_readable("slack webhook URL file", c->slack_webhook_url_file, err, errlen) < 0 ||
-	    check_readable("PagerDuty routing key file", c->pagerduty_routing_key_file, err, errlen) < 0)
+	    check_readable("PagerDuty routing key file", c->pagerduty_routing_key_file, err, errlen) < 0 ||
+	    check_readable("Grafana token file", c->grafana_token_file, err, errlen) < 0)
 		return -1;
 	if (c->secrets_dir && (stat(c->secrets_dir, &st) != 0 || !S_ISDIR(st.st_mode))) {
 		snprintf(err, errlen, "secrets directory %s: not a directory", c->secrets_dir);
@@ -151,7 +160,8 @@ static void configure_sinks(const struct config *c, const struct tokens *t)
 	char ext[300];
 	struct escalate_conf ec = {t->slack_url, t->pd_key, c->pagerduty_url, c->external_url,
 	                           c->escalate_default[0] ? (const char *const *)c->escalate_default : NULL,
-	                           c->escalation_retry_initial, c->escalation_retry_max};
+	                           c->escalation_retry_initial, c->escalation_retry_max,
+	                           c->grafana_url, t->grafana_token, c->grafana_dashboard_uid};
 	if (!c->external_url) {
 		/* Without --external-url, links point at the bound address. */
 		const char *colon = strrchr(c->listen, ':');
@@ -201,9 +211,9 @@ static int check_sinks(const struct config *c, struct playbook_set *set, char *e
 		}
 	for (size_t i = 0; i < set->n; i++) {
 		const struct playbook *pb = set->v[i];
-		char **lists[2] = {pb->escalate, pb->notify_success};
-		size_t ns[2] = {pb->n_escalate, pb->n_notify_success};
-		for (int l = 0; l < 2; l++)
+		char **lists[3] = {pb->escalate, pb->notify_success, pb->notify_start};
+		size_t ns[3] = {pb->n_escalate, pb->n_notify_success, pb->n_notify_start};
+		for (int l = 0; l < 3; l++)
 			for (size_t k = 0; k < ns[l]; k++)
 				if (!escalate_sink_configured(lists[l][k])) {
 					snprintf(err, errlen,

@@ -25,7 +25,8 @@
 #define SEND_TIMEOUT 15L
 
 static const char *const kind_names[] = {
-	[EK_TRIGGER] = "trigger", [EK_RESOLVE] = "resolve", [EK_NOTICE] = "notice"};
+	[EK_TRIGGER] = "trigger", [EK_RESOLVE] = "resolve", [EK_NOTICE] = "notice",
+	[EK_ANNOTATION] = "annotation"};
 
 static const char *const reason_names[] = {
 	[ER_FAILED] = "failed",
@@ -42,12 +43,14 @@ static const char *const reason_names[] = {
 	[ER_APPROVED] = "approved",
 	[ER_REJECTED] = "rejected",
 	[ER_CANCELLED] = "cancelled",
+	[ER_STARTED] = "started",
+	[ER_ENDED] = "ended",
 };
 
 static const struct {
 	enum esc_sink bit;
 	const char *name;
-} sinks[] = {{SINK_SLACK, "slack"}, {SINK_PAGERDUTY, "pagerduty"}};
+} sinks[] = {{SINK_SLACK, "slack"}, {SINK_PAGERDUTY, "pagerduty"}, {SINK_GRAFANA, "grafana"}};
 
 #define N_SINKS (sizeof(sinks) / sizeof(sinks[0]))
 
@@ -90,7 +93,9 @@ struct incident {
 /* One journaled notification on its way out (loop thread). */
 struct delivery {
 	struct outbox *ob;
-	char *id, *job_id, *sink, *kind, *payload, *incident;
+	char *id, *job_id, *sink, *kind, *reason, *payload, *incident;
+	int region_end;         /* Grafana: the end of a job's region */
+	int ref_looked;         /* ... whose start was looked up in the journal */
 	int attempts;
 	double created_at;      /* wall clock, for the latency histogram */
 	CURL *easy;             /* the transfer in flight, or NULL */
@@ -119,6 +124,7 @@ struct outbox {
 	pthread_cond_t journaled_cv; /* [mu] journaling reached 0 */
 	struct delivery *deliveries; /* [loop] */
 	size_t n_deliveries;      /* [loop] */
+	struct map *regions;      /* [loop] job id -> the Grafana annotation id of its region's start */
 	int claiming;             /* [loop] a claim is on its way */
 };
 
@@ -229,8 +235,35 @@ void outbox_close_incident(struct outbox *ob, struct outbox_notes *ns, const cha
 	close_incident(ob, ns, key, reason, 1);
 }
 
+/* Grafana regions go to every job that ran, unless its playbook opts out;
+ * they never page, so they are no escalation sink. */
+static int annotated(const struct job *j)
+{
+	return !j->pb->no_annotations && escalate_sink_configured("grafana");
+}
+
+void outbox_job_started(struct outbox *ob, struct outbox_notes *ns, const struct job *j)
+{
+	unsigned bits = 0;
+
+	(void)ob;
+	if (annotated(j))
+		outbox_note(ns, j->id, j->key, EK_ANNOTATION, ER_STARTED, SINK_GRAFANA, j->dry_run);
+	for (size_t i = 0; i < j->pb->n_notify_start; i++)
+		bits |= sink_bit(j->pb->notify_start[i]);
+	if (bits)
+		outbox_note(ns, j->id, j->key, EK_NOTICE, ER_STARTED, bits, j->dry_run);
+}
+
+void outbox_region_end(struct outbox_notes *ns, const struct job *j)
+{
+	if (j->attempts > 0 && j->pb && annotated(j))
+		outbox_note(ns, j->id, j->key, EK_ANNOTATION, ER_ENDED, SINK_GRAFANA, j->dry_run);
+}
+
 void outbox_job_ended(struct outbox *ob, struct outbox_notes *ns, const struct job *j)
 {
+	outbox_region_end(ns, j);
 	switch (j->outcome) {
 	case OUT_FAILED:
 	case OUT_DRY_RUN_FAILED:
@@ -329,6 +362,7 @@ static void delivery_free(struct delivery *d)
 	free(d->job_id);
 	free(d->sink);
 	free(d->kind);
+	free(d->reason);
 	free(d->payload);
 	free(d->incident);
 	free(d);
@@ -340,6 +374,7 @@ static struct delivery *delivery_of(struct outbox *ob, const struct escalation_r
 
 	if (!d || !(d->id = strdup(e->id)) || !(d->job_id = strdup(e->job_id)) ||
 	    !(d->sink = strdup(e->sink)) || !(d->kind = strdup(e->kind ? e->kind : "trigger")) ||
+	    !(d->reason = strdup(e->reason ? e->reason : "")) ||
 	    !(d->payload = strdup(e->payload ? e->payload : "{}")) ||
 	    (e->incident_key && !(d->incident = strdup(e->incident_key)))) {
 		delivery_free(d);
@@ -347,6 +382,7 @@ static struct delivery *delivery_of(struct outbox *ob, const struct escalation_r
 		return NULL; /* journaled as pending */
 	}
 	d->ob = ob;
+	d->region_end = strcmp(d->sink, "grafana") == 0 && strcmp(d->reason, "ended") == 0;
 	d->attempts = e->attempts;
 	d->created_at = e->created_at;
 	return d;
@@ -402,6 +438,64 @@ static int waits_for_trigger(struct outbox *ob, const struct delivery *d)
 	return 0;
 }
 
+/* A region's end needs the id Grafana gave its start: it waits while
+ * that is on its way. */
+static int waits_for_start(struct outbox *ob, const struct delivery *d)
+{
+	if (!d->region_end)
+		return 0;
+	for (const struct delivery *o = ob->deliveries; o; o = o->next)
+		if (o != d && strcmp(o->sink, "grafana") == 0 && !o->region_end && strcmp(o->job_id, d->job_id) == 0)
+			return 1;
+	return 0;
+}
+
+static void region_set(struct outbox *ob, const char *job_id, const char *ref)
+{
+	char *v = strdup(ref);
+	int oom = 0;
+
+	if (v)
+		free(map_put(ob->regions, job_id, v, &oom));
+	if (!v || oom) {
+		free(v);
+		log_kv(LOG_ERROR, job_id, "annotation: out of memory: the region's end is posted whole", NULL);
+	}
+}
+
+/* The annotation id of d's region start: what this process got back, else
+ * (after a restart, or sent by another replica) the start row's journaled
+ * answer. NULL: the start never got through, and the end is posted whole. */
+static const char *region_ref(struct outbox *ob, struct delivery *d)
+{
+	const char *ref = map_get(ob->regions, d->job_id);
+	cJSON *rec = NULL;
+	const cJSON *e;
+
+	if (ref || d->ref_looked)
+		return ref;
+	d->ref_looked = 1;
+	if (store_job_json(ob->o.store, d->job_id, &rec) != RD_OK || !rec)
+		return NULL;
+	cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(rec, "escalations"))
+	{
+		const cJSON *f[5] = {cJSON_GetObjectItemCaseSensitive(e, "sink"), cJSON_GetObjectItemCaseSensitive(e, "kind"),
+		                     cJSON_GetObjectItemCaseSensitive(e, "reason"), cJSON_GetObjectItemCaseSensitive(e, "state"),
+		                     cJSON_GetObjectItemCaseSensitive(e, "last_answer")};
+		static const char *const want[4] = {"grafana", "annotation", "started", "delivered"};
+		int match = 1;
+		char id[32];
+		for (int i = 0; i < 5 && match; i++)
+			match = cJSON_IsString(f[i]) && (i == 4 || strcmp(f[i]->valuestring, want[i]) == 0);
+		/* last_answer is "<status> <body>" */
+		const char *body = match ? strchr(f[4]->valuestring, ' ') : NULL;
+		if (body && escalate_grafana_id(body + 1, id, sizeof(id)) == 0)
+			region_set(ob, d->job_id, id);
+	}
+	cJSON_Delete(rec);
+	return map_get(ob->regions, d->job_id);
+}
+
 static size_t dl_body(char *p, size_t sz, size_t n, void *ud)
 {
 	rbuf_append(ud, p, sz * n); /* beyond the cap: kept short, not an error */
@@ -451,6 +545,13 @@ static void delivery_done(struct loop *l, CURL *easy, CURLcode cc, void *arg)
 		snprintf(answer, sizeof(answer), "%s", d->errbuf[0] ? d->errbuf : curl_easy_strerror(cc));
 	else
 		snprintf(answer, sizeof(answer), "%ld %.600s", status, d->resp.p ? d->resp.p : "");
+	if (strcmp(d->sink, "grafana") == 0 && v != ESC_RETRY) {
+		char id[32];
+		if (d->region_end) /* the region is closed (or cannot be) */
+			free(map_del(d->ob->regions, d->job_id));
+		else if (v == ESC_DELIVERED && escalate_grafana_id(d->resp.p, id, sizeof(id)) == 0)
+			region_set(d->ob, d->job_id, id);
+	}
 	transfer_release(d);
 
 	switch (v) {
@@ -488,13 +589,22 @@ static void delivery_start(struct loop *l, long long id, void *arg)
 	(void)l;
 	(void)id;
 	struct outbox *ob = d->ob;
-	char *url = NULL;
+	char *url = NULL, *auth = NULL;
+	const char *ref = NULL;
+	int grafana = strcmp(d->sink, "grafana") == 0, rc;
 
-	if (waits_for_trigger(ob, d)) {
+	if (waits_for_trigger(ob, d) || waits_for_start(ob, d)) {
 		delivery_later(d, 0.25);
 		return;
 	}
-	if (escalate_wire(d->sink, d->payload, &url, &d->body) < 0) {
+	if (grafana) {
+		if (d->region_end)
+			ref = region_ref(ob, d);
+		rc = escalate_grafana_wire(d->payload, ref, &url, &d->body, &auth);
+	} else {
+		rc = escalate_wire(d->sink, d->payload, &url, &d->body);
+	}
+	if (rc < 0) {
 		log_kv(LOG_ERROR, d->job_id, "escalation: sink is not configured", "sink", d->sink, NULL);
 		metrics_add(M_ESCALATIONS, d->sink, "not_configured", 1);
 		delivery_update(ob, d, "failed", "sink not configured", 0, 0);
@@ -508,6 +618,14 @@ static void delivery_start(struct loop *l, long long id, void *arg)
 	d->errbuf[0] = '\0';
 	d->headers = curl_slist_append(NULL, "Content-Type: application/json");
 	d->headers = curl_slist_append(d->headers, "Expect:");
+	if (auth) {
+		d->headers = curl_slist_append(d->headers, auth);
+		explicit_bzero(auth, strlen(auth)); /* the token */
+		free(auth);
+		auth = NULL;
+	}
+	if (ref) /* the region's start got an id: close that region */
+		curl_easy_setopt(d->easy, CURLOPT_CUSTOMREQUEST, "PATCH");
 	curl_easy_setopt(d->easy, CURLOPT_URL, url);
 	curl_easy_setopt(d->easy, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(d->easy, CURLOPT_NOSIGNAL, 1L);
@@ -530,6 +648,9 @@ static void delivery_start(struct loop *l, long long id, void *arg)
 again:
 	explicit_bzero(url, strlen(url));
 	free(url);
+	if (auth)
+		explicit_bzero(auth, strlen(auth));
+	free(auth);
 	transfer_release(d);
 	delivery_later(d, 1); /* out of resources: try again shortly */
 }
@@ -650,8 +771,9 @@ static void journal_note(struct outbox *ob, struct outbox_note *n, struct store_
 		if (!(n->sinks & sinks[i].bit))
 			continue;
 		int configured = escalate_sink_configured(sink);
-		cJSON *body = sinks[i].bit == SINK_SLACK ? escalate_slack_body(rec, kind, reason)
-		                                         : escalate_pagerduty_body(rec, kind, reason);
+		cJSON *body = sinks[i].bit == SINK_SLACK     ? escalate_slack_body(rec, kind, reason)
+		              : sinks[i].bit == SINK_GRAFANA ? escalate_grafana_body(rec, reason)
+		                                             : escalate_pagerduty_body(rec, kind, reason);
 		char *payload = body ? cJSON_PrintUnformatted(body) : NULL;
 		cJSON_Delete(body);
 		rd_random_hex(id, 16);
@@ -685,7 +807,7 @@ static void journal_note(struct outbox *ob, struct outbox_note *n, struct store_
 		free(payload);
 	}
 	cJSON_Delete(rec);
-	log_kv(n->dry_run ? LOG_INFO : LOG_WARN, n->job_id,
+	log_kv(n->dry_run || n->kind == EK_NOTICE || n->kind == EK_ANNOTATION ? LOG_INFO : LOG_WARN, n->job_id,
 	       n->dry_run ? "escalation planned (dry-run)" : "escalation journaled", "kind", kind, "reason",
 	       reason, "key", n->key, NULL);
 }
@@ -878,7 +1000,8 @@ struct outbox *outbox_new(const struct outbox_opts *o)
 	ob->o = *o;
 	pthread_mutex_init(&ob->mu, NULL);
 	pthread_cond_init(&ob->journaled_cv, NULL);
-	if (!(ob->incidents = map_new())) {
+	if (!(ob->incidents = map_new()) || !(ob->regions = map_new())) {
+		map_free(ob->incidents, free);
 		pthread_cond_destroy(&ob->journaled_cv);
 		pthread_mutex_destroy(&ob->mu);
 		free(ob);
@@ -899,6 +1022,7 @@ void outbox_free(struct outbox *ob)
 		delivery_free(d);
 	}
 	map_free(ob->incidents, free);
+	map_free(ob->regions, free);
 	pthread_cond_destroy(&ob->journaled_cv);
 	pthread_mutex_destroy(&ob->mu);
 	free(ob);

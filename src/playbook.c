@@ -40,6 +40,9 @@ static void playbook_free(struct playbook *pb)
 	for (size_t i = 0; i < pb->n_notify_success; i++)
 		free(pb->notify_success[i]);
 	free(pb->notify_success);
+	for (size_t i = 0; i < pb->n_notify_start; i++)
+		free(pb->notify_start[i]);
+	free(pb->notify_start);
 	free(pb);
 }
 
@@ -153,12 +156,65 @@ static int sink_list(lua_State *L, const char *what, char ***out, size_t *n_out,
 		lua_rawgeti(L, -1, i);
 		const char *s = lua_tostring(L, -1);
 		if (lua_type(L, -1) != LUA_TSTRING || sandbox_has_nul(L, -1) || (strcmp(s, "slack") != 0 && strcmp(s, "pagerduty") != 0)) {
-			snprintf(err, errlen, "%s[%lld]: expected \"slack\" or \"pagerduty\"", what, (long long)i);
+			snprintf(err, errlen, "%s[%lld]: expected \"slack\" or \"pagerduty\"%s", what, (long long)i,
+			         lua_type(L, -1) == LUA_TSTRING && strcmp(s, "grafana") == 0
+			                 ? " (Grafana annotations are not notifications: every job is annotated "
+			                   "when --grafana-url is set; notify = { grafana = false } opts out)"
+			                 : "");
 			return -1;
 		}
 		(*out)[(*n_out)++] = strdup(s);
 		lua_pop(L, 1);
 	}
+	return 0;
+}
+
+/* notify (on the stack top): on_start and on_success notices (Slack only:
+ * a PagerDuty event would open an incident), grafana = false. A typo must
+ * not silently turn a notice off. */
+static int parse_notify(lua_State *L, struct playbook *pb, char *err, size_t errlen)
+{
+	static const char *const lists[] = {"on_start", "on_success"};
+	char ***dst[] = {&pb->notify_start, &pb->notify_success};
+	size_t *n_dst[] = {&pb->n_notify_start, &pb->n_notify_success};
+
+	lua_pushnil(L);
+	while (lua_next(L, -2)) {
+		const char *k = lua_type(L, -2) == LUA_TSTRING && !sandbox_has_nul(L, -2) ? lua_tostring(L, -2) : NULL;
+		lua_pop(L, 1);
+		if (!k || (strcmp(k, "on_start") && strcmp(k, "on_success") && strcmp(k, "grafana"))) {
+			snprintf(err, errlen, "notify: unknown key '%s' (keys: on_start, on_success, grafana)",
+			         k ? k : "(non-string key)");
+			lua_pop(L, 1);
+			return -1;
+		}
+	}
+	for (size_t l = 0; l < 2; l++) {
+		char what[32];
+		snprintf(what, sizeof(what), "notify.%s", lists[l]);
+		lua_getfield(L, -1, lists[l]);
+		if (lua_type(L, -1) == LUA_TTABLE) {
+			if (sink_list(L, what, dst[l], n_dst[l], err, errlen) < 0)
+				return -1;
+			for (size_t i = 0; i < *n_dst[l]; i++)
+				if (strcmp((*dst[l])[i], "slack") != 0) {
+					snprintf(err, errlen, "%s: only \"slack\" is supported "
+					                      "(a PagerDuty event would open an incident)", what);
+					return -1;
+				}
+		} else if (!lua_isnil(L, -1)) {
+			snprintf(err, errlen, "%s: expected a list of sink names", what);
+			return -1;
+		}
+		lua_pop(L, 1);
+	}
+	lua_getfield(L, -1, "grafana");
+	if (!lua_isnil(L, -1) && !lua_isboolean(L, -1)) {
+		snprintf(err, errlen, "notify.grafana: expected a boolean, got %s", luaL_typename(L, -1));
+		return -1;
+	}
+	pb->no_annotations = lua_isboolean(L, -1) && !lua_toboolean(L, -1);
+	lua_pop(L, 1);
 	return 0;
 }
 
@@ -355,26 +411,10 @@ static int parse_table(lua_State *L, struct playbook *pb, char *err, size_t errl
 
 	lua_getfield(L, t, "notify");
 	if (lua_type(L, -1) == LUA_TTABLE) {
-		lua_pushliteral(L, "on_success");
-		lua_rawget(L, -2);
-		if (lua_type(L, -1) == LUA_TTABLE) {
-			if (sink_list(L, "notify.on_success", &pb->notify_success, &pb->n_notify_success, err,
-			              errlen) < 0)
-				return -1;
-			/* A PagerDuty event is an incident: success notices go to Slack. */
-			for (size_t i = 0; i < pb->n_notify_success; i++)
-				if (strcmp(pb->notify_success[i], "slack") != 0) {
-					snprintf(err, errlen, "notify.on_success: only \"slack\" is supported "
-					                      "(a PagerDuty event would open an incident)");
-					return -1;
-				}
-		} else if (!lua_isnil(L, -1)) {
-			snprintf(err, errlen, "notify.on_success: expected a list of sink names");
+		if (parse_notify(L, pb, err, errlen) < 0)
 			return -1;
-		}
-		lua_pop(L, 1);
 	} else if (!lua_isnil(L, -1)) {
-		snprintf(err, errlen, "notify: expected a table { on_success = {...} }");
+		snprintf(err, errlen, "notify: expected a table { on_start = {...}, on_success = {...}, grafana = false }");
 		return -1;
 	}
 	lua_pop(L, 1);
@@ -623,10 +663,20 @@ cJSON *playbook_json(const struct playbook *pb)
 		free(d);
 		cJSON_AddTrueToObject(o, "escalate_default");
 	}
-	if (pb->n_notify_success) {
-		e = cJSON_AddArrayToObject(cJSON_AddObjectToObject(o, "notify"), "on_success");
-		for (size_t i = 0; i < pb->n_notify_success; i++)
-			cJSON_AddItemToArray(e, cJSON_CreateString(pb->notify_success[i]));
+	if (pb->n_notify_success || pb->n_notify_start || pb->no_annotations) {
+		cJSON *n = cJSON_AddObjectToObject(o, "notify");
+		if (pb->n_notify_start) {
+			e = cJSON_AddArrayToObject(n, "on_start");
+			for (size_t i = 0; i < pb->n_notify_start; i++)
+				cJSON_AddItemToArray(e, cJSON_CreateString(pb->notify_start[i]));
+		}
+		if (pb->n_notify_success) {
+			e = cJSON_AddArrayToObject(n, "on_success");
+			for (size_t i = 0; i < pb->n_notify_success; i++)
+				cJSON_AddItemToArray(e, cJSON_CreateString(pb->notify_success[i]));
+		}
+		if (pb->no_annotations)
+			cJSON_AddFalseToObject(n, "grafana");
 	}
 	cJSON_AddBoolToObject(o, "idempotent", pb->idempotent);
 	{

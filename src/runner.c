@@ -49,6 +49,7 @@ struct attempt_rt {
 	lua_State *co;
 	struct op *op;          /* what the coroutine waits on, or NULL */
 	int n;
+	int first;              /* the job's first start (not a retry, nor one redone after a crash) */
 	double started;         /* rd_mono() */
 	double started_wall;
 	struct job *job;
@@ -785,6 +786,7 @@ static void attempt_start(struct runner *r, struct job *j)
 {
 	struct attempt_rt *rt;
 	struct attempt_row a = {0};
+	int first;
 
 	pthread_mutex_lock(r->o.mu);
 	if (j->state == JS_CANCELLED) {
@@ -796,7 +798,8 @@ static void attempt_start(struct runner *r, struct job *j)
 	 * recoveryd_queue_depth) once it is committed (mark_running). */
 	j->attempts++;
 	j->next_run_at = 0;
-	if (!j->started_at)
+	first = !j->started_at;
+	if (first)
 		j->started_at = rd_now();
 	/* Until a human approves, an attempt only makes the plan. */
 	j->planning = j->approval == AP_PENDING;
@@ -815,6 +818,7 @@ static void attempt_start(struct runner *r, struct job *j)
 		r->rts->prev = rt;
 	r->rts = rt;
 	rt->n = j->attempts;
+	rt->first = first;
 	rt->started = rd_mono();
 	rt->started_wall = rd_now();
 	rt->sb.mem_max = r->o.mem_max;
@@ -857,6 +861,8 @@ static void attempt_run(struct runner *r, struct job *j)
 	if (ended_by_cancel(r, j))
 		return;
 	log_kv(LOG_INFO, j->id, "attempt started", "playbook", j->playbook_name, "key", j->key, NULL);
+	if (rt->first && r->o.job_started)
+		r->o.job_started(r->o.owner, j);
 	rt->started = rd_mono(); /* the deadline counts from here */
 	rt->L = sandbox_new(&rt->sb);
 	if (!rt->L) {

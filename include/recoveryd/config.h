@@ -24,6 +24,9 @@ struct config {
 	char *slack_webhook_url_file;
 	char *pagerduty_routing_key_file;
 	char *pagerduty_url;
+	char *grafana_url;        /* annotations: Grafana's base URL */
+	char *grafana_token_file;
+	char *grafana_dashboard_uid;
 	char *secrets_dir;
 	char *exec_allow[CONFIG_EXEC_ALLOW_MAX + 1]; /* NULL-terminated */
 	char *env_allow[CONFIG_EXEC_ALLOW_MAX + 1];

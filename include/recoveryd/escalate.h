@@ -1,5 +1,6 @@
-/* Escalation to Slack and PagerDuty: message bodies built from a job
- * record, the sinks' settings, and how each sink's answers are classified.
+/* Escalation to Slack and PagerDuty, and Grafana annotations: message
+ * bodies built from a job record, the sinks' settings, and how each sink's
+ * answers are classified.
  * Delivery itself (the outbox) runs in the runner's event loop. */
 #ifndef RECOVERYD_ESCALATE_H
 #define RECOVERYD_ESCALATE_H
@@ -14,6 +15,9 @@ struct escalate_conf {
 	const char *external_url;     /* base of job links; NULL = none */
 	const char *const *default_sinks; /* NULL-terminated; NULL = every configured sink */
 	double retry_initial, retry_max; /* seconds */
+	const char *grafana_url;      /* Grafana's base URL; NULL = no annotations */
+	const char *grafana_token;    /* service-account token (a secret) */
+	const char *grafana_dashboard_uid; /* annotations on that dashboard; NULL = organization-wide */
 };
 
 enum esc_verdict { ESC_DELIVERED, ESC_RETRY, ESC_FAILED };
@@ -35,11 +39,24 @@ const char *escalate_pd_severity(const char *label);
  * added at send time so that the journal never holds it. */
 cJSON *escalate_pagerduty_body(const cJSON *rec, const char *kind, const char *reason);
 cJSON *escalate_slack_body(const cJSON *rec, const char *kind, const char *reason);
+/* A Grafana annotation (kind "annotation") from a job record: reason
+ * "started" opens a region at the job's start (time), "ended" gives both
+ * ends (time, timeEnd) and the outcome tag; the ended body is what closes
+ * the region with a PATCH, or makes it whole with a POST. */
+cJSON *escalate_grafana_body(const cJSON *rec, const char *reason);
+/* The annotation id in Grafana's answer to the POST ({"id": N, ...}) into
+ * buf as digits: 0, or -1 when there is none. */
+int escalate_grafana_id(const char *answer, char *buf, size_t len);
 
 /* The request to send for a journaled payload: the endpoint URL and the
  * final body (secrets added), both malloc'd. -1 when the sink is not
  * configured any more. */
 int escalate_wire(const char *sink, const char *payload, char **url, char **body);
+/* The same for Grafana: ref NULL: POST {grafana}/api/annotations with the
+ * payload; ref (the id the region's start got): PATCH
+ * {grafana}/api/annotations/{ref} with the fields PATCH takes. *auth is the
+ * Authorization header line (the token: wipe it after use). */
+int escalate_grafana_wire(const char *payload, const char *ref, char **url, char **body, char **auth);
 /* Classify an answer. cc != CURLE_OK: transport error. retry_after: the
  * header's seconds or -1. On ESC_RETRY *delay is the wait before attempt
  * n+1 (n >= 1 attempts made), honouring Retry-After. rnd in [0,1). */

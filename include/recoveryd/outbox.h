@@ -18,7 +18,7 @@ struct runner;
 struct store;
 struct outbox;
 
-enum esc_kind { EK_TRIGGER, EK_RESOLVE, EK_NOTICE };
+enum esc_kind { EK_TRIGGER, EK_RESOLVE, EK_NOTICE, EK_ANNOTATION };
 
 enum esc_reason {
 	ER_FAILED,
@@ -35,10 +35,12 @@ enum esc_reason {
 	ER_APPROVED,          /* resolve: the approval page is answered */
 	ER_REJECTED,          /* resolve: a human rejected the plan */
 	ER_CANCELLED,         /* resolve: a waiting plan was cancelled */
+	ER_STARTED,           /* notice, annotation: the job's first attempt started */
+	ER_ENDED,             /* annotation: the job ended (the region closes) */
 };
 
 /* Sinks as bits of a set. */
-enum esc_sink { SINK_SLACK = 1u << 0, SINK_PAGERDUTY = 1u << 1 };
+enum esc_sink { SINK_SLACK = 1u << 0, SINK_PAGERDUTY = 1u << 1, SINK_GRAFANA = 1u << 2 };
 
 const char *esc_kind_name(enum esc_kind k);
 const char *esc_reason_name(enum esc_reason r);
@@ -85,9 +87,16 @@ int outbox_success_is_quiet(struct outbox *ob, const struct job *j);
 /* key's incident, if one is open, is closed: its resolve is added to ns. */
 void outbox_close_incident(struct outbox *ob, struct outbox_notes *ns, const char *key,
                            enum esc_reason reason);
+/* What the start of j's first attempt causes: the playbook's on_start
+ * notices and the Grafana region's start. */
+void outbox_job_started(struct outbox *ob, struct outbox_notes *ns, const struct job *j);
+/* The end of the Grafana region of j, if j ran (outbox_job_ended adds it;
+ * for the ends that escalate otherwise). */
+void outbox_region_end(struct outbox_notes *ns, const struct job *j);
 /* What the end of j causes: a trigger when recovery failed or was
  * interrupted, a resolve of the key's incident and the playbook's
- * notify_success notices when it succeeded. */
+ * notify_success notices when it succeeded; the Grafana region's end for
+ * a job that ran. */
 void outbox_job_ended(struct outbox *ob, struct outbox_notes *ns, const struct job *j);
 /* The decisions behind ns were not committed: open again the incidents
  * whose resolves ns holds, then drop ns. */

@@ -29,6 +29,9 @@ struct playbook {
 	int escalate_set;      /* 0: use the global default sinks */
 	char **notify_success; /* sinks told when the job succeeds (notify.on_success) */
 	size_t n_notify_success;
+	char **notify_start;   /* sinks told when the first attempt starts (notify.on_start) */
+	size_t n_notify_start;
+	int no_annotations;    /* notify.grafana = false: no Grafana regions for its jobs */
 	int idempotent;        /* safe to re-run after a crash mid-attempt */
 	int approval_required; /* attempts are plans until a human approves */
 	double approval_timeout; /* seconds a plan waits for approval */

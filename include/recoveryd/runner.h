@@ -39,6 +39,9 @@ struct runner_opts {
 	/* A job's plan is made and its wait for approval committed. Runner
 	 * thread, mu not held. */
 	void (*job_held)(void *owner, struct job *j);
+	/* Optional: a job's first attempt started, durably (not a retry, nor
+	 * an attempt made again after a restart). Runner thread, mu not held. */
+	void (*job_started)(void *owner, struct job *j);
 	/* The unfinished job with this id, or NULL. Called with mu held. */
 	struct job *(*job_find)(void *owner, const char *id);
 	void *owner;

@@ -698,6 +698,205 @@ static void test_slack_caps_keep_utf8_whole(void **state)
 	cJSON_Delete(rec);
 }
 
+/* ---- Grafana annotations ------------------------------------------------- */
+
+#define GRAFANA "http://127.0.0.1:3000/"
+#define GRAFANA_TOKEN "glsa_SECRETSECRET_0123"
+#define T_START 1795954120123.0 /* 2026-11-29T12:08:40.123Z */
+#define T_END 1795954130565.0   /* 2026-11-29T12:08:50.565Z */
+
+static void configure_grafana(const char *uid)
+{
+	struct escalate_conf c = {
+		.slack_url = SLACK_URL, .pd_routing_key = PD_KEY, .pd_url = PD_URL,
+		.external_url = EXTERNAL, .retry_initial = 1, .retry_max = 300,
+		.grafana_url = GRAFANA, .grafana_token = GRAFANA_TOKEN, .grafana_dashboard_uid = uid,
+	};
+	escalate_configure(&c);
+}
+
+/* The record when the job started, and when it ended. */
+static cJSON *region_record(int ended)
+{
+	cJSON *rec = record();
+	assert_non_null(cJSON_AddStringToObject(rec, "started_at", "2026-11-29T12:08:40.123Z"));
+	assert_non_null(cJSON_AddNumberToObject(rec, "max_attempts", 3));
+	if (!ended) {
+		cJSON_DeleteItemFromObjectCaseSensitive(rec, "ended_at");
+		cJSON_ReplaceItemInObjectCaseSensitive(rec, "outcome", cJSON_CreateNull());
+	}
+	return rec;
+}
+
+static void assert_tags(const cJSON *b, const char *const *want, int n)
+{
+	const cJSON *tags = obj(b, "tags");
+	assert_int_equal(cJSON_GetArraySize(tags), n);
+	for (int i = 0; i < n; i++)
+		assert_string_equal(cJSON_GetArrayItem(tags, i)->valuestring, want[i]);
+}
+
+static void test_grafana_region_bodies(void **state)
+{
+	static const char *const start_tags[] = {"recoveryd", "playbook:settings-sync-recovery",
+	                                         "alertname:SettingsSyncJobFailure"};
+	static const char *const end_tags[] = {"recoveryd", "playbook:settings-sync-recovery",
+	                                       "alertname:SettingsSyncJobFailure", "outcome:failed"};
+	cJSON *rec = region_record(0), *b;
+	const char *text;
+
+	(void)state;
+	configure_grafana(NULL);
+	/* the start: a point in time, in milliseconds */
+	b = escalate_grafana_body(rec, "started");
+	assert_true(cJSON_IsNumber(obj(b, "time")));
+	assert_near(obj(b, "time")->valuedouble, T_START, 0);
+	assert_null(cJSON_GetObjectItemCaseSensitive(b, "timeEnd"));
+	assert_null(cJSON_GetObjectItemCaseSensitive(b, "dashboardUID"));
+	assert_tags(b, start_tags, 3);
+	text = str(b, "text");
+	assert_non_null(strstr(text, "is running playbook settings-sync-recovery for SettingsSyncJobFailure on "
+	                             "settings-sync-job-7f9c"));
+	assert_non_null(strstr(text, "<a href=\"" JOB_URL "\">job " JOB_ID "</a>"));
+	cJSON_Delete(b);
+	cJSON_Delete(rec);
+
+	/* the end: both ends, the outcome, the attempts and the error */
+	rec = region_record(1);
+	b = escalate_grafana_body(rec, "ended");
+	assert_near(obj(b, "time")->valuedouble, T_START, 0);
+	assert_near(obj(b, "timeEnd")->valuedouble, T_END, 0);
+	assert_tags(b, end_tags, 4);
+	text = str(b, "text");
+	assert_non_null(strstr(text, "ran playbook settings-sync-recovery for SettingsSyncJobFailure on "
+	                             "settings-sync-job-7f9c: failed after 3 attempts (verify: " VERIFY ")"));
+	assert_non_null(strstr(text, JOB_URL));
+	cJSON_Delete(b);
+
+	/* label values are text, not HTML; an end before the start is never sent */
+	set_label(rec, "alertname", "<img src=x onerror=alert(1)>");
+	cJSON_ReplaceItemInObjectCaseSensitive(rec, "ended_at", cJSON_CreateString("2026-11-29T12:08:30.000Z"));
+	b = escalate_grafana_body(rec, "ended");
+	assert_null(strstr(str(b, "text"), "<img"));
+	assert_non_null(strstr(str(b, "text"), "&lt;img src=x onerror=alert(1)&gt;"));
+	assert_near(obj(b, "timeEnd")->valuedouble, T_START, 0);
+	cJSON_Delete(b);
+	cJSON_Delete(rec);
+
+	/* a dashboard: the annotation is placed on it */
+	configure_grafana("jcIIG-07z");
+	rec = region_record(0);
+	b = escalate_grafana_body(rec, "started");
+	assert_string_equal(str(b, "dashboardUID"), "jcIIG-07z");
+	cJSON_Delete(b);
+	cJSON_Delete(rec);
+}
+
+static void test_grafana_answer_id(void **state)
+{
+	char id[32];
+
+	(void)state;
+	assert_int_equal(escalate_grafana_id("{\"message\":\"Annotation added\",\"id\":1145}", id, sizeof(id)), 0);
+	assert_string_equal(id, "1145");
+	assert_int_equal(escalate_grafana_id("{\"id\": 9007199254740991}", id, sizeof(id)), 0);
+	assert_string_equal(id, "9007199254740991");
+	assert_int_equal(escalate_grafana_id("{\"message\":\"Annotation added\"}", id, sizeof(id)), -1);
+	assert_int_equal(escalate_grafana_id("{\"id\":\"7\"}", id, sizeof(id)), -1);
+	assert_int_equal(escalate_grafana_id("{\"id\":1.5}", id, sizeof(id)), -1);
+	assert_int_equal(escalate_grafana_id("{\"id\":0}", id, sizeof(id)), -1);
+	assert_int_equal(escalate_grafana_id("{\"id\":-3}", id, sizeof(id)), -1);
+	assert_int_equal(escalate_grafana_id("ok", id, sizeof(id)), -1);
+	assert_int_equal(escalate_grafana_id(NULL, id, sizeof(id)), -1);
+	assert_int_equal(escalate_grafana_id("{\"id\":12345}", id, 3), -1); /* never cut */
+}
+
+static void test_grafana_wire(void **state)
+{
+	cJSON *rec = region_record(1), *b = NULL, *sent;
+	char *payload, *url, *body, *auth;
+
+	(void)state;
+	configure_grafana("jcIIG-07z");
+	b = escalate_grafana_body(rec, "ended");
+	payload = cJSON_PrintUnformatted(b);
+	assert_null(strstr(payload, GRAFANA_TOKEN)); /* what the journal holds */
+
+	/* the start never got an id: one POST with both ends */
+	assert_int_equal(escalate_grafana_wire(payload, NULL, &url, &body, &auth), 0);
+	assert_string_equal(url, "http://127.0.0.1:3000/api/annotations");
+	assert_string_equal(body, payload);
+	assert_string_equal(auth, "Authorization: Bearer " GRAFANA_TOKEN);
+	free(url);
+	free(body);
+	free(auth);
+
+	/* the region's start has id 42: PATCH it, with the fields PATCH takes */
+	assert_int_equal(escalate_grafana_wire(payload, "42", &url, &body, &auth), 0);
+	assert_string_equal(url, "http://127.0.0.1:3000/api/annotations/42");
+	assert_string_equal(auth, "Authorization: Bearer " GRAFANA_TOKEN);
+	sent = cJSON_Parse(body);
+	assert_non_null(sent);
+	assert_null(cJSON_GetObjectItemCaseSensitive(sent, "dashboardUID"));
+	cJSON_DeleteItemFromObjectCaseSensitive(b, "dashboardUID");
+	assert_true(cJSON_Compare(sent, b, 1));
+	cJSON_Delete(sent);
+	free(url);
+	free(body);
+	free(auth);
+
+	/* a journaled ref that is no id is not put in a path */
+	url = body = auth = (char *)"x";
+	assert_int_equal(escalate_grafana_wire(payload, "4/../2", &url, &body, &auth), -1);
+	assert_null(url);
+	assert_null(body);
+	assert_null(auth);
+	assert_int_equal(escalate_grafana_wire(payload, "", &url, &body, &auth), -1);
+
+	/* not configured (any more): nothing to send */
+	configure(1, 300);
+	assert_false(escalate_sink_configured("grafana"));
+	assert_int_equal(escalate_grafana_wire(payload, NULL, &url, &body, &auth), -1);
+	assert_null(url);
+	configure_grafana(NULL);
+	assert_true(escalate_sink_configured("grafana"));
+	/* never a default escalation sink: annotations do not page */
+	const char **d = escalate_default_sinks();
+	for (size_t i = 0; d[i]; i++)
+		assert_string_not_equal(d[i], "grafana");
+	free(d);
+
+	/* Grafana's answers: 2xx done, 429 and 5xx again, other 4xx never */
+	double delay;
+	assert_int_equal(escalate_classify("grafana", CURLE_OK, 200, "{\"id\":1}", -1, 1, 0, &delay), ESC_DELIVERED);
+	assert_int_equal(escalate_classify("grafana", CURLE_OK, 404, "{\"message\":\"Annotation not found\"}", -1,
+	                                   1, 0, &delay), ESC_FAILED);
+	assert_int_equal(escalate_classify("grafana", CURLE_OK, 401, "{\"message\":\"Unauthorized\"}", -1, 1, 0,
+	                                   &delay), ESC_FAILED);
+	assert_int_equal(escalate_classify("grafana", CURLE_OK, 429, "", 5, 1, 0, &delay), ESC_RETRY);
+	assert_near(delay, 5, 0);
+	assert_int_equal(escalate_classify("grafana", CURLE_OK, 503, "", -1, 1, 0, &delay), ESC_RETRY);
+
+	free(payload);
+	cJSON_Delete(b);
+	cJSON_Delete(rec);
+}
+
+static void test_slack_start_notice(void **state)
+{
+	cJSON *rec = region_record(0), *b;
+
+	(void)state;
+	b = escalate_slack_body(rec, "notice", "started");
+	assert_string_equal(str(b, "text"), "Recovery started: SettingsSyncJobFailure on settings-sync-job-7f9c - "
+	                                    "recoveryd is running playbook settings-sync-recovery (up to 3 attempts)");
+	assert_int_equal(cJSON_GetArraySize(obj(b, "blocks")), 2);
+	assert_string_equal(section(b, 0), str(b, "text"));
+	assert_trimmed_equal(section(b, 1), LINKS);
+	cJSON_Delete(b);
+	cJSON_Delete(rec);
+}
+
 /* ---- secrets --------------------------------------------------------------- */
 
 static void test_secrets_only_on_the_wire(void **state)
@@ -779,6 +978,10 @@ int main(void)
 		cmocka_unit_test_setup(test_slack_escapes_label_values, setup),
 		cmocka_unit_test_setup(test_slack_caps_keep_utf8_whole, setup),
 		cmocka_unit_test_setup(test_secrets_only_on_the_wire, setup),
+		cmocka_unit_test_setup(test_grafana_region_bodies, setup),
+		cmocka_unit_test_setup(test_grafana_answer_id, setup),
+		cmocka_unit_test_setup(test_grafana_wire, setup),
+		cmocka_unit_test_setup(test_slack_start_notice, setup),
 	};
 	return cmocka_run_group_tests(tests, NULL, teardown_all);
 }

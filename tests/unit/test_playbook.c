@@ -371,6 +371,24 @@ static const struct bad_case bad_cases[] = {
 	  { "escalate[1]" } },
 	{ "escalate not a list", "esc.lua", "return { name = 's', escalate = 'slack'," GOOD_FNS " }\n",
 	  { "escalate:" } },
+	{ "grafana as an escalation sink", "escgraf.lua",
+	  "return { name = 's', escalate = { 'grafana' }," GOOD_FNS " }\n",
+	  { "escalate[1]", "not notifications", "notify = { grafana = false }" } },
+	{ "notify misspelt key", "ntypo.lua",
+	  "return { name = 'n', notify = { on_succes = { 'slack' } }," GOOD_FNS " }\n",
+	  { "notify: unknown key 'on_succes'", "on_start, on_success, grafana" } },
+	{ "notify.on_start to pagerduty", "nstart.lua",
+	  "return { name = 'n', notify = { on_start = { 'pagerduty' } }," GOOD_FNS " }\n",
+	  { "notify.on_start:", "only \"slack\"" } },
+	{ "notify.on_start unknown sink", "nstart2.lua",
+	  "return { name = 'n', notify = { on_start = { 'email' } }," GOOD_FNS " }\n",
+	  { "notify.on_start[1]" } },
+	{ "notify.on_start not a list", "nstart3.lua",
+	  "return { name = 'n', notify = { on_start = 'slack' }," GOOD_FNS " }\n",
+	  { "notify.on_start:", "list" } },
+	{ "notify.grafana not a boolean", "ngraf.lua",
+	  "return { name = 'n', notify = { grafana = 'off' }," GOOD_FNS " }\n",
+	  { "notify.grafana:", "boolean", "string" } },
 	{ "idempotent not a boolean", "idem.lua", "return { name = 'i', idempotent = 1," GOOD_FNS " }\n",
 	  { "idempotent:", "boolean", "number" } },
 	{ "misspelt field", "typo.lua", "return { name = 't', retires = 5," GOOD_FNS " }\n",
@@ -909,6 +927,49 @@ static void test_json(void **state)
 	pdir_free(&d);
 }
 
+/* notify: the start and success notices, and the opt-out of annotations,
+ * loaded and shown in GET /api/v1/playbooks. */
+static void test_load_notify(void **state)
+{
+	struct playbook_set *set = NULL;
+	const struct playbook *pb;
+	char err[512];
+	struct pdir d;
+	cJSON *j, *n;
+
+	(void)state;
+	pdir_new(&d);
+	pdir_write(&d, "a.lua", "return { name = 'a', notify = { on_start = { 'slack' }, grafana = false },"
+	                        " run = function() end, verify = function() return true end }\n");
+	pdir_write(&d, "b.lua", "return { name = 'b', notify = { on_success = { 'slack' }, grafana = true },"
+	                        " run = function() end, verify = function() return true end }\n");
+	if (load(&d, &set, err, sizeof(err)) != RD_OK)
+		fail_msg("load failed: %s", err);
+	pb = playbook_set_find(set, "a");
+	assert_int_equal(pb->n_notify_start, 1);
+	assert_string_equal(pb->notify_start[0], "slack");
+	assert_int_equal(pb->n_notify_success, 0);
+	assert_int_equal(pb->no_annotations, 1);
+	j = playbook_json(pb);
+	n = cJSON_GetObjectItemCaseSensitive(j, "notify");
+	assert_string_equal(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(n, "on_start"), 0)->valuestring,
+	                    "slack");
+	assert_true(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(n, "grafana")));
+	cJSON_Delete(j);
+
+	pb = playbook_set_find(set, "b");
+	assert_int_equal(pb->n_notify_start, 0);
+	assert_int_equal(pb->n_notify_success, 1);
+	assert_int_equal(pb->no_annotations, 0);
+	j = playbook_json(pb);
+	n = cJSON_GetObjectItemCaseSensitive(j, "notify");
+	assert_null(cJSON_GetObjectItemCaseSensitive(n, "on_start"));
+	assert_null(cJSON_GetObjectItemCaseSensitive(n, "grafana"));
+	cJSON_Delete(j);
+	playbook_set_unref(set);
+	pdir_free(&d);
+}
+
 static void test_json_approval(void **state)
 {
 	struct playbook_set *set = NULL;
@@ -963,6 +1024,7 @@ int main(void)
 		cmocka_unit_test(test_load_approval),
 		cmocka_unit_test(test_load_approval_overrides),
 		cmocka_unit_test(test_json),
+		cmocka_unit_test(test_load_notify),
 		cmocka_unit_test(test_json_approval),
 	};
 

@@ -82,7 +82,8 @@ void config_usage(FILE *f)
 {
 	fprintf(f, "usage: recoveryd [OPTIONS]      (-h, help: this text; -V, version: the version)\n"
 	           "       recoveryd run PLAYBOOK --alert FILE [--dry-run] [OPTIONS]\n"
-	           "       recoveryd migrate --state PATH|postgres://... [--config F]\n\n");
+	           "       recoveryd migrate --state PATH|postgres://... [--config F]\n"
+	           "       recoveryd ctl COMMAND [ARGS]   (the HTTP API's client; recoveryd ctl -h)\n\n");
 	for (size_t i = 0; i < NOPTS; i++) {
 		char left[64];
 		snprintf(left, sizeof(left), "--%s%s%s", opts[i].name, opts[i].arg ? " " : "",

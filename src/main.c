@@ -12,6 +12,7 @@
 
 #include "recoveryd/alert.h"
 #include "recoveryd/config.h"
+#include "recoveryd/ctl.h"
 #include "recoveryd/engine.h"
 #include "recoveryd/escalate.h"
 #include "recoveryd/http.h"
@@ -503,6 +504,9 @@ int main(int argc, char **argv)
 	int args_from = 1, rc = 1, migrate = 0;
 	sigset_t sigs;
 
+	/* The HTTP API's client: its own options, no daemon state. */
+	if (argc >= 2 && strcmp(argv[1], "ctl") == 0)
+		return ctl_main(argc - 2, argv + 2);
 	/* As people type them, besides --help and --version. */
 	if (argc == 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0)) {
 		config_usage(stdout);

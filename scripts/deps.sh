@@ -11,7 +11,9 @@ pkgs=(build-essential cmake pkg-config libmicrohttpd-dev libcjson-dev libcurl4-o
       clang libclang-rt-14-dev
       # bench/ (the bench.smoke test): the load generator and the servers
       # recoveryd is compared with.
-      wrk nginx-light webhook)
+      wrk nginx-light webhook
+      # tests/browser/: the web console in headless Chromium
+      chromium chromium-driver python3-selenium)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

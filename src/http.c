@@ -42,6 +42,7 @@
 #include "recoveryd/engine.h"
 #include "recoveryd/log.h"
 #include "recoveryd/metrics.h"
+#include "recoveryd/ui.h"
 
 #define CONN_MEMORY 16384              /* per-connection pool: headers and read buffer */
 #define FD_RESERVE 512                 /* descriptors kept for the journal, curl, children */
@@ -94,6 +95,8 @@ enum route {
 	R_METRICS,
 	R_HEALTHZ,
 	R_READYZ,
+	R_UI,      /* the web console: /ui/ and every path under it */
+	R_UI_ROOT, /* /ui: redirected to /ui/ */
 };
 
 static const struct route_info {
@@ -121,6 +124,9 @@ static const struct route_info {
 	[R_METRICS] = { "/metrics", "GET, HEAD", ROLE_NONE, 0, BODY_NONE, 0 },
 	[R_HEALTHZ] = { "/healthz", "GET, HEAD", ROLE_NONE, 0, BODY_NONE, 0 },
 	[R_READYZ] = { "/readyz", "GET, HEAD", ROLE_NONE, 0, BODY_NONE, 0 },
+	/* The console's files hold no data: its script sends the token. */
+	[R_UI] = { "/ui/", "GET, HEAD", ROLE_NONE, 0, BODY_NONE, 0 },
+	[R_UI_ROOT] = { "/ui", "GET, HEAD", ROLE_NONE, 0, BODY_NONE, 0 },
 };
 
 static const char *const job_states[] = {
@@ -190,6 +196,7 @@ struct http {
 struct answer {
 	int ready;
 	int failed;              /* out of memory: hang up */
+	const char *cache;       /* a console file: its Cache-Control, and ui_headers */
 	unsigned status;
 	const char *ctype;
 	char *buf;               /* malloc'd; MHD takes it when queued */
@@ -318,6 +325,15 @@ static enum MHD_Result answer_queue(struct MHD_Connection *c, struct request *rq
 	a->buf = NULL; /* the response owns it now */
 	if (MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, a->ctype) != MHD_YES ||
 	    (a->hname && MHD_add_response_header(r, a->hname, a->hval) != MHD_YES)) {
+		MHD_destroy_response(r);
+		return MHD_NO;
+	}
+	for (const struct ui_header *u = ui_headers; a->cache && u->name; u++)
+		if (MHD_add_response_header(r, u->name, u->value) != MHD_YES) {
+			MHD_destroy_response(r);
+			return MHD_NO;
+		}
+	if (a->cache && MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, a->cache) != MHD_YES) {
 		MHD_destroy_response(r);
 		return MHD_NO;
 	}
@@ -466,6 +482,17 @@ static void match_route(const char *url, struct request *rq)
 			rq->route = fixed[i].r;
 			return;
 		}
+	/* The console routes in the browser: any path under /ui/ is served
+	 * (its page, or the file of that name; a long path is no file). */
+	if (strcmp(url, "/ui") == 0) {
+		rq->route = R_UI_ROOT;
+		return;
+	}
+	if (strncmp(url, "/ui/", 4) == 0) {
+		rq->route = R_UI;
+		snprintf(rq->arg, sizeof(rq->arg), "%s", url + 4);
+		return;
+	}
 	if (strncmp(url, trig, sizeof(trig) - 1) == 0) {
 		rest = url + sizeof(trig) - 1;
 		if (!*rest || strchr(rest, '/'))
@@ -1081,6 +1108,18 @@ static void handle_readyz(struct http *h, struct request *rq)
 	             MHD_HTTP_HEADER_RETRY_AFTER, UNAVAILABLE_RETRY_AFTER);
 }
 
+/* GET /ui/<path>: a file of the console, or its page for a deep link. */
+static void handle_ui(struct request *rq)
+{
+	const struct ui_asset *f = ui_find(rq->arg);
+	char *buf = malloc(f->len + 1); /* answers own their body */
+
+	if (buf)
+		memcpy(buf, f->data, f->len);
+	answer(rq, MHD_HTTP_OK, f->ctype, buf, f->len, NULL, NULL);
+	rq->ans.cache = ui_cache_control(f);
+}
+
 /* Routes whose handler may block (journal commit or read): worker pool. */
 /* The handlers that read the journal: on a worker, connection suspended. */
 static int blocking_route(enum route r)
@@ -1130,6 +1169,14 @@ static int dispatch(struct http *h, struct request *rq)
 		break;
 	case R_READYZ:
 		handle_readyz(h, rq);
+		break;
+	case R_UI:
+		handle_ui(rq);
+		break;
+	case R_UI_ROOT:
+		/* the console lives under /ui/: a link without the slash still finds it */
+		answer(rq, MHD_HTTP_MOVED_PERMANENTLY, "text/plain; charset=utf-8", strdup(""), 0,
+		       MHD_HTTP_HEADER_LOCATION, "/ui/");
 		break;
 	case R_OTHER:
 		answer(rq, 0, NULL, NULL, 0, NULL, NULL); /* unreachable: hang up */

@@ -28,6 +28,7 @@
 #include "recoveryd/http.h"
 #include "recoveryd/log.h"
 #include "recoveryd/metrics.h"
+#include "recoveryd/ui.h"
 
 #define WH_TOKEN "wh-secret-token"
 #define OP_TOKEN "op-secret-token"
@@ -353,6 +354,7 @@ struct resp {
 	char allow[64];
 	char retry_after[16];
 	char www_auth[128];
+	char cache[64], csp[512], location[64], nosniff[32], frame[32], referrer[32]; /* /ui/ */
 	long connects;
 	CURLcode rc;
 };
@@ -412,6 +414,12 @@ static size_t on_header(char *p, size_t sz, size_t n, void *ud)
 	grab(p, len, "Allow:", r->allow, sizeof(r->allow));
 	grab(p, len, "Retry-After:", r->retry_after, sizeof(r->retry_after));
 	grab(p, len, "WWW-Authenticate:", r->www_auth, sizeof(r->www_auth));
+	grab(p, len, "Cache-Control:", r->cache, sizeof(r->cache));
+	grab(p, len, "Content-Security-Policy:", r->csp, sizeof(r->csp));
+	grab(p, len, "Location:", r->location, sizeof(r->location));
+	grab(p, len, "X-Content-Type-Options:", r->nosniff, sizeof(r->nosniff));
+	grab(p, len, "X-Frame-Options:", r->frame, sizeof(r->frame));
+	grab(p, len, "Referrer-Policy:", r->referrer, sizeof(r->referrer));
 	return len;
 }
 
@@ -865,6 +873,71 @@ static void test_engine_results(void **state)
 	assert_non_null(strstr(r.body, "the engine gave no answer"));
 }
 
+/* The web console's answer r is file name of ui/: its type, caching and
+ * the headers that fence the console in. */
+static void assert_console_file(const struct resp *r, const char *name, const char *ctype)
+{
+	const struct ui_asset *a = ui_find(name);
+
+	assert_int_equal(r->status, 200);
+	assert_string_equal(r->ctype, ctype);
+	assert_string_equal(r->cache, strcmp(name, "index.html") == 0 ? "no-cache"
+	                                                             : "public, max-age=31536000, immutable");
+	assert_non_null(strstr(r->csp, "default-src 'self'"));
+	assert_non_null(strstr(r->csp, "frame-ancestors 'none'"));
+	assert_null(strstr(r->csp, "unsafe"));
+	assert_string_equal(r->nosniff, "nosniff");
+	assert_string_equal(r->frame, "DENY");
+	assert_string_equal(r->referrer, "no-referrer");
+	assert_string_equal(a->name, name);
+	assert_int_equal(r->len, a->len < sizeof(r->body) - 1 ? a->len : sizeof(r->body) - 1);
+	assert_memory_equal(r->body, a->data, r->len);
+}
+
+/* GET /ui/...: the console's files need no token; any other path under
+ * /ui/ is its page, which routes in the browser (deep links). */
+static void test_console(void **state)
+{
+	struct resp r;
+	char want[64];
+
+	(void)state;
+	get("/ui/", NULL, &r);
+	assert_console_file(&r, "index.html", "text/html; charset=utf-8");
+	/* The page names its files by version: a new build is a new URL. */
+	snprintf(want, sizeof(want), "/ui/app.js?v=%s", ui_version);
+	assert_non_null(strstr(r.body, want));
+	assert_null(strstr(r.body, "@UI_VERSION@"));
+	get("/ui/jobs/0123456789abcdef0123456789abcdef", NULL, &r);
+	assert_console_file(&r, "index.html", "text/html; charset=utf-8");
+	get("/ui/playbooks", "a-wrong-token", &r); /* a token plays no part */
+	assert_console_file(&r, "index.html", "text/html; charset=utf-8");
+	get("/ui/app.js", NULL, &r);
+	assert_console_file(&r, "app.js", "text/javascript; charset=utf-8");
+	get("/ui/app.css?v=whatever", NULL, &r);
+	assert_console_file(&r, "app.css", "text/css; charset=utf-8");
+	get("/ui/favicon.svg", NULL, &r);
+	assert_console_file(&r, "favicon.svg", "image/svg+xml");
+	assert_true(metrics_get(M_WEBHOOK_REQUESTS, "/ui/", "200") >= 6);
+
+	/* Without the slash: sent to the console. */
+	get("/ui", NULL, &r);
+	assert_int_equal(r.status, 301);
+	assert_string_equal(r.location, "/ui/");
+	post("/ui/", OP_TOKEN, "{}", &r);
+	assert_error(&r, 405, "method_not_allowed");
+	assert_string_equal(r.allow, "GET, HEAD");
+	/* Only /ui and what is under /ui/. */
+	get("/uix", NULL, &r);
+	assert_error(&r, 404, "not_found");
+	assert_string_equal(r.csp, "");
+	/* The API's answers are not the console's. */
+	get("/api/v1/jobs", OP_TOKEN, &r);
+	assert_int_equal(r.status, 200);
+	assert_string_equal(r.cache, "");
+	assert_string_equal(r.csp, "");
+}
+
 static void test_not_found_and_method(void **state)
 {
 	struct resp r;
@@ -1242,6 +1315,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_open_endpoints, start_default, stop_default),
 		cmocka_unit_test_setup_teardown(test_auth, start_default, stop_default),
 		cmocka_unit_test_setup_teardown(test_routes, start_default, stop_default),
+		cmocka_unit_test_setup_teardown(test_console, start_default, stop_default),
 		cmocka_unit_test_setup_teardown(test_engine_results, start_default, stop_default),
 		cmocka_unit_test_setup_teardown(test_not_found_and_method, start_default, stop_default),
 		cmocka_unit_test_setup_teardown(test_media_type, start_default, stop_default),

@@ -295,6 +295,9 @@ __attribute__((format(printf, 2, 3))) static void sb_printf(struct sb *b, const 
 	free(big);
 }
 
+/* A string literal. */
+#define SB_LIT(b, lit) sb_add((b), (lit), sizeof(lit) - 1)
+
 static const char *sb_str(const struct sb *b)
 {
 	return b->p ? b->p : "";
@@ -478,12 +481,12 @@ static int api(struct ctl *c, const char *method, const char *url, const cJSON *
 	}
 	const char *msg = jstr(doc, "message"), *code = jstr(doc, "error");
 	if (r->status >= 400 && r->status < 500) {
-		err("%s (%ld %s)", msg ? msg : "refused", r->status, code ? code : "");
+		err("%s (%ld%s%s)", msg ? msg : "refused", r->status, code ? " " : "", code ? code : "");
 		if (r->status == 401 && !c->token)
 			err("no token was sent: give --token-file FILE or set RECOVERYD_TOKEN_FILE");
 		rc = CTL_REFUSED;
 	} else if (r->status >= 500) {
-		err("%s (%ld %s)", msg ? msg : "server error", r->status, code ? code : "");
+		err("%s (%ld%s%s)", msg ? msg : "server error", r->status, code ? " " : "", code ? code : "");
 		rc = CTL_UNAVAILABLE;
 	} else {
 		err("%s %s: unexpected answer (HTTP %ld%s)", method, url, r->status,
@@ -671,7 +674,7 @@ static void table_print(const struct ctl *c, struct table *t)
 			if (i + 1 < t->n)
 				sb_printf(&out, "%*s", (int)(w[i] - dw + 2), "");
 		}
-		sb_add(&out, "\n", 1);
+		SB_LIT(&out, "\n");
 	}
 	fputs(sb_str(&out), stdout);
 	free(out.p);
@@ -763,28 +766,28 @@ static void action_text(struct sb *b, const cJSON *a)
 		sb_printf(b, "%s ", jstr(a, "method") ? jstr(a, "method") : "?");
 		add_text(b, jstr(a, "url"), 400);
 		if (planned)
-			sb_add(b, " PLANNED", 8);
+			SB_LIT(b, " PLANNED");
 		else if (e) {
-			sb_add(b, " -> error: ", 11);
+			SB_LIT(b, " -> error: ");
 			add_text(b, e, 400);
 		} else
 			sb_printf(b, " -> %d", (int)jnum(a, "status", 0));
 	} else if (kind && !strcmp(kind, "exec")) {
 		const cJSON *argv = cJSON_GetObjectItemCaseSensitive(a, "argv"), *v;
-		sb_add(b, "exec [", 6);
+		SB_LIT(b, "exec [");
 		int first = 1;
 		cJSON_ArrayForEach(v, argv)
 		{
 			if (!first)
-				sb_add(b, " ", 1);
+				SB_LIT(b, " ");
 			first = 0;
 			add_text(b, cJSON_IsString(v) ? v->valuestring : "?", 400);
 		}
-		sb_add(b, "]", 1);
+		SB_LIT(b, "]");
 		if (planned)
-			sb_add(b, " PLANNED", 8);
+			SB_LIT(b, " PLANNED");
 		else if (e) {
-			sb_add(b, " -> error: ", 11);
+			SB_LIT(b, " -> error: ");
 			add_text(b, e, 400);
 		} else if (cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(a, "signal")))
 			sb_printf(b, " -> signal %d", (int)jnum(a, "signal", 0));
@@ -792,7 +795,7 @@ static void action_text(struct sb *b, const cJSON *a)
 			sb_printf(b, " -> exit %d", (int)jnum(a, "code", -1));
 		const char *err_out = jstr(a, "stderr");
 		if (!planned && !e && jnum(a, "code", 0) != 0 && err_out && *err_out) {
-			sb_add(b, "  stderr: ", 10);
+			SB_LIT(b, "  stderr: ");
 			add_text(b, err_out, 200);
 		}
 	} else if (kind && !strcmp(kind, "sleep")) {
@@ -808,7 +811,7 @@ static void action_text(struct sb *b, const cJSON *a)
 	}
 	const cJSON *in_plan = cJSON_GetObjectItemCaseSensitive(a, "in_plan");
 	if (cJSON_IsFalse(in_plan))
-		sb_add(b, " (not in the plan)", 18);
+		SB_LIT(b, " (not in the plan)");
 }
 
 static void log_text(struct sb *b, const cJSON *l)
@@ -819,9 +822,9 @@ static void log_text(struct sb *b, const cJSON *l)
 	add_text(b, jstr(l, "msg"), 1000);
 	cJSON_ArrayForEach(f, fields)
 	{
-		sb_add(b, "  ", 2);
+		SB_LIT(b, "  ");
 		add_text(b, f->string, 100);
-		sb_add(b, "=", 1);
+		SB_LIT(b, "=");
 		if (cJSON_IsString(f))
 			add_text(b, f->valuestring, 200);
 		else {
@@ -873,10 +876,10 @@ static void labels_text(struct sb *b, const cJSON *labels)
 	cJSON_ArrayForEach(l, labels)
 	{
 		if (!first)
-			sb_add(b, " ", 1);
+			SB_LIT(b, " ");
 		first = 0;
 		add_text(b, l->string, 200);
-		sb_add(b, "=", 1);
+		SB_LIT(b, "=");
 		add_text(b, cJSON_IsString(l) ? l->valuestring : "?", 400);
 	}
 }
@@ -894,7 +897,7 @@ static void plan_lines(struct tl *t, const cJSON *rec)
 		cJSON_ArrayForEach(p, plan)
 		{
 			struct sb b = {0};
-			sb_add(&b, "    ", 4);
+			SB_LIT(&b, "    ");
 			add_text(&b, cJSON_IsString(p) ? p->valuestring : "?", 600);
 			snprintf(key, sizeof(key), "p:%d", i++);
 			tl_take(t, key, &b);
@@ -929,16 +932,16 @@ static void timeline(const struct ctl *c, const cJSON *rec, struct tl *t)
 	struct sb b = {0};
 	char key[96], tbuf[64];
 
-	sb_add(&b, "job ", 4);
+	SB_LIT(&b, "job ");
 	add_text(&b, jstr(rec, "id"), 64);
 	if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(rec, "dry_run")))
-		sb_add(&b, "  (dry-run)", 11);
+		SB_LIT(&b, "  (dry-run)");
 	tl_take(t, "h", &b);
 	tl_field(t, "playbook", jstr(rec, "playbook"));
 	sb_printf(&b, "  %-12s", "state");
 	add_state(c, &b, jstr(rec, "state"));
 	if (jstr(rec, "outcome")) {
-		sb_add(&b, ", outcome ", 10);
+		SB_LIT(&b, ", outcome ");
 		add_state(c, &b, jstr(rec, "outcome"));
 	}
 	tl_take(t, "h:state", &b);
@@ -948,11 +951,11 @@ static void timeline(const struct ctl *c, const cJSON *rec, struct tl *t)
 	sb_printf(&b, "  %-12s", "trigger");
 	add_text(&b, jstr(rec, "trigger"), 40);
 	if (jstr(rec, "triggered_by")) {
-		sb_add(&b, " by ", 4);
+		SB_LIT(&b, " by ");
 		add_text(&b, jstr(rec, "triggered_by"), 200);
 	}
 	if (jstr(rec, "reason")) {
-		sb_add(&b, ": ", 2);
+		SB_LIT(&b, ": ");
 		add_text(&b, jstr(rec, "reason"), 1000);
 	}
 	tl_take(t, "h:trigger", &b);
@@ -968,7 +971,7 @@ static void timeline(const struct ctl *c, const cJSON *rec, struct tl *t)
 		sb_printf(&b, "  %-12s", "approval");
 		add_text(&b, jstr(ap, "state"), 40);
 		if (jstr(ap, "approved_by")) {
-			sb_add(&b, " by ", 4);
+			SB_LIT(&b, " by ");
 			add_text(&b, jstr(ap, "approved_by"), 200);
 		}
 		tl_take(t, "h:approval", &b);
@@ -993,17 +996,17 @@ static void timeline(const struct ctl *c, const cJSON *rec, struct tl *t)
 		fmt_time(jstr(x, "ts"), 0, tbuf, sizeof(tbuf));
 		sb_printf(&b, "    %s  ", tbuf);
 		add_text(&b, jstr(x, "action"), 20);
-		sb_add(&b, " by ", 4);
+		SB_LIT(&b, " by ");
 		add_text(&b, jstr(x, "principal"), 200);
-		sb_add(&b, " (", 2);
+		SB_LIT(&b, " (");
 		add_text(&b, jstr(x, "role"), 20);
-		sb_add(&b, ")", 1);
+		SB_LIT(&b, ")");
 		if (jstr(x, "address")) {
-			sb_add(&b, " from ", 6);
+			SB_LIT(&b, " from ");
 			add_text(&b, jstr(x, "address"), 64);
 		}
 		if (jstr(x, "reason")) {
-			sb_add(&b, ": ", 2);
+			SB_LIT(&b, ": ");
 			add_text(&b, jstr(x, "reason"), 1000);
 		}
 		snprintf(key, sizeof(key), "v:%d", i);
@@ -1022,7 +1025,7 @@ static void timeline(const struct ctl *c, const cJSON *rec, struct tl *t)
 			sb_printf(&b, "    %-10s", "verify");
 			add_state(c, &b, ok ? "ok" : "failed");
 			if (jstr(v, "reason")) {
-				sb_add(&b, ": ", 2);
+				SB_LIT(&b, ": ");
 				add_text(&b, jstr(v, "reason"), 1000);
 			}
 			snprintf(key, sizeof(key), "a%d:verify", n);
@@ -1033,7 +1036,7 @@ static void timeline(const struct ctl *c, const cJSON *rec, struct tl *t)
 			sb_printf(&b, "    %-10s", "result");
 			add_state(c, &b, jstr(at, "result"));
 			if (jstr(at, "error")) {
-				sb_add(&b, ": ", 2);
+				SB_LIT(&b, ": ");
 				add_text(&b, jstr(at, "error"), 1000);
 			}
 			if (jstr(at, "started_at") && jstr(at, "ended_at") && rd_parse_time(jstr(at, "started_at"), &t0) == 0 &&
@@ -1048,16 +1051,16 @@ static void timeline(const struct ctl *c, const cJSON *rec, struct tl *t)
 		tl_line(t, "e", "escalations");
 		cJSON_ArrayForEach(x, esc)
 		{
-			sb_add(&b, "    ", 4);
+			SB_LIT(&b, "    ");
 			add_text(&b, jstr(x, "sink"), 20);
-			sb_add(&b, " ", 1);
+			SB_LIT(&b, " ");
 			add_text(&b, jstr(x, "kind"), 20);
-			sb_add(&b, " (", 2);
+			SB_LIT(&b, " (");
 			add_text(&b, jstr(x, "reason"), 60);
-			sb_add(&b, ") ", 2);
+			SB_LIT(&b, ") ");
 			add_state(c, &b, jstr(x, "state"));
 			if (jstr(x, "last_answer")) {
-				sb_add(&b, ": ", 2);
+				SB_LIT(&b, ": ");
 				add_text(&b, jstr(x, "last_answer"), 200);
 			}
 			snprintf(key, sizeof(key), "e:%.40s", jstr(x, "id") ? jstr(x, "id") : "?");
@@ -1335,9 +1338,9 @@ static int post_action(struct ctl *c, const char *url, cJSON *body, cJSON **out)
 			print_json(doc);
 		else {
 			struct sb b = {0};
-			sb_add(&b, "job ", 4);
+			SB_LIT(&b, "job ");
 			add_text(&b, jstr(doc, "id"), 64);
-			sb_add(&b, ": ", 2);
+			SB_LIT(&b, ": ");
 			add_state(c, &b, jstr(doc, "state"));
 			printf("%s\n", sb_str(&b));
 			free(b.p);
@@ -1406,12 +1409,12 @@ static int pause_print(struct ctl *c, cJSON *doc)
 	if (c->json) {
 		print_json(doc);
 	} else if (cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(doc, "paused"))) {
-		sb_add(&b, "resumed ", 8);
+		SB_LIT(&b, "resumed ");
 		add_text(&b, jstr(doc, "scope"), 200);
 	} else {
-		sb_add(&b, "paused ", 7);
+		SB_LIT(&b, "paused ");
 		add_text(&b, jstr(doc, "scope"), 200);
-		sb_add(&b, " by ", 4);
+		SB_LIT(&b, " by ");
 		add_text(&b, jstr(doc, "by"), 200);
 		fmt_time(jstr(doc, "until"), 1, tbuf, sizeof(tbuf));
 		sb_printf(&b, " until %s: ", jstr(doc, "until") ? tbuf : "resumed");
@@ -1516,22 +1519,22 @@ static int cmd_trigger(struct ctl *c)
 		if (!c->json) {
 			struct sb b = {0};
 			add_text(&b, jstr(j, "playbook"), 200);
-			sb_add(&b, ": ", 2);
+			SB_LIT(&b, ": ");
 			add_state(c, &b, st);
 			if (id) {
-				sb_add(&b, " job ", 5);
+				SB_LIT(&b, " job ");
 				add_text(&b, id, 64);
 			}
 			if (st && !strcmp(st, "cooldown"))
-				sb_add(&b, " (the key rests after its last job; nothing started)", 52);
+				SB_LIT(&b, " (the key rests after its last job; nothing started)");
 			printf("%s\n", sb_str(&b));
 			fflush(stdout);
 			free(b.p);
 		}
 		if (!wait)
 			continue;
-		if (!waitable) {
-			rc = rc == CTL_OK ? CTL_JOB_FAILED : rc; /* nothing ran */
+		if (!waitable) { /* nothing ran */
+			rc = rc > CTL_JOB_FAILED ? rc : CTL_JOB_FAILED;
 			continue;
 		}
 		cJSON *rec = NULL;
@@ -1540,8 +1543,8 @@ static int cmd_trigger(struct ctl *c)
 			cJSON_AddItemToArray(records, rec);
 		else
 			cJSON_Delete(rec);
-		if (r > rc || (r != CTL_OK && rc == CTL_OK))
-			rc = r; /* the worst: unavailable > refused > failed */
+		if (r > rc)
+			rc = r; /* of several jobs, the highest code */
 	}
 	if (c->json && wait && records) {
 		int n = cJSON_GetArraySize(records);
@@ -1581,7 +1584,7 @@ static int cmd_playbooks(struct ctl *c)
 		cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(p, "match"))
 		{
 			if (match.len)
-				sb_add(&match, ", ", 2);
+				SB_LIT(&match, ", ");
 			if (cJSON_IsString(m))
 				sb_add(&match, m->valuestring, strlen(m->valuestring));
 		}

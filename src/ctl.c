@@ -1597,7 +1597,9 @@ static int cmd_playbooks(struct ctl *c)
 		const cJSON *bud = cJSON_GetObjectItemCaseSensitive(p, "budget");
 		const cJSON *stats = cJSON_GetObjectItemCaseSensitive(p, "stats");
 		ctl_format_duration(jnum(bud, "per", 0), per, sizeof(per));
-		if (cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(stats, "budget_used")))
+		if (jnum(bud, "runs", 0) == 0) /* 0: no budget */
+			SB_LIT(&budget, "unlimited");
+		else if (cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(stats, "budget_used")))
 			sb_printf(&budget, "%d/%d per %s", (int)jnum(stats, "budget_used", 0), (int)jnum(bud, "runs", 0), per);
 		else
 			sb_printf(&budget, "%d per %s", (int)jnum(bud, "runs", 0), per);

@@ -187,6 +187,13 @@ class CtlReadTest(CtlTestCase):
         self.assertIn('alertname="Steps"', row)
         self.assertIn("5s", row)  # the timeout
         self.assertRegex(row, r" (\d+/)?100 per 1m ")  # the run budget (used/runs with stats)
+        # with a job: the budget used and the last job, when the server reports them
+        self.d.wait_job(self.trigger("steps", manual("Steps")))
+        pbs = json.loads(self.ctl("playbooks", "-o", "json").stdout)
+        row = [ln for ln in self.ctl("playbooks").stdout.splitlines() if ln.startswith("steps ")][0]
+        if "stats" in pbs[1]:
+            self.assertIn(" 1/100 per 1m ", row)
+            self.assertRegex(row, r" succeeded \d+s ago$")
         self.assertEqual([pb["name"] for pb in json.loads(self.ctl("playbooks", "-o", "json").stdout)],
                          ["boom", "steps"])
         self.assertExit(self.ctl("jobs", token="vic"), 0)
@@ -285,8 +292,10 @@ class CtlActTest(CtlTestCase):
         p = self.ctl("pause", "steps", "--reason", "Kong upgrade", "--for", "1h")
         self.assertExit(p, 0)
         self.assertRegex(p.stdout, r"^paused steps by olga until \d{4}-\d\d-\d\d \d\d:\d\d:\d\d: Kong upgrade\n$")
-        row = [ln for ln in self.ctl("playbooks").stdout.splitlines() if ln.startswith("steps ")][0]
+        rows = self.ctl("playbooks").stdout.splitlines()
+        row = [ln for ln in rows if ln.startswith("steps ")][0]
         self.assertIn("by olga: Kong upgrade", row)
+        self.assertIn(" unlimited ", [ln for ln in rows if ln.startswith("gated ")][0])  # budget runs 0
         p = self.ctl("trigger", "steps", "--label", "alertname=Steps")
         self.assertExit(p, 3, "paused")
         self.assertIn("(409 conflict)", p.stderr)

@@ -511,7 +511,8 @@
     if (f.alertname) params.set("alertname", f.alertname);
     if (f.since && epoch(f.since)) params.set("since", epoch(f.since));
     if (f.until && epoch(f.until)) params.set("until", epoch(f.until));
-    params.set("limit", String(PAGE_SIZE));
+    /* ?limit= of the page URL goes to the API as it is: a bad one is its 400 */
+    params.set("limit", q.get("limit") || String(PAGE_SIZE));
     const pages = ["/api/v1/jobs?" + params.toString()]; /* newest first; the last is shown */
     let next = null;
 
@@ -521,6 +522,7 @@
       const vals = { state: stateSel.value, playbook: pbInput.value.trim(), alertname: alertInput.value.trim(),
         since: since.value, until: until.value };
       for (const k of FILTERS) if (vals[k]) u.set(k, vals[k]);
+      if (q.get("limit")) u.set("limit", q.get("limit"));
       go("/ui/jobs" + (u.toString() ? "?" + u.toString() : ""));
     });
     newer.addEventListener("click", () => { pages.pop(); load(); });
@@ -964,10 +966,8 @@
   liveBox.checked = live();
   liveBox.addEventListener("change", () => {
     sessionStorage.setItem(LIVE_KEY, liveBox.checked ? "1" : "0");
-    if (liveBox.checked) {
-      refreshHeader();
-      if (view.refresh) view.refresh();
-    }
+    if (liveBox.checked) refreshHeader();
+    if (view.refresh) view.refresh(); /* and its status says live or paused */
   });
   if (token()) start();
   else renderSignin();

@@ -219,11 +219,11 @@ int ctl_next_link(const char *link, const char *page_url, char *out, size_t outl
 			size_t tn = (size_t)(gt - t), ol = origin_len(page_url);
 			int n;
 			if (ol == 0 || tn == 0)
-				return 0;
+				return -1;
 			if (origin_len(t) > 0) {
 				size_t tl = origin_len(t);
 				if (tl != ol || strncasecmp(t, page_url, ol) != 0 || (t[tl] != '/' && t[tl] != '?'))
-					return 0; /* another origin: never send the token there */
+					return -1; /* another origin: never send the token there */
 				n = snprintf(out, outlen, "%.*s", (int)tn, t);
 			} else if (t[0] == '/' && t[1] != '/') {
 				n = snprintf(out, outlen, "%.*s%.*s", (int)ol, page_url, (int)tn, t);
@@ -231,9 +231,9 @@ int ctl_next_link(const char *link, const char *page_url, char *out, size_t outl
 				size_t pl = strcspn(page_url, "?#");
 				n = snprintf(out, outlen, "%.*s%.*s", (int)pl, page_url, (int)tn, t);
 			} else {
-				return 0; /* a network-path or relative-path reference: not ours */
+				return -1; /* a network-path or relative-path reference: not ours */
 			}
-			return n > 0 && (size_t)n < outlen;
+			return n > 0 && (size_t)n < outlen ? 1 : -1;
 		}
 		p = end;
 	}
@@ -1285,7 +1285,11 @@ static int cmd_jobs(struct ctl *c)
 		cJSON_Delete(doc);
 		char from[URL_MAX]; /* the link is relative to this page */
 		snprintf(from, sizeof(from), "%s", next);
-		more = r.link[0] && ctl_next_link(r.link, from, next, sizeof(next));
+		more = r.link[0] ? ctl_next_link(r.link, from, next, sizeof(next)) : 0;
+		if (more < 0) {
+			err("not following the next page: its link leaves %s", c->base);
+			more = 0;
+		}
 		if (!all_pages || !more || n == 0)
 			break;
 		if (page + 1 == PAGES_MAX)

@@ -44,7 +44,8 @@ int ctl_parse_duration(const char *s, double *out);
 /* The target of rel="next" in a Link header value, resolved against the URL
  * the page came from, into out. Only a target on the same scheme, host and
  * port is taken, so the token never goes elsewhere. 1 when found, 0 when
- * there is none (or it leaves the origin, or does not fit). */
+ * there is none, -1 when it is refused (another origin, an unusable
+ * reference, or it does not fit). */
 int ctl_next_link(const char *link, const char *page_url, char *out, size_t outlen);
 
 #endif

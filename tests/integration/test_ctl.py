@@ -424,6 +424,7 @@ class CtlAgainstAFakeTest(CtlTestCase):
         p = self.ctl("jobs", "--all", "-o", "json", url=self.url)
         self.assertExit(p, 0)
         self.assertEqual([j["id"] for j in json.loads(p.stdout)], ["a" * 32, "b" * 32])
+        self.assertIn("not following the next page: its link leaves " + self.url, p.stderr)
         self.assertEqual([s[0] for s in FakeApi.seen], ["/api/v1/jobs", "/api/v1/jobs?before=2"])
         self.assertTrue(all(s[1] == "Bearer " + PRINCIPALS["olga"][1] for s in FakeApi.seen))
 

@@ -145,7 +145,7 @@ static void test_next_link(void **state)
 {
 	static const char *const page = "http://127.0.0.1:9095/api/v1/jobs?limit=2";
 	static const struct {
-		const char *link, *want; /* want NULL: no next page */
+		const char *link, *want; /* want NULL: no next page; "-": refused */
 	} cases[] = {
 		{"</api/v1/jobs?limit=2&before=8123>; rel=\"next\"", "http://127.0.0.1:9095/api/v1/jobs?limit=2&before=8123"},
 		{"<http://127.0.0.1:9095/api/v1/jobs?before=7>; rel=next", "http://127.0.0.1:9095/api/v1/jobs?before=7"},
@@ -159,26 +159,27 @@ static void test_next_link(void **state)
 		{"garbage", NULL},
 		{"</never-closed; rel=\"next\"", NULL},
 		/* the token goes only to the origin of --url */
-		{"<http://evil.example/api/v1/jobs?before=1>; rel=\"next\"", NULL},
-		{"<http://127.0.0.1:9096/api/v1/jobs?before=1>; rel=\"next\"", NULL},
-		{"<https://127.0.0.1:9095/api/v1/jobs?before=1>; rel=\"next\"", NULL},
-		{"<http://127.0.0.1:9095.evil.example/x>; rel=\"next\"", NULL},
-		{"<http://127.0.0.1:9095@evil.example/x>; rel=\"next\"", NULL},
-		{"<//evil.example/api/v1/jobs>; rel=\"next\"", NULL},
-		{"<jobs?before=1>; rel=\"next\"", NULL},
+		{"<http://evil.example/api/v1/jobs?before=1>; rel=\"next\"", "-"},
+		{"<http://127.0.0.1:9096/api/v1/jobs?before=1>; rel=\"next\"", "-"},
+		{"<https://127.0.0.1:9095/api/v1/jobs?before=1>; rel=\"next\"", "-"},
+		{"<http://127.0.0.1:9095.evil.example/x>; rel=\"next\"", "-"},
+		{"<http://127.0.0.1:9095@evil.example/x>; rel=\"next\"", "-"},
+		{"<//evil.example/api/v1/jobs>; rel=\"next\"", "-"},
+		{"<jobs?before=1>; rel=\"next\"", "-"},
 	};
 	char out[256];
 
 	(void)state;
 	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		int want = !cases[i].want ? 0 : strcmp(cases[i].want, "-") == 0 ? -1 : 1;
 		int got = ctl_next_link(cases[i].link, page, out, sizeof(out));
-		if (got != (cases[i].want != NULL))
-			fail_msg("'%s': got %d (%s)", cases[i].link, got, got ? out : "");
-		if (got && strcmp(out, cases[i].want) != 0)
+		if (got != want)
+			fail_msg("'%s': got %d (%s), want %d", cases[i].link, got, got > 0 ? out : "", want);
+		if (got > 0 && strcmp(out, cases[i].want) != 0)
 			fail_msg("'%s': got '%s', want '%s'", cases[i].link, out, cases[i].want);
 	}
 	char tiny[16];
-	assert_int_equal(ctl_next_link(cases[0].link, page, tiny, sizeof(tiny)), 0);
+	assert_int_equal(ctl_next_link(cases[0].link, page, tiny, sizeof(tiny)), -1);
 }
 
 int main(void)

@@ -147,7 +147,7 @@ class DockerfileTest(unittest.TestCase):
     def test_context_sources_exist_and_are_not_ignored(self):
         ignore = [l.strip() for l in ds.read(".dockerignore").splitlines() if l.strip() and not l.startswith("#")]
         need = ["scripts/deps.sh", "scripts/build.sh", "CMakeLists.txt", "src/main.c", "include/recoveryd", "playbooks", "lua",
-                "tests/CMakeLists.txt"]
+                "tests/CMakeLists.txt", "cmake/embed.cmake", "ui/index.html"]
         for p in need:
             self.assertTrue(os.path.exists(ds.path(p)), p)
             for pat in ignore:

@@ -365,3 +365,43 @@ int rd_parse_time(const char *s, double *out)
 	*out = (double)t - (double)off + frac;
 	return 0;
 }
+
+/* Levenshtein distance, capped: short words only (field names). */
+static size_t edit_distance(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b), row[65];
+
+	if (la > 64 || lb > 64)
+		return (size_t)-1;
+	for (size_t j = 0; j <= lb; j++)
+		row[j] = j;
+	for (size_t i = 1; i <= la; i++) {
+		size_t diag = row[0];
+		row[0] = i;
+		for (size_t j = 1; j <= lb; j++) {
+			size_t up = row[j], best = diag + (a[i - 1] != b[j - 1]);
+			if (up + 1 < best)
+				best = up + 1;
+			if (row[j - 1] + 1 < best)
+				best = row[j - 1] + 1;
+			diag = up;
+			row[j] = best;
+		}
+	}
+	return row[lb];
+}
+
+const char *rd_closest(const char *word, const char *const *known)
+{
+	const char *best = NULL;
+	size_t bd = 3;
+
+	for (; word && *known; known++) {
+		size_t d = edit_distance(word, *known);
+		if (d < bd && 2 * d < strlen(*known)) {
+			bd = d;
+			best = *known;
+		}
+	}
+	return best;
+}

@@ -37,6 +37,7 @@ static const struct opt opts[] = {
 	{"replica-id", O_STR, OFF(replica_id), 1, "NAME", "this replica's name in leases on a shared journal (default HOSTNAME-PID)"},
 	{"lease-timeout", O_NUM, OFF(lease_timeout), 1, "SECONDS", "lease of a job or escalation on a shared journal; failover time (default 15)"},
 	{"poll-interval", O_NUM, OFF(poll_interval), 1, "SECONDS", "how often a replica looks for free work on a shared journal (default 2)"},
+	{"retain", O_NUM, OFF(retain), 1, "DAYS", "delete ended jobs and audit rows older than this (default 30; 0 = keep forever)"},
 	{"dry-run", O_BOOL, OFF(dry_run), 1, NULL, "every job is a dry-run: reads run, writes are planned"},
 	{"tokens-file", O_STR, OFF(tokens_file), 1, "F", "named principals: NAME ROLE SHA256 [PLAYBOOKS] per line"},
 	{"webhook-token-file", O_STR, OFF(webhook_token_file), 1, "F", "token of an alertmanager principal (POST /webhook)"},
@@ -45,10 +46,10 @@ static const struct opt opts[] = {
 	{"slack-webhook-url-file", O_STR, OFF(slack_webhook_url_file), 1, "F", "Slack incoming webhook URL"},
 	{"pagerduty-routing-key-file", O_STR, OFF(pagerduty_routing_key_file), 1, "F", "PagerDuty routing key"},
 	{"pagerduty-url", O_STR, OFF(pagerduty_url), 1, "URL", "PagerDuty Events API v2 endpoint"},
-	{"external-url", O_STR, OFF(external_url), 1, "URL", "base URL of recoveryd for job links in escalations"},
 	{"grafana-url", O_STR, OFF(grafana_url), 1, "URL", "Grafana base URL: every job that runs is marked there as a region (annotation)"},
 	{"grafana-token-file", O_STR, OFF(grafana_token_file), 1, "F", "Grafana service-account token"},
 	{"grafana-dashboard-uid", O_STR, OFF(grafana_dashboard_uid), 1, "UID", "put the annotations on that dashboard (default: organization-wide)"},
+	{"external-url", O_STR, OFF(external_url), 1, "URL", "base URL of recoveryd for job links in escalations"},
 	{"escalate-default", O_LIST, OFF(escalate_default), 1, "SINK", "sinks for playbooks without escalate (repeatable; default: every configured sink)"},
 	{"escalation-retry-initial", O_NUM, OFF(escalation_retry_initial), 1, "SECONDS", "first delay before re-sending a notification (default 1)"},
 	{"escalation-retry-max", O_NUM, OFF(escalation_retry_max), 1, "SECONDS", "longest delay between re-sends (default 300)"},
@@ -316,6 +317,7 @@ static void defaults(struct config *c)
 	c->drain_timeout = 30;
 	c->lease_timeout = 15;
 	c->poll_interval = 2;
+	c->retain = 30;
 	c->watchdog_unhealthy = 5;
 	c->watchdog_exit = 30;
 	c->lua_memory = 64 * 1024 * 1024;
@@ -398,6 +400,12 @@ int config_load(struct config *c, int argc, char **argv, char *err, size_t errle
 	}
 	if (c->request_timeout < 1 || c->conn_limit < 1) {
 		snprintf(err, errlen, "--request-timeout and --conn-limit must be at least 1");
+		return -1;
+	}
+	/* Under an hour would cut into cooldowns and run budgets, which count
+	 * the jobs the journal still holds. */
+	if (c->retain != 0 && (c->retain < 1.0 / 24 || c->retain > 36500)) {
+		snprintf(err, errlen, "--retain must be 0 (keep forever) or from 0.042 (an hour) to 36500 days");
 		return -1;
 	}
 	if (c->lease_timeout < 1 || c->poll_interval <= 0 || c->poll_interval > c->lease_timeout) {

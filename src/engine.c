@@ -1448,10 +1448,10 @@ enum rd_status engine_job_json(struct engine *e, const char *id, cJSON **out)
 	return store_job_json(e->store, id, out);
 }
 
-enum rd_status engine_jobs_json(struct engine *e, const char *state, const char *playbook, int limit,
-                                cJSON **out)
+enum rd_status engine_jobs_page(struct engine *e, const struct jobs_query *q, cJSON **out,
+                                long long *next)
 {
-	return store_jobs_json(e->store, state, playbook, limit, out);
+	return store_jobs_page(e->store, q, out, next);
 }
 
 static const char *const action_names[] = {
@@ -1799,6 +1799,23 @@ cJSON *engine_playbooks_json(struct engine *e)
 			cJSON_AddNullToObject(o, "paused");
 	}
 	pthread_mutex_unlock(&e->mu);
+	/* What admission holds against each: read from the journal (all
+	 * replicas' jobs), outside the engine's lock. */
+	for (cJSON *o = a ? a->child : NULL; o; o = o->next) {
+		const cJSON *name = cJSON_GetObjectItemCaseSensitive(o, "name");
+		const cJSON *budget = cJSON_GetObjectItemCaseSensitive(o, "budget");
+		const cJSON *per = cJSON_GetObjectItemCaseSensitive(budget, "per");
+		const cJSON *runs = cJSON_GetObjectItemCaseSensitive(budget, "runs");
+		const cJSON *cool = cJSON_GetObjectItemCaseSensitive(o, "cooldown");
+		double cd = cJSON_IsNumber(cool) ? cool->valuedouble : 0;
+
+		if (cJSON_IsString(name))
+			store_playbook_stats(e->store, name->valuestring,
+			                     cJSON_IsNumber(per) && cJSON_IsNumber(runs) && runs->valuedouble > 0
+			                             ? now - per->valuedouble
+			                             : 0,
+			                     cd > 0 ? now - cd : 0, cd, o);
+	}
 	return a;
 }
 

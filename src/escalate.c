@@ -102,7 +102,7 @@ void escalate_job_url(const char *job_id, char *buf, size_t len)
 	if (conf.external_url) {
 		size_t n = strlen(conf.external_url);
 		int slash = n && conf.external_url[n - 1] == '/';
-		snprintf(buf, len, "%.*s/api/v1/jobs/%s", (int)(slash ? n - 1 : n), conf.external_url, job_id);
+		snprintf(buf, len, "%.*s/ui/jobs/%s", (int)(slash ? n - 1 : n), conf.external_url, job_id);
 	} else {
 		buf[0] = '\0';
 	}

@@ -58,6 +58,7 @@
 #define UNAVAILABLE_RETRY_AFTER "1"
 #define ID_MAX 64
 #define PLAYBOOK_MAX 128
+#define ALERTNAME_MAX 256 /* ?alertname= of /api/v1/jobs */
 #define LIMIT_DEFAULT 50
 #define LIMIT_MAX 1000
 #define DISCARD_MAX ((size_t)32 << 20) /* excess of an oversized chunked body read before hanging up */
@@ -203,6 +204,7 @@ struct answer {
 	size_t len;
 	const char *hname;       /* one extra header, or NULL */
 	char hval[64];
+	char *link;              /* malloc'd Link header value, or NULL */
 };
 
 /* Per-request state, in *req_cls from the first callback to completion. */
@@ -215,8 +217,9 @@ struct request {
 	enum role who_role;
 	int who_scoped;              /* its tokens-file entry names playbooks */
 	int force;                   /* /trigger?force=1 */
-	double q_since, q_until;     /* GET /api/v1/audit filters; principal and action
-	                              * go into q_playbook and q_state */
+	double q_since, q_until;     /* GET /api/v1/audit and /jobs filters; the audit's
+	                              * principal and action go into q_playbook and q_state */
+	char *q_alertname;           /* GET /api/v1/jobs, malloc'd */
 	long long q_before;
 	int bad_arg;                 /* id / playbook in the path is malformed */
 	char arg[PLAYBOOK_MAX + 1];  /* job id or playbook name */
@@ -256,6 +259,7 @@ static void answer(struct request *rq, unsigned status, const char *ctype, char 
 	struct answer *a = &rq->ans;
 
 	free(a->buf);
+	free(a->link);
 	memset(a, 0, sizeof(*a));
 	a->ready = 1;
 	if (!buf) {
@@ -324,7 +328,8 @@ static enum MHD_Result answer_queue(struct MHD_Connection *c, struct request *rq
 		return MHD_NO;
 	a->buf = NULL; /* the response owns it now */
 	if (MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, a->ctype) != MHD_YES ||
-	    (a->hname && MHD_add_response_header(r, a->hname, a->hval) != MHD_YES)) {
+	    (a->hname && MHD_add_response_header(r, a->hname, a->hval) != MHD_YES) ||
+	    (a->link && MHD_add_response_header(r, "Link", a->link) != MHD_YES)) {
 		MHD_destroy_response(r);
 		return MHD_NO;
 	}
@@ -720,6 +725,41 @@ static int limit_query(struct MHD_Connection *c, struct request *rq, char *msg, 
 	return 0;
 }
 
+static int utf8_ok(const char *s);
+
+/* ?since= and ?until= of a list; 0, or -1 with msg filled. */
+static int time_query(struct MHD_Connection *c, struct request *rq, char *msg, size_t len)
+{
+	const char *v;
+
+	if (query_arg(c, "since", &v) && v && *v && rd_parse_time(v, &rq->q_since) < 0) {
+		snprintf(msg, len, "since must be an RFC 3339 time or epoch seconds");
+		return -1;
+	}
+	if (query_arg(c, "until", &v) && v && *v && rd_parse_time(v, &rq->q_until) < 0) {
+		snprintf(msg, len, "until must be an RFC 3339 time or epoch seconds");
+		return -1;
+	}
+	return 0;
+}
+
+/* ?before= (the cursor of a page); 0, or -1 with msg filled. */
+static int cursor_query(struct MHD_Connection *c, struct request *rq, char *msg, size_t len)
+{
+	const char *v;
+	char *end;
+
+	if (query_arg(c, "before", &v) && v && *v) {
+		errno = 0;
+		rq->q_before = strtoll(v, &end, 10);
+		if (errno || *end || rq->q_before <= 0 || !isdigit((unsigned char)*v)) {
+			snprintf(msg, len, "before must be the cursor of a previous page");
+			return -1;
+		}
+	}
+	return 0;
+}
+
 /* Filters of GET /api/v1/jobs into rq; 0, or -1 with msg filled on a bad value. */
 static int jobs_query(struct MHD_Connection *c, struct request *rq, char *msg, size_t len)
 {
@@ -735,7 +775,7 @@ static int jobs_query(struct MHD_Connection *c, struct request *rq, char *msg, s
 		if (!known) {
 			snprintf(msg, len,
 			         "state must be one of queued, running, retry_wait, succeeded, "
-			         "failed, cancelled, budget_exhausted");
+			         "failed, cancelled, budget_exhausted, paused, awaiting_approval");
 			return -1;
 		}
 		snprintf(rq->q_state, sizeof(rq->q_state), "%s", v);
@@ -747,6 +787,18 @@ static int jobs_query(struct MHD_Connection *c, struct request *rq, char *msg, s
 		}
 		snprintf(rq->q_playbook, sizeof(rq->q_playbook), "%s", v);
 	}
+	if (query_arg(c, "alertname", &v) && v && *v) {
+		if (strlen(v) > ALERTNAME_MAX || !utf8_ok(v)) {
+			snprintf(msg, len, "alertname must be UTF-8, at most %d bytes", ALERTNAME_MAX);
+			return -1;
+		}
+		if (!(rq->q_alertname = strdup(v))) {
+			snprintf(msg, len, "out of memory");
+			return -1;
+		}
+	}
+	if (time_query(c, rq, msg, len) < 0 || cursor_query(c, rq, msg, len) < 0)
+		return -1;
 	return limit_query(c, rq, msg, len);
 }
 
@@ -754,7 +806,6 @@ static int jobs_query(struct MHD_Connection *c, struct request *rq, char *msg, s
 static int audit_query(struct MHD_Connection *c, struct request *rq, char *msg, size_t len)
 {
 	const char *v;
-	char *end;
 
 	rq->q_limit = LIMIT_DEFAULT;
 	if (query_arg(c, "principal", &v) && v && *v) {
@@ -771,22 +822,8 @@ static int audit_query(struct MHD_Connection *c, struct request *rq, char *msg, 
 		}
 		snprintf(rq->q_state, sizeof(rq->q_state), "%s", v);
 	}
-	if (query_arg(c, "since", &v) && v && *v && rd_parse_time(v, &rq->q_since) < 0) {
-		snprintf(msg, len, "since must be an RFC 3339 time or epoch seconds");
+	if (time_query(c, rq, msg, len) < 0 || cursor_query(c, rq, msg, len) < 0)
 		return -1;
-	}
-	if (query_arg(c, "until", &v) && v && *v && rd_parse_time(v, &rq->q_until) < 0) {
-		snprintf(msg, len, "until must be an RFC 3339 time or epoch seconds");
-		return -1;
-	}
-	if (query_arg(c, "before", &v) && v && *v) {
-		errno = 0;
-		rq->q_before = strtoll(v, &end, 10);
-		if (errno || *end || rq->q_before <= 0 || !isdigit((unsigned char)*v)) {
-			snprintf(msg, len, "before must be the \"next\" value of a previous page");
-			return -1;
-		}
-	}
 	return limit_query(c, rq, msg, len);
 }
 
@@ -910,13 +947,52 @@ static void submit_start(struct http *h, struct request *rq)
 	payload_free(&p);
 }
 
+/* The Link header to the next page: this request's filters and the cursor
+ * (RFC 8288), values percent-encoded. NULL when out of memory. */
+static char *jobs_next_link(const struct request *rq, long long next)
+{
+	/* Bounded: each value is at most ALERTNAME_MAX bytes, 3 per byte encoded. */
+	size_t cap = 256 + 3 * (PLAYBOOK_MAX + ALERTNAME_MAX), n;
+	char *b = malloc(cap);
+	const char *vals[2] = {rq->q_playbook[0] ? rq->q_playbook : NULL, rq->q_alertname};
+	static const char *const names[2] = {"playbook", "alertname"};
+
+	if (!b)
+		return NULL;
+	n = (size_t)snprintf(b, cap, "</api/v1/jobs?limit=%d", rq->q_limit);
+	if (rq->q_state[0])
+		n += (size_t)snprintf(b + n, cap - n, "&state=%s", rq->q_state);
+	for (int k = 0; k < 2; k++) {
+		if (!vals[k])
+			continue;
+		n += (size_t)snprintf(b + n, cap - n, "&%s=", names[k]);
+		for (const unsigned char *p = (const unsigned char *)vals[k]; *p; p++) {
+			if (isalnum(*p) || *p == '-' || *p == '.' || *p == '_' || *p == '~')
+				n += (size_t)snprintf(b + n, cap - n, "%c", *p);
+			else
+				n += (size_t)snprintf(b + n, cap - n, "%%%02X", *p);
+		}
+	}
+	if (rq->q_since != 0)
+		n += (size_t)snprintf(b + n, cap - n, "&since=%.3f", rq->q_since);
+	if (rq->q_until != 0)
+		n += (size_t)snprintf(b + n, cap - n, "&until=%.3f", rq->q_until);
+	snprintf(b + n, cap - n, "&before=%lld>; rel=\"next\"", next);
+	return b;
+}
+
 static void handle_jobs(struct http *h, struct request *rq)
 {
+	struct jobs_query q = {.state = rq->q_state[0] ? rq->q_state : NULL,
+	                       .playbook = rq->q_playbook[0] ? rq->q_playbook : NULL,
+	                       .alertname = rq->q_alertname, .since = rq->q_since,
+	                       .until = rq->q_until, .before = rq->q_before, .limit = rq->q_limit};
 	cJSON *out = NULL;
+	long long next = 0;
+	char *link = NULL;
 
-	if (engine_jobs_json(h->e, rq->q_state[0] ? rq->q_state : NULL,
-	                     rq->q_playbook[0] ? rq->q_playbook : NULL, rq->q_limit, &out) != RD_OK ||
-	    !out) {
+	if (engine_jobs_page(h->e, &q, &out, &next) != RD_OK || !out ||
+	    (next && !(link = jobs_next_link(rq, next)))) {
 		cJSON_Delete(out);
 		answer_error(rq, MHD_HTTP_SERVICE_UNAVAILABLE, "unavailable",
 		             "the job journal cannot be read", MHD_HTTP_HEADER_RETRY_AFTER,
@@ -924,6 +1000,7 @@ static void handle_jobs(struct http *h, struct request *rq)
 		return;
 	}
 	answer_json(rq, MHD_HTTP_OK, out, NULL, NULL);
+	rq->ans.link = link;
 }
 
 static void handle_job(struct http *h, struct request *rq)
@@ -1769,6 +1846,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **req_cls,
 	conn_set_busy(h, c, 0);
 	free(rq->body);
 	free(rq->ans.buf);
+	free(rq->ans.link);
+	free(rq->q_alertname);
 	cJSON_Delete(rq->wait_body);
 	free(rq);
 	*req_cls = NULL;

@@ -2,6 +2,7 @@
  * wiring of journal, engine and HTTP; also `run PLAYBOOK --alert FILE` and
  * --check-config. */
 #include <curl/curl.h>
+#include <ctype.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -21,6 +22,7 @@
 #include "recoveryd/auth.h"
 #include "recoveryd/metrics.h"
 #include "recoveryd/playbook.h"
+#include "recoveryd/retain.h"
 #include "recoveryd/store.h"
 #include "recoveryd/watchdog.h"
 
@@ -44,12 +46,12 @@ static void tokens_free(struct tokens *t)
 		explicit_bzero(t->slack_url, strlen(t->slack_url));
 	if (t->pd_key)
 		explicit_bzero(t->pd_key, strlen(t->pd_key));
-	free(t->webhook);
-	free(t->operator_);
 	if (t->grafana_token)
 		explicit_bzero(t->grafana_token, strlen(t->grafana_token));
 	free(t->grafana_token);
 	t->grafana_token = NULL;
+	free(t->webhook);
+	free(t->operator_);
 	free(t->slack_url);
 	free(t->pd_key);
 	t->webhook = t->operator_ = t->slack_url = t->pd_key = NULL;
@@ -177,38 +179,51 @@ static void configure_sinks(const struct config *c, const struct tokens *t)
 	escalate_configure(&ec);
 }
 
+/* A problem found by a check: told to report(arg, msg), counted. */
+typedef void report_fn(void *arg, const char *msg);
+
 /* playbook_settings or playbook_overrides for a playbook that is not
- * loaded is a typo. */
-static int check_playbook_settings(const struct config *c, struct playbook_set *set, char *err, size_t errlen)
+ * loaded is a typo. Returns the number of problems. */
+static int check_playbook_settings(const struct config *c, struct playbook_set *set, report_fn *report,
+                                   void *arg)
 {
 	const char *json[2] = {c->playbook_settings, c->playbook_overrides};
 	const char *what[2] = {"playbook_settings", "playbook_overrides"};
-	int rc = 0;
+	char msg[512];
+	int n = 0;
 
-	for (int i = 0; i < 2 && rc == 0; i++) {
+	for (int i = 0; i < 2; i++) {
 		cJSON *o = json[i] ? cJSON_Parse(json[i]) : NULL;
 		for (cJSON *k = o ? o->child : NULL; k; k = k->next)
 			if (!playbook_set_find(set, k->string)) {
-				snprintf(err, errlen, "%s[\"%s\"]: no playbook of that name is loaded", what[i],
+				snprintf(msg, sizeof(msg), "%s[\"%s\"]: no playbook of that name is loaded", what[i],
 				         k->string);
-				rc = -1;
-				break;
+				report(arg, msg);
+				n++;
 			}
 		cJSON_Delete(o);
 	}
-	return rc;
+	return n;
 }
 
-/* A playbook escalating to a sink that is not configured is a config error. */
-static int check_sinks(const struct config *c, struct playbook_set *set, char *err, size_t errlen)
+static const char *sink_flag(const char *sink)
 {
+	return strcmp(sink, "slack") == 0 ? "slack-webhook-url-file" : "pagerduty-routing-key-file";
+}
+
+/* Playbooks escalating to or notifying a sink that is not configured.
+ * Returns the number of problems. */
+static int check_sinks(const struct config *c, struct playbook_set *set, report_fn *report, void *arg)
+{
+	char msg[512];
+	int n = 0;
+
 	for (size_t k = 0; c->escalate_default[k]; k++)
 		if (!escalate_sink_configured(c->escalate_default[k])) {
-			snprintf(err, errlen, "--escalate-default %s: that sink is not configured (--%s)",
-			         c->escalate_default[k],
-			         strcmp(c->escalate_default[k], "slack") == 0 ? "slack-webhook-url-file"
-			                                                      : "pagerduty-routing-key-file");
-			return -1;
+			snprintf(msg, sizeof(msg), "--escalate-default %s: that sink is not configured (--%s)",
+			         c->escalate_default[k], sink_flag(c->escalate_default[k]));
+			report(arg, msg);
+			n++;
 		}
 	for (size_t i = 0; i < set->n; i++) {
 		const struct playbook *pb = set->v[i];
@@ -217,15 +232,20 @@ static int check_sinks(const struct config *c, struct playbook_set *set, char *e
 		for (int l = 0; l < 3; l++)
 			for (size_t k = 0; k < ns[l]; k++)
 				if (!escalate_sink_configured(lists[l][k])) {
-					snprintf(err, errlen,
+					snprintf(msg, sizeof(msg),
 					         "playbook %s (%s) %s sink '%s', which is not configured (--%s)",
 					         pb->name, pb->file, l ? "notifies" : "escalates to", lists[l][k],
-					         strcmp(lists[l][k], "slack") == 0 ? "slack-webhook-url-file"
-					                                           : "pagerduty-routing-key-file");
-					return -1;
+					         sink_flag(lists[l][k]));
+					report(arg, msg);
+					n++;
 				}
 	}
-	return 0;
+	return n;
+}
+
+static void report_warn_log(void *arg, const char *msg)
+{
+	log_kv(LOG_WARN, NULL, arg, "error", msg, NULL);
 }
 
 static void configure_lua(const struct config *c)
@@ -257,12 +277,121 @@ static void check_config_expired(int sig)
 
 static struct playbook_set *load_playbooks(const struct config *c, char *err, size_t errlen)
 {
-	struct playbook_load_opts po = {c->playbooks, c->lua_path, (size_t)c->lua_memory, c->playbook_overrides};
+	struct playbook_load_opts po = {.dir = c->playbooks, .lua_path = c->lua_path,
+	                                .mem_max = (size_t)c->lua_memory,
+	                                .overrides_json = c->playbook_overrides};
 	struct playbook_set *set = NULL;
 
 	if (playbook_set_load(&po, &set, err, errlen) != RD_OK)
 		return NULL;
 	return set;
+}
+
+/* ---------- check [DIR...] and --check-config ---------- */
+
+struct check {
+	const char *dir;
+	int errors, warnings;
+	int soft;   /* `check`: sinks and tokens are warnings */
+};
+
+static void check_error(void *arg, const char *msg)
+{
+	struct check *k = arg;
+
+	fprintf(stderr, "error: %s\n", msg);
+	k->errors++;
+}
+
+static void check_soft(void *arg, const char *msg)
+{
+	struct check *k = arg;
+
+	fprintf(stderr, "%s: %s\n", k->soft ? "warning" : "error", msg);
+	if (k->soft)
+		k->warnings++;
+	else
+		k->errors++;
+}
+
+/* A playbook that does not load: "DIR/FILE:LINE: error: ..." where Lua
+ * gives the line, as compilers do, so editors can jump to it. */
+static void check_playbook_problem(void *arg, const char *file, const char *msg)
+{
+	struct check *k = arg;
+	size_t fl = strlen(file);
+	const char *sep = k->dir[0] && k->dir[strlen(k->dir) - 1] == '/' ? "" : "/";
+
+	if (strncmp(msg, file, fl) == 0 && msg[fl] == ':' && isdigit((unsigned char)msg[fl + 1])) {
+		const char *rest = strchr(msg + fl + 1, ':');
+		if (rest) {
+			fprintf(stderr, "%s%s%.*s: error:%s\n", k->dir, sep, (int)(rest - msg), msg, rest + 1);
+			k->errors++;
+			return;
+		}
+	}
+	fprintf(stderr, "%s%s%s: error: %s\n", k->dir, sep, file, msg);
+	k->errors++;
+}
+
+/* Every problem in one run: each playbook of each directory, the files and
+ * tokens of the configuration, the sinks the playbooks name. soft (`check`):
+ * missing tokens and sinks are warnings, so playbooks can be linted
+ * without any secret. Returns the exit status. */
+static int cmd_check(struct config *c, char **dirs, int ndirs, int soft)
+{
+	struct check k = {.soft = soft};
+	struct tokens tok = {0};
+	struct playbook_set *set = NULL;
+	char err[1024];
+	size_t total = 0;
+	char *conf_dir[1] = {c->playbooks};
+
+	if (ndirs == 0) {
+		dirs = conf_dir;
+		ndirs = 1;
+	}
+	if (check_files(c, err, sizeof(err)) < 0)
+		check_error(&k, err);
+	if (tokens_load(c, &tok, err, sizeof(err)) < 0)
+		check_soft(&k, err);
+	configure_sinks(c, &tok);
+	for (int d = 0; d < ndirs; d++) {
+		struct playbook_load_opts po = {.dir = dirs[d], .lua_path = c->lua_path,
+		                                .mem_max = (size_t)c->lua_memory,
+		                                .overrides_json = c->playbook_overrides,
+		                                .problem = check_playbook_problem, .problem_arg = &k};
+		k.dir = dirs[d];
+		if (playbook_set_load(&po, &set, err, sizeof(err)) != RD_OK) {
+			check_error(&k, err);
+			continue;
+		}
+		total += set->n;
+		check_sinks(c, set, check_soft, &k);
+		/* Settings name the playbooks of the configured directory. */
+		if (dirs[d] == c->playbooks)
+			check_playbook_settings(c, set, check_error, &k);
+		printf("%s: %zu playbook%s loaded", dirs[d], set->n, set->n == 1 ? "" : "s");
+		for (size_t i = 0; i < set->n; i++)
+			printf("%s%s", i ? ", " : " (", set->v[i]->name);
+		printf("%s\n", set->n ? ")" : "");
+		playbook_set_unref(set);
+		set = NULL;
+	}
+	if (tok.pd_key && strlen(tok.pd_key) != 32) {
+		fprintf(stderr, "warning: the PagerDuty routing key is %zu characters, PagerDuty expects 32\n",
+		        strlen(tok.pd_key));
+		k.warnings++;
+	}
+	tokens_free(&tok);
+	if (k.errors) {
+		printf("%d error%s, %d warning%s\n", k.errors, k.errors == 1 ? "" : "s", k.warnings,
+		       k.warnings == 1 ? "" : "s");
+		return 1;
+	}
+	printf("config ok: %zu playbook%s, %d warning%s\n", total, total == 1 ? "" : "s", k.warnings,
+	       k.warnings == 1 ? "" : "s");
+	return 0;
 }
 
 /* ---------- run PLAYBOOK --alert FILE ---------- */
@@ -499,9 +628,11 @@ int main(int argc, char **argv)
 	struct store *st = NULL;
 	struct engine *e = NULL;
 	struct http *h = NULL;
+	struct retain *rt = NULL;
 	char err[1024], replica[64] = "", state_url[2048];
 	const char *run_playbook = NULL;
-	int args_from = 1, rc = 1, migrate = 0;
+	int args_from = 1, rc = 1, migrate = 0, check_only = 0, n_check_dirs = 0;
+	char **check_dirs = NULL;
 	sigset_t sigs;
 
 	/* The HTTP API's client: its own options, no daemon state. */
@@ -521,6 +652,12 @@ int main(int argc, char **argv)
 		 * exit: the step before rolling out a new version to replicas. */
 		migrate = 1;
 		args_from = 2;
+	} else if (argc >= 2 && strcmp(argv[1], "check") == 0) {
+		/* check [PLAYBOOK_DIR...] [OPTIONS] */
+		check_dirs = argv + 2;
+		for (args_from = 2; args_from < argc && argv[args_from][0] != '-'; args_from++)
+			n_check_dirs++;
+		check_only = 1;
 	} else if (argc >= 2 && strcmp(argv[1], "run") == 0) {
 		if (argc < 3 || argv[2][0] == '-') {
 			fprintf(stderr, "usage: recoveryd run PLAYBOOK --alert FILE [--dry-run] [OPTIONS]\n");
@@ -560,11 +697,13 @@ int main(int argc, char **argv)
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	configure_lua(&cfg);
 
-	if (cfg.check_config) {
+	if (cfg.check_config || check_only) {
 		/* Each playbook's top level has a load deadline; this catches a
 		 * hole in it, as the loop watchdog does for the daemon. */
 		signal(SIGALRM, check_config_expired);
 		alarm(CHECK_CONFIG_LIMIT);
+		rc = cmd_check(&cfg, check_dirs, n_check_dirs, check_only);
+		goto out;
 	}
 	if (check_files(&cfg, err, sizeof(err)) < 0 || !(set = load_playbooks(&cfg, err, sizeof(err)))) {
 		fprintf(stderr, "recoveryd: %s\n", err);
@@ -583,22 +722,6 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	configure_sinks(&cfg, &tok);
-	if (cfg.check_config) {
-		if (check_sinks(&cfg, set, err, sizeof(err)) < 0 ||
-		    check_playbook_settings(&cfg, set, err, sizeof(err)) < 0) {
-			fprintf(stderr, "recoveryd: %s\n", err);
-			goto out;
-		}
-		if (tok.pd_key && strlen(tok.pd_key) != 32)
-			fprintf(stderr, "recoveryd: warning: the PagerDuty routing key is %zu characters, "
-			                "PagerDuty expects 32\n", strlen(tok.pd_key));
-		printf("config ok: %zu playbook%s", set->n, set->n == 1 ? "" : "s");
-		for (size_t i = 0; i < set->n; i++)
-			printf("%s%s", i ? ", " : " (", set->v[i]->name);
-		printf("%s\n", set->n ? ")" : "");
-		rc = 0;
-		goto out;
-	}
 
 	/* Signals are taken synchronously by this thread only; every thread
 	 * started from here on inherits the mask. */
@@ -609,11 +732,9 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	if (check_sinks(&cfg, set, err, sizeof(err)) < 0)
-		log_kv(LOG_WARN, NULL, "escalation sink missing: such escalations are recorded as failed",
-		       "error", err, NULL);
-	if (check_playbook_settings(&cfg, set, err, sizeof(err)) < 0)
-		log_kv(LOG_WARN, NULL, "config", "error", err, NULL);
+	check_sinks(&cfg, set, report_warn_log,
+	            "escalation sink missing: such escalations are recorded as failed");
+	check_playbook_settings(&cfg, set, report_warn_log, "config");
 	if (store_is_shared(cfg.state)) {
 		/* Several replicas: each needs a name of its own in the leases,
 		 * and its connections carry it (pg_stat_activity). */
@@ -653,6 +774,11 @@ int main(int argc, char **argv)
 	if (!e || engine_start(e) != RD_OK) {
 		fprintf(stderr, "recoveryd: cannot start the engine (journal replay failed)\n");
 		goto out;
+	}
+	if (cfg.retain > 0) {
+		struct retain_opts ro = {.store = st, .seconds = cfg.retain * 86400.0};
+		if (!(rt = retain_start(&ro)))
+			log_kv(LOG_WARN, NULL, "retention: cannot start; nothing is deleted", NULL);
 	}
 	struct http_config hc = {cfg.listen, (size_t)cfg.body_max, tok.auth, cfg.insecure_no_auth,
 	                         (unsigned)cfg.conn_limit, (unsigned)cfg.conn_per_ip, (unsigned)cfg.conn_timeout,
@@ -698,6 +824,7 @@ int main(int argc, char **argv)
 	rc = 0;
 out:
 	http_stop(h);
+	retain_stop(rt);
 	engine_free(e);
 	store_close(st);
 	playbook_set_unref(set);

@@ -113,6 +113,9 @@ static const struct family_def defs[M__COUNT] = {
 	[M_STORE_ERRORS] = { "recoveryd_store_errors_total",
 		"Journal transactions that failed as a whole (the database unreachable or failing).",
 		MT_COUNTER, 0, { NULL, NULL }, NULL, 0 },
+	[M_RETAINED] = { "recoveryd_retention_deleted_total",
+		"Ended jobs and audit rows deleted because they were older than --retain, by what.",
+		MT_COUNTER, 1, { "what", NULL }, NULL, 0 },
 };
 
 struct series {

@@ -183,8 +183,11 @@ static int parse_notify(lua_State *L, struct playbook *pb, char *err, size_t err
 		const char *k = lua_type(L, -2) == LUA_TSTRING && !sandbox_has_nul(L, -2) ? lua_tostring(L, -2) : NULL;
 		lua_pop(L, 1);
 		if (!k || (strcmp(k, "on_start") && strcmp(k, "on_success") && strcmp(k, "grafana"))) {
-			snprintf(err, errlen, "notify: unknown key '%s' (keys: on_start, on_success, grafana)",
-			         k ? k : "(non-string key)");
+			static const char *const keys[] = {"on_start", "on_success", "grafana", NULL};
+			const char *near = rd_closest(k, keys);
+			snprintf(err, errlen, "notify: unknown key '%s' (%s%s%skeys: on_start, on_success, grafana)",
+			         k ? k : "(non-string key)", near ? "did you mean '" : "", near ? near : "",
+			         near ? "'? " : "");
 			lua_pop(L, 1);
 			return -1;
 		}
@@ -232,9 +235,13 @@ static int check_fields(lua_State *L, int t, char *err, size_t errlen)
 		for (const char *const *n = known; k && *n && !ok; n++)
 			ok = strcmp(*n, k) == 0;
 		if (!ok) {
-			snprintf(err, errlen, "unknown field '%s' (fields: name, description, match, retries, "
-			         "backoff, timeout, cooldown, budget, escalate, idempotent, run, verify, "
-			         "notify, settings, approval, or _private)", k ? k : "(non-string key)");
+			const char *near = rd_closest(k, known);
+			if (near)
+				snprintf(err, errlen, "unknown field '%s' (did you mean '%s'?)", k, near);
+			else
+				snprintf(err, errlen, "unknown field '%s' (fields: name, description, match, retries, "
+				         "backoff, timeout, cooldown, budget, escalate, idempotent, run, verify, "
+				         "notify, settings, approval, or _private)", k ? k : "(non-string key)");
 			lua_pop(L, 2);
 			return -1;
 		}
@@ -303,7 +310,10 @@ static int parse_limits(lua_State *L, int t, struct playbook *pb, char *err, siz
 			const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
 			lua_pop(L, 1);
 			if (strcmp(k, "required") != 0 && strcmp(k, "timeout") != 0) {
-				snprintf(err, errlen, "approval.%s: unknown (required, timeout)", k);
+				static const char *const keys[] = {"required", "timeout", NULL};
+				const char *near = rd_closest(k, keys);
+				snprintf(err, errlen, "approval.%s: unknown (%s%s%srequired, timeout)", k,
+				         near ? "did you mean '" : "", near ? near : "", near ? "'? " : "");
 				return -1;
 			}
 		}
@@ -463,8 +473,10 @@ static int apply_overrides(lua_State *L, struct parse_args *pa)
 		for (const char *const *k = known; *k && !ok; k++)
 			ok = strcmp(*k, c->string) == 0;
 		if (!ok) {
-			snprintf(pa->err, pa->errlen, "playbook_overrides[\"%s\"].%s: unknown (retries, timeout, "
-			         "cooldown, backoff, budget, approval)", pa->pb->name, c->string);
+			const char *near = rd_closest(c->string, known);
+			snprintf(pa->err, pa->errlen, "playbook_overrides[\"%s\"].%s: unknown (%s%s%sretries, "
+			         "timeout, cooldown, backoff, budget, approval)", pa->pb->name, c->string,
+			         near ? "did you mean '" : "", near ? near : "", near ? "'? " : "");
 			return -1;
 		}
 	}
@@ -606,14 +618,20 @@ enum rd_status playbook_set_load(const struct playbook_load_opts *o, struct play
 		goto out;
 	for (size_t i = 0; i < n; i++) {
 		struct playbook *pb = load_one(o, overrides, names[i], err, errlen);
-		if (!pb)
-			goto out;
-		struct playbook *dup = playbook_set_find(set, pb->name);
+		struct playbook *dup = pb ? playbook_set_find(set, pb->name) : NULL;
 		if (dup) {
 			snprintf(err, errlen, "playbook %s: name '%s' is already used by %s", names[i], pb->name,
 			         dup->file);
 			playbook_free(pb);
+			pb = NULL;
+		}
+		if (!pb && !o->problem)
 			goto out;
+		if (!pb) {
+			/* err is "playbook FILE: what"; the callback gets "what". */
+			size_t skip = strlen("playbook ") + strlen(names[i]) + 2;
+			o->problem(o->problem_arg, names[i], strlen(err) > skip ? err + skip : err);
+			continue;
 		}
 		set->v[set->n++] = pb;
 	}

@@ -36,7 +36,7 @@
 enum write_kind {
 	WK_INSERT_JOB, WK_UPDATE_JOB, WK_ATTEMPT, WK_EVENT, WK_ESC_INSERT, WK_ESC_UPDATE,
 	WK_AUDIT, WK_PAUSE, WK_UNPAUSE, WK_FENCE, WK_CLAIM_JOBS, WK_CLAIM_ESC, WK_RENEW, WK_EXPIRE,
-	WK_CALL, WK_CANCEL_REQ, WK_NOTIFIED, WK_RELEASE, WK_APPROVE_REQ, WK_NOTIFY
+	WK_CALL, WK_CANCEL_REQ, WK_NOTIFIED, WK_RELEASE, WK_APPROVE_REQ, WK_NOTIFY, WK_PRUNE
 };
 
 /* What apply_op answers besides 0 and -1: the batch was fenced. */
@@ -74,6 +74,7 @@ struct write_op {
 		store_claim_esc_fn esc;
 		store_renew_fn renew;
 		store_call_fn call;
+		store_prune_fn prune;
 	} cb;
 	void *cb_arg;
 	struct got *got;               /* what the op got, for cb */
@@ -873,6 +874,21 @@ int store_batch_expire(struct store_batch *b, const char *owner)
 	return 0;
 }
 
+int store_batch_prune(struct store_batch *b, double before, int max, store_prune_fn cb, void *arg)
+{
+	struct write_op *op;
+
+	if (!b || max < 1 || !(op = calloc(1, sizeof(*op))))
+		return -1;
+	op->kind = WK_PRUNE;
+	op->t1 = before;
+	op->max = max;
+	op->cb.prune = cb;
+	op->cb_arg = arg;
+	batch_push(b, op);
+	return 0;
+}
+
 int store_batch_renew(struct store_batch *b, const char *owner, double until, store_renew_fn cb,
                       void *arg)
 {
@@ -983,6 +999,27 @@ static int grab_renewed(const struct srow *r, void *arg)
 	if (fail)
 		return -1;
 	g->op->n_got++;
+	return 0;
+}
+
+static int count_row(const struct srow *r, void *arg)
+{
+	(void)r;
+	(*(long long *)arg)++;
+	return 0;
+}
+
+/* Retention: the counts go into op->t2 (jobs) and op->token (audit). */
+static int apply_prune(struct store *s, struct write_op *op, char *err, size_t errlen)
+{
+	struct sval v[2] = {{.t = SV_REAL, .d = op->t1}, sv_int(op->max)};
+	long long jobs = 0, audit = 0;
+
+	if (s->be->wquery(s, W_PRUNE_JOBS, v, 2, count_row, &jobs, err, errlen) < 0 ||
+	    s->be->wquery(s, W_PRUNE_AUDIT, v, 2, count_row, &audit, err, errlen) < 0)
+		return -1;
+	op->t2 = (double)jobs;
+	op->token = audit;
 	return 0;
 }
 
@@ -1217,6 +1254,8 @@ static int apply_op(struct store *s, struct write_op *op, char *err, size_t errl
 		if (wexec(s, W_EXPIRE_JOBS, v, 1, err, errlen) < 0)
 			return -1;
 		return wexec(s, W_EXPIRE_ESCS, v, 1, err, errlen);
+	case WK_PRUNE:
+		return apply_prune(s, op, err, errlen);
 	case WK_RENEW: {
 		struct grab g = {s, op};
 		got_reset(op);
@@ -1236,6 +1275,8 @@ static int apply_op(struct store *s, struct write_op *op, char *err, size_t errl
 static void deliver(struct store_batch *b)
 {
 	for (struct write_op *op = b->head; op; op = op->next) {
+		if (op->kind == WK_PRUNE && op->cb.prune)
+			op->cb.prune((int)op->t2, (int)op->token, op->cb_arg);
 		for (size_t i = 0; i < op->n_got; i++) {
 			const struct got *g = &op->got[i];
 			if (op->kind == WK_CLAIM_JOBS && op->cb.job)
@@ -2221,47 +2262,144 @@ out:
 	return r;
 }
 
+/* A list row: the job's columns, then its seq and alertname. */
 static int list_row(const struct srow *r, void *arg)
 {
 	struct reading *rd = arg;
-	cJSON *j = job_scalars(rd->s, r);
+	cJSON *j;
 
-	if (!j || !cJSON_AddItemToArray(rd->arr, j)) {
+	/* The row past the page only says there is a next page. */
+	if (++rd->n > rd->limit)
+		return 0;
+	j = job_scalars(rd->s, r);
+	rd->last = col_int(rd->s, r, JC__COUNT);
+	if (!j || add_text(rd->s, j, "alertname", r, JC__COUNT + 1) ||
+	    !cJSON_AddItemToArray(rd->arr, j)) {
 		cJSON_Delete(j);
 		return -1;
 	}
 	return 0;
 }
 
-enum rd_status store_jobs_json(struct store *s, const char *state, const char *playbook, int limit,
-                               cJSON **out)
+enum rd_status store_jobs_page(struct store *s, const struct jobs_query *q, cJSON **out,
+                               long long *next)
 {
 	struct reading rd = {.s = s};
-	struct sval v[3];
+	int limit = q->limit < 1 ? 1 : q->limit > LIST_MAX ? LIST_MAX : q->limit;
+	/* The page's row past the limit tells whether there is a next one. */
+	struct sval v[7] = {sv_text(q->state), sv_text(q->playbook), sv_int(limit + 1),
+	                    q->before > 0 ? sv_int(q->before) : (struct sval){.t = SV_NULL},
+	                    sv_time(q->since), sv_time(q->until), sv_text(q->alertname)};
 	enum rd_status r = RD_ERR;
+	int id = q->state ? (q->playbook ? Q_LIST_BOTH : Q_LIST_STATE)
+	                  : (q->playbook ? Q_LIST_PLAYBOOK : Q_LIST);
 
 	*out = NULL;
+	*next = 0;
 	if (!s)
 		return RD_ERR;
-	if (limit < 1)
-		limit = 1;
-	if (limit > LIST_MAX)
-		limit = LIST_MAX;
 	if (!(rd.arr = cJSON_CreateArray()))
 		return RD_NOMEM;
-	v[0] = sv_text(state);
-	v[1] = sv_text(playbook);
-	v[2] = sv_int(limit);
+	rd.limit = limit;
 	pthread_mutex_lock(&s->rmu);
-	if (s->be->query(s, state ? (playbook ? Q_LIST_BOTH : Q_LIST_STATE) : (playbook ? Q_LIST_PLAYBOOK : Q_LIST),
-	                 v, 3, list_row, &rd) == 0) {
+	if (s->be->query(s, id, v, 7, list_row, &rd) == 0) {
 		*out = rd.arr;
 		rd.arr = NULL;
+		*next = rd.n > limit ? rd.last : 0;
 		r = RD_OK;
 	}
 	pthread_mutex_unlock(&s->rmu);
 	cJSON_Delete(rd.arr);
 	return r;
+}
+
+enum rd_status store_jobs_json(struct store *s, const char *state, const char *playbook, int limit,
+                               cJSON **out)
+{
+	struct jobs_query q = {.state = state, .playbook = playbook, .limit = limit};
+	long long next;
+
+	return store_jobs_page(s, &q, out, &next);
+}
+
+/* store_playbook_stats: one callback per statement. */
+struct pb_stats {
+	const struct store *s;
+	cJSON *o;        /* the stats object */
+	cJSON *cool;     /* its cooldowns array */
+	double cooldown;
+	int bad;
+};
+
+static int pb_starts_row(const struct srow *r, void *arg)
+{
+	struct pb_stats *p = arg;
+
+	p->bad |= !cJSON_AddNumberToObject(p->o, "budget_used", (double)col_int(p->s, r, 0));
+	return 0;
+}
+
+static int pb_last_row(const struct srow *r, void *arg)
+{
+	struct pb_stats *p = arg;
+	cJSON *j = cJSON_AddObjectToObject(p->o, "last_job");
+
+	p->bad |= !j || add_text(p->s, j, "id", r, 0) || add_text(p->s, j, "state", r, 1) ||
+	          add_text(p->s, j, "outcome", r, 2) || add_time_col(p->s, j, "created_at", r, 3) ||
+	          add_time_col(p->s, j, "ended_at", r, 4);
+	return 0;
+}
+
+static int pb_cool_row(const struct srow *r, void *arg)
+{
+	struct pb_stats *p = arg;
+	cJSON *c = cJSON_CreateObject();
+
+	if (!c || !cJSON_AddItemToArray(p->cool, c)) {
+		cJSON_Delete(c);
+		p->bad = 1;
+		return 0;
+	}
+	p->bad |= add_text(p->s, c, "key", r, 0) ||
+	          add_time(c, "until", col_real(p->s, r, 1) + p->cooldown);
+	return 0;
+}
+
+enum rd_status store_playbook_stats(struct store *s, const char *playbook, double budget_since,
+                                    double cooldown_since, double cooldown, cJSON *pb)
+{
+	struct pb_stats p = {.s = s, .cooldown = cooldown};
+	struct sval v[3] = {sv_text(playbook), {.t = SV_REAL, .d = budget_since}, sv_int(20)};
+	int rc = 0;
+
+	if (!s || !(p.o = cJSON_AddObjectToObject(pb, "stats")) ||
+	    !(p.cool = cJSON_CreateArray()))
+		return RD_NOMEM;
+	pthread_mutex_lock(&s->rmu);
+	if (s->be->read_begin(s) < 0) {
+		rc = -1;
+		goto out;
+	}
+	if (budget_since > 0)
+		rc = s->be->query(s, Q_PB_STARTS, v, 2, pb_starts_row, &p);
+	else
+		p.bad |= !cJSON_AddNullToObject(p.o, "budget_used");
+	if (rc == 0 && cooldown_since > 0) {
+		v[1].d = cooldown_since;
+		rc = s->be->query(s, Q_PB_COOLING, v, 3, pb_cool_row, &p);
+	}
+	if (rc == 0)
+		rc = s->be->query(s, Q_PB_LAST, v, 1, pb_last_row, &p);
+out:
+	s->be->read_end(s);
+	pthread_mutex_unlock(&s->rmu);
+	if (!cJSON_AddItemToObject(p.o, "cooldowns", p.cool)) {
+		cJSON_Delete(p.cool);
+		p.bad = 1;
+	}
+	if (rc == 0 && !p.bad && !cJSON_GetObjectItemCaseSensitive(p.o, "last_job"))
+		p.bad |= !cJSON_AddNullToObject(p.o, "last_job");
+	return rc < 0 ? RD_ERR : p.bad ? RD_NOMEM : RD_OK;
 }
 
 /* Rows copied out of a scan, handed to the callback once the read

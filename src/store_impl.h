@@ -49,13 +49,18 @@ enum wstmt {
 	 * fence as a statement that finds one row when job ?1 holds token ?2. */
 	W_SAVEPOINT_ALL, W_ROLLBACK_TO_ALL,
 	W_FENCE_ROW,      /* rows: one if job ?1 has lease token ?2 (PostgreSQL: FOR SHARE) */
+	/* Retention (store_batch_prune). */
+	W_PRUNE_JOBS,     /* rows: one per job deleted: up to ?2 that ended before ?1, oldest
+	                     first, with no escalation to send and no incident open */
+	W_PRUNE_AUDIT,    /* rows: one per audit row deleted: up to ?2 older than ?1 */
 	W__COUNT
 };
 
 /* Reader statements; their columns are listed in store.c. */
 enum rstmt {
 	Q_JOB, Q_ATTEMPTS, Q_EVENTS, Q_ESCALATIONS, Q_SCAN, Q_LIST, Q_LIST_STATE, Q_LIST_PLAYBOOK,
-	Q_LIST_BOTH, Q_PAUSES, Q_AUDIT, Q_OUTBOX, Q_OPEN_INCIDENTS, Q_OPEN_INCIDENT_KEY, Q__COUNT
+	Q_LIST_BOTH, Q_PAUSES, Q_AUDIT, Q_OUTBOX, Q_OPEN_INCIDENTS, Q_OPEN_INCIDENT_KEY,
+	Q_PB_STARTS, Q_PB_LAST, Q_PB_COOLING, Q__COUNT
 };
 
 /* Job columns in struct job_row order, as every job statement binds and
@@ -185,6 +190,7 @@ struct store {
 
 /* 3: leases (jobs: owner, lease_until, lease_token; escalations: owner,
  * lease_until). */
-#define STORE_SCHEMA_VERSION 3
+/* 4: an index on jobs(ended_at), for retention. */
+#define STORE_SCHEMA_VERSION 4
 
 #endif

@@ -38,6 +38,7 @@ static const char schema_sql[] =
 	"CREATE INDEX IF NOT EXISTS jobs_owner ON jobs(owner);"
 	"CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);"
 	"CREATE INDEX IF NOT EXISTS jobs_playbook ON jobs(playbook);"
+	"CREATE INDEX IF NOT EXISTS jobs_ended ON jobs(ended_at);"
 	"CREATE TABLE IF NOT EXISTS attempts ("
 	" job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,"
 	" n INTEGER NOT NULL,"
@@ -100,6 +101,14 @@ static const char migrate_v3_sql[] =
 	"AND (state <> 'retry_wait' OR coalesce(next_run_at, 0) <= ?1 OR owner IS NOT NULL)) "  \
 	"OR (owner IS NOT NULL AND coalesce(lease_until, 0) < ?1 AND state IN "                 \
 	"('succeeded','failed','cancelled','budget_exhausted','paused')))"
+
+/* Retention: a job whose escalations are all sent, and that opened no
+ * incident still open (a trigger with no resolve after it), may go. */
+#define PRUNABLE_JOB                                                                           \
+	"NOT EXISTS (SELECT 1 FROM escalations x WHERE x.job_id = jobs.id AND (x.state IN "     \
+	"('pending','retrying') OR (x.kind = 'trigger' AND x.state = 'delivered' AND NOT EXISTS "\
+	"(SELECT 1 FROM escalations r WHERE r.kind = 'resolve' AND r.incident_key = "            \
+	"x.incident_key AND r.sink = x.sink AND r.seq > x.seq))))"
 
 static const char *const wsql[W__COUNT] = {
 	[W_BEGIN] = "BEGIN IMMEDIATE",
@@ -186,9 +195,21 @@ static const char *const wsql[W__COUNT] = {
 	[W_SAVEPOINT_ALL] = "SAVEPOINT round",
 	[W_ROLLBACK_TO_ALL] = "ROLLBACK TO round",
 	[W_FENCE_ROW] = "SELECT 1 FROM jobs WHERE id = ?1 AND lease_token = ?2",
+	[W_PRUNE_JOBS] = "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE ended_at < ?1 AND "
+	                 PRUNABLE_JOB " ORDER BY ended_at LIMIT ?2) RETURNING 1",
+	[W_PRUNE_AUDIT] = "DELETE FROM audit WHERE seq IN (SELECT seq FROM audit WHERE ts < ?1 "
+	                  "ORDER BY ts LIMIT ?2) RETURNING 1",
 	[W_APPROVE_REQ] = "UPDATE jobs SET approved_by = coalesce(approved_by, ?2) WHERE id = ?1 "
 	                  "AND state = 'awaiting_approval'",
 };
+
+/* GET /api/v1/jobs (store_jobs_page): a job, its seq and its alertname. */
+#define LIST_ALERTNAME "json_extract(alert_json, '$.labels.alertname')"
+#define LIST_COLS STORE_JOB_COLS ", seq, " LIST_ALERTNAME
+#define LIST_PAGE                                                                              \
+	"seq < coalesce(?4, 9223372036854775807) AND (?5 IS NULL OR created_at >= ?5) "        \
+	"AND (?6 IS NULL OR created_at <= ?6) AND (?7 IS NULL OR " LIST_ALERTNAME " = ?7) "   \
+	"ORDER BY seq DESC LIMIT ?3"
 
 static const char *const rsql[Q__COUNT] = {
 	[Q_JOB] = "SELECT " STORE_JOB_COLS " FROM jobs WHERE id = ?1",
@@ -204,14 +225,21 @@ static const char *const rsql[Q__COUNT] = {
 	[Q_SCAN] = "SELECT " STORE_JOB_COLS ", (SELECT count(*) FROM events WHERE events.job_id = jobs.id "
 	           "AND events.type = 'watchdog') FROM jobs WHERE state IN ('queued','running','retry_wait',"
 	           "'awaiting_approval') OR started_at >= ?1 OR ended_at >= ?1 ORDER BY seq",
-	/* One statement per filter combination so each can use its index. */
-	[Q_LIST] = "SELECT " STORE_JOB_COLS " FROM jobs ORDER BY seq DESC LIMIT ?3",
-	[Q_LIST_STATE] = "SELECT " STORE_JOB_COLS " FROM jobs WHERE state = ?1 ORDER BY seq DESC LIMIT ?3",
-	[Q_LIST_PLAYBOOK] = "SELECT " STORE_JOB_COLS " FROM jobs WHERE playbook = ?2 "
-	                    "ORDER BY seq DESC LIMIT ?3",
-	[Q_LIST_BOTH] = "SELECT " STORE_JOB_COLS " FROM jobs WHERE state = ?1 AND playbook = ?2 "
-	                "ORDER BY seq DESC LIMIT ?3",
+	/* One statement per filter combination so each can use its index;
+	 * the cursor bounds the seq range, the rest filter the rows. */
+	[Q_LIST] = "SELECT " LIST_COLS " FROM jobs WHERE " LIST_PAGE,
+	[Q_LIST_STATE] = "SELECT " LIST_COLS " FROM jobs WHERE state = ?1 AND " LIST_PAGE,
+	[Q_LIST_PLAYBOOK] = "SELECT " LIST_COLS " FROM jobs WHERE playbook = ?2 AND " LIST_PAGE,
+	[Q_LIST_BOTH] = "SELECT " LIST_COLS " FROM jobs WHERE state = ?1 AND playbook = ?2 AND " LIST_PAGE,
 	[Q_PAUSES] = "SELECT scope, principal, reason, since, until FROM pauses ORDER BY scope",
+	/* GET /api/v1/playbooks: what admission counts (W_STARTS, W_LAST_ENDED). */
+	[Q_PB_STARTS] = "SELECT count(*) FROM jobs WHERE playbook = ?1 AND created_at > ?2 "
+	                "AND state NOT IN ('paused','budget_exhausted')",
+	[Q_PB_LAST] = "SELECT id, state, outcome, created_at, ended_at FROM jobs WHERE playbook = ?1 "
+	              "ORDER BY seq DESC LIMIT 1",
+	[Q_PB_COOLING] = "SELECT key, max(ended_at) FROM jobs WHERE playbook = ?1 AND ended_at > ?2 "
+	                 "AND state <> 'paused' AND trigger = 'webhook' GROUP BY key "
+	                 "ORDER BY 2 DESC LIMIT ?3",
 	/* NULL parameters are no filter. */
 	[Q_AUDIT] = "SELECT seq, ts, principal, role, address, action, job_id, playbook, reason, "
 	            "detail FROM audit WHERE (?1 IS NULL OR principal = ?1) "

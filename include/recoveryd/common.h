@@ -39,6 +39,9 @@ char *rd_read_file(const char *path, size_t max, size_t *len, int trim);
  * NUL-terminated string any n works: a NUL never continues a sequence. */
 size_t rd_utf8_len(const unsigned char *s, size_t n);
 /* Random hex id of 2*nbytes characters into out (size >= 2*nbytes+1). */
+/* The word of known (NULL-terminated) closest to word, for "did you
+ * mean": at most 2 edits away and fewer than half its length, or NULL. */
+const char *rd_closest(const char *word, const char *const *known);
 void rd_random_hex(char *out, size_t nbytes);
 /* cJSON ends its strings at a NUL, so a JSON string holding \u0000 (or a raw
  * 0 byte) would reach C cut short. Scan JSON text for one: returns 1 and

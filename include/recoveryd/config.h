@@ -52,6 +52,7 @@ struct config {
 	char *replica_id;         /* shared journal: this replica's name (NULL: HOSTNAME-PID) */
 	double lease_timeout;     /* seconds */
 	double poll_interval;     /* seconds */
+	double retain;            /* days ended jobs and audit rows are kept; 0 = forever */
 	char *log_level;
 	char *alert;              /* `run`: the alert file */
 	char *playbook_settings;  /* config file only: JSON {"<playbook>": {settings}} */

@@ -146,9 +146,9 @@ int engine_wait(struct engine *e, const char *id, double timeout);
 
 /* GET /api/v1/jobs/{id}: RD_OK with *out = NULL when there is no such job. */
 enum rd_status engine_job_json(struct engine *e, const char *id, cJSON **out);
-/* GET /api/v1/jobs: newest first; filters may be NULL. */
-enum rd_status engine_jobs_json(struct engine *e, const char *state, const char *playbook, int limit,
-                                cJSON **out);
+/* GET /api/v1/jobs: newest first, one page (store_jobs_page). */
+enum rd_status engine_jobs_page(struct engine *e, const struct jobs_query *q, cJSON **out,
+                                long long *next);
 /* GET /api/v1/playbooks: array of {name, description, match, retries,
  * backoff, timeout, cooldown, budget, escalate, idempotent, approval,
  * file, paused: {by, reason, since, until, scope} | null}. */

@@ -30,6 +30,7 @@ enum metric_id {
 	M_TAKEOVERS,          /* counter  recoveryd_takeovers_total{kind} */
 	M_LEASES_LOST,        /* counter  recoveryd_leases_lost_total */
 	M_STORE_ERRORS,       /* counter  recoveryd_store_errors_total */
+	M_RETAINED,           /* counter  recoveryd_retention_deleted_total{what} */
 	M__COUNT
 };
 

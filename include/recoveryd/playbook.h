@@ -50,6 +50,11 @@ struct playbook_load_opts {
 	/* JSON {"<playbook>": {retries, timeout, cooldown, backoff, budget, approval}}:
 	 * the deployment's limits, over the playbook's own; NULL = none. */
 	const char *overrides_json;
+	/* Set (`recoveryd check`): a playbook that fails to load is told here
+	 * and left out, and the others still load. Unset: the first failure
+	 * fails the whole set. */
+	void (*problem)(void *arg, const char *file, const char *msg);
+	void *problem_arg;
 };
 
 /* Load every *.lua in opts->dir (sorted). On any error nothing is returned

@@ -67,6 +67,14 @@ struct audit_row {
 	const char *detail;       /* JSON object text or NULL */
 };
 
+/* GET /api/v1/jobs: NULL / 0 fields are no filter. */
+struct jobs_query {
+	const char *state, *playbook, *alertname;
+	double since, until;            /* created_at bounds, inclusive */
+	long long before;               /* 0: newest; else jobs older than this cursor */
+	int limit;                      /* 1..1000 */
+};
+
 struct audit_query {
 	const char *principal, *action; /* NULL: any */
 	double since, until;            /* 0: unbounded */
@@ -316,6 +324,13 @@ int store_batch_claim_outbox(struct store_batch *b, const char *owner, double no
 int store_batch_expire(struct store_batch *b, const char *owner);
 
 typedef void (*store_renew_fn)(const char *job_id, long long lease_token, void *arg);
+/* Retention: delete up to max jobs that ended before `before` (with their
+ * attempts, events and escalations), oldest first, and up to max audit
+ * rows older than it. A job keeps its rows while an escalation of it is
+ * still to be sent or an incident it opened is not resolved. cb (may be
+ * NULL) gets the counts after the commit, on the writer thread. */
+typedef void (*store_prune_fn)(int jobs, int audit, void *arg);
+int store_batch_prune(struct store_batch *b, double before, int max, store_prune_fn cb, void *arg);
 int store_batch_renew(struct store_batch *b, const char *owner, double until, store_renew_fn cb,
                       void *arg);
 
@@ -382,5 +397,18 @@ enum rd_status store_job_json(struct store *s, const char *id, cJSON **out);
  * Elements carry the scalar fields of the record (no alert, attempts, events). */
 enum rd_status store_jobs_json(struct store *s, const char *state, const char *playbook, int limit,
                                cJSON **out);
+/* The same with every filter of struct jobs_query; each element also has
+ * "alertname" (null when the alert has none). *next is the cursor of the
+ * next page (a later q->before), or 0 on the last page. */
+enum rd_status store_jobs_page(struct store *s, const struct jobs_query *q, cJSON **out,
+                               long long *next);
+/* GET /api/v1/playbooks: adds "stats" to pb: {budget_used (jobs started
+ * since budget_since, as the run budget counts them; null when
+ * budget_since is 0), cooldowns: [{key, until}] (the newest 20 keys whose
+ * last job ended after cooldown_since, until = that end + cooldown; [] when
+ * cooldown_since is 0), last_job: {id, state, outcome, created_at,
+ * ended_at} | null}. */
+enum rd_status store_playbook_stats(struct store *s, const char *playbook, double budget_since,
+                                    double cooldown_since, double cooldown, cJSON *pb);
 
 #endif

@@ -19,7 +19,7 @@ ESCALATION_FIELDS = ("id", "sink", "kind", "reason", "state", "attempts", "last_
 
 
 def job_url(job_id):
-    return EXTERNAL_URL + "/api/v1/jobs/" + job_id
+    return EXTERNAL_URL + "/ui/jobs/" + job_id
 
 
 def new_routing_key():

@@ -1,5 +1,5 @@
-"""The foreground commands: `recoveryd run PLAYBOOK --alert FILE` and
-`--check-config`, plus --version and --help."""
+"""The foreground commands: `recoveryd run PLAYBOOK --alert FILE`,
+`recoveryd check` and `--check-config`, plus --version and --help."""
 
 import json
 import os
@@ -7,7 +7,7 @@ import time
 import subprocess
 import unittest
 
-from harness import LUA_PATH, RecoverydTestCase, fixture, pg_mode, playbook
+from harness import LUA_PATH, SOURCE_DIR, RecoverydTestCase, fixture, pg_mode, playbook
 
 SETTINGS = 'alertname="SettingsSyncJobFailure"'
 
@@ -122,6 +122,42 @@ class CliTest(RecoverydTestCase):
                 self.assertIn(name + ".lua", out)
                 self.assertIn(word, out)
 
+    def test_check_reports_every_problem_in_one_run(self):
+        d = self.setup_dirs({"good": playbook("good", "return", match=[SETTINGS], escalate=["pagerduty"])})
+        d.write_playbook("typo", 'return {name = "typo", retires = 3, run = function() end}\n')
+        d.write_playbook("syntax", 'return {\n  name = "syntax",\n  run = function(ctx) recovery.sleep( end,\n}\n')
+        d.write_playbook("raises", '\n\nerror("top-level boom")\n')
+        d.write_playbook("badtype", playbook("badtype", "return", match=[SETTINGS], retries="three"))
+        # No token and no sink file: only warnings for `check`.
+        p = d.run_cli(["check", d.playbooks_dir, "--lua-path", LUA_PATH], timeout=30)
+        errors = [l for l in p.stderr.splitlines() if ": error:" in l]
+        where = d.playbooks_dir + "/"
+        self.assertEqual(sorted(errors), [
+            where + "badtype.lua: error: retries: expected a number, got string",
+            where + "raises.lua:3: error: top-level boom",
+            where + "syntax.lua:3: error: unexpected symbol near 'end'",
+            where + "typo.lua: error: unknown field 'retires' (did you mean 'retries'?)",
+        ], p.stderr)
+        self.assertIn("warning: no token configured", p.stderr)
+        self.assertIn("warning: playbook good (good.lua) escalates to sink 'pagerduty', which is not configured",
+                      p.stderr)
+        self.assertIn(d.playbooks_dir + ": 1 playbook loaded (good)", p.stdout)
+        self.assertEqual(p.stdout.splitlines()[-1], "4 errors, 2 warnings")
+        self.assertEqual(p.returncode, 1)
+        # --check-config: the same problems, and the sink and token are errors.
+        p = d.run_cli(["--check-config", "--playbooks", d.playbooks_dir, "--lua-path", LUA_PATH], timeout=30)
+        self.assertEqual(p.stdout.splitlines()[-1], "6 errors, 0 warnings", p.stdout + p.stderr)
+        self.assertEqual(p.returncode, 1)
+
+    def test_check_passes_the_shipped_playbooks_without_secrets(self):
+        d = self.setup_dirs({})
+        p = d.run_cli(["check", os.path.join(SOURCE_DIR, "playbooks"), "--lua-path", LUA_PATH])
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertNotIn("error", p.stderr)
+        self.assertIn("3 playbooks loaded (kong-deck-rollback, schema-rollback, settings-sync-recovery)",
+                      p.stdout)
+        self.assertRegex(p.stdout.splitlines()[-1], r"^config ok: 3 playbooks, \d+ warnings$")
+
     def test_check_config_regex_time_is_bounded(self):
         # glibc's regcomp took 28 s on the 22-'+' form of the first pattern;
         # RE2 (like Alertmanager's Go regexp) refuses it at once. The bound is
@@ -161,10 +197,10 @@ class CliTest(RecoverydTestCase):
         d = self.daemon({}, start=False)
         p = d.run_cli(["migrate", "--state", d.journal], timeout=30)
         self.assertEqual(p.returncode, 0, p.stderr)
-        self.assertEqual(p.stdout.strip(), "journal schema at version 3")
+        self.assertEqual(p.stdout.strip(), "journal schema at version 4")
         self.assertEqual(p.stderr, "")
         p = d.run_cli(["migrate", "--state", d.journal], timeout=30)  # again: nothing to do
-        self.assertEqual((p.returncode, p.stdout.strip()), (0, "journal schema at version 3"), p.stderr)
+        self.assertEqual((p.returncode, p.stdout.strip()), (0, "journal schema at version 4"), p.stderr)
         if pg_mode():
             subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", d.journal, "-c",
                             "UPDATE recoveryd_schema SET version = 99"], check=True, capture_output=True)
@@ -175,10 +211,10 @@ class CliTest(RecoverydTestCase):
             db.close()
         p = d.run_cli(["migrate", "--state", d.journal], timeout=30)
         self.assertEqual(p.returncode, 1)
-        self.assertIn("schema version 99 is newer than supported 3", p.stderr)
+        self.assertIn("schema version 99 is newer than supported 4", p.stderr)
         p = d.run_cli(d.base_args() + ["--insecure-no-auth"], timeout=30)
         self.assertNotEqual(p.returncode, 0)
-        self.assertIn("schema version 99 is newer than supported 3", p.stderr)
+        self.assertIn("schema version 99 is newer than supported 4", p.stderr)
 
     def test_migrate_refuses_a_password_in_the_url(self):
         d = self.daemon({}, start=False)

@@ -29,7 +29,7 @@
 #define SLACK_URL "https://hooks.slack.com/services/T0SECRET/B0SECRET/xyzSECRETxyz"
 #define EXTERNAL "https://recoveryd.example.com"
 #define JOB_ID "82b5217b95795da5b59000c2770327c5"
-#define JOB_URL EXTERNAL "/api/v1/jobs/" JOB_ID
+#define JOB_URL EXTERNAL "/ui/jobs/" JOB_ID
 #define RUNBOOK "https://runbooks.example.invalid/SettingsSyncJobFailure"
 #define GENERATOR "http://127.0.0.1:9090/graph?g0.expr=up&g0.tab=1"
 #define VERIFY "sync still failing: last success 47m ago"

@@ -75,7 +75,9 @@ static struct fake {
 	char job_id[80];
 	/* engine_jobs_json */
 	int jobs_calls, jobs_limit;
-	char jobs_state[32], jobs_playbook[64];
+	char jobs_state[32], jobs_playbook[64], jobs_alertname[64];
+	double jobs_since, jobs_until;
+	long long jobs_before, jobs_next; /* the cursor asked for, the one answered */
 	/* engine_act */
 	enum engine_result cancel_result;
 	char cancel_id[80];
@@ -107,7 +109,9 @@ static void fake_reset(void)
 	fk.job_id[0] = '\0';
 	fk.jobs_calls = 0;
 	fk.jobs_limit = -1;
-	fk.jobs_state[0] = fk.jobs_playbook[0] = '\0';
+	fk.jobs_state[0] = fk.jobs_playbook[0] = fk.jobs_alertname[0] = '\0';
+	fk.jobs_since = fk.jobs_until = 0;
+	fk.jobs_before = fk.jobs_next = 0;
 	fk.cancel_result = ENGINE_CANCEL_REQUESTED;
 	fk.cancel_id[0] = '\0';
 	fk.act_action = -1;
@@ -208,15 +212,20 @@ enum rd_status engine_job_json(struct engine *e, const char *id, cJSON **out)
 	return RD_OK;
 }
 
-enum rd_status engine_jobs_json(struct engine *e, const char *state, const char *playbook, int limit,
-                                cJSON **out)
+enum rd_status engine_jobs_page(struct engine *e, const struct jobs_query *q, cJSON **out,
+                                long long *next)
 {
 	(void)e;
 	pthread_mutex_lock(&fk.lock);
 	fk.jobs_calls++;
-	fk.jobs_limit = limit;
-	snprintf(fk.jobs_state, sizeof(fk.jobs_state), "%s", state ? state : "");
-	snprintf(fk.jobs_playbook, sizeof(fk.jobs_playbook), "%s", playbook ? playbook : "");
+	fk.jobs_limit = q->limit;
+	snprintf(fk.jobs_state, sizeof(fk.jobs_state), "%s", q->state ? q->state : "");
+	snprintf(fk.jobs_playbook, sizeof(fk.jobs_playbook), "%s", q->playbook ? q->playbook : "");
+	snprintf(fk.jobs_alertname, sizeof(fk.jobs_alertname), "%s", q->alertname ? q->alertname : "");
+	fk.jobs_since = q->since;
+	fk.jobs_until = q->until;
+	fk.jobs_before = q->before;
+	*next = fk.jobs_next;
 	pthread_mutex_unlock(&fk.lock);
 	*out = cJSON_Parse("[{\"id\":\"job-1\",\"state\":\"running\"}]");
 	return RD_OK;
@@ -355,6 +364,7 @@ struct resp {
 	char retry_after[16];
 	char www_auth[128];
 	char cache[64], csp[512], location[64], nosniff[32], frame[32], referrer[32]; /* /ui/ */
+	char link[512];
 	long connects;
 	CURLcode rc;
 };
@@ -414,6 +424,7 @@ static size_t on_header(char *p, size_t sz, size_t n, void *ud)
 	grab(p, len, "Allow:", r->allow, sizeof(r->allow));
 	grab(p, len, "Retry-After:", r->retry_after, sizeof(r->retry_after));
 	grab(p, len, "WWW-Authenticate:", r->www_auth, sizeof(r->www_auth));
+	grab(p, len, "Link:", r->link, sizeof(r->link));
 	grab(p, len, "Cache-Control:", r->cache, sizeof(r->cache));
 	grab(p, len, "Content-Security-Policy:", r->csp, sizeof(r->csp));
 	grab(p, len, "Location:", r->location, sizeof(r->location));
@@ -756,7 +767,34 @@ static void test_routes(void **state)
 	assert_error(&r, 400, "invalid_request");
 	get("/api/v1/jobs?state=bogus", OP_TOKEN, &r);
 	assert_error(&r, 400, "invalid_request");
-	assert_non_null(strstr(r.body, "budget_exhausted"));
+	assert_non_null(strstr(r.body, "awaiting_approval"));
+	/* No next page: no Link. */
+	assert_string_equal(r.link, "");
+	get("/api/v1/jobs?state=awaiting_approval", OP_TOKEN, &r);
+	assert_int_equal(r.status, 200);
+	assert_string_equal(fk.jobs_state, "awaiting_approval");
+	assert_string_equal(r.link, "");
+
+	/* History: time range, alertname, and the cursor of the next page in a
+	 * Link header that repeats the filters, values percent-encoded. */
+	fk.jobs_next = 42;
+	get("/api/v1/jobs?alertname=Disk%20full%26more&since=2026-12-01T00:00:00Z&until=1796169600"
+	    "&playbook=pb&limit=2&before=99", OP_TOKEN, &r);
+	assert_int_equal(r.status, 200);
+	assert_string_equal(fk.jobs_alertname, "Disk full&more");
+	assert_true(fk.jobs_since == 1796083200.0);
+	assert_true(fk.jobs_until == 1796169600.0);
+	assert_int_equal(fk.jobs_before, 99);
+	assert_string_equal(r.link, "</api/v1/jobs?limit=2&playbook=pb&alertname=Disk%20full%26more"
+	                            "&since=1796083200.000&until=1796169600.000&before=42>; "
+	                            "rel=\"next\"");
+	fk.jobs_next = 0;
+	get("/api/v1/jobs?since=yesterday", OP_TOKEN, &r);
+	assert_error(&r, 400, "invalid_request");
+	assert_non_null(strstr(r.body, "since must be"));
+	get("/api/v1/jobs?before=-3", OP_TOKEN, &r);
+	assert_error(&r, 400, "invalid_request");
+	assert_non_null(strstr(r.body, "before must be"));
 
 	get("/api/v1/jobs/job-1", OP_TOKEN, &r);
 	assert_int_equal(r.status, 200);

@@ -392,7 +392,7 @@ static void test_open_wal_schema(void **state)
 	sqlite3_finalize(st);
 	assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
 	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-	assert_int_equal(sqlite3_column_int(st, 0), 3);
+	assert_int_equal(sqlite3_column_int(st, 0), 4);
 	sqlite3_finalize(st);
 	assert_int_equal(sqlite3_prepare_v2(db,
 	                                    "SELECT count(*) FROM sqlite_schema WHERE type='table' AND "
@@ -614,6 +614,238 @@ static void test_list(void **state)
 	check_ids(s, NULL, NULL, 0, (const char *[]){ "e" }, 1);
 	check_ids(s, NULL, NULL, -5, (const char *[]){ "e" }, 1);
 	check_ids(s, NULL, NULL, 1000000, (const char *[]){ "e", "d", "c", "b", "a" }, 5);
+	store_close(s);
+}
+
+/* One page of store_jobs_page as "id,id,...|next-or-0". */
+static void list_page(struct store *s, const struct jobs_query *q, char *out, size_t len,
+                     long long *next)
+{
+	cJSON *list = NULL;
+	size_t n = 0;
+
+	assert_int_equal(store_jobs_page(s, q, &list, next), RD_OK);
+	out[0] = '\0';
+	for (const cJSON *e = list ? list->child : NULL; e; e = e->next)
+		n += (size_t)snprintf(out + n, len - n, "%s%s:%s", n ? "," : "", str(e, "id"),
+		                      cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(e, "alertname"))
+		                              ? "-"
+		                              : str(e, "alertname"));
+	cJSON_Delete(list);
+}
+
+/* History: a page and the cursor of the next, time range and alertname,
+ * with and without the indexed filters. */
+static void test_list_pages(void **state)
+{
+	struct fix *f = *state;
+	struct store *s = open_ok(f->db);
+	static const struct {
+		const char *id, *pb, *st, *alert;
+		double at;
+	} rows[] = {
+		{ "a", "pb1", "failed", "{\"labels\":{\"alertname\":\"Disk\"}}", T0 },
+		{ "b", "pb2", "failed", "{\"labels\":{\"alertname\":\"Cpu\"}}", T0 + 10 },
+		{ "c", "pb1", "failed", "{\"labels\":{\"alertname\":\"Disk\"}}", T0 + 20 },
+		{ "d", "pb1", "succeeded", "{\"labels\":{}}", T0 + 30 },
+		{ "e", "pb1", "failed", "{\"labels\":{\"alertname\":\"Disk\"}}", T0 + 40 },
+	};
+	struct jobs_query q = {.limit = 2};
+	char got[256];
+	long long next, first;
+
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		struct job_row j = job(rows[i].id, rows[i].pb, rows[i].st, rows[i].at);
+		j.alert_json = rows[i].alert;
+		insert(s, &j);
+	}
+	list_page(s, &q, got, sizeof(got), &next);
+	assert_string_equal(got, "e:Disk,d:-");
+	assert_true(next > 0);
+	first = next;
+	q.before = next;
+	list_page(s, &q, got, sizeof(got), &next);
+	assert_string_equal(got, "c:Disk,b:Cpu");
+	assert_true(next > 0 && next < first);
+	q.before = next;
+	list_page(s, &q, got, sizeof(got), &next);
+	assert_string_equal(got, "a:Disk");
+	assert_int_equal(next, 0);
+	/* A page that ends exactly at the last row has no next. */
+	q = (struct jobs_query){.limit = 5};
+	list_page(s, &q, got, sizeof(got), &next);
+	assert_int_equal(next, 0);
+
+	/* Filters, alone and with the indexed state and playbook. */
+	q = (struct jobs_query){.limit = 10, .alertname = "Disk"};
+	list_page(s, &q, got, sizeof(got), &next);
+	assert_string_equal(got, "e:Disk,c:Disk,a:Disk");
+	q = (struct jobs_query){.limit = 10, .since = T0 + 10, .until = T0 + 30};
+	list_page(s, &q, got, sizeof(got), &next);
+	assert_string_equal(got, "d:-,c:Disk,b:Cpu");
+	q = (struct jobs_query){.limit = 1, .state = "failed", .playbook = "pb1", .alertname = "Disk",
+	                        .until = T0 + 30};
+	list_page(s, &q, got, sizeof(got), &next);
+	assert_string_equal(got, "c:Disk");
+	q.before = next;
+	list_page(s, &q, got, sizeof(got), &next);
+	assert_string_equal(got, "a:Disk");
+	assert_int_equal(next, 0);
+	q = (struct jobs_query){.limit = 10, .state = "failed", .alertname = "Cpu"};
+	list_page(s, &q, got, sizeof(got), &next);
+	assert_string_equal(got, "b:Cpu");
+	q = (struct jobs_query){.limit = 10, .playbook = "pb2", .alertname = "Disk"};
+	list_page(s, &q, got, sizeof(got), &next);
+	assert_string_equal(got, "");
+	store_close(s);
+}
+
+/* GET /api/v1/playbooks' stats: what admission counts, from the journal. */
+static void test_playbook_stats(void **state)
+{
+	struct fix *f = *state;
+	struct store *s = open_ok(f->db);
+	static const struct {
+		const char *id, *key, *st, *trigger;
+		double created, ended;
+	} rows[] = {
+		{ "j1", "pb/a", "succeeded", "webhook", T0, T0 + 5 },
+		{ "j2", "pb/b", "failed", "webhook", T0 + 100, T0 + 110 },
+		{ "j3", "pb/a", "budget_exhausted", "webhook", T0 + 120, T0 + 120 },
+		{ "j4", "pb/manual/c", "succeeded", "manual", T0 + 130, T0 + 140 },
+		{ "j5", "pb/d", "paused", "webhook", T0 + 150, T0 + 150 },
+		{ "j6", "pb/e", "running", "webhook", T0 + 160, 0 },
+	};
+	cJSON *pb = cJSON_CreateObject(), *st, *c;
+
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		struct job_row j = job(rows[i].id, "pb", rows[i].st, rows[i].created);
+		j.key = rows[i].key;
+		j.trigger = rows[i].trigger;
+		j.ended_at = rows[i].ended;
+		insert(s, &j);
+	}
+	/* Budget since T0 + 50: j2, j4, j6 (not exhausted, not paused).
+	 * Cooldown 60 s since T0 + 80: pb/b until T0 + 170, pb/a (T0 + 120:
+	 * exhausted still ends a key's run); not the manual key, nor paused. */
+	assert_int_equal(store_playbook_stats(s, "pb", T0 + 50, T0 + 80, 60, pb), RD_OK);
+	st = cJSON_GetObjectItemCaseSensitive(pb, "stats");
+	assert_int_equal((int)num(st, "budget_used"), 3);
+	c = cJSON_GetObjectItemCaseSensitive(st, "cooldowns");
+	assert_int_equal(cJSON_GetArraySize(c), 2);
+	assert_string_equal(str(cJSON_GetArrayItem(c, 0), "key"), "pb/a");
+	assert_string_equal(str(cJSON_GetArrayItem(c, 1), "key"), "pb/b");
+	assert_string_equal(str(cJSON_GetArrayItem(c, 1), "until"), "2023-11-14T22:16:10.000Z");
+	assert_string_equal(str(cJSON_GetObjectItemCaseSensitive(st, "last_job"), "id"), "j6");
+	cJSON_Delete(pb);
+	/* No budget, no cooldown, no job. */
+	pb = cJSON_CreateObject();
+	assert_int_equal(store_playbook_stats(s, "other", 0, 0, 0, pb), RD_OK);
+	st = cJSON_GetObjectItemCaseSensitive(pb, "stats");
+	assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(st, "budget_used")));
+	assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(st, "cooldowns")), 0);
+	assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(st, "last_job")));
+	cJSON_Delete(pb);
+	store_close(s);
+}
+
+static void audit_seven(struct store *s);
+
+struct pruned {
+	int calls, jobs, audit;
+};
+
+static void on_pruned(int jobs, int audit, void *arg)
+{
+	struct pruned *p = arg;
+
+	p->calls++;
+	p->jobs = jobs;
+	p->audit = audit;
+}
+
+static struct pruned prune(struct store *s, double before, int max)
+{
+	struct store_batch *b = store_batch_new();
+	struct pruned p = {0};
+
+	assert_non_null(b);
+	assert_int_equal(store_batch_prune(b, before, max, on_pruned, &p), 0);
+	assert_int_equal(store_commit(s, b, 1), RD_OK);
+	assert_int_equal(p.calls, 1);
+	return p;
+}
+
+static void escalation(struct store *s, const char *id, const char *job_id, const char *kind,
+                       const char *state, const char *incident)
+{
+	struct store_batch *b = store_batch_new();
+	struct escalation_row e = {.id = id, .job_id = job_id, .incident_key = incident,
+	                           .sink = "slack", .kind = kind, .reason = "failed", .state = state,
+	                           .created_at = T0, .updated_at = T0};
+
+	assert_non_null(b);
+	assert_int_equal(store_batch_escalation(b, &e), 0);
+	assert_int_equal(store_commit(s, b, 1), RD_OK);
+}
+
+/* Retention: ended jobs go oldest first in bounded batches, with their
+ * rows; unfinished jobs, unsent escalations and open incidents stay. */
+static void test_prune(void **state)
+{
+	struct fix *f = *state;
+	struct store *s = open_ok(f->db);
+	static const struct {
+		const char *id, *st;
+		double ended;
+	} rows[] = {
+		{ "old1", "succeeded", T0 + 1 }, { "old2", "failed", T0 + 2 },
+		{ "old3", "cancelled", T0 + 3 }, { "open", "failed", T0 + 4 },
+		{ "unsent", "failed", T0 + 5 }, { "closed", "failed", T0 + 6 },
+		{ "fixer", "succeeded", T0 + 7 }, { "live", "running", 0 },
+		{ "new", "succeeded", T0 + 500 },
+	};
+	struct pruned p;
+	char got[256];
+	long long next;
+	struct jobs_query q = {.limit = 100};
+	cJSON *rec;
+
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		struct job_row j = job(rows[i].id, "pb", rows[i].st, T0);
+		j.ended_at = rows[i].ended;
+		insert(s, &j);
+	}
+	/* old1 has an attempt and an event: they go with it (cascade). */
+	{
+		struct store_batch *b = store_batch_new();
+		struct attempt_row a = {.n = 1, .started_at = T0, .ended_at = T0 + 1, .result = "succeeded"};
+		assert_int_equal(store_batch_attempt(b, "old1", &a), 0);
+		assert_int_equal(store_batch_event(b, "old1", 1, "log", "{\"msg\":\"hi\"}", 0, T0), 0);
+		assert_int_equal(store_commit(s, b, 1), RD_OK);
+	}
+	escalation(s, "e1", "old2", "trigger", "failed", "pb/a");          /* permanently failed: done */
+	escalation(s, "e2", "open", "trigger", "delivered", "pb/open");    /* incident still open */
+	escalation(s, "e3", "unsent", "trigger", "retrying", "pb/unsent"); /* still to send */
+	escalation(s, "e4", "closed", "trigger", "delivered", "pb/closed");
+	escalation(s, "e5", "fixer", "resolve", "delivered", "pb/closed"); /* closes e4 */
+	audit_seven(s);
+
+	/* Bounded: two at a time, oldest first. */
+	p = prune(s, T0 + 100, 2);
+	assert_int_equal(p.jobs, 2);
+	assert_int_equal(p.audit, 2);
+	rec = (cJSON *)1;
+	assert_int_equal(store_job_json(s, "old1", &rec), RD_OK);
+	assert_null(rec);
+	p = prune(s, T0 + 100, 100);
+	assert_int_equal(p.jobs, 3); /* old3, closed, fixer */
+	assert_int_equal(p.audit, 5);
+	p = prune(s, T0 + 100, 100);
+	assert_int_equal(p.jobs, 0);
+	assert_int_equal(p.audit, 0);
+	list_page(s, &q, got, sizeof(got), &next);
+	assert_string_equal(got, "new:X,live:X,unsent:X,open:X");
 	store_close(s);
 }
 
@@ -1678,7 +1910,7 @@ static void test_migrate_v1(void **state)
 	assert_int_equal(user_version(f->db), 1);
 
 	s = open_ok(f->db);
-	assert_int_equal(user_version(f->db), 3);
+	assert_int_equal(user_version(f->db), 4);
 	rec = record(s, "old-1");
 	assert_string_equal(str(rec, "state"), "retry_wait");
 	assert_string_equal(str(rec, "key"), "pb/fp");
@@ -1718,7 +1950,7 @@ static void test_migrate_v1(void **state)
 
 	/* a second open does not migrate again */
 	s = open_ok(f->db);
-	assert_int_equal(user_version(f->db), 3);
+	assert_int_equal(user_version(f->db), 4);
 	rec = record(s, "old-1");
 	assert_string_equal(str(rec, "cancelled_by"), "olga");
 	cJSON_Delete(rec);
@@ -1739,11 +1971,11 @@ static void test_newer_schema_refused(void **state)
 	char err[512] = "";
 
 	SQLITE_ONLY();
-	exec_sql(f->db, "CREATE TABLE future (x); PRAGMA user_version = 4;");
+	exec_sql(f->db, "CREATE TABLE future (x); PRAGMA user_version = 5;");
 	assert_int_equal(store_open(f->db, &s, err, sizeof(err)), RD_ERR);
 	assert_null(s);
-	assert_non_null(strstr(err, "schema version 4 is newer than supported 3"));
-	assert_int_equal(user_version(f->db), 4);
+	assert_non_null(strstr(err, "schema version 5 is newer than supported 4"));
+	assert_int_equal(user_version(f->db), 5);
 }
 
 /* ---- principals and approval in the job record ---- */
@@ -4049,9 +4281,9 @@ static void test_migrate_v2(void **state)
 
 	s = open_ok(f->db);
 	if (pg_url)
-		assert_int_equal(pg_int(pc, "SELECT version FROM recoveryd_schema"), 3);
+		assert_int_equal(pg_int(pc, "SELECT version FROM recoveryd_schema"), 4);
 	else
-		assert_int_equal(user_version(f->db), 3);
+		assert_int_equal(user_version(f->db), 4);
 	r = lease_of(s, "old-run");
 	assert_string_equal(r.state, "running");
 	assert_string_equal(r.owner, "");
@@ -4077,12 +4309,12 @@ static void test_migrate_v2(void **state)
 
 	s = open_ok(f->db);
 	if (pg_url) {
-		assert_int_equal(pg_int(pc, "SELECT version FROM recoveryd_schema"), 3);
+		assert_int_equal(pg_int(pc, "SELECT version FROM recoveryd_schema"), 4);
 		assert_int_equal(pg_int(pc, "SELECT count(*) FROM recoveryd_schema"), 1);
 		assert_int_equal(pg_int(pc, "SELECT lease_token FROM jobs WHERE id = 'old-run'"), 1);
 		assert_int_equal(pg_int(pc, "SELECT count(*) FROM pg_indexes WHERE indexname = 'jobs_owner'"), 1);
 	} else {
-		assert_int_equal(user_version(f->db), 3);
+		assert_int_equal(user_version(f->db), 4);
 	}
 	r = lease_of(s, "old-run");
 	assert_string_equal(r.state, "failed");
@@ -4116,7 +4348,7 @@ static void test_pg_schema(void **state)
 	                           "WHERE to_regclass(name) IS NOT NULL"),
 	                 7);
 	assert_int_equal(pg_int(c, "SELECT count(*) FROM recoveryd_schema"), 1);
-	assert_int_equal(pg_int(c, "SELECT version FROM recoveryd_schema"), 3);
+	assert_int_equal(pg_int(c, "SELECT version FROM recoveryd_schema"), 4);
 	v = pg_value(c, "SELECT state FROM jobs WHERE id = 'w1'", buf, sizeof(buf));
 	assert_non_null(v);
 	assert_string_equal(v, "queued");
@@ -4125,7 +4357,7 @@ static void test_pg_schema(void **state)
 	s = open_ok(f->db);
 	assert_true(exists(s, "w1"));
 	assert_int_equal(pg_int(c, "SELECT count(*) FROM recoveryd_schema"), 1);
-	assert_int_equal(pg_int(c, "SELECT version FROM recoveryd_schema"), 3);
+	assert_int_equal(pg_int(c, "SELECT version FROM recoveryd_schema"), 4);
 	store_close(s);
 
 	if (strncmp(pg_url, "postgres://", 11) == 0)
@@ -4161,10 +4393,10 @@ static void test_pg_newer_schema_refused(void **state)
 	c = pg_connect();
 	pg_exec(c, "CREATE TABLE future (x integer);"
 	           "CREATE TABLE recoveryd_schema (version INTEGER NOT NULL);"
-	           "INSERT INTO recoveryd_schema VALUES (4);");
-	pg_refused(f->db, "schema version 4 is newer than supported 3");
+	           "INSERT INTO recoveryd_schema VALUES (5);");
+	pg_refused(f->db, "schema version 5 is newer than supported 4");
 	assert_int_equal(pg_int(c, "SELECT count(*) FROM recoveryd_schema"), 1);
-	assert_int_equal(pg_int(c, "SELECT version FROM recoveryd_schema"), 4);
+	assert_int_equal(pg_int(c, "SELECT version FROM recoveryd_schema"), 5);
 	assert_int_equal(pg_int(c, "SELECT count(*) FROM unnest(ARRAY['jobs', 'attempts', 'events', "
 	                           "'escalations', 'audit', 'pauses']) AS t(name) "
 	                           "WHERE to_regclass(name) IS NOT NULL"),
@@ -4173,9 +4405,9 @@ static void test_pg_newer_schema_refused(void **state)
 	pg_exec(c, pg_reset_sql);
 	s = open_ok(f->db);
 	store_close(s);
-	pg_exec(c, "UPDATE recoveryd_schema SET version = 4");
-	pg_refused(f->db, "schema version 4 is newer than supported 3");
-	assert_int_equal(pg_int(c, "SELECT version FROM recoveryd_schema"), 4);
+	pg_exec(c, "UPDATE recoveryd_schema SET version = 5");
+	pg_refused(f->db, "schema version 5 is newer than supported 4");
+	assert_int_equal(pg_int(c, "SELECT version FROM recoveryd_schema"), 5);
 	pg_close(c);
 }
 
@@ -4371,6 +4603,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_job_record, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_events_capped, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_list, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_list_pages, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_prune, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_playbook_stats, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_scan, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_batch_isolated, setup, teardown),

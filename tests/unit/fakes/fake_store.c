@@ -827,6 +827,22 @@ enum rd_status store_jobs_json(struct store *s, const char *state, const char *p
 	return RD_OK;
 }
 
+/* The engine only passes the query through; filters past state and
+ * playbook are the real store's (test_store.c). */
+enum rd_status store_jobs_page(struct store *s, const struct jobs_query *q, cJSON **out,
+                               long long *next)
+{
+	*next = 0;
+	return store_jobs_json(s, q->state, q->playbook, q->limit, out);
+}
+
+enum rd_status store_playbook_stats(struct store *s, const char *playbook, double budget_since,
+                                    double cooldown_since, double cooldown, cJSON *pb)
+{
+	(void)s, (void)playbook, (void)budget_since, (void)cooldown_since, (void)cooldown;
+	return cJSON_AddObjectToObject(pb, "stats") ? RD_OK : RD_NOMEM;
+}
+
 /* ---- fake_store.h ---- */
 
 void fake_store_fail_commits(struct store *s, int n)

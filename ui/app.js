@@ -64,7 +64,10 @@
     const d = new Date(iso);
     if (isNaN(d.getTime())) return String(iso);
     const o = opts || {};
-    const text = o.clock ? localTime(d, true).slice(11) : localTime(d) + (o.noAgo ? "" : " (" + ago(d) + ")");
+    let t = localTime(d);
+    if (o.clock) t = localTime(d, true).slice(11);
+    else if (o.short && t.slice(0, 10) === localTime(new Date()).slice(0, 10)) t = t.slice(11); /* today */
+    const text = o.clock ? t : t + (o.noAgo ? "" : " (" + ago(d) + ")");
     return el("time", { datetime: iso, title: iso }, text);
   }
 
@@ -488,7 +491,7 @@
     const since = el("input", { id: "f-since", name: "since", type: "datetime-local", value: f.since });
     const until = el("input", { id: "f-until", name: "until", type: "datetime-local", value: f.until });
     const field = (label, input) => el("div", null, el("label", { for: input.id }, label), input);
-    const form = el("form", { class: "card filters", id: "job-filters" },
+    const form = el("form", { class: "filters", id: "job-filters" },
       field("State", stateSel), field("Playbook", pbInput), names, field("Alert name", alertInput),
       field("Created from", since), field("Created until", until),
       el("div", null, el("span", { class: "toolbar" },
@@ -498,7 +501,12 @@
     const newer = el("button", { type: "button", id: "newer", disabled: true }, "← Newer");
     const older = el("button", { type: "button", id: "older", disabled: true }, "Older →");
     const rows = el("div", { id: "jobs" });
-    $("main").replaceChildren(el("h1", null, "Jobs"), form, rows,
+    /* On a phone the filters fold away unless some are set. */
+    const filtering = FILTERS.some((k) => f[k]);
+    const box = el("details", { class: "card", id: "filters-box",
+      open: filtering || window.matchMedia("(min-width: 600px)").matches },
+      el("summary", null, filtering ? "Filters (set)" : "Filters"), form);
+    $("main").replaceChildren(el("h1", null, "Jobs"), box, rows,
       el("div", { class: "toolbar" }, newer, older, status));
 
     api("GET", "/api/v1/playbooks").then((r) => {
@@ -555,7 +563,7 @@
 
   function jobsTable(list) {
     const rows = list.map((j) => el("tr", { "data-job": j.id },
-      el("td", null, when(j.created_at)),
+      el("td", { class: "when" }, when(j.created_at, { short: true })),
       el("td", null, badge(j.state), j.dry_run ? [" ", el("span", { class: "tag" }, "dry-run")] : null),
       el("td", null, j.playbook),
       el("td", null, j.alertname || (j.labels && j.labels.alertname) || el("span", { class: "muted" }, "—")),

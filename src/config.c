@@ -73,6 +73,9 @@ static const struct opt opts[] = {
 	{"journal-group-max", O_NUM, OFF(journal_group_max), 1, "N", "batches per journal transaction (default 0 = all queued; 1 = no group commit)"},
 	{"log-level", O_STR, OFF(log_level), 1, "LEVEL", "debug, info, warn or error (default info)"},
 	{"alert", O_STR, OFF(alert), 0, "FILE", "run: the alert (v4 payload or one alert object)"},
+	{"output", O_STR, OFF(output), 0, "FORMAT", "run: text (the timeline, default) or json (the job records)"},
+	{"no-retries", O_BOOL, OFF(no_retries), 0, NULL, "run: one attempt, whatever the playbook's retries"},
+	{"verbose", O_BOOL, OFF(verbose), 0, NULL, "run: also print the log lines (JSON, stderr)"},
 	{"version", O_BOOL, OFF(version), 0, NULL, "print the version"},
 	{"help", O_BOOL, OFF(help), 0, NULL, "this text"},
 };
@@ -82,7 +85,8 @@ static const struct opt opts[] = {
 void config_usage(FILE *f)
 {
 	fprintf(f, "usage: recoveryd [OPTIONS]      (-h, help: this text; -V, version: the version)\n"
-	           "       recoveryd run PLAYBOOK --alert FILE [--dry-run] [OPTIONS]\n"
+	           "       recoveryd run PLAYBOOK --alert FILE [--dry-run] [--no-retries] [--output json] [OPTIONS]\n"
+	           "       recoveryd check [PLAYBOOK_DIR...] [OPTIONS]   (every problem; sinks and tokens warn)\n"
 	           "       recoveryd migrate --state PATH|postgres://... [--config F]\n"
 	           "       recoveryd ctl COMMAND [ARGS]   (the HTTP API's client; recoveryd ctl -h)\n\n");
 	for (size_t i = 0; i < NOPTS; i++) {
@@ -388,6 +392,10 @@ int config_load(struct config *c, int argc, char **argv, char *err, size_t errle
 	if (strcmp(c->log_level, "debug") && strcmp(c->log_level, "info") && strcmp(c->log_level, "warn") &&
 	    strcmp(c->log_level, "error")) {
 		snprintf(err, errlen, "--log-level: expected debug, info, warn or error");
+		return -1;
+	}
+	if (c->output && strcmp(c->output, "text") && strcmp(c->output, "json")) {
+		snprintf(err, errlen, "--output: expected text or json");
 		return -1;
 	}
 	if (c->body_max < 1024) {

@@ -1001,7 +1001,7 @@ static void timeline(const struct ctl *c, const cJSON *rec, struct tl *t)
 		SB_LIT(&b, " (");
 		add_text(&b, jstr(x, "role"), 20);
 		SB_LIT(&b, ")");
-		if (jstr(x, "address")) {
+		if (jstr(x, "address") && *jstr(x, "address")) {
 			SB_LIT(&b, " from ");
 			add_text(&b, jstr(x, "address"), 64);
 		}
@@ -1189,6 +1189,17 @@ static int follow(struct ctl *c, const char *id, double wait_s, int stop_at_appr
 	else
 		cJSON_Delete(rec);
 	return rc;
+}
+
+void ctl_print_job(const cJSON *rec, FILE *out, int color)
+{
+	struct ctl c = {.color = color, .cols = 80};
+	struct tl t = {0};
+
+	timeline(&c, rec, &t);
+	for (size_t i = 0; i < t.n; i++)
+		fprintf(out, "%s\n", t.text[i]);
+	tl_free(&t);
 }
 
 static int cmd_job(struct ctl *c)

@@ -58,6 +58,8 @@ const char *log_level_name(enum log_level lvl)
 		return "warn";
 	case LOG_ERROR:
 		return "error";
+	case LOG_OFF:
+		break;
 	}
 	return "unknown";
 }

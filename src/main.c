@@ -396,39 +396,13 @@ static int cmd_check(struct config *c, char **dirs, int ndirs, int soft)
 
 /* ---------- run PLAYBOOK --alert FILE ---------- */
 
-static void print_record(const cJSON *rec)
+/* `run`'s exit status: 0 when every job succeeded (or would have, dry). */
+static int run_outcome_ok(const cJSON *rec)
 {
-	const cJSON *a, *x;
-	printf("job %s playbook %s key %s%s\n", cJSON_GetObjectItem(rec, "id")->valuestring,
-	       cJSON_GetObjectItem(rec, "playbook")->valuestring, cJSON_GetObjectItem(rec, "key")->valuestring,
-	       cJSON_IsTrue(cJSON_GetObjectItem(rec, "dry_run")) ? " (dry-run)" : "");
-	cJSON_ArrayForEach(a, cJSON_GetObjectItem(rec, "actions"))
-	{
-		const cJSON *kind = cJSON_GetObjectItem(a, "kind");
-		int att = cJSON_GetObjectItem(a, "attempt") ? cJSON_GetObjectItem(a, "attempt")->valueint : 0;
-		int planned = cJSON_IsTrue(cJSON_GetObjectItem(a, "planned"));
-		char *d = cJSON_PrintUnformatted(a);
-		printf("  [attempt %d] %-5s %s%s\n", att, cJSON_IsString(kind) ? kind->valuestring : "?",
-		       planned ? "PLANNED " : "", d ? d : "");
-		free(d);
-	}
-	cJSON_ArrayForEach(a, cJSON_GetObjectItem(rec, "log"))
-	{
-		x = cJSON_GetObjectItem(a, "msg");
-		printf("  [log] %s: %s\n", cJSON_IsString(cJSON_GetObjectItem(a, "level"))
-		                               ? cJSON_GetObjectItem(a, "level")->valuestring
-		                               : "info",
-		       cJSON_IsString(x) ? x->valuestring : "");
-	}
-	cJSON_ArrayForEach(a, cJSON_GetObjectItem(rec, "attempts"))
-	{
-		const cJSON *res = cJSON_GetObjectItem(a, "result"), *err = cJSON_GetObjectItem(a, "error");
-		printf("  attempt %d: %s%s%s\n", cJSON_GetObjectItem(a, "n")->valueint,
-		       cJSON_IsString(res) ? res->valuestring : "?", cJSON_IsString(err) ? " - " : "",
-		       cJSON_IsString(err) ? err->valuestring : "");
-	}
-	x = cJSON_GetObjectItem(rec, "outcome");
-	printf("outcome: %s\n", cJSON_IsString(x) ? x->valuestring : "unknown");
+	const cJSON *o = cJSON_GetObjectItem(rec, "outcome");
+
+	return cJSON_IsString(o) &&
+	       (strcmp(o->valuestring, "succeeded") == 0 || strcmp(o->valuestring, "dry_run_succeeded") == 0);
 }
 
 static int cmp_str(const void *a, const void *b)
@@ -444,9 +418,9 @@ static int cmd_run(const char *playbook, struct config *c, struct playbook_set *
 	char err[512];
 	char *body = NULL;
 	size_t len;
-	cJSON *answer = NULL, *rec = NULL;
+	cJSON *answer = NULL, *rec = NULL, *recs = NULL;
 	struct engine_reply reply;
-	int rc = 1;
+	int rc = 1, json_out = c->output && strcmp(c->output, "json") == 0;
 
 	if (!c->alert) {
 		fprintf(stderr, "recoveryd run: --alert FILE is required\n");
@@ -492,6 +466,8 @@ static int cmd_run(const char *playbook, struct config *c, struct playbook_set *
 		free(names);
 		goto out;
 	}
+	if (c->no_retries)
+		pb->retries = 0;
 	if (pb->approval_required && !c->dry_run) {
 		fprintf(stderr, "recoveryd run: playbook %s requires approval: run it through the daemon "
 		        "(POST /trigger, then /approve), or add --dry-run to see its plan\n", playbook);
@@ -506,27 +482,53 @@ static int cmd_run(const char *playbook, struct config *c, struct playbook_set *
 		goto out;
 	}
 	answer = reply.body;
-	cJSON *jobs = cJSON_GetObjectItem(answer, "jobs");
-	cJSON *first = cJSON_GetArrayItem(jobs, 0);
-	if (!first || !cJSON_IsString(cJSON_GetObjectItem(first, "id"))) {
+	/* Every job the payload started: one per alert the playbook took. */
+	cJSON *jobs = cJSON_GetObjectItem(answer, "jobs"), *j;
+	size_t started = 0;
+	if (!(recs = cJSON_CreateArray()))
+		goto out;
+	rc = 0;
+	cJSON_ArrayForEach(j, jobs)
+	{
+		const cJSON *id = cJSON_GetObjectItem(j, "id"), *state = cJSON_GetObjectItem(j, "state");
+		if (!cJSON_IsString(id) || !cJSON_IsString(state) || strcmp(state->valuestring, "queued") != 0) {
+			if (!json_out)
+				printf("job %s: %s, not run\n", cJSON_IsString(id) ? id->valuestring : "-",
+				       cJSON_IsString(state) ? state->valuestring : "?");
+			rc = 1;
+			continue;
+		}
+		while (engine_wait(e, id->valuestring, 3600) == 0)
+			;
+		if (engine_job_json(e, id->valuestring, &rec) != RD_OK || !rec) {
+			fprintf(stderr, "recoveryd run: job %s: record not found\n", id->valuestring);
+			rc = 1;
+			continue;
+		}
+		if (!run_outcome_ok(rec))
+			rc = 1;
+		if (!json_out) {
+			if (started)
+				printf("\n");
+			ctl_print_job(rec, stdout, isatty(STDOUT_FILENO) && !getenv("NO_COLOR"));
+		}
+		cJSON_AddItemToArray(recs, rec);
+		rec = NULL;
+		started++;
+	}
+	if (!started) {
 		fprintf(stderr, "recoveryd run: no job was started\n");
-		goto out;
+		rc = 1;
 	}
-	const char *id = cJSON_GetObjectItem(first, "id")->valuestring;
-	while (engine_wait(e, id, 3600) == 0)
-		;
-	if (engine_job_json(e, id, &rec) != RD_OK || !rec) {
-		fprintf(stderr, "recoveryd run: job record not found\n");
-		goto out;
+	if (json_out) {
+		char *txt = cJSON_Print(recs);
+		if (txt)
+			printf("%s\n", txt);
+		free(txt);
 	}
-	print_record(rec);
-	cJSON *o = cJSON_GetObjectItem(rec, "outcome");
-	rc = cJSON_IsString(o) && (strcmp(o->valuestring, "succeeded") == 0 ||
-	                           strcmp(o->valuestring, "dry_run_succeeded") == 0)
-	             ? 0
-	             : 1;
 out:
 	cJSON_Delete(rec);
+	cJSON_Delete(recs);
 	cJSON_Delete(answer);
 	if (e) {
 		engine_drain(e, 0);
@@ -681,7 +683,8 @@ int main(int argc, char **argv)
 		config_free(&cfg);
 		return 0;
 	}
-	log_set_level(level_of(cfg.log_level));
+	/* `run` is for a person: the timeline, not the daemon's log lines. */
+	log_set_level(run_playbook && !cfg.verbose ? LOG_OFF : level_of(cfg.log_level));
 	metrics_init();
 	if (migrate) {
 		if (store_open(cfg.state, &st, err, sizeof(err)) != RD_OK) {

@@ -55,6 +55,9 @@ struct config {
 	double retain;            /* days ended jobs and audit rows are kept; 0 = forever */
 	char *log_level;
 	char *alert;              /* `run`: the alert file */
+	char *output;             /* `run`: "text" (default) or "json" */
+	int no_retries;           /* `run`: one attempt, whatever the playbook's retries */
+	int verbose;              /* `run`: the daemon's log lines on stderr too */
 	char *playbook_settings;  /* config file only: JSON {"<playbook>": {settings}} */
 	char *playbook_overrides; /* config file only: JSON {"<playbook>": {retries, ...}} */
 	int version;

@@ -5,6 +5,8 @@
 #define RECOVERYD_CTL_H
 
 #include <stddef.h>
+#include <stdio.h>
+#include <cjson/cJSON.h>
 
 /* Exit codes a script can rely on (docs/ctl.md). */
 enum ctl_exit {
@@ -19,6 +21,10 @@ enum ctl_exit {
 /* Run `recoveryd ctl ARGS...`; argv[0] is the first argument after "ctl".
  * Returns an enum ctl_exit. */
 int ctl_main(int argc, char **argv);
+
+/* Print a job record as `ctl job` does (the timeline) to out; color:
+ * state colours. `recoveryd run` prints its jobs with it. */
+void ctl_print_job(const cJSON *rec, FILE *out, int color);
 
 /* Terminal columns taken by a UTF-8 string: one per code point (invalid
  * bytes count one each). */

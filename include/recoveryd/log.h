@@ -6,7 +6,8 @@
 
 #include <cjson/cJSON.h>
 
-enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
+/* LOG_OFF: only as a minimum, nothing is logged (`run` without --verbose). */
+enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR, LOG_OFF };
 
 void log_set_level(enum log_level min);
 /* Redirect output (tests); fd 2 by default. */

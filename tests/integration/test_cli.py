@@ -64,9 +64,47 @@ class CliTest(RecoverydTestCase):
                                              backoff={"initial": 0.1, "factor": 1, "max": 0.1})})
         p = self.run_cmd(d, "cli", self.alert_file(fixture("firing-single.json")))
         self.assertNotEqual(p.returncode, 0, p.stdout + p.stderr)
-        self.assertIn("failed", p.stdout)
-        self.assertIn("still broken", p.stdout + p.stderr)
+        self.assertIn("state       failed, outcome failed", p.stdout)
+        # Each attempt in plain words: the calls with their answers, the
+        # verify reason, the result.
+        self.assertEqual(p.stdout.count("-> 503"), 2, p.stdout)
+        self.assertEqual(p.stdout.count("verify    failed: still broken"), 2, p.stdout)
+        self.assertRegex(p.stdout, r"attempt 2, started")
         self.assertEqual(fake.count("POST", "/cli-restart"), 2, "1 + retries attempts")
+        # No log lines mixed in: the daemon's log is for --verbose.
+        self.assertEqual(p.stderr, "")
+
+    def test_run_no_retries_verbose_and_json(self):
+        fake = self.fake()
+        fake.set_responses("GET", "/cli-health", [(503, {}, "down")])
+        d = self.setup_dirs({"cli": playbook("cli", RUN, VERIFY, match=[SETTINGS], fake=fake, retries=3,
+                                             backoff={"initial": 0.1, "factor": 1, "max": 0.1})})
+        alert = self.alert_file(fixture("firing-single.json"))
+        p = self.run_cmd(d, "cli", alert, "--no-retries", "--verbose")
+        self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
+        self.assertEqual(fake.count("POST", "/cli-restart"), 1, "--no-retries: one attempt")
+        self.assertNotIn("attempt 2", p.stdout)
+        self.assertIn('"msg":"job ended"', p.stderr, "--verbose: the log lines")
+        p = self.run_cmd(d, "cli", alert, "--no-retries", "--output", "json")
+        self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
+        recs = json.loads(p.stdout)
+        self.assertEqual(len(recs), 1)
+        self.assertEqual((recs[0]["playbook"], recs[0]["outcome"], recs[0]["max_attempts"]), ("cli", "failed", 1))
+        self.assertEqual(recs[0]["attempts"][0]["verify"], {"ok": False, "reason": "still broken"})
+        p = self.run_cmd(d, "cli", alert, "--output", "yaml")
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("--output: expected text or json", p.stderr)
+
+    def test_run_prints_every_job_of_the_payload(self):
+        fake = self.fake()
+        d = self.setup_dirs({"cli": playbook("cli", RUN, VERIFY, match=['alertname="GatewayLatencyHigh"'],
+                                             fake=fake)})
+        doc = fixture("firing-grouped.json")
+        p = self.run_cmd(d, "cli", self.alert_file(doc), "--dry-run")
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertEqual(p.stdout.count("outcome dry_run_succeeded"), len(doc["alerts"]), p.stdout)
+        for a in doc["alerts"]:
+            self.assertIn("instance=" + a["labels"]["instance"], p.stdout)
 
     def test_run_dry_run(self):
         fake = self.fake()
@@ -75,8 +113,9 @@ class CliTest(RecoverydTestCase):
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
         self.assertEqual(fake.count("POST"), 0, fake.requests())
         self.assertEqual(fake.count("GET", "/cli-health"), 1)
-        self.assertIn("planned", p.stdout)
-        self.assertIn("/cli-restart", p.stdout)
+        self.assertRegex(p.stdout, r"POST http://127\.0\.0\.1:\d+/cli-restart PLANNED")
+        self.assertRegex(p.stdout, r"GET http://127\.0\.0\.1:\d+/cli-health -> 200")
+        self.assertIn("outcome dry_run_succeeded", p.stdout)
 
     def test_run_unknown_playbook(self):
         d = self.setup_dirs({"cli": playbook("cli", "return", match=[SETTINGS]),

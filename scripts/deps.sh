@@ -2,7 +2,7 @@
 # Install the Debian 12 packages recoveryd builds and tests with.
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libmicrohttpd-dev libcjson-dev libcurl4-openssl-dev
-      liblua5.4-dev lua5.4 libsqlite3-dev libpq-dev libre2-dev libcmocka-dev python3 curl prometheus
+      liblua5.4-dev lua5.4 libsqlite3-dev libpq-dev libre2-dev libcmocka-dev python3 curl jq prometheus
       # the PostgreSQL journal's tests start a private cluster (scripts/pg.sh)
       postgresql-15
       prometheus-alertmanager yamllint python3-yaml

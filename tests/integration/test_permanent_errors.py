@@ -139,10 +139,13 @@ if r.code ~= 0 then error("false exited " .. r.code) end
         elapsed = time.monotonic() - t0
         self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
         self.assertLess(elapsed, 4, "recoveryd run waited for a retry")
-        attempts = [ln for ln in p.stdout.splitlines() if ln.strip().startswith("attempt ")]
+        attempts = [ln for ln in p.stdout.splitlines() if ln.startswith("attempt ")]
         self.assertEqual(len(attempts), 1, p.stdout)
-        self.assertIn("attempt 1: failed - run: deck.lua:", attempts[0])
-        self.assertIn(NOT_ALLOWED, attempts[0])
-        self.assertIn(NOT_RETRIED, attempts[0])
-        self.assertEqual(p.stdout.count("is not allowed"), 2, "the action and the attempt, once each:\n" + p.stdout)
-        self.assertIn("outcome: failed", p.stdout)
+        results = [ln.strip() for ln in p.stdout.splitlines() if ln.strip().startswith("result ")]
+        self.assertEqual(len(results), 1, p.stdout)
+        self.assertRegex(results[0], r"^result\s+failed: run: deck\.lua:")
+        self.assertIn(NOT_ALLOWED, results[0])
+        self.assertIn(NOT_RETRIED, results[0])
+        self.assertEqual(p.stdout.count("is not allowed"), 3,
+                         "the job's error, the action and the attempt, once each:\n" + p.stdout)
+        self.assertIn("outcome failed", p.stdout)

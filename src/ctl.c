@@ -1691,6 +1691,39 @@ struct cmd {
 	const char *synopsis, *help;
 };
 
+static int cmd_whoami(struct ctl *c)
+{
+	struct sb u = {0};
+	cJSON *doc;
+	const cJSON *pbs, *p;
+	char clean[256];
+
+	url_path(c, &u, "/api/v1/whoami");
+	int rc = api(c, "GET", sb_str(&u), NULL, 0, &doc, NULL);
+	free(u.p);
+	if (rc != CTL_OK)
+		return rc;
+	if (c->json) {
+		print_json(doc);
+		cJSON_Delete(doc);
+		return CTL_OK;
+	}
+	ctl_fit_text(jstr(doc, "name"), 64, clean, sizeof(clean));
+	printf("%s (%s)", clean, jstr(doc, "role") ? jstr(doc, "role") : "?");
+	pbs = cJSON_GetObjectItemCaseSensitive(doc, "playbooks");
+	if (cJSON_IsArray(pbs)) {
+		printf(", playbooks:");
+		cJSON_ArrayForEach(p, pbs)
+		{
+			ctl_fit_text(cJSON_IsString(p) ? p->valuestring : "?", 128, clean, sizeof(clean));
+			printf(" %s", clean);
+		}
+	}
+	printf("\n");
+	cJSON_Delete(doc);
+	return CTL_OK;
+}
+
 static const struct cmd cmds[] = {
 	{"jobs", cmd_jobs, 0, 0, {"state=", "playbook=", "alertname=", "since=", "limit=", "all"},
 	 "jobs [--state S] [--playbook P] [--alertname A] [--since T] [--limit N] [--all]",
@@ -1722,6 +1755,8 @@ static const struct cmd cmds[] = {
 	 "List the loaded playbooks: match, pause, retries, timeout, run budget, last job."},
 	{"audit", cmd_audit, 0, 0, {"principal=", "action=", "since=", "limit="},
 	 "audit [--principal P] [--action A] [--since T] [--limit N]", "Who did what, newest first."},
+	{"whoami", cmd_whoami, 0, 0, {NULL}, "whoami",
+	 "The principal of the token: its name, role, and the playbooks it is limited to."},
 };
 
 #define NCMDS (sizeof(cmds) / sizeof(cmds[0]))

@@ -93,6 +93,7 @@ enum route {
 	R_PAUSE,
 	R_RESUME,
 	R_AUDIT,
+	R_WHOAMI,
 	R_METRICS,
 	R_HEALTHZ,
 	R_READYZ,
@@ -122,6 +123,7 @@ static const struct route_info {
 	[R_PAUSE] = { "/api/v1/pause", "POST", ROLE_OPERATOR, 1, BODY_OPTIONAL, EA_PAUSE },
 	[R_RESUME] = { "/api/v1/resume", "POST", ROLE_OPERATOR, 1, BODY_OPTIONAL, EA_RESUME },
 	[R_AUDIT] = { "/api/v1/audit", "GET, HEAD", ROLE_VIEWER, 0, BODY_NONE, 0 },
+	[R_WHOAMI] = { "/api/v1/whoami", "GET, HEAD", ROLE_VIEWER, 0, BODY_NONE, 0 },
 	[R_METRICS] = { "/metrics", "GET, HEAD", ROLE_NONE, 0, BODY_NONE, 0 },
 	[R_HEALTHZ] = { "/healthz", "GET, HEAD", ROLE_NONE, 0, BODY_NONE, 0 },
 	[R_READYZ] = { "/readyz", "GET, HEAD", ROLE_NONE, 0, BODY_NONE, 0 },
@@ -477,6 +479,7 @@ static void match_route(const char *url, struct request *rq)
 		{ "/webhook", R_WEBHOOK },     { "/api/v1/jobs", R_JOBS }, { "/api/v1/playbooks", R_PLAYBOOKS },
 		{ "/metrics", R_METRICS },     { "/healthz", R_HEALTHZ },  { "/readyz", R_READYZ },
 		{ "/api/v1/pause", R_PAUSE },  { "/api/v1/resume", R_RESUME }, { "/api/v1/audit", R_AUDIT },
+		{ "/api/v1/whoami", R_WHOAMI },
 	};
 	const char *rest, *slash;
 	size_t n;
@@ -1121,6 +1124,33 @@ static void handle_audit(struct http *h, struct request *rq)
 	answer_json(rq, MHD_HTTP_OK, out, NULL, NULL);
 }
 
+/* Who the token is: the console shows actions only to those who may act. */
+static void handle_whoami(struct http *h, struct request *rq)
+{
+	struct actor who;
+	cJSON *o = cJSON_CreateObject(), *pbs = NULL;
+	int bad = !o;
+
+	request_actor(h, rq, &who);
+	bad |= !cJSON_AddStringToObject(o, "name", who.name) ||
+	       !cJSON_AddStringToObject(o, "role", role_name(who.role));
+	if (who.scope[0]) {
+		/* ",a,b," */
+		bad |= !(pbs = cJSON_AddArrayToObject(o, "playbooks"));
+		for (char *p = who.scope + 1, *e; !bad && (e = strchr(p, ',')); p = e + 1) {
+			*e = '\0';
+			bad |= !cJSON_AddItemToArray(pbs, cJSON_CreateString(p));
+		}
+	} else {
+		bad |= !cJSON_AddNullToObject(o, "playbooks");
+	}
+	if (bad) {
+		cJSON_Delete(o);
+		o = NULL;
+	}
+	answer_json(rq, MHD_HTTP_OK, o, NULL, NULL);
+}
+
 static void handle_playbooks(struct http *h, struct request *rq)
 {
 	cJSON *out = engine_playbooks_json(h->e);
@@ -1234,6 +1264,9 @@ static int dispatch(struct http *h, struct request *rq)
 		break;
 	case R_AUDIT:
 		handle_audit(h, rq);
+		break;
+	case R_WHOAMI:
+		handle_whoami(h, rq);
 		break;
 	case R_PLAYBOOKS:
 		handle_playbooks(h, rq);

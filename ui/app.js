@@ -186,6 +186,21 @@
 
   let headerTimer = null;
   let globalPause = null;
+  /* Who signed in (GET /api/v1/whoami): {name, role, playbooks}; null
+   * when the server cannot say, and then every action is offered (the
+   * server still refuses what the token may not do). */
+  let me = null;
+
+  function mayAct(playbook) {
+    if (!me) return true;
+    if (me.role !== "operator" && me.role !== "admin") return false;
+    return !me.playbooks || !playbook || me.playbooks.includes(playbook);
+  }
+
+  /* Pausing everything takes an operator limited to no playbook. */
+  function mayActOnAll() {
+    return mayAct(null) && !(me && me.playbooks);
+  }
 
   async function refreshHeader() {
     try {
@@ -437,7 +452,16 @@
       a.classList.toggle("current", a.dataset.page === page);
   }
 
-  function start() {
+  async function start() {
+    me = null;
+    try {
+      me = (await api("GET", "/api/v1/whoami")).data;
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 401) return;
+    }
+    $("whoami").textContent = me ? me.name + " (" + me.role + ")" : "";
+    $("whoami").hidden = !me;
+    $("pause-all").hidden = !mayActOnAll();
     $("top").hidden = false;
     $("notice").hidden = true;
     startHeader();
@@ -611,12 +635,15 @@
     const after = () => { reload(); refreshHeader(); };
     const isEnded = ENDED.has(rec.state);
     const buttons = [];
-    if (rec.state === "awaiting_approval") {
-      buttons.push(el("button", { type: "button", class: "primary", id: "approve", onclick: () => approveJob(rec, after) }, "Approve…"));
-      buttons.push(el("button", { type: "button", class: "danger", id: "reject", onclick: () => rejectJob(rec, after) }, "Reject…"));
+    /* A viewer, or a playbook outside the token's list: nothing to press. */
+    if (mayAct(rec.playbook)) {
+      if (rec.state === "awaiting_approval") {
+        buttons.push(el("button", { type: "button", class: "primary", id: "approve", onclick: () => approveJob(rec, after) }, "Approve…"));
+        buttons.push(el("button", { type: "button", class: "danger", id: "reject", onclick: () => rejectJob(rec, after) }, "Reject…"));
+      }
+      if (!isEnded)
+        buttons.push(el("button", { type: "button", class: "danger", id: "cancel", onclick: () => cancelJob(rec, after) }, "Cancel job…"));
     }
-    if (!isEnded)
-      buttons.push(el("button", { type: "button", class: "danger", id: "cancel", onclick: () => cancelJob(rec, after) }, "Cancel job…"));
     const alert = rec.alert || {};
     const ap = rec.approval;
     const out = [
@@ -796,7 +823,7 @@
       el("h3", null, "Plan"),
       Array.isArray(rec.plan) ? (rec.plan.length ? el("ol", { class: "plan" }, rec.plan.map((p) => el("li", null, p)))
         : el("p", { class: "muted" }, "The plan makes no write.")) : el("p", { class: "muted" }, "Plan not loaded."),
-      held ? el("div", { class: "actions" },
+      held && mayAct(rec.playbook) ? el("div", { class: "actions" },
         el("button", { type: "button", class: "primary approve", onclick: () => approveJob(rec, after) }, "Approve…"),
         el("button", { type: "button", class: "danger reject", onclick: () => rejectJob(rec, after) }, "Reject…")) : null);
   }
@@ -876,8 +903,8 @@
         p.file ? ["File", el("span", { class: "mono" }, p.file)] : null,
       ]),
       stats ? playbookStats(stats, bud) : null,
-      el("div", { class: "actions" }, pauseBtn),
-      dryRunForm(p));
+      mayAct(p.name) ? el("div", { class: "actions" }, pauseBtn) : null,
+      mayAct(p.name) ? dryRunForm(p) : null);
   }
 
   /* The optional "stats" of GET /api/v1/playbooks. */

@@ -48,6 +48,7 @@ SHOT_HEIGHT = 1800
 PRINCIPALS = {
     "olga": ("operator", "console-operator-token-0123456789"),
     "vic": ("viewer", "console-viewer-token-0123456789"),
+    "sam": ("operator", "console-scoped-token-0123456789", "slow"),
 }
 
 
@@ -385,25 +386,41 @@ class ConsoleTest(unittest.TestCase):
         self.dialog_closed()
         self.wait_text(pb + " .pb-state", "active")
 
-    def test_a_viewer_reads_but_cannot_act(self):
+    def test_a_viewer_reads_but_is_offered_no_action(self):
         job = self.webhook(alert("ConsoleSlow", instance="viewer"))
         self.addCleanup(self.cancel_quietly, job)
         self.d.wait_job(job, {"running"}, timeout=10)
         self.sign_in("vic")
+        self.wait_text("#whoami", "vic (viewer)")
+        self.assertFalse(self.find("header#top").find_element(By.ID, "pause-all").is_displayed())
         self.open("/ui/jobs/" + job)
         self.wait_text("#timeline", "Attempt 1")
-        self.click("#cancel")
-        self.confirm("I should not be able to")
-        self.wait_text("#dialog-error", "403 forbidden", "vic has role viewer")
-        self.click("#dialog-cancel")
-        self.dialog_closed()
+        self.assertIsNone(self._visible("#cancel"), "a viewer is offered no cancel")
+        self.open("/ui/playbooks")
+        self.find("#pb-slow")
+        self.assertIsNone(self._visible("#pb-slow button.pause"))
+        self.assertIsNone(self._visible("#pb-slow .dry-run"))
+        # The server is the gate all the same.
+        st, _, doc = self.d.request("POST", "/api/v1/jobs/%s/cancel" % job, {"reason": "x"}, token="vic")
+        self.assertEqual((st, doc["error"]), (403, "forbidden"))
         self.assertEqual(self.d.job(job)["state"], "running")
-        self.click("#pause-all")
-        self.confirm("nor this")
-        self.wait_text("#dialog-error", "403 forbidden")
-        self.click("#dialog-cancel")
-        st, _, pbs = self.d.request("GET", "/api/v1/playbooks")
-        self.assertEqual([p["paused"] for p in pbs], [None] * len(pbs))
+
+    def test_an_operator_limited_to_playbooks_acts_on_those_only(self):
+        job = self.webhook(alert("ConsoleSlow", instance="scoped"))
+        self.addCleanup(self.cancel_quietly, job)
+        self.d.wait_job(job, {"running"}, timeout=10)
+        self.sign_in("sam")
+        self.wait_text("#whoami", "sam (operator)")
+        self.assertFalse(self.find("header#top").find_element(By.ID, "pause-all").is_displayed(),
+                         "pausing everything needs a principal limited to no playbook")
+        self.open("/ui/playbooks")
+        self.find("#pb-slow button.pause")
+        self.assertIsNone(self._visible("#pb-pausable button.pause"))
+        self.open("/ui/jobs/" + job)
+        self.click("#cancel")
+        self.confirm("scoped operator")
+        self.dialog_closed()
+        self.assertEqual(self.d.wait_job(job, timeout=10)["state"], "cancelled")
 
 
 if __name__ == "__main__":

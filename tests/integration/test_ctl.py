@@ -191,12 +191,17 @@ class CtlReadTest(CtlTestCase):
         self.d.wait_job(self.trigger("steps", manual("Steps")))
         pbs = json.loads(self.ctl("playbooks", "-o", "json").stdout)
         row = [ln for ln in self.ctl("playbooks").stdout.splitlines() if ln.startswith("steps ")][0]
-        if "stats" in pbs[1]:
-            self.assertIn(" 1/100 per 1m ", row)
-            self.assertRegex(row, r" succeeded \d+s ago$")
+        self.assertEqual(pbs[1]["stats"]["budget_used"], 1)
+        self.assertIn(" 1/100 per 1m ", row)
+        self.assertRegex(row, r" succeeded \d+s ago$")
         self.assertEqual([pb["name"] for pb in json.loads(self.ctl("playbooks", "-o", "json").stdout)],
                          ["boom", "steps"])
         self.assertExit(self.ctl("jobs", token="vic"), 0)
+        p = self.ctl("whoami", token="vic")
+        self.assertExit(p, 0)
+        self.assertEqual(p.stdout, "vic (viewer)\n")
+        self.assertEqual(json.loads(self.ctl("whoami", "-o", "json").stdout),
+                         {"name": "olga", "role": "operator", "playbooks": None})
 
 
 class CtlActTest(CtlTestCase):

@@ -59,6 +59,7 @@ def matrix():
         ("GET", "/api/v1/jobs/nosuchjob", None, dict(read, vic=404, olga=404, ada=404)),
         ("GET", "/api/v1/playbooks", None, read),
         ("GET", "/api/v1/audit", None, read),
+        ("GET", "/api/v1/whoami", None, read),
         ("POST", "/webhook", unmatched_payload(), dict(deny, am=202, vic=403, olga=202, ada=202)),
         ("POST", "/trigger/nope", manual(), dict(act, olga=404, ada=404)),
         ("POST", "/trigger/nope?force=1", manual(), dict(act, olga=403, ada=404)),
@@ -90,6 +91,19 @@ class RoleMatrixTest(RecoverydTestCase):
         wrong = {k: (got[k], want[k]) for k in got if got[k] != want[k]}
         self.assertEqual(wrong, {}, "principal x endpoint -> (got, want)")
         self.assertEqual(d.jobs(), [], "nothing in the matrix may start a job")
+
+    def test_whoami_names_the_principal_its_role_and_scope(self):
+        d = people_daemon(self, {"alpha": playbook("alpha", "return", match=[SETTINGS])})
+        for name, want in (("vic", {"name": "vic", "role": "viewer", "playbooks": None}),
+                           ("ada", {"name": "ada", "role": "admin", "playbooks": None}),
+                           ("sam", {"name": "sam", "role": "operator", "playbooks": ["alpha"]})):
+            st, _, doc = d.get("/api/v1/whoami", token=name)
+            self.assertEqual((st, doc), (200, want))
+        # Without any principal (--insecure-no-auth), everybody is the admin anonymous.
+        o = self.daemon({"alpha": playbook("alpha", "return", match=[SETTINGS])}, tokens=False,
+                        extra_args=["--insecure-no-auth"], subdir="open")
+        st, _, doc = o.get("/api/v1/whoami", token=None)
+        self.assertEqual((st, doc), (200, {"name": "anonymous", "role": "admin", "playbooks": None}))
 
     def test_failed_authentication_is_logged_and_counted_never_the_token(self):
         d = people_daemon(self, {"alpha": playbook("alpha", "return", match=['alertname="Alpha"'])})

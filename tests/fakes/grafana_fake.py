@@ -60,7 +60,7 @@ import urllib.parse
 _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
-from recorder import _Handler as _BodyReadingHandler  # noqa: E402  (body reading, chunked included)
+from recorder import SinkHandler  # noqa: E402  (body reading, chunked included; the answer)
 import fakeserver  # noqa: E402
 
 API = "/api/annotations"
@@ -112,36 +112,14 @@ class GrafanaRequest:
                                                   json.dumps(self.answer), self.body[:200])
 
 
-class _Handler(_BodyReadingHandler):
+class _Handler(SinkHandler):
     server_version = "grafana-fake/1"
+    request_class = GrafanaRequest
 
-    def _handle(self):
-        fake = self.server.fake
-        path, _, query = self.path.partition("?")
-        try:
-            body = self._read_body()
-        except ValueError:
-            self.send_error(413)
-            return
-        req = GrafanaRequest(time.time(), self.command, path, query, list(self.headers.items()), body,
-                             self.client_address)
-        status, headers, answer = fake._answer(req)
+    def _encode(self, req, status, headers, answer):
+        """Grafana answers JSON: the value stays on req, its text is sent."""
         req.status, req.answer = status, answer
-        fake._record(req)
-        data = json.dumps(answer).encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        for k, v in headers.items():
-            self.send_header(k, v)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if self.command != "HEAD":
-            try:
-                self.wfile.write(data)
-            except (BrokenPipeError, ConnectionResetError):
-                pass
-
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _handle
+        return dict(headers, **{"Content-Type": "application/json"}), json.dumps(answer).encode("utf-8")
 
 
 def _msg(status, message, headers=None):

@@ -51,7 +51,7 @@ import uuid
 _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
-from recorder import _Handler as _BodyReadingHandler  # noqa: E402  (body reading, chunked included)
+from recorder import SinkHandler  # noqa: E402  (body reading, chunked included; the answer)
 import fakeserver  # noqa: E402
 
 ENQUEUE_PATH = "/v2/enqueue"
@@ -239,36 +239,9 @@ class Incident:
                                                   len(self.triggers), " acked" if self.acknowledged else "")
 
 
-class _Handler(_BodyReadingHandler):
+class _Handler(SinkHandler):
     server_version = "pagerduty-fake/1"
-
-    def _handle(self):
-        fake = self.server.fake
-        path, _, query = self.path.partition("?")
-        try:
-            body = self._read_body()
-        except ValueError:
-            self.send_error(413)
-            return
-        req = PDRequest(time.time(), self.command, path, query, list(self.headers.items()), body,
-                        self.client_address)
-        status, headers, data, delay = fake._answer(req)
-        req.status, req.answer_headers, req.answer = status, headers, data
-        fake._record(req)
-        if delay:
-            time.sleep(delay)
-        self.send_response(status)
-        for k, v in headers.items():
-            self.send_header(k, v)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if self.command != "HEAD" and data:
-            try:
-                self.wfile.write(data)
-            except (BrokenPipeError, ConnectionResetError):
-                pass
-
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _handle
+    request_class = PDRequest
 
 
 class PagerDutyFake(fakeserver.FakeServer):

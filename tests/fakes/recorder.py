@@ -156,6 +156,10 @@ class _Handler(BaseHTTPRequestHandler):
         status, headers, data, delay = rec._next_response(self.command, split.path)
         if delay:
             time.sleep(delay)
+        self._reply(status, headers, data)
+
+    def _reply(self, status, headers, data):
+        """Send an answer: headers (a dict) but the framing ones, then data."""
         self.send_response(status)
         for k, v in headers.items():
             if k.lower() in ("content-length", "connection"):
@@ -168,6 +172,42 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(data)
             except (BrokenPipeError, ConnectionResetError):
                 pass
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _handle
+
+
+class SinkHandler(_Handler):
+    """The handler of a validating sink fake (Slack, PagerDuty, Grafana):
+    each request becomes a request_class(t, method, path, query, headers,
+    body, client), which the fake's _answer judges, returning (status,
+    headers, answer[, delay]); it is recorded with its answer before the
+    answer is sent."""
+
+    request_class = None
+
+    def _encode(self, req, status, headers, answer):
+        """(headers, bytes) to send; keeps the answer on req. Answers are
+        bytes here; a fake that answers with JSON values overrides it."""
+        req.status, req.answer_headers, req.answer = status, headers, answer
+        return headers, answer
+
+    def _handle(self):
+        fake = self.server.fake
+        path, _, query = self.path.partition("?")
+        try:
+            body = self._read_body()
+        except ValueError:
+            self.send_error(413)
+            return
+        req = self.request_class(time.time(), self.command, path, query, list(self.headers.items()), body,
+                                 self.client_address)
+        out = fake._answer(req)
+        status, headers, answer = out[:3]
+        headers, data = self._encode(req, status, headers, answer)
+        fake._record(req)
+        if len(out) > 3 and out[3]:
+            time.sleep(out[3])
+        self._reply(status, headers, data)
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _handle
 

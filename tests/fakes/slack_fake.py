@@ -44,7 +44,7 @@ import urllib.parse
 _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
-from recorder import _Handler as _BodyReadingHandler  # noqa: E402  (body reading, chunked included)
+from recorder import SinkHandler  # noqa: E402  (body reading, chunked included; the answer)
 import fakeserver  # noqa: E402
 
 DEFAULT_PATH = "/services/T000/B000/XXXXXXXXXXXXXXXXXXXXXXXX"
@@ -220,34 +220,9 @@ class SlackRequest:
                                                   self.answer_text, self.body[:160])
 
 
-class _Handler(_BodyReadingHandler):
+class _Handler(SinkHandler):
     server_version = "slack-fake/1"
-
-    def _handle(self):
-        fake = self.server.fake
-        path, _, query = self.path.partition("?")
-        try:
-            body = self._read_body()
-        except ValueError:
-            self.send_error(413)
-            return
-        req = SlackRequest(time.time(), self.command, path, query, list(self.headers.items()), body,
-                           self.client_address)
-        status, headers, data = fake._answer(req)
-        req.status, req.answer_headers, req.answer = status, headers, data
-        fake._record(req)
-        self.send_response(status)
-        for k, v in headers.items():
-            self.send_header(k, v)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if self.command != "HEAD" and data:
-            try:
-                self.wfile.write(data)
-            except (BrokenPipeError, ConnectionResetError):
-                pass
-
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _handle
+    request_class = SlackRequest
 
 
 def _plain(status, text, headers=None):

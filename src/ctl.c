@@ -1114,6 +1114,9 @@ static int job_url(struct ctl *c, struct sb *u, const char *id, const char *acti
 	return u->full ? -1 : 0;
 }
 
+/* How long watch keeps trying while the server cannot be reached. */
+#define WATCH_LOST_MAX 60
+
 static int get_job(struct ctl *c, const char *id, cJSON **rec)
 {
 	struct sb u = {0};
@@ -1145,10 +1148,30 @@ static int follow(struct ctl *c, const char *id, double wait_s, int stop_at_appr
 	double deadline = rd_mono() + wait_s;
 	int rc;
 
+	double lost_since = 0, backoff = 1;
+	int found = 0;
+
 	for (int settled = 0;;) {
 		cJSON_Delete(rec);
-		if ((rc = get_job(c, id, &rec)) != CTL_OK)
+		rec = NULL;
+		if ((rc = get_job(c, id, &rec)) == CTL_UNAVAILABLE && found) {
+			/* Lost after the job was seen (a restart or a failover of the
+			 * server): keep following for a while, then give up. */
+			double now = rd_mono();
+			if (!lost_since)
+				lost_since = now;
+			if (now - lost_since >= WATCH_LOST_MAX || now >= deadline)
+				break;
+			err("retrying in %.0fs (for up to %ds)", backoff, WATCH_LOST_MAX);
+			sleep_s(backoff);
+			backoff = backoff * 2 > 8 ? 8 : backoff * 2;
+			continue;
+		}
+		if (rc != CTL_OK)
 			break;
+		found = 1;
+		lost_since = 0;
+		backoff = 1;
 		if (!c->json) {
 			struct tl t = {0};
 			timeline(c, rec, &t);

@@ -8,6 +8,7 @@ import os
 import pty
 import re
 import select
+import socket
 import subprocess
 import threading
 import time
@@ -324,6 +325,36 @@ class CtlActTest(CtlTestCase):
         self.assertIn("Kong upgrade", lines[2])
         doc = json.loads(self.ctl("audit", "--since", "1h", "--limit", "2", "-o", "json").stdout)
         self.assertEqual([e["action"] for e in doc["entries"]], ["resume", "pause"])
+
+    def test_watch_follows_through_a_restart(self):
+        # A fixed port, so the restarted daemon is where watch looks.
+        with socket.socket() as sk:
+            sk.bind(("127.0.0.1", 0))
+            port = sk.getsockname()[1]
+        self.d.stop()
+        self.d.extra_args += ["--listen", "127.0.0.1:%d" % port]
+        self.d.start()
+        job = self.trigger("slow")
+        argv = [self.d.bin, "ctl", "--url", "http://127.0.0.1:%d" % port, "--token-file", self.token_file("olga"),
+                "watch", job]
+        w = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, env=dict(os.environ, COLUMNS="250"))
+        try:
+            self.d.wait_job(job, {"running"}, timeout=10)
+            time.sleep(1.0)  # watch has read the job
+            self.d.stop()
+            time.sleep(1.5)  # a poll or two fail
+            self.d.start()
+            out, err = w.communicate(timeout=60)
+        finally:
+            if w.poll() is None:
+                w.kill()
+        # The stop drained the running attempt; watch lost the server while
+        # it was down, kept trying, and saw the end after the restart.
+        self.assertEqual(w.returncode, 0, out + err)
+        self.assertIn("retrying in 1s (for up to 60s)", err)
+        self.assertIn("outcome succeeded", out)
+        self.assertEqual(out.count("job " + job), 1, "each line once")
 
 
 class CtlRefusalTest(CtlTestCase):

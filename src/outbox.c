@@ -96,6 +96,8 @@ struct delivery {
 	char *id, *job_id, *sink, *kind, *reason, *payload, *incident;
 	int region_end;         /* Grafana: the end of a job's region */
 	int ref_looked;         /* ... whose start was looked up in the journal */
+	int patched;            /* ... sent as a PATCH of the start's annotation */
+	int whole;              /* ... that annotation is gone: post the region whole */
 	int attempts;
 	double created_at;      /* wall clock, for the latency histogram */
 	CURL *easy;             /* the transfer in flight, or NULL */
@@ -541,6 +543,14 @@ static void delivery_done(struct loop *l, CURL *easy, CURLcode cc, void *arg)
 		curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
 	v = escalate_classify(d->sink, cc, status, d->resp.p ? d->resp.p : "", retry_after(&d->resp_headers),
 	                      d->attempts, rd_random_unit(), &delay);
+	if (d->patched && cc == CURLE_OK && status == 404) {
+		/* Someone deleted the region's start in Grafana: the end makes
+		 * the region anew, with both times, at once. */
+		free(map_del(d->ob->regions, d->job_id));
+		d->whole = 1;
+		v = ESC_RETRY;
+		delay = 0;
+	}
 	if (cc != CURLE_OK)
 		snprintf(answer, sizeof(answer), "%s", d->errbuf[0] ? d->errbuf : curl_easy_strerror(cc));
 	else
@@ -598,8 +608,9 @@ static void delivery_start(struct loop *l, long long id, void *arg)
 		return;
 	}
 	if (grafana) {
-		if (d->region_end)
+		if (d->region_end && !d->whole)
 			ref = region_ref(ob, d);
+		d->patched = ref != NULL;
 		rc = escalate_grafana_wire(d->payload, ref, &url, &d->body, &auth);
 	} else {
 		rc = escalate_wire(d->sink, d->payload, &url, &d->body);

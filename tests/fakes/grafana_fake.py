@@ -214,6 +214,12 @@ class GrafanaFake(fakeserver.FakeServer):
         ref = m.group(1)
         if req.method in ("GET", "HEAD") and ref is None:
             return 200, {}, self._find(urllib.parse.parse_qs(req.query))
+        if req.method == "DELETE" and ref is not None:
+            # Grafana's DeleteAnnotationByID: gone, or it never was
+            with self._lock:
+                if not re.fullmatch(r"[0-9]+", ref) or self._items.pop(int(ref), None) is None:
+                    return _msg(404, "Annotation not found")
+            return 200, {}, {"message": "Annotation deleted"}
         if (req.method, ref is None) not in (("POST", True), ("PATCH", False)):
             return _msg(405, "Method Not Allowed")
         with self._lock:

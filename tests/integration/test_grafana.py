@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import unittest
+import urllib.request
 
 from escalation_support import EscalationTestCase, contains_url, job_url, strings_of, with_notify
 from harness import playbook
@@ -156,6 +157,27 @@ class GrafanaTest(EscalationTestCase):
         self.check_region(grafana, job_id, "fix", "succeeded")
         self.assertEqual(grafana.count("PATCH"), 0)
         self.assertIn("timeEnd", grafana.requests("POST", status=200)[0].json())
+
+    def test_a_region_deleted_in_grafana_is_made_anew_at_the_end(self):
+        grafana = self.grafana()
+        slow = playbook("slow", "recovery.sleep(1.5)", match=[SETTINGS])
+        d = self.g_daemon({"slow": slow}, grafana)
+        st, _, doc = d.trigger("slow", manual("host-8"))
+        self.assertStatus(st, 202, d, doc)
+        job_id = doc["jobs"][0]["id"]
+        self.wait_states(d, job_id, {"grafana": "delivered"}, kind="annotation")
+        # Someone cleans the dashboard up while the job runs.
+        start = [a for a in grafana.annotations() if job_id in a["text"]][0]
+        req = urllib.request.Request("%s/api/annotations/%d" % (grafana.url, start["id"]), method="DELETE",
+                                     headers={"Authorization": "Bearer " + grafana.token})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            self.assertEqual(r.status, 200)
+        self.assertEqual(d.wait_job(job_id)["state"], "succeeded")
+        self.wait_region(d, job_id)
+        # The PATCH found nothing; the end posted the region whole.
+        self.assertEqual([r.status for r in grafana.requests("PATCH")], [404])
+        a = self.check_region(grafana, job_id, "slow", "succeeded")
+        self.assertEqual(a["time"], start["time"], "the region still starts at the first attempt")
 
     def test_region_is_closed_after_a_restart(self):
         grafana = self.grafana()

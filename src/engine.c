@@ -879,6 +879,7 @@ static void submit_committed(enum rd_status committed, void *arg)
 			struct job *j = map_get(e->active_by_id, sb->cancels.v[i]);
 			if (j && !j->cancel_requested) {
 				j->cancel_requested = 1;
+				j->cancel_by_resolve = 1;
 				free(j->cancel_reason);
 				j->cancel_reason = strdup("alert resolved");
 				free(j->cancelled_by);

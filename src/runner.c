@@ -9,6 +9,7 @@
 #include "recoveryd/watchdog.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,6 +51,7 @@ struct attempt_rt {
 	struct op *op;          /* what the coroutine waits on, or NULL */
 	int n;
 	int first;              /* the job's first start (not a retry, nor one redone after a crash) */
+	int verifying;          /* run returned: verify runs (the driver's verifying()) */
 	double started;         /* rd_mono() */
 	double started_wall;
 	struct job *job;
@@ -711,7 +713,7 @@ static const struct op_host host = {
  * recovery.fail and of permanent errors (lua_api_fatal) ends the job: phase
  * 'final', and for a permanent error the phase it was raised in. */
 static const char DRIVER[] =
-	"local pb, ctx, nomem = ...\n"
+	"local pb, ctx, nomem, verifying = ...\n"
 	"local function final(e) return type(e) == 'table' and rawget(e, 'recoveryd_final') end\n"
 	"local function where(e, phase) if rawget(e, 'permanent') then return phase end end\n"
 	"local s = {}\n"
@@ -724,6 +726,7 @@ static const char DRIVER[] =
 	"  if final(err) then return 'final', tostring(rawget(err, 'reason')), nil, where(err, 'run') end\n"
 	"  return 'run', tostring(err), nil, nil, mem\n"
 	"end\n"
+	"verifying()\n"
 	"local vok, v1, v2 = pcall(pb.verify, ctx)\n"
 	"if not vok then\n"
 	"  local mem = nomem()\n"
@@ -769,6 +772,16 @@ static int caught_nomem(lua_State *L)
 	lua_pushboolean(L, sandbox_of(L)->caught_status == LUA_ERRMEM);
 	return 1;
 }
+
+/* The driver's verifying(): run returned, verify starts. The attempt's
+ * state is the sandbox's container (sb is its first member). */
+static int enter_verify(lua_State *L)
+{
+	((struct attempt_rt *)(void *)sandbox_of(L))->verifying = 1;
+	return 0;
+}
+
+_Static_assert(offsetof(struct attempt_rt, sb) == 0, "enter_verify finds the attempt from its sandbox");
 
 static void resume(struct runner *r, struct job *j, int nargs);
 
@@ -835,6 +848,21 @@ static void attempt_start(struct runner *r, struct job *j)
 	}
 }
 
+/* The alert resolved while the attempt verifies: that is what a repair
+ * that worked makes Alertmanager send, so verify is left to decide (a
+ * verify that fails then ends the job cancelled, without a retry). */
+static int verify_decides(struct runner *r, struct job *j)
+{
+	int by_resolve;
+
+	if (!j->rt || !j->rt->verifying)
+		return 0;
+	pthread_mutex_lock(r->o.mu);
+	by_resolve = j->cancel_by_resolve;
+	pthread_mutex_unlock(r->o.mu);
+	return by_resolve;
+}
+
 /* A cancel asked for meanwhile ends the attempt here (1). */
 static int ended_by_cancel(struct runner *r, struct job *j)
 {
@@ -843,6 +871,8 @@ static int ended_by_cancel(struct runner *r, struct job *j)
 	pthread_mutex_lock(r->o.mu);
 	cancel = j->cancel_requested;
 	pthread_mutex_unlock(r->o.mu);
+	if (cancel && verify_decides(r, j))
+		return 0;
 	if (cancel)
 		attempt_end(r, j, AR_CANCELLED, AE_NONE, j->cancel_reason ? j->cancel_reason : "cancelled",
 		            -1, NULL);
@@ -911,13 +941,14 @@ static void attempt_run(struct runner *r, struct job *j)
 	lua_xmove(rt->L, rt->co, 1);
 	push_ctx(rt->co, j, rt->n);
 	lua_pushcfunction(rt->co, caught_nomem);
+	lua_pushcfunction(rt->co, enter_verify);
 	rt->sb.no_limit = 0;
 	rt->sb.preempt_co = rt->co;
 	rt->sb.hold_max = HOLD_MAX;
 	if (r->o.wd && watchdog_unhealthy_after(r->o.wd) / 2 < HOLD_MAX)
 		rt->sb.hold_max = watchdog_unhealthy_after(r->o.wd) / 2;
 	timer_add(r, j, T_DEADLINE, rt->sb.deadline);
-	resume(r, j, 3);
+	resume(r, j, 4);
 }
 
 /* A copy of the Lua string at idx for the job record, with each NUL byte
@@ -1111,7 +1142,9 @@ static void attempt_end(struct runner *r, struct job *j, enum attempt_result res
 	} else if (j->cancel_requested || result == AR_CANCELLED) {
 		job_set_state(r->o.counts, j, JS_CANCELLED);
 		j->outcome = OUT_CANCELLED;
-		if (!err_copy)
+		/* A verify that failed after the resolve keeps its reason on the
+		 * attempt; the job says why it ended. */
+		if (!err_copy || j->cancel_by_resolve)
 			set_str(&j->error, j->cancel_reason);
 		final = 1;
 	} else if (result == AR_INTERRUPTED) {
@@ -1185,6 +1218,10 @@ void runner_call(struct runner *r, void (*fn)(void *arg), void (*drop)(void *arg
 static void cancel_job(struct runner *r, struct job *j)
 {
 	if (j->rt) {
+		if (verify_decides(r, j)) {
+			log_kv(LOG_INFO, j->id, "alert resolved during verify: verify decides the outcome", NULL);
+			return;
+		}
 		/* Running: stop now if it waits on an op, else at its next yield. */
 		if (j->rt->op)
 			attempt_end(r, j, AR_CANCELLED, AE_NONE,

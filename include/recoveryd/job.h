@@ -97,6 +97,7 @@ struct job {
 
 	enum job_state state;   /* [engine lock] */
 	int cancel_requested;   /* [engine lock] resolved alert or operator */
+	int cancel_by_resolve;  /* [engine lock] the cancel is the alert's resolve */
 	int rejected;           /* [engine lock] the cancel is a rejection of the plan */
 	char *cancel_reason;    /* [engine lock] */
 	int notifications;      /* [engine lock] */

@@ -23,6 +23,14 @@ if resp.status == 200 then return true end
 return false, "still broken"
 '''
 
+VERIFY_SLOW_HEALTH = '''
+must(recovery.http{method = "POST", url = FAKE .. "/verifying", json = {job = ctx.job.id}})
+recovery.sleep(1.5)
+local resp = must(recovery.http{method = "GET", url = FAKE .. "/health"})
+if resp.status == 200 then return true, "health answered 200" end
+return false, "still broken"
+'''
+
 RUN_STARTED_SLEEP = '''
 must(recovery.http{method = "POST", url = FAKE .. "/started", json = {job = ctx.job.id, attempt = ctx.job.attempt}})
 recovery.sleep(3)
@@ -158,6 +166,31 @@ class ResolvedTest(RecoverydTestCase):
         # no attempt after the running one
         time.sleep(max(0.0, t_started + 3.6 - time.time()))
         self.assertEqual(fake.count("POST", "/started"), 1, fake.requests())
+
+    def test_resolve_during_verify_lets_verify_decide(self):
+        """The resolve is what a working repair makes Alertmanager send:
+        it must not cut the verify that is about to see the repair."""
+        fake = self.fake()
+        d = self.daemon({"p": playbook("p", RUN_QUICK, VERIFY_SLOW_HEALTH, match=[SETTINGS], fake=fake, retries=2,
+                                       backoff={"initial": 0.1, "factor": 1, "max": 0.1})})
+        job_id = d.webhook("firing-single.json")["jobs"][0]["id"]
+        fake.wait_count(1, "POST", "/verifying", timeout=5)
+        d.webhook("resolved.json")
+        rec = d.wait_job(job_id, timeout=10)
+        self.assertEqual((rec["state"], rec["outcome"]), ("succeeded", "succeeded"), rec)
+        self.assertEqual(rec["attempts"][0]["verify"], {"ok": True, "reason": "health answered 200"})
+        self.assertEqual(fake.count("GET", "/health"), 1)
+
+        # The same, but verify fails: the alert is gone, so no retry; the job
+        # ends cancelled, with verify's reason on the attempt.
+        fake.set_responses("GET", "/health", [(503, {}, {"healthy": False})])
+        job_id = d.webhook(variant("firing-single.json", instance="other"))["jobs"][0]["id"]
+        fake.wait_count(2, "POST", "/verifying", timeout=5)
+        d.webhook(variant("resolved.json", instance="other"))
+        rec = d.wait_job(job_id, timeout=10)
+        self.assertEqual((rec["state"], rec["error"]), ("cancelled", "alert resolved"), rec)
+        self.assertEqual(len(rec["attempts"]), 1, rec["attempts"])
+        self.assertEqual(rec["attempts"][0]["verify"], {"ok": False, "reason": "still broken"})
 
     def test_resolved_alert_without_job_starts_nothing(self):
         fake = self.fake()

@@ -23,6 +23,7 @@ import json
 import signal
 import sys
 import threading
+import time
 from http.server import ThreadingHTTPServer
 
 READY_PREFIX = "listening on "
@@ -64,6 +65,23 @@ class FakeServer:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+
+    def wait_for(self, predicate, timeout=5.0):
+        """Wait until predicate(snapshot of the requests) is truthy and return
+        its value; raise TimeoutError naming the last requests after timeout.
+        For fakes that keep self._requests under the condition self._cond."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                result = predicate(list(self._requests))
+                if result:
+                    return result
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    got = "\n  ".join(repr(r) for r in self._requests[-20:]) or "(none)"
+                    raise TimeoutError("%s: condition not met within %.1fs; last requests:\n  %s"
+                                       % (self.thread_name, timeout, got))
+                self._cond.wait(min(left, 0.2))
 
     def __enter__(self):
         return self.start()

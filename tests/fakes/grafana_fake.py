@@ -312,20 +312,6 @@ class GrafanaFake(fakeserver.FakeServer):
     def count(self, method=None, status=None, forced=None):
         return len(self.requests(method, status, forced))
 
-    def wait_for(self, predicate, timeout=5.0):
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                result = predicate(list(self._requests))
-                if result:
-                    return result
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    got = "\n  ".join(repr(r) for r in self._requests[-20:]) or "(none)"
-                    raise TimeoutError("grafana fake: condition not met within %.1fs; requests:\n  %s"
-                                       % (timeout, got))
-                self._cond.wait(min(left, 0.2))
-
 
 def _filter(reqs, method=None, status=None, forced=None):
     return [r for r in reqs if (method is None or r.method == method)

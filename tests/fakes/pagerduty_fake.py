@@ -411,22 +411,6 @@ class PagerDutyFake(fakeserver.FakeServer):
                     return inc
         return None
 
-    def wait_for(self, predicate, timeout=5.0):
-        """Wait until predicate(requests_snapshot) is truthy; return its value.
-        TimeoutError (listing what arrived) after timeout."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                result = predicate(list(self._requests))
-                if result:
-                    return result
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    got = "\n  ".join(repr(r) for r in self._requests[-20:]) or "(none)"
-                    raise TimeoutError("pagerduty fake: condition not met within %.1fs; requests:\n  %s"
-                                       % (timeout, got))
-                self._cond.wait(min(left, 0.2))
-
     def wait_count(self, n, action=None, status=None, forced=None, timeout=5.0):
         """Wait until at least n matching requests arrived; return them."""
         def pred(reqs):

@@ -290,22 +290,6 @@ class Recorder(fakeserver.FakeServer):
         with self._lock:
             self._requests.clear()
 
-    def wait_for(self, predicate, timeout=5.0):
-        """Wait until predicate(requests_snapshot) is truthy and return its
-        value; raise TimeoutError (with what was received) after timeout."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                result = predicate(list(self._requests))
-                if result:
-                    return result
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    got = "\n  ".join(repr(r) for r in self._requests[-20:]) or "(none)"
-                    raise TimeoutError("recorder: condition not met within %.1fs; "
-                                       "last requests:\n  %s" % (timeout, got))
-                self._cond.wait(min(left, 0.2))
-
     def wait_count(self, n, method=None, path=None, prefix=None, timeout=5.0):
         """Wait until at least n matching requests arrived; return them."""
         def pred(reqs):

@@ -334,20 +334,6 @@ class SlackFake(fakeserver.FakeServer):
         with self._lock:
             self._requests.clear()
 
-    def wait_for(self, predicate, timeout=5.0):
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                result = predicate(list(self._requests))
-                if result:
-                    return result
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    got = "\n  ".join(repr(r) for r in self._requests[-20:]) or "(none)"
-                    raise TimeoutError("slack fake: condition not met within %.1fs; requests:\n  %s"
-                                       % (timeout, got))
-                self._cond.wait(min(left, 0.2))
-
     def wait_count(self, n, status=None, forced=None, timeout=5.0):
         def pred(reqs):
             got = _filter(reqs, status, forced)

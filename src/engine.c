@@ -78,6 +78,7 @@ struct pause {
 /* A cancel request that is a rejection of the plan (principal names have
  * no ':'). */
 #define REJECT_MARK "reject:"
+#define RESOLVE_MARK "resolve:" /* a cancel request that is the alert's resolve */
 
 static void pause_free(struct pause *p)
 {
@@ -646,7 +647,9 @@ static int admit_one(struct engine *e, struct playbook_set *set, struct playbook
 			outbox_close_incident(e->outbox, notes, mkey, ER_ALERT_RESOLVED);
 		if (!active && fa) {
 			/* Its replica learns of the cancel from the journal. */
-			store_batch_cancel_request(b, fa->id, o->who ? o->who->name : system_actor.name);
+			char by[ACTOR_NAME_MAX + sizeof(RESOLVE_MARK)];
+			snprintf(by, sizeof(by), RESOLVE_MARK "%s", o->who ? o->who->name : system_actor.name);
+			store_batch_cancel_request(b, fa->id, by);
 			store_batch_notify(b);
 			add_event(b, fa->id, "admission", admission_detail("cancelled", trigger), now);
 			add_answer(jobs, fa->id, pb->name, key, "cancelled");
@@ -2226,17 +2229,25 @@ static void claim_done(enum rd_status res, void *arg)
 }
 
 /* A cancel (or reject) asked through another replica: cancel_by names
- * who, "reject:" ahead for a rejection. e->mu held. 1: it takes effect. */
+ * who, "reject:" ahead for a rejection, "resolve:" for the alert's
+ * resolve. e->mu held. 1: it takes effect. */
 static int cancel_from(struct job *j, const char *cancel_by)
 {
 	int reject = strncmp(cancel_by, REJECT_MARK, strlen(REJECT_MARK)) == 0;
-	const char *who = reject ? cancel_by + strlen(REJECT_MARK) : cancel_by;
+	int resolve = strncmp(cancel_by, RESOLVE_MARK, strlen(RESOLVE_MARK)) == 0;
+	const char *who = reject ? cancel_by + strlen(REJECT_MARK)
+	                  : resolve ? cancel_by + strlen(RESOLVE_MARK) : cancel_by;
 	char reason[ACTOR_NAME_MAX + 64];
 
 	if (j->cancel_requested)
 		return 0;
-	snprintf(reason, sizeof(reason), "%s by %s through another replica", reject ? "rejected" : "cancelled", who);
+	if (resolve)
+		snprintf(reason, sizeof(reason), "alert resolved");
+	else
+		snprintf(reason, sizeof(reason), "%s by %s through another replica", reject ? "rejected" : "cancelled",
+		         who);
 	j->cancel_requested = 1;
+	j->cancel_by_resolve = resolve;
 	j->rejected = reject;
 	free(j->cancel_reason);
 	j->cancel_reason = strdup(reason);

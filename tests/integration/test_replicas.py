@@ -671,6 +671,29 @@ class RequestsTest(ReplicaTestCase):
         st, _, doc = c.api("POST", "/api/v1/jobs/%s/cancel" % jid, {"reason": "late"})
         self.assertEqual(st, 409, doc)
 
+    def test_a_resolve_through_another_replica_lets_verify_decide(self):
+        """As on one replica (test_admission): a resolve that reaches another
+        replica while the holder's attempt verifies does not cut the verify."""
+        fake = self.fake()
+        verify = ('must(recovery.http{method = "POST", url = FAKE .. "/verifying", json = {job = ctx.job.id}})\n'
+                  'recovery.sleep(1.5)\nreturn true, "healthy again"')
+        fix = playbook("fix", "return", verify, match=['alertname="Fix"'], retries=2, timeout=30, cooldown=0,
+                       budget=NOT_LIMITED, fake=fake)
+        reps = self.start_replicas(2, {"fix": fix})
+        a, b = reps
+        firing = notification("Fix", 1)
+        jid = self.post(a, firing, reps)["id"]
+        fake.wait_count(1, "POST", "/verifying", timeout=10)
+        self.assertEqual(a.job(jid)["owner"], a.replica_id)
+        resolved = json.loads(json.dumps(firing))
+        resolved["status"] = resolved["alerts"][0]["status"] = "resolved"
+        resolved["alerts"][0]["endsAt"] = "2026-12-02T10:05:00Z"
+        st, _, doc = b.post("/webhook", resolved, timeout=20)
+        self.assertEqual((st, [j["state"] for j in doc["jobs"]]), (202, ["cancelled"]), doc)
+        rec = a.wait_job(jid, timeout=LEASE + POLL + 5)
+        self.assertEqual((rec["state"], rec["outcome"]), ("succeeded", "succeeded"), short(rec))
+        self.assertEqual(rec["attempts"][0]["verify"], {"ok": True, "reason": "healthy again"})
+
     def test_requests_wake_the_holder_at_once(self):
         """LISTEN/NOTIFY: with a 10 s poll, a cancel through another replica
         still ends the job within a moment (without the notification, each

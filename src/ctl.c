@@ -1597,21 +1597,31 @@ out:
 	return rc;
 }
 
+/* GET the URL in u (freed here). With -o json the answer is printed and
+ * *doc is NULL; else *doc is the answer, for the caller to print. */
+static int get_doc(struct ctl *c, struct sb *u, cJSON **doc)
+{
+	int rc = api(c, "GET", sb_str(u), NULL, 0, doc, NULL);
+
+	free(u->p);
+	u->p = NULL;
+	if (rc == CTL_OK && c->json) {
+		print_json(*doc);
+		cJSON_Delete(*doc);
+		*doc = NULL;
+	}
+	return rc;
+}
+
 static int cmd_playbooks(struct ctl *c)
 {
 	struct sb u = {0};
 	cJSON *doc;
 
 	url_path(c, &u, "/api/v1/playbooks");
-	int rc = api(c, "GET", sb_str(&u), NULL, 0, &doc, NULL);
-	free(u.p);
-	if (rc != CTL_OK)
+	int rc = get_doc(c, &u, &doc);
+	if (rc != CTL_OK || !doc)
 		return rc;
-	if (c->json) {
-		print_json(doc);
-		cJSON_Delete(doc);
-		return CTL_OK;
-	}
 	const cJSON *list = cJSON_IsArray(doc) ? doc : cJSON_GetObjectItemCaseSensitive(doc, "playbooks"), *p, *m;
 	struct table t = {7, {"NAME", "MATCH", "PAUSED", "RETRIES", "TIMEOUT", "BUDGET", "LAST"},
 	                  {8, 8, 6, 7, 7, 6, 6}, 6, NULL, 0, 0};
@@ -1672,15 +1682,9 @@ static int cmd_audit(struct ctl *c)
 	url_param(c, &u, "action", opt_get(c, "action"));
 	url_param(c, &u, "since", since_arg(opt_get(c, "since"), since, sizeof(since)));
 	url_param(c, &u, "limit", opt_get(c, "limit"));
-	int rc = api(c, "GET", sb_str(&u), NULL, 0, &doc, NULL);
-	free(u.p);
-	if (rc != CTL_OK)
+	int rc = get_doc(c, &u, &doc);
+	if (rc != CTL_OK || !doc)
 		return rc;
-	if (c->json) {
-		print_json(doc);
-		cJSON_Delete(doc);
-		return CTL_OK;
-	}
 	struct table t = {6, {"TIME", "PRINCIPAL", "ACTION", "PLAYBOOK", "JOB", "REASON"}, {8, 9, 6, 8, 12, 6}, -1,
 	                  NULL, 0, 0};
 	const cJSON *e;
@@ -1722,15 +1726,9 @@ static int cmd_whoami(struct ctl *c)
 	char clean[256];
 
 	url_path(c, &u, "/api/v1/whoami");
-	int rc = api(c, "GET", sb_str(&u), NULL, 0, &doc, NULL);
-	free(u.p);
-	if (rc != CTL_OK)
+	int rc = get_doc(c, &u, &doc);
+	if (rc != CTL_OK || !doc)
 		return rc;
-	if (c->json) {
-		print_json(doc);
-		cJSON_Delete(doc);
-		return CTL_OK;
-	}
 	ctl_fit_text(jstr(doc, "name"), 64, clean, sizeof(clean));
 	printf("%s (%s)", clean, jstr(doc, "role") ? jstr(doc, "role") : "?");
 	pbs = cJSON_GetObjectItemCaseSensitive(doc, "playbooks");

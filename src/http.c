@@ -1227,11 +1227,12 @@ static void handle_ui(struct request *rq)
 	rq->ans.cache = ui_cache_control(f);
 }
 
-/* Routes whose handler may block (journal commit or read): worker pool. */
-/* The handlers that read the journal: on a worker, connection suspended. */
+/* Routes whose handler may block (journal commit or read): on a worker,
+ * connection suspended, never on the thread that takes the webhooks. The
+ * playbooks' stats are journal reads. */
 static int blocking_route(enum route r)
 {
-	return r == R_JOBS || r == R_JOB || r == R_AUDIT || routes[r].body == BODY_OPTIONAL;
+	return r == R_JOBS || r == R_JOB || r == R_AUDIT || r == R_PLAYBOOKS || routes[r].body == BODY_OPTIONAL;
 }
 
 /* Run the handler of a complete request. Returns 0 when rq was parked on

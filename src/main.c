@@ -275,11 +275,16 @@ static void check_config_expired(int sig)
 	_exit(WATCHDOG_EXIT_STATUS);
 }
 
+/* How the configuration loads the playbooks of dir. */
+static struct playbook_load_opts load_opts(const struct config *c, const char *dir)
+{
+	return (struct playbook_load_opts){.dir = dir, .lua_path = c->lua_path, .mem_max = (size_t)c->lua_memory,
+	                                   .overrides_json = c->playbook_overrides};
+}
+
 static struct playbook_set *load_playbooks(const struct config *c, char *err, size_t errlen)
 {
-	struct playbook_load_opts po = {.dir = c->playbooks, .lua_path = c->lua_path,
-	                                .mem_max = (size_t)c->lua_memory,
-	                                .overrides_json = c->playbook_overrides};
+	struct playbook_load_opts po = load_opts(c, c->playbooks);
 	struct playbook_set *set = NULL;
 
 	if (playbook_set_load(&po, &set, err, errlen) != RD_OK)
@@ -357,10 +362,9 @@ static int cmd_check(struct config *c, char **dirs, int ndirs, int soft)
 		check_soft(&k, err);
 	configure_sinks(c, &tok);
 	for (int d = 0; d < ndirs; d++) {
-		struct playbook_load_opts po = {.dir = dirs[d], .lua_path = c->lua_path,
-		                                .mem_max = (size_t)c->lua_memory,
-		                                .overrides_json = c->playbook_overrides,
-		                                .problem = check_playbook_problem, .problem_arg = &k};
+		struct playbook_load_opts po = load_opts(c, dirs[d]);
+		po.problem = check_playbook_problem;
+		po.problem_arg = &k;
 		k.dir = dirs[d];
 		if (playbook_set_load(&po, &set, err, sizeof(err)) != RD_OK) {
 			check_error(&k, err);

@@ -169,6 +169,17 @@ static int sink_list(lua_State *L, const char *what, char ***out, size_t *n_out,
 	return 0;
 }
 
+/* "did you mean 'x'? " for an unknown key near one of known, else "". */
+static const char *did_you_mean(const char *word, const char *const *known, char *buf, size_t len)
+{
+	const char *near = rd_closest(word, known);
+
+	if (!near)
+		return "";
+	snprintf(buf, len, "did you mean '%s'? ", near);
+	return buf;
+}
+
 /* notify (on the stack top): on_start and on_success notices (Slack only:
  * a PagerDuty event would open an incident), grafana = false. A typo must
  * not silently turn a notice off. */
@@ -182,12 +193,14 @@ static int parse_notify(lua_State *L, struct playbook *pb, char *err, size_t err
 	while (lua_next(L, -2)) {
 		const char *k = lua_type(L, -2) == LUA_TSTRING && !sandbox_has_nul(L, -2) ? lua_tostring(L, -2) : NULL;
 		lua_pop(L, 1);
-		if (!k || (strcmp(k, "on_start") && strcmp(k, "on_success") && strcmp(k, "grafana"))) {
-			static const char *const keys[] = {"on_start", "on_success", "grafana", NULL};
-			const char *near = rd_closest(k, keys);
-			snprintf(err, errlen, "notify: unknown key '%s' (%s%s%skeys: on_start, on_success, grafana)",
-			         k ? k : "(non-string key)", near ? "did you mean '" : "", near ? near : "",
-			         near ? "'? " : "");
+		static const char *const keys[] = {"on_start", "on_success", "grafana", NULL};
+		int known = 0;
+		for (const char *const *n = keys; k && *n && !known; n++)
+			known = strcmp(*n, k) == 0;
+		if (!known) {
+			char hint[64];
+			snprintf(err, errlen, "notify: unknown key '%s' (%skeys: on_start, on_success, grafana)",
+			         k ? k : "(non-string key)", did_you_mean(k, keys, hint, sizeof(hint)));
 			lua_pop(L, 1);
 			return -1;
 		}
@@ -311,9 +324,9 @@ static int parse_limits(lua_State *L, int t, struct playbook *pb, char *err, siz
 			lua_pop(L, 1);
 			if (strcmp(k, "required") != 0 && strcmp(k, "timeout") != 0) {
 				static const char *const keys[] = {"required", "timeout", NULL};
-				const char *near = rd_closest(k, keys);
-				snprintf(err, errlen, "approval.%s: unknown (%s%s%srequired, timeout)", k,
-				         near ? "did you mean '" : "", near ? near : "", near ? "'? " : "");
+				char hint[64];
+				snprintf(err, errlen, "approval.%s: unknown (%srequired, timeout)", k,
+				         did_you_mean(k, keys, hint, sizeof(hint)));
 				return -1;
 			}
 		}
@@ -473,10 +486,10 @@ static int apply_overrides(lua_State *L, struct parse_args *pa)
 		for (const char *const *k = known; *k && !ok; k++)
 			ok = strcmp(*k, c->string) == 0;
 		if (!ok) {
-			const char *near = rd_closest(c->string, known);
-			snprintf(pa->err, pa->errlen, "playbook_overrides[\"%s\"].%s: unknown (%s%s%sretries, "
+			char hint[64];
+			snprintf(pa->err, pa->errlen, "playbook_overrides[\"%s\"].%s: unknown (%sretries, "
 			         "timeout, cooldown, backoff, budget, approval)", pa->pb->name, c->string,
-			         near ? "did you mean '" : "", near ? near : "", near ? "'? " : "");
+			         did_you_mean(c->string, known, hint, sizeof(hint)));
 			return -1;
 		}
 	}
